@@ -1,0 +1,10 @@
+"""Sub-commands contributed by evals/ (plugged into `kat` through an entry point)."""
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from evals import commands
+
+    commands.register(app)

@@ -1,0 +1,158 @@
+"""Incident bundles: manifest validation, metrics and logs loading, cache, containment."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tools.telemetry import BundleError, open_bundle
+from tests.bundle_factory import BASE_NS, make_bundle
+
+
+def test_open_full_bundle(tmp_path: Path) -> None:
+    b = open_bundle(make_bundle(tmp_path / "inc"), cache_dir=tmp_path / "cache")
+    assert b.manifest.id == "inc-0001" and not b.is_bare_trace_dir
+    assert b.ranks == [0, 1]
+    # Unknown manifest fields are kept, not fatal.
+    assert b.manifest.model_extra["custom_field"] == {"team": "serving"}
+    assert b.manifest.topology.host_of(1) == "node-a"
+    assert b.manifest.window is not None and b.manifest.window.start_ns() == BASE_NS
+    m = b.metrics
+    assert set(m["name"].cat.categories) == {"DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_SM_CLOCK", "vllm:time_per_output_token_seconds"}
+    assert (m.loc[m["name"] == "vllm:time_per_output_token_seconds", "gpu"] == -1).all()
+    lg = b.logs
+    assert len(lg) == 53
+    # RFC 3339 and epoch-ns timestamps land on one clock; levels are normalised.
+    assert lg["ts_ns"].is_monotonic_increasing
+    assert "error" in set(lg["level"])
+    thermal = lg[lg["message"].str.contains("thermal")]
+    assert thermal["ts_ns"].iloc[0] == BASE_NS + 70 * 1_000_000_000
+
+
+def _write_manifest(root: Path, doc: object) -> None:
+    (root / "incident.json").write_bytes(orjson.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"id": ""}, "id"),
+        ({"symptom": None}, "symptom"),
+        ({"window": {"start": "2023-11-14T22:23:20Z", "end": "2023-11-14T22:13:20Z"}}, "window"),
+        ({"window": {"start": "yesterday", "end": "2023-11-14T22:13:20Z"}}, "window.start"),
+        ({"topology": {"workers": [{"rank": 0}, {"rank": 0}]}}, "topology"),
+        ({"topology": {"workers": [{"rank": -1}]}}, "topology.workers.0.rank"),
+    ],
+)
+def test_manifest_errors_name_the_field(tmp_path: Path, patch: dict, field: str) -> None:
+    root = make_bundle(tmp_path / "inc")
+    doc = orjson.loads((root / "incident.json").read_bytes())
+    doc.update(patch)
+    _write_manifest(root, doc)
+    with pytest.raises(BundleError) as info:
+        open_bundle(root, cache_dir=tmp_path / "cache")
+    assert info.value.field == field
+    assert "incident.json" in str(info.value)
+
+
+def test_manifest_not_json(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    (root / "incident.json").write_text("{id: inc}")
+    with pytest.raises(BundleError, match="incident.json.*not valid JSON"):
+        open_bundle(root)
+
+
+def test_group_member_must_be_a_worker(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    doc = orjson.loads((root / "incident.json").read_bytes())
+    doc["topology"]["groups"]["tp"] = [[0, 1, 7]]
+    _write_manifest(root, doc)
+    with pytest.raises(BundleError, match="rank 7") as info:
+        open_bundle(root, cache_dir=tmp_path / "cache")
+    assert info.value.field == "topology.groups.tp"
+
+
+def test_bad_metric_value_names_row_and_column(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    with open(root / "metrics.csv", "a") as fh:
+        fh.write(f"{BASE_NS},DCGM_FI_DEV_GPU_TEMP,hot,node-a,0,0\n")
+    b = open_bundle(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(BundleError) as info:
+        _ = b.metrics
+    assert info.value.field == "value" and "'hot'" in str(info.value) and "metrics.csv" in str(info.value)
+
+
+def test_missing_metric_column(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    (root / "metrics.csv").write_text("time,name,value\n1,a,2\n")
+    b = open_bundle(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(BundleError, match="missing required column 'ts'"):
+        _ = b.metrics
+
+
+def test_bad_log_line_names_line_number(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    with open(root / "logs.jsonl", "a") as fh:
+        fh.write('{"ts": 1, "message": "ok"}\n{"ts": 2, "message": \n')
+    b = open_bundle(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(BundleError, match="line 55 is not valid JSON"):
+        _ = b.logs
+
+
+def test_bad_log_timestamp(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    with open(root / "logs.jsonl", "a") as fh:
+        fh.write('{"ts": "not-a-time", "message": "x"}\n')
+    b = open_bundle(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(BundleError, match="unparseable timestamp 'not-a-time'"):
+        _ = b.logs
+
+
+def test_bundle_without_traces_dir(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    for p in (root / "traces").iterdir():
+        p.unlink()
+    (root / "traces").rmdir()
+    with pytest.raises(BundleError, match="no traces/ directory"):
+        open_bundle(root)
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    cache = tmp_path / "cache"
+    ref = open_bundle(root, cache_dir=cache).events(1)
+    for p in cache.glob("*.parquet"):
+        p.write_bytes(b"PAR1 garbage")
+    again = open_bundle(root, cache_dir=cache).events(1)
+    assert len(again) == len(ref)
+    assert (again["dur_ns"].to_numpy() == ref["dur_ns"].to_numpy()).all()
+
+
+def test_unwritable_cache_still_works(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("x")
+    b = open_bundle(root, cache_dir=blocker / "sub")
+    assert len(b.events(0)) > 0
+
+
+def test_canonical_parquet_traces(tmp_path: Path) -> None:
+    from tools.telemetry.bundle import write_canonical_parquet
+
+    src = open_bundle(make_bundle(tmp_path / "inc"), cache_dir=tmp_path / "cache")
+    pq_dir = tmp_path / "pq"
+    pq_dir.mkdir()
+    for r in src.ranks:
+        write_canonical_parquet(src.events(r), pq_dir / f"rank-{r}.parquet")
+    b = open_bundle(pq_dir)
+    assert b.ranks == [0, 1]
+    assert (b.events(1)["dur_ns"].to_numpy() == src.events(1)["dur_ns"].to_numpy()).all()
+
+
+def test_resolve_inside_rejects_traversal(tmp_path: Path) -> None:
+    b = open_bundle(make_bundle(tmp_path / "inc"), cache_dir=tmp_path / "cache")
+    assert b.resolve_inside("traces/rank-0.json.gz").is_file()
+    for evil in ("../secret", "/etc/passwd", "traces/../../x"):
+        with pytest.raises(BundleError, match="outside the incident bundle"):
+            b.resolve_inside(evil)

@@ -1,0 +1,163 @@
+"""Malformed, truncated, hostile and ambiguous trace inputs get errors that name the file and field."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tools.telemetry import BundleError, TraceImportError, open_bundle
+from tools.telemetry.kineto import import_kineto, read_json_bytes
+from tests.kineto_factory import step_trace, write_trace
+
+
+def _err(path: Path, **kw) -> str:  # noqa: ANN003
+    with pytest.raises(TraceImportError) as info:
+        import_kineto(path, **kw)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    return msg
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    p = tmp_path / "rank-0.json"
+    p.write_bytes(b"")
+    assert "empty" in _err(p)
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(orjson.dumps(step_trace()))
+    p = tmp_path / "rank-0.json.gz"
+    p.write_bytes(data[: len(data) // 2])
+    assert "truncated" in _err(p)
+
+
+def test_truncated_json(tmp_path: Path) -> None:
+    data = orjson.dumps(step_trace())
+    p = tmp_path / "rank-0.json"
+    p.write_bytes(data[: len(data) - 40])
+    assert "not valid JSON" in _err(p)
+
+
+def test_not_json(tmp_path: Path) -> None:
+    p = tmp_path / "rank-0.json"
+    p.write_text("ProfilerStep#1 took 3 ms\n")
+    assert "not valid JSON" in _err(p)
+
+
+def test_wrong_schema_trace_events_not_a_list(tmp_path: Path) -> None:
+    p = write_trace({"traceEvents": {"ph": "X"}}, tmp_path / "rank-0.json")
+    msg = _err(p)
+    assert "traceEvents" in msg
+
+
+def test_wrong_schema_event_not_an_object(tmp_path: Path) -> None:
+    doc = step_trace()
+    doc["traceEvents"].insert(3, 42)
+    p = write_trace(doc, tmp_path / "rank-0.json")
+    msg = _err(p)
+    assert "traceEvents[3]" in msg
+
+
+def test_no_trace_events_key(tmp_path: Path) -> None:
+    p = write_trace({"schemaVersion": 1, "events": []}, tmp_path / "rank-0.json")
+    assert "traceEvents" in _err(p)
+
+
+def test_non_numeric_timestamp(tmp_path: Path) -> None:
+    doc = step_trace()
+    doc["traceEvents"][0]["ts"] = "soon"
+    p = write_trace(doc, tmp_path / "rank-0.json")
+    msg = _err(p)
+    assert "ts" in msg and "soon" in msg
+
+
+def test_negative_duration(tmp_path: Path) -> None:
+    doc = step_trace()
+    doc["traceEvents"][0]["dur"] = -5
+    p = write_trace(doc, tmp_path / "rank-0.json")
+    assert "negative duration" in _err(p)
+
+
+def test_bad_rank_value(tmp_path: Path) -> None:
+    doc = step_trace()
+    doc["distributedInfo"]["rank"] = "zero"
+    p = write_trace(doc, tmp_path / "trace.json")
+    assert "distributedInfo.rank" in _err(p)
+
+
+def test_gzip_bomb_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "rank-0.json.gz"
+    p.write_bytes(gzip.compress(b"[" + b" " * 5_000_000 + b"]"))
+    with pytest.raises(TraceImportError, match="refusing"):
+        read_json_bytes(p, max_bytes=1_000_000)
+
+
+def test_bare_array_form_is_accepted(tmp_path: Path) -> None:
+    doc = step_trace()
+    p = write_trace(doc["traceEvents"], tmp_path / "rank-3.json")
+    df, meta = import_kineto(p)
+    assert meta.rank == 3 and meta.rank_source == "file name"
+    assert (df["kind"] == "kernel").sum() == 6
+
+
+def test_duplicate_rank_in_directory(tmp_path: Path) -> None:
+    write_trace(step_trace(rank=1), tmp_path / "a.json")
+    write_trace(step_trace(rank=1), tmp_path / "b.json.gz")
+    with pytest.raises(TraceImportError, match="duplicate rank") as info:
+        open_bundle(tmp_path, cache_dir=tmp_path / "cache")
+    assert "a.json" in str(info.value) and "b.json.gz" in str(info.value)
+
+
+def test_rank_unknown_in_multi_file_directory(tmp_path: Path) -> None:
+    for name in ("x.json", "y.json"):
+        doc = step_trace()
+        del doc["distributedInfo"]
+        write_trace(doc, tmp_path / name)
+    with pytest.raises(TraceImportError, match="cannot tell which rank"):
+        open_bundle(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_rank_from_file_name_when_distributed_info_missing(tmp_path: Path) -> None:
+    for r in (0, 1):
+        doc = step_trace(rank=r)
+        del doc["distributedInfo"]
+        write_trace(doc, tmp_path / f"worker{r}.json")
+    b = open_bundle(tmp_path, cache_dir=tmp_path / "cache")
+    assert b.ranks == [0, 1]
+
+
+def test_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no trace files"):
+        open_bundle(tmp_path)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no such file"):
+        open_bundle(tmp_path / "nope")
+
+
+def test_flows_link_kernels_when_correlation_args_are_missing(tmp_path: Path) -> None:
+    p = write_trace(step_trace(strip_correlation=True), tmp_path / "rank-0.json")
+    df, _ = import_kineto(p)
+    k = df[df["kind"].isin(["kernel", "collective"])]
+    assert len(k) == 12 and (k["parent"] >= 0).all()
+    assert (df.iloc[k["parent"].to_numpy()]["name"] == "cudaLaunchKernel").all()
+
+
+def test_synthetic_trace_structure(tmp_path: Path) -> None:
+    p = write_trace(step_trace(rank=1, world=4), tmp_path / "t.json.gz")
+    df, meta = import_kineto(p)
+    assert meta.rank == 1
+    coll = df[df["kind"] == "collective"]
+    assert len(coll) == 6
+    assert (coll["group_ranks"] == "0,1,2,3").all() and (coll["msg_bytes"] == 32768 * 2).all()
+    assert sorted(coll["step"].unique()) == [0, 1, 2]
+    # kernel -> cudaLaunchKernel -> cpu_op -> ProfilerStep
+    k = df[df["kind"] == "kernel"].iloc[0]
+    launch = df.iloc[k["parent"]]
+    op = df.iloc[launch["parent"]]
+    step = df.iloc[op["parent"]]
+    assert (launch["name"], op["name"], step["kind"]) == ("cudaLaunchKernel", "aten::mm", "step")
+    assert op["shape"] == "[[8,4096],[4096,4096]]"

@@ -1,0 +1,1 @@
+"""Everything the agent calls. Nothing here imports an LLM stack or LangGraph."""

@@ -1,0 +1,261 @@
+"""Open an incident bundle (or a bare directory of Kineto traces) and serve its data.
+
+Traces are imported once into canonical per-rank Parquet files in a cache directory, so a
+second open reads columnar files instead of re-parsing JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tools.telemetry.errors import BundleError, TraceImportError
+from tools.telemetry.kineto import KinetoMeta, import_kineto, normalize_events, rank_from_filename
+from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
+from tools.telemetry.schema import COLUMNS, SCHEMA_VERSION, arrow_schema
+from tools.telemetry.tables import load_logs, load_metrics
+
+TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
+CACHE_ENV = "KAT_CACHE_DIR"
+
+
+def _is_trace_file(p: Path) -> bool:
+    return p.is_file() and p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".")
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kat" / "traces"
+
+
+@dataclass
+class TraceFile:
+    """One per-rank trace file and, once imported, what it said about itself."""
+
+    path: Path
+    rank: int
+    fmt: str  # "kineto" | "parquet"
+    meta: KinetoMeta | None = None
+
+
+@dataclass
+class Bundle:
+    """An opened incident: manifest, per-rank traces, metrics, logs. Loads lazily."""
+
+    root: Path
+    manifest: IncidentManifest
+    traces: dict[int, TraceFile]
+    metrics_path: Path | None
+    logs_path: Path | None
+    cache_root: Path
+    is_bare_trace_dir: bool = False
+    _events: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def ranks(self) -> list[int]:
+        return sorted(self.traces)
+
+    def events(self, rank: int) -> pd.DataFrame:
+        """Canonical events of one rank (imported or read from the Parquet cache)."""
+        if rank not in self.traces:
+            raise BundleError(f"no trace for rank {rank}; ranks present: {self.ranks}", path=self.root)
+        if rank not in self._events:
+            self._events[rank] = self._load_rank(self.traces[rank])
+        return self._events[rank]
+
+    def all_events(self) -> pd.DataFrame:
+        frames = [self.events(r) for r in self.ranks]
+        if not frames:
+            return pd.DataFrame(columns=list(COLUMNS))
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def load_all(self) -> None:
+        for r in self.ranks:
+            self.events(r)
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return load_metrics(self.metrics_path)
+
+    @cached_property
+    def logs(self) -> pd.DataFrame:
+        return load_logs(self.logs_path)
+
+    def resolve_inside(self, relative: str) -> Path:
+        """A path inside the bundle; anything that escapes it is refused."""
+        candidate = (self.root / relative).resolve()
+        if candidate != self.root.resolve() and self.root.resolve() not in candidate.parents:
+            raise BundleError(f"path {relative!r} is outside the incident bundle", path=self.root)
+        return candidate
+
+    def _load_rank(self, tf: TraceFile) -> pd.DataFrame:
+        if tf.fmt == "parquet":
+            return read_canonical_parquet(tf.path, expected_rank=tf.rank)
+        cache = _cache_path(self.cache_root, tf.path)
+        if cache.exists():
+            try:
+                return read_canonical_parquet(cache, expected_rank=tf.rank)
+            except BundleError:
+                pass  # a damaged cache entry is rebuilt from the source trace
+        df, tf.meta = import_kineto(tf.path, default_rank=tf.rank)
+        return df
+
+
+def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
+    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=arrow_schema(), preserve_index=False)
+    pq.write_table(table, path, compression="zstd")
+
+
+def read_canonical_parquet(path: Path, expected_rank: int | None = None) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TraceImportError(f"not a readable Parquet file ({exc})", path=path) from exc
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise TraceImportError(f"missing canonical columns {missing}", path=path, field=missing[0])
+    df = normalize_events(table.select(list(COLUMNS)).to_pandas())
+    ranks = df["rank"].unique()
+    if len(ranks) > 1:
+        raise TraceImportError(f"one trace file must hold one rank, found ranks {sorted(ranks.tolist())}", path=path, field="rank")
+    if expected_rank is not None and len(ranks) == 1 and int(ranks[0]) != expected_rank:
+        raise TraceImportError(f"file holds rank {int(ranks[0])}, expected {expected_rank}", path=path, field="rank")
+    return df
+
+
+def _parquet_rank(path: Path) -> int:
+    try:
+        col = pq.read_table(path, columns=["rank"]).column("rank")
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise TraceImportError(f"not a canonical Parquet trace ({exc})", path=path, field="rank") from exc
+    if len(col) == 0:
+        r = rank_from_filename(path)
+        if r is None:
+            raise TraceImportError("empty trace and no rank in the file name", path=path, field="rank")
+        return r
+    return int(col[0].as_py())
+
+
+def _cache_path(cache_root: Path, path: Path) -> Path:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SCHEMA_VERSION}"
+    return cache_root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.parquet"
+
+
+def _import_cached(path: Path, cache_root: Path, default_rank: int | None) -> tuple[pd.DataFrame | None, KinetoMeta]:
+    """Rank metadata from the cache, or a fresh import (written to the cache on the way)."""
+    cache = _cache_path(cache_root, path)
+    meta_path = cache.with_suffix(".meta.json")
+    if cache.exists() and meta_path.exists():
+        try:
+            return None, KinetoMeta(**orjson.loads(meta_path.read_bytes()))
+        except (OSError, ValueError, TypeError):
+            pass  # damaged cache entry: re-import
+    df, meta = import_kineto(path, default_rank=default_rank)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        write_canonical_parquet(df, tmp)
+        os.replace(tmp, cache)
+        meta_path.write_bytes(orjson.dumps(meta.__dict__))
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return df, meta
+
+
+def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.DataFrame]) -> dict[int, TraceFile]:
+    files = sorted(p for p in trace_dir.iterdir() if _is_trace_file(p))
+    if not files:
+        raise BundleError(f"no trace files (*.json, *.json.gz, *.parquet) in {trace_dir}", path=trace_dir)
+    traces: dict[int, TraceFile] = {}
+    for p in files:
+        meta = None
+        df = None
+        if p.name.endswith(".parquet"):
+            rank, fmt = _parquet_rank(p), "parquet"
+        else:
+            fmt = "kineto"
+            df, meta = _import_cached(p, cache_root, default_rank=0 if len(files) == 1 else None)
+            rank = meta.rank
+        if rank in traces:
+            raise TraceImportError(f"rank {rank} also comes from {traces[rank].path.name}: duplicate rank", path=p, field="rank")
+        traces[rank] = TraceFile(p, rank, fmt, meta)
+        if df is not None:
+            loaded[rank] = df
+    return traces
+
+
+def _find_one(root: Path, stem: str) -> Path | None:
+    for suffix in (".parquet", ".csv", ".jsonl", ".csv.gz", ".jsonl.gz"):
+        p = root / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bundle:
+    """Open an incident bundle directory, or a bare directory / single file of Kineto traces."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError("no such file or directory", path=root)
+    cache_root = Path(cache_dir) if cache_dir else default_cache_root()
+    if root.is_file():
+        if not _is_trace_file(root):
+            raise BundleError("expected an incident directory or a trace file (*.json, *.json.gz, *.parquet)", path=root)
+        loaded: dict[int, pd.DataFrame] = {}
+        if root.name.endswith(".parquet"):
+            rank = _parquet_rank(root)
+            traces = {rank: TraceFile(root, rank, "parquet")}
+        else:
+            df, meta = _import_cached(root, cache_root, default_rank=0)
+            traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
+            if df is not None:
+                loaded[meta.rank] = df
+        return Bundle(root.parent, _synth_manifest(root, traces), traces, None, None, cache_root,
+                      is_bare_trace_dir=True, _events=loaded)
+    manifest_path = root / "incident.json"
+    if manifest_path.exists():
+        manifest = load_manifest(manifest_path)
+        trace_dir = root / "traces"
+        if not trace_dir.is_dir():
+            raise BundleError("bundle has no traces/ directory", path=root, field="traces")
+        loaded: dict[int, pd.DataFrame] = {}
+        traces = _discover_traces(trace_dir, cache_root, loaded)
+        bundle = Bundle(root, manifest, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root,
+                        _events=loaded)
+        _check_topology(bundle, manifest_path)
+        return bundle
+    trace_dir = root / "traces" if (root / "traces").is_dir() else root
+    loaded = {}
+    traces = _discover_traces(trace_dir, cache_root, loaded)
+    return Bundle(root, _synth_manifest(root, traces), traces, _find_one(root, "metrics"), _find_one(root, "logs"),
+                  cache_root, is_bare_trace_dir=True, _events=loaded)
+
+
+def _synth_manifest(root: Path, traces: dict[int, TraceFile]) -> IncidentManifest:
+    """Manifest for a bare trace directory: topology from the ranks present."""
+    ranks = sorted(traces)
+    workers = [WorkerInfo(rank=r) for r in ranks]
+    topo = Topology(workers=workers)
+    topo.groups.tp = [ranks] if len(ranks) > 1 else []
+    return IncidentManifest(id=root.name or "traces", symptom="(bare trace directory: no symptom given)", topology=topo)
+
+
+def _check_topology(bundle: Bundle, manifest_path: Path) -> None:
+    known = {w.rank for w in bundle.manifest.topology.workers}
+    for gname in ("tp", "pp", "dp"):
+        for group in getattr(bundle.manifest.topology.groups, gname):
+            for r in group:
+                if known and r not in known:
+                    raise BundleError(f"group member rank {r} is not in topology.workers", path=manifest_path,
+                                      field=f"topology.groups.{gname}")

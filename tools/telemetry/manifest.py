@@ -1,0 +1,104 @@
+"""The incident manifest (`incident.json`) and topology models."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tools.telemetry.errors import BundleError
+
+
+class _Open(BaseModel):
+    # Unknown fields are kept, never fatal: users add their own annotations.
+    model_config = ConfigDict(extra="allow")
+
+
+class TimeWindow(_Open):
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimeWindow":
+        if self.end < self.start:
+            raise ValueError(f"window end {self.end.isoformat()} is before start {self.start.isoformat()}")
+        return self
+
+    def start_ns(self) -> int:
+        return int(self.start.timestamp() * 1e9)
+
+    def end_ns(self) -> int:
+        return int(self.end.timestamp() * 1e9)
+
+
+class GpuInfo(_Open):
+    index: int = Field(ge=0)
+    model: str | None = None
+    numa_node: int | None = None
+
+
+class HostInfo(_Open):
+    name: str
+    gpus: list[GpuInfo] = Field(default_factory=list)
+
+
+class WorkerInfo(_Open):
+    rank: int = Field(ge=0)
+    host: str | None = None
+    gpu: int | None = None
+    pid: int | None = None
+
+
+class Groups(_Open):
+    tp: list[list[int]] = Field(default_factory=list)
+    pp: list[list[int]] = Field(default_factory=list)
+    dp: list[list[int]] = Field(default_factory=list)
+
+
+class Topology(_Open):
+    hosts: list[HostInfo] = Field(default_factory=list)
+    workers: list[WorkerInfo] = Field(default_factory=list)
+    groups: Groups = Field(default_factory=Groups)
+
+    @model_validator(mode="after")
+    def _unique_ranks(self) -> "Topology":
+        seen: set[int] = set()
+        for w in self.workers:
+            if w.rank in seen:
+                raise ValueError(f"rank {w.rank} appears twice in topology.workers")
+            seen.add(w.rank)
+        return self
+
+    def worker(self, rank: int) -> WorkerInfo | None:
+        return next((w for w in self.workers if w.rank == rank), None)
+
+    def host_of(self, rank: int) -> str | None:
+        w = self.worker(rank)
+        return w.host if w else None
+
+
+class IncidentManifest(_Open):
+    id: str = Field(min_length=1)
+    symptom: str
+    title: str | None = None
+    window: TimeWindow | None = None
+    model: str | None = None
+    framework: str | None = None
+    topology: Topology = Field(default_factory=Topology)
+
+
+def load_manifest(path: Path) -> IncidentManifest:
+    """Parse and validate `incident.json`; errors name the file and the field."""
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"not valid JSON ({exc})", path=path) from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"expected a JSON object, got {type(raw).__name__}", path=path)
+    try:
+        return IncidentManifest.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise BundleError(f"{err['msg']} (got {str(err.get('input'))[:80]!r})", path=path, field=field) from exc
