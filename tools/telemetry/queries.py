@@ -214,7 +214,7 @@ def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
         close = [n for n in names if any(tok in n.lower() for tok in re.split(r"[^a-z0-9]+", q.name.lower()) if len(tok) > 3)][:10]
         return MetricQueryResult(status="no_data", query=q, searched=searched,
                                  message=f"no metric named or matching {q.name!r}; similar names: {close or sorted(names)[:10]}")
-    mask = m["name"].isin(chosen).to_numpy()
+    mask = m["name"].isin(chosen).to_numpy().copy()  # pandas hands out read-only views
     if q.host is not None:
         mask &= (m["host"] == q.host).to_numpy()
     if q.gpu is not None:
