@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import typer
 
+from evals.realtrace.cli import register as register_realtrace
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    register_realtrace(app)

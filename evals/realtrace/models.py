@@ -30,9 +30,9 @@ class WorkloadShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    layers: int = Field(4, ge=1, le=64)
-    hidden: int = Field(512, ge=16)
-    intermediate: int = Field(1024, ge=16)
+    layers: int = Field(3, ge=1, le=64)
+    hidden: int = Field(1024, ge=16)
+    intermediate: int = Field(4096, ge=16)
     kv_len: int = Field(128, ge=1, description="cached tokens per sequence (fixed, like a paged KV block table)")
     batch_sizes: list[int] = Field(default_factory=lambda: [12, 14, 16],
                                    description="decode batch sizes drawn per step (continuous batching)")

@@ -1,0 +1,36 @@
+"""Named sets of real-trace cases (healthy + each fault), for `kat realtrace --suite`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from evals.realtrace.case import CaseResult, generate_case
+from evals.realtrace.models import FaultKind, RealTraceConfig
+
+_FAULTS = [FaultKind.GEMM, FaultKind.CPU_STALL, FaultKind.CPU_CONTENTION, FaultKind.SLOW_COLLECTIVE]
+
+
+def suite_configs(name: str, seed: int = 0, world: int = 4) -> list[RealTraceConfig]:
+    """`tiny`: one healthy + one fault (CI). `small`: healthy + every fault on rank 2.
+    `standard`: two healthy seeds + every fault on two ranks and windows."""
+    if name == "tiny":
+        return [RealTraceConfig(fault=FaultKind.NONE, seed=seed, world=world, num_steps=10, steps=(4, 7)),
+                RealTraceConfig(fault=FaultKind.CPU_STALL, rank=2 % world, seed=seed, world=world, num_steps=10, steps=(4, 7))]
+    if name == "small":
+        return [RealTraceConfig(fault=FaultKind.NONE, seed=seed, world=world)] + [
+            RealTraceConfig(fault=f, rank=2 % world, seed=seed, world=world) for f in _FAULTS]
+    if name == "standard":
+        out = [RealTraceConfig(fault=FaultKind.NONE, seed=seed + s, world=world) for s in range(2)]
+        for f in _FAULTS:
+            out.append(RealTraceConfig(fault=f, rank=2 % world, steps=(8, 14), seed=seed, world=world))
+            out.append(RealTraceConfig(fault=f, rank=1, steps=(4, 9), seed=seed + 1, world=world))
+        return out
+    raise ValueError(f"unknown real-trace suite {name!r}; known: tiny, small, standard")
+
+
+SUITES = ("tiny", "small", "standard")
+
+
+def generate_suite(name: str, out: Path | str, seed: int = 0, world: int = 4) -> list[CaseResult]:
+    """Generate every case of a suite into `out/<case id>/`, one after another (they share the CPUs)."""
+    out = Path(out)
+    return [generate_case(cfg, out / cfg.name()) for cfg in suite_configs(name, seed, world)]
