@@ -20,7 +20,11 @@ MAX_K = 50
 MAX_HIT_CHARS = 1200
 MAX_CHUNKS_PER_DOC = 2  # keep a top-5 from being one document's five sections
 DENSE_CANDIDATES = 50
-RRF_K = 60  # reciprocal-rank-fusion constant; the usual value, not tuned on our questions
+RRF_K = 60  # reciprocal-rank-fusion constant (fusion="rrf"), the usual value
+# Linear fusion of min-max normalised scores beat RRF on the question set (recall@3 0.97 vs
+# 0.95). The weight was chosen on the odd-numbered questions (0.4 and 0.5 tied on recall, 0.4
+# had the better MRR) and checked on the even-numbered ones, so it is not fitted to all of them.
+DENSE_WEIGHT = 0.4
 # Below this cosine similarity, with no lexical match either, the query is about something the
 # corpus does not cover: answer no_data rather than hand the agent unrelated text.
 MIN_DENSE_SIMILARITY = 0.2
@@ -39,10 +43,11 @@ class KnowledgeBase:
     """
 
     def __init__(self, index_dir: str | Path | None = None, corpus_dir: str | Path | None = None,
-                 fusion: str = "rrf") -> None:
+                 fusion: str = "linear", dense_weight: float = DENSE_WEIGHT) -> None:
         self.index_dir = Path(index_dir).expanduser() if index_dir else default_index_dir()
         self.corpus_dir = Path(corpus_dir) if corpus_dir else CORPUS_DIR
         self.fusion = fusion
+        self.dense_weight = dense_weight
         self._store = ChromaStore(self.index_dir)
         self._lock = threading.RLock()
         self._chunks: list[Chunk] = []
@@ -232,15 +237,15 @@ class KnowledgeBase:
             for ranking in (dense, lex):
                 for rank, (i, _) in enumerate(ranking):
                     fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank + 1)
-        else:  # "linear": min-max normalised scores, equal weights
-            for ranking in (dense, lex):
+        else:  # "linear": min-max normalised scores, weighted
+            for ranking, w in ((dense, self.dense_weight), (lex, 1.0 - self.dense_weight)):
                 if not ranking:
                     continue
                 hi = max(s for _, s in ranking)
                 lo = min(s for _, s in ranking)
                 span = (hi - lo) or 1.0
                 for i, s in ranking:
-                    fused[i] = fused.get(i, 0.0) + 0.5 * (s - lo) / span
+                    fused[i] = fused.get(i, 0.0) + w * (s - lo) / span
         return sorted(fused.items(), key=lambda t: -t[1])
 
     def _to_hits(self, ranked: list[tuple[int, float]], k: int) -> list[KnowledgeHit]:
