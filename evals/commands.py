@@ -4,7 +4,9 @@ from __future__ import annotations
 import typer
 
 from evals.realtrace.cli import register as register_realtrace
+from evals.simulate.cli import register as register_simulate
 
 
 def register(app: typer.Typer) -> None:
     register_realtrace(app)
+    register_simulate(app)

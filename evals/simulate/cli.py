@@ -1,0 +1,66 @@
+"""`kat simulate`: write simulated incident bundles (one, or a whole suite)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def simulate(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one bundle, or one sub-directory per suite case)"),
+    scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="fault category, 'none' or 'workload_shift'"),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="task configuration name (see --list-tasks)"),
+    seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives a byte-identical bundle"),
+    severity: Optional[str] = typer.Option(None, "--severity", help="mild | moderate | severe (default: drawn from the seed)"),
+    size: str = typer.Option("small", "--size", help="tiny | small | medium | large (large: >= 10M events)"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
+    list_tasks: bool = typer.Option(False, "--list-tasks", help="list task configurations and exit"),
+    json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
+) -> None:
+    """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
+    from evals.simulate.tasks import load_tasks
+
+    if list_tasks:
+        for name, t in load_tasks().items():
+            typer.echo(f"{name:45s} {t.description}")
+        raise typer.Exit(0)
+    if out is None:
+        raise typer.BadParameter("--out DIR is required")
+    if suite:
+        from evals.simulate.suites import generate_suite
+
+        t0 = time.perf_counter()
+
+        def progress(c) -> None:
+            if not json_out:
+                typer.echo(f"  {c.id:40s} {c.task:45s} {c.events:>10,d} events {c.seconds:6.2f}s")
+
+        cases = generate_suite(suite, out, progress=progress)
+        if json_out:
+            typer.echo((out / "suite.json").read_text())
+        else:
+            typer.echo(f"suite {suite}: {len(cases)} incidents in {time.perf_counter() - t0:.1f}s -> {out}")
+        return
+    if not scenario or not task:
+        raise typer.BadParameter("give --scenario and --task (or --suite NAME)")
+    from evals.simulate.generate import generate_incident
+
+    t0 = time.perf_counter()
+    try:
+        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    dt = time.perf_counter() - t0
+    if json_out:
+        typer.echo(gt.to_json().decode())
+    else:
+        ranks = ", ".join(map(str, gt.affected_ranks)) or "-"
+        typer.echo(f"{gt.incident_id}: {gt.category} ({gt.component}) ranks [{ranks}] severity {gt.severity or '-'}; "
+                   f"{gt.events_total:,d} events in {dt:.2f}s ({gt.events_total / max(dt, 1e-9):,.0f} events/s) -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)

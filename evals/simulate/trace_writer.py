@@ -1,0 +1,64 @@
+"""Streaming Kineto (Chrome-trace JSON) writer: one file per rank, events appended in chunks.
+
+Events arrive as pre-rendered JSON strings, so writing costs one join and one compress per
+chunk; nothing holds a whole rank in memory. gzip uses mtime=0 so output is byte-identical
+for a seed.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+FLUSH_EVENTS = 20000
+
+
+def us(ns: int) -> str:
+    """Integer ns -> Kineto microsecond literal with exactly 3 decimals (exact round trip)."""
+    return f"{ns // 1000}.{ns % 1000:03d}"
+
+
+class RankTraceWriter:
+    """Writes `{header..., "traceEvents": [ ... ], footer}` for one rank, incrementally."""
+
+    def __init__(self, path: Path, header: dict, footer: dict, compress: bool = True):
+        self.path = path
+        raw: IO[bytes] = open(path, "wb")
+        self._raw = raw
+        self._fh: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) if compress else raw
+        head = orjson.dumps({**header, "traceEvents": []})
+        # Drop the closing "]}" so events can be streamed into the list.
+        assert head.endswith(b"[]}")
+        self._fh.write(head[:-2])
+        self._footer = orjson.dumps(footer)[1:]  # '"key":...}' appended after the list
+        self._buf: list[str] = []
+        self._first = True
+        self.count = 0
+
+    def add(self, event: str) -> None:
+        self._buf.append(event)
+        if len(self._buf) >= FLUSH_EVENTS:
+            self.flush()
+
+    def extend(self, events: list[str]) -> None:
+        self._buf.extend(events)
+        if len(self._buf) >= FLUSH_EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        text = ",".join(self._buf)
+        self._fh.write((text if self._first else "," + text).encode())
+        self._first = False
+        self.count += len(self._buf)
+        self._buf = []
+
+    def close(self) -> None:
+        self.flush()
+        self._fh.write(b"]," + self._footer if self._footer != b"}" else b"]}")
+        if self._fh is not self._raw:
+            self._fh.close()
+        self._raw.close()
