@@ -161,3 +161,39 @@ def test_synthetic_trace_structure(tmp_path: Path) -> None:
     step = df.iloc[op["parent"]]
     assert (launch["name"], op["name"], step["kind"]) == ("cudaLaunchKernel", "aten::mm", "step")
     assert op["shape"] == "[[8,4096],[4096,4096]]"
+
+
+def test_concatenated_gzip_members(tmp_path: Path) -> None:
+    data = orjson.dumps(step_trace(rank=2))
+    half = len(data) // 2
+    p = tmp_path / "trace.json.gz"
+    p.write_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+    df, meta = import_kineto(p)
+    assert meta.rank == 2 and (df["kind"] == "collective").sum() == 6
+
+
+def test_large_trace_is_streamed_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.telemetry.kineto_stream as ks
+
+    doc = step_trace(steps=20)
+    for e in doc["traceEvents"][::7]:
+        if e.get("ph") == "X":
+            e["name"] = e["name"] + ' odd}, {"ph": "X"} name'
+    ref, _ = import_kineto(write_trace(doc, tmp_path / "ref.json"))  # one chunk
+    # Small chunks force many cuts, including through names that contain "}, {".
+    monkeypatch.setattr(ks, "CHUNK_BYTES", 2000)
+    monkeypatch.setattr(ks, "READ_BYTES", 1500)
+    for gz in (False, True):
+        df, meta = import_kineto(write_trace(doc, tmp_path / f"rank-0.json{'.gz' if gz else ''}"))
+        assert meta.events_in_file == len(doc["traceEvents"])
+        assert df["name"].astype(str).tolist() == ref["name"].astype(str).tolist()
+        assert (df["parent"].to_numpy() == ref["parent"].to_numpy()).all()
+
+
+def test_metadata_after_events_is_read(tmp_path: Path) -> None:
+    doc = step_trace(rank=5, world=8)
+    reordered = {"traceEvents": doc["traceEvents"], "distributedInfo": doc["distributedInfo"],
+                 "baseTimeNanoseconds": doc["baseTimeNanoseconds"]}
+    df, meta = import_kineto(write_trace(reordered, tmp_path / "t.json"))
+    assert meta.rank == 5 and meta.world_size == 8
+    assert df["ts_ns"].min() >= doc["baseTimeNanoseconds"]

@@ -5,8 +5,9 @@ second open reads columnar files instead of re-parsing JSON.
 """
 from __future__ import annotations
 
-import hashlib
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,13 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tools.telemetry.errors import BundleError, TraceImportError
-from tools.telemetry.kineto import KinetoMeta, import_kineto, normalize_events, rank_from_filename
+from tools.telemetry.import_worker import cache_path, import_to_cache
+from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto, normalize_events, rank_from_filename
 from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
-from tools.telemetry.schema import COLUMNS, SCHEMA_VERSION, arrow_schema
+from tools.telemetry.schema import COLUMNS, arrow_schema
 from tools.telemetry.tables import load_logs, load_metrics
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 CACHE_ENV = "KAT_CACHE_DIR"
+IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
+PARALLEL_IMPORT_MIN_BYTES = 24 * 2**20
 
 
 def _is_trace_file(p: Path) -> bool:
@@ -65,6 +69,17 @@ class Bundle:
     def ranks(self) -> list[int]:
         return sorted(self.traces)
 
+    @property
+    def total_events(self) -> int:
+        """Canonical events over all ranks, without loading them where the count is known."""
+        total = 0
+        for r, tf in self.traces.items():
+            if tf.meta is not None and tf.meta.events_imported >= 0:
+                total += tf.meta.events_imported
+            else:
+                total += len(self.events(r))
+        return total
+
     def events(self, rank: int) -> pd.DataFrame:
         """Canonical events of one rank (imported or read from the Parquet cache)."""
         if rank not in self.traces:
@@ -101,7 +116,7 @@ class Bundle:
     def _load_rank(self, tf: TraceFile) -> pd.DataFrame:
         if tf.fmt == "parquet":
             return read_canonical_parquet(tf.path, expected_rank=tf.rank)
-        cache = _cache_path(self.cache_root, tf.path)
+        cache = cache_path(self.cache_root, tf.path)
         if cache.exists():
             try:
                 return read_canonical_parquet(cache, expected_rank=tf.rank)
@@ -112,7 +127,8 @@ class Bundle:
 
 
 def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
-    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=arrow_schema(), preserve_index=False)
+    """Write a canonical event frame (e.g. from the simulator) as a Parquet trace file."""
+    table = pa.Table.from_pandas(normalize_events(df), schema=arrow_schema(), preserve_index=False)
     pq.write_table(table, path, compression="zstd")
 
 
@@ -146,52 +162,65 @@ def _parquet_rank(path: Path) -> int:
     return int(col[0].as_py())
 
 
-def _cache_path(cache_root: Path, path: Path) -> Path:
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SCHEMA_VERSION}"
-    return cache_root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.parquet"
-
-
-def _import_cached(path: Path, cache_root: Path, default_rank: int | None) -> tuple[pd.DataFrame | None, KinetoMeta]:
-    """Rank metadata from the cache, or a fresh import (written to the cache on the way)."""
-    cache = _cache_path(cache_root, path)
+def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
+    cache = cache_path(cache_root, path)
     meta_path = cache.with_suffix(".meta.json")
     if cache.exists() and meta_path.exists():
         try:
-            return None, KinetoMeta(**orjson.loads(meta_path.read_bytes()))
+            return KinetoMeta(**orjson.loads(meta_path.read_bytes()))
         except (OSError, ValueError, TypeError):
-            pass  # damaged cache entry: re-import
-    df, meta = import_kineto(path, default_rank=default_rank)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        write_canonical_parquet(df, tmp)
-        os.replace(tmp, cache)
-        meta_path.write_bytes(orjson.dumps(meta.__dict__))
-    except OSError:
-        pass  # a read-only cache only costs speed
-    return df, meta
+            return None  # damaged cache entry: re-import
+    return None
+
+
+def import_workers(n_files: int) -> int:
+    env = os.environ.get(IMPORT_WORKERS_ENV)
+    want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
+    return max(1, min(want, n_files))
+
+
+def _import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -> list[tuple[EventColumns | None, KinetoMeta]]:
+    """Import several traces, one process per core: JSON decoding is CPU-bound and per file."""
+    workers = import_workers(len(paths))
+    # A worker pays ~1 s to start and import its libraries: only worth it for big inputs.
+    if workers <= 1 or sum(p.stat().st_size for p in paths) < PARALLEL_IMPORT_MIN_BYTES:
+        return [import_to_cache(p, cache_root, default_rank) for p in paths]
+    ctx = mp.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(import_to_cache, p, cache_root, default_rank) for p in paths]
+        return [f.result() for f in futures]
 
 
 def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.DataFrame]) -> dict[int, TraceFile]:
     files = sorted(p for p in trace_dir.iterdir() if _is_trace_file(p))
     if not files:
         raise BundleError(f"no trace files (*.json, *.json.gz, *.parquet) in {trace_dir}", path=trace_dir)
+    default_rank = 0 if len(files) == 1 else None
+    metas: dict[Path, KinetoMeta] = {}
+    todo = []
+    for p in files:
+        if not p.name.endswith(".parquet"):
+            m = _cached_meta(p, cache_root)
+            if m is None:
+                todo.append(p)
+            else:
+                metas[p] = m
+    frames: dict[Path, pd.DataFrame] = {}
+    for p, (cols, m) in zip(todo, _import_many(todo, cache_root, default_rank)):
+        metas[p] = m
+        if cols is not None:
+            frames[p] = cols.to_frame()
     traces: dict[int, TraceFile] = {}
     for p in files:
-        meta = None
-        df = None
         if p.name.endswith(".parquet"):
-            rank, fmt = _parquet_rank(p), "parquet"
+            tf = TraceFile(p, _parquet_rank(p), "parquet")
         else:
-            fmt = "kineto"
-            df, meta = _import_cached(p, cache_root, default_rank=0 if len(files) == 1 else None)
-            rank = meta.rank
-        if rank in traces:
-            raise TraceImportError(f"rank {rank} also comes from {traces[rank].path.name}: duplicate rank", path=p, field="rank")
-        traces[rank] = TraceFile(p, rank, fmt, meta)
-        if df is not None:
-            loaded[rank] = df
+            tf = TraceFile(p, metas[p].rank, "kineto", metas[p])
+        if tf.rank in traces:
+            raise TraceImportError(f"rank {tf.rank} also comes from {traces[tf.rank].path.name}: duplicate rank", path=p, field="rank")
+        traces[tf.rank] = tf
+        if p in frames:
+            loaded[tf.rank] = frames[p]
     return traces
 
 
@@ -217,10 +246,12 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
             rank = _parquet_rank(root)
             traces = {rank: TraceFile(root, rank, "parquet")}
         else:
-            df, meta = _import_cached(root, cache_root, default_rank=0)
+            meta = _cached_meta(root, cache_root)
+            if meta is None:
+                cols, meta = import_to_cache(root, cache_root, default_rank=0)
+                if cols is not None:
+                    loaded[meta.rank] = cols.to_frame()
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
-            if df is not None:
-                loaded[meta.rank] = df
         return Bundle(root.parent, _synth_manifest(root, traces), traces, None, None, cache_root,
                       is_bare_trace_dir=True, _events=loaded)
     manifest_path = root / "incident.json"

@@ -1,27 +1,28 @@
 """Import PyTorch-profiler (Kineto) Chrome-trace JSON into canonical events.
 
-One file is one rank. The importer is column-oriented: it pulls each field out of the event
-dicts in one pass per field and does the rest in numpy, because per-event Python work is what
-makes trace loading slow.
+One file is one rank. The file is streamed in chunks (kineto_stream); each chunk is turned into
+compact columns (numbers as numpy arrays, strings as codes into a shared table) and dropped, so
+memory follows the number of events kept, not the size of the JSON. Links that need the whole
+trace (parents, launches, steps) are made at the end, vectorised where possible.
 """
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 import orjson
-import pandas as pd
 
 from tools.telemetry.errors import TraceImportError
-from tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, STR_COLUMNS
+from tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, _ByteSource
+from tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
 
-# Refuse to inflate more than this from one trace file: a hostile .gz can expand 1000x.
-MAX_TRACE_BYTES = 16 * 1024**3
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 _CATEGORY_KIND: dict[str, str] = {
     "python_function": "python",
@@ -36,9 +37,12 @@ _CATEGORY_KIND: dict[str, str] = {
     "Memcpy": "memcpy",
     "Memset": "memset",
 }
-# Categories that exist in real traces but carry nothing the tools use (GPU-side copies of
-# CPU annotations, profiler overhead, the whole-trace span).
-_IGNORED_CATEGORIES = {"gpu_user_annotation", "overhead", "Trace", "cpu_instant_event", "ac2g", "fwdbwd"}
+# Other categories seen in real traces (gpu_user_annotation, overhead, Trace, cpu_instant_event)
+# carry nothing the tools use; ac2g flows are read separately to link launches to kernels.
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+_CAT_CODE = {cat: _KIND_CODE[kind] for cat, kind in _CATEGORY_KIND.items()}
+K_PYTHON, K_CPU_OP, K_RUNTIME, K_KERNEL, K_MEMCPY, K_MEMSET, K_COLL, K_ANN, K_STEP = (
+    _KIND_CODE[k] for k in ("python", "cpu_op", "cuda_runtime", "kernel", "memcpy", "memset", "collective", "annotation", "step"))
 
 _COLLECTIVE_KERNEL = re.compile(
     r"nccl(Dev)?Kernel|ncclKernel|multimem_all_reduce|cross_device_reduce|all_reduce_kernel|"
@@ -66,32 +70,7 @@ class KinetoMeta:
     device_names: list[str] = field(default_factory=list)
     rank_source: str = "distributedInfo"
     events_in_file: int = 0
-
-
-def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
-    """Bytes of a (possibly gzip-compressed) JSON file, with errors that name it."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TraceImportError(f"cannot read file ({exc.strerror})", path=path) from exc
-    if not raw:
-        raise TraceImportError("file is empty", path=path)
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            d = zlib.decompressobj(wbits=31)
-            out = d.decompress(raw, max_bytes)
-            if d.unconsumed_tail:
-                raise TraceImportError(f"decompresses to more than {max_bytes} bytes; refusing", path=path)
-            if not d.eof:
-                raise TraceImportError("gzip stream is truncated (file cut short?)", path=path)
-            raw = out
-        except zlib.error as exc:
-            raise TraceImportError(f"corrupt gzip data ({exc})", path=path) from exc
-        if not raw:
-            raise TraceImportError("gzip file decompresses to nothing", path=path)
-    elif len(raw) > max_bytes:
-        raise TraceImportError(f"larger than {max_bytes} bytes; refusing", path=path)
-    return raw
+    events_imported: int = -1
 
 
 class _Args(msgspec.Struct, gc=False):
@@ -121,42 +100,33 @@ class _Event(msgspec.Struct, gc=False):
     args: _Args | None = None
 
 
-class _Doc(msgspec.Struct, gc=False):
-    traceEvents: list[_Event] | None = None
+class _Header(msgspec.Struct, gc=False):
+    """The document around the events."""
+
     distributedInfo: Any = None
     baseTimeNanoseconds: Any = 0
     deviceProperties: Any = None
 
 
 _EMPTY_ARGS = _Args()
-_DOC_DECODER = msgspec.json.Decoder(_Doc)
-_EVENTS_DECODER = msgspec.json.Decoder(list[_Event])
 
 
-def _json_path(message: str) -> str | None:
-    m = re.search(r"at `\$\.?([^`]*)`", message)
-    return m.group(1) or None if m else None
-
-
-def _parse(path: Path) -> _Doc:
-    """Decode a trace into typed structs; only the fields the importer reads are materialised."""
-    raw = read_json_bytes(path)
+def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
+    """All inflated bytes of a (possibly gzip-compressed) file, with errors that name it."""
+    src = _ByteSource(Path(path), max_bytes)
     try:
-        if raw[:256].lstrip()[:1] == b"[":  # Chrome's bare-array trace form
-            doc = _Doc(traceEvents=_EVENTS_DECODER.decode(raw))
-        else:
-            doc = _DOC_DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise TraceImportError(f"not a Kineto trace: {exc}", path=path, field=_json_path(str(exc))) from exc
-    except msgspec.DecodeError as exc:
-        hint = " (file looks truncated)" if "truncated" in str(exc).lower() else ""
-        raise TraceImportError(f"not valid JSON: {exc}{hint}", path=path) from exc
-    events = doc.traceEvents
-    if events is None:
-        raise TraceImportError("no 'traceEvents' list: not a Chrome/Kineto trace", path=path, field="traceEvents")
-    if not isinstance(events, list):
-        raise TraceImportError(f"'traceEvents' must be a list, got {type(events).__name__}", path=path, field="traceEvents")
-    return doc
+        parts = []
+        while True:
+            data = src.read()
+            if not data:
+                break
+            parts.append(data)
+    finally:
+        src.close()
+    raw = b"".join(parts)
+    if not raw:
+        raise TraceImportError("file is empty", path=path)
+    return raw
 
 
 def rank_from_filename(path: Path) -> int | None:
@@ -164,7 +134,7 @@ def rank_from_filename(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _meta(path: Path, doc: _Doc, default_rank: int | None) -> KinetoMeta:
+def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
     dist = doc.distributedInfo
     rank: int | None = None
     world = backend = None
@@ -196,39 +166,6 @@ def _meta(path: Path, doc: _Doc, default_rank: int | None) -> KinetoMeta:
     devs = doc.deviceProperties
     names = [str(d.get("name", "")) for d in devs if isinstance(d, dict)] if isinstance(devs, list) else []
     return KinetoMeta(str(path), rank, world, backend, base, groups, names, source)
-
-
-def _int_column(values: list[Any], default: int = -1) -> np.ndarray:
-    """Integers from possibly missing / non-numeric JSON values."""
-    try:
-        # Fast path: ints and None (-> NaN). Ids here stay far below 2**53, so float64 is exact.
-        f = np.array(values, dtype=np.float64)
-        out = np.where(np.isnan(f), default, f).astype(np.int64)
-        return out
-    except (TypeError, ValueError):
-        pass
-    out = np.full(len(values), default, dtype=np.int64)
-    for i, v in enumerate(values):
-        if v.__class__ is int:
-            out[i] = v
-        elif v.__class__ is float and v == v:
-            out[i] = int(v)
-        elif v.__class__ is str and v.isdigit():
-            out[i] = int(v)
-    return out
-
-
-def _ns(values: list[Any], path: Path, what: str) -> np.ndarray:
-    """Microsecond floats -> integer ns, exact to the ns for Kineto's 3-decimal values."""
-    try:
-        us = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        bad = next((v for v in values if not isinstance(v, (int, float)) or isinstance(v, bool)), None)
-        raise TraceImportError(f"non-numeric value {bad!r}", path=path, field=what) from exc
-    if us.size and not np.isfinite(us).all():
-        raise TraceImportError("contains NaN or infinite values", path=path, field=what)
-    whole = np.floor(us)
-    return whole.astype(np.int64) * 1000 + np.rint((us - whole) * 1000).astype(np.int64)
 
 
 def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -315,179 +252,312 @@ def _classify_comm_op(name: str) -> tuple[str, bool]:
     return "", False
 
 
-def import_kineto(path: Path | str, *, default_rank: int | None = None) -> tuple[pd.DataFrame, KinetoMeta]:
-    """Read one Kineto trace file into a canonical event table and its metadata."""
-    path = Path(path)
-    doc = _parse(path)
-    meta = _meta(path, doc, default_rank)
-    events: list[_Event] = doc.traceEvents  # type: ignore[assignment]
-    meta.events_in_file = len(events)
-    kind_of = _CATEGORY_KIND
-    xs = [e for e in events if e.ph == "X" and e.cat in kind_of]
-    flows_s: dict[tuple[Any, Any, Any], Any] = {}
-    flows_f: dict[tuple[Any, Any, Any], Any] = {}
-    for e in events:
-        if e.cat == "ac2g":
-            if e.ph == "s":
-                flows_s[(e.pid, e.tid, e.ts)] = e.id
-            elif e.ph == "f":
-                flows_f[(e.pid, e.tid, e.ts)] = e.id
-    del doc, events
+def _int_column(values: list[Any], default: int = -1) -> np.ndarray:
+    """Integers from possibly missing / non-numeric JSON values."""
+    try:
+        # Fast path: ints and None (-> NaN). Ids here stay far below 2**53, so float64 is exact.
+        f = np.array(values, dtype=np.float64)
+        return np.where(np.isnan(f), default, f).astype(np.int64)
+    except (TypeError, ValueError):
+        pass
+    out = np.full(len(values), default, dtype=np.int64)
+    for i, v in enumerate(values):
+        if v.__class__ is int:
+            out[i] = v
+        elif v.__class__ is float and v == v:
+            out[i] = int(v)
+        elif v.__class__ is str and v.isdigit():
+            out[i] = int(v)
+    return out
 
-    n = len(xs)
-    kind = np.asarray([kind_of[e.cat] for e in xs] or [], dtype=object)
-    names = [e.name for e in xs]
-    for i, nm in enumerate(names):
-        if nm.__class__ is not str:
-            raise TraceImportError(f"event {i} has a non-string name {nm!r}", path=path, field="traceEvents[].name")
-    ts_raw = [e.ts for e in xs]
-    if None in ts_raw:
-        raise TraceImportError("a complete ('X') event has no 'ts'", path=path, field="traceEvents[].ts")
-    ts = _ns(ts_raw, path, "traceEvents[].ts") + meta.base_time_ns
-    dur = _ns([0 if e.dur is None else e.dur for e in xs], path, "traceEvents[].dur")
-    if (dur < 0).any():
-        raise TraceImportError("negative duration", path=path, field="traceEvents[].dur")
-    end = ts + dur
-    empty = _EMPTY_ARGS
-    args = [e.args or empty for e in xs]
-    pid = _int_column([e.pid for e in xs])
-    tid = _int_column([e.tid for e in xs])
-    correlation = _int_column([a.correlation for a in args])
-    external_id = _int_column([a.external_id for a in args])
-    device = np.full(n, -1, dtype=np.int32)
-    stream = np.full(n, -1, dtype=np.int64)
-    gpu_rows = np.flatnonzero(np.isin(kind, ["kernel", "memcpy", "memset"]))
-    if len(gpu_rows):
-        dev = _int_column([xs[i].pid if args[i].device is None else args[i].device for i in gpu_rows])
-        st = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu_rows])
-        device[gpu_rows] = dev.astype(np.int32)
-        stream[gpu_rows] = st
-    # Flows link launch and kernel when args lack a correlation id.
-    if flows_f and (correlation[gpu_rows] < 0).any():
-        for i in gpu_rows[correlation[gpu_rows] < 0]:
-            fid = flows_f.get((xs[i].pid, xs[i].tid, xs[i].ts))
+
+def _float_column(values: list[Any], path: Path, what: str) -> np.ndarray:
+    try:
+        out = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        bad = next((v for v in values if not isinstance(v, (int, float)) or isinstance(v, bool)), None)
+        raise TraceImportError(f"non-numeric value {bad!r}", path=path, field=what) from exc
+    if out.size and not np.isfinite(out).all():
+        raise TraceImportError("contains NaN, infinite or missing values", path=path, field=what)
+    return out
+
+
+def _us_to_ns(us: np.ndarray) -> np.ndarray:
+    """Microsecond floats -> integer ns, exact to the ns for Kineto's 3-decimal values."""
+    whole = np.floor(us)
+    return whole.astype(np.int64) * 1000 + np.rint((us - whole) * 1000).astype(np.int64)
+
+
+class _Strings:
+    """A string table: values become small integer codes (dictionary encoding)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {"": 0}
+        self.values: list[str] = [""]
+
+    def code(self, s: str) -> int:
+        c = self.codes.get(s)
+        if c is None:
+            c = self.codes[s] = len(self.values)
+            self.values.append(s)
+        return c
+
+
+@dataclass
+class EventColumns:
+    """Canonical events of one rank as columns: ints as arrays, strings as codes + tables."""
+
+    ints: dict[str, np.ndarray]
+    codes: dict[str, np.ndarray]
+    tables: dict[str, list[str]]
+
+    def __len__(self) -> int:
+        return len(self.ints["id"])
+
+    def to_frame(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for col in COLUMNS:
+            if col in INT_COLUMNS:
+                data[col] = self.ints[col]
+            else:
+                data[col] = pd.Categorical.from_codes(self.codes[col], categories=self.tables[col], validate=False)
+        return pd.DataFrame(data)
+
+    def to_arrow(self) -> "pa.Table":
+        import pyarrow as pa
+
+        from tools.telemetry.schema import arrow_schema
+
+        arrays = []
+        for col in COLUMNS:
+            if col in INT_COLUMNS:
+                arrays.append(pa.array(self.ints[col]))
+            else:
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(self.codes[col], type=pa.int32()),
+                                                             pa.array(self.tables[col], type=pa.string())))
+        return pa.Table.from_arrays(arrays, schema=arrow_schema())
+
+
+class _Builder:
+    """Accumulates compact columns chunk by chunk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.strings = {c: _Strings() for c in ("name", "coll_name", "group_ranks", "shape")}
+        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (
+            "kind", "name", "ts_us", "dur_us", "pid", "tid", "correlation", "external_id", "device", "stream",
+            "coll_name", "msg_bytes", "group_ranks", "shape", "step")}
+        self.flows_s: dict[tuple[Any, Any, Any], Any] = {}
+        self.flows_f: dict[tuple[Any, Any, Any], Any] = {}
+        self.unlinked: list[tuple[int, tuple[Any, Any, Any], bool]] = []  # (row, key, is_gpu)
+        self.rows = 0
+        self.vllm_steps = 0
+        self.name_info: dict[str, tuple[int, str, bool, int]] = {}
+
+    def _classify_name(self, name: str) -> tuple[int, str, bool, int]:
+        """(kind override or -1, collective, gloo-on-CPU, step number or -1) for an event name."""
+        info = self.name_info.get(name)
+        if info is None:
+            m = _PROFILER_STEP.match(name)
+            if m:
+                info = (K_STEP, "", False, int(m.group(1)))
+            elif _VLLM_STEP.match(name):
+                info = (K_STEP, "", False, -2)  # numbered in order of appearance
+            else:
+                coll, on_cpu = _classify_comm_op(name)
+                info = (-1, coll, on_cpu, -1)
+            self.name_info[name] = info
+        return info
+
+    def add(self, events: list[_Event]) -> None:
+        cat_code = _CAT_CODE
+        for e in events:
+            if e.cat == "ac2g":
+                if e.ph == "s":
+                    self.flows_s[(e.pid, e.tid, e.ts)] = e.id
+                elif e.ph == "f":
+                    self.flows_f[(e.pid, e.tid, e.ts)] = e.id
+        xs = [e for e in events if e.ph == "X" and e.cat in cat_code]
+        n = len(xs)
+        if n == 0:
+            return
+        path = self.path
+        kind = np.array([cat_code[e.cat] for e in xs], dtype=np.int8)
+        names = [e.name for e in xs]
+        for i, nm in enumerate(names):
+            if nm.__class__ is not str:
+                raise TraceImportError(f"event {self.rows + i} has a non-string name {nm!r}", path=path,
+                                       field="traceEvents[].name")
+        ncode = self.strings["name"].code
+        name_codes = np.array([ncode(nm) for nm in names], dtype=np.int32)
+        ts_us = _float_column([e.ts for e in xs], path, "traceEvents[].ts")
+        dur_us = _float_column([0 if e.dur is None else e.dur for e in xs], path, "traceEvents[].dur")
+        if (dur_us < 0).any():
+            raise TraceImportError("negative duration", path=path, field="traceEvents[].dur")
+        empty = _EMPTY_ARGS
+        args = [e.args or empty for e in xs]
+        pid = _int_column([e.pid for e in xs])
+        tid = _int_column([e.tid for e in xs])
+        correlation = _int_column([a.correlation for a in args])
+        external_id = _int_column([a.external_id for a in args])
+        device = np.full(n, -1, dtype=np.int32)
+        stream = np.full(n, -1, dtype=np.int64)
+        gpu = np.flatnonzero((kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET))
+        if len(gpu):
+            device[gpu] = _int_column([xs[i].pid if args[i].device is None else args[i].device for i in gpu]).astype(np.int32)
+            stream[gpu] = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu])
+        for i in np.flatnonzero(correlation < 0):
+            k = kind[i]
+            if k == K_RUNTIME or k in (K_KERNEL, K_MEMCPY, K_MEMSET):
+                e = xs[i]
+                self.unlinked.append((self.rows + int(i), (e.pid, e.tid, e.ts), k != K_RUNTIME))
+
+        coll = np.zeros(n, dtype=np.int32)
+        group = np.zeros(n, dtype=np.int32)
+        msg = np.full(n, -1, dtype=np.int64)
+        shape = np.zeros(n, dtype=np.int32)
+        step = np.full(n, -1, dtype=np.int64)
+        ccode, gcode, scode = self.strings["coll_name"].code, self.strings["group_ranks"].code, self.strings["shape"].code
+        for i in [i for i, a in enumerate(args) if a.coll is not None]:
+            c = _coll_from_args(args[i])
+            if c:
+                coll[i], msg[i], group[i] = ccode(c[0]), c[1], gcode(c[2])
+        kernel_hit: dict[str, bool] = {}
+        for i in np.flatnonzero(kind == K_KERNEL):
+            nm = names[i]
+            hit = kernel_hit.get(nm)
+            if hit is None:
+                hit = kernel_hit[nm] = _COLLECTIVE_KERNEL.search(nm) is not None
+            if hit:
+                kind[i] = K_COLL
+                if not coll[i]:
+                    m = _NCCL_KERNEL_COLL.search(nm)
+                    coll[i] = ccode(canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else ""))
+        for i in np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP)):
+            override, cname, on_cpu, stepno = self._classify_name(names[i])
+            if override == K_STEP:
+                kind[i] = K_STEP
+                if stepno == -2:
+                    stepno = self.vllm_steps
+                    self.vllm_steps += 1
+                step[i] = stepno
+                continue
+            if not cname or (coll[i] and not on_cpu):
+                continue
+            coll[i] = ccode(cname)
+            if msg[i] < 0:
+                msg[i] = _bytes_from_dims(args[i])
+            if on_cpu:
+                # gloo runs collectives on the CPU: the span is where the worker waits for peers.
+                kind[i] = K_COLL
+        dumps = orjson.dumps
+        for i in np.flatnonzero(kind == K_CPU_OP):
+            dims = args[i].input_dims
+            if dims:
+                shape[i] = scode(dumps(dims).decode())
+        for col, arr in (("kind", kind), ("name", name_codes), ("ts_us", ts_us), ("dur_us", dur_us), ("pid", pid),
+                         ("tid", tid), ("correlation", correlation), ("external_id", external_id), ("device", device),
+                         ("stream", stream), ("coll_name", coll), ("msg_bytes", msg), ("group_ranks", group),
+                         ("shape", shape), ("step", step)):
+            self.parts[col].append(arr)
+        self.rows += n
+
+    def finish(self, rank: int, base_time_ns: int) -> EventColumns:
+        cat = {c: (np.concatenate(v) if v else np.array([], dtype=np.int64)) for c, v in self.parts.items()}
+        n = self.rows
+        kind = cat["kind"].astype(np.int8) if n else np.array([], dtype=np.int8)
+        correlation = cat["correlation"] if n else np.array([], dtype=np.int64)
+        for row, key, is_gpu in self.unlinked:
+            fid = (self.flows_f if is_gpu else self.flows_s).get(key)
             if isinstance(fid, int):
-                correlation[i] = fid
-    rt_rows = np.flatnonzero(kind == "cuda_runtime")
-    if flows_s and len(rt_rows) and (correlation[rt_rows] < 0).any():
-        for i in rt_rows[correlation[rt_rows] < 0]:
-            sid = flows_s.get((xs[i].pid, xs[i].tid, xs[i].ts))
-            if isinstance(sid, int):
-                correlation[i] = sid
-    del xs
-
-    # Steps: ProfilerStep#N spans, or vLLM's per-step annotation in order.
-    step_num = np.full(n, -1, dtype=np.int64)
-    ann_rows = np.flatnonzero(kind == "annotation")
-    vllm_ord = 0
-    for i in ann_rows:
-        nm = names[i]
-        m = _PROFILER_STEP.match(nm)
-        if m:
-            kind[i] = "step"
-            step_num[i] = int(m.group(1))
-        elif _VLLM_STEP.match(nm):
-            kind[i] = "step"
-            step_num[i] = vllm_ord
-            vllm_ord += 1
-
-    # Collectives: NCCL kernels, gloo/nccl record_function spans, framework all-reduce ops.
-    coll_name = np.full(n, "", dtype=object)
-    msg_bytes = np.full(n, -1, dtype=np.int64)
-    group_ranks = np.full(n, "", dtype=object)
-    for i in [i for i, a in enumerate(args) if a.coll is not None]:
-        c = _coll_from_args(args[i])
-        if c:
-            coll_name[i], msg_bytes[i], group_ranks[i] = c
-    is_coll_kernel: dict[str, bool] = {}
-    for i in np.flatnonzero(kind == "kernel"):
-        nm = names[i]
-        hit = is_coll_kernel.get(nm)
-        if hit is None:
-            hit = is_coll_kernel[nm] = _COLLECTIVE_KERNEL.search(nm) is not None
-        if hit:
-            kind[i] = "collective"
-            if not coll_name[i]:
-                m = _NCCL_KERNEL_COLL.search(nm)
-                coll_name[i] = canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else "")
-    comm_of: dict[str, tuple[str, bool]] = {}
-    for i in np.flatnonzero((kind == "annotation") | (kind == "cpu_op")):
-        nm = names[i]
-        hit = comm_of.get(nm)
-        if hit is None:
-            hit = comm_of[nm] = _classify_comm_op(nm)
-        if not hit[0] or (coll_name[i] and not hit[1]):
-            continue
-        coll_name[i] = hit[0]
-        if msg_bytes[i] < 0:
-            msg_bytes[i] = _bytes_from_dims(args[i])
-        if hit[1]:
-            # gloo runs collectives on the CPU: the span is where the worker waits for peers.
-            kind[i] = "collective"
-
-    # Shapes of framework ops, for comparing like with like across repetitions.
-    shape = np.full(n, "", dtype=object)
-    for i in np.flatnonzero(kind == "cpu_op"):
-        dims = args[i].input_dims
-        if dims:
-            shape[i] = orjson.dumps(dims).decode()
-
-    # Parents: time containment per CPU thread; GPU work hangs under its launch call.
-    cpu_rows = np.flatnonzero(~np.isin(kind, ["kernel", "memcpy", "memset", "collective"]) | (device < 0) & (kind == "collective"))
-    parent = _containment_parents(pid, tid, ts, end, cpu_rows)
-    gpu_like = np.flatnonzero(np.isin(kind, ["kernel", "memcpy", "memset"]) | ((kind == "collective") & (device >= 0)))
-    if len(gpu_like) and len(rt_rows):
-        rt_corr = correlation[rt_rows]
-        ok = rt_corr >= 0
-        launch_of = dict(zip(rt_corr[ok].tolist(), rt_rows[ok].tolist()))
-        gl = correlation[gpu_like].tolist()
-        parent[gpu_like] = np.asarray([launch_of.get(c, -1) if c >= 0 else -1 for c in gl], dtype=np.int64)
-        # Collective kernels inherit metadata from the op that launched them.
-        for i in gpu_like:
-            if kind[i] == "collective" and (msg_bytes[i] < 0 or not group_ranks[i]):
+                correlation[row] = fid
+        ts = _us_to_ns(cat["ts_us"]) + base_time_ns if n else np.array([], dtype=np.int64)
+        dur = _us_to_ns(cat["dur_us"]) if n else np.array([], dtype=np.int64)
+        end = ts + dur
+        pid, tid, device = cat["pid"], cat["tid"], cat["device"].astype(np.int32)
+        coll, msg, group = cat["coll_name"].astype(np.int32), cat["msg_bytes"], cat["group_ranks"].astype(np.int32)
+        is_gpu = ((kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET) | ((kind == K_COLL) & (device >= 0)))
+        parent = _containment_parents(pid, tid, ts, end, np.flatnonzero(~is_gpu))
+        gpu_rows = np.flatnonzero(is_gpu)
+        rt_rows = np.flatnonzero(kind == K_RUNTIME)
+        if len(gpu_rows) and len(rt_rows):
+            # GPU work hangs under the call that launched it (same correlation id).
+            rt_corr = correlation[rt_rows]
+            ok = rt_corr >= 0
+            order = np.argsort(rt_corr[ok], kind="stable")
+            sorted_corr, sorted_rows = rt_corr[ok][order], rt_rows[ok][order]
+            gc = correlation[gpu_rows]
+            pos = np.searchsorted(sorted_corr, gc)
+            pos_c = np.clip(pos, 0, max(len(sorted_corr) - 1, 0))
+            found = (gc >= 0) & (pos < len(sorted_corr)) & (sorted_corr[pos_c] == gc) if len(sorted_corr) else np.zeros(len(gc), bool)
+            parent[gpu_rows[found]] = sorted_rows[pos_c[found]]
+            # Collective kernels take message size and group from the op that launched them.
+            for i in gpu_rows[(kind[gpu_rows] == K_COLL) & ((msg[gpu_rows] < 0) | (group[gpu_rows] == 0))]:
                 p, hops = parent[i], 0
                 while p >= 0 and hops < 8:
-                    if coll_name[p] and (msg_bytes[p] >= 0 or group_ranks[p]):
-                        if msg_bytes[i] < 0:
-                            msg_bytes[i] = msg_bytes[p]
-                        if not group_ranks[i]:
-                            group_ranks[i] = group_ranks[p]
+                    if coll[p] and (msg[p] >= 0 or group[p]):
+                        if msg[i] < 0:
+                            msg[i] = msg[p]
+                        if not group[i]:
+                            group[i] = group[p]
                         break
                     p, hops = parent[p], hops + 1
-
-    # Step of every event: its enclosing step span (CPU), or its launch's step (GPU).
-    step = np.full(n, -1, dtype=np.int64)
-    step_rows = np.flatnonzero(kind == "step")
-    if len(step_rows):
-        step[step_rows] = step_num[step_rows]
-        srt = step_rows[np.argsort(ts[step_rows])]
-        s_start, s_end, s_num = ts[srt], end[srt], step_num[srt]
-        idx = np.searchsorted(s_start, ts, side="right") - 1
-        valid = (idx >= 0)
-        idx_c = np.clip(idx, 0, None)
-        inside = valid & (ts < s_end[idx_c]) & (step < 0)
-        step[inside] = s_num[idx_c[inside]]
-        g = gpu_like[parent[gpu_like] >= 0]
-        step[g] = step[parent[g]]
-
-    df = pd.DataFrame({
-        "id": np.arange(n, dtype=np.int64),
-        "rank": np.full(n, meta.rank, dtype=np.int32),
-        "pid": pid, "tid": tid,
-        "kind": kind, "name": np.asarray(names, dtype=object),
-        "ts_ns": ts, "dur_ns": dur, "step": step, "device": device, "stream": stream,
-        "correlation": correlation, "external_id": external_id, "parent": parent,
-        "coll_name": coll_name, "msg_bytes": msg_bytes, "group_ranks": group_ranks, "shape": shape,
-    })
-    return normalize_events(df), meta
+        step = cat["step"] if n else np.array([], dtype=np.int64)
+        step_rows = np.flatnonzero(kind == K_STEP)
+        if len(step_rows):
+            # CPU events take the step span they start in; GPU events the step of their launch.
+            srt = step_rows[np.argsort(ts[step_rows], kind="stable")]
+            s_start, s_end, s_num = ts[srt], end[srt], step[srt]
+            idx = np.searchsorted(s_start, ts, side="right") - 1
+            idx_c = np.clip(idx, 0, None)
+            inside = (idx >= 0) & (ts < s_end[idx_c]) & (step < 0) & ~is_gpu
+            step[inside] = s_num[idx_c[inside]]
+            g = gpu_rows[parent[gpu_rows] >= 0]
+            step[g] = step[parent[g]]
+        ints = {
+            "id": np.arange(n, dtype=np.int64), "rank": np.full(n, rank, dtype=np.int32), "pid": pid, "tid": tid,
+            "ts_ns": ts, "dur_ns": dur, "step": step, "device": device, "stream": cat["stream"],
+            "correlation": correlation, "external_id": cat["external_id"], "parent": parent, "msg_bytes": msg,
+        }
+        ints = {k: np.ascontiguousarray(v, dtype=INT_COLUMNS[k]) for k, v in ints.items()}
+        codes = {"kind": kind.astype(np.int32), "name": cat["name"].astype(np.int32), "coll_name": coll,
+                 "group_ranks": group, "shape": cat["shape"].astype(np.int32)}
+        tables = {"kind": list(KINDS), **{c: s.values for c, s in self.strings.items()}}
+        return EventColumns(ints, codes, tables)
 
 
-def normalize_events(df: pd.DataFrame) -> pd.DataFrame:
+def import_kineto_columns(path: Path | str, *, default_rank: int | None = None) -> tuple[EventColumns, KinetoMeta]:
+    """Stream one Kineto trace file into canonical columns (no pandas needed)."""
+    path = Path(path)
+    stream = EventStream(path, _Event, _Header)
+    builder = _Builder(path)
+    for chunk in stream:
+        builder.add(chunk)
+    meta = _meta(path, stream.header, default_rank)
+    meta.events_in_file = stream.events_seen
+    cols = builder.finish(meta.rank, meta.base_time_ns)
+    meta.events_imported = len(cols)
+    return cols, meta
+
+
+def import_kineto(path: Path | str, *, default_rank: int | None = None) -> tuple["pd.DataFrame", KinetoMeta]:
+    """Read one Kineto trace file into a canonical event table and its metadata."""
+    cols, meta = import_kineto_columns(path, default_rank=default_rank)
+    return cols.to_frame(), meta
+
+
+def normalize_events(df: "pd.DataFrame") -> "pd.DataFrame":
     """Canonical column order and dtypes (strings as categoricals to keep memory low)."""
+    import pandas as pd
+
     out = {}
     for col in COLUMNS:
         if col in INT_COLUMNS:
             out[col] = df[col].to_numpy(dtype=INT_COLUMNS[col], copy=False)
+        elif col == "kind":
+            out[col] = pd.Categorical(df[col].astype(object).where(df[col].notna(), ""), categories=list(KINDS))
         else:
             out[col] = pd.Categorical(df[col].astype(object).where(df[col].notna(), ""))
     assert set(STR_COLUMNS) | set(INT_COLUMNS) == set(COLUMNS)

@@ -1,0 +1,120 @@
+"""Import throughput and peak memory: KAT's Kineto importer vs HTA's TraceAnalysis on the same traces."""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from bench.measure import median_of
+
+REPO = Path(__file__).resolve().parent.parent
+REAL = REPO / "tests" / "data" / "real-traces"
+WORK = Path(os.environ.get("KAT_BENCH_DIR", Path(tempfile.gettempdir()) / "kat-bench"))
+REAL_CASES = {
+    "vllm_tp8_b200_rank_eager": "vllm_tp8_b200_rank_eager.json.gz",
+    "hta_ddp_a100_rank0_nccl_args": "hta_ddp_a100_rank0_nccl_args.json.gz",
+    "hta_v100_rank1_2020_allreduce": "hta_v100_rank1_2020_allreduce.json.gz",
+    "hta_sampled_pair": "hta_sampled_pair",
+}
+
+
+def kat_import(trace_dir: str) -> dict:
+    from tools.telemetry.bundle import open_bundle
+
+    cache = tempfile.mkdtemp(prefix="kat-bench-cache-")
+    try:
+        b = open_bundle(trace_dir, cache_dir=cache)
+        return {"ranks": len(b.ranks), "events": b.total_events}
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def hta_import(trace_dir: str) -> dict:
+    import logging
+
+    logging.disable(logging.WARNING)
+    from hta.trace_analysis import TraceAnalysis
+
+    a = TraceAnalysis(trace_dir=trace_dir)
+    return {"ranks": len(a.t.traces), "events": int(sum(len(df) for df in a.t.traces.values()))}
+
+
+def _case_dir(name: str, src: str) -> Path:
+    """HTA reads directories: give each single-file case its own."""
+    p = REAL / src
+    if p.is_dir():
+        return p
+    d = WORK / "real" / name
+    d.mkdir(parents=True, exist_ok=True)
+    target = d / p.name
+    if not target.exists():
+        shutil.copy(p, target)
+    return d
+
+
+def make_large(ranks: int, src: Path = REAL / "hta_v100_rank1_2020_allreduce.json.gz") -> tuple[Path, int]:
+    """A multi-rank trace made by replicating one real rank's trace `ranks` times."""
+    d = WORK / f"large-{ranks}"
+    doc = orjson.loads(gzip.decompress(src.read_bytes()))
+    n_events = len(doc["traceEvents"]) * ranks
+    if d.is_dir() and len(list(d.glob("rank-*.json.gz"))) == ranks:
+        return d, n_events
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for r in range(ranks):
+        doc["distributedInfo"] = {"backend": "nccl", "rank": r, "world_size": ranks}
+        (d / f"rank-{r}.json.gz").write_bytes(gzip.compress(orjson.dumps(doc), compresslevel=1))
+    return d, n_events
+
+
+def _raw_events(path: Path) -> int:
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.name.endswith((".json", ".json.gz")))
+    return sum(len(orjson.loads(gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes())["traceEvents"])
+               for f in files)
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def run(repeats: int = 3, large_ranks: int = 24) -> dict:
+    rows = []
+    cases = [(name, _case_dir(name, src)) for name, src in REAL_CASES.items()]
+    large_dir, large_events = make_large(large_ranks)
+    cases.append((f"large: {large_ranks} ranks x hta_v100", large_dir))
+    for name, d in cases:
+        is_large = name.startswith("large")
+        raw = large_events if is_large else _raw_events(d)
+        n = 1 if is_large else repeats
+        ours = median_of(n, kat_import, str(d))
+        hta = median_of(n, hta_import, str(d))
+        row = {
+            "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1),
+            "kat_s": round(ours.seconds, 3), "kat_peak_mb": round(ours.peak_rss_mb), "kat_events_per_s": round(raw / ours.seconds),
+            "kat_mb_per_s": round(_size_mb(d) / ours.seconds, 1),
+            "hta_s": round(hta.seconds, 3) if not hta.error else None, "hta_peak_mb": round(hta.peak_rss_mb) if not hta.error else None,
+            "speedup": round(hta.seconds / ours.seconds, 2) if not hta.error else None,
+            "memory_ratio": round(ours.peak_rss_mb / hta.peak_rss_mb, 2) if not hta.error else None,
+            "hta_error": hta.error, "kat_error": ours.error,
+        }
+        rows.append(row)
+        print(_fmt(row), flush=True)
+    return {"import": rows}
+
+
+def _fmt(r: dict) -> str:
+    hta = (f"HTA {r['hta_s']:.2f}s {r['hta_peak_mb']} MB -> {r['speedup']}x faster, memory {r['memory_ratio']}x of HTA"
+           if r["hta_s"] is not None else f"HTA failed: {r['hta_error']}")
+    return (f"[import] {r['case']}: {r['raw_events']:,} events, {r['size_mb_gz']} MB gz | KAT {r['kat_s']:.2f}s "
+            f"({r['kat_events_per_s']:,} ev/s, {r['kat_mb_per_s']} MB/s) {r['kat_peak_mb']} MB | {hta}")
+
+
+if __name__ == "__main__":
+    ranks = int(sys.argv[1]) if len(sys.argv) > 1 else 24
+    run(large_ranks=ranks)
