@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from evals.realtrace.launcher import launch
 from evals.realtrace.models import FaultKind, GroundTruth, RealTraceConfig, RunReport
+from evals.realtrace.signatures import SignatureCheck, check_signature
 from evals.realtrace.trace_steps import step_spans
 from evals.realtrace.truth import build_ground_truth, iso, step_ms
 
@@ -19,7 +20,16 @@ class CaseResult(BaseModel):
     case_id: str
     seconds: float
     trace_bytes: int
+    trace_events: dict[int, int]
     ground_truth: GroundTruth
+    signature: SignatureCheck | None = None
+
+    @property
+    def signature_ok(self) -> bool:
+        """The fault is visible (or, for `none`, no fault signature fired)."""
+        if self.signature is None:
+            return True
+        return self.signature.present != (self.ground_truth.fault is FaultKind.NONE)
 
 
 def _manifest(run: RunReport, case_id: str, truth: GroundTruth) -> dict:
@@ -50,6 +60,12 @@ def _manifest(run: RunReport, case_id: str, truth: GroundTruth) -> dict:
     }
 
 
+def _write_truth(out: Path, truth: GroundTruth) -> None:
+    import orjson
+
+    (out / "ground_truth.json").write_bytes(orjson.dumps(truth.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+
+
 def write_bundle(run: RunReport, out: Path, case_id: str) -> GroundTruth:
     """incident.json + ground_truth.json beside the traces the ranks already wrote."""
     import orjson
@@ -60,21 +76,42 @@ def write_bundle(run: RunReport, out: Path, case_id: str) -> GroundTruth:
         trace = out / "traces" / next(r.trace_file for r in run.ranks if r.rank == cfg.rank)
         spans = step_spans(trace)
     truth = build_ground_truth(run, case_id, spans)
-    opts = orjson.OPT_INDENT_2
-    (out / "incident.json").write_bytes(orjson.dumps(_manifest(run, case_id, truth), option=opts))
-    (out / "ground_truth.json").write_bytes(orjson.dumps(truth.model_dump(mode="json"), option=opts))
+    (out / "incident.json").write_bytes(orjson.dumps(_manifest(run, case_id, truth), option=orjson.OPT_INDENT_2))
+    _write_truth(out, truth)
     return truth
 
 
-def generate_case(cfg: RealTraceConfig, out: Path | str) -> CaseResult:
-    """Run one real multi-process case into `out` (a bundle dir with traces/) and describe it."""
+def verify_case(out: Path, run: RunReport) -> tuple[SignatureCheck, dict[int, int]]:
+    """Load the bundle the way every tool does and measure the injected signature in it."""
+    from tools.telemetry import open_bundle
+
+    bundle = open_bundle(out)
+    events = bundle.all_events()
+    counts = {int(r): int(n) for r, n in events.groupby("rank", observed=True).size().items()}
+    return check_signature(events, run.config, run.pinning), counts
+
+
+def generate_case(cfg: RealTraceConfig, out: Path | str, *, verify: bool = True) -> CaseResult:
+    """Run one real multi-process case into `out` (a bundle dir with traces/) and describe it.
+
+    With `verify`, the bundle is loaded with `open_bundle` and the fault's signature measured;
+    the measurement goes into ground_truth.json (`run.signature`) so a case whose fault drowned
+    in noise can be spotted (`CaseResult.signature_ok`).
+    """
     out = Path(out)
     t0 = time.monotonic()
     run = launch(cfg, out / "traces")
     truth = write_bundle(run, out, cfg.name())
+    seconds = round(time.monotonic() - t0, 2)
+    sig, counts = None, {}
+    if verify:
+        sig, counts = verify_case(out, run)
+        truth.run["signature"] = sig.model_dump(mode="json")
+        truth.run["events_per_rank"] = counts
+        _write_truth(out, truth)
     size = sum(p.stat().st_size for p in (out / "traces").iterdir() if p.is_file())
-    return CaseResult(out=out, case_id=cfg.name(), seconds=round(time.monotonic() - t0, 2), trace_bytes=size,
-                      ground_truth=truth)
+    return CaseResult(out=out, case_id=cfg.name(), seconds=seconds, trace_bytes=size, trace_events=counts,
+                      ground_truth=truth, signature=sig)
 
 
-__all__ = ["CaseResult", "generate_case", "write_bundle", "step_ms"]
+__all__ = ["CaseResult", "generate_case", "verify_case", "write_bundle", "step_ms"]

@@ -55,10 +55,14 @@ def register(app: typer.Typer) -> None:
             import orjson
 
             rows = [{"id": r.case_id, "out": str(r.out), "seconds": r.seconds, "trace_bytes": r.trace_bytes,
-                     "fault": r.ground_truth.fault.value, "ranks": r.ground_truth.ranks} for r in results]
+                     "events": r.trace_events, "fault": r.ground_truth.fault.value, "ranks": r.ground_truth.ranks,
+                     "signature_ok": r.signature_ok} for r in results]
             sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
             return
         for r in results:
             gt = r.ground_truth
             typer.echo(f"{r.case_id}: {gt.fault.value} ranks={gt.ranks} steps={gt.steps[:1] + gt.steps[-1:]} "
-                       f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB -> {r.out}")
+                       f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB {sum(r.trace_events.values())} events -> {r.out}")
+            if r.signature is not None:
+                mark = "ok" if r.signature_ok else "WARNING: not as injected"
+                typer.echo(f"  signature {mark}: {r.signature.detail}")

@@ -8,18 +8,21 @@ import time
 
 from evals.realtrace.models import FaultKind, RealTraceConfig
 
-# A CPU-bound competitor: pins itself to the given cores, waits for "go", then spins. Plain
-# Python without torch so it starts in milliseconds.
+# A CPU-bound competitor: pins itself to the given cores, waits for "go", then burns CPU in
+# bursts (2 ms busy, 1 ms asleep). Bursts matter: the scheduler lets a rank that sleeps in
+# collectives preempt a pure spinner on wake-up, so a spinner barely stretches the rank's ops;
+# a bursty competitor (another service's worker threads) wakes up and preempts the rank
+# mid-op, as real contention does. Plain Python without torch, so it starts in milliseconds.
 _HOG = (
-    "import os,sys\n"
+    "import os,sys,time\n"
     "os.sched_setaffinity(0,{int(c) for c in sys.argv[1].split(',') if c})\n"
     "ppid=os.getppid()\n"
     "sys.stdin.readline()\n"
-    "x=0\n"
-    "while True:\n"
-    "    x+=1\n"
-    # Never outlive the rank that started it, even when that rank is killed.
-    "    if x%2000000==0 and os.getppid()!=ppid: break\n"
+    "pc=time.perf_counter\n"
+    "while os.getppid()==ppid:\n"  # never outlive the rank that started it, even if it is killed
+    "    t=pc()\n"
+    "    while pc()-t<0.002: pass\n"
+    "    time.sleep(0.001)\n"
 )
 
 
