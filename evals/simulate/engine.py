@@ -59,11 +59,11 @@ class SimResult:
 
     @property
     def trace_start(self) -> int:
-        return int(self.step_start.min())
+        return int(np.rint(self.step_start.min()))
 
     @property
     def trace_end(self) -> int:
-        return int(self.step_end.max())
+        return int(np.rint(self.step_end.max()))
 
 
 class _Rank:

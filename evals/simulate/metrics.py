@@ -106,7 +106,7 @@ def build_metrics(lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth,
         power = spec["tdp"] * (0.35 + 0.45 * util / 100.0) + noise(8.0)
         throttle = np.zeros(n)
         if is_aff and cat == Category.GPU_THERMAL_THROTTLING:
-            ramp = _ramp(ts, gt, 20.0)
+            ramp = _ramp(ts, gt, 2.0)
             temp = temp + ramp * (float(plan.params["temp_c"]) - temp)
             clock = np.where(infault, clock * (1.0 - ramp * (1.0 - float(plan.params["clock_ratio"]))), clock)
             throttle = np.where(infault & (ramp > 0.3), 32 + (64 if sev >= 1 else 0), 0)
