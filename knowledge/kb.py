@@ -166,10 +166,10 @@ class KnowledgeBase:
                 self._ensure_ready()
             elif not self._chunks:
                 self._load_corpus()
-            if self._notice:
+            hits, dense_note = self._rank(text, k, cat, comp, mode)
+            if self._notice:  # set by a build that had to rebuild (before or during this search)
                 notes.append(self._notice)
                 self._notice = ""
-            hits, dense_note = self._rank(text, k, cat, comp, mode)
             if dense_note:
                 notes.append(dense_note)
         if not hits:
