@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from pathlib import Path
 
 import orjson
 
 _STEP = re.compile(r"^ProfilerStep#(\d+)$")
+
+
+def _us_to_ns(us: float) -> int:
+    # Whole and fractional microseconds apart, as the Kineto importer does, so both agree to the ns.
+    whole = math.floor(us)
+    return int(whole) * 1000 + round((us - whole) * 1000)
 
 
 def load_trace(path: Path) -> dict:
@@ -27,8 +34,8 @@ def step_spans(path: Path) -> dict[int, tuple[int, int]]:
             continue
         m = _STEP.match(str(e.get("name", "")))
         if m:
-            start = base + round(float(e["ts"]) * 1000)
-            out[int(m.group(1))] = (start, start + round(float(e.get("dur", 0)) * 1000))
+            start = base + _us_to_ns(float(e["ts"]))
+            out[int(m.group(1))] = (start, start + _us_to_ns(float(e.get("dur", 0))))
     return out
 
 
