@@ -20,7 +20,7 @@ from evals.simulate import kernels as K
 from evals.simulate.costs import CostModel, Shapes, graph_size
 from evals.simulate.faults import FaultPlan
 from evals.simulate.topology import Layout
-from evals.simulate.trace_writer import RankTraceWriter, us
+from evals.simulate.trace_writer import RankTraceWriter
 from evals.simulate.workload import Workload
 
 COMPUTE_STREAM = 7
@@ -40,7 +40,13 @@ def _js(obj) -> str:
 
 def _x(cat: str, name_js: str, pid: int, tid: int, s: int, e: int, args: str | None = None) -> str:
     a = f',"args":{args}' if args else ""
-    return f'{{"ph":"X","cat":"{cat}","name":{name_js},"pid":{pid},"tid":{tid},"ts":{us(s)},"dur":{us(e - s)}{a}}}'
+    return f'{{"ph":"X","cat":"{cat}","name":{name_js},"pid":{pid},"tid":{tid},"ts":{s / 1000:.3f},"dur":{(e - s) / 1000:.3f}{a}}}'
+
+
+def _us_pair(start: np.ndarray, end: np.ndarray) -> tuple[list[float], list[float]]:
+    """Start and duration in microseconds (3 decimals = whole ns), rounded as the importer reads them."""
+    s = np.rint(start)
+    return (s / 1000.0).tolist(), ((np.rint(end) - s) / 1000.0).tolist()
 
 
 @dataclass
@@ -154,30 +160,29 @@ class Simulator:
             rk.out.add(_x("python_function", name_js, rk.pid, rk.pid, si[j], ei[j]))
 
     def _launch(self, ranks: list[int], op_js: str, op_args: str, op_s, op_e, rt_s, rt_e, k_js: str, k_s, k_e,
-                stream: int, cat: str = "kernel", kargs: str = "", rt_name: str = '"cudaLaunchKernel"',
-                extra_ops: list[tuple[str, str]] | None = None) -> None:
-        """cpu_op [> more cpu_ops] > cuda_runtime launch > GPU event, linked by correlation / External id."""
-        lists = [self._i(a) for a in (op_s, op_e, rt_s, rt_e, k_s, k_e)]
+                stream: int, cat: str = "kernel", kargs: str = "", rt_name: str = '"cudaLaunchKernel"') -> None:
+        """cpu_op > cuda_runtime launch > GPU event, linked by correlation / External id (one string per rank)."""
+        os_, od = _us_pair(op_s, op_e)
+        rs, rd = _us_pair(rt_s, rt_e)
+        ks, kd = _us_pair(k_s, k_e)
+        flows = self.flows
         for j, r in enumerate(ranks):
             rk = self.rk[r]
-            os_, oe, rs, re_, ks, ke = (x[j] for x in lists)
             rk.ext += 1
             rk.corr += 1
-            ext, c = rk.ext, rk.corr
-            add = rk.out.add
-            add(_x("cpu_op", op_js, rk.pid, rk.pid, os_, oe, f'{{"External id":{ext},{op_args}}}'))
-            if extra_ops:
-                # Nested framework ops (e.g. record_param_comms) sit just inside the outer op.
-                for k, (nm, a) in enumerate(extra_ops):
-                    rk.ext += 1
-                    add(_x("cpu_op", nm, rk.pid, rk.pid, os_ + 400 * (k + 1), oe - 200 * (k + 1),
-                           f'{{"External id":{rk.ext},{a}}}'))
-            add(_x("cuda_runtime", rt_name, rk.pid, rk.pid, rs, re_, f'{{"External id":{ext},"cbid":211,"correlation":{c}}}'))
-            add(_x(cat, k_js, rk.dev, stream, ks, ke,
-                   f'{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{stream},"correlation":{c}{kargs}}}'))
-            if self.flows:
-                add(f'{{"ph":"s","id":{c},"pid":{rk.pid},"tid":{rk.pid},"ts":{us(rs)},"cat":"ac2g","name":"ac2g"}}')
-                add(f'{{"ph":"f","id":{c},"pid":{rk.dev},"tid":{stream},"ts":{us(ks)},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+            ext, c, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
+            text = (f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
+                    f'"args":{{"External id":{ext},{op_args}}}}},'
+                    f'{{"ph":"X","cat":"cuda_runtime","name":{rt_name},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
+                    f'"args":{{"External id":{ext},"cbid":211,"correlation":{c}}}}},'
+                    f'{{"ph":"X","cat":"{cat}","name":{k_js},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
+                    f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{stream},"correlation":{c}{kargs}}}}}')
+            if flows:
+                text += (f',{{"ph":"s","id":{c},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
+                         f'{{"ph":"f","id":{c},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+                rk.out.add(text, 5)
+            else:
+                rk.out.add(text, 3)
 
     def _coll_args(self, rank: int, coll: str, nelems: int, group: str) -> str:
         pg = self.pg[rank][group]
@@ -190,7 +195,7 @@ class Simulator:
     def run(self, t0: float) -> SimResult:
         for d in range(self.task.dp):
             self._run_replica(d, t0 + float(self.rng.uniform(0.0, 2.0e6)))
-        self.res.events = [rk.out.count + len(rk.out._buf) for rk in self.rk]
+        self.res.events = [rk.out.count + rk.out.pending for rk in self.rk]
         return self.res
 
     def _run_replica(self, d: int, t_start: float) -> None:
@@ -466,27 +471,35 @@ class Simulator:
         return cpu
 
     def _emit_ar(self, rl, op_s, op_e, rt_s, rt_e, k_s, k_e, kt, args) -> None:
-        fr = self.names
-        lists = [self._i(a) for a in (op_s, op_e, rt_s, rt_e, k_s, k_e)]
+        """framework all-reduce op > record_param_comms (torch's collective args) > launch > NCCL kernel."""
+        op_js = self.names["all_reduce_op"]
+        os_, od = _us_pair(op_s, op_e)
+        ps, pd_ = _us_pair(op_s + 500, op_e - 300)
+        rs, rd = _us_pair(rt_s, rt_e)
+        ks, kd = _us_pair(k_s, k_e)
         kn = _js(K.NCCL_ALLREDUCE)
         dims = f'"Input Dims":[[{kt},{self.sh.hidden}]],"Input type":["c10::BFloat16"]'
+        flows = self.flows
         for j, r in enumerate(rl):
             rk = self.rk[r]
-            os_, oe, rs, re_, ks, ke = (x[j] for x in lists)
-            rk.ext += 1
+            rk.ext += 2
             rk.corr += 1
-            ext, cc = rk.ext, rk.corr
+            ext, cc, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
             a = args[j]
-            add = rk.out.add
-            add(_x("cpu_op", fr["all_reduce_op"], rk.pid, rk.pid, os_, oe, f'{{"External id":{ext},{dims}}}'))
-            rk.ext += 1
-            add(_x("cpu_op", '"record_param_comms"', rk.pid, rk.pid, os_ + 500, oe - 300, f'{{"External id":{rk.ext},{a},{dims}}}'))
-            add(_x("cuda_runtime", '"cudaLaunchKernel"', rk.pid, rk.pid, rs, re_, f'{{"External id":{rk.ext},"cbid":211,"correlation":{cc}}}'))
-            add(_x("kernel", kn, rk.dev, NCCL_STREAM, ks, ke,
-                   f'{{"External id":{rk.ext},"device":{rk.dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}'))
-            if self.flows:
-                add(f'{{"ph":"s","id":{cc},"pid":{rk.pid},"tid":{rk.pid},"ts":{us(rs)},"cat":"ac2g","name":"ac2g"}}')
-                add(f'{{"ph":"f","id":{cc},"pid":{rk.dev},"tid":{NCCL_STREAM},"ts":{us(ks)},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+            text = (f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
+                    f'"args":{{"External id":{ext - 1},{dims}}}}},'
+                    f'{{"ph":"X","cat":"cpu_op","name":"record_param_comms","pid":{pid},"tid":{pid},"ts":{ps[j]:.3f},"dur":{pd_[j]:.3f},'
+                    f'"args":{{"External id":{ext},{a},{dims}}}}},'
+                    f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
+                    f'"args":{{"External id":{ext},"cbid":211,"correlation":{cc}}}}},'
+                    f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
+                    f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}}}')
+            if flows:
+                text += (f',{{"ph":"s","id":{cc},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
+                         f'{{"ph":"f","id":{cc},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+                rk.out.add(text, 6)
+            else:
+                rk.out.add(text, 4)
 
     def _graph_ops(self, s, ranks, keys, cpu, gpu, kernel_dur, ar_ns, nelems, kt, prefill) -> np.ndarray:
         """One cudaGraphLaunch replays the stage's layers: every kernel shares its correlation."""

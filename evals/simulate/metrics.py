@@ -202,6 +202,14 @@ def build_metrics(lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth,
         for node in (0, 1):
             rows.add("node_memory_numa_numa_miss_total", np.cumsum(numa_miss / 2) + 1e7, host=host, node=node)
             rows.add("node_memory_numa_other_node_total", np.cumsum(numa_miss / 2 * 0.9) + 8e6, host=host, node=node)
+        # Memory bandwidth per socket (pcm-exporter style); remote (cross-socket) traffic rises on misbinding.
+        for sock in (0, 1):
+            local = 2.2e10 * (1 + 0.05 * noise(1.0))
+            remote = 1.5e9 * (1 + 0.1 * noise(1.0))
+            if cat == Category.NUMA_MISBINDING and h_aff:
+                remote = np.where(infault, remote + 6.0e9 * (1 + sev), remote)
+            rows.add("pcm_memory_bandwidth_bytes", np.rint(np.maximum(local, 0)), host=host, node=sock, mode="local")
+            rows.add("pcm_memory_bandwidth_bytes", np.rint(np.maximum(remote, 0)), host=host, node=sock, mode="remote")
         crossing = lay.task.tp > lay.task.gpus_per_host or lay.task.pp > 1
         net = (2.0e9 if crossing else 1.0e7) * (1 + 0.05 * noise(1.0))
         retrans = rng.poisson(3, size=n).astype(float)

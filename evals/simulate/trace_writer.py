@@ -36,16 +36,18 @@ class RankTraceWriter:
         self._buf: list[str] = []
         self._first = True
         self.count = 0
+        self.pending = 0
 
-    def add(self, event: str) -> None:
-        self._buf.append(event)
-        if len(self._buf) >= FLUSH_EVENTS:
+    def add(self, text: str, n: int = 1) -> None:
+        """Append `n` events pre-rendered as one comma-separated JSON fragment."""
+        self._buf.append(text)
+        self.pending += n
+        if self.pending >= FLUSH_EVENTS:
             self.flush()
 
     def extend(self, events: list[str]) -> None:
-        self._buf.extend(events)
-        if len(self._buf) >= FLUSH_EVENTS:
-            self.flush()
+        for e in events:
+            self.add(e)
 
     def flush(self) -> None:
         if not self._buf:
@@ -53,8 +55,9 @@ class RankTraceWriter:
         text = ",".join(self._buf)
         self._fh.write((text if self._first else "," + text).encode())
         self._first = False
-        self.count += len(self._buf)
+        self.count += self.pending
         self._buf = []
+        self.pending = 0
 
     def close(self) -> None:
         self.flush()
