@@ -38,7 +38,10 @@ def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int) -> tup
     inw = sp["step"].isin(steps)
     tgt = sp["rank"] == rank
     here = _median(sp.loc[inw & tgt, "dur_ns"])
-    peers = _median(sp.loc[inw & ~tgt, "dur_ns"])
+    # Median over peers of each peer's median: a peer sharing the target's core is slowed by the
+    # extra compute too, and must not drag the baseline up on its own.
+    per_peer = sp.loc[inw & ~tgt].groupby("rank", observed=True)["dur_ns"].median()
+    peers = _median(per_peer)
     before = _median(sp.loc[~inw & tgt & (sp["step"] >= 0), "dur_ns"])
     r = min(_ratio(here, peers), _ratio(here, before))
     return r, f"gate_up_proj median {here / 1e3:.0f} us vs peers {peers / 1e3:.0f} us, own outside window {before / 1e3:.0f} us"
