@@ -22,7 +22,7 @@ from tools.telemetry import open_bundle  # noqa: E402
 
 pytestmark = pytest.mark.realtrace
 
-NUM_STEPS, WINDOW, RANK = 10, (4, 7), 2
+NUM_STEPS, WINDOW, RANK = 12, (4, 9), 2
 FAULT_STEPS = list(range(*WINDOW))
 
 
@@ -104,7 +104,7 @@ def test_ground_truth_files_are_valid(healthy: CaseResult, gemm: CaseResult) -> 
     assert ok.fault is FaultKind.NONE and ok.category == "none" and ok.ranks == [] and ok.window is None
     gt = GroundTruth.model_validate(orjson.loads((gemm.out / "ground_truth.json").read_bytes()))
     assert (gt.fault, gt.component, gt.ranks, gt.steps, gt.expected_culprit_rank) == (FaultKind.GEMM, "gpu", [RANK], FAULT_STEPS, RANK)
-    # The truth window is exactly the target rank's ProfilerSteps 4..6 on the trace clock.
+    # The truth window is exactly the target rank's ProfilerSteps 4..8 on the trace clock.
     ev = _events(gemm)
     st = ev[(ev["rank"] == RANK) & (ev["kind"] == "step")].set_index("step")
     assert gt.window is not None
@@ -115,9 +115,9 @@ def test_ground_truth_files_are_valid(healthy: CaseResult, gemm: CaseResult) -> 
 
 def test_gemm_signature_present_on_target_rank_in_window(gemm: CaseResult) -> None:
     ev = _events(gemm)
-    # Structure: the target's layer-1 up-projection does its GEMM 4x in the window, once elsewhere.
+    # Structure: the target's layer-1 up-projection does its GEMM 5x in the window, once elsewhere.
     counts = mm_per_gate_up(ev, RANK, 1)
-    assert counts == {s: (4 if s in FAULT_STEPS else 1) for s in range(1, NUM_STEPS + 1)}
+    assert counts == {s: (5 if s in FAULT_STEPS else 1) for s in range(1, NUM_STEPS + 1)}
     for peer in (0, 1, 3):
         assert set(mm_per_gate_up(ev, peer, 1).values()) == {1}
     # Time: that span is >= 2x both its peers in the window and its own healthy steps.
@@ -136,7 +136,8 @@ def test_healthy_run_has_no_fault_signature(healthy: CaseResult) -> None:
     ev = _events(healthy)
     for r in range(4):
         assert set(mm_per_gate_up(ev, r, 1).values()) == {1}
-        assert max(step_start_gaps_ms(ev, r).values()) < 10.0
+        # Nothing near the 30 ms stall (a busy CI box can preempt the main thread for a few ms).
+        assert max(step_start_gaps_ms(ev, r).values()) < 18.0
     sig = check_signature(ev, RealTraceConfig(fault="none", rank=RANK, steps=WINDOW, num_steps=NUM_STEPS))
     assert not sig.present, sig.detail
     assert healthy.signature_ok
@@ -151,7 +152,7 @@ def test_other_faults_visible(fault: str, every_fault: None, tmp_path_factory: p
     assert gt.fault.value == fault and gt.window is not None
     if fault == "cpu_stall":
         gaps = step_start_gaps_ms(ev, RANK)
-        assert all(gaps[s] >= 20 for s in FAULT_STEPS) and all(gaps[s] < 10 for s in gaps if s not in FAULT_STEPS)
+        assert all(gaps[s] >= 25 for s in FAULT_STEPS) and all(gaps[s] < 18 for s in gaps if s not in FAULT_STEPS)
     if fault == "cpu_contention":
         assert gt.ranks == [0, 2] and gt.collateral_ranks == [0]  # 2 cores: rank 0 shares rank 2's core
     if fault == "slow_collective":

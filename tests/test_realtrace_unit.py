@@ -21,7 +21,7 @@ from evals.realtrace.truth import TAXONOMY, build_ground_truth
 
 def test_config_validates_window_rank_and_layer() -> None:
     cfg = RealTraceConfig(fault="gemm", rank=2, steps=(4, 7), num_steps=10)
-    assert cfg.fault_steps == [4, 5, 6] and cfg.strength == 4.0
+    assert cfg.fault_steps == [4, 5, 6] and cfg.strength == 5.0
     assert RealTraceConfig(fault="none", steps=(4, 7), num_steps=10).fault_steps == []
     for bad in ({"rank": 4}, {"steps": (0, 3)}, {"steps": (5, 5)}, {"steps": (5, 12), "num_steps": 10},
                 {"gemm_layer": 3}, {"fault": "thermal"}):
@@ -39,7 +39,7 @@ def test_pinning_shares_cores_round_robin() -> None:
 def test_hooks_act_only_on_target_rank_and_window() -> None:
     cfg = RealTraceConfig(fault="gemm", rank=2, steps=(4, 6), num_steps=8, gemm_layer=1)
     hit, miss = FaultHooks(cfg, 2, [0]), FaultHooks(cfg, 1, [1])
-    assert [hit.gemm_repeats(s, 1) for s in range(1, 8)] == [1, 1, 1, 4, 4, 1, 1]
+    assert [hit.gemm_repeats(s, 1) for s in range(1, 8)] == [1, 1, 1, 5, 5, 1, 1]
     assert hit.gemm_repeats(4, 0) == 1 and miss.gemm_repeats(4, 1) == 1
     stall = FaultHooks(RealTraceConfig(fault="cpu_stall", rank=0, steps=(2, 3), num_steps=4, severity=30), 0, [])
     t = time.perf_counter()

@@ -18,8 +18,8 @@ class FaultKind(str, Enum):
 # 2-core machine (smaller faults drown in scheduler noise when 4 ranks share 2 cores).
 DEFAULT_SEVERITY: dict[FaultKind, float] = {
     FaultKind.NONE: 0.0,
-    FaultKind.GEMM: 4.0,             # the GEMM does 4x its work (3 extra matmuls of the same shape)
-    FaultKind.CPU_STALL: 25.0,       # ms of CPU-side pause before the step's first op
+    FaultKind.GEMM: 5.0,             # the GEMM does 5x its work (4 extra matmuls of the same shape)
+    FaultKind.CPU_STALL: 30.0,       # ms of CPU-side pause before the step's first op
     FaultKind.CPU_CONTENTION: 3.0,   # bursty CPU-bound processes pinned to the rank's core
     FaultKind.SLOW_COLLECTIVE: 4.0,  # ms of extra latency in each all-reduce of the rank
 }

@@ -13,8 +13,8 @@ def suite_configs(name: str, seed: int = 0, world: int = 4) -> list[RealTraceCon
     """`tiny`: one healthy + one fault (CI). `small`: healthy + every fault on rank 2.
     `standard`: two healthy seeds + every fault on two ranks and windows."""
     if name == "tiny":
-        return [RealTraceConfig(fault=FaultKind.NONE, seed=seed, world=world, num_steps=10, steps=(4, 7)),
-                RealTraceConfig(fault=FaultKind.CPU_STALL, rank=2 % world, seed=seed, world=world, num_steps=10, steps=(4, 7))]
+        return [RealTraceConfig(fault=FaultKind.NONE, seed=seed, world=world, num_steps=12, steps=(4, 9)),
+                RealTraceConfig(fault=FaultKind.CPU_STALL, rank=2 % world, seed=seed, world=world, num_steps=12, steps=(4, 9))]
     if name == "small":
         return [RealTraceConfig(fault=FaultKind.NONE, seed=seed, world=world)] + [
             RealTraceConfig(fault=f, rank=2 % world, seed=seed, world=world) for f in _FAULTS]
