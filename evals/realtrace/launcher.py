@@ -1,6 +1,6 @@
 """Start the rank processes of one run and collect their reports.
 
-`launch()` runs in the caller and starts a fresh Python (`python -m evals.realtrace.launcher`)
+`launch()` runs in the caller and starts a fresh Python (`python -m evals.realtrace._rank_runner`)
 that imports torch once and forks one process per rank: forking saves each rank the ~1.5-5 s
 torch import on a 2-core machine, and the fresh parent keeps the fork clean (no OpenMP or
 BLAS thread pools from whatever process called us, e.g. pytest).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,13 +41,20 @@ def launch(cfg: RealTraceConfig, trace_dir: Path) -> RunReport:
         # Make `evals` importable from the child however the caller was started.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "evals.realtrace.launcher", str(cfg_path), str(trace_dir), str(report_path)]
+        cmd = [sys.executable, "-m", "evals.realtrace._rank_runner", str(cfg_path), str(trace_dir), str(report_path)]
+        # Own session, so a hung run can be stopped with every rank it forked (gloo peers of a
+        # dead rank would otherwise block until their own timeout).
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=cfg.timeout_s + 30)
+            _, stderr = proc.communicate(timeout=cfg.timeout_s + 30)
         except subprocess.TimeoutExpired as exc:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             raise RealTraceError(f"real-trace run exceeded {cfg.timeout_s + 30:.0f} s") from exc
         if proc.returncode != 0 or not report_path.exists():
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
+            tail = "\n".join(ln for ln in (stderr or "").strip().splitlines() if not ln.startswith("USDT:"))
+            tail = "\n".join(tail.splitlines()[-25:])
             raise RealTraceError(f"real-trace run failed (exit {proc.returncode}):\n{tail}")
         return RunReport.model_validate_json(report_path.read_text())
 
@@ -109,6 +117,3 @@ def main(argv: list[str]) -> int:
     report_path.write_text(run.model_dump_json())
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
