@@ -31,12 +31,34 @@ def _load() -> Any:
     return _model
 
 
+def _threads() -> int:
+    try:
+        return max(1, int(os.environ.get("KAT_KB_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def embed(texts: list[str], batch_size: int = 32) -> list[list[float]]:
-    """Unit-length vectors, so cosine distance in the store is 1 - dot product."""
+    """Unit-length vectors, so cosine distance in the store is 1 - dot product.
+
+    Runs torch with one thread by default (KAT_KB_THREADS overrides): on the small shared
+    machines KAT runs on, torch's multi-threaded spin-waiting made a query embedding ~7x slower
+    (190 ms vs 29 ms median) whenever other processes were busy, and a MiniLM forward pass gains
+    little from more threads. The setting is process-wide, so it is restored afterwards.
+    """
     if not texts:
         return []
-    vecs = _load().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                          show_progress_bar=False, convert_to_numpy=True)
+    model = _load()
+    import torch
+
+    with _lock:
+        before = torch.get_num_threads()
+        torch.set_num_threads(_threads())
+        try:
+            vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                show_progress_bar=False, convert_to_numpy=True)
+        finally:
+            torch.set_num_threads(before)
     return vecs.tolist()
 
 

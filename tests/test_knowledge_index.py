@@ -131,3 +131,17 @@ def test_force_build_re_embeds_everything(kb_dirs):
     corpus, index = kb_dirs
     report = KnowledgeBase(index, corpus_dir=corpus).build(force=True)
     assert report.rebuilt_from_scratch and report.embedded == report.chunks
+
+
+def test_unusable_dense_side_degrades_to_lexical(kb_dirs, monkeypatch):
+    # e.g. chromadb broken or the index dir unwritable: the agent still gets an answer.
+    from knowledge.store import ChromaStore, StoreError
+
+    def broken_open(self, create=True):
+        raise StoreError("simulated: cannot open the store")
+
+    monkeypatch.setattr(ChromaStore, "open", broken_open)
+    corpus, index = kb_dirs
+    res = KnowledgeBase(index, corpus_dir=corpus).search("Xid 95 uncontained ECC error")
+    assert res.status == "ok" and res.hits[0].doc_id == "xid-codes"
+    assert "lexical only" in res.message and "simulated" in res.message
