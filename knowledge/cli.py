@@ -29,11 +29,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Build or update the index (idempotent: only changed sections are re-embedded)."""
+        from knowledge.corpus import CorpusError
         from knowledge.kb import KnowledgeBase, KnowledgeBaseError
 
         try:
             report = KnowledgeBase(index_dir).build(force=force)
-        except KnowledgeBaseError as exc:
+        except (KnowledgeBaseError, CorpusError) as exc:
             _console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2)
         if json_out:

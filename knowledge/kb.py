@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from knowledge.corpus import CORPUS_DIR, Chunk, load_chunks, load_corpus
+from knowledge.corpus import CORPUS_DIR, Chunk, CorpusError, load_chunks, load_corpus
 from knowledge.lexical import BM25
 from knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult, SearchMode
 from knowledge.paths import default_index_dir
@@ -31,6 +31,7 @@ DENSE_WEIGHT = 0.4
 # counts; stray common words score ~5, identifier matches 15+.
 MIN_DENSE_SIMILARITY = 0.25
 STRONG_LEXICAL = 10.0
+DENSE_RETRY_S = 60.0  # after a dense-side failure, answer lexically for this long, then retry
 
 
 class KnowledgeBaseError(RuntimeError):
@@ -57,6 +58,7 @@ class KnowledgeBase:
         self._bm25: BM25 | None = None
         self._ready = False
         self._dense_error: str | None = None
+        self._dense_error_at = 0.0
         self._notice = ""  # one-time message for the next search (e.g. "index was rebuilt")
 
     # -- corpus ------------------------------------------------------------------------------
@@ -126,12 +128,20 @@ class KnowledgeBase:
 
     def _ensure_ready(self) -> None:
         """Build or refresh on first use; remember (not raise) a dense-side failure."""
-        if self._ready or self._dense_error:
+        if self._ready:
             return
+        if self._dense_error:
+            # Retry now and then: the failure may be transient (a build lock held elsewhere).
+            if time.monotonic() - self._dense_error_at < DENSE_RETRY_S:
+                return
+            self._dense_error = None
         try:
             self.build()
+        except CorpusError:
+            raise  # a broken corpus breaks lexical search too; the caller reports it
         except Exception as exc:  # dependency missing, disk full, ...: degrade to lexical
             self._dense_error = f"{type(exc).__name__}: {exc}"
+            self._dense_error_at = time.monotonic()
             log.warning("dense retrieval unavailable, answering lexically: %s", self._dense_error)
             self._load_corpus()
 
@@ -165,10 +175,13 @@ class KnowledgeBase:
             notes: list[str] = []
             if truncated:
                 notes.append("query truncated")
-            if mode != "lexical":
-                self._ensure_ready()
-            elif not self._chunks:
-                self._load_corpus()
+            try:
+                if mode != "lexical":
+                    self._ensure_ready()
+                elif not self._chunks:
+                    self._load_corpus()
+            except CorpusError as exc:
+                return KnowledgeSearchResult(**base, status="error", message=f"knowledge corpus is invalid: {exc}")
             hits, dense_note = self._rank(text, k, cat, comp, mode)
             if self._notice:  # set by a build that had to rebuild (before or during this search)
                 notes.append(self._notice)
@@ -217,6 +230,7 @@ class KnowledgeBase:
                 dense = self._dense(text, cat, comp)
             except Exception as exc:
                 self._dense_error = f"{type(exc).__name__}: {exc}"
+                self._dense_error_at = time.monotonic()
                 log.warning("dense retrieval failed, answering lexically: %s", self._dense_error)
         if self._dense_error and mode != "lexical":
             note = f"dense retrieval unavailable ({self._dense_error}); results are lexical only"

@@ -145,3 +145,12 @@ def test_unusable_dense_side_degrades_to_lexical(kb_dirs, monkeypatch):
     res = KnowledgeBase(index, corpus_dir=corpus).search("Xid 95 uncontained ECC error")
     assert res.status == "ok" and res.hits[0].doc_id == "xid-codes"
     assert "lexical only" in res.message and "simulated" in res.message
+
+
+def test_invalid_corpus_is_reported_not_raised(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bad.md").write_text("no front matter here\n", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "idx", corpus_dir=tmp_path / "c")
+    for mode in ("lexical", "hybrid"):
+        res = kb.search("anything", mode=mode)
+        assert res.status == "error" and "corpus is invalid" in res.message
