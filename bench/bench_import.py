@@ -23,6 +23,17 @@ REAL_CASES = {
 }
 
 
+def kat_setup() -> None:
+    import tools.telemetry.bundle  # noqa: F401
+
+
+def hta_setup() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    import hta.trace_analysis  # noqa: F401
+
+
 def kat_import(trace_dir: str) -> dict:
     from tools.telemetry.bundle import open_bundle
 
@@ -92,15 +103,15 @@ def run(repeats: int = 3, large_ranks: int = 24) -> dict:
         is_large = name.startswith("large")
         raw = large_events if is_large else _raw_events(d)
         n = 1 if is_large else repeats
-        ours = median_of(n, kat_import, str(d))
-        hta = median_of(n, hta_import, str(d))
+        ours = median_of(n, kat_import, str(d), setup=kat_setup)
+        hta = median_of(n, hta_import, str(d), setup=hta_setup)
         row = {
             "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1),
-            "kat_s": round(ours.seconds, 3), "kat_peak_mb": round(ours.peak_rss_mb), "kat_events_per_s": round(raw / ours.seconds),
+            "kat_s": round(ours.seconds, 3), "kat_peak_mb": round(ours.peak_mb), "kat_events_per_s": round(raw / ours.seconds),
             "kat_mb_per_s": round(_size_mb(d) / ours.seconds, 1),
-            "hta_s": round(hta.seconds, 3) if not hta.error else None, "hta_peak_mb": round(hta.peak_rss_mb) if not hta.error else None,
+            "hta_s": round(hta.seconds, 3) if not hta.error else None, "hta_peak_mb": round(hta.peak_mb) if not hta.error else None,
             "speedup": round(hta.seconds / ours.seconds, 2) if not hta.error else None,
-            "memory_ratio": round(ours.peak_rss_mb / hta.peak_rss_mb, 2) if not hta.error else None,
+            "memory_ratio": round(ours.peak_mb / hta.peak_mb, 2) if not hta.error else None,
             "hta_error": hta.error, "kat_error": ours.error,
         }
         rows.append(row)

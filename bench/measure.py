@@ -1,7 +1,8 @@
 """Run a function in a fresh process and measure wall time and peak memory of its process tree.
 
-A fresh process per measurement keeps one tool's imports and caches from colouring the other's
-figures; the sampler sums RSS over the child and its own children (HTA parses ranks in a
+Memory is PSS (proportional set size), summed over the process and its children, so pages that
+forked workers share with their parent are not counted twice. A fresh process per measurement keeps one tool's imports and caches from colouring the other's
+figures; the sampler sums PSS over the child and its own children (HTA parses ranks in a
 process pool).
 """
 from __future__ import annotations
@@ -19,18 +20,19 @@ import psutil
 @dataclass
 class Measurement:
     seconds: float
-    peak_rss_mb: float
+    peak_mb: float
     result: Any = None
     error: str | None = None
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size of a process and its children: shared pages counted once overall."""
     total = 0
     try:
-        total += proc.memory_info().rss
+        total += proc.memory_full_info().pss
         for c in proc.children(recursive=True):
             try:
-                total += c.memory_info().rss
+                total += c.memory_full_info().pss
             except psutil.Error:
                 pass
     except psutil.Error:
@@ -38,8 +40,10 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def _child(fn: Callable[..., Any], args: tuple, conn: Any) -> None:  # noqa: ANN401
+def _child(fn: Callable[..., Any], args: tuple, conn: Any, setup: Callable[[], Any] | None) -> None:  # noqa: ANN401
     try:
+        if setup is not None:
+            setup()  # library imports are not what we time
         t0 = time.perf_counter()
         res = fn(*args)
         conn.send((time.perf_counter() - t0, res, None))
@@ -47,11 +51,11 @@ def _child(fn: Callable[..., Any], args: tuple, conn: Any) -> None:  # noqa: ANN
         conn.send((0.0, None, f"{type(exc).__name__}: {exc}"))
 
 
-def measure(fn: Callable[..., Any], *args: Any, interval: float = 0.02) -> Measurement:
-    """Wall time of fn(*args) inside a fresh process (excluding interpreter start) and peak tree RSS."""
+def measure(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None, interval: float = 0.02) -> Measurement:
+    """Wall time of fn(*args) in a fresh process (after `setup`) and peak PSS of its process tree."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=_child, args=(fn, args, child))
+    p = ctx.Process(target=_child, args=(fn, args, child, setup))
     p.start()
     proc = psutil.Process(p.pid)
     peak = 0
@@ -60,7 +64,7 @@ def measure(fn: Callable[..., Any], *args: Any, interval: float = 0.02) -> Measu
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _tree_rss(proc))
+            peak = max(peak, _tree_pss(proc))
             time.sleep(interval)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -72,8 +76,8 @@ def measure(fn: Callable[..., Any], *args: Any, interval: float = 0.02) -> Measu
     return Measurement(secs, peak / 2**20, res, err)
 
 
-def median_of(n: int, fn: Callable[..., Any], *args: Any) -> Measurement:
-    runs = [measure(fn, *args) for _ in range(n)]
+def median_of(n: int, fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None) -> Measurement:
+    runs = [measure(fn, *args, setup=setup) for _ in range(n)]
     ok = [r for r in runs if r.error is None] or runs
-    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_rss_mb for r in ok),
+    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok),
                        ok[0].result, ok[0].error)

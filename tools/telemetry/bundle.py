@@ -5,29 +5,26 @@ second open reads columnar files instead of re-parsing JSON.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import orjson
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tools.telemetry.errors import BundleError, TraceImportError
-from tools.telemetry.import_worker import cache_path, import_to_cache
-from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto, normalize_events, rank_from_filename
+from tools.telemetry.import_worker import cache_path, decode_many, store
+from tools.telemetry.kineto import KinetoMeta, import_kineto, normalize_events, rank_from_filename
 from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
 from tools.telemetry.schema import COLUMNS, arrow_schema
-from tools.telemetry.tables import load_logs, load_metrics
+
+if TYPE_CHECKING:  # pandas loads on first use: importing traces into the cache does not need it
+    import pandas as pd
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 CACHE_ENV = "KAT_CACHE_DIR"
-IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
-PARALLEL_IMPORT_MIN_BYTES = 24 * 2**20
 
 
 def _is_trace_file(p: Path) -> bool:
@@ -89,6 +86,8 @@ class Bundle:
         return self._events[rank]
 
     def all_events(self) -> pd.DataFrame:
+        import pandas as pd
+
         frames = [self.events(r) for r in self.ranks]
         if not frames:
             return pd.DataFrame(columns=list(COLUMNS))
@@ -100,10 +99,14 @@ class Bundle:
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
+        from tools.telemetry.tables import load_metrics
+
         return load_metrics(self.metrics_path)
 
     @cached_property
     def logs(self) -> pd.DataFrame:
+        from tools.telemetry.tables import load_logs
+
         return load_logs(self.logs_path)
 
     def resolve_inside(self, relative: str) -> Path:
@@ -128,11 +131,17 @@ class Bundle:
 
 def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write a canonical event frame (e.g. from the simulator) as a Parquet trace file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(normalize_events(df), schema=arrow_schema(), preserve_index=False)
     pq.write_table(table, path, compression="zstd")
 
 
 def read_canonical_parquet(path: Path, expected_rank: int | None = None) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -150,6 +159,9 @@ def read_canonical_parquet(path: Path, expected_rank: int | None = None) -> pd.D
 
 
 def _parquet_rank(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         col = pq.read_table(path, columns=["rank"]).column("rank")
     except (pa.ArrowException, OSError, KeyError) as exc:
@@ -173,22 +185,15 @@ def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
     return None
 
 
-def import_workers(n_files: int) -> int:
-    env = os.environ.get(IMPORT_WORKERS_ENV)
-    want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
-    return max(1, min(want, n_files))
-
-
-def _import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -> list[tuple[EventColumns | None, KinetoMeta]]:
-    """Import several traces, one process per core: JSON decoding is CPU-bound and per file."""
-    workers = import_workers(len(paths))
-    # A worker pays ~1 s to start and import its libraries: only worth it for big inputs.
-    if workers <= 1 or sum(p.stat().st_size for p in paths) < PARALLEL_IMPORT_MIN_BYTES:
-        return [import_to_cache(p, cache_root, default_rank) for p in paths]
-    ctx = mp.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(import_to_cache, p, cache_root, default_rank) for p in paths]
-        return [f.result() for f in futures]
+def _import_into_cache(paths: list[Path], cache_root: Path, default_rank: int | None,
+                       loaded: dict[Path, pd.DataFrame]) -> dict[Path, KinetoMeta]:
+    """Decode traces into the cache; frames that could not be cached stay in memory."""
+    metas: dict[Path, KinetoMeta] = {}
+    for p, cols, meta in decode_many(paths, default_rank):
+        metas[p] = meta
+        if not store(cols, meta, cache_root, p):
+            loaded[p] = cols.to_frame()
+    return metas
 
 
 def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.DataFrame]) -> dict[int, TraceFile]:
@@ -206,10 +211,7 @@ def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.Dat
             else:
                 metas[p] = m
     frames: dict[Path, pd.DataFrame] = {}
-    for p, (cols, m) in zip(todo, _import_many(todo, cache_root, default_rank)):
-        metas[p] = m
-        if cols is not None:
-            frames[p] = cols.to_frame()
+    metas.update(_import_into_cache(todo, cache_root, default_rank, frames))
     traces: dict[int, TraceFile] = {}
     for p in files:
         if p.name.endswith(".parquet"):
@@ -248,9 +250,10 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
         else:
             meta = _cached_meta(root, cache_root)
             if meta is None:
-                cols, meta = import_to_cache(root, cache_root, default_rank=0)
-                if cols is not None:
-                    loaded[meta.rank] = cols.to_frame()
+                frames: dict[Path, pd.DataFrame] = {}
+                meta = _import_into_cache([root], cache_root, 0, frames)[root]
+                if root in frames:
+                    loaded[meta.rank] = frames[root]
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
         return Bundle(root.parent, _synth_manifest(root, traces), traces, None, None, cache_root,
                       is_bare_trace_dir=True, _events=loaded)

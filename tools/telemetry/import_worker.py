@@ -1,14 +1,26 @@
-"""Import one trace into the Parquet cache. Runs in pool workers, so it avoids pandas."""
+"""Import traces into the Parquet cache.
+
+Decoding runs in the calling process or in pool workers; workers load only numpy and msgspec
+and send compact columns back, and the parent alone writes Parquet (pyarrow is heavy to load
+into every worker).
+"""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import orjson
 
 from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from tools.telemetry.schema import SCHEMA_VERSION
+
+IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
+# A worker pays ~0.5 s to start: only worth it when there is a lot to decode.
+PARALLEL_IMPORT_MIN_BYTES = 24 * 2**20
 
 
 def cache_path(cache_root: Path, path: Path) -> Path:
@@ -18,22 +30,38 @@ def cache_path(cache_root: Path, path: Path) -> Path:
     return cache_root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.parquet"
 
 
-def write_columns(cols: EventColumns, target: Path) -> None:
+def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) -> bool:
+    """Write one rank's columns and metadata to the cache; False if the cache is not writable."""
     import pyarrow.parquet as pq
 
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    pq.write_table(cols.to_arrow(), tmp, compression="zstd")
-    os.replace(tmp, target)  # readers never see a half-written file
-
-
-def import_to_cache(path: Path, cache_root: Path, default_rank: int | None) -> tuple[EventColumns | None, KinetoMeta]:
-    """Import one trace and store it in the cache; the columns come back only if they could not be cached."""
-    cols, meta = import_kineto_columns(path, default_rank=default_rank)
     target = cache_path(cache_root, path)
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
-        write_columns(cols, target)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        pq.write_table(cols.to_arrow(), tmp, compression="zstd")
+        os.replace(tmp, target)  # readers never see a half-written file
         target.with_suffix(".meta.json").write_bytes(orjson.dumps(meta.__dict__))
     except OSError:
-        return cols, meta  # a read-only cache only costs speed; keep the data in memory
-    return None, meta
+        return False
+    return True
+
+
+def import_workers(n_files: int) -> int:
+    env = os.environ.get(IMPORT_WORKERS_ENV)
+    want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
+    return max(1, min(want, n_files))
+
+
+def decode_many(paths: list[Path], default_rank: int | None) -> Iterator[tuple[Path, EventColumns, KinetoMeta]]:
+    """Decode traces one at a time, or one per core for big inputs; yields as each finishes."""
+    workers = import_workers(len(paths))
+    if workers <= 1 or sum(p.stat().st_size for p in paths) < PARALLEL_IMPORT_MIN_BYTES:
+        for p in paths:
+            cols, meta = import_kineto_columns(p, default_rank=default_rank)
+            yield p, cols, meta
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+        futures = {p: pool.submit(import_kineto_columns, p, default_rank=default_rank) for p in paths}
+        for p, fut in futures.items():
+            cols, meta = fut.result()
+            yield p, cols, meta

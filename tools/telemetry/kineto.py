@@ -169,38 +169,42 @@ def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
 
 
 def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Parent row of each given row: the innermost span on the same thread that contains it."""
+    """Parent row of each given row: the innermost span on the same thread that contains it.
+
+    Sorted by (thread, start, longest first), a span's innermost container is the nearest
+    earlier span on its thread that ends no sooner. That "nearest earlier greater-or-equal" is
+    found for all spans at once by binary lifting over a range-max table of end times: no
+    per-event Python loop, O(n log n) numpy work.
+    """
     parent = np.full(len(pid), -1, dtype=np.int64)
-    if len(rows) == 0:
+    n = len(rows)
+    if n == 0:
         return parent
-    # Outer spans first at equal start, so a parent precedes its children.
     order = rows[np.lexsort((-end[rows], ts[rows], tid[rows], pid[rows]))]
-    p_l, t_l, s_l, e_l = pid[order].tolist(), tid[order].tolist(), ts[order].tolist(), end[order].tolist()
-    o_l = order.tolist()
-    out = [-1] * len(o_l)
-    stack_rows: list[int] = []
-    stack_ends: list[int] = []
-    cur = None
-    for i in range(len(o_l)):
-        key = (p_l[i], t_l[i])
-        if key != cur:
-            cur = key
-            stack_rows.clear()
-            stack_ends.clear()
-        s = s_l[i]
-        while stack_ends and stack_ends[-1] <= s and not (stack_ends[-1] == s and e_l[i] == s):
-            stack_ends.pop()
-            stack_rows.pop()
-        e = e_l[i]
-        while stack_ends and e > stack_ends[-1]:
-            # Overlapping but not nested (async spans): not a parent.
-            stack_ends.pop()
-            stack_rows.pop()
-        if stack_rows:
-            out[i] = stack_rows[-1]
-        stack_rows.append(o_l[i])
-        stack_ends.append(e)
-    parent[order] = np.asarray(out, dtype=np.int64)
+    e = end[order]
+    new_thread = np.ones(n, dtype=bool)
+    new_thread[1:] = (pid[order][1:] != pid[order][:-1]) | (tid[order][1:] != tid[order][:-1])
+    seg_start = np.maximum.accumulate(np.where(new_thread, np.arange(n), 0))
+    # table[k][j] = max(e[j : j + 2**k])
+    table = [e]
+    while (1 << len(table)) <= n:
+        half = 1 << (len(table) - 1)
+        prev = table[-1]
+        table.append(np.maximum(prev[:-half], prev[half:]))
+    pos = np.arange(n)  # the search region for span i is [seg_start[i], pos[i])
+    for k in range(len(table) - 1, -1, -1):
+        cand = pos - (1 << k)
+        ok = cand >= seg_start
+        idx = np.flatnonzero(ok)
+        if len(idx) == 0:
+            continue
+        lvl = table[k]
+        skip = lvl[cand[idx]] < e[idx]  # the whole block ends too early: none of it contains span i
+        pos[idx[skip]] = cand[idx[skip]]
+    j = pos - 1
+    has = (j >= seg_start)
+    has[has] = e[j[has]] >= e[has]
+    parent[order[has]] = order[j[has]]
     return parent
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from enum import Enum
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SCHEMA_VERSION = 3
 
@@ -53,8 +57,10 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def arrow_schema() -> pa.Schema:
+def arrow_schema() -> "pa.Schema":
     """Arrow schema of the canonical Parquet trace files (strings dictionary-encoded)."""
+    import pyarrow as pa  # not at module level: import workers avoid loading it
+
     fields = []
     for col in COLUMNS:
         if col in INT_COLUMNS:
