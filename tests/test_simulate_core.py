@@ -48,6 +48,12 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert da["traces/rank-0.json.gz"] != dc["traces/rank-0.json.gz"]
 
 
+def test_parallel_writers_write_the_same_bytes(tmp_path: Path) -> None:
+    generate_incident("nvlink_degradation", TASK, 9, tmp_path / "one", size="tiny", workers=1)
+    generate_incident("nvlink_degradation", TASK, 9, tmp_path / "two", size="tiny", workers=2)
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
+
+
 def test_kineto_file_shape(tmp_path: Path) -> None:
     generate_incident("none", TASK, 1, tmp_path, size="tiny")
     doc = orjson.loads(gzip.decompress((tmp_path / "traces" / "rank-3.json.gz").read_bytes()))

@@ -18,6 +18,7 @@ def simulate(
     suite: Optional[str] = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="list task configurations and exit"),
     json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
     from evals.simulate.tasks import load_tasks
@@ -49,7 +50,7 @@ def simulate(
 
     t0 = time.perf_counter()
     try:
-        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size)
+        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -77,7 +77,7 @@ class _Rank:
 
     __slots__ = ("rank", "pid", "dev", "ext", "corr", "out", "pg_tp", "pg_pp")
 
-    def __init__(self, rank: int, pid: int, dev: int, writer: RankTraceWriter):
+    def __init__(self, rank: int, pid: int, dev: int, writer: RankTraceWriter | None):
         self.rank, self.pid, self.dev = rank, pid, dev
         self.ext, self.corr = 0, 100
         self.out = writer
@@ -96,7 +96,10 @@ class Simulator:
         self.fr = K.frames(lay.task.engine, lay.task.spec.arch)
         self.kn = {k: _js(v) for k, v in K.kernel_names(lay.task.engine, lay.task.gpu).items()}
         self.names = {k: _js(getattr(self.fr, k)) for k in self.fr.__dataclass_fields__}
-        self.rk = [_Rank(w.rank, w.pid, w.gpu, writers[w.rank]) for w in lay.workers]
+        # Ranks without a writer are simulated (collectives need them) but not emitted: parallel
+        # writers each run the same deterministic simulation and format only their own ranks.
+        self.rk = [_Rank(w.rank, w.pid, w.gpu, writers.get(w.rank)) for w in lay.workers]
+        self.emit = [w.rank in writers for w in lay.workers]
         self.pg = pg_args
         n, world = wl.n_steps, lay.world_size
         self.res = SimResult(np.zeros((n, world)), np.zeros((n, world)), np.zeros((n, world)), np.zeros((n, world)),
@@ -156,6 +159,8 @@ class Simulator:
     def _py(self, ranks: list[int], name_js: str, s: np.ndarray, e: np.ndarray) -> None:
         si, ei = self._i(s), self._i(e)
         for j, r in enumerate(ranks):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             rk.out.add(_x("python_function", name_js, rk.pid, rk.pid, si[j], ei[j]))
 
@@ -167,6 +172,8 @@ class Simulator:
         ks, kd = _us_pair(k_s, k_e)
         flows = self.flows
         for j, r in enumerate(ranks):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             rk.ext += 1
             rk.corr += 1
@@ -195,7 +202,7 @@ class Simulator:
     def run(self, t0: float) -> SimResult:
         for d in range(self.task.dp):
             self._run_replica(d, t0 + float(self.rng.uniform(0.0, 2.0e6)))
-        self.res.events = [rk.out.count + rk.out.pending for rk in self.rk]
+        self.res.events = [rk.out.count + rk.out.pending if rk.out else 0 for rk in self.rk]
         return self.res
 
     def _run_replica(self, d: int, t_start: float) -> None:
@@ -395,6 +402,8 @@ class Simulator:
             # The worker returns its output only once the send has drained.
             sync_e = np.maximum(cpu + 3e3, gpu[p] + 2e3)
             for j, r in enumerate(rl):
+                if not self.emit[r]:
+                    continue
                 rk = self.rk[r]
                 rk.out.add(_x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])),
                               '{"cbid":131}'))
@@ -406,6 +415,8 @@ class Simulator:
         se, ss = self._i(step_end), self._i(self.res.step_start[s, ranks])
         name = _js(f"ProfilerStep#{s + STEP_OFFSET}")
         for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             rk.ext += 1
             rk.out.add(_x("user_annotation", name, rk.pid, rk.pid, ss[j], se[j], f'{{"External id":{rk.ext}}}'))
@@ -419,6 +430,8 @@ class Simulator:
         lists = [self._i(a) for a in (cpu, cpu + c, rt_s, rt_s + 0.3 * c, arrival, end)]
         kn = _js(K.NCCL_SENDRECV)
         for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             os_, oe, rs, re_, ks, ke = (x[j] for x in lists)
             rk.ext += 1
@@ -481,6 +494,8 @@ class Simulator:
         dims = f'"Input Dims":[[{kt},{self.sh.hidden}]],"Input type":["c10::BFloat16"]'
         flows = self.flows
         for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             rk.ext += 2
             rk.corr += 1
@@ -511,12 +526,14 @@ class Simulator:
         rt_e = rt_s + 0.55 * c
         t = np.maximum(rt_s + 3e3, gpu)
         per_rank: list[list[str]] = [[] for _ in rl]
-        ext_corr = []
+        ext_corr = [(0, 0)] * len(rl)
         for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             rk.ext += 1
             rk.corr += 1
-            ext_corr.append((rk.ext, rk.corr))
+            ext_corr[j] = (rk.ext, rk.corr)
         for key in keys:
             if key == "|":
                 continue
@@ -526,6 +543,8 @@ class Simulator:
                 ai, ei = self._i(arrival), self._i(np.full(tp, end))
                 kn = _js(K.NCCL_ALLREDUCE)
                 for j, r in enumerate(rl):
+                    if not self.emit[r]:
+                        continue
                     rk = self.rk[r]
                     ext, cc = ext_corr[j]
                     a = self._coll_args(r, "allreduce", nelems, "tp")
@@ -539,6 +558,8 @@ class Simulator:
             ks, ke = self._i(t), self._i(t + kd)
             kn = self._kernel_name(key, kt, prefill)
             for j, r in enumerate(rl):
+                if not self.emit[r]:
+                    continue
                 rk = self.rk[r]
                 ext, cc = ext_corr[j]
                 per_rank[j].append(_x("kernel", kn, rk.dev, COMPUTE_STREAM, ks[j], ke[j],
@@ -550,11 +571,14 @@ class Simulator:
         rs, re_ = self._i(rt_s), self._i(rt_e)
         cs, ce = self._i(cpu), self._i(cpu + c)
         for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
             rk = self.rk[r]
             ext, cc = ext_corr[j]
             # The captured batch size is the shape a detector should bucket graph steps by.
             rk.out.add(_x("cpu_op", '"aten::copy_"', rk.pid, rk.pid, cs[j], cs[j] + max(1000, (rs[j] - cs[j]) // 2),
                           f'{{"External id":{ext},"Input Dims":[[{kt}],[{kt}]],"Input type":["long int","long int"]}}'))
             rk.out.add(_x("cuda_runtime", '"cudaGraphLaunch"', rk.pid, rk.pid, rs[j], re_[j], f'{{"External id":{ext},"cbid":311,"correlation":{cc}}}'))
-            rk.out.extend(per_rank[j])
+            if per_rank[j]:
+                rk.out.add(",".join(per_rank[j]), len(per_rank[j]))
         return cpu + c + 2e3

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -11,14 +13,14 @@ import numpy as np
 import orjson
 
 from evals.simulate.categories import Category, Severity, parse_category
-from evals.simulate.engine import Simulator
+from evals.simulate.engine import SimResult, Simulator
 from evals.simulate.faults import FaultPlan, make_plan, supported
 from evals.simulate.ground_truth import GroundTruth, write_ground_truth
 from evals.simulate.kernels import GPU_SPEC
 from evals.simulate.logs import build_logs, write_logs
 from evals.simulate.metrics import build_metrics, write_metrics
 from evals.simulate.narrative import build_ground_truth, incident_text
-from evals.simulate.sizes import SIZES, Size, layers_per_stage, n_steps
+from evals.simulate.sizes import SIZES, Size, events_per_rank_step, layers_per_stage, n_steps
 from evals.simulate.tasks import TaskConfig, get_task
 from evals.simulate.topology import Layout, build_layout, manifest_topology
 from evals.simulate.trace_writer import RankTraceWriter
@@ -62,7 +64,8 @@ def _process_groups(lay: Layout) -> tuple[dict[int, list[dict]], dict[int, dict[
     return cfg, args
 
 
-def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str) -> tuple[dict[int, RankTraceWriter], dict]:
+def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str,
+             only: list[int] | None = None) -> tuple[dict[int, RankTraceWriter], dict]:
     cfg, args = _process_groups(lay)
     tdir = out / "traces"
     tdir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +73,8 @@ def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str)
     spec = GPU_SPEC[lay.task.gpu]
     writers = {}
     for w in lay.workers:
+        if only is not None and w.rank not in only:
+            continue
         major, minor = GPU_CC[lay.task.gpu]
         header = {
             "schemaVersion": 1,
@@ -85,9 +90,25 @@ def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str)
     return writers, args
 
 
+_JOB: tuple | None = None
+
+
+def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
+    """Simulate the whole run; format and write the traces of `ranks` only."""
+    lay, plan, wl, seed, out, sz, base_ns, incident_id = _JOB
+    writers, pg_args = _writers(out, lay, sz, base_ns, incident_id, only=ranks)
+    sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows)
+    try:
+        res = sim.run(t0=1.0e6)
+    finally:
+        for w in writers.values():
+            w.close()
+    return res, int(sum(w.count for w in writers.values()))
+
+
 def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: int, out: Path | str, *,
                       severity: str | Severity | None = None, size: str = "small", incident_id: str | None = None,
-                      overwrite: bool = True) -> GroundTruth:
+                      overwrite: bool = True, workers: int | None = None) -> GroundTruth:
     """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth."""
     t_begin = time.perf_counter()
     cat = scenario if isinstance(scenario, Category) else parse_category(scenario)
@@ -113,14 +134,21 @@ def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: in
     wl = make_workload(task_cfg, steps, _rng(seed, "workload"))
     metrics_start = EPOCH_DAY_NS + int(_rng(seed, "clock").integers(0, 20 * 3600)) * 1_000_000_000
     base_ns = metrics_start + sz.lead_s * 1_000_000_000
-    writers, pg_args = _writers(out, lay, sz, base_ns, incident_id)
-    sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(task_cfg, sz), flows=sz.flows)
-    try:
-        res = sim.run(t0=1.0e6)
-    finally:
-        for w in writers.values():
-            w.close()
-    total_events = int(sum(w.count for w in writers.values()))
+    if workers is None:
+        est = events_per_rank_step(task_cfg, layers_per_stage(task_cfg, sz)) * task_cfg.world_size * steps
+        workers = min(os.cpu_count() or 1, 4, task_cfg.world_size) if est > 2_000_000 else 1
+    global _JOB
+    _JOB = (lay, plan, wl, seed, out, sz, base_ns, incident_id)
+    parts = [list(range(lay.world_size))[i::workers] for i in range(workers)]
+    if workers == 1:
+        results = [_run_part(parts[0])]
+    else:
+        # Each process runs the same deterministic simulation and writes only its share of ranks.
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.map(_run_part, parts)
+    _JOB = None
+    res = results[0][0]
+    total_events = int(sum(n for _, n in results))
     trace_end_abs = base_ns + res.trace_end
     metrics_end = (trace_end_abs // 1_000_000_000 + sz.tail_s + 1) * 1_000_000_000
 
