@@ -84,12 +84,21 @@ class ChromaStore:
         self._col = None
         self._client = None
         try:
-            # chromadb caches one system per path; a stale entry would keep the old files open.
+            # chromadb caches one System per persist directory and hands it to every new client
+            # for that path; after a wipe that cached System still points at the deleted files.
+            # Drop only our path's entry (not stopping it: another KnowledgeBase on the same path
+            # may still hold it; other paths are untouched).
             from chromadb.api.shared_system_client import SharedSystemClient
 
-            SharedSystemClient.clear_system_cache()
-        except Exception:  # pragma: no cover - cache layout differs between chromadb versions
-            pass
+            for table in ("_identifier_to_system", "_identifier_to_refcount"):
+                getattr(SharedSystemClient, table, {}).pop(str(self.path), None)
+        except Exception:  # pragma: no cover - private layout may change between chromadb versions
+            try:
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+            except Exception:
+                pass
 
     def wipe(self) -> None:
         """Delete the index files (after closing), so the next open starts empty."""

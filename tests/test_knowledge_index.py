@@ -154,3 +154,17 @@ def test_invalid_corpus_is_reported_not_raised(tmp_path):
     for mode in ("lexical", "hybrid"):
         res = kb.search("anything", mode=mode)
         assert res.status == "error" and "corpus is invalid" in res.message
+
+
+def test_recovering_one_index_leaves_another_alone(built_template, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(built_template, tmp_path / name)
+    kb_a = KnowledgeBase(tmp_path / "a" / "index", corpus_dir=tmp_path / "a" / "corpus")
+    kb_b = KnowledgeBase(tmp_path / "b" / "index", corpus_dir=tmp_path / "b" / "corpus")
+    assert kb_a.search("xid 79").status == kb_b.search("xid 79").status == "ok"
+    with open(tmp_path / "a" / "index" / "chroma" / "chroma.sqlite3", "r+b") as f:
+        f.write(b"\xde\xad" * 4096)
+    assert "rebuilt" in kb_a.search("python gc pause").message
+    res_b = kb_b.search("python gc pause")
+    assert res_b.status == "ok" and res_b.message == ""
+    assert kb_b.build().embedded == 0
