@@ -4,8 +4,8 @@
 writes a set. torch is imported only in the rank processes, not by importing this package.
 """
 from evals.realtrace.case import CaseResult, generate_case
-from evals.realtrace.models import FaultKind, GroundTruth, RealTraceConfig, WorkloadShape
+from evals.realtrace.models import FaultKind, RealTraceConfig, WorkloadShape
 from evals.realtrace.suite import SUITES, generate_suite, suite_configs
 
-__all__ = ["CaseResult", "FaultKind", "GroundTruth", "RealTraceConfig", "SUITES", "WorkloadShape",
+__all__ = ["CaseResult", "FaultKind", "RealTraceConfig", "SUITES", "WorkloadShape",
            "generate_case", "generate_suite", "suite_configs"]

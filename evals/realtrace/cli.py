@@ -55,13 +55,14 @@ def register(app: typer.Typer) -> None:
             import orjson
 
             rows = [{"id": r.case_id, "out": str(r.out), "seconds": r.seconds, "trace_bytes": r.trace_bytes,
-                     "events": r.trace_events, "fault": r.ground_truth.fault.value, "ranks": r.ground_truth.ranks,
+                     "events": r.trace_events, "fault": r.fault.value, "ranks": r.ground_truth.affected_ranks,
                      "signature_ok": r.signature_ok} for r in results]
             sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
             return
         for r in results:
             gt = r.ground_truth
-            typer.echo(f"{r.case_id}: {gt.fault.value} ranks={gt.ranks} steps={gt.steps[:1] + gt.steps[-1:]} "
+            steps = gt.affected_steps[:1] + gt.affected_steps[-1:]
+            typer.echo(f"{r.case_id}: {r.fault.value} ({gt.category}/{gt.component}) ranks={gt.affected_ranks} steps={steps} "
                        f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB {sum(r.trace_events.values())} events -> {r.out}")
             if r.signature is not None:
                 mark = "ok" if r.signature_ok else "WARNING: not as injected"

@@ -1,24 +1,23 @@
-"""What each injected fault stands for in the taxonomy, and the ground truth of a finished run."""
+"""What each injected fault stands for in the taxonomy, and the ground truth of a finished run.
+
+`ground_truth.json` uses the shared model of `evals.simulate.ground_truth` (the one the eval
+harness and Outpost scoring load), so real and simulated cases are scored alike. What only a
+real run has (target vs. collateral ranks, pinning, measured step times, the fault's own
+strength) goes into `parameters`.
+"""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from statistics import median
 
-from evals.realtrace.models import (
-    CausalLink, ExpectedDetection, FaultKind, GroundTruth, RunReport, TruthWindow,
-)
-
-
-def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
+from evals.realtrace.models import FaultKind, RunReport
+from evals.simulate.ground_truth import ChainLink, ExpectedDetection, GroundTruth, Window, rfc3339
 
 # fault -> (category, acceptable categories, component). The GEMM fault is extra compute on a
-# CPU tensor: it looks like a slow accelerator kernel but has no thermal or power cause, so it
-# has no single category; detectors are judged on its component.
-TAXONOMY: dict[FaultKind, tuple[str | None, list[str], str | None]] = {
-    FaultKind.NONE: ("none", ["none"], None),
-    FaultKind.GEMM: (None, ["gpu_thermal_throttling", "gpu_power_or_clock_cap"], "gpu"),
+# CPU tensor: it looks like a slow accelerator kernel but has neither a thermal nor a power
+# cause, so it gets its own non-taxonomy category and is judged on its component (gpu).
+TAXONOMY: dict[FaultKind, tuple[str, list[str], str]] = {
+    FaultKind.NONE: ("none", ["none"], "-"),
+    FaultKind.GEMM: ("gpu_compute_slowdown", ["gpu_thermal_throttling", "gpu_power_or_clock_cap"], "gpu"),
     FaultKind.CPU_STALL: ("runtime_stall", ["runtime_stall"], "software"),
     FaultKind.CPU_CONTENTION: ("host_cpu_contention", ["host_cpu_contention"], "host_cpu"),
     # One host, gloo over loopback: the "link" is emulated; the nearest categories are both
@@ -26,47 +25,47 @@ TAXONOMY: dict[FaultKind, tuple[str | None, list[str], str | None]] = {
     FaultKind.SLOW_COLLECTIVE: ("network_congestion", ["network_congestion", "nvlink_degradation"], "network"),
 }
 
+SEVERITY_UNIT: dict[FaultKind, str] = {
+    FaultKind.NONE: "", FaultKind.GEMM: "x GEMM work", FaultKind.CPU_STALL: "ms stall per step",
+    FaultKind.CPU_CONTENTION: "hog processes", FaultKind.SLOW_COLLECTIVE: "ms per all-reduce",
+}
+
 _DESCRIPTION: dict[FaultKind, str] = {
-    FaultKind.NONE: "Healthy control: no fault injected; any reported fault is a false positive.",
-    FaultKind.GEMM: "Rank {r}: layers.{L}.mlp.gate_up_proj runs its GEMM {k}x (same shapes), i.e. that "
-                    "GEMM takes ~{k}x longer, in steps {a}..{b}.",
-    FaultKind.CPU_STALL: "Rank {r}: an uninstrumented {k:g} ms CPU-side pause (sleep) at the start of each "
-                         "of steps {a}..{b}, before the scheduler runs.",
-    FaultKind.CPU_CONTENTION: "{n} CPU-bound hog process(es) pinned to core(s) {cores} of rank {r} during "
-                              "steps {a}..{b}; ranks sharing that core: {shared}.",
-    FaultKind.SLOW_COLLECTIVE: "Rank {r}: {k:g} ms extra latency inside its communication path (in the "
-                               "tp_all_reduce span, before gloo) on every all-reduce of steps {a}..{b}.",
+    FaultKind.NONE: "Healthy control: no fault injected; every rank behaves like its peers (4 ranks share 2 cores, "
+                    "so step times vary with scheduling and batch size only).",
+    FaultKind.GEMM: "Rank {r}: layers.{L}.mlp.gate_up_proj runs its GEMM {k:g}x (same shapes), i.e. that GEMM takes "
+                    "~{k:g}x longer, in steps {a}..{b}.",
+    FaultKind.CPU_STALL: "Rank {r}: an uninstrumented {k:g} ms CPU-side pause at the start of each of steps {a}..{b}, "
+                         "before the scheduler runs.",
+    FaultKind.CPU_CONTENTION: "{k:g} bursty CPU-bound process(es) pinned to core(s) {cores} of rank {r} during steps "
+                              "{a}..{b}; ranks sharing that core: {shared}.",
+    FaultKind.SLOW_COLLECTIVE: "Rank {r}: {k:g} ms extra latency inside its communication path (in the tp_all_reduce "
+                               "span, before gloo) on every all-reduce of steps {a}..{b}.",
+}
+
+# fault -> (canonical kind, name regex, Outpost method) of what a correct detector reports.
+_DETECTION: dict[FaultKind, tuple[str, str, str]] = {
+    FaultKind.GEMM: ("annotation", r"^layers\.{L}\.mlp\.gate_up_proj$", "inter"),
+    FaultKind.CPU_STALL: ("step", r"^ProfilerStep#\d+$", "arrival"),
+    FaultKind.CPU_CONTENTION: ("cpu_op", r"^aten::", "inter"),
+    FaultKind.SLOW_COLLECTIVE: ("annotation", r"^tp_all_reduce$", "arrival"),
 }
 
 
-def _chain(fault: FaultKind, r: int, detail: str) -> list[CausalLink]:
-    late = CausalLink(cause=f"rank {r} reaches each TP all-reduce late",
-                      effect="peer ranks wait inside gloo:all_reduce (long collective spans on peers)")
-    slow = CausalLink(cause="every layer's all-reduce completes only when the slowest rank arrives",
-                      effect="decode step time (TPOT) rises on all ranks of the TP group")
+def _chain(fault: FaultKind, r: int, detail: str, category: str, component: str) -> list[ChainLink]:
+    late = ChainLink(cause=f"rank {r} reaches each TP all-reduce late",
+                     effect="peer ranks wait inside gloo:all_reduce (long collective spans on peers)")
+    slow = ChainLink(cause="every layer's all-reduce completes only when the slowest rank arrives",
+                     effect="decode step time (TPOT) rises on all ranks of the TP group")
     if fault is FaultKind.NONE:
         return []
+    root = ChainLink(cause=detail, effect=f"rank {r}'s work before its collectives takes longer",
+                     category=category, component=component)
     if fault is FaultKind.SLOW_COLLECTIVE:
-        return [CausalLink(cause=detail, effect=f"rank {r}'s contribution reaches the ring late in every all-reduce"),
-                CausalLink(cause="peers block in gloo:all_reduce until rank's data arrives",
-                           effect="collective spans long on peers, compute unchanged on all ranks"), slow]
-    return [CausalLink(cause=detail, effect=f"rank {r}'s step takes longer before its collectives"), late, slow]
-
-
-def _detections(run: RunReport, ranks: list[int], window: TruthWindow, steps: list[int]) -> list[ExpectedDetection]:
-    cfg = run.config
-    L = cfg.gemm_layer
-    what: dict[FaultKind, tuple[str, str, str]] = {
-        FaultKind.GEMM: ("annotation", f"layers.{L}.mlp.gate_up_proj", "compute span (and its aten::mm) ~Nx longer than peers"),
-        FaultKind.CPU_STALL: ("step", "ProfilerStep", "idle gap at the start of the step before scheduler.schedule"),
-        FaultKind.CPU_CONTENTION: ("cpu_op", "aten::mm", "CPU ops slower on the contended core; arrives late at all-reduce"),
-        FaultKind.SLOW_COLLECTIVE: ("annotation", "tp_all_reduce", "communication span long while its gloo:all_reduce is short"),
-    }
-    if cfg.fault not in what:
-        return []
-    kind, name, why = what[cfg.fault]
-    return [ExpectedDetection(rank=r, component=TAXONOMY[cfg.fault][2] or "", start_ns=window.start_ns,
-                              end_ns=window.end_ns, steps=steps, kind=kind, name=name, why=why) for r in ranks]
+        root.effect = f"rank {r}'s contribution reaches the ring late in every all-reduce"
+        return [root, ChainLink(cause=f"peers block in gloo:all_reduce until rank {r}'s data arrives",
+                                effect="collective spans long on peers while compute is unchanged on all ranks"), slow]
+    return [root, late, slow]
 
 
 def step_ms(run: RunReport, steps: set[int], inside: bool) -> float | None:
@@ -75,8 +74,9 @@ def step_ms(run: RunReport, steps: set[int], inside: bool) -> float | None:
     return round(median(vals), 2) if vals else None
 
 
-def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, tuple[int, int]] | None) -> GroundTruth:
-    """Ground truth of a finished run; `spans` are the target rank's ProfilerStep spans (trace clock)."""
+def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, dict[int, tuple[int, int]]],
+                       symptom: str) -> GroundTruth:
+    """Ground truth of a finished run; `spans[rank][step]` are ProfilerStep spans on the trace clock."""
     cfg = run.config
     fault = cfg.fault
     category, acceptable, component = TAXONOMY[fault]
@@ -84,38 +84,53 @@ def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, tuple[int,
     steps = cfg.fault_steps
     a, b = (steps[0], steps[-1]) if steps else (0, 0)
     cores = run.pinning.get(r, [])
-    shared = sorted(q for q, c in run.pinning.items() if set(c) & set(cores) and c)
+    shared = sorted(q for q, c in run.pinning.items() if c and set(c) & set(cores))
     collateral = [q for q in shared if q != r] if fault is FaultKind.CPU_CONTENTION else []
+    all_spans = [se for per in spans.values() for se in per.values()]
+    trace_window = Window.of(min(s for s, _ in all_spans), max(e for _, e in all_spans)) if all_spans \
+        else Window.of(run.start_ns, run.end_ns)
     window = None
     if steps:
-        if spans and a in spans and b in spans:
-            s_ns, e_ns = spans[a][0], spans[b][1]
+        own = spans.get(r, {})
+        if a in own and b in own:
+            window = Window.of(own[a][0], own[b][1])
         else:  # fall back to the rank's own wall clock
             rk = next(x for x in run.ranks if x.rank == r)
-            s_ns = rk.fault_start_ns or run.start_ns
-            e_ns = rk.fault_end_ns or run.end_ns
-        window = TruthWindow(start=iso(s_ns), end=iso(e_ns), start_ns=s_ns, end_ns=e_ns)
-    k = cfg.strength
-    hog_n = max(1, round(k)) if fault is FaultKind.CPU_CONTENTION else 0
-    detail = _DESCRIPTION[fault].format(r=r, L=cfg.gemm_layer, k=round(k) if fault is FaultKind.GEMM else k, a=a, b=b,
-                                        n=hog_n, cores=cores, shared=shared)
+            window = Window.of(rk.fault_start_ns or run.start_ns, rk.fault_end_ns or run.end_ns)
+    k = cfg.strength if steps else 0.0
+    detail = _DESCRIPTION[fault].format(r=r, L=cfg.gemm_layer, k=k, a=a, b=b, cores=cores, shared=shared)
     ranks = sorted([r, *collateral]) if steps else []
-    host = next((x.host for x in run.ranks if x.rank == r), "")
+    host_of = {x.rank: x.host for x in run.ranks}
     fault_set = set(steps)
+    dets = []
+    if window is not None and fault in _DETECTION:
+        kind, pattern, method = _DETECTION[fault]
+        dets = [ExpectedDetection(rank=q, component=component, window=window, kind=kind,
+                                  name_pattern=pattern.replace("{L}", str(cfg.gemm_layer)), method=method, steps=steps,
+                                  primary=q == r) for q in ranks]
+    params: dict[str, float | int | str] = {
+        "source": "realtrace", "fault": fault.value, "acceptable_categories": ",".join(acceptable),
+        "world": cfg.world, "num_steps": cfg.num_steps, "gemm_layer": cfg.gemm_layer,
+        "severity_value": k, "severity_unit": SEVERITY_UNIT[fault],
+        "pinning": ",".join(f"{q}:{'+'.join(map(str, c))}" for q, c in sorted(run.pinning.items())),
+        "available_cores": ",".join(map(str, run.available_cores)),
+        "wall_seconds": round((run.end_ns - run.start_ns) / 1e9, 2),
+        "torch": run.ranks[0].torch_version if run.ranks else "",
+    }
+    if steps:
+        params.update({"injected_rank": r, "expected_culprit_rank": r,
+                       "collateral_ranks": ",".join(map(str, collateral))})
+    for key, val in (("step_ms_outside_window", step_ms(run, fault_set, inside=False)),
+                     ("step_ms_inside_window", step_ms(run, fault_set, inside=True) if steps else None)):
+        if val is not None:
+            params[key] = val
     return GroundTruth(
-        id=case_id, fault=fault, category=category, acceptable_categories=acceptable, component=component,
-        ranks=ranks, injected_rank=r if steps else None, collateral_ranks=collateral,
-        expected_culprit_rank=r if steps else None, hosts=[host] if steps and host else [],
-        steps=steps, window=window, severity=k if steps else 0.0, description=detail,
-        causal_chain=_chain(fault, r, detail),
-        expected_detections=_detections(run, ranks, window, steps) if window else [],
-        run={
-            "world": cfg.world, "seed": cfg.seed, "num_steps": cfg.num_steps, "available_cores": run.available_cores,
-            "pinning": {str(q): c for q, c in run.pinning.items()}, "wall_seconds": round((run.end_ns - run.start_ns) / 1e9, 2),
-            "torch": run.ranks[0].torch_version if run.ranks else "", "hog_pids": [p for x in run.ranks for p in x.hog_pids],
-            "step_ms_outside_window": step_ms(run, fault_set, inside=False),
-            "step_ms_inside_window": step_ms(run, fault_set, inside=True) if steps else None,
-            "severity_unit": {"gemm": "x GEMM work", "cpu_stall": "ms per step", "cpu_contention": "hog processes",
-                              "slow_collective": "ms per all-reduce", "none": ""}[fault.value],
-        },
+        incident_id=case_id, category=category, component=component, is_fault=bool(steps),
+        severity=f"{k:g} {SEVERITY_UNIT[fault]}" if steps else None, task=f"realtrace-tp{cfg.world}-gloo-decode",
+        seed=cfg.seed, size="real", affected_ranks=ranks, affected_hosts=sorted({host_of[q] for q in ranks if host_of.get(q)}),
+        affected_steps=steps, window=window, trace_window=trace_window, symptom=symptom, summary=detail,
+        causal_chain=_chain(fault, r, detail, category, component), expected_detections=dets, parameters=params,
     )
+
+
+__all__ = ["TAXONOMY", "SEVERITY_UNIT", "build_ground_truth", "step_ms", "rfc3339"]
