@@ -6,9 +6,7 @@ cores. The other faults run with `-m realtrace` or KAT_REALTRACE_ALL=1.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import orjson
 import pandas as pd
 import pytest
 
@@ -16,8 +14,8 @@ pytest.importorskip("torch")
 
 from evals.realtrace import RealTraceConfig, generate_case  # noqa: E402
 from evals.realtrace.case import CaseResult  # noqa: E402
-from evals.simulate.ground_truth import load_ground_truth  # noqa: E402
 from evals.realtrace.signatures import check_signature, comm_entry_delay_ms, mm_per_gate_up, step_start_gaps_ms  # noqa: E402
+from evals.simulate.ground_truth import load_ground_truth  # noqa: E402
 from tools.telemetry import open_bundle  # noqa: E402
 
 pytestmark = pytest.mark.realtrace
