@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["search", "KnowledgeBase", "KnowledgeSearchResult", "KnowledgeHit", "BuildReport"]
+__all__ = ["search", "get", "KnowledgeBase", "KnowledgeSearchResult", "KnowledgeHit", "BuildReport"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from knowledge.api import search
+    from knowledge.api import get, search
     from knowledge.kb import KnowledgeBase
     from knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult
 
 _LAZY = {
     "search": "knowledge.api",
+    "get": "knowledge.api",
     "KnowledgeBase": "knowledge.kb",
     "KnowledgeSearchResult": "knowledge.models",
     "KnowledgeHit": "knowledge.models",

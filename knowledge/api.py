@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from knowledge.kb import KnowledgeBase
-from knowledge.models import KnowledgeSearchResult
+from knowledge.models import KnowledgeHit, KnowledgeSearchResult
 from knowledge.paths import default_index_dir
 
 _lock = threading.Lock()
@@ -18,6 +18,11 @@ def default_kb() -> KnowledgeBase:
         if _default is None or _default.index_dir != default_index_dir():
             _default = KnowledgeBase(default_index_dir())
         return _default
+
+
+def get(evidence_id: str) -> KnowledgeHit | None:
+    """The knowledge chunk behind an evidence id such as 'kb:xid-codes#what-to-do', or None."""
+    return default_kb().get(evidence_id)
 
 
 def search(query: str, k: int = 5, category: str | None = None,

@@ -286,6 +286,22 @@ class KnowledgeBase:
                 break
         return hits
 
+    def get(self, evidence_id: str) -> KnowledgeHit | None:
+        """The chunk behind an evidence id ('kb:<doc>#<section>'), or None if it does not exist.
+
+        Lets the agent expand a cited hit, and lets checkers verify that a cited id is real.
+        Needs only the corpus, not the index.
+        """
+        if not isinstance(evidence_id, str):
+            return None
+        key = evidence_id.strip()
+        key = key[3:] if key.startswith("kb:") else key
+        with self._lock:
+            for c in self.chunks:
+                if c.chunk_id == key:
+                    return self._to_hits([(self._chunks.index(c), 1.0)], 1)[0]
+        return None
+
     def documents(self) -> list[str]:
         """Ids of the documents in the corpus."""
         return [d.doc_id for d in load_corpus(self.corpus_dir)]

@@ -205,3 +205,14 @@ def test_hybrid_meets_the_recall_target(kb):
     hybrid = report.score("hybrid")
     assert report.questions >= 60
     assert hybrid.recall_at_k >= 0.9, hybrid.misses
+
+
+def test_get_returns_the_cited_chunk(kb, index_dir, monkeypatch):
+    hit = kb.search("Xid 79 fallen off the bus", k=1).hits[0]
+    again = kb.get(hit.evidence_id)
+    assert again is not None and again.evidence_id == hit.evidence_id and again.text == hit.text
+    assert kb.get("kb:no-such-doc#nothing") is None and kb.get(None) is None  # type: ignore[arg-type]
+    import knowledge
+
+    monkeypatch.setenv("KAT_KB_DIR", str(index_dir))
+    assert knowledge.get(hit.evidence_id).doc_id == hit.doc_id
