@@ -1,0 +1,1 @@
+"""Markdown corpus (data only; a package so wheels include the .md files)."""
