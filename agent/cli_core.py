@@ -40,6 +40,10 @@ def bundle_summary(path: Path) -> dict:
 
 
 def register(app: typer.Typer) -> None:
+    from tools.outpost.cli import register as register_detect
+
+    register_detect(app)
+
     @app.command("import")
     def import_cmd(
         path: Path = typer.Argument(..., help="incident bundle, directory of Kineto traces, or one trace file"),

@@ -1,0 +1,118 @@
+"""Score Outpost against generated ground truth, at the detection unit of ARCHITECTURE.md.
+
+Detection unit: a reported anomaly matches when its rank is an affected rank, its component is
+the injected component, and its window overlaps the injected window. Rank level: the set of
+ranks with any anomaly against the affected ranks. Incident level: did the detector say
+"fault" (any anomaly) exactly when there was one.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from evals.simulate.ground_truth import GroundTruth, load_ground_truth
+from tools.outpost import DetectionResult, DetectorConfig, detect
+
+CONTROLS = ("none", "workload_shift")
+
+
+class CaseScore(BaseModel):
+    case: str
+    category: str
+    component: str
+    affected_ranks: list[int]
+    reported: int = Field(description="anomalies reported")
+    true_positive: int = Field(description="reported anomalies that match the ground truth")
+    expected_found: bool = Field(description="at least one matching anomaly (recall unit)")
+    ranks_reported: list[int]
+    rank_tp: int
+    rank_fp: int
+    rank_fn: int
+    false_alarm: bool = Field(description="a control case with any anomaly")
+    culprit_first: bool | None = Field(default=None, description="top suspect is an affected rank (faults only)")
+    seconds: float
+    events: int
+
+
+class Tally(BaseModel):
+    cases: int = 0
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    rank_precision: float | None = None
+    rank_recall: float | None = None
+    false_alarm_rate: float | None = None
+    culprit_top1: float | None = None
+
+
+class DetectionReport(BaseModel):
+    suite: str
+    overall: Tally
+    per_category: dict[str, Tally]
+    cases: list[CaseScore]
+    seconds: float
+    events: int
+
+
+def matches(a, gt: GroundTruth) -> bool:  # noqa: ANN001 - an Anomaly
+    if not gt.is_fault or gt.window is None:
+        return False
+    return a.rank in gt.affected_ranks and a.component == gt.component and gt.window.overlaps(a.start_ns, a.end_ns)
+
+
+def score_case(name: str, gt: GroundTruth, res: DetectionResult, seconds: float) -> CaseScore:
+    tp = sum(1 for a in res.anomalies if matches(a, gt))
+    ranks = sorted({a.rank for a in res.anomalies})
+    affected = set(gt.affected_ranks) if gt.is_fault else set()
+    return CaseScore(
+        case=name, category=gt.category, component=gt.component, affected_ranks=gt.affected_ranks,
+        reported=len(res.anomalies), true_positive=tp, expected_found=tp > 0, ranks_reported=ranks,
+        rank_tp=len(affected & set(ranks)), rank_fp=len(set(ranks) - affected), rank_fn=len(affected - set(ranks)),
+        false_alarm=(not gt.is_fault) and bool(res.anomalies),
+        culprit_first=(bool(res.suspect_ranks) and res.suspect_ranks[0] in affected) if gt.is_fault else None,
+        seconds=round(seconds, 3), events=res.stats.events,
+    )
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def tally(cases: list[CaseScore]) -> Tally:
+    faults = [c for c in cases if c.category not in CONTROLS]
+    controls = [c for c in cases if c.category in CONTROLS]
+    reported = sum(c.reported for c in cases)
+    tp = sum(c.true_positive for c in faults)
+    p = _ratio(tp, reported)
+    r = _ratio(sum(c.expected_found for c in faults), len(faults))
+    f1 = round(2 * p * r / (p + r), 4) if p and r else (0.0 if p is not None and r is not None else None)
+    rtp, rfp, rfn = (sum(getattr(c, k) for c in cases) for k in ("rank_tp", "rank_fp", "rank_fn"))
+    culprit = [c.culprit_first for c in faults if c.culprit_first is not None]
+    return Tally(cases=len(cases), precision=p, recall=r, f1=f1, rank_precision=_ratio(rtp, rtp + rfp),
+                 rank_recall=_ratio(rtp, rtp + rfn), false_alarm_rate=_ratio(sum(c.false_alarm for c in controls), len(controls)),
+                 culprit_top1=_ratio(sum(culprit), len(culprit)))
+
+
+def case_dirs(root: Path) -> list[Path]:
+    """Every bundle below root that carries a ground_truth.json."""
+    return sorted(p.parent for p in root.rglob("ground_truth.json"))
+
+
+def evaluate_detection(root: Path, config: DetectorConfig | None = None, progress=None) -> DetectionReport:  # noqa: ANN001
+    t0 = time.perf_counter()
+    scores = []
+    for case in case_dirs(root):
+        gt = load_ground_truth(case / "ground_truth.json")
+        t = time.perf_counter()
+        res = detect(case, config)
+        scores.append(score_case(str(case.relative_to(root)), gt, res, time.perf_counter() - t))
+        if progress:
+            progress(scores[-1])
+    by_cat: dict[str, list[CaseScore]] = defaultdict(list)
+    for s in scores:
+        by_cat[s.category].append(s)
+    return DetectionReport(suite=str(root), overall=tally(scores), per_category={k: tally(v) for k, v in sorted(by_cat.items())},
+                           cases=scores, seconds=round(time.perf_counter() - t0, 2), events=sum(s.events for s in scores))

@@ -1,0 +1,113 @@
+"""Arrival test: at a collective, the worker that enters last is the culprit.
+
+All members of a collective finish together, so the long collective kernels belong to the
+workers that arrived early and waited; the last to arrive shows the shortest one. For every
+collective instance we measure each member's entry against the members' median entry; a rank
+that is last in most of a step's collectives, by a margin, is late in that step.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tools.outpost.inter import rank_group
+from tools.outpost.models import DetectorConfig
+from tools.outpost.tree import CLS_COLL, NodeTable
+
+
+def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, dict[str, int]]:
+    """Process group of each collective: its recorded member list, else the rank's TP group."""
+    gmap = rank_group([g for g in groups if len(g) > 1])
+    recorded = sub["group_ranks"].astype(str)
+    fallback = sub["rank"].map(lambda r: ",".join(map(str, groups[gmap[r]])) if r in gmap else "")
+    key = recorded.where(recorded != "", fallback)
+    sizes = {k: len(k.split(",")) for k in key.unique() if k}
+    return key, sizes
+
+
+def collective_instances(table: NodeTable, groups: list[list[int]]) -> pd.DataFrame:
+    """One row per (collective instance, member) with entry time, duration and lateness."""
+    n = table.nodes
+    sub = n[n["cls"] == CLS_COLL][["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "coll_name", "msg_bytes"]].copy()
+    if sub.empty:
+        return sub
+    sub["group_ranks"] = n.loc[sub.index, "group_ranks"]
+    key, sizes = _group_keys(sub, groups)
+    sub["gkey"] = key.to_numpy()
+    sub = sub[sub["gkey"] != ""]
+    k = ["gkey", "step", "name_code", "occ"]
+    grp = sub.groupby(k, sort=False)
+    sub["members"] = grp["ts_ns"].transform("size")
+    sub = sub[sub["members"].to_numpy() == sub["gkey"].map(sizes).to_numpy()]
+    if sub.empty:
+        return sub
+    grp = sub.groupby(k, sort=False)
+    sub["entry_med"] = grp["ts_ns"].transform("median")
+    sub["late_ns"] = sub["ts_ns"] - sub["entry_med"]
+    sub["is_last"] = sub["ts_ns"] == grp["ts_ns"].transform("max")
+    sub["transfer_ns"] = grp["dur_ns"].transform("min")  # the last arriver waits least: ~pure transfer
+    sub["end_ns"] = sub["ts_ns"] + sub["dur_ns"]
+    return sub
+
+
+def late_arrivals(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Rank-steps that arrive last at most of their collectives, by a margin."""
+    if inst.empty:
+        return pd.DataFrame()
+    agg = inst.groupby(["gkey", "rank", "step"], sort=False).agg(
+        n=("late_ns", "size"), last_share=("is_last", "mean"), late_ns=("late_ns", "median"),
+        total_late=("late_ns", lambda x: float(np.clip(x, 0, None).sum())),
+        start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"), name_code=("name_code", "first"),
+        wait_ns=("dur_ns", "sum"), transfer_ns=("transfer_ns", "sum")).reset_index()
+    # Margin: both an absolute floor and a share of a typical collective, so jitter never counts.
+    typical = inst.groupby(["gkey", "step"])["transfer_ns"].median()
+    floor = np.maximum(cfg.arrival_min_ns, 0.5 * typical.reindex(pd.MultiIndex.from_frame(agg[["gkey", "step"]])).to_numpy())
+    hit = (agg["last_share"] >= cfg.arrival_share) & (agg["late_ns"] >= floor)
+    out = agg[hit].copy()
+    out["method"] = "arrival"
+    return out
+
+
+def _like_sized_baseline(per: pd.DataFrame, q: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """For each instance: a low quantile of the same collective's transfer times at message
+    sizes within 0.8x..1.25x (batch sizes change every step). The low quantile resists a long
+    fault window pulling the baseline up."""
+    base = np.full(len(per), np.nan)
+    count = np.zeros(len(per), dtype=np.int64)
+    pos = {ix: i for i, ix in enumerate(per.index)}
+    for _, g in per.groupby(["gkey", "name_code"], sort=False):
+        order = np.argsort(g["msg_bytes"].to_numpy(), kind="stable")
+        size = g["msg_bytes"].to_numpy()[order].astype(np.float64)
+        vals = g["transfer_ns"].to_numpy()[order].astype(np.float64)
+        lo = np.searchsorted(size, size * 0.8, side="left")
+        hi = np.searchsorted(size, size * 1.25, side="right")
+        rows = [pos[ix] for ix in g.index.to_numpy()[order]]
+        for i in range(len(order)):
+            window = vals[lo[i]:hi[i]]
+            base[rows[i]] = np.quantile(window, q)
+            count[rows[i]] = len(window)
+    return base, count
+
+
+def link_slowdowns(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Collective instances whose transfer time (the last arriver's kernel) rose against the
+    same collective's own history, while nobody arrived late: the link itself is slow."""
+    if inst.empty:
+        return pd.DataFrame()
+    per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])[
+        ["gkey", "step", "name_code", "occ", "transfer_ns", "msg_bytes", "ts_ns", "end_ns", "late_ns"]].copy()
+    lateness = inst.groupby(["gkey", "step", "name_code", "occ"])["late_ns"].max()
+    per["max_late"] = lateness.reindex(pd.MultiIndex.from_frame(per[["gkey", "step", "name_code", "occ"]])).to_numpy()
+    per["hist_med"], per["hist_n"] = _like_sized_baseline(per)
+    per["ratio"] = per["transfer_ns"] / per["hist_med"].clip(lower=1.0)
+    step_ratio = per.groupby(["gkey", "step"]).agg(ratio=("ratio", "median"), n=("ratio", "size"),
+                                                  observed=("transfer_ns", "sum"), baseline=("hist_med", "sum"),
+                                                  start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
+                                                  name_code=("name_code", "first"), hist_n=("hist_n", "min")).reset_index()
+    steps_per_group = step_ratio.groupby("gkey")["step"].transform("nunique")
+    hit = ((step_ratio["ratio"] >= 1.0 + cfg.link_effect) & (steps_per_group >= cfg.min_steps_for_baseline)
+           & (step_ratio["hist_n"] >= cfg.min_steps_for_baseline)
+           & (step_ratio["observed"] - step_ratio["baseline"] >= cfg.min_excess_ns))
+    out = step_ratio[hit].copy()
+    out["method"] = "intra"
+    return out

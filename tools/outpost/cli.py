@@ -1,0 +1,65 @@
+"""`kat detect PATH`: Outpost from the command line (no LLM stack needed)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def _ms(ns: float) -> str:
+    return f"{ns / 1e6:,.2f}"
+
+
+def register(app: typer.Typer) -> None:
+    from tools.outpost.models import DetectorConfig
+
+    defaults = DetectorConfig()
+
+    @app.command("detect")
+    def detect_cmd(
+        path: Path = typer.Argument(..., help="incident bundle or directory of Kineto traces"),
+        json_out: bool = typer.Option(False, "--json", help="the JSON contract on stdout"),
+        min_effect: float = typer.Option(defaults.min_effect, help="inter-worker minimum relative excess"),
+        z: float = typer.Option(defaults.z, help="robust z-score threshold"),
+        intra_effect: float = typer.Option(defaults.intra_effect, help="intra-worker minimum relative excess"),
+        arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
+    ) -> None:
+        """Find anomalous kernels/ops, pinned to a worker, a window and a component."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from tools.outpost import detect
+        from tools.telemetry import BundleError
+
+        err = Console(stderr=True)
+        try:
+            cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
+        except ValueError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+        try:
+            res = detect(path, cfg)
+        except BundleError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
+        if json_out:
+            sys.stdout.write(res.model_dump_json(indent=2) + "\n")
+            return
+        con = Console()
+        s = res.stats
+        con.print(f"{s.events:,} events, {s.ranks} ranks, {s.seconds:.2f} s; groups {s.groups}")
+        if not res.anomalies:
+            con.print("[green]no anomaly found[/]")
+        else:
+            con.print(f"suspect ranks (most likely first): [bold]{res.suspect_ranks}[/]")
+            t = Table()
+            for col in ("rank", "component", "method", "name", "steps", "obs ms", "base ms", "ratio"):
+                t.add_column(col, overflow="ellipsis", no_wrap=col != "name")
+            for a in res.anomalies:
+                steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
+                t.add_row(str(a.rank), a.component, a.method, f"{a.kind}: {a.name[:60]}", steps, _ms(a.observed),
+                          _ms(a.baseline), f"{a.ratio:.2f}")
+            con.print(t)
+        for note in res.notes:
+            con.print(f"note: {note}", highlight=False)

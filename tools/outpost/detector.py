@@ -1,0 +1,191 @@
+"""Outpost facade: run every test over a bundle, attribute, merge repeats, rank suspects."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tools.outpost.arrival import collective_instances, late_arrivals, link_slowdowns
+from tools.outpost.attribution import is_intra_node, node_component, pin_link
+from tools.outpost.inter import inter_worker
+from tools.outpost.intra import episodic_frames, intra_worker
+from tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
+from tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
+from tools.telemetry.bundle import Bundle, open_bundle
+
+MERGE_GAP_STEPS = 3  # occurrences this few steps apart belong to one episode
+
+
+def sync_groups(bundle: Bundle) -> list[list[int]]:
+    """Tensor-parallel groups from the manifest; a bare trace directory is one group."""
+    present = set(bundle.ranks)
+    groups = [[r for r in g if r in present] for g in bundle.manifest.topology.groups.tp]
+    groups = [g for g in groups if len(g) > 1]
+    if not groups and len(present) > 1 and not bundle.manifest.topology.groups.pp:
+        groups = [sorted(present)]
+    return groups
+
+
+def _episodes(steps: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in sorted(set(steps)):
+        if out and s - out[-1][-1] <= MERGE_GAP_STEPS:
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out
+
+
+def _merge(rows: pd.DataFrame, table: NodeTable, kind_of: dict[int, str]) -> list[Anomaly]:
+    """Rows with rank, step, component, method, name_code, start_ns, end_ns, observed, baseline,
+    count, local -> one anomaly per (rank, component, method) episode."""
+    out: list[Anomaly] = []
+    if rows.empty:
+        return out
+    for (rank, comp, method), g in rows.groupby(["rank", "component", "method"], sort=False):
+        for ep in _episodes(g["step"].tolist()):
+            e = g[g["step"].isin(ep)]
+            top = e.sort_values("excess", ascending=False).iloc[0]
+            name = str(table.names[int(top["name_code"])])
+            observed, baseline = float(e["observed"].sum()), float(e["baseline"].sum())
+            excess = observed - baseline
+            local = int(top["local"]) if "local" in e and not pd.isna(top.get("local", np.nan)) else -1
+            path = table.path_of(int(rank), local) if local >= 0 else [name]
+            out.append(Anomaly(
+                rank=int(rank), kind=kind_of.get(int(top["name_code"]), "kernel"), name=name, tree_path=path,
+                component=comp, method=method, start_ns=int(e["start_ns"].min()), end_ns=int(e["end_ns"].max()),
+                steps=[int(s) for s in ep if s >= 0], count=int(e["count"].sum()), observed=observed, baseline=baseline,
+                ratio=round(observed / max(baseline, 1.0), 4), score=round(max(excess, 0.0) / 1e6, 4),
+                detail=str(top.get("detail", "")),
+            ))
+    return out
+
+
+def _inter_rows(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
+    rows = inter_worker(table, groups, cfg)
+    if rows.empty:
+        return rows
+    rows["local"] = _local_of(table, rows)
+    # numa: host-side ops and host->device copies slow together on the same rank (same episode).
+    copy_ranks = set(rows.loc[rows["cls"] == CLS_COPY, "rank"])
+    cpu_ranks = set(rows.loc[rows["cls"] == CLS_CPU, "rank"])
+    kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"]
+    comps = []
+    for rank, cls, code, local, share in zip(rows["rank"], rows["cls"], rows["name_code"], rows["local"], rows["top_share"]):
+        name = str(table.names[code])
+        path = table.path_of(int(rank), int(local))[:-1] if local >= 0 else []
+        comp = node_component(cls, name, path, "inter")
+        if comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
+            comp = "host_memory"
+        elif comp == "host_cpu" and share >= 0.6 and kind_of.get(code) == "python":
+            comp = "software"  # one frame's own time carries the excess: a pause, not a slow CPU
+        comps.append(comp)
+    rows["component"] = comps
+    rows["detail"] = [f"{r:.2f}x the peer median over {c} nodes" for r, c in zip(rows["ratio"], rows["count"])]
+    return rows
+
+
+def _local_of(table: NodeTable, rows: pd.DataFrame) -> list[int]:
+    """Local row of each row's top node (first occurrence of that name in that rank-step)."""
+    n = table.nodes
+    first = n.drop_duplicates(["rank", "step", "name_code"]).set_index(["rank", "step", "name_code"])["local"]
+    idx = pd.MultiIndex.from_frame(rows[["rank", "step", "name_code"]])
+    return first.reindex(idx).fillna(-1).astype(int).tolist()
+
+
+def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
+    parts = [x for x in (intra_worker(table, cfg), episodic_frames(table, cfg)) if not x.empty]
+    if not parts:
+        return pd.DataFrame()
+    occ = pd.concat(parts, ignore_index=True)
+    # A frame caught by both tests is one finding.
+    occ = occ.sort_values("excess", ascending=False).drop_duplicates(["rank", "step", "name_code", "ts_ns"])
+    if occ.empty:
+        return occ
+    comps = []
+    for rank, local, cls, code in zip(occ["rank"], occ["local"], occ["cls"], occ["name_code"]):
+        path = table.path_of(int(rank), int(local))
+        comps.append(node_component(cls, str(table.names[code]), path[:-1], "intra"))
+    occ = occ.assign(component=comps, observed=occ["value"], count=1, start_ns=occ["ts_ns"],
+                     end_ns=occ["ts_ns"] + occ["dur_ns"])
+    occ["detail"] = [f"{v / b:.1f}x its own median" if b > 0 else f"{v / 1e6:.1f} ms blocking frame"
+                     for v, b in zip(occ["value"], occ["baseline"])]
+    return occ
+
+
+def _arrival_rows(inst: pd.DataFrame, cfg: DetectorConfig, causes: pd.DataFrame) -> pd.DataFrame:
+    late = late_arrivals(inst, cfg)
+    if late.empty:
+        return late
+    comps = []
+    for rank, step in zip(late["rank"], late["step"]):
+        c = causes[(causes["rank"] == rank) & ((causes["step"] - step).abs() <= MERGE_GAP_STEPS)] if not causes.empty else causes
+        comps.append(c.groupby("component")["excess"].sum().idxmax() if len(c) else None)
+    late = late.assign(component=comps)
+    late = late[late["component"].notna()]
+    # Baseline: the collectives' pure transfer time; observed adds the lateness peers waited for.
+    return late.assign(observed=late["transfer_ns"] + late["total_late"], baseline=late["transfer_ns"], count=late["n"], local=-1,
+                       excess=late["total_late"],
+                       detail=[f"last to arrive at {s:.0%} of its collectives" for s in late["last_share"]])
+
+
+def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
+    slow = link_slowdowns(inst, cfg)
+    if slow.empty:
+        return slow
+    rows = []
+    for gkey, g in slow.groupby("gkey"):
+        members = [int(x) for x in gkey.split(",")]
+        # A group whose collectives are long because someone arrives late is not a link problem.
+        if not late.empty and late["gkey"].eq(gkey).any():
+            late_steps = set(late.loc[late["gkey"] == gkey, "step"])
+            g = g[~g["step"].isin(late_steps)]
+            if g.empty:
+                continue
+        comp = "nvlink" if is_intra_node(bundle, members) else "network"
+        pinned, why = pin_link(bundle, members, comp, int(g["start_ns"].min()), int(g["end_ns"].max()))
+        notes.append(f"group [{gkey}]: collective transfer time up {g['ratio'].median():.2f}x; {why}")
+        for r in pinned:
+            rows.append(g.assign(rank=r, component=comp, count=g["n"], local=-1, excess=g["observed"] - g["baseline"],
+                                 detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x its own history; {why}"))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) -> DetectionResult:
+    """Run Outpost on a bundle (or a path to one / to a directory of Kineto traces)."""
+    cfg = config or DetectorConfig()
+    t0 = time.perf_counter()
+    bundle = source if isinstance(source, Bundle) else open_bundle(source)
+    table = build_nodes(bundle)
+    groups = sync_groups(bundle)
+    notes: list[str] = []
+    n = table.nodes
+    if n.empty:
+        return DetectionResult(stats=RunStats(events=0, ranks=len(bundle.ranks), seconds=time.perf_counter() - t0),
+                               notes=["no events"])
+    kind_of = dict(zip(n["name_code"].to_numpy(), n["kind"].to_numpy()))
+    if not groups:
+        notes.append("no synchronous peer group (single rank or pipeline-only layout): intra-worker and arrival tests only")
+    inter = _inter_rows(table, groups, cfg)
+    intra = _intra_rows(table, cfg)
+    causes = pd.concat([x for x in (inter, intra) if not x.empty], ignore_index=True) if (len(inter) or len(intra)) else pd.DataFrame()
+    inst = collective_instances(table, groups)
+    late = _arrival_rows(inst, cfg, causes) if not inst.empty else pd.DataFrame()
+    late_all = late_arrivals(inst, cfg) if not inst.empty else pd.DataFrame()
+    link = _link_rows(bundle, inst, late_all, cfg, notes) if not inst.empty else pd.DataFrame()
+    if not late.empty:
+        late = late.assign(name_code=late["name_code"])
+    anomalies: list[Anomaly] = []
+    for rows in (inter, intra, late, link):
+        if not rows.empty:
+            anomalies += _merge(rows, table, kind_of)
+    anomalies.sort(key=lambda a: -a.score)
+    anomalies = anomalies[: cfg.max_anomalies]
+    score_by_rank: dict[int, float] = {}
+    for a in anomalies:
+        score_by_rank[a.rank] = score_by_rank.get(a.rank, 0.0) + a.score
+    suspects = [r for r, _ in sorted(score_by_rank.items(), key=lambda kv: -kv[1])]
+    stats = RunStats(events=table.events, ranks=len(bundle.ranks), seconds=round(time.perf_counter() - t0, 3), groups=groups)
+    return DetectionResult(suspect_ranks=suspects, anomalies=anomalies, stats=stats, notes=notes)

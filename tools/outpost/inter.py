@@ -1,0 +1,94 @@
+"""Inter-worker test: each worker against its synchronous peers at the same tree node.
+
+Peers of a tensor-parallel group run the same kernels on the same batch, so at a given
+(step, name, occurrence) their times should agree. A node's excess over the peer median is
+summed per rank, step and node class; a rank-step is anomalous when that excess is large in
+absolute terms, large relative to the peers' time, and far outside the spread of the other
+ranks (robust z). Collectives are not judged here: their length is mostly waiting (arrival.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tools.outpost.models import DetectorConfig
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable
+
+TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
+
+
+def rank_group(groups: list[list[int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for gi, g in enumerate(groups):
+        for r in g:
+            out.setdefault(r, gi)
+    return out
+
+
+def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig) -> pd.Series:
+    """Moderate deviations that persist over consecutive steps: each step alone is within noise,
+    together (z summed over the run, divided by sqrt of its length) they are not."""
+    soft = ((agg["ratio"] >= 1.0 + cfg.min_effect / 2) & (agg["excess"] >= floor / 2) & (agg["z"] >= 2.0)).to_numpy()
+    out = np.zeros(len(agg), dtype=bool)
+    for _, g in agg[soft].groupby(["rank", "cls"], sort=False):
+        g = g.sort_values("step")
+        steps, z, idx = g["step"].to_numpy(), g["z"].to_numpy(), g.index.to_numpy()
+        start = 0
+        for i in range(1, len(steps) + 1):
+            if i == len(steps) or steps[i] != steps[i - 1] + 1:
+                run = slice(start, i)
+                if i - start >= cfg.sustained_steps and z[run].sum() / np.sqrt(i - start) >= cfg.z:
+                    out[agg.index.get_indexer(idx[run])] = True
+                start = i
+    return pd.Series(out, index=agg.index)
+
+
+def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
+    """Rank-steps whose work of one class runs slower than their peers'. One row per (rank, step, cls)."""
+    n = table.nodes
+    gmap = rank_group([g for g in groups if len(g) > 1])
+    if not gmap:
+        return pd.DataFrame()
+    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap))][
+        ["rank", "step", "name_code", "occ", "cls", "value", "ts_ns", "dur_ns"]].copy()
+    if sub.empty:
+        return pd.DataFrame()
+    sub["group"] = sub["rank"].map(gmap).to_numpy()
+    gsize = pd.Series({gi: len(g) for gi, g in enumerate([g for g in groups if len(g) > 1])})
+    key = ["group", "step", "name_code", "occ"]
+    grp = sub.groupby(key, sort=False)["value"]
+    med = grp.transform("median")
+    sub["members"] = grp.transform("size")
+    # With two peers the median is their mean and hides who deviates: compare with the other one.
+    sub["peer_med"] = np.where(sub["members"].to_numpy() == 2, grp.transform("sum") - sub["value"], med)
+    # Only nodes every member ran: sampled or truncated traces would compare unlike things.
+    sub = sub[sub["members"].to_numpy() == gsize.reindex(sub["group"]).to_numpy()]
+    if sub.empty:
+        return pd.DataFrame()
+    sub["excess"] = sub["value"] - sub["peer_med"]
+    agg = sub.groupby(["group", "rank", "step", "cls"], sort=False).agg(
+        observed=("value", "sum"), baseline=("peer_med", "sum"), excess=("excess", "sum"),
+        start_ns=("ts_ns", "min"), end_ns=("ts_ns", "max"), count=("value", "size"))
+    agg = agg.reset_index()
+    agg["ratio"] = agg["observed"] / agg["baseline"].clip(lower=1.0)
+    # Noise scale of each class: the spread of the ratio over every rank-step (faults are the
+    # minority). A floor keeps near-zero spreads from turning any wobble into a huge z.
+    dev = (agg["ratio"] - 1.0).abs()
+    sigma = np.maximum(1.4826 * dev.groupby(agg["cls"]).transform("median"), 0.01)
+    agg["z"] = (agg["ratio"] - 1.0) / sigma
+    floor = np.where(agg["cls"].to_numpy() == CLS_COPY, cfg.min_copy_excess_ns, cfg.min_excess_ns)
+    strong = (agg["ratio"] >= 1.0 + cfg.min_effect) & (agg["excess"] >= floor) & (agg["z"] >= cfg.z)
+    agg["hit"] = strong | _sustained(agg, floor, cfg)
+    out = agg[agg["hit"]].copy()
+    if out.empty:
+        return out
+    # The node that contributes most of the excess names the anomaly.
+    top = (sub.merge(out[["rank", "step", "cls"]], on=["rank", "step", "cls"])
+           .sort_values("excess", ascending=False).drop_duplicates(["rank", "step", "cls"]))
+    out = out.merge(top[["rank", "step", "cls", "name_code", "excess"]].rename(columns={"excess": "top_excess"}),
+                    on=["rank", "step", "cls"], how="left")
+    out["top_share"] = out["top_excess"] / out["excess"].clip(lower=1.0)
+    ends = sub.assign(end=sub["ts_ns"] + sub["dur_ns"]).groupby(["rank", "step", "cls"])["end"].max()
+    out["end_ns"] = ends.reindex(pd.MultiIndex.from_frame(out[["rank", "step", "cls"]])).to_numpy()
+    out["method"] = "inter"
+    return out

@@ -1,0 +1,62 @@
+"""Pydantic models at Outpost's boundary: configuration in, anomalies out."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Component = Literal["gpu", "gpu_memory", "nvlink", "pcie", "network", "host_cpu", "host_memory", "storage", "software"]
+Method = Literal["inter", "intra", "arrival"]
+
+
+class DetectorConfig(BaseModel):
+    """Thresholds: effect sizes are relative, floors absolute, so tiny-variance nodes never alarm."""
+
+    min_effect: float = Field(0.10, ge=0, description="inter-worker: minimum relative excess over the peer median")
+    min_excess_ns: int = Field(20_000, ge=0, description="inter-worker: minimum absolute excess per rank and step")
+    min_copy_excess_ns: int = Field(2_000, ge=0, description="inter-worker floor for host<->device copies (small, low-noise)")
+    z: float = Field(5.0, gt=0, description="robust z-score a deviation must exceed (MAD-scaled)")
+    sustained_steps: int = Field(3, ge=2, description="consecutive moderately-deviating steps that together count as one anomaly")
+    intra_effect: float = Field(0.5, ge=0, description="intra-worker: minimum relative excess over the node's own median")
+    intra_min_ns: int = Field(200_000, ge=0, description="intra-worker: minimum absolute excess of one occurrence")
+    arrival_share: float = Field(0.6, gt=0, le=1, description="share of a step's collectives a rank must reach last")
+    arrival_min_ns: int = Field(15_000, ge=0, description="minimum lateness over the peers' median arrival")
+    link_effect: float = Field(0.25, ge=0, description="group-wide collective transfer time rise to flag a link")
+    min_steps_for_baseline: int = Field(4, ge=2, description="repetitions a node needs before its own history is trusted")
+    max_anomalies: int = Field(50, ge=1, description="report at most this many anomalies (highest score first)")
+
+
+class Anomaly(BaseModel):
+    """One anomalous kernel/op, pinned to a worker, a time window and a hardware component."""
+
+    rank: int
+    kind: str = Field(description="canonical event kind of the anomalous node")
+    name: str
+    tree_path: list[str] = Field(default_factory=list, description="names from the step root down to the node")
+    component: Component
+    method: Method
+    start_ns: int
+    end_ns: int
+    steps: list[int] = Field(default_factory=list)
+    count: int = Field(1, description="occurrences merged into this anomaly")
+    observed: float = Field(description="observed ns (total over the merged occurrences)")
+    baseline: float = Field(description="what peers / the node's own history predict, same unit")
+    ratio: float
+    score: float = Field(description="ranking score: excess time x confidence")
+    detail: str = ""
+
+
+class RunStats(BaseModel):
+    events: int
+    ranks: int
+    seconds: float
+    groups: list[list[int]] = Field(default_factory=list)
+
+
+class DetectionResult(BaseModel):
+    """The `kat detect --json` contract (ARCHITECTURE.md)."""
+
+    suspect_ranks: list[int] = Field(default_factory=list, description="most likely culprit first; empty when healthy")
+    anomalies: list[Anomaly] = Field(default_factory=list)
+    stats: RunStats
+    notes: list[str] = Field(default_factory=list)
