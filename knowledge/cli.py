@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Build or update the index (idempotent: only changed sections are re-embedded)."""
-        from knowledge.corpus import CorpusError
+        from knowledge.chunking import CorpusError
         from knowledge.kb import KnowledgeBase, KnowledgeBaseError
 
         try:

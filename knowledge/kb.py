@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from knowledge.corpus import CORPUS_DIR, Chunk, CorpusError, load_chunks, load_corpus
+from knowledge.chunking import CORPUS_DIR, Chunk, CorpusError, load_chunks, load_corpus
 from knowledge.lexical import BM25
 from knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult, SearchMode
 from knowledge.paths import default_index_dir

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from knowledge.corpus import CHUNK_SCHEMA, Chunk
+from knowledge.chunking import CHUNK_SCHEMA, Chunk
 from knowledge.embeddings import MODEL_NAME, make_chroma_embedding_function
 
 COLLECTION = "kat_kb"
