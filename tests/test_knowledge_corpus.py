@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from knowledge.corpus import (CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus,
+from knowledge.chunking import (CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus,
                               parse_front_matter)
 from knowledge.evaluation import load_questions
 from knowledge.lexical import BM25, tokenize
@@ -66,7 +66,7 @@ def test_code_fences_are_not_split_or_taken_for_headings(tmp_path):
     p = tmp_path / "d.md"
     p.write_text("---\nid: d\ntitle: D\ncategory: reference\ncomponents: [gpu]\n---\n# D\n\n## A\n\n"
                  "```\n## not a heading\n\nstill code\n```\n", encoding="utf-8")
-    from knowledge.corpus import load_document
+    from knowledge.chunking import load_document
 
     chunks = chunk_document(load_document(p))
     assert [c.section for c in chunks] == ["A"]

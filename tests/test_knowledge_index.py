@@ -14,7 +14,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 pytest.importorskip("chromadb")
 pytest.importorskip("sentence_transformers")
 
-from knowledge.corpus import CORPUS_DIR, load_chunks  # noqa: E402
+from knowledge.chunking import CORPUS_DIR, load_chunks  # noqa: E402
 from knowledge.kb import KnowledgeBase  # noqa: E402
 
 SMALL = ("xid-codes.md", "runtime-stall.md", "pcie-links.md")
