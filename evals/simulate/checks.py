@@ -81,11 +81,15 @@ def group_collective_floor(b: Bundle, ranks: list[int], steps: list[int], patter
 
 
 def max_kernel_ratio(b: Bundle, gt: GroundTruth) -> float:
+    """Worst same-name kernel on the affected ranks over the worst of that name on peers (stalls)."""
     df = _events(b)
     m = (df["kind"] == "kernel") & _steps_mask(df, gt.affected_steps)
-    mx = df[m].groupby("rank")["dur_ns"].max()
+    sub = df[m]
     peers = _peers(b, gt.affected_ranks)
-    return float(mx.reindex(gt.affected_ranks).max() / max(1.0, mx.reindex(peers).max()))
+    mine = sub[sub["rank"].isin(gt.affected_ranks)].groupby("name", observed=True)["dur_ns"].max()
+    theirs = sub[sub["rank"].isin(peers)].groupby("name", observed=True)["dur_ns"].max()
+    both = pd.concat([mine, theirs], axis=1, keys=["mine", "theirs"]).dropna()
+    return float((both["mine"] / both["theirs"].clip(lower=1)).max()) if len(both) else 1.0
 
 
 def step_start_lag(b: Bundle, gt: GroundTruth) -> float:

@@ -327,6 +327,8 @@ class Simulator:
         dur = {key: self.cost.kernel_ns(key, kt, prefill, context, seqs) for key in CPU_US}
         comp = self.eff.compute[s, ranks] * self.speed[ranks]
         stall_p = self.eff.stall_prob[s, ranks]
+        stall_at = self.eff.stall_at[s, ranks]
+        ordinal = [0]
         tp_idx = next(i for i, grp in enumerate(self.lay.tp_groups) if grp[0] == rl[0])
         cross = self.tp_cross[tp_idx]
         link = float(self.eff.link_intra[s, ranks].max())
@@ -342,6 +344,9 @@ class Simulator:
             if stall_p.any():
                 hit = self.rng.random(tp) < stall_p
                 k = k + np.where(hit, self.eff.stall_ns * self.rng.lognormal(0.0, 0.5, size=tp), 0.0)
+            if (stall_at >= 0).any():
+                k = k + np.where(stall_at == ordinal[0], self.eff.stall_ns, 0.0)
+            ordinal[0] += 1
             return k
 
         keys: list[str] = []

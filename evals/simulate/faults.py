@@ -43,6 +43,7 @@ class Effects:
     storage_ns: np.ndarray          # blocking weight/adapter read before the step's work
     stall_prob: np.ndarray          # per-kernel probability of a long stall (GPU hardware error)
     stall_ns: float
+    stall_at: np.ndarray            # [step, rank] compute-kernel ordinal that surely stalls, -1 none
     seq_scale: np.ndarray           # [step, dp] batch-size multiplier
     extra_prefill: np.ndarray       # [step, dp] extra prefill tokens (recompute, longer prompts)
     preempted: np.ndarray           # [step, dp] requests preempted this step
@@ -54,6 +55,7 @@ class Effects:
         zero = np.zeros((n_steps, world))
         return cls(one.copy(), one.copy(), np.zeros((n_steps, world), bool), one.copy(), one.copy(),
                    np.ones((n_steps, n_hosts)), zero.copy(), zero.copy(), zero.copy(), 0.0,
+                   np.full((n_steps, world), -1, np.int64),
                    np.ones((n_steps, dp)), np.zeros((n_steps, dp), np.int64), np.zeros((n_steps, dp), np.int64),
                    np.zeros((n_steps, dp), np.int64))
 
@@ -169,6 +171,9 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
         eff.stall_prob[sl, ranks[0]] = _p(cat, sev, "stall_prob")
         eff.stall_ns = _p(cat, sev, "stall_us") * 1000.0
         eff.compute[sl, ranks[0]] = 1.04
+        # At least one stall per few steps, so even a mild error shows in a short capture.
+        for st in rng.choice(np.arange(s0, s1), size=min(s1 - s0, 1 + SEVERITY_INDEX[sev]), replace=False):
+            eff.stall_at[int(st), ranks[0]] = int(rng.integers(0, 8))
         params.update(xid=int(rng.choice([48, 63, 94])), stall_us=_p(cat, sev, "stall_us"), stall_prob=_p(cat, sev, "stall_prob"))
     elif cat == Category.NVLINK_DEGRADATION:
         ranks = [int(rng.choice(_intra_node_ranks(lay)))]

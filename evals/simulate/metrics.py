@@ -251,6 +251,8 @@ def build_metrics(lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth,
             waiting = np.where(infault, waiting + rng.poisson(20 + 15 * sev, size=n), waiting)
             preempt = np.cumsum(np.where(infault, rng.poisson(2 + 3 * sev, size=n), 0))
             run = np.where(infault, run * 0.8, run)
+            # Preempted requests sit out and are recomputed: per-request latency rises beyond step time.
+            step_s = np.where(infault, step_s * (1.3 + 0.35 * sev), step_s)
         if cat == Category.WORKLOAD_SHIFT:
             waiting = np.where(infault, waiting + rng.poisson(8, size=n), waiting)
             run = np.where(infault, run * float(plan.params.get("batch_scale", 1.0)), run)

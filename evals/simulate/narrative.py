@@ -141,6 +141,8 @@ def build_ground_truth(incident_id: str, cat: Category, plan: FaultPlan, lay: La
         steps = [s for s in steps if plan.effects.storage_ns[s, plan.affected_ranks].max() > 0]
     elif cat == Category.KV_CACHE_PRESSURE:
         steps = [s for s in steps if plan.effects.preempted[s, plan.replica] > 0]
+    reps = sorted({lay.workers[r].dp for r in plan.affected_ranks}) or list(range(lay.task.dp))
+    ms = ms[:, reps]
     base_ms = float(np.median(np.delete(ms, steps, axis=0))) if len(steps) < ms.shape[0] else float("nan")
     hit_ms = float(np.median(ms[steps])) if steps else base_ms
     if cat == Category.WORKLOAD_SHIFT:
