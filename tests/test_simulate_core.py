@@ -147,3 +147,14 @@ def test_committed_demo_suite() -> None:
         gt = load_ground_truth(root / case["path"])
         assert gt.category == case["category"]
         assert (root / case["path"] / "incident.json").exists()
+
+
+def test_ground_truth_matching_rule(tmp_path: Path) -> None:
+    gt = generate_incident("pcie_link_degradation", TASK, 6, tmp_path, size="tiny")
+    r, w = gt.affected_ranks[0], gt.window
+    assert gt.matches(r, "pcie", w.start_ns, w.start_ns + 1)
+    assert not gt.matches(r, "gpu", w.start_ns, w.end_ns)
+    assert not gt.matches(r, "pcie", w.end_ns + 10, w.end_ns + 20)
+    other = next(x for x in range(8) if x not in gt.affected_ranks)
+    assert not gt.matches(other, "pcie", w.start_ns, w.end_ns)
+    assert load_ground_truth(tmp_path) == gt

@@ -98,6 +98,11 @@ class GroundTruth(_Model):
     parameters: dict[str, float | int | str] = Field(default_factory=dict)
     events_total: int = 0
 
+    def matches(self, rank: int, component: str, start_ns: int, end_ns: int) -> bool:
+        """ARCHITECTURE.md detection unit: affected rank, injected component, overlapping window."""
+        return (self.is_fault and self.window is not None and rank in self.affected_ranks
+                and component == self.component and self.window.overlaps(start_ns, end_ns))
+
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
 
