@@ -40,9 +40,11 @@ def bundle_summary(path: Path) -> dict:
 
 
 def register(app: typer.Typer) -> None:
+    from knowledge.cli import register as register_kb
     from tools.outpost.cli import register as register_detect
 
     register_detect(app)
+    register_kb(app)
 
     @app.command("import")
     def import_cmd(

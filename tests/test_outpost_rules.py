@@ -1,0 +1,161 @@
+"""Outpost on hand-built traces where the answer follows from physics, not from a simulator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import REAL_TRACES
+from tests.kineto_factory import write_trace
+from tools.outpost import DetectorConfig, detect
+from tools.telemetry import BundleError
+
+BASE = 1_700_000_000_000_000_000
+
+
+def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: range, slow_factor: float,
+                 slow_kind: str = "gpu") -> dict[int, dict]:
+    """Per rank: ProfilerStep -> (aten::mm -> launch -> GEMM kernel) x layers, then an all-reduce.
+
+    Collective physics: each member's NCCL kernel starts when its stream gets there; all end at
+    the last arrival + transfer. A slow GPU (or a slow CPU that launches late) makes its rank late.
+    """
+    docs = {r: [] for r in range(ranks)}
+    t = 1000.0
+    corr = 10
+    for s in range(steps):
+        cpu_t = {r: t for r in range(ranks)}
+        gpu_t = {r: t + 5 for r in range(ranks)}
+        for layer in range(4):
+            for r in range(ranks):
+                slow = r == slow_rank and s in slow_steps
+                k = 80.0 + 3.0 * ((s * 7 + layer * 3 + r) % 5) / 5  # small deterministic jitter
+                cpu_cost = 12.0 * (slow_factor if slow and slow_kind == "cpu" else 1.0)
+                kdur = k * (slow_factor if slow and slow_kind == "gpu" else 1.0)
+                corr += 1
+                pid = 100 + r
+                ev = docs[r]
+                op_s = cpu_t[r]
+                ev.append({"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": pid, "tid": pid, "ts": op_s, "dur": cpu_cost,
+                           "args": {"External id": corr, "Input Dims": [[8, 4096], [4096, 4096]]}})
+                ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": pid, "tid": pid,
+                           "ts": op_s + cpu_cost * 0.4, "dur": cpu_cost * 0.5, "args": {"correlation": corr}})
+                ks = max(gpu_t[r], op_s + cpu_cost)
+                ev.append({"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm_bf16bf16", "pid": r, "tid": 7, "ts": ks,
+                           "dur": kdur, "args": {"correlation": corr, "device": r, "stream": 7}})
+                gpu_t[r] = ks + kdur
+                cpu_t[r] = op_s + cpu_cost + 1
+            # all-reduce
+            arrive = {}
+            for r in range(ranks):
+                corr += 1
+                pid = 100 + r
+                docs[r].append({"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "pid": pid, "tid": pid, "ts": cpu_t[r],
+                                "dur": 6.0, "args": {"Collective name": "allreduce", "In msg nelems": 32768, "dtype": "BFloat16",
+                                                     "Process Group Ranks": str(list(range(ranks)))}})
+                docs[r].append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": pid, "tid": pid,
+                                "ts": cpu_t[r] + 1, "dur": 4.0, "args": {"correlation": corr}})
+                arrive[r] = (max(gpu_t[r], cpu_t[r] + 5), corr)
+                cpu_t[r] += 8
+            end = max(a for a, _ in arrive.values()) + 15.0
+            for r in range(ranks):
+                a, c = arrive[r]
+                docs[r].append({"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)",
+                                "pid": r, "tid": 7, "ts": a, "dur": end - a, "args": {"correlation": c, "device": r, "stream": 7}})
+                gpu_t[r] = end
+        step_end = max(gpu_t.values()) + 5
+        for r in range(ranks):
+            docs[r].append({"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{s}", "pid": 100 + r, "tid": 100 + r,
+                            "ts": t, "dur": step_end - t})
+        t = step_end + 10
+    return {r: {"distributedInfo": {"backend": "nccl", "rank": r, "world_size": ranks}, "baseTimeNanoseconds": BASE,
+                "traceEvents": ev} for r, ev in docs.items()}
+
+
+def _write(tmp: Path, docs: dict[int, dict]) -> Path:
+    d = tmp / "traces"
+    d.mkdir()
+    for r, doc in docs.items():
+        write_trace(doc, d / f"rank-{r}.json")
+    return d
+
+
+def test_slow_gpu_is_blamed_and_its_waiting_peers_are_not(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=2, slow_steps=range(4, 10), slow_factor=1.4)))
+    assert res.suspect_ranks[0] == 2
+    assert {a.rank for a in res.anomalies} == {2}, [(a.rank, a.method, a.name) for a in res.anomalies]
+    methods = {a.method for a in res.anomalies}
+    assert "inter" in methods and "arrival" in methods
+    gpu = [a for a in res.anomalies if a.method == "inter"][0]
+    assert gpu.component == "gpu" and gpu.kind == "kernel" and set(gpu.steps) <= set(range(4, 10))
+    # The peers' NCCL kernels are long (they wait) but are never reported.
+    assert not any(a.kind == "collective" and a.rank != 2 for a in res.anomalies)
+
+
+def test_slow_cpu_launches_late_and_is_host_cpu(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=6.0, slow_kind="cpu")))
+    assert res.suspect_ranks and res.suspect_ranks[0] == 1
+    assert {a.component for a in res.anomalies if a.rank == 1} == {"host_cpu"}
+    assert all(a.rank == 1 for a in res.anomalies)
+
+
+def test_healthy_group_reports_nothing(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0)))
+    assert res.anomalies == [] and res.suspect_ranks == []
+
+
+def test_small_slowdown_below_effect_size_is_ignored(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=3, slow_steps=range(2, 10), slow_factor=1.03)))
+    assert not any(a.method == "inter" for a in res.anomalies)
+
+
+def test_thresholds_are_options(tmp_path: Path) -> None:
+    d = _write(tmp_path, _group_trace(4, 12, slow_rank=2, slow_steps=range(4, 10), slow_factor=1.4))
+    strict = detect(d, DetectorConfig(min_effect=0.8, arrival_min_ns=10**9))
+    assert not any(a.method in ("inter", "arrival") for a in strict.anomalies)
+
+
+def test_single_rank_real_trace_runs_intra_only() -> None:
+    res = detect(REAL_TRACES / "h100_qwen1.5_0.5b_chat.json.gz")
+    assert res.stats.ranks == 1 and res.stats.events > 10_000
+    assert all(a.method == "intra" for a in res.anomalies)
+    assert any("no synchronous peer group" in n for n in res.notes)
+
+
+def test_cuda_graph_real_trace() -> None:
+    res = detect(REAL_TRACES / "vllm_qwen3_8b_prefilldecode_graph_execution.json.gz")
+    assert res.stats.events > 18_000
+    assert all(a.method == "intra" for a in res.anomalies)
+
+
+def test_real_two_rank_pair_runs() -> None:
+    res = detect(REAL_TRACES / "hta_sampled_pair")
+    assert res.stats.ranks == 2 and res.stats.groups == [[0, 1]]
+
+
+def test_malformed_input_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "rank-0.json"
+    bad.write_text('{"traceEvents": [')
+    with pytest.raises(BundleError, match="rank-0.json"):
+        detect(tmp_path)
+    from agent.cli import app
+
+    out = CliRunner().invoke(app, ["detect", str(tmp_path)])
+    assert out.exit_code == 2 and "rank-0.json" in out.output and "Traceback" not in out.output
+
+
+def test_cli_json_contract(tmp_path: Path) -> None:
+    import json
+
+    from agent.cli import app
+
+    d = _write(tmp_path, _group_trace(4, 12, slow_rank=2, slow_steps=range(4, 10), slow_factor=1.4))
+    out = CliRunner().invoke(app, ["detect", str(d), "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["suspect_ranks"][0] == 2
+    a = doc["anomalies"][0]
+    assert set(a) >= {"rank", "kind", "name", "tree_path", "component", "method", "start_ns", "end_ns", "steps",
+                      "observed", "baseline", "ratio", "score"}
+    assert {"events", "ranks", "seconds"} <= set(doc["stats"])
