@@ -32,8 +32,14 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
 
-def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int) -> tuple[float, str]:
-    """min(target in-window / peers in-window, target in-window / target outside) of the span."""
+def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int,
+               core_mates: list[int] | None = None) -> tuple[float, str]:
+    """How much longer the target's up-projection span is in the window, against three baselines:
+    the peers in the window, its own other steps, and the ranks sharing its core in the window.
+
+    The smallest ratio counts. The core-mate baseline cancels noise that hits one core (another
+    tenant's process, a kernel thread) and would otherwise mimic the fault on both ranks there.
+    """
     sp = ev[ev["name"] == f"layers.{layer}.mlp.gate_up_proj"]
     inw = sp["step"].isin(steps)
     tgt = sp["rank"] == rank
@@ -43,8 +49,14 @@ def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int) -> tup
     per_peer = sp.loc[inw & ~tgt].groupby("rank", observed=True)["dur_ns"].median()
     peers = _median(per_peer)
     before = _median(sp.loc[~inw & tgt & (sp["step"] >= 0), "dur_ns"])
-    r = min(_ratio(here, peers), _ratio(here, before))
-    return r, f"gate_up_proj median {here / 1e3:.0f} us vs peers {peers / 1e3:.0f} us, own outside window {before / 1e3:.0f} us"
+    ratios = [_ratio(here, peers), _ratio(here, before)]
+    detail = f"gate_up_proj median {here / 1e3:.0f} us vs peers {peers / 1e3:.0f} us, own outside window {before / 1e3:.0f} us"
+    mates = [q for q in (core_mates or []) if q != rank and q in per_peer.index]
+    if mates:
+        mate = float(per_peer.loc[mates].max())
+        ratios.append(_ratio(here, mate))
+        detail += f", core mates {mates} {mate / 1e3:.0f} us"
+    return min(ratios), detail
 
 
 def mm_per_gate_up(ev: pd.DataFrame, rank: int, layer: int) -> dict[int, int]:
@@ -89,8 +101,12 @@ def check_signature(ev: pd.DataFrame, cfg: RealTraceConfig, pinning: dict[int, l
     rank, steps = cfg.rank, list(range(*cfg.steps))
     fault = cfg.fault
 
+    def core_mates() -> list[int]:
+        cores = set((pinning or {}).get(rank) or [])
+        return sorted(q for q, c in (pinning or {}).items() if cores & set(c))
+
     def gemm() -> tuple[float, float, str]:
-        v, d = gemm_ratio(ev, rank, steps, cfg.gemm_layer)
+        v, d = gemm_ratio(ev, rank, steps, cfg.gemm_layer, core_mates())
         return v, 2.0, d
 
     def stall(ms: float) -> tuple[float, float, str]:
