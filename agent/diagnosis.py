@@ -1,0 +1,76 @@
+"""The Diagnosis contract (ARCHITECTURE.md): what `kat diagnose --json` prints."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CATEGORIES = (
+    "gpu_thermal_throttling", "gpu_power_or_clock_cap", "nvlink_degradation", "pcie_link_degradation",
+    "network_congestion", "host_cpu_contention", "numa_misbinding", "kv_cache_pressure", "gpu_hardware_error",
+    "runtime_stall", "storage_io_stall", "none", "workload_shift",
+)
+# "undetermined" only appears in an honest partial answer (budget or repeated tool-call failure).
+Category = Literal[
+    "gpu_thermal_throttling", "gpu_power_or_clock_cap", "nvlink_degradation", "pcie_link_degradation",
+    "network_congestion", "host_cpu_contention", "numa_misbinding", "kv_cache_pressure", "gpu_hardware_error",
+    "runtime_stall", "storage_io_stall", "none", "workload_shift", "undetermined",
+]
+COMPONENT_OF = {
+    "gpu_thermal_throttling": "gpu", "gpu_power_or_clock_cap": "gpu", "nvlink_degradation": "nvlink",
+    "pcie_link_degradation": "pcie", "network_congestion": "network", "host_cpu_contention": "host_cpu",
+    "numa_misbinding": "host_memory", "kv_cache_pressure": "gpu_memory", "gpu_hardware_error": "gpu",
+    "runtime_stall": "software", "storage_io_stall": "storage", "none": "-", "workload_shift": "-", "undetermined": "-",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RootCause(_Strict):
+    category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
+    component: str = Field(description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-'")
+    ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
+    hosts: list[str] = Field(default_factory=list)
+    summary: str
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _norm(cls, v: object) -> object:
+        return v.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
+
+
+class CausalLink(_Strict):
+    cause: str
+    effect: str
+    evidence: list[str] = Field(description="evidence ids (e.g. 'ev-3') returned by tools")
+
+
+class EvidenceItem(_Strict):
+    id: str = Field(description="evidence id returned by a tool, e.g. 'ev-3'")
+    tool: str
+    query: str = Field(description="the exact query (tool arguments) that produced it")
+    summary: str
+
+
+class RuledOut(_Strict):
+    category: str
+    why: str
+
+
+class Diagnosis(_Strict):
+    """Root cause, causal chain and the evidence behind every link."""
+
+    root_cause: RootCause
+    causal_chain: list[CausalLink] = Field(default_factory=list)
+    evidence: list[EvidenceItem] = Field(default_factory=list)
+    confidence: float = Field(ge=0.0, le=1.0)
+    alternatives_ruled_out: list[RuledOut] = Field(default_factory=list)
+    remediation: list[str] = Field(default_factory=list)
+    # Extension to the contract: a partial answer says so instead of pretending.
+    status: Literal["complete", "partial"] = "complete"
+
+    def cited_ids(self) -> set[str]:
+        ids = {e for link in self.causal_chain for e in link.evidence}
+        return ids | {e.id for e in self.evidence}

@@ -1,0 +1,232 @@
+"""The LangGraph StateGraph: Analyzer -> tools -> Analyzer ... -> validator -> answer.
+
+Nodes: `analyzer` (any backend), `tools` (runs investigation tools, records evidence), `validate`
+(checks a submitted Diagnosis against the evidence ledger), `nudge` (an Analyzer that answered
+without finishing), `finalize` (honest partial answer when a budget or the retry limit is hit).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, Field, ValidationError
+
+import prompts
+from agent.diagnosis import COMPONENT_OF, Diagnosis
+from agent.partial import partial_diagnosis
+from agent.state import AgentState, LedgerEntry, ledger_entries
+from tools.registry import AgentTool
+
+SUBMIT = "submit_diagnosis"
+
+
+class AgentConfig(BaseModel):
+    """Budgets and limits of one turn."""
+
+    max_steps: int = Field(24, ge=1, description="Analyzer calls per turn")
+    time_budget_s: float = Field(300.0, gt=0, description="wall-clock seconds per turn")
+    max_failures: int = Field(3, ge=1, description="consecutive invalid tool calls / rejected answers before giving up")
+
+
+class AnalyzerStep(BaseModel):
+    """What an Analyzer returns: the message (text and/or tool calls) and optionally new hypotheses."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    message: AIMessage
+    hypotheses: list[dict] | None = None
+
+
+class Analyzer(Protocol):
+    name: str
+
+    def step(self, state: AgentState, config: AgentConfig) -> AnalyzerStep: ...
+
+
+def _calls(msg: Any) -> list[dict]:
+    return list(getattr(msg, "tool_calls", None) or [])
+
+
+def _invalid(msg: Any) -> list[dict]:
+    return list(getattr(msg, "invalid_tool_calls", None) or [])
+
+
+def _last_ai(state: AgentState) -> AIMessage | None:
+    for m in reversed(state.get("messages") or []):
+        if isinstance(m, AIMessage):
+            return m
+    return None
+
+
+def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis | None, str]:
+    """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason)."""
+    try:
+        d = Diagnosis.model_validate(args)
+    except ValidationError as exc:
+        return None, f"the Diagnosis does not match the schema: {exc}"
+    known = {e.id: e for e in ledger}
+    kb_ids = {k for e in ledger for k in e.kb_ids}
+    bad = sorted(i for i in d.cited_ids() if i not in known and i not in kb_ids)
+    if bad:
+        return None, (f"evidence id(s) {bad} were not returned by any tool; cite only ids from tool results "
+                      f"(known: {sorted(known)[:40]})")
+    if d.root_cause.category not in ("none", "workload_shift", "undetermined"):
+        if not d.causal_chain:
+            return None, "a fault diagnosis needs a causal chain from the root cause to the symptom"
+        empty = [i for i, link in enumerate(d.causal_chain) if not link.evidence]
+        if empty:
+            return None, f"causal link(s) {empty} cite no evidence; every link must cite evidence ids"
+    # The evidence list names the exact tool call behind each id (from the ledger, not the model's memory).
+    items, seen = [], set()
+    cited = [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence]
+    given = {e.id: e for e in d.evidence}
+    for i in cited:
+        if i in seen or i not in known:
+            continue
+        seen.add(i)
+        e = known[i]
+        items.append({"id": i, "tool": e.tool, "query": e.query,
+                      "summary": given[i].summary if i in given and given[i].summary else e.summary})
+    data = d.model_dump()
+    data["evidence"] = items
+    if not data["root_cause"]["component"] or data["root_cause"]["component"] == "":
+        data["root_cause"]["component"] = COMPONENT_OF.get(d.root_cause.category, "-")
+    return Diagnosis.model_validate(data), ""
+
+
+def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentConfig | None = None,
+                checkpointer: Any = None):  # type: ignore[no-untyped-def]
+    """Compile the agent graph for one incident's tools."""
+    cfg = config or AgentConfig()
+
+    def over_budget(state: AgentState) -> str:
+        if state.get("turn_steps", 0) >= cfg.max_steps:
+            return f"step budget exhausted ({cfg.max_steps} Analyzer steps)"
+        started = state.get("turn_started") or time.time()
+        if time.time() - started > cfg.time_budget_s:
+            return f"time budget exhausted ({cfg.time_budget_s:.0f} s)"
+        return ""
+
+    def analyzer_node(state: AgentState) -> dict:
+        reason = over_budget(state)
+        if reason:
+            return {"stop_reason": reason}
+        out = analyzer.step(state, cfg)
+        update: dict = {"messages": [out.message], "turn_steps": state.get("turn_steps", 0) + 1}
+        if out.hypotheses is not None:
+            update["hypotheses"] = out.hypotheses
+        return update
+
+    def tools_node(state: AgentState) -> dict:
+        msg = _last_ai(state)
+        ledger = state.get("ledger") or []
+        n = len(ledger)
+        new_entries, replies, ok = [], [], 0
+        for call in _invalid(msg):
+            replies.append(ToolMessage(
+                content=f"error: the call to {call.get('name')!r} could not be parsed: {call.get('error') or 'malformed arguments'}. "
+                        f"Send the arguments as a JSON object matching the tool's schema.",
+                tool_call_id=call.get("id") or "invalid", name=str(call.get("name") or "unknown"), status="error"))
+        for call in _calls(msg):
+            name, args = call["name"], call.get("args") or {}
+            tool = tools.get(name)
+            if tool is None:
+                replies.append(ToolMessage(content=f"error: unknown tool {name!r}; tools: {sorted(tools) + [SUBMIT]}",
+                                           tool_call_id=call["id"], name=name, status="error"))
+                continue
+            try:
+                tool.validate(args)
+            except ValidationError as exc:
+                replies.append(ToolMessage(content=f"error: invalid arguments for {name}: {exc}. Correct them and call again.",
+                                           tool_call_id=call["id"], name=name, status="error"))
+                continue
+            res = tool.run(args)
+            n += 1
+            res.evidence_id = f"ev-{n}"
+            kb = [h.get("kb_id") for h in res.data.get("hits", []) if isinstance(h, dict) and h.get("kb_id")]
+            entry = LedgerEntry(id=res.evidence_id, tool=name, query=json.dumps(res.query, sort_keys=True, default=str),
+                                status=res.status, summary=res.summary or res.message, data=res.data, kb_ids=kb)
+            new_entries.append(entry.model_dump())
+            replies.append(ToolMessage(content=res.render(), tool_call_id=call["id"], name=name,
+                                       artifact=res.model_dump(), status="error" if res.status == "error" else "success"))
+            ok += 1
+        failures = 0 if ok else state.get("failures", 0) + 1
+        return {"messages": replies, "ledger": new_entries, "failures": failures}
+
+    def validate_node(state: AgentState) -> dict:
+        msg = _last_ai(state)
+        replies, accepted = [], None
+        for call in _invalid(msg):
+            replies.append(ToolMessage(content=f"error: unparseable tool call: {call.get('error') or 'malformed arguments'}",
+                                       tool_call_id=call.get("id") or "invalid", name=str(call.get("name") or "unknown"),
+                                       status="error"))
+        for call in _calls(msg):
+            if call["name"] != SUBMIT:
+                replies.append(ToolMessage(content=f"not run: {call['name']} was sent together with submit_diagnosis; "
+                                                   "submit_diagnosis must be the only call", tool_call_id=call["id"],
+                                           name=call["name"], status="error"))
+                continue
+            if accepted is not None:
+                replies.append(ToolMessage(content="ignored: a diagnosis was already accepted", tool_call_id=call["id"],
+                                           name=SUBMIT, status="error"))
+                continue
+            d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state))
+            if d is None:
+                replies.append(ToolMessage(content=f"rejected: {reason}", tool_call_id=call["id"], name=SUBMIT, status="error"))
+            else:
+                accepted = d
+                replies.append(ToolMessage(content="accepted", tool_call_id=call["id"], name=SUBMIT))
+        if accepted is not None:
+            return {"messages": replies, "diagnosis": accepted.model_dump(), "failures": 0, "stop_reason": ""}
+        return {"messages": replies, "failures": state.get("failures", 0) + 1}
+
+    def nudge_node(state: AgentState) -> dict:
+        return {"messages": [HumanMessage(content=prompts.load("nudge"))], "failures": state.get("failures", 0) + 1}
+
+    def finalize_node(state: AgentState) -> dict:
+        reason = state.get("stop_reason") or f"{cfg.max_failures} consecutive invalid tool calls or rejected answers"
+        if state.get("mode") == "chat" and state.get("diagnosis"):
+            return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
+        d = partial_diagnosis(ledger_entries(state), reason)
+        return {"diagnosis": d.model_dump(), "stop_reason": reason,
+                "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
+
+    def after_analyzer(state: AgentState) -> str:
+        if state.get("stop_reason"):
+            return "finalize"
+        msg = _last_ai(state)
+        calls = _calls(msg)
+        if any(c["name"] == SUBMIT for c in calls):
+            return "validate"
+        if calls or _invalid(msg):
+            return "tools"
+        if state.get("mode") == "chat" and state.get("diagnosis"):
+            return END  # a plain-text answer to a follow-up question
+        return "finalize" if state.get("failures", 0) + 1 >= cfg.max_failures else "nudge"
+
+    def after_tools(state: AgentState) -> str:
+        if state.get("failures", 0) >= cfg.max_failures:
+            return "finalize"
+        return "analyzer"
+
+    def after_validate(state: AgentState) -> str:
+        msg = state["messages"][-1]
+        if isinstance(msg, ToolMessage) and state.get("diagnosis") and state.get("failures", 0) == 0:
+            return END
+        return "finalize" if state.get("failures", 0) >= cfg.max_failures else "analyzer"
+
+    g = StateGraph(AgentState)
+    g.add_node("analyzer", analyzer_node)
+    g.add_node("tools", tools_node)
+    g.add_node("validate", validate_node)
+    g.add_node("nudge", nudge_node)
+    g.add_node("finalize", finalize_node)
+    g.add_edge(START, "analyzer")
+    g.add_conditional_edges("analyzer", after_analyzer, ["tools", "validate", "nudge", "finalize", END])
+    g.add_conditional_edges("tools", after_tools, ["analyzer", "finalize"])
+    g.add_conditional_edges("validate", after_validate, ["analyzer", "finalize", END])
+    g.add_edge("nudge", "analyzer")
+    g.add_edge("finalize", END)
+    return g.compile(checkpointer=checkpointer)

@@ -1,0 +1,128 @@
+"""The playbook's domain text: titles, mechanisms, look-alikes, what was checked, remediation."""
+from __future__ import annotations
+
+TITLE = {
+    "gpu_thermal_throttling": "GPU thermal throttling", "gpu_power_or_clock_cap": "GPU power or clock cap",
+    "nvlink_degradation": "NVLink degradation", "pcie_link_degradation": "PCIe link degradation",
+    "network_congestion": "inter-node network congestion", "host_cpu_contention": "host CPU contention",
+    "numa_misbinding": "NUMA misbinding", "kv_cache_pressure": "KV cache pressure",
+    "gpu_hardware_error": "GPU hardware error", "runtime_stall": "runtime stall",
+    "storage_io_stall": "storage I/O stall", "none": "no fault (healthy run)",
+    "workload_shift": "workload shift (legitimate load change)",
+}
+
+MECHANISM = {
+    "gpu_thermal_throttling": "the GPU lowers its SM clock to shed heat, so its compute kernels run slower",
+    "gpu_power_or_clock_cap": "the GPU runs at a lowered power limit / clock cap, so its compute kernels run slower while temperature stays normal",
+    "nvlink_degradation": "a degraded NVLink retrains and replays traffic, so intra-node collectives touching this GPU slow down",
+    "pcie_link_degradation": "the GPU's PCIe link runs downgraded with replays, so host<->device copies on it slow down",
+    "network_congestion": "the host's NICs retransmit and wait, so inter-node collectives and pipeline send/recv slow down",
+    "host_cpu_contention": "other processes compete for the worker's CPU core, so kernel launches and CPU-side ops are delayed",
+    "numa_misbinding": "the worker runs on the NUMA node remote from its GPU, so host-side ops and H2D copies cross sockets",
+    "kv_cache_pressure": "the KV cache is full, so the scheduler preempts requests and recomputes them",
+    "gpu_hardware_error": "the GPU hits hardware errors (Xid / ECC) and stalls or retries work",
+    "runtime_stall": "the worker process pauses periodically on the CPU side (GC, GIL, detokenizer) before launching work",
+    "storage_io_stall": "weight/adapter loads or KV offload block on slow storage before the step's work",
+    "workload_shift": "more and longer requests arrive, so every worker does more work per step",
+    "none": "every worker behaves like its peers and its own history",
+}
+
+SYMPTOM = {
+    "gpu_thermal_throttling": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
+    "gpu_power_or_clock_cap": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
+    "nvlink_degradation": "all-reduce / all-gather kernels of the group take longer each step, so step time (TPOT) rises",
+    "pcie_link_degradation": "input preparation and copies on that rank take longer, delaying its steps and its peers in collectives",
+    "network_congestion": "collectives and send/recv that cross hosts take longer, so step time rises for the affected groups",
+    "host_cpu_contention": "the rank arrives late at collectives with the GPU idle between launches; peers wait and step time rises",
+    "numa_misbinding": "the rank's steps are slower than its peers', which wait for it in collectives",
+    "kv_cache_pressure": "latency spikes on all workers of that replica (recompute prefill, fewer running requests)",
+    "gpu_hardware_error": "occasional long stalls on that GPU that its peers wait for in collectives",
+    "runtime_stall": "periodic long steps: the rank starts late and peers wait for it in collectives",
+    "storage_io_stall": "a few steps take far longer while the load blocks, on the affected ranks",
+    "workload_shift": "step time rises on every worker alike; no worker stands out from its peers",
+    "none": "no anomaly beyond normal step-to-step variation from continuous batching",
+}
+
+# Which sweep checks speak for or against a category.
+CHECKS = {
+    "gpu_thermal_throttling": ["temp", "throttle"], "gpu_power_or_clock_cap": ["power_limit", "throttle"],
+    "gpu_hardware_error": ["xid", "ecc"], "nvlink_degradation": ["nvlink_crc", "xid"],
+    "pcie_link_degradation": ["pcie_replay", "pcie_gen"], "network_congestion": ["retrans", "ib_wait"],
+    "host_cpu_contention": ["schedstat", "load"], "numa_misbinding": ["numa_miss"], "storage_io_stall": ["disk_io"],
+    "kv_cache_pressure": ["kv_usage", "preempt"], "workload_shift": ["running", "waiting"], "runtime_stall": [],
+}
+
+NEGATIVE = {
+    "gpu_thermal_throttling": "no GPU runs hot and no thermal throttle reason is set",
+    "gpu_power_or_clock_cap": "power limits are unchanged and no power-cap throttle reason is set",
+    "gpu_hardware_error": "no Xid or uncorrectable ECC error is reported",
+    "nvlink_degradation": "NVLink error counters stay flat and there is no Xid 74",
+    "pcie_link_degradation": "PCIe replay counters stay flat and link generation is normal",
+    "network_congestion": "no NIC retransmits, InfiniBand transmit wait or NCCL NET warnings",
+    "host_cpu_contention": "run-queue wait and load stay normal on every host",
+    "numa_misbinding": "NUMA miss rates are normal and worker affinity matches the GPUs' NUMA nodes",
+    "storage_io_stall": "disk busy time is normal and no slow load/offload is logged",
+    "kv_cache_pressure": "KV cache usage stays well below full and there are no preemptions",
+    "workload_shift": "request counts do not rise on every replica",
+    "runtime_stall": "no periodic CPU-side pause in one process (Outpost, GC/GIL/detokenizer logs)",
+    "none": "there are fault signals (see the causal chain)",
+}
+
+LOOKALIKES = {
+    "gpu_thermal_throttling": ["gpu_power_or_clock_cap", "gpu_hardware_error", "workload_shift"],
+    "gpu_power_or_clock_cap": ["gpu_thermal_throttling", "gpu_hardware_error", "workload_shift"],
+    "nvlink_degradation": ["network_congestion", "gpu_hardware_error", "gpu_thermal_throttling"],
+    "network_congestion": ["nvlink_degradation", "host_cpu_contention", "workload_shift"],
+    "host_cpu_contention": ["runtime_stall", "numa_misbinding", "gpu_thermal_throttling"],
+    "runtime_stall": ["host_cpu_contention", "storage_io_stall", "gpu_hardware_error"],
+    "pcie_link_degradation": ["numa_misbinding", "host_cpu_contention", "storage_io_stall"],
+    "numa_misbinding": ["pcie_link_degradation", "host_cpu_contention", "runtime_stall"],
+    "kv_cache_pressure": ["workload_shift", "storage_io_stall", "none"],
+    "gpu_hardware_error": ["nvlink_degradation", "gpu_thermal_throttling", "runtime_stall"],
+    "storage_io_stall": ["runtime_stall", "pcie_link_degradation", "kv_cache_pressure"],
+    "workload_shift": ["kv_cache_pressure", "none", "gpu_thermal_throttling"],
+    "none": ["workload_shift", "kv_cache_pressure", "gpu_thermal_throttling"],
+}
+
+REMEDIATION = {
+    "gpu_thermal_throttling": ["Check the node's cooling (fans, airflow, inlet temperature, blocked heatsink) for the hot GPU.",
+                               "Drain the rank's replica or move the workload until temperature is back to normal; confirm with DCGM_FI_DEV_GPU_TEMP and throttle reasons."],
+    "gpu_power_or_clock_cap": ["Restore the default power limit / unlock clocks (nvidia-smi -pl <default>, nvidia-smi -rgc) on the capped GPU(s).",
+                               "Find who set the cap (power-management policy, operator script) so it is not re-applied."],
+    "nvlink_degradation": ["Drain the node and run NVLink diagnostics (dcgmi diag, nvidia-smi nvlink -e) on the GPU.",
+                           "Reseat or replace the GPU/baseboard if CRC errors persist; keep TP groups off the bad link meanwhile."],
+    "pcie_link_degradation": ["Check the link width/generation (nvidia-smi -q, lspci -vv) and AER counters; reseat the GPU or riser.",
+                              "Move the rank to a healthy GPU until the link is repaired."],
+    "network_congestion": ["Inspect the fabric for the host's NIC (switch port counters, congestion control, competing jobs).",
+                           "Rebalance traffic or move the cross-host groups away from the congested link; check NCCL_IB settings."],
+    "host_cpu_contention": ["Find and move the competing processes (cron jobs, log indexers) off the workers' cores.",
+                            "Pin inference workers to dedicated cores (cgroups/cpusets) and isolate them from housekeeping."],
+    "numa_misbinding": ["Bind each worker to the CPU cores and memory of its GPU's NUMA node (numactl / launcher affinity).",
+                        "Verify with nvidia-smi topo -m and the worker's CPU affinity after restart."],
+    "kv_cache_pressure": ["Give the replica more KV cache (gpu_memory_utilization, tensor parallel size) or lower max_num_seqs / max model length.",
+                          "Route load away from the saturated replica; watch preemptions and cache usage."],
+    "gpu_hardware_error": ["Drain the GPU, collect nvidia-bug-report, and follow the Xid guidance (reset for row remapping, RMA for repeated DBE).",
+                           "Keep the rank out of service until dcgmi diag passes."],
+    "runtime_stall": ["Profile the worker's CPU side (py-spy) during the pauses: tune or disable gen-2 GC, move output processing off the main thread.",
+                      "Scale detokenization / output processing if it backs up."],
+    "storage_io_stall": ["Pre-load adapters/weights to local NVMe or page cache, or load them asynchronously.",
+                         "Check the storage device/mount (nvme timeouts, shared filesystem latency)."],
+    "workload_shift": ["No fault to fix: capacity-plan for the new load (more replicas, autoscaling, admission limits)."],
+    "none": ["No action needed; keep monitoring."],
+}
+
+KB_QUERY = {
+    "gpu_thermal_throttling": "GPU hot, SM clock low, thermal throttle, peers wait in all-reduce",
+    "gpu_power_or_clock_cap": "power limit lowered clocks capped temperature normal kernel slowdown",
+    "nvlink_degradation": "NVLink CRC errors intra-node all-reduce slow Xid 74",
+    "pcie_link_degradation": "PCIe link downgraded replay AER host to device copies slow",
+    "network_congestion": "inter-node collectives slow NIC retransmits NCCL NET IB warnings",
+    "host_cpu_contention": "CPU contention launch gaps run queue wait worker late to collectives",
+    "numa_misbinding": "worker on wrong NUMA node remote memory slow host ops H2D copies",
+    "kv_cache_pressure": "KV cache full preemption recompute latency spikes",
+    "gpu_hardware_error": "Xid ECC double bit error GPU stalls",
+    "runtime_stall": "periodic CPU pauses garbage collection GIL detokenizer one process",
+    "storage_io_stall": "slow weight or adapter loading storage stall nvme timeout",
+    "workload_shift": "longer prompts bigger batches all workers slower not a fault",
+    "none": "healthy run step time variation continuous batching",
+}

@@ -1,0 +1,171 @@
+"""Run the agent on one incident: a diagnosis, then follow-up questions on the same thread."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+import prompts
+from agent.backends import make_analyzer
+from agent.diagnosis import Diagnosis
+from agent.graph import AgentConfig, build_graph
+from tools.context import IncidentContext
+from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
+from tools.registry import make_tools
+
+
+@dataclass
+class ProgressEvent:
+    """One streamed step, for live progress."""
+
+    node: str
+    kind: str                      # tool_call | tool_result | rejected | accepted | answer | partial | note
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def incident_brief(ctx: IncidentContext) -> str:
+    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+    b = ctx.bundle
+    m = b.manifest
+    topo = m.topology
+    info = {
+        "id": m.id, "title": getattr(m, "title", None), "symptom": m.symptom,
+        "window": {"start": m.window.start.isoformat(), "end": m.window.end.isoformat()} if getattr(m, "window", None) else None,
+        "model": getattr(m, "model", None), "framework": getattr(m, "framework", None),
+        "ranks": b.ranks, "hosts": sorted({w.host for w in topo.workers if w.host}),
+        "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
+        "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
+        "has_metrics": b.metrics_path is not None, "has_logs": b.logs_path is not None,
+    }
+    body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
+    return body
+
+
+def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
+    """SQLite checkpointer on a file (threads survive restarts), or in-memory when db is None."""
+    if db is None:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        return InMemorySaver()
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(db), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver
+
+
+class Session:
+    """One incident, one Analyzer, one graph; threads live in the checkpointer."""
+
+    def __init__(self, path: Path | str, analyzer: str = "rules", *, config: AgentConfig | None = None,
+                 db: Path | str | None = None, chat_model: Any = None, **backend_options: Any):
+        self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
+        self.ctx.bundle  # fail early (BundleError) on a bad path
+        self.tools = make_tools(self.ctx)
+        self.config = config or AgentConfig()
+        if chat_model is not None:  # tests and embedding apps pass their own chat model
+            from agent.backends.llm import LLMAnalyzer
+
+            self.analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
+        else:
+            self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
+        self.checkpointer = open_checkpointer(db)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+
+    # -- turns --------------------------------------------------------------------------------
+    def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
+        inp: dict = {"messages": [message], "mode": mode, "turn_steps": 0, "failures": 0,
+                     "turn_started": time.time(), "stop_reason": ""}
+        if fresh:
+            inp.update(bundle=str(self.ctx.path), ledger=[], hypotheses=[], diagnosis=None)
+        return inp
+
+    def state(self, thread_id: str) -> dict:
+        snap = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return dict(snap.values or {})
+
+    def stream_diagnosis(self, thread_id: str | None = None) -> Iterator[ProgressEvent]:
+        thread_id = thread_id or uuid.uuid4().hex[:12]
+        self.thread_id = thread_id
+        brief = prompts.render("incident", incident=incident_brief(self.ctx), max_steps=str(self.config.max_steps))
+        inp = self._turn_input(HumanMessage(content=brief), "diagnose", fresh=True)
+        yield from self._stream(inp, thread_id)
+
+    def stream_question(self, question: str, thread_id: str) -> Iterator[ProgressEvent]:
+        self.thread_id = thread_id
+        inp = self._turn_input(HumanMessage(content=question), "chat", fresh=False)
+        yield from self._stream(inp, thread_id)
+
+    def _stream(self, inp: dict, thread_id: str) -> Iterator[ProgressEvent]:
+        cfg = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.config.max_steps + 20}
+        for chunk in self.graph.stream(inp, cfg, stream_mode="updates"):
+            for node, update in chunk.items():
+                yield from _events(node, update or {})
+
+    def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
+        for ev in self.stream_diagnosis(thread_id):
+            if on_event:
+                on_event(ev)
+        d = self.state(self.thread_id).get("diagnosis")
+        if not d:  # the graph always ends with one; guard against a broken backend anyway
+            raise RuntimeError("the agent ended without a diagnosis")
+        return Diagnosis.model_validate(d)
+
+    def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
+        for ev in self.stream_question(question, thread_id):
+            if on_event:
+                on_event(ev)
+        msgs = self.state(thread_id).get("messages") or []
+        last = next((m for m in reversed(msgs) if isinstance(m, AIMessage) and not m.tool_calls), None)
+        return str(last.content) if last is not None else ""
+
+    def close(self) -> None:
+        conn = getattr(self.checkpointer, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def _events(node: str, update: dict) -> Iterator[ProgressEvent]:
+    for m in update.get("messages") or []:
+        if isinstance(m, AIMessage):
+            for c in m.tool_calls or []:
+                if c["name"] == "submit_diagnosis":
+                    yield ProgressEvent(node, "tool_call", "submit_diagnosis", {"name": c["name"]})
+                else:
+                    yield ProgressEvent(node, "tool_call", f"{c['name']}({json.dumps(c.get('args') or {}, default=str)[:160]})",
+                                        {"name": c["name"], "args": c.get("args") or {}})
+            for c in getattr(m, "invalid_tool_calls", None) or []:
+                yield ProgressEvent(node, "rejected", f"malformed call to {c.get('name')}", dict(c))
+            if not m.tool_calls and m.content:
+                yield ProgressEvent(node, "partial" if node == "finalize" else "answer", str(m.content))
+        elif isinstance(m, ToolMessage):
+            art = m.artifact if isinstance(m.artifact, dict) else {}
+            if node == "validate":
+                kind = "accepted" if str(m.content) == "accepted" else "rejected"
+                yield ProgressEvent(node, kind, str(m.content)[:300])
+            elif art:
+                yield ProgressEvent(node, "tool_result",
+                                    f"{art.get('evidence_id')} {m.name} {art.get('status')}: {art.get('summary') or art.get('message')}"[:300],
+                                    {"evidence_id": art.get("evidence_id"), "status": art.get("status")})
+            else:
+                yield ProgressEvent(node, "rejected", str(m.content)[:300])
+        elif isinstance(m, HumanMessage) and node == "nudge":
+            yield ProgressEvent(node, "note", "reminded the Analyzer to submit a diagnosis")
+
+
+def diagnose(path: Path | str, analyzer: str = "rules", **options: Any) -> Diagnosis:
+    """Diagnose one incident bundle: `agent.diagnose(path, analyzer="rules") -> Diagnosis`."""
+    s = Session(path, analyzer, **options)
+    try:
+        return s.diagnose()
+    finally:
+        s.close()

@@ -1,0 +1,52 @@
+"""One incident the tools read from: the bundle, opened once, and what is cached across calls."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tools.telemetry import Bundle, BundleError, open_bundle
+
+
+class PathOutsideBundle(ValueError):
+    """A tool argument named a file outside the incident bundle."""
+
+
+@dataclass
+class IncidentContext:
+    """The incident bundle behind every tool call of one session. Tools only read inside it."""
+
+    path: Path
+    kb_mode: Literal["hybrid", "lexical"] = "hybrid"
+    _bundle: Bundle | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).resolve()
+
+    @property
+    def bundle(self) -> Bundle:
+        with self._lock:
+            if self._bundle is None:
+                self._bundle = open_bundle(self.path)
+            return self._bundle
+
+    def inside(self, relative: str) -> Path:
+        """Resolve a bundle-relative file name; refuse anything that escapes the bundle."""
+        rel = str(relative).strip()
+        if not rel or rel.startswith(("/", "~")) or "\x00" in rel:
+            raise PathOutsideBundle(f"path {relative!r} must be relative to the incident bundle")
+        try:
+            p = self.bundle.resolve_inside(rel)
+        except BundleError as exc:
+            raise PathOutsideBundle(str(exc)) from exc
+        if not p.exists():
+            raise PathOutsideBundle(f"path {relative!r} does not exist in the incident bundle")
+        return p
+
+    def workers(self) -> dict[int, dict[str, Any]]:
+        """rank -> {host, gpu} from the manifest topology."""
+        topo = self.bundle.manifest.topology
+        return {w.rank: {"host": w.host, "gpu": w.gpu} for w in topo.workers}

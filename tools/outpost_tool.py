@@ -1,0 +1,70 @@
+"""`outpost_detect`: run Outpost over the incident's traces (cached per session)."""
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from tools.context import IncidentContext
+from tools.evidence import ToolResult, clip_text
+from tools.outpost import DetectorConfig, detect
+from tools.telemetry import BundleError
+
+NAME = "outpost_detect"
+DESCRIPTION = ("Run Outpost, the trace anomaly detector, over every rank of the incident. Returns suspect ranks "
+               "(culprit first), anomalous kernels/ops with rank, component, method (inter = slower than peers, "
+               "intra = slower than its own repetitions, arrival = late to collectives), steps, time window and "
+               "observed/baseline ratio. Call this first.")
+
+
+class OutpostArgs(BaseModel):
+    ranks: list[int] | None = Field(None, description="only show anomalies on these ranks (detection still uses all)")
+    max_anomalies: int = Field(12, ge=1, le=50, description="how many anomalies to list, highest score first")
+
+
+def _steps_text(steps: list[int]) -> str:
+    if not steps:
+        return "-"
+    if len(steps) > 3 and steps == list(range(steps[0], steps[-1] + 1)):
+        return f"{steps[0]}..{steps[-1]}"
+    return ",".join(map(str, steps[:12])) + ("..." if len(steps) > 12 else "")
+
+
+def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
+    q = args.model_dump()
+    try:
+        res = ctx.cache.get("outpost")
+        if res is None:
+            res = detect(ctx.bundle, DetectorConfig())
+            ctx.cache["outpost"] = res
+    except (BundleError, ValueError, OSError) as exc:
+        return ToolResult(tool=NAME, status="error", query=q, range=str(ctx.path), message=f"detection failed: {exc}")
+    searched = f"traces of {res.stats.ranks} ranks ({res.stats.events:,} events) in {ctx.path.name}"
+    anomalies = [a for a in res.anomalies if args.ranks is None or a.rank in args.ranks]
+    shown = anomalies[: args.max_anomalies]
+    by = Counter((a.rank, a.component, a.method) for a in anomalies)
+    data = {
+        "suspect_ranks": res.suspect_ranks,
+        "anomalies": [
+            {"rank": a.rank, "component": a.component, "method": a.method, "kind": a.kind, "name": clip_text(a.name, 120),
+             "steps": _steps_text(a.steps), "n_steps": len(a.steps), "ratio": round(a.ratio, 2), "score": round(a.score, 1),
+             "start_ns": a.start_ns, "end_ns": a.end_ns, "detail": clip_text(a.detail, 200)}
+            for a in shown
+        ],
+        "counts": [{"rank": r, "component": c, "method": m, "n": n} for (r, c, m), n in sorted(by.items())],
+        "notes": [clip_text(n, 300) for n in res.notes],
+        "groups": res.stats.groups,
+    }
+    more = ""
+    if len(anomalies) > len(shown):
+        more = f"{len(anomalies) - len(shown)} more anomalies: call outpost_detect with max_anomalies or ranks"
+    if not res.anomalies:
+        return ToolResult(tool=NAME, status="no_data", query=q, range=searched, data=data,
+                          message="no anomaly: every rank behaves like its peers and its own repetitions",
+                          summary="Outpost found no anomalous kernel or op on any rank")
+    comps = Counter(a.component for a in anomalies)
+    summary = (f"suspect ranks {res.suspect_ranks}; {len(anomalies)} anomalies "
+               f"({', '.join(f'{c} x{n}' for c, n in comps.most_common())})")
+    return ToolResult(tool=NAME, status="ok" if anomalies else "no_data", query=q, range=searched, data=data,
+                      summary=summary, more=more,
+                      message="" if anomalies else f"no anomaly on ranks {args.ranks}")

@@ -1,0 +1,61 @@
+"""The agent's investigation tools for one incident: pydantic argument models, runners, LangChain tools."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from tools import knowledge_tool, log_search, metric_lookup, outpost_tool, trace_slice
+from tools.context import IncidentContext
+from tools.evidence import ToolResult
+
+_MODULES = (outpost_tool, trace_slice, metric_lookup, log_search, knowledge_tool)
+_ARGS = {
+    outpost_tool.NAME: outpost_tool.OutpostArgs,
+    trace_slice.NAME: trace_slice.TraceSliceArgs,
+    metric_lookup.NAME: metric_lookup.MetricLookupArgs,
+    log_search.NAME: log_search.LogSearchArgs,
+    knowledge_tool.NAME: knowledge_tool.KnowledgeSearchArgs,
+}
+
+
+@dataclass(frozen=True)
+class AgentTool:
+    """One investigation tool bound to an incident."""
+
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    runner: Callable[[IncidentContext, Any], ToolResult]
+    ctx: IncidentContext
+
+    def validate(self, args: dict[str, Any]) -> BaseModel:
+        """Parse arguments; raises pydantic.ValidationError with the model's own message."""
+        return self.args_model.model_validate(args or {})
+
+    def run(self, args: dict[str, Any]) -> ToolResult:
+        try:
+            parsed = self.validate(args)
+        except ValidationError as exc:
+            return ToolResult(tool=self.name, status="error", query=dict(args or {}), message=f"invalid arguments: {exc}")
+        try:
+            return self.runner(self.ctx, parsed)
+        except Exception as exc:  # a tool bug must reach the Analyzer as a result, not kill the session
+            return ToolResult(tool=self.name, status="error", query=parsed.model_dump(exclude_none=True),
+                              message=f"tool failed: {type(exc).__name__}: {exc}")
+
+    def as_langchain(self):  # type: ignore[no-untyped-def]
+        """A LangChain StructuredTool with the same schema (for `bind_tools`)."""
+        from langchain_core.tools import StructuredTool
+
+        def _call(**kwargs: Any) -> str:
+            return self.run(kwargs).render()
+
+        return StructuredTool.from_function(func=_call, name=self.name, description=self.description,
+                                            args_schema=self.args_model)
+
+
+def make_tools(ctx: IncidentContext) -> dict[str, AgentTool]:
+    """Every investigation tool, keyed by name."""
+    return {m.NAME: AgentTool(m.NAME, m.DESCRIPTION, _ARGS[m.NAME], m.run, ctx) for m in _MODULES}
