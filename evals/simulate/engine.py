@@ -545,7 +545,7 @@ class Simulator:
             if key == "AR":
                 arrival = t
                 end = arrival.max() + ar_ns * self.rng.lognormal(0.0, 0.02)
-                ai, ei = self._i(arrival), self._i(np.full(tp, end))
+                ai, ad = _us_pair(arrival, np.full(tp, end))
                 kn = _js(K.NCCL_ALLREDUCE)
                 for j, r in enumerate(rl):
                     if not self.emit[r]:
@@ -553,22 +553,22 @@ class Simulator:
                     rk = self.rk[r]
                     ext, cc = ext_corr[j]
                     a = self._coll_args(r, "allreduce", nelems, "tp")
-                    per_rank[j].append(_x("kernel", kn, rk.dev, COMPUTE_STREAM, ai[j], ei[j],
-                                          f'{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc},{a}}}'))
+                    per_rank[j].append(f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{rk.dev},"tid":{COMPUTE_STREAM},"ts":{ai[j]:.3f},"dur":{ad[j]:.3f},'
+                                       f'"args":{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc},{a}}}}}')
                 self.res.busy[s, ranks] += end - arrival
                 self.res.coll_wait[s, ranks] += end - arrival - ar_ns
                 t = np.full(tp, end) + 800.0
                 continue
             kd = kernel_dur(key)
-            ks, ke = self._i(t), self._i(t + kd)
+            ks, kdur = _us_pair(t, t + kd)
             kn = self._kernel_name(key, kt, prefill)
             for j, r in enumerate(rl):
                 if not self.emit[r]:
                     continue
-                rk = self.rk[r]
+                dev = self.rk[r].dev
                 ext, cc = ext_corr[j]
-                per_rank[j].append(_x("kernel", kn, rk.dev, COMPUTE_STREAM, ks[j], ke[j],
-                                      f'{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc}}}'))
+                per_rank[j].append(f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{COMPUTE_STREAM},"ts":{ks[j]:.3f},"dur":{kdur[j]:.3f},'
+                                   f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc}}}}}')
             self.res.busy[s, ranks] += kd
             t = t + kd + 800.0
         gpu[:] = t

@@ -34,8 +34,14 @@ def layers_per_stage(task: TaskConfig, size: Size) -> int:
 
 def events_per_rank_step(task: TaskConfig, layers: int) -> int:
     """Rough event count of one rank's step (used only to size medium/large runs)."""
-    per_layer = 65 if task.mode == "eager" else 13
-    return 25 + layers * per_layer + 15
+    if task.mode == "eager":
+        per_layer = 65.0
+    else:
+        # Steps with prefill (or too many tokens for a captured graph) fall back to eager.
+        from evals.simulate.workload import PREFILL_PROB
+        p_eager = PREFILL_PROB[task.workload]
+        per_layer = 65.0 * p_eager + 12.0 * (1.0 - p_eager)
+    return int(25 + layers * per_layer + 15)
 
 
 def n_steps(task: TaskConfig, size: Size) -> int:
