@@ -18,6 +18,7 @@ def simulate(
     suite: Optional[str] = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="list task configurations and exit"),
     json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
+    metrics_format: str = typer.Option("parquet", "--metrics-format", help="parquet | csv (RFC 3339 timestamps)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
@@ -50,7 +51,8 @@ def simulate(
 
     t0 = time.perf_counter()
     try:
-        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers)
+        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers,
+                               metrics_format=metrics_format)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

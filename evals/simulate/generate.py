@@ -108,7 +108,7 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
 
 def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: int, out: Path | str, *,
                       severity: str | Severity | None = None, size: str = "small", incident_id: str | None = None,
-                      overwrite: bool = True, workers: int | None = None) -> GroundTruth:
+                      overwrite: bool = True, workers: int | None = None, metrics_format: str = "parquet") -> GroundTruth:
     """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth."""
     t_begin = time.perf_counter()
     cat = scenario if isinstance(scenario, Category) else parse_category(scenario)
@@ -160,7 +160,7 @@ def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: in
     gt = build_ground_truth(incident_id, cat, plan, lay, res, base_ns, metrics_start, metrics_end, seed, size,
                             _rng(seed, "window"), total_events)
     metrics = build_metrics(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "metrics"))
-    write_metrics(metrics, out)
+    write_metrics(metrics, out, fmt=metrics_format)
     logs = build_logs(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "logs"))
     write_logs(logs, out)
     title, symptom = incident_text(gt, lay, res, base_ns)

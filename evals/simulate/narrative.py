@@ -156,8 +156,12 @@ def build_ground_truth(incident_id: str, cat: Category, plan: FaultPlan, lay: La
                                          ChainLink(cause="bigger batches", effect="higher TTFT/TPOT, but no worker deviates from its peers")],
                            confounders=confounders, parameters=params, events_total=events_total)
     comp = COMPONENT[cat]
+    links = CHAINS[cat]
+    if lay.task.tp == 1:
+        # No tensor parallelism: nobody waits in an all-reduce; the slowdown reaches users directly.
+        links = [lk for lk in links if not any(w in (lk[0] + lk[1]) for w in ("all-reduce", "collective", "peers"))]
     chain = [ChainLink(cause=_fmt(c, ctx), effect=_fmt(e, ctx), category=cat.value if k else None, component=k)
-             for c, e, k in CHAINS[cat]]
+             for c, e, k in links]
     dets = []
     for r in plan.affected_ranks:
         for kind, pattern, method, primary in DETECTIONS[cat]:
