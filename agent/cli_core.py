@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
 
     register_detect(app)
     register_kb(app)
+    from agent.cli_agent import register as register_agent
+
+    register_agent(app)
 
     @app.command("import")
     def import_cmd(

@@ -1,20 +1,46 @@
-"""`make demo`: the main job end to end on data shipped in the repository."""
+"""`make demo`: the main job end to end on data shipped in the repository.
+
+Imports a real Kineto trace pair, then diagnoses a simulated incident (tests/data/demo-incident,
+a copy of a `kat simulate` bundle shipped with the repository: the agent never imports evals/)
+with the offline `rules` Analyzer, showing every tool call as it happens.
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TRACES = REPO / "tests" / "data" / "real-traces" / "hta_sampled_pair"
+DEMO_INCIDENT = REPO / "tests" / "data" / "demo-incident"
 
 
 def run_demo(console: Console) -> int:
     from agent.cli_core import bundle_summary
 
-    console.rule("KAT demo: import real Kineto traces (2 ranks of a 128-rank NCCL job)")
-    summary = bundle_summary(SAMPLE_TRACES)
-    for rank, s in summary["ranks"].items():
-        console.print(f"rank {rank}: {s['events']:,} events, steps {s['steps']}, {s['collectives']} collective kernels, "
-                      f"kinds {s['kinds']}")
-    return 0
+    if SAMPLE_TRACES.exists():
+        console.rule("KAT demo 1/2: import real Kineto traces (2 ranks of a 128-rank NCCL job)")
+        summary = bundle_summary(SAMPLE_TRACES)
+        for rank, s in summary["ranks"].items():
+            console.print(f"rank {rank}: {s['events']:,} events, steps {s['steps']}, {s['collectives']} collective kernels, "
+                          f"kinds {s['kinds']}")
+    console.rule("KAT demo 2/2: diagnose a simulated incident with the offline `rules` Analyzer")
+    from agent.render import print_diagnosis
+    from agent.session import Session
+
+    t0 = time.time()
+    s = Session(DEMO_INCIDENT, "rules")
+    console.print(f"incident: {s.ctx.bundle.manifest.id}: {s.ctx.bundle.manifest.symptom}", highlight=False)
+
+    def show(ev) -> None:  # type: ignore[no-untyped-def]
+        if ev.kind in ("tool_call", "accepted", "rejected", "partial"):
+            console.print(f"  {'->' if ev.kind == 'tool_call' else '  '} {ev.text}", highlight=False, markup=False)
+
+    try:
+        d = s.diagnose(on_event=show)
+    finally:
+        s.close()
+    print_diagnosis(console, d)
+    console.print(f"diagnosed in {time.time() - t0:.1f} s")
+    return 0 if d.status == "complete" else 1

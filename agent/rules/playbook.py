@@ -162,14 +162,18 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
             continue
         checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(other, [])) if e]
         s = a.scores.get(other, 0.0)
-        if s == 0:
+        own = [f for f in a.of(other) if f.kind in ("metric", "log")]
+        if s == 0 or not own:
             why = f"{K.NEGATIVE[other]}" + (f" ({', '.join(checks)})" if checks else "")
+            if s > 0:
+                why += "; the trace slowdown alone fits both, the metrics and logs decide"
         else:
             seen = "; ".join(f.text for f in a.of(other)[:2])
             why = f"weaker evidence (score {s:g} vs {a.scores.get(cat, 0):g}): {seen}" + (f" ({', '.join(_ids(a.of(other))[:3])})" if a.of(other) else "")
         alts.append({"category": other, "why": why})
     top = "; ".join(f.text for f in a.of(cat)[:2]) if cat not in ("none",) else "no fault signal in traces, metrics or logs"
-    summary = f"{K.TITLE[cat].capitalize()}" + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "") + f": {top}. {K.MECHANISM[cat].capitalize()}."
+    title = K.TITLE[cat][0].upper() + K.TITLE[cat][1:]
+    summary = f"{title}" + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "") + f": {top}. {K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}."
     evidence = []
     for link in chain:
         for i in link["evidence"]:

@@ -1,0 +1,122 @@
+"""`kat diagnose` and `kat chat`: the agent's command-line front end."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def default_chat_db() -> Path:
+    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
+    return Path(base) / "chat.sqlite"
+
+
+def _session(path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float,
+             db: Path | None = None):  # type: ignore[no-untyped-def]
+    from agent.graph import AgentConfig
+    from agent.session import Session
+    from tools.telemetry import BundleError
+
+    opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+    try:
+        return Session(path, analyzer, config=AgentConfig(max_steps=max_steps, time_budget_s=time_budget), db=db, **opts)
+    except BundleError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    except (ImportError, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+
+
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    def show(ev) -> None:  # type: ignore[no-untyped-def]
+        if quiet:
+            return
+        style = {"tool_call": "cyan", "tool_result": "dim", "rejected": "yellow", "accepted": "green",
+                 "partial": "bold yellow", "note": "yellow"}.get(ev.kind, "")
+        if ev.kind in ("answer",):
+            return
+        mark = {"tool_call": "->", "tool_result": "  <-", "rejected": "  !", "accepted": "  ok", "partial": "  ~", "note": "  ~"}.get(ev.kind, " ")
+        err.print(f"[{style}]{mark} {ev.text}[/]" if style else f"{mark} {ev.text}", highlight=False, markup=True, soft_wrap=False)
+    return show
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("diagnose")
+    def diagnose_cmd(
+        path: Path = typer.Argument(..., help="incident bundle (or a directory of Kineto traces)"),
+        analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
+        model: Optional[str] = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        json_out: bool = typer.Option(False, "--json", help="print only the Diagnosis JSON on stdout"),
+        max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
+        time_budget: float = typer.Option(300.0, "--time-budget", help="seconds"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
+    ) -> None:
+        """Find the root cause of an incident and the causal chain behind it."""
+        s = _session(path, analyzer, base_url, model, max_steps, time_budget)
+        try:
+            d = s.diagnose(on_event=_progress(quiet or json_out))
+        finally:
+            s.close()
+        if json_out:
+            sys.stdout.write(d.model_dump_json(indent=2) + "\n")
+            return
+        from agent.render import print_diagnosis
+
+        print_diagnosis(Console(), d)
+
+    @app.command("chat")
+    def chat_cmd(
+        path: Path = typer.Argument(..., help="incident bundle"),
+        thread: Optional[str] = typer.Option(None, "--thread", help="resume this conversation (thread id)"),
+        analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
+        base_url: Optional[str] = typer.Option(None, "--base-url"),
+        model: Optional[str] = typer.Option(None, "--model"),
+        db: Optional[Path] = typer.Option(None, "--db", help="SQLite file for conversations (default: cache dir)"),
+        max_steps: int = typer.Option(24, "--max-steps"),
+        time_budget: float = typer.Option(300.0, "--time-budget"),
+    ) -> None:
+        """Diagnose, then answer follow-up questions (one per line on stdin; 'exit' or EOF ends). Resumable."""
+        from agent.render import print_diagnosis
+        from agent.diagnosis import Diagnosis
+
+        out = Console()
+        s = _session(path, analyzer, base_url, model, max_steps, time_budget, db=db or default_chat_db())
+        try:
+            tid = thread or uuid.uuid4().hex[:12]
+            st = s.state(tid)
+            if st.get("diagnosis") and Path(st.get("bundle", "")).resolve() != s.ctx.path:
+                err.print(f"[bold red]error:[/] thread {tid} belongs to another incident ({st.get('bundle')})")
+                raise typer.Exit(2)
+            if not st.get("diagnosis"):
+                d = s.diagnose(thread_id=tid, on_event=_progress(False))
+                print_diagnosis(out, d)
+            else:
+                n = len(st.get("ledger") or [])
+                out.print(f"resumed thread {tid}: {n} evidence item(s); diagnosis "
+                          f"{Diagnosis.model_validate(st['diagnosis']).root_cause.category}")
+            out.print(f"thread id: {tid}  (resume with --thread {tid})")
+            interactive = sys.stdin.isatty()
+            while True:
+                if interactive:
+                    out.print("[bold]kat>[/] ", end="")
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                q = line.strip()
+                if not q:
+                    continue
+                if q.lower() in ("exit", "quit", ":q"):
+                    break
+                answer = s.ask(q, tid, on_event=_progress(False))
+                out.print(answer, highlight=False, markup=False)
+        finally:
+            s.close()

@@ -1,0 +1,63 @@
+"""The Diagnosis for a terminal (rich) and as plain text."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agent.diagnosis import Diagnosis
+
+
+def render_rich(d: Diagnosis) -> Panel:
+    rc = d.root_cause
+    head = Text()
+    head.append(f"{rc.category}", style="bold red" if rc.category not in ("none", "workload_shift") else "bold green")
+    head.append(f"  component {rc.component}  ranks {rc.ranks or '-'}  hosts {', '.join(rc.hosts) or '-'}  "
+                f"confidence {d.confidence:.2f}" + ("  (PARTIAL)" if d.status == "partial" else ""))
+    parts: list = [head, Text(rc.summary)]
+    if d.causal_chain:
+        t = Table(title="Causal chain", show_lines=True, expand=True)
+        t.add_column("#", width=3)
+        t.add_column("cause")
+        t.add_column("effect")
+        t.add_column("evidence", width=14)
+        for i, link in enumerate(d.causal_chain, 1):
+            t.add_row(str(i), link.cause, link.effect, ", ".join(link.evidence))
+        parts.append(t)
+    if d.evidence:
+        t = Table(title="Evidence", expand=True)
+        t.add_column("id", width=6)
+        t.add_column("tool", width=16)
+        t.add_column("query")
+        t.add_column("finding")
+        for e in d.evidence:
+            t.add_row(e.id, e.tool, e.query[:90], e.summary[:160])
+        parts.append(t)
+    if d.alternatives_ruled_out:
+        t = Table(title="Ruled out", expand=True)
+        t.add_column("category", width=24)
+        t.add_column("why")
+        for a in d.alternatives_ruled_out:
+            t.add_row(a.category, a.why[:300])
+        parts.append(t)
+    if d.remediation:
+        parts.append(Text("Remediation:\n" + "\n".join(f"  - {r}" for r in d.remediation)))
+    return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
+
+
+def render_text(d: Diagnosis) -> str:
+    rc = d.root_cause
+    lines = [f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
+             + (" [partial]" if d.status == "partial" else ""), rc.summary]
+    for i, link in enumerate(d.causal_chain, 1):
+        lines.append(f"  {i}. {link.cause} -> {link.effect} [{', '.join(link.evidence)}]")
+    for a in d.alternatives_ruled_out:
+        lines.append(f"  not {a.category}: {a.why}")
+    for r in d.remediation:
+        lines.append(f"  fix: {r}")
+    return "\n".join(lines)
+
+
+def print_diagnosis(console: Console, d: Diagnosis) -> None:
+    console.print(render_rich(d))
