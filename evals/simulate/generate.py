@@ -97,6 +97,15 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
     """Simulate the whole run; format and write the traces of `ranks` only."""
     lay, plan, wl, seed, out, sz, base_ns, incident_id = _JOB
     writers, pg_args = _writers(out, lay, sz, base_ns, incident_id, only=ranks)
+    for r, w in writers.items():
+        wk = lay.workers[r]
+        # Process/thread names, as Kineto writes them (viewers use them; the importer skips "M" events).
+        meta = [{"name": "process_name", "ph": "M", "pid": wk.pid, "tid": 0, "args": {"name": f"python3 (rank {r})"}},
+                {"name": "thread_name", "ph": "M", "pid": wk.pid, "tid": wk.pid, "args": {"name": "thread 0 (python3)"}},
+                {"name": "process_name", "ph": "M", "pid": wk.gpu, "tid": 0, "args": {"name": f"GPU {wk.gpu}"}},
+                {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 7, "args": {"name": "stream 7"}},
+                {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 24, "args": {"name": "stream 24 (nccl)"}}]
+        w.add(",".join(orjson.dumps(m).decode() for m in meta), len(meta))
     sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows)
     try:
         res = sim.run(t0=1.0e6)
