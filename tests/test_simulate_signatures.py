@@ -168,3 +168,16 @@ def test_none_has_no_fault_lines(cases) -> None:
     assert not gt.is_fault and gt.window is None
     # Confounders may add an unrelated warning, but never a fault signature.
     assert log_hits(b, FAULT_LOGS) == 0
+
+
+@pytest.mark.parametrize("cat", [c for c in Category if c not in (Category.NONE, Category.WORKLOAD_SHIFT)], ids=lambda c: c.value)
+def test_expected_detections_point_at_real_events(cases, cat: Category) -> None:
+    b, gt, _ = _pair(cases, cat)
+    df = b.all_events()
+    for det in (d for d in gt.expected_detections if d.primary):
+        sel = df[(df["rank"] == det.rank) & (df["kind"].astype(str) == det.kind)
+                 & df["name"].astype(str).str.contains(det.name_pattern, regex=True)]
+        ends = sel["ts_ns"] + sel["dur_ns"]
+        inside = sel[(ends >= det.window.start_ns) & (sel["ts_ns"] <= det.window.end_ns)]
+        assert len(inside), f"{cat.value}: no {det.kind} matching {det.name_pattern!r} on rank {det.rank} in the window"
+        assert gt.window.start_ns <= det.window.start_ns and det.window.end_ns <= gt.window.end_ns
