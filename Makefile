@@ -29,11 +29,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+# HTA 0.5.0 (the peer in the benchmarks) needs pandas 2: it gets its own virtualenv.
+HTA_VENV := .venv-hta
+$(HTA_VENV)/.installed: bench/hta-requirements.txt
+	$(PYTHON) -m venv $(HTA_VENV)
+	$(HTA_VENV)/bin/python -m pip install --quiet -r bench/hta-requirements.txt
+	touch $@
+
+bench: $(STAMP) $(HTA_VENV)/.installed
 	$(PY) -m bench.run
 
 eval: $(STAMP)
 	$(VENV)/bin/kat eval standard --out reports/standard
 
 clean:
-	rm -rf $(VENV) .kat-cache reports
+	rm -rf $(VENV) $(HTA_VENV) .kat-cache reports

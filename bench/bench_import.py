@@ -10,7 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.measure import median_of
+import statistics
+
+from bench.measure import Measurement, measure_cmd, median_of
 
 REPO = Path(__file__).resolve().parent.parent
 REAL = REPO / "tests" / "data" / "real-traces"
@@ -27,13 +29,6 @@ def kat_setup() -> None:
     import tools.telemetry.bundle  # noqa: F401
 
 
-def hta_setup() -> None:
-    import logging
-
-    logging.disable(logging.WARNING)
-    import hta.trace_analysis  # noqa: F401
-
-
 def kat_import(trace_dir: str) -> dict:
     from tools.telemetry.bundle import open_bundle
 
@@ -45,14 +40,16 @@ def kat_import(trace_dir: str) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def hta_import(trace_dir: str) -> dict:
-    import logging
+HTA_PYTHON = Path(os.environ.get("KAT_HTA_PYTHON", REPO / ".venv-hta" / "bin" / "python"))
 
-    logging.disable(logging.WARNING)
-    from hta.trace_analysis import TraceAnalysis
 
-    a = TraceAnalysis(trace_dir=trace_dir)
-    return {"ranks": len(a.t.traces), "events": int(sum(len(df) for df in a.t.traces.values()))}
+def hta(mode: str, trace_dir: str, repeats: int = 1) -> Measurement:
+    """HTA in its own virtualenv (see bench/hta_runner.py); median of `repeats` runs."""
+    if not HTA_PYTHON.exists():
+        return Measurement(0.0, 0.0, None, f"{HTA_PYTHON} missing: run `make bench` (it creates .venv-hta)")
+    runs = [measure_cmd([str(HTA_PYTHON), str(REPO / "bench" / "hta_runner.py"), mode, trace_dir]) for _ in range(repeats)]
+    ok = [r for r in runs if r.error is None] or runs
+    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok), ok[0].result, ok[0].error)
 
 
 def _case_dir(name: str, src: str) -> Path:
@@ -104,15 +101,16 @@ def run(repeats: int = 3, large_ranks: int = 24) -> dict:
         raw = large_events if is_large else _raw_events(d)
         n = 1 if is_large else repeats
         ours = median_of(n, kat_import, str(d), setup=kat_setup)
-        hta = median_of(n, hta_import, str(d), setup=hta_setup)
+        hta_m = hta("load", str(d), repeats=n)
         row = {
             "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1),
             "kat_s": round(ours.seconds, 3), "kat_peak_mb": round(ours.peak_mb), "kat_events_per_s": round(raw / ours.seconds),
             "kat_mb_per_s": round(_size_mb(d) / ours.seconds, 1),
-            "hta_s": round(hta.seconds, 3) if not hta.error else None, "hta_peak_mb": round(hta.peak_mb) if not hta.error else None,
-            "speedup": round(hta.seconds / ours.seconds, 2) if not hta.error else None,
-            "memory_ratio": round(ours.peak_mb / hta.peak_mb, 2) if not hta.error else None,
-            "hta_error": hta.error, "kat_error": ours.error,
+            "hta_s": round(hta_m.seconds, 3) if not hta_m.error else None,
+            "hta_peak_mb": round(hta_m.peak_mb) if not hta_m.error else None,
+            "speedup": round(hta_m.seconds / ours.seconds, 2) if not hta_m.error else None,
+            "memory_ratio": round(ours.peak_mb / hta_m.peak_mb, 2) if not hta_m.error else None,
+            "hta_error": hta_m.error, "kat_error": ours.error,
         }
         rows.append(row)
         print(_fmt(row), flush=True)

@@ -76,6 +76,26 @@ def measure(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None 
     return Measurement(secs, peak / 2**20, res, err)
 
 
+def measure_cmd(argv: list[str], interval: float = 0.02) -> Measurement:
+    """Run a command that prints one JSON line with its own "seconds" (work only, no imports);
+    measure the peak PSS of its process tree."""
+    import json
+    import subprocess
+
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = psutil.Process(p.pid)
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, _tree_pss(proc))
+        time.sleep(interval)
+    out, err = p.communicate()
+    try:
+        doc = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return Measurement(0.0, peak / 2**20, None, f"no result (exit {p.returncode}): {err.strip()[-300:]}")
+    return Measurement(float(doc.get("seconds", 0.0)), peak / 2**20, doc, doc.get("error"))
+
+
 def median_of(n: int, fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None) -> Measurement:
     runs = [measure(fn, *args, setup=setup) for _ in range(n)]
     ok = [r for r in runs if r.error is None] or runs

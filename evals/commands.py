@@ -1,14 +1,21 @@
-"""Registers every evals sub-command. Each command lives in its own module."""
+"""Registers every evals sub-command. Each command lives in its own module.
+
+Each is registered on its own: one plugin that fails to import must not take the others (or
+the core `kat` commands) down with it.
+"""
 from __future__ import annotations
+
+import importlib
+import sys
 
 import typer
 
-from evals.eval_cli import register as register_eval
-from evals.realtrace.cli import register as register_realtrace
-from evals.simulate.cli import register as register_simulate
+_COMMANDS = ("evals.simulate.cli", "evals.realtrace.cli", "evals.eval_cli")
 
 
 def register(app: typer.Typer) -> None:
-    register_realtrace(app)
-    register_simulate(app)
-    register_eval(app)
+    for module in _COMMANDS:
+        try:
+            importlib.import_module(module).register(app)
+        except ImportError as exc:
+            print(f"kat: commands from {module} unavailable ({exc})", file=sys.stderr)

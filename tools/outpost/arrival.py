@@ -54,9 +54,10 @@ def late_arrivals(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     """Rank-steps that arrive last at most of their collectives, by a margin."""
     if inst.empty:
         return pd.DataFrame()
+    inst = inst.assign(late_pos=inst["late_ns"].clip(lower=0))
     agg = inst.groupby(["gkey", "rank", "step"], sort=False).agg(
         n=("late_ns", "size"), last_share=("is_last", "mean"), late_ns=("late_ns", "median"),
-        total_late=("late_ns", lambda x: float(np.clip(x, 0, None).sum())),
+        total_late=("late_pos", "sum"),
         start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"), name_code=("name_code", "first"),
         wait_ns=("dur_ns", "sum"), transfer_ns=("transfer_ns", "sum")).reset_index()
     # Margin: both an absolute floor and a share of a typical collective, so jitter never counts.
@@ -69,24 +70,13 @@ def late_arrivals(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
 
 
 def _like_sized_baseline(per: pd.DataFrame, q: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """For each instance: a low quantile of the same collective's transfer times at message
-    sizes within 0.8x..1.25x (batch sizes change every step). The low quantile resists a long
-    fault window pulling the baseline up."""
-    base = np.full(len(per), np.nan)
-    count = np.zeros(len(per), dtype=np.int64)
-    pos = {ix: i for i, ix in enumerate(per.index)}
-    for _, g in per.groupby(["gkey", "name_code"], sort=False):
-        order = np.argsort(g["msg_bytes"].to_numpy(), kind="stable")
-        size = g["msg_bytes"].to_numpy()[order].astype(np.float64)
-        vals = g["transfer_ns"].to_numpy()[order].astype(np.float64)
-        lo = np.searchsorted(size, size * 0.8, side="left")
-        hi = np.searchsorted(size, size * 1.25, side="right")
-        rows = [pos[ix] for ix in g.index.to_numpy()[order]]
-        for i in range(len(order)):
-            window = vals[lo[i]:hi[i]]
-            base[rows[i]] = np.quantile(window, q)
-            count[rows[i]] = len(window)
-    return base, count
+    """For each instance: a low quantile of the same collective's transfer times at a similar
+    message size (quarter-octave bins: batch sizes change every step). The low quantile
+    resists a long fault window pulling the baseline up."""
+    size_bin = np.round(np.log2(np.maximum(per["msg_bytes"].to_numpy(dtype=np.float64), 1.0)) * 4).astype(np.int64)
+    keys = [per["gkey"], per["name_code"], pd.Series(size_bin, index=per.index)]
+    g = per["transfer_ns"].astype(np.float64).groupby(keys, sort=False)
+    return g.transform(lambda x: x.quantile(q)).to_numpy(), g.transform("size").to_numpy()
 
 
 def link_slowdowns(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:

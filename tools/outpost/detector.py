@@ -71,7 +71,7 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig) 
     # numa: host-side ops and host->device copies slow together on the same rank (same episode).
     copy_ranks = set(rows.loc[rows["cls"] == CLS_COPY, "rank"])
     cpu_ranks = set(rows.loc[rows["cls"] == CLS_CPU, "rank"])
-    kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"]
+    kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"].astype(str)
     comps = []
     for rank, cls, code, local, share in zip(rows["rank"], rows["cls"], rows["name_code"], rows["local"], rows["top_share"]):
         name = str(table.names[code])
@@ -115,8 +115,7 @@ def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     return occ
 
 
-def _arrival_rows(inst: pd.DataFrame, cfg: DetectorConfig, causes: pd.DataFrame) -> pd.DataFrame:
-    late = late_arrivals(inst, cfg)
+def _arrival_rows(late: pd.DataFrame, causes: pd.DataFrame) -> pd.DataFrame:
     if late.empty:
         return late
     comps = []
@@ -165,15 +164,16 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
     if n.empty:
         return DetectionResult(stats=RunStats(events=0, ranks=len(bundle.ranks), seconds=time.perf_counter() - t0),
                                notes=["no events"])
-    kind_of = dict(zip(n["name_code"].to_numpy(), n["kind"].to_numpy()))
+    first = n.drop_duplicates("name_code")
+    kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
     if not groups:
         notes.append("no synchronous peer group (single rank or pipeline-only layout): intra-worker and arrival tests only")
     inter = _inter_rows(table, groups, cfg)
     intra = _intra_rows(table, cfg)
     causes = pd.concat([x for x in (inter, intra) if not x.empty], ignore_index=True) if (len(inter) or len(intra)) else pd.DataFrame()
     inst = collective_instances(table, groups)
-    late = _arrival_rows(inst, cfg, causes) if not inst.empty else pd.DataFrame()
     late_all = late_arrivals(inst, cfg) if not inst.empty else pd.DataFrame()
+    late = _arrival_rows(late_all, causes)
     link = _link_rows(bundle, inst, late_all, cfg, notes) if not inst.empty else pd.DataFrame()
     if not late.empty:
         late = late.assign(name_code=late["name_code"])

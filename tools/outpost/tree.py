@@ -104,6 +104,7 @@ def build_nodes(bundle: Bundle) -> NodeTable:
     total = 0
     offsets: dict[int, int] = {}
     rows = 0
+    name_index: dict[str, int] = {}
     for r in bundle.ranks:
         df = bundle.events(r)
         total += len(df)
@@ -116,26 +117,29 @@ def build_nodes(bundle: Bundle) -> NodeTable:
         part["value"] = _self_time(df)
         sb = _shape_bucket(df)
         shape_names = df["shape"].cat.categories.to_numpy(dtype=object)
-        part["shape_key"] = np.where(sb >= 0, shape_names[np.maximum(sb, 0)], "")
+        part["shape_key"] = pd.Categorical(np.where(sb >= 0, shape_names[np.maximum(sb, 0)], ""))
+        # Names: each rank's (small) category table mapped into one global code space.
+        cats = df["name"].cat.categories
+        lut = np.array([name_index.setdefault(c, len(name_index)) for c in cats], dtype=np.int64)
+        codes = df["name"].cat.codes.to_numpy()
+        part["name_code"] = np.where(codes >= 0, lut[np.maximum(codes, 0)], -1)
+        part = part.drop(columns=["name", "shape"])
         frames.append(part)
+    names = np.array(list(name_index), dtype=object)
     if not frames:
-        return NodeTable(pd.DataFrame(columns=_COLS), np.array([], dtype=object), total, bundle.ranks, offsets)
+        return NodeTable(pd.DataFrame(columns=_COLS), names, total, bundle.ranks, offsets)
     nodes = pd.concat(frames, ignore_index=True)
-    names = nodes["name"].astype(str)
-    codes, uniques = pd.factorize(names)
-    nodes["name_code"] = codes
-    nodes["kind"] = nodes["kind"].astype(str)
-    nodes["coll_name"] = nodes["coll_name"].astype(str)
-    nodes["group_ranks"] = nodes["group_ranks"].astype(str)
+    for col in ("kind", "coll_name", "group_ranks", "shape_key"):
+        nodes[col] = nodes[col].astype("category")
     # Events outside any step form one pseudo-step, so single-step traces still compare repetitions.
     nodes["step"] = np.where(nodes["step"].to_numpy() < 0, -1, nodes["step"].to_numpy())
     nodes["occ"] = nodes.groupby(["rank", "step", "name_code"], sort=False).cumcount().to_numpy()
-    nodes["cls"] = _classify(nodes, uniques.to_numpy(dtype=object))
-    return NodeTable(nodes, uniques.to_numpy(dtype=object), total, bundle.ranks, offsets)
+    nodes["cls"] = pd.Categorical(_classify(nodes, names))
+    return NodeTable(nodes, names, total, bundle.ranks, offsets)
 
 
 def _classify(nodes: pd.DataFrame, names: np.ndarray) -> np.ndarray:
-    kind = nodes["kind"].to_numpy(dtype=object)
+    kind = nodes["kind"].astype(object).to_numpy()
     wait_name = np.fromiter((WAIT_NAMES.search(n) is not None for n in names), dtype=bool, count=len(names))
     is_wait = wait_name[nodes["name_code"].to_numpy()]
     cls = np.full(len(nodes), CLS_CPU, dtype=object)

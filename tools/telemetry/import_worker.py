@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import orjson
@@ -60,8 +61,19 @@ def decode_many(paths: list[Path], default_rank: int | None) -> Iterator[tuple[P
             cols, meta = import_kineto_columns(p, default_rank=default_rank)
             yield p, cols, meta
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
-        futures = {p: pool.submit(import_kineto_columns, p, default_rank=default_rank) for p in paths}
-        for p, fut in futures.items():
-            cols, meta = fut.result()
-            yield p, cols, meta
+    # fork, not spawn/forkserver: those re-import the caller's __main__ in every worker, which
+    # runs an unguarded script's top level again. Workers only decode JSON with msgspec/numpy.
+    done: set[Path] = set()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            futures = {p: pool.submit(import_kineto_columns, p, default_rank=default_rank) for p in paths}
+            for p, fut in futures.items():
+                cols, meta = fut.result()
+                done.add(p)
+                yield p, cols, meta
+    except BrokenProcessPool:
+        # A worker died (e.g. killed for memory): finish the rest here, one at a time.
+        for p in paths:
+            if p not in done:
+                cols, meta = import_kineto_columns(p, default_rank=default_rank)
+                yield p, cols, meta

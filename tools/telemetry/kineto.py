@@ -50,7 +50,7 @@ _COLLECTIVE_KERNEL = re.compile(
 )
 _NCCL_KERNEL_COLL = re.compile(r"nccl(?:Dev)?Kernel_([A-Za-z]+)")
 _COMM_OP = re.compile(r"^(nccl|gloo|mpi|ucc|c10d)[:_]+([A-Za-z_]+)")
-_CPU_COLLECTIVE_OP = re.compile(r"^(vllm|symm_mem|c10d|_c10d_functional)::.*(all_reduce|all_gather|reduce_scatter|all_to_all|send|recv|broadcast)")
+_CPU_COLLECTIVE_OP = re.compile(r"^(vllm|sglang|symm_mem|c10d|_c10d_functional)::.*(all_reduce|all_gather|reduce_scatter|all_to_all|send|recv|broadcast)")
 _PROFILER_STEP = re.compile(r"^ProfilerStep#(\d+)$")
 # vLLM's per-engine-step annotation, e.g. execute_context_1(888_788544)_generation_0(0).
 _VLLM_STEP = re.compile(r"^execute_context_\d+\(.*\)_generation_\d+\(.*\)$")

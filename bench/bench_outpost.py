@@ -1,0 +1,73 @@
+"""Import + detection end to end: KAT (open_bundle + Outpost) vs HTA (TraceAnalysis +
+get_potential_stragglers) on the same simulated multi-rank Kineto traces at 1M, 3M and 10M
+events, each tool in a fresh process. Shows cost per event (linearity) and the ratios."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.bench_import import hta
+from bench.measure import measure
+
+WORK = Path(os.environ.get("KAT_BENCH_DIR", Path(tempfile.gettempdir()) / "kat-bench"))
+TASK = "vllm-l70b-tp8-h100-decode-eager"
+TARGETS = {"1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
+
+
+def make_case(label: str, target: int) -> tuple[Path, int]:
+    """A thermal-throttling incident of about `target` events (plain JSON traces), cached."""
+    from evals.simulate.sizes import SIZES, Size
+    from evals.simulate import generate_incident, load_ground_truth
+
+    out = WORK / f"outpost-{label}"
+    if (out / "ground_truth.json").exists():
+        return out, load_ground_truth(out / "ground_truth.json").events_total
+    name = f"bench-{label}"
+    SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False)
+    gt = generate_incident("gpu_thermal_throttling", TASK, 7, out, size=name)
+    return out, gt.events_total
+
+
+def kat_setup() -> None:
+    import tools.outpost  # noqa: F401
+    import tools.telemetry.bundle  # noqa: F401
+
+
+def kat_run(path: str) -> dict:
+    from tools.outpost import detect
+    from tools.telemetry.bundle import open_bundle
+
+    cache = tempfile.mkdtemp(prefix="kat-bench-cache-")
+    try:
+        res = detect(open_bundle(path, cache_dir=cache))
+        return {"suspects": res.suspect_ranks[:2], "anomalies": len(res.anomalies)}
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def run(labels: list[str] | None = None, with_hta: bool = True) -> dict:
+    rows = []
+    for label in labels or list(TARGETS):
+        path, events = make_case(label, TARGETS[label])
+        ours = measure(kat_run, str(path), setup=kat_setup)
+        theirs = hta("stragglers", str(path / "traces")) if with_hta else None
+        row = {"case": label, "events": events, "kat_s": round(ours.seconds, 2), "kat_peak_mb": round(ours.peak_mb),
+               "kat_us_per_event": round(ours.seconds / events * 1e6, 3), "kat_result": ours.result, "kat_error": ours.error}
+        if theirs is not None:
+            row.update({"hta_s": round(theirs.seconds, 2), "hta_peak_mb": round(theirs.peak_mb), "hta_result": theirs.result,
+                        "hta_error": theirs.error,
+                        "speedup": round(theirs.seconds / ours.seconds, 2) if not theirs.error else None,
+                        "memory_ratio": round(ours.peak_mb / theirs.peak_mb, 3) if not theirs.error else None})
+        rows.append(row)
+        print(f"[outpost] {label}: {events:,} events | KAT import+detect {row['kat_s']} s "
+              f"({row['kat_us_per_event']} us/event) {row['kat_peak_mb']} MB -> {row['kat_result'] or row['kat_error']}"
+              + (f" | HTA load+stragglers {row['hta_s']} s {row['hta_peak_mb']} MB -> {row['hta_result'] or row['hta_error']}"
+                 f" | {row['speedup']}x faster, memory {row['memory_ratio']}x" if theirs is not None else ""), flush=True)
+    return {"outpost": rows}
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:] or None)
