@@ -5,7 +5,9 @@ cores. The other faults run with `-m realtrace` or KAT_REALTRACE_ALL=1.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -171,3 +173,19 @@ def test_other_faults_visible(fault: str, every_fault: None, tmp_path_factory: p
         d = comm_entry_delay_ms(ev, RANK)
         assert d.loc[d["step"].isin(FAULT_STEPS), "delay_ms"].min() >= 3.0
         assert set(mm_per_gate_up(ev, RANK, 1).values()) == {1}  # compute untouched
+
+
+def test_cli_writes_a_bundle(every_fault: None, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    out = tmp_path / "cli-case"
+    res = CliRunner().invoke(app, ["realtrace", "--fault", "slow_collective", "--rank", "1", "--steps", "3:5",
+                                   "--num-steps", "6", "--seed", "3", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)[0]
+    assert row["fault"] == "slow_collective" and row["ranks"] == [1] and row["signature_ok"]
+    gt = load_ground_truth(out)
+    assert gt.category == "network_congestion" and gt.affected_steps == [3, 4]
+    assert open_bundle(out).ranks == [0, 1, 2, 3]

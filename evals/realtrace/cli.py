@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             rows = [{"id": r.case_id, "out": str(r.out), "seconds": r.seconds, "trace_bytes": r.trace_bytes,
                      "events": r.trace_events, "fault": r.fault.value, "ranks": r.ground_truth.affected_ranks,
                      "signature_ok": r.signature_ok} for r in results]
-            sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+            sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
             return
         for r in results:
             gt = r.ground_truth
