@@ -10,6 +10,7 @@ import re
 
 from agent.rules import knowledge as K
 from agent.rules.playbook import assess, call
+from agent.rules.signals import sweep_entry
 from agent.rules.topology import Topo
 from agent.state import LedgerEntry
 
@@ -86,7 +87,9 @@ def respond(question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Top
             if fs:
                 why = f"weaker evidence (score {a.scores.get(cat, 0):g} vs {a.scores.get(rc, 0):g}): " + "; ".join(f"{f.text} [{f.ev}]" for f in fs[:3])
             else:
-                why = K.NEGATIVE.get(cat, "no supporting signal was found")
+                checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(cat, [])) if e]
+                checks += [e.id for e in ledger if e.tool == "outpost_detect"][:1]
+                why = K.NEGATIVE.get(cat, "no supporting signal was found") + (f" [{', '.join(checks)}]" if checks else "")
         return f"Not {K.TITLE.get(cat, cat)}: {why}. The evidence points to {_diag_text(diagnosis)}.", []
     if intent == "explain":
         return _chain_text(diagnosis), []
