@@ -60,7 +60,7 @@ def decide(a: Assessment) -> tuple[str, float]:
     if score >= FAULT_THRESHOLD or (score >= 2.0 and has_trace and score > runner):
         conf = min(0.95, 0.35 + 0.1 * score) - (0.15 if runner >= score - 1.0 else 0.0)
         return best, round(max(0.3, conf), 2)
-    if a.scores.get("workload_shift", 0) >= 1.5:
+    if a.scores.get("workload_shift", 0) >= 1.0:
         return "workload_shift", round(min(0.85, 0.5 + 0.1 * a.scores["workload_shift"]), 2)
     return "none", round(0.8 - 0.1 * score, 2)
 
@@ -71,7 +71,7 @@ def plan_next(ledger: list[LedgerEntry], topo: Topo) -> list[dict] | None:
         return [call("outpost_detect", {"max_anomalies": 20})]
     if sweep_entry(ledger, "temp") is None and not any(e.tool == "metric_lookup" for e in ledger):
         calls = [call("metric_lookup", {"name": name}) for _, name in SWEEP]
-        calls.append(call("log_search", {"pattern": ALL_SIGNATURES, "limit": 60}))
+        calls.append(call("log_search", {"pattern": ALL_SIGNATURES, "limit": 80, "token_budget": 8000}))
         return calls
     if not any(e.tool == "knowledge_search" for e in ledger):
         a = assess(ledger, topo)
@@ -110,7 +110,9 @@ def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo) -
                 if ranks:
                     return ranks
         return trace or logs
-    # host_cpu_contention, numa_misbinding, runtime_stall: the trace pins the worker; metrics pin the host.
+    if cat in ("numa_misbinding", "runtime_stall") and logs:
+        return logs  # the worker names itself (affinity line, GC/GIL pause) more precisely than a 1.2x slowdown
+    # host_cpu_contention (and the rest): the trace pins the worker; metrics pin the host.
     pinned = [r for r in trace if not hosts or topo.host_of.get(r) in hosts]
     return sorted(set(pinned) | set(logs)) or trace or logs
 
