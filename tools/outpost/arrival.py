@@ -28,7 +28,7 @@ def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, 
 def collective_instances(table: NodeTable, groups: list[list[int]]) -> pd.DataFrame:
     """One row per (collective instance, member) with entry time, duration and lateness."""
     n = table.nodes
-    sub = n[n["cls"] == CLS_COLL][["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "coll_name", "msg_bytes"]].copy()
+    sub = n[n["cls"] == CLS_COLL][["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "coll_name", "msg_bytes", "device"]].copy()
     if sub.empty:
         return sub
     sub["group_ranks"] = n.loc[sub.index, "group_ranks"]
@@ -82,6 +82,9 @@ def _like_sized_baseline(per: pd.DataFrame, q: float = 0.4) -> tuple[np.ndarray,
 def link_slowdowns(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     """Collective instances whose transfer time (the last arriver's kernel) rose against the
     same collective's own history, while nobody arrived late: the link itself is slow."""
+    # Only device collectives (NCCL kernels) measure a link; a CPU (gloo) collective's time is
+    # mostly its process's scheduling.
+    inst = inst[inst["device"] >= 0]
     if inst.empty:
         return pd.DataFrame()
     per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])[

@@ -9,7 +9,7 @@ import pandas as pd
 
 from tools.outpost.arrival import collective_instances, late_arrivals, link_slowdowns
 from tools.outpost.attribution import is_intra_node, node_component, pin_link
-from tools.outpost.inter import inter_worker
+from tools.outpost.inter import inter_replica, inter_worker
 from tools.outpost.intra import episodic_frames, intra_worker
 from tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
@@ -19,13 +19,19 @@ MERGE_GAP_STEPS = 3  # occurrences this few steps apart belong to one episode
 
 
 def sync_groups(bundle: Bundle) -> list[list[int]]:
-    """Tensor-parallel groups from the manifest; a bare trace directory is one group."""
+    """Tensor-parallel groups from the manifest (a bare trace directory is one group)."""
     present = set(bundle.ranks)
     groups = [[r for r in g if r in present] for g in bundle.manifest.topology.groups.tp]
-    groups = [g for g in groups if len(g) > 1]
-    if not groups and len(present) > 1 and not bundle.manifest.topology.groups.pp:
-        groups = [sorted(present)]
-    return groups
+    return [g for g in groups if len(g) > 1]
+
+
+def replica_groups(bundle: Bundle, tp_groups: list[list[int]]) -> list[list[int]]:
+    """Ranks that do the same work on different batches: data-parallel peers outside any
+    tensor-parallel group (with TP, the lock-step test already covers each worker)."""
+    present = set(bundle.ranks)
+    in_tp = {r for g in tp_groups for r in g}
+    groups = [[r for r in g if r in present and r not in in_tp] for g in bundle.manifest.topology.groups.dp]
+    return [g for g in groups if len(g) > 2]
 
 
 def _episodes(steps: list[int]) -> list[list[int]]:
@@ -63,10 +69,11 @@ def _merge(rows: pd.DataFrame, table: NodeTable, kind_of: dict[int, str]) -> lis
     return out
 
 
-def _inter_rows(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
-    rows = inter_worker(table, groups, cfg)
-    if rows.empty:
-        return rows
+def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
+    parts = [x for x in (inter_worker(table, groups, cfg), inter_replica(table, replicas, cfg)) if not x.empty]
+    if not parts:
+        return pd.DataFrame()
+    rows = pd.concat(parts, ignore_index=True)
     rows["local"] = _local_of(table, rows)
     # numa: host-side ops and host->device copies slow together on the same rank (same episode).
     copy_ranks = set(rows.loc[rows["cls"] == CLS_COPY, "rank"])
@@ -166,9 +173,10 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
                                notes=["no events"])
     first = n.drop_duplicates("name_code")
     kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
-    if not groups:
+    if not groups and not replica_groups(bundle, groups):
         notes.append("no synchronous peer group (single rank or pipeline-only layout): intra-worker and arrival tests only")
-    inter = _inter_rows(table, groups, cfg)
+    replicas = replica_groups(bundle, groups)
+    inter = _inter_rows(table, groups, replicas, cfg)
     intra = _intra_rows(table, cfg)
     causes = pd.concat([x for x in (inter, intra) if not x.empty], ignore_index=True) if (len(inter) or len(intra)) else pd.DataFrame()
     inst = collective_instances(table, groups)

@@ -65,8 +65,42 @@ def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig)
     sub = sub[sub["members"].to_numpy() == gsize.reindex(sub["group"]).to_numpy()]
     if sub.empty:
         return pd.DataFrame()
+    return _flag(sub, cfg)
+
+
+def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
+    """Peers that are not in lock-step (data-parallel replicas, pipeline stage peers) run other
+    batches: compare them per node *and batch shape*, against the other peers' median for the
+    same shape, so an uneven load balancer is not mistaken for a slow worker."""
+    n = table.nodes
+    groups = [g for g in replica_groups if len(g) > 2]
+    gmap = rank_group(groups)
+    if not gmap:
+        return pd.DataFrame()
+    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap)) & (n["shape_key"] != "")][
+        ["rank", "step", "name_code", "shape_key", "cls", "value", "ts_ns", "dur_ns"]].copy()
+    if sub.empty:
+        return pd.DataFrame()
+    sub["group"] = sub["rank"].map(gmap).to_numpy()
+    per_rank = sub.groupby(["group", "name_code", "shape_key", "rank"], sort=False, observed=True)["value"].median()
+    peer = per_rank.groupby(level=[0, 1, 2], sort=False, observed=True).agg(["median", "size"])
+    peer = peer[peer["size"] >= 3]
+    idx = pd.MultiIndex.from_frame(sub[["group", "name_code", "shape_key"]])
+    sub["peer_med"] = peer["median"].reindex(idx).to_numpy()
+    sub = sub[sub["peer_med"].notna()]
+    if sub.empty:
+        return pd.DataFrame()
+    out = _flag(sub, cfg)
+    if not out.empty:
+        out["detail_scope"] = "same-shape work on replica peers"
+    return out
+
+
+def _flag(sub: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Sum each rank-step-class's excess over its peers and keep the ones beyond noise."""
+    sub = sub.copy()
     sub["excess"] = sub["value"] - sub["peer_med"]
-    agg = sub.groupby(["group", "rank", "step", "cls"], sort=False).agg(
+    agg = sub.groupby(["group", "rank", "step", "cls"], sort=False, observed=True).agg(
         observed=("value", "sum"), baseline=("peer_med", "sum"), excess=("excess", "sum"),
         start_ns=("ts_ns", "min"), end_ns=("ts_ns", "max"), count=("value", "size"))
     agg = agg.reset_index()
@@ -88,7 +122,7 @@ def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig)
     out = out.merge(top[["rank", "step", "cls", "name_code", "excess"]].rename(columns={"excess": "top_excess"}),
                     on=["rank", "step", "cls"], how="left")
     out["top_share"] = out["top_excess"] / out["excess"].clip(lower=1.0)
-    ends = sub.assign(end=sub["ts_ns"] + sub["dur_ns"]).groupby(["rank", "step", "cls"])["end"].max()
+    ends = sub.assign(end=sub["ts_ns"] + sub["dur_ns"]).groupby(["rank", "step", "cls"], observed=True)["end"].max()
     out["end_ns"] = ends.reindex(pd.MultiIndex.from_frame(out[["rank", "step", "cls"]])).to_numpy()
     out["method"] = "inter"
     return out
