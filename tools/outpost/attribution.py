@@ -2,6 +2,8 @@
 slowdowns, which member's hardware counters explain it (when the bundle has metrics)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -9,8 +11,15 @@ from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAM
 from tools.telemetry.bundle import Bundle
 
 
-def node_component(cls: str, name: str, path: list[str], method: str) -> str:
+# Framework compute: on a CPU-only run (gloo) these stand in for the GPU kernels they launch.
+COMPUTE_OPS = re.compile(r"aten::(mm|bmm|addmm|matmul|linear|baddbmm|convolution)|gemm|_proj\b|proj$|attn|attention|mlp",
+                         re.IGNORECASE)
+
+
+def node_component(cls: str, name: str, path: list[str], method: str, cpu_only: bool = False) -> str:
     """Component of one anomalous node from its class, name and ancestry."""
+    if cpu_only and cls == CLS_CPU and method == "inter" and COMPUTE_OPS.search(name):
+        return "gpu"
     text = " ".join(path + [name])
     if STORAGE_NAMES.search(text):
         return "storage"

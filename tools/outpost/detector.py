@@ -79,11 +79,12 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
     copy_ranks = set(rows.loc[rows["cls"] == CLS_COPY, "rank"])
     cpu_ranks = set(rows.loc[rows["cls"] == CLS_CPU, "rank"])
     kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"].astype(str)
+    cpu_only = not (table.nodes["device"].to_numpy() >= 0).any()
     comps = []
     for rank, cls, code, local, share in zip(rows["rank"], rows["cls"], rows["name_code"], rows["local"], rows["top_share"]):
         name = str(table.names[code])
         path = table.path_of(int(rank), int(local))[:-1] if local >= 0 else []
-        comp = node_component(cls, name, path, "inter")
+        comp = node_component(cls, name, path, "inter", cpu_only=cpu_only)
         if comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
             comp = "host_memory"
         elif comp == "host_cpu" and share >= 0.6 and kind_of.get(code) == "python":

@@ -25,12 +25,12 @@ def rank_group(groups: list[list[int]]) -> dict[int, int]:
     return out
 
 
-def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig) -> pd.Series:
+def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None) -> pd.Series:
     """Moderate deviations that persist over consecutive steps: each step alone is within noise,
     together (z summed over the run, divided by sqrt of its length) they are not."""
     soft = ((agg["ratio"] >= 1.0 + cfg.min_effect / 2) & (agg["excess"] >= floor / 2) & (agg["z"] >= 2.0)).to_numpy()
     out = np.zeros(len(agg), dtype=bool)
-    for _, g in agg[soft].groupby(["rank", "cls"], sort=False):
+    for _, g in agg[soft].groupby(["rank", "cls"] + (extra or []), sort=False, observed=True):
         g = g.sort_values("step")
         steps, z, idx = g["step"].to_numpy(), g["z"].to_numpy(), g.index.to_numpy()
         start = 0
@@ -97,32 +97,52 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
 
 
 def _flag(sub: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
-    """Sum each rank-step-class's excess over its peers and keep the ones beyond noise."""
+    """Rank-steps whose excess over peers is beyond noise, judged per node class and per node
+    name (a class total hides one slow op among many noisy ones; a name alone misses a
+    slowdown spread thin over many ops). One row per (rank, step, class), the larger finding."""
     sub = sub.copy()
     sub["excess"] = sub["value"] - sub["peer_med"]
-    agg = sub.groupby(["group", "rank", "step", "cls"], sort=False, observed=True).agg(
+    found = [x for x in (_flag_by(sub, cfg, []), _flag_by(sub, cfg, ["name_code"])) if not x.empty]
+    if not found:
+        return pd.DataFrame()
+    out = pd.concat(found, ignore_index=True).sort_values("excess", ascending=False)
+    out = out.drop_duplicates(["rank", "step", "cls"]).reset_index(drop=True)
+    out["method"] = "inter"
+    return out
+
+
+def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str]) -> pd.DataFrame:
+    keys = ["group", "rank", "step", "cls"] + extra
+    agg = sub.groupby(keys, sort=False, observed=True).agg(
         observed=("value", "sum"), baseline=("peer_med", "sum"), excess=("excess", "sum"),
-        start_ns=("ts_ns", "min"), end_ns=("ts_ns", "max"), count=("value", "size"))
-    agg = agg.reset_index()
+        start_ns=("ts_ns", "min"), count=("value", "size")).reset_index()
     agg["ratio"] = agg["observed"] / agg["baseline"].clip(lower=1.0)
-    # Noise scale of each class: the spread of the ratio over every rank-step (faults are the
-    # minority). A floor keeps near-zero spreads from turning any wobble into a huge z.
+    # Noise scale: the spread of the ratio over every rank-step of the same class (or node);
+    # faults are the minority. A floor keeps near-zero spreads from making any wobble huge.
     dev = (agg["ratio"] - 1.0).abs()
-    sigma = np.maximum(1.4826 * dev.groupby(agg["cls"]).transform("median"), 0.01)
+    noise_keys = [agg["cls"]] + [agg[k] for k in extra]
+    sigma = np.maximum(1.4826 * dev.groupby(noise_keys, observed=True).transform("median"), 0.01)
     agg["z"] = (agg["ratio"] - 1.0) / sigma
     floor = np.where(agg["cls"].to_numpy() == CLS_COPY, cfg.min_copy_excess_ns, cfg.min_excess_ns)
     strong = (agg["ratio"] >= 1.0 + cfg.min_effect) & (agg["excess"] >= floor) & (agg["z"] >= cfg.z)
-    agg["hit"] = strong | _sustained(agg, floor, cfg)
-    out = agg[agg["hit"]].copy()
+    hit = strong | _sustained(agg, floor, cfg, extra)
+    if extra:
+        # Per-node tests multiply the hypotheses: only nodes that carry a real share of the
+        # rank-step's time may speak on their own (tiny ops are all jitter).
+        total = agg.groupby(["rank", "step", "cls"], observed=True)["baseline"].transform("sum")
+        hit &= agg["baseline"] >= cfg.node_share * total
+    out = agg[hit.to_numpy()].copy()
     if out.empty:
         return out
-    # The node that contributes most of the excess names the anomaly.
-    top = (sub.merge(out[["rank", "step", "cls"]], on=["rank", "step", "cls"])
-           .sort_values("excess", ascending=False).drop_duplicates(["rank", "step", "cls"]))
-    out = out.merge(top[["rank", "step", "cls", "name_code", "excess"]].rename(columns={"excess": "top_excess"}),
-                    on=["rank", "step", "cls"], how="left")
+    if extra:
+        out["top_excess"] = out["excess"]
+    else:
+        # The node that contributes most of the excess names the anomaly.
+        top = (sub.merge(out[["rank", "step", "cls"]], on=["rank", "step", "cls"])
+               .sort_values("excess", ascending=False).drop_duplicates(["rank", "step", "cls"]))
+        out = out.merge(top[["rank", "step", "cls", "name_code", "excess"]].rename(columns={"excess": "top_excess"}),
+                        on=["rank", "step", "cls"], how="left")
     out["top_share"] = out["top_excess"] / out["excess"].clip(lower=1.0)
     ends = sub.assign(end=sub["ts_ns"] + sub["dur_ns"]).groupby(["rank", "step", "cls"], observed=True)["end"].max()
     out["end_ns"] = ends.reindex(pd.MultiIndex.from_frame(out[["rank", "step", "cls"]])).to_numpy()
-    out["method"] = "inter"
     return out

@@ -16,6 +16,7 @@ class DetectorConfig(BaseModel):
     min_excess_ns: int = Field(20_000, ge=0, description="inter-worker: minimum absolute excess per rank and step")
     min_copy_excess_ns: int = Field(2_000, ge=0, description="inter-worker floor for host<->device copies (small, low-noise)")
     z: float = Field(5.0, gt=0, description="robust z-score a deviation must exceed (MAD-scaled)")
+    node_share: float = Field(0.05, ge=0, le=1, description="share of a rank-step's class time a single node needs to be tested alone")
     sustained_steps: int = Field(3, ge=2, description="consecutive moderately-deviating steps that together count as one anomaly")
     intra_effect: float = Field(0.5, ge=0, description="intra-worker: minimum relative excess over the node's own median")
     intra_min_ns: int = Field(200_000, ge=0, description="intra-worker: minimum absolute excess of one occurrence")

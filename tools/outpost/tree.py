@@ -134,8 +134,40 @@ def build_nodes(bundle: Bundle) -> NodeTable:
     # Events outside any step form one pseudo-step, so single-step traces still compare repetitions.
     nodes["step"] = np.where(nodes["step"].to_numpy() < 0, -1, nodes["step"].to_numpy())
     nodes["occ"] = nodes.groupby(["rank", "step", "name_code"], sort=False).cumcount().to_numpy()
-    nodes["cls"] = pd.Categorical(_classify(nodes, names))
+    cls = _classify(nodes, names)
+    WAIT_SPAN = np.fromiter((WAIT_NAMES.search(x) is not None for x in names), dtype=bool, count=len(names))  # noqa: N806
+    if not (nodes["device"].to_numpy() >= 0).any():
+        # CPU-only run (e.g. gloo): user ranges that wrap no waiting are units of compute; their
+        # whole duration is the comparable quantity (the extra work may be extra ops inside).
+        gparent = _global_parents(nodes, offsets)
+        waits = _has_waiting_descendant(gparent, np.isin(cls, [CLS_WAIT, CLS_COLL]) & (nodes["kind"].astype(object).to_numpy() != "annotation"))
+        span = (nodes["kind"].astype(object).to_numpy() == "annotation") & ~waits & ~WAIT_SPAN[nodes["name_code"].to_numpy()] \
+            if len(names) else np.zeros(len(nodes), bool)
+        cls[span] = CLS_CPU
+        nodes.loc[span, "value"] = nodes.loc[span, "dur_ns"].astype(float)
+    nodes["cls"] = pd.Categorical(cls)
     return NodeTable(nodes, names, total, bundle.ranks, offsets)
+
+
+def _global_parents(nodes: pd.DataFrame, offsets: dict[int, int]) -> np.ndarray:
+    base = nodes["rank"].map(offsets).to_numpy()
+    parent = nodes["parent"].to_numpy()
+    return np.where(parent >= 0, base + parent, -1)
+
+
+def _has_waiting_descendant(gparent: np.ndarray, waiting: np.ndarray) -> np.ndarray:
+    """Marks every ancestor of a waiting node (a span that contains a wait is itself waiting)."""
+    marked = np.zeros(len(gparent), dtype=bool)
+    frontier = np.flatnonzero(waiting)
+    for _ in range(64):
+        up = gparent[frontier]
+        up = up[(up >= 0)]
+        up = up[~marked[up]]
+        if len(up) == 0:
+            break
+        marked[up] = True
+        frontier = np.unique(up)
+    return marked
 
 
 def _classify(nodes: pd.DataFrame, names: np.ndarray) -> np.ndarray:
