@@ -1,7 +1,9 @@
 """`outpost_detect`: run Outpost over the incident's traces (cached per session)."""
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +17,32 @@ DESCRIPTION = ("Run Outpost, the trace anomaly detector, over every rank of the 
                "(culprit first), anomalous kernels/ops with rank, component, method (inter = slower than peers, "
                "intra = slower than its own repetitions, arrival = late to collectives), steps, time window and "
                "observed/baseline ratio. Call this first.")
+
+
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> tuple:
+    """Bundle path + its trace files' sizes and mtimes: a changed bundle is detected again."""
+    traces = path / "traces" if (path / "traces").is_dir() else path
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in traces.iterdir() if p.is_file()) if traces.is_dir() else []
+    return (str(path), tuple(files))
+
+
+def _detect(ctx: IncidentContext):  # type: ignore[no-untyped-def]
+    """Detection is deterministic and costs seconds: reuse it within the process (chat turns, sessions)."""
+    key = _key(ctx.path)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    res = detect(ctx.bundle, DetectorConfig())
+    with _CACHE_LOCK:
+        _CACHE[key] = res
+        while len(_CACHE) > 16:
+            _CACHE.popitem(last=False)
+    return res
 
 
 class OutpostArgs(BaseModel):
@@ -35,7 +63,7 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
     try:
         res = ctx.cache.get("outpost")
         if res is None:
-            res = detect(ctx.bundle, DetectorConfig())
+            res = _detect(ctx)
             ctx.cache["outpost"] = res
     except (BundleError, ValueError, OSError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=str(ctx.path), message=f"detection failed: {exc}")

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from agent.rules import knowledge as K
-from agent.rules.signals import (ALL_SIGNATURES, LOG_SIGNATURES, STORAGE_OPS, SWEEP, Finding, log_findings,
+from agent.rules.signals import (SIGNATURE_SEARCHES, LOG_SIGNATURES, STORAGE_OPS, SWEEP, Finding, log_findings,
                                  metric_findings, outpost_findings, query_of, sweep_entry, trace_storage_ranks)
 from agent.rules.topology import Topo
 from agent.state import LedgerEntry
@@ -71,7 +71,7 @@ def plan_next(ledger: list[LedgerEntry], topo: Topo) -> list[dict] | None:
         return [call("outpost_detect", {"max_anomalies": 20})]
     if sweep_entry(ledger, "temp") is None and not any(e.tool == "metric_lookup" for e in ledger):
         calls = [call("metric_lookup", {"name": name}) for _, name in SWEEP]
-        calls.append(call("log_search", {"pattern": ALL_SIGNATURES, "limit": 80, "token_budget": 8000}))
+        calls += [call("log_search", {"pattern": p, "limit": 60, "token_budget": 6000}) for p in SIGNATURE_SEARCHES]
         return calls
     if not any(e.tool == "knowledge_search" for e in ledger):
         a = assess(ledger, topo)

@@ -50,9 +50,21 @@ LOG_SIGNATURES: dict[str, str] = {
     "runtime_stall": r"gc pause|waiting for the gil|detokenizer backlog",
     "storage_io_stall": r"nvme\w*: i/o .*timeout|loading lora adapter|kv offload .* slow",
     "kv_cache_pressure": r"not enough kv cache|is preempted|decode out of memory|retracted_reqs",
-    "workload_shift": r"received request batch|avg prompt",
+    "workload_shift": r"received request batch|\(avg prompt \d+ tokens\)",
 }
-ALL_SIGNATURES = "|".join(f"(?:{p})" for p in LOG_SIGNATURES.values())
+def _chunks(patterns: list[str], limit: int = 250) -> list[str]:
+    """Alternations of the signatures, each within the log tool's pattern length cap."""
+    out: list[str] = []
+    for p in patterns:
+        piece = f"(?:{p})"
+        if out and len(out[-1]) + 1 + len(piece) <= limit:
+            out[-1] += "|" + piece
+        else:
+            out.append(piece)
+    return out
+
+
+SIGNATURE_SEARCHES = _chunks(list(LOG_SIGNATURES.values()))
 
 STORAGE_OPS = r"load_file|_load_adapter|load_lora_adapter|transfer_async|write_backup|safetensors|offload"
 
