@@ -24,6 +24,8 @@ CASES = [
     ("kv_cache_pressure", "vllm-l8b-tp4dp2-a100-prefill-graph"),
     ("network_congestion", "sglang-l70b-tp8pp2-a100-prefill-eager"),
     ("host_cpu_contention", "vllm-q14b-tp2pp2dp2-a100-prefill-eager"),
+    ("gpu_power_or_clock_cap", "sglang-l70b-tp8pp2-a100-prefill-eager"),
+    ("runtime_stall", "sglang-l8b-tp2dp4-h100-mixed-eager"),
 ]
 
 
@@ -49,6 +51,9 @@ def test_rules_diagnoses_generated_incident(incidents: dict, category: str) -> N
     for link in d.causal_chain:  # every link backed by evidence the tools returned
         assert link.evidence and all(i.startswith("ev-") for i in link.evidence)
     assert {i for link in d.causal_chain for i in link.evidence} <= {e.id for e in d.evidence}
+    if gt.is_fault:
+        assert gt.category not in {a.category for a in d.alternatives_ruled_out}
+        assert d.alternatives_ruled_out and d.remediation
 
 
 def test_rules_is_deterministic_and_calls_outpost_first() -> None:
