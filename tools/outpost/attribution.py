@@ -72,6 +72,14 @@ def _outlier_labels(values: pd.Series) -> list:
     """Labels whose value stands far above the rest (robust)."""
     if values.empty or values.max() <= 0:
         return []
+    if len(values) < 4:
+        # Too few for a spread: a label must exceed every other one several times over.
+        out = []
+        for k, v in values.items():
+            others = values.drop(k)
+            if len(others) and v > 0 and v >= 3.0 * float(others.max()) + 1e-9:
+                out.append(k)
+        return out
     med = float(values.median())
     mad = float((values - med).abs().median())
     thresh = med + max(5 * 1.4826 * mad, 0.5 * (values.max() - med), 1e-9)

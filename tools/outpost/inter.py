@@ -90,19 +90,19 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     sub = sub[sub["peer_med"].notna()]
     if sub.empty:
         return pd.DataFrame()
-    out = _flag(sub, cfg)
-    if not out.empty:
-        out["detail_scope"] = "same-shape work on replica peers"
-    return out
+    # Replicas run different batches: noisier than lock-step peers, so only persistent
+    # deviations count, and copies need the same absolute floor as everything else.
+    return _flag(sub, cfg.model_copy(update={"min_copy_excess_ns": cfg.min_excess_ns}), sustained_only=True)
 
 
-def _flag(sub: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+def _flag(sub: pd.DataFrame, cfg: DetectorConfig, sustained_only: bool = False) -> pd.DataFrame:
     """Rank-steps whose excess over peers is beyond noise, judged per node class and per node
     name (a class total hides one slow op among many noisy ones; a name alone misses a
     slowdown spread thin over many ops). One row per (rank, step, class), the larger finding."""
     sub = sub.copy()
     sub["excess"] = sub["value"] - sub["peer_med"]
-    found = [x for x in (_flag_by(sub, cfg, []), _flag_by(sub, cfg, ["name_code"])) if not x.empty]
+    found = [x for x in (_flag_by(sub, cfg, [], sustained_only), _flag_by(sub, cfg, ["name_code"], sustained_only))
+             if not x.empty]
     if not found:
         return pd.DataFrame()
     out = pd.concat(found, ignore_index=True).sort_values("excess", ascending=False)
@@ -111,7 +111,7 @@ def _flag(sub: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     return out
 
 
-def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str]) -> pd.DataFrame:
+def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str], sustained_only: bool = False) -> pd.DataFrame:
     keys = ["group", "rank", "step", "cls"] + extra
     agg = sub.groupby(keys, sort=False, observed=True).agg(
         observed=("value", "sum"), baseline=("peer_med", "sum"), excess=("excess", "sum"),
@@ -125,7 +125,7 @@ def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str]) -> pd.Dat
     agg["z"] = (agg["ratio"] - 1.0) / sigma
     floor = np.where(agg["cls"].to_numpy() == CLS_COPY, cfg.min_copy_excess_ns, cfg.min_excess_ns)
     strong = (agg["ratio"] >= 1.0 + cfg.min_effect) & (agg["excess"] >= floor) & (agg["z"] >= cfg.z)
-    hit = strong | _sustained(agg, floor, cfg, extra)
+    hit = _sustained(agg, floor, cfg, extra) if sustained_only else strong | _sustained(agg, floor, cfg, extra)
     if extra:
         # Per-node tests multiply the hypotheses: only nodes that carry a real share of the
         # rank-step's time may speak on their own (tiny ops are all jitter).
