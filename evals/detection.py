@@ -58,9 +58,7 @@ class DetectionReport(BaseModel):
 
 
 def matches(a, gt: GroundTruth) -> bool:  # noqa: ANN001 - an Anomaly
-    if not gt.is_fault or gt.window is None:
-        return False
-    return a.rank in gt.affected_ranks and a.component == gt.component and gt.window.overlaps(a.start_ns, a.end_ns)
+    return gt.matches(a.rank, a.component, a.start_ns, a.end_ns)
 
 
 def score_case(name: str, gt: GroundTruth, res: DetectionResult, seconds: float) -> CaseScore:
