@@ -154,9 +154,17 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
         chain.append({"cause": "more and longer requests on every replica: " + "; ".join(f.text for f in fs[:3]),
                       "effect": K.SYMPTOM[cat], "evidence": ids[:4]})
     else:
-        ids = ([outpost.id] if outpost else []) + [e.id for e in (sweep_entry(ledger, k) for k in ("temp", "kv_usage", "retrans")) if e]
-        chain.append({"cause": "no rank deviates from its peers and no fault signal is present",
-                      "effect": K.SYMPTOM["none"], "evidence": ids[:4]})
+        checked = [e for e in (sweep_entry(ledger, k) for k in ("temp", "throttle", "kv_usage", "retrans")) if e and e.status == "ok"]
+        ids = ([outpost.id] if outpost else []) + [e.id for e in checked]
+        flagged = outpost.data.get("suspect_ranks", []) if outpost and outpost.status == "ok" else []
+        if flagged:
+            # Trace anomalies nothing else corroborates: report them as unconfirmed, lower confidence.
+            cause = (f"Outpost flags ranks {flagged} ({outpost.summary}), but no metric or log confirms a fault"
+                     + ("" if checked else "; the bundle has no metrics to check"))
+            conf = min(conf, 0.5 if checked else 0.35)
+        else:
+            cause = "no rank deviates from its peers and no fault signal is present"
+        chain.append({"cause": cause, "effect": K.SYMPTOM["none"], "evidence": ids[:4]})
     hosts = sorted({topo.host_of[r] for r in ranks if r in topo.host_of})
     alts = []
     for other in K.LOOKALIKES.get(cat, []):
@@ -173,9 +181,10 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
             seen = "; ".join(f.text for f in a.of(other)[:2])
             why = f"weaker evidence (score {s:g} vs {a.scores.get(cat, 0):g}): {seen}" + (f" ({', '.join(_ids(a.of(other))[:3])})" if a.of(other) else "")
         alts.append({"category": other, "why": why})
-    top = "; ".join(f.text for f in a.of(cat)[:2]) if cat not in ("none",) else "no fault signal in traces, metrics or logs"
+    top = "; ".join(f.text for f in a.of(cat)[:2]) if cat not in ("none",) else chain[0]["cause"]
     title = K.TITLE[cat][0].upper() + K.TITLE[cat][1:]
-    summary = f"{title}" + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "") + f": {top}. {K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}."
+    summary = f"{title}" + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "") + f": {top}. " + ("Treat the flagged ranks as leads to check, not as a diagnosis." if cat == "none" and "Outpost flags" in top
+                     else f"{K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}.")
     evidence = []
     for link in chain:
         for i in link["evidence"]:
