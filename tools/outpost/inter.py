@@ -101,8 +101,8 @@ def _flag(sub: pd.DataFrame, cfg: DetectorConfig, sustained_only: bool = False) 
     slowdown spread thin over many ops). One row per (rank, step, class), the larger finding."""
     sub = sub.copy()
     sub["excess"] = sub["value"] - sub["peer_med"]
-    found = [x for x in (_flag_by(sub, cfg, [], sustained_only), _flag_by(sub, cfg, ["name_code"], sustained_only))
-             if not x.empty]
+    # A single node in a single step is too little evidence: per-node findings must persist.
+    found = [x for x in (_flag_by(sub, cfg, [], sustained_only), _flag_by(sub, cfg, ["name_code"], True)) if not x.empty]
     if not found:
         return pd.DataFrame()
     out = pd.concat(found, ignore_index=True).sort_values("excess", ascending=False)
