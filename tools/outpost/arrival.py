@@ -104,3 +104,40 @@ def link_slowdowns(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     out = step_ratio[hit].copy()
     out["method"] = "intra"
     return out
+
+
+def slow_groups(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Groups whose collectives transfer slower than other groups' same collectives at a
+    similar message size: catches a degraded link that was already degraded when the trace
+    began (no own history to compare with). Needs at least two comparable groups."""
+    inst = inst[inst["device"] >= 0]
+    if inst.empty or inst["gkey"].nunique() < 2:
+        return pd.DataFrame()
+    per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])[
+        ["gkey", "step", "name_code", "transfer_ns", "msg_bytes", "ts_ns", "end_ns"]].copy()
+    per["members"] = per["gkey"].str.count(",") + 1
+    per["bin"] = np.round(np.log2(np.maximum(per["msg_bytes"].to_numpy(dtype=np.float64), 1.0)) * 4).astype(np.int64)
+    med = (per.groupby(["members", "name_code", "bin", "gkey"], observed=True)["transfer_ns"]
+           .agg(median="median", n="size").reset_index())
+    peers = med.groupby(["members", "name_code", "bin"])["gkey"].transform("nunique")
+    med = med[peers >= 2]
+    if med.empty:
+        return pd.DataFrame()
+    total = med.groupby(["members", "name_code", "bin"])["median"].transform("sum")
+    count = med.groupby(["members", "name_code", "bin"])["median"].transform("size")
+    # Each group against the mean of the *other* groups in the same bin.
+    others = (total - med["median"]) / (count - 1)
+    med["ratio"] = med["median"] / others.clip(lower=1.0)
+    med["w"] = med["ratio"] * med["n"]
+    score = med.groupby("gkey").agg(w=("w", "sum"), n=("n", "sum"), bins=("ratio", "size")).reset_index()
+    score["ratio"] = score["w"] / score["n"]
+    bad = score[(score["ratio"] >= 1.0 + cfg.link_effect) & (score["bins"] >= 2) & (score["n"] >= cfg.min_steps_for_baseline)]
+    if bad.empty:
+        return pd.DataFrame()
+    rows = per[per["gkey"].isin(bad["gkey"])]
+    agg = rows.groupby(["gkey", "step"]).agg(observed=("transfer_ns", "sum"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
+                                             name_code=("name_code", "first"), n=("transfer_ns", "size")).reset_index()
+    agg["ratio"] = agg["gkey"].map(bad.set_index("gkey")["ratio"])
+    agg["baseline"] = agg["observed"] / agg["ratio"]
+    agg["method"] = "inter"
+    return agg

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tools.outpost.arrival import collective_instances, late_arrivals, link_slowdowns
+from tools.outpost.arrival import collective_instances, late_arrivals, link_slowdowns, slow_groups
 from tools.outpost.attribution import is_intra_node, node_component, pin_link
 from tools.outpost.inter import inter_replica, inter_worker
 from tools.outpost.intra import episodic_frames, intra_worker
@@ -139,9 +139,10 @@ def _arrival_rows(late: pd.DataFrame, causes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
-    slow = link_slowdowns(inst, cfg)
-    if slow.empty:
-        return slow
+    parts = [x for x in (link_slowdowns(inst, cfg), slow_groups(inst, cfg)) if not x.empty]
+    if not parts:
+        return pd.DataFrame()
+    slow = pd.concat(parts, ignore_index=True).drop_duplicates(["gkey", "step"])
     rows = []
     for gkey, g in slow.groupby("gkey"):
         members = [int(x) for x in gkey.split(",")]
@@ -153,10 +154,11 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
                 continue
         comp = "nvlink" if is_intra_node(bundle, members) else "network"
         pinned, why = pin_link(bundle, members, comp, int(g["start_ns"].min()), int(g["end_ns"].max()))
-        notes.append(f"group [{gkey}]: collective transfer time up {g['ratio'].median():.2f}x; {why}")
+        versus = "its own history" if (g["method"] == "intra").all() else "the other groups'"
+        notes.append(f"group [{gkey}]: collective transfer time {g['ratio'].median():.2f}x {versus}; {why}")
         for r in pinned:
             rows.append(g.assign(rank=r, component=comp, count=g["n"], local=-1, excess=g["observed"] - g["baseline"],
-                                 detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x its own history; {why}"))
+                                 detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x {versus}; {why}"))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
