@@ -65,7 +65,7 @@ def test_repeated_failure_ends_in_an_honest_partial_answer() -> None:
     m = ScriptedChatModel(script=[AIMessage(content="", tool_calls=[tc("outpost_detect", {})]), bad], repeat_last=True)
     d = session(m, max_failures=3).diagnose("t4")
     assert d.status == "partial" and d.root_cause.category == "undetermined"
-    assert d.root_cause.ranks == [4] and d.confidence <= 0.2  # what was gathered is reported, flagged as a lead
+    assert 4 in d.root_cause.ranks and d.confidence <= 0.2  # what was gathered is reported, flagged as a lead
     assert all(i == "ev-1" for link in d.causal_chain for i in link.evidence)
 
 
