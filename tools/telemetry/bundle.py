@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from tools.telemetry.errors import BundleError, TraceImportError
-from tools.telemetry.import_worker import cache_path, decode_many, store
+from tools.telemetry.import_worker import cache_path, import_many
 from tools.telemetry.kineto import KinetoMeta, import_kineto, normalize_events, rank_from_filename
 from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
 from tools.telemetry.schema import COLUMNS, arrow_schema
@@ -189,9 +189,9 @@ def _import_into_cache(paths: list[Path], cache_root: Path, default_rank: int | 
                        loaded: dict[Path, pd.DataFrame]) -> dict[Path, KinetoMeta]:
     """Decode traces into the cache; frames that could not be cached stay in memory."""
     metas: dict[Path, KinetoMeta] = {}
-    for p, cols, meta in decode_many(paths, default_rank):
+    for p, meta, cols in import_many(paths, cache_root, default_rank):
         metas[p] = meta
-        if not store(cols, meta, cache_root, p):
+        if cols is not None:
             loaded[p] = cols.to_frame()
     return metas
 

@@ -1,8 +1,7 @@
 """Import traces into the Parquet cache.
 
-Decoding runs in the calling process or in pool workers; workers load only numpy and msgspec
-and send compact columns back, and the parent alone writes Parquet (pyarrow is heavy to load
-into every worker).
+Decoding and the Parquet write run in the calling process, or in forked pool workers for big
+trace sets (KAT_IMPORT_WORKERS).
 """
 from __future__ import annotations
 
@@ -53,27 +52,32 @@ def import_workers(n_files: int) -> int:
     return max(1, min(want, n_files))
 
 
-def decode_many(paths: list[Path], default_rank: int | None) -> Iterator[tuple[Path, EventColumns, KinetoMeta]]:
-    """Decode traces one at a time, or one per core for big inputs; yields as each finishes."""
+def _import_one(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta, EventColumns | None]:
+    """Decode one trace and store it; the columns come back only if the cache is not writable."""
+    cols, meta = import_kineto_columns(path, default_rank=default_rank)
+    return meta, (None if store(cols, meta, cache_root, path) else cols)
+
+
+def import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -> Iterator[tuple[Path, KinetoMeta, EventColumns | None]]:
+    """Import traces into the cache, one at a time or one per worker process for big inputs."""
     workers = import_workers(len(paths))
     if workers <= 1 or sum(p.stat().st_size for p in paths) < PARALLEL_IMPORT_MIN_BYTES:
         for p in paths:
-            cols, meta = import_kineto_columns(p, default_rank=default_rank)
-            yield p, cols, meta
+            yield (p, *_import_one(p, cache_root, default_rank))
         return
     # fork, not spawn/forkserver: those re-import the caller's __main__ in every worker, which
-    # runs an unguarded script's top level again. Workers only decode JSON with msgspec/numpy.
+    # runs an unguarded script's top level again. Forked workers share the parent's loaded
+    # libraries, decode and write Parquet themselves, and send back only metadata.
     done: set[Path] = set()
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-            futures = {p: pool.submit(import_kineto_columns, p, default_rank=default_rank) for p in paths}
+            futures = {p: pool.submit(_import_one, p, cache_root, default_rank) for p in paths}
             for p, fut in futures.items():
-                cols, meta = fut.result()
+                meta, cols = fut.result()
                 done.add(p)
-                yield p, cols, meta
+                yield p, meta, cols
     except BrokenProcessPool:
         # A worker died (e.g. killed for memory): finish the rest here, one at a time.
         for p in paths:
             if p not in done:
-                cols, meta = import_kineto_columns(p, default_rank=default_rank)
-                yield p, cols, meta
+                yield (p, *_import_one(p, cache_root, default_rank))
