@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 
 class RootCause(_Strict):
     category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
-    component: str = Field(description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-'")
+    component: str = Field("", description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)")
     ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
     hosts: list[str] = Field(default_factory=list)
     summary: str
@@ -49,9 +49,10 @@ class CausalLink(_Strict):
 
 class EvidenceItem(_Strict):
     id: str = Field(description="evidence id returned by a tool, e.g. 'ev-3'")
-    tool: str
-    query: str = Field(description="the exact query (tool arguments) that produced it")
-    summary: str
+    # Filled from the evidence ledger by the validator: a model only has to name the id.
+    tool: str = ""
+    query: str = Field("", description="the exact query (tool arguments) that produced it")
+    summary: str = ""
 
 
 class RuledOut(_Strict):
