@@ -390,12 +390,12 @@ class _Builder:
         path = self.path
         kind = np.array([cat_code[e.cat] for e in xs], dtype=np.int8)
         names = [e.name for e in xs]
-        for i, nm in enumerate(names):
-            if nm.__class__ is not str:
-                raise TraceImportError(f"event {self.rows + i} has a non-string name {nm!r}", path=path,
-                                       field="traceEvents[].name")
-        ncode = self.strings["name"].code
-        name_codes = np.array([ncode(nm) for nm in names], dtype=np.int32)
+        if not all(nm.__class__ is str for nm in names):
+            i = next(i for i, nm in enumerate(names) if nm.__class__ is not str)
+            raise TraceImportError(f"event {self.rows + i} has a non-string name {names[i]!r}", path=path,
+                                   field="traceEvents[].name")
+        table, ncode = self.strings["name"].codes, self.strings["name"].code
+        name_codes = np.array([table[nm] if nm in table else ncode(nm) for nm in names], dtype=np.int32)
         ts_us = _float_column([e.ts for e in xs], path, "traceEvents[].ts")
         dur_us = _float_column([0 if e.dur is None else e.dur for e in xs], path, "traceEvents[].dur")
         if (dur_us < 0).any():
@@ -412,11 +412,10 @@ class _Builder:
         if len(gpu):
             device[gpu] = _int_column([xs[i].pid if args[i].device is None else args[i].device for i in gpu]).astype(np.int32)
             stream[gpu] = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu])
-        for i in np.flatnonzero(correlation < 0):
-            k = kind[i]
-            if k == K_RUNTIME or k in (K_KERNEL, K_MEMCPY, K_MEMSET):
-                e = xs[i]
-                self.unlinked.append((self.rows + int(i), (e.pid, e.tid, e.ts), k != K_RUNTIME))
+        linkable = (kind == K_RUNTIME) | (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET)
+        for i in np.flatnonzero((correlation < 0) & linkable):
+            e = xs[i]
+            self.unlinked.append((self.rows + int(i), (e.pid, e.tid, e.ts), kind[i] != K_RUNTIME))
 
         coll = np.zeros(n, dtype=np.int32)
         group = np.zeros(n, dtype=np.int32)
@@ -439,7 +438,15 @@ class _Builder:
                 if not coll[i]:
                     m = _NCCL_KERNEL_COLL.search(nm)
                     coll[i] = ccode(canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else ""))
-        for i in np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP)):
+        # Classify each distinct name once; only steps and communication ops need per-row work.
+        ops = np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP))
+        if len(ops):
+            op_codes = name_codes[ops]
+            uniq = np.unique(op_codes)
+            values = self.strings["name"].values
+            special = np.fromiter((self._classify_name(values[c]) != (-1, "", False, -1) for c in uniq), dtype=bool, count=len(uniq))
+            ops = ops[np.isin(op_codes, uniq[special])]
+        for i in ops:
             override, cname, on_cpu, stepno = self._classify_name(names[i])
             if override == K_STEP:
                 kind[i] = K_STEP
