@@ -1,0 +1,1 @@
+"""Front ends beyond the terminal: the Slack bot and the HTTP API."""
