@@ -26,11 +26,11 @@ def sync_groups(bundle: Bundle) -> list[list[int]]:
 
 
 def replica_groups(bundle: Bundle, tp_groups: list[list[int]]) -> list[list[int]]:
-    """Ranks that do the same work on different batches: data-parallel peers outside any
-    tensor-parallel group (with TP, the lock-step test already covers each worker)."""
+    """Ranks that do the same work on different batches: data-parallel peers (same position in
+    each replica). Also covers faults that hit a whole tensor-parallel group alike, which the
+    lock-step test cannot see."""
     present = set(bundle.ranks)
-    in_tp = {r for g in tp_groups for r in g}
-    groups = [[r for r in g if r in present and r not in in_tp] for g in bundle.manifest.topology.groups.dp]
+    groups = [[r for r in g if r in present] for g in bundle.manifest.topology.groups.dp]
     return [g for g in groups if len(g) > 2]
 
 

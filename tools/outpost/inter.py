@@ -25,10 +25,13 @@ def rank_group(groups: list[list[int]]) -> dict[int, int]:
     return out
 
 
-def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None) -> pd.Series:
+def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None,
+               full_effect: bool = False) -> pd.Series:
     """Moderate deviations that persist over consecutive steps: each step alone is within noise,
-    together (z summed over the run, divided by sqrt of its length) they are not."""
-    soft = ((agg["ratio"] >= 1.0 + cfg.min_effect / 2) & (agg["excess"] >= floor / 2) & (agg["z"] >= 2.0)).to_numpy()
+    together (z summed over the run, divided by sqrt of its length) they are not. With
+    full_effect every step must still clear the full effect size (noisier comparisons)."""
+    effect = cfg.min_effect if full_effect else cfg.min_effect / 2
+    soft = ((agg["ratio"] >= 1.0 + effect) & (agg["excess"] >= floor / 2) & (agg["z"] >= 2.0)).to_numpy()
     out = np.zeros(len(agg), dtype=bool)
     for _, g in agg[soft].groupby(["rank", "cls"] + (extra or []), sort=False, observed=True):
         g = g.sort_values("step")
@@ -77,8 +80,12 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     gmap = rank_group(groups)
     if not gmap:
         return pd.DataFrame()
-    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap)) & (n["shape_key"] != "")][
+    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap))][
         ["rank", "step", "name_code", "shape_key", "cls", "value", "ts_ns", "dur_ns"]].copy()
+    # Device work scales with the batch: compare it per shape. Host-side op costs barely do,
+    # and their shapes differ across replicas, so host ops compare by name alone.
+    sub["shape_key"] = np.where(sub["cls"].astype(str) == CLS_CPU, "", sub["shape_key"].astype(str))
+    sub = sub[(sub["shape_key"] != "") | (sub["cls"].astype(str) == CLS_CPU)]
     if sub.empty:
         return pd.DataFrame()
     sub["group"] = sub["rank"].map(gmap).to_numpy()
@@ -90,9 +97,15 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     sub = sub[sub["peer_med"].notna()]
     if sub.empty:
         return pd.DataFrame()
-    # Replicas run different batches: noisier than lock-step peers, so only persistent
-    # deviations count, and copies need the same absolute floor as everything else.
-    return _flag(sub, cfg.model_copy(update={"min_copy_excess_ns": cfg.min_excess_ns}), sustained_only=True)
+    # Replicas run different batches: only persistent deviations count; copies need twice the
+    # lock-step floor; host-side work (scheduling scales with the batch, and is compared by name
+    # only) must also clear a larger effect.
+    is_cpu = (sub["cls"].astype(str) == CLS_CPU).to_numpy()
+    device_cfg = cfg.model_copy(update={"min_copy_excess_ns": 2 * cfg.min_copy_excess_ns})
+    host_cfg = cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_effect)})
+    parts = [x for x in (_flag(sub[~is_cpu], device_cfg, sustained_only=True) if (~is_cpu).any() else pd.DataFrame(),
+                         _flag(sub[is_cpu], host_cfg, sustained_only=True) if is_cpu.any() else pd.DataFrame()) if not x.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _flag(sub: pd.DataFrame, cfg: DetectorConfig, sustained_only: bool = False) -> pd.DataFrame:
@@ -125,7 +138,7 @@ def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str], sustained
     agg["z"] = (agg["ratio"] - 1.0) / sigma
     floor = np.where(agg["cls"].to_numpy() == CLS_COPY, cfg.min_copy_excess_ns, cfg.min_excess_ns)
     strong = (agg["ratio"] >= 1.0 + cfg.min_effect) & (agg["excess"] >= floor) & (agg["z"] >= cfg.z)
-    hit = _sustained(agg, floor, cfg, extra) if sustained_only else strong | _sustained(agg, floor, cfg, extra)
+    hit = _sustained(agg, floor, cfg, extra, full_effect=True) if sustained_only else strong | _sustained(agg, floor, cfg, extra)
     if extra:
         # Per-node tests multiply the hypotheses: only nodes that carry a real share of the
         # rank-step's time may speak on their own (tiny ops are all jitter).
