@@ -1,0 +1,78 @@
+"""Run the agent once on one bundle and record its trajectory next to the Diagnosis."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from evals.harness.models import Trajectory
+from evals.harness.variants import Variant
+
+
+def _disable(session: Any, names: list[str]) -> None:
+    """Take tools away from a built Session (see variants.py for why this lives here)."""
+    from agent.backends.llm import LLMAnalyzer
+    from agent.graph import build_graph
+    from tools.evidence import ToolResult
+    from tools.registry import AgentTool
+
+    is_llm = isinstance(session.analyzer, LLMAnalyzer)
+    for name in names:
+        tool = session.tools.get(name)
+        if tool is None:
+            continue
+        if is_llm:
+            del session.tools[name]
+        else:
+            def _off(ctx: Any, args: Any, _name: str = name) -> ToolResult:
+                return ToolResult(tool=_name, status="no_data", query=args.model_dump(exclude_none=True),
+                                  message="disabled for this evaluation (ablation)")
+            session.tools[name] = AgentTool(tool.name, tool.description, tool.args_model, _off, tool.ctx)
+    if is_llm:  # rebind the model to the reduced tool list
+        session.analyzer = LLMAnalyzer(session.analyzer.model, session.tools, name=session.analyzer.name)
+    session.graph = build_graph(session.analyzer, session.tools, session.config, checkpointer=session.checkpointer)
+
+
+def _tokens(messages: list[Any]) -> tuple[int | None, int | None]:
+    tin = tout = 0
+    seen = False
+    for m in messages:
+        u = getattr(m, "usage_metadata", None)
+        if u:
+            seen = True
+            tin += int(u.get("input_tokens") or 0)
+            tout += int(u.get("output_tokens") or 0)
+    return (tin, tout) if seen else (None, None)
+
+
+def run_agent(case_dir: Path, variant: Variant) -> tuple[dict[str, Any], Trajectory]:
+    """(Diagnosis as a dict, trajectory). Exceptions propagate: the runner records them."""
+    from agent.graph import AgentConfig
+    from agent.session import Session
+
+    t0 = time.perf_counter()
+    cfg = AgentConfig(max_steps=variant.max_steps, time_budget_s=variant.time_budget_s)
+    s = Session(case_dir, variant.analyzer, config=cfg, **variant.backend_options())
+    calls: Counter[str] = Counter()
+    rejected = 0
+    try:
+        if variant.disabled_tools:
+            _disable(s, variant.disabled_tools)
+
+        def on_event(ev: Any) -> None:
+            nonlocal rejected
+            if ev.kind == "tool_call" and ev.data.get("name") != "submit_diagnosis":
+                calls[ev.data.get("name", "?")] += 1
+            elif ev.kind == "rejected":
+                rejected += 1
+
+        d = s.diagnose(on_event=on_event)
+        state = s.state(s.thread_id)
+    finally:
+        s.close()
+    tin, tout = _tokens(state.get("messages") or [])
+    traj = Trajectory(tool_calls=sum(calls.values()), tool_calls_by_name=dict(calls), steps=int(state.get("turn_steps") or 0),
+                      tokens_in=tin, tokens_out=tout, wall_s=round(time.perf_counter() - t0, 3), rejected=rejected,
+                      status=d.status)
+    return d.model_dump(mode="json"), traj
