@@ -1,0 +1,216 @@
+"""The HTTP API (FastAPI): start diagnoses, poll or stream them, ask follow-ups, list incidents.
+
+    POST /v1/diagnoses              {incident, analyzer?, time_budget_s?} -> 202 {id}
+    GET  /v1/diagnoses/{id}         status (queued|running|done|error) and the Diagnosis
+    GET  /v1/diagnoses/{id}/events  server-sent events: past events replayed, then live, then `end`
+    POST /v1/threads/{id}/messages  {text} -> the answer on that diagnosis's conversation
+    GET  /v1/incidents              bundles under the incidents root
+    GET  /healthz, /readyz, /docs
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI, Header, Path as PathParam, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agent.frontends.incidents import IncidentError, IncidentRoot
+from agent.frontends.jobs import Busy, JobRunner
+from agent.frontends.models import (DiagnosisCreated, DiagnosisRequest, DiagnosisStatus, ErrorBody, IncidentList,
+                                    MessageReply, MessageRequest)
+from agent.frontends.sessions import SharedCheckpointer
+from agent.frontends.store import Store
+
+log = logging.getLogger("kat.frontends.http")
+
+ID_PATTERN = r"^[0-9a-f]{16}$"
+SSE_POLL_S = 0.2
+
+
+class ServerSettings(BaseModel):
+    incidents_root: Path
+    db: Path
+    token: str | None = None
+    max_concurrent: int = 2
+    max_queue: int = 100
+    time_budget_s: float = 300.0
+    max_steps: int = 24
+    backend_options: dict = {}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _err(status: int, message: str, detail: object = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=message, detail=detail).model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.db)
+        cp = SharedCheckpointer(settings.db)
+        runner = JobRunner(store, IncidentRoot(settings.incidents_root), cp, max_concurrent=settings.max_concurrent,
+                           max_queue=settings.max_queue, time_budget_s=settings.time_budget_s,
+                           max_steps=settings.max_steps, backend_options=settings.backend_options)
+        app.state.store, app.state.runner, app.state.root = store, runner, runner.root
+        app.state.recovered = runner.recover()
+        log.info("recovered jobs: %s", app.state.recovered)
+        try:
+            yield
+        finally:
+            runner.shutdown(wait=False)
+
+    app = FastAPI(title="KAT", version="1", lifespan=lifespan,
+                  description="Root-cause diagnoses of large-model distributed inference incidents.")
+
+    # -- errors: always JSON with a clear message, never a stack trace ---------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _err(exc.status, exc.message, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [{"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{e['where']}: {e['problem']}" for e in errs[:5])
+        return _err(422, f"invalid request: {summary}", errs)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _err(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _err(500, "internal error (see the server log)")
+
+    # -- auth ------------------------------------------------------------------------------------
+    def auth(authorization: str | None = Header(None, include_in_schema=False)) -> None:
+        if not settings.token:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+
+    def runner(request: Request) -> JobRunner:
+        return request.app.state.runner
+
+    def job_or_404(request: Request, job_id: str):  # type: ignore[no-untyped-def]
+        job = request.app.state.store.job(job_id)
+        if job is None:
+            raise ApiError(404, f"no diagnosis with id {job_id!r}")
+        return job
+
+    JobId = PathParam(..., pattern=ID_PATTERN, description="diagnosis id (16 hex digits)")
+    v1 = [Depends(auth)]
+
+    # -- health ----------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(request: Request) -> JSONResponse:
+        st = request.app.state
+        problems = []
+        if not st.root.exists():
+            problems.append(f"incidents root {st.root.root} is not a directory")
+        try:
+            st.store.ping()
+        except Exception as exc:
+            problems.append(f"database: {exc}")
+        r: JobRunner = st.runner
+        body = {"status": "ready" if not problems else "not ready", "problems": problems,
+                "in_flight": r.pending, "capacity": r.capacity, "max_concurrent": r.max_concurrent}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    # -- incidents -------------------------------------------------------------------------------
+    @app.get("/v1/incidents", response_model=IncidentList, dependencies=v1, tags=["incidents"])
+    def incidents(request: Request) -> IncidentList:
+        root: IncidentRoot = request.app.state.root
+        return IncidentList(root=str(root.root), incidents=root.list())
+
+    # -- diagnoses -------------------------------------------------------------------------------
+    @app.post("/v1/diagnoses", status_code=202, response_model=DiagnosisCreated, dependencies=v1, tags=["diagnoses"],
+              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody}})
+    def start(body: DiagnosisRequest, request: Request) -> DiagnosisCreated:
+        r = runner(request)
+        try:
+            path = r.root.resolve(body.incident)
+        except IncidentError as exc:
+            raise ApiError(exc.status, str(exc))
+        try:
+            job_id = r.submit(path, body.analyzer, time_budget_s=body.time_budget_s)
+        except Busy as exc:
+            raise ApiError(429, str(exc), {"Retry-After": "5"})
+        return DiagnosisCreated(id=job_id, status="queued", thread_id=job_id,
+                                links={"self": f"/v1/diagnoses/{job_id}", "events": f"/v1/diagnoses/{job_id}/events",
+                                       "messages": f"/v1/threads/{job_id}/messages"})
+
+    @app.get("/v1/diagnoses/{job_id}", response_model=DiagnosisStatus, dependencies=v1, tags=["diagnoses"],
+             responses={404: {"model": ErrorBody}})
+    def status(request: Request, job_id: str = JobId) -> DiagnosisStatus:
+        return DiagnosisStatus(**job_or_404(request, job_id).model_dump(exclude={"source"}))
+
+    @app.get("/v1/diagnoses/{job_id}/events", dependencies=v1, tags=["diagnoses"],
+             responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}})
+    async def events(request: Request, job_id: str = JobId,
+                     last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> StreamingResponse:
+        """Progress as server-sent events; reconnect with Last-Event-ID to resume. Ends with `event: end`."""
+        job_or_404(request, job_id)
+        store: Store = request.app.state.store
+        after = int(last_event_id) if (last_event_id or "").isdigit() else 0
+
+        async def stream() -> AsyncIterator[str]:
+            seq = after
+            while True:
+                for ev in await asyncio.to_thread(store.events, job_id, seq):
+                    seq = ev.seq
+                    name = "end" if ev.kind == "end" else "progress"
+                    yield f"id: {ev.seq}\nevent: {name}\ndata: {ev.model_dump_json()}\n\n"
+                    if name == "end":
+                        return
+                job = await asyncio.to_thread(store.job, job_id)
+                if job is not None and job.status in ("done", "error") and not await asyncio.to_thread(store.events, job_id, seq):
+                    # finished without an end marker (e.g. interrupted by a restart)
+                    yield f"event: end\ndata: {json.dumps({'status': job.status, 'error': job.error})}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return  # the diagnosis goes on; only this stream stops
+                await asyncio.sleep(SSE_POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- follow-ups ------------------------------------------------------------------------------
+    @app.post("/v1/threads/{job_id}/messages", response_model=MessageReply, dependencies=v1, tags=["threads"],
+              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 504: {"model": ErrorBody}})
+    async def message(body: MessageRequest, request: Request, job_id: str = JobId) -> MessageReply:
+        """A follow-up question on a finished diagnosis (the thread id is the diagnosis id)."""
+        job = job_or_404(request, job_id)
+        if job.status != "done":
+            raise ApiError(409, f"diagnosis {job_id} is {job.status}; follow-ups need a finished diagnosis")
+        evs: list[dict] = []
+        fut = runner(request).ask_future(job_id, body.text, lambda ev: evs.append({"kind": ev.kind, "text": ev.text}))
+        budget = (job.time_budget_s or settings.time_budget_s) + 30
+        try:
+            answer = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=budget)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the follow-up took longer than {budget:.0f} s")
+        except IncidentError as exc:
+            raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}")
+        return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer,
+                            events=[e for e in evs if e["kind"] != "answer"])
+
+    return app

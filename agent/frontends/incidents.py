@@ -1,0 +1,105 @@
+"""The incidents root: list bundles under it and resolve a user-given name safely.
+
+A name is a bundle id (the manifest's `id`), a directory name, or a path relative to the root.
+Nothing outside the root is reachable: absolute paths, `~`, `..` and symlinks that leave the
+root are refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+MAX_DEPTH = 3          # how deep under the root bundles are looked for
+MAX_NAME = 512
+
+
+class IncidentError(ValueError):
+    """A name that cannot be served; `status` is the HTTP status that fits."""
+
+    def __init__(self, message: str, status: int = 404):
+        super().__init__(message)
+        self.status = status
+
+
+class IncidentInfo(BaseModel):
+    id: str
+    path: str              # relative to the incidents root, POSIX separators
+    title: str | None = None
+    symptom: str | None = None
+
+
+def _looks_like_bundle(d: Path) -> bool:
+    if (d / "incident.json").is_file():
+        return True
+    # A plain directory of Kineto traces is a valid input too (ARCHITECTURE.md).
+    try:
+        return any(p.name.endswith((".json", ".json.gz")) for p in d.iterdir() if p.is_file())
+    except OSError:
+        return False
+
+
+def _manifest(d: Path) -> dict:
+    try:
+        with open(d / "incident.json", encoding="utf-8") as f:
+            m = json.load(f)
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class IncidentRoot:
+    """Bundles under one directory."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().resolve()
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def list(self) -> list[IncidentInfo]:
+        out: list[IncidentInfo] = []
+        if not self.exists():
+            return out
+        for dirpath, dirnames, _ in os.walk(self.root, followlinks=False):
+            d = Path(dirpath)
+            depth = len(d.relative_to(self.root).parts)
+            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+            if d == self.root:
+                continue
+            if (d / "incident.json").is_file():
+                m = _manifest(d)
+                rel = d.relative_to(self.root).as_posix()
+                out.append(IncidentInfo(id=str(m.get("id") or d.name), path=rel,
+                                        title=m.get("title"), symptom=m.get("symptom")))
+                dirnames[:] = []  # a bundle's subdirectories (traces/) are not bundles
+            elif depth >= MAX_DEPTH:
+                dirnames[:] = []
+        return out
+
+    def resolve(self, name: str) -> Path:
+        """The bundle directory for `name`, or IncidentError (400 refused, 404 unknown)."""
+        name = (name or "").strip()
+        if not name:
+            raise IncidentError("incident name is empty", 400)
+        if len(name) > MAX_NAME or "\x00" in name or "\\" in name:
+            raise IncidentError("incident name is not a valid id or relative path", 400)
+        p = PurePosixPath(name)
+        if p.is_absolute() or name.startswith("~") or ".." in p.parts:
+            raise IncidentError(f"incident {name!r} refused: only ids and paths inside the incidents root are allowed", 400)
+        cand = (self.root / p).resolve()
+        if cand != self.root and self.root not in cand.parents:
+            # e.g. a symlink under the root that points elsewhere
+            raise IncidentError(f"incident {name!r} refused: it resolves outside the incidents root", 400)
+        if cand != self.root and cand.is_dir() and _looks_like_bundle(cand):
+            return cand
+        if "/" not in name:  # a bundle id or directory name anywhere under the root
+            for info in self.list():
+                if info.id == name or PurePosixPath(info.path).name == name:
+                    return self.resolve(info.path)
+        raise IncidentError(f"no incident {name!r} under the incidents root (GET /v1/incidents lists them)", 404)
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()

@@ -1,0 +1,36 @@
+"""Sessions that share one checkpointer.
+
+`agent.session.Session` opens its own SQLite connection per instance; a server runs many
+sessions at once, so here every Session is built in memory and then rebound to one shared,
+thread-safe SqliteSaver on the front ends' database file (same file as the job store).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from agent.graph import AgentConfig, build_graph
+from agent.session import Session
+
+from agent.frontends.store import connect
+
+
+class SharedCheckpointer:
+    """One SqliteSaver for the whole process (it serialises access with its own lock)."""
+
+    def __init__(self, db: Path | str):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        self.saver = SqliteSaver(connect(db))
+        self.saver.setup()
+        self._lock = threading.Lock()
+
+    def open(self, path: Path, analyzer: str, config: AgentConfig, **backend_options: Any) -> Session:
+        s = Session(path, analyzer, config=config, db=None, **backend_options)
+        s.checkpointer = self.saver
+        s.graph = build_graph(s.analyzer, s.tools, s.config, checkpointer=self.saver)
+        return s
+
+    def close(self) -> None:
+        self.saver.conn.close()
