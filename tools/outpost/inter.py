@@ -80,7 +80,9 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     gmap = rank_group(groups)
     if not gmap:
         return pd.DataFrame()
-    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap))][
+    # Python frames (scheduling, batching, sampling) do work proportional to each replica's own
+    # queue: across replicas only framework ops, launch calls and device work are comparable.
+    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap)) & (n["kind"].astype(str) != "python")][
         ["rank", "step", "name_code", "shape_key", "cls", "value", "ts_ns", "dur_ns"]].copy()
     # Device work scales with the batch: compare it per shape. Host-side op costs barely do,
     # and their shapes differ across replicas, so host ops compare by name alone.
