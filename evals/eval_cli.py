@@ -1,12 +1,15 @@
 """`kat eval SUITE`: scripted evaluation runs.
 
-SUITE `detection` scores Outpost against generated ground truth; `kb` scores knowledge
-retrieval; other suites (agent diagnoses) are run by the diagnosis harness once it exists.
+SUITE `detection` scores Outpost against generated ground truth and `kb` scores knowledge
+retrieval (unchanged); every other suite name (smoke, standard, demo, real, ...) or a directory
+of bundles with ground_truth.json runs the agent on each case and scores its Diagnosis
+(evals/harness). Use `--cases DIR --detector` to score Outpost on a directory instead.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -28,15 +31,57 @@ def _print_detection(report, console) -> None:  # noqa: ANN001
     console.print(t)
 
 
+def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, console) -> None:  # noqa: ANN001
+    from evals.detection import evaluate_detection
+
+    root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
+    if not root.exists():
+        from evals.simulate import generate_suite
+
+        console.print(f"generating suite {suite!r} into {root} ...")
+        generate_suite(suite, root)
+    report = evaluate_detection(root, progress=lambda c: console.print(
+        f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False))
+    if json_out:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        _print_detection(report, console)
+
+
+def _llm_reachable(base_url: str | None) -> str | None:
+    """None when an OpenAI-compatible server answers /models, else why not (a quick probe, 3 s)."""
+    import os
+    import urllib.request
+
+    url = (base_url or os.environ.get("KAT_OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/") + "/models"
+    try:
+        urllib.request.urlopen(url, timeout=3).read(64)  # noqa: S310 - a user-given local endpoint
+        return None
+    except Exception as exc:  # any failure means: skip that variant, say why
+        return f"{url}: {type(exc).__name__}: {exc}"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        suite: str = typer.Argument(..., help="detection | kb | a generated suite name | a directory of bundles"),
-        cases: Path | None = typer.Option(None, "--cases", help="directory of generated bundles (default: generate SUITE into --out)"),
-        out: Path = typer.Option(Path("reports"), "--out", help="where generated cases and reports go"),
-        json_out: bool = typer.Option(False, "--json", help="machine-readable report on stdout"),
+        suite: str = typer.Argument(..., help="detection | kb | smoke | standard | demo | real | a directory of bundles"),
+        cases: Optional[Path] = typer.Option(None, "--cases", help="bundles to use (default: generate SUITE into OUT/cases/SUITE once)"),
+        out: Path = typer.Option(Path("reports"), "--out", help="where generated cases, per-run results and the report go"),
+        json_out: bool = typer.Option(False, "--json", help="machine-readable report on stdout (progress goes to stderr)"),
+        analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (openai analyzer / llm ablation)"),
+        model: Optional[str] = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        repeats: int = typer.Option(1, "--repeats", min=1, help="runs per case; >1 classifies stable/flaky pass/fail"),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="cases run in parallel (processes)"),
+        ablation: Optional[str] = typer.Option(None, "--ablation", help="comma list: no-outpost, no-knowledge, llm, analyzer=NAME"),
+        ablations: bool = typer.Option(False, "--ablations", help="baseline + every ablation (llm only if reachable)"),
+        llm_analyzer: str = typer.Option("openai", "--llm-analyzer", help="backend of the 'llm' ablation"),
+        max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget per case"),
+        time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per case"),
+        fresh: bool = typer.Option(False, "--fresh", help="ignore finished per-case results and run everything again"),
+        detector: bool = typer.Option(False, "--detector", help="score Outpost detection instead of the agent"),
     ) -> None:
-        """Run a scripted evaluation and print its scores."""
+        """Run a scripted evaluation: score diagnoses (or detection / knowledge retrieval) and write a report."""
         from rich.console import Console
 
         console = Console(stderr=json_out)
@@ -44,21 +89,64 @@ def register(app: typer.Typer) -> None:
             from knowledge.cli import print_eval
 
             raise typer.Exit(print_eval(json_out=json_out))
-        if suite == "detection" or (cases is None and Path(suite).is_dir()):
-            from evals.detection import evaluate_detection
-
-            root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
-            if not root.exists():
-                from evals.simulate import generate_suite
-
-                console.print(f"generating suite {suite!r} into {root} ...")
-                generate_suite(suite, root)
-            report = evaluate_detection(root, progress=lambda c: console.print(
-                f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False))
-            if json_out:
-                sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-            else:
-                _print_detection(report, console)
+        if suite == "detection" or detector:
+            _run_detection(suite, cases, out, json_out, console)
             return
-        console.print(f"[red]error:[/] suite {suite!r}: diagnosis evaluation is not available yet (try detection or kb)")
-        raise typer.Exit(2)
+
+        from evals.harness import cases as case_src
+        from evals.harness import report as rep_mod
+        from evals.harness.runner import run_all
+        from evals.harness.variants import ABLATIONS, LLM_ABLATION, Variant, ablation_variants, base_variant
+
+        say = lambda s: console.print(s, highlight=False, soft_wrap=True)  # noqa: E731
+        try:
+            label, root = case_src.resolve(suite, out, cases, say)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        found = case_src.list_cases(root)
+        if not found:
+            console.print(f"[red]error:[/] no bundle with ground_truth.json under {root}")
+            raise typer.Exit(2)
+
+        notes: list[str] = []
+        base = base_variant(analyzer, base_url, model).model_copy(update={"max_steps": max_steps, "time_budget_s": time_budget})
+        llm = None
+        if analyzer == "rules":
+            llm = base_variant(llm_analyzer, base_url, model).model_copy(update={"max_steps": max_steps, "time_budget_s": time_budget})
+        names = [n for n in (ablation or "").split(",") if n.strip()]
+        if ablations:
+            names = list(ABLATIONS) + ([LLM_ABLATION] if llm else [])
+        if LLM_ABLATION in names and llm is not None and llm.analyzer == "openai":
+            why = _llm_reachable(base_url)
+            if why:  # an unreachable server would fail every case: skip the variant and say so
+                names.remove(LLM_ABLATION)
+                notes.append(f"llm ablation skipped: no OpenAI-compatible server ({why})")
+                say(f"[yellow]note:[/] {notes[-1]}")
+        try:
+            variants: list[Variant] = ablation_variants(base, names, llm)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+        total = len(found) * len(variants) * repeats
+        say(f"{label}: {len(found)} cases x {len(variants)} variant(s) x {repeats} repeat(s) = {total} runs, "
+            f"{jobs} job(s); results in {out / 'runs'}")
+
+        def progress(run, done: int, total: int, cached: bool) -> None:  # noqa: ANN001
+            sc = run.scores
+            mark = "[green]pass[/]" if sc and sc.passed else "[red]FAIL[/]"
+            what = f"error: {(run.error or '').splitlines()[0][:80]}" if run.error else \
+                f"{run.category} -> {sc.predicted} ranks {sc.ranks_predicted}"
+            say(f"[{done}/{total}] {mark} {run.variant} {run.case} r{run.repeat}: {what} "
+                f"({'cached' if cached else f'{run.trajectory.wall_s:.1f} s'})")
+
+        runs = run_all(out, found, variants, repeats=repeats, jobs=jobs, fresh=fresh, progress=progress)
+        report = rep_mod.build(label, root, len(found), repeats, variants, runs, notes)
+        md, js = rep_mod.write(report, out)
+        if json_out:
+            sys.stdout.write(report.model_dump_json(indent=1, exclude={"runs"}) + "\n")
+        else:
+            for line in rep_mod.headline(report):  # the Markdown table itself: wide, so never wrapped
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            say(f"report: {md}  (json: {js}, plots: {out / 'plots'})")
