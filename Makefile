@@ -39,8 +39,10 @@ $(HTA_VENV)/.installed: bench/hta-requirements.txt
 bench: $(STAMP) $(HTA_VENV)/.installed
 	$(PY) -m bench.run
 
+# Offline default (rules Analyzer); per-case results are kept, so an interrupted run resumes.
+EVAL_JOBS ?= 2
 eval: $(STAMP)
-	$(VENV)/bin/kat eval standard --out reports/standard
+	$(VENV)/bin/kat eval standard --out reports/standard --jobs $(EVAL_JOBS)
 
 clean:
 	rm -rf $(VENV) $(HTA_VENV) .kat-cache reports

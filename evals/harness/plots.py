@@ -50,10 +50,10 @@ def class_pr_png(s: VariantSummary, path: Path) -> Path:
     ax.bar([i - 0.2 for i in x], prec, width=0.4, label="precision")
     ax.bar([i + 0.2 for i in x], rec, width=0.4, label="recall")
     ax.set_xticks(list(x), cats, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)  # headroom for the legend above full bars
     ax.set_ylabel("root-cause classification")
     ax.set_title(f"Precision / recall per category ({s.variant})", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
