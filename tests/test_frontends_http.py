@@ -12,7 +12,7 @@ import pytest
 
 from agent.frontends.http_api import ServerSettings, create_app
 from agent.frontends.store import Store
-from frontends_util import DEMO_ID, LoopbackServer, incidents_root
+from test_frontends_util import DEMO_ID, LoopbackServer, incidents_root
 
 
 def settings(tmp_path: Path, **kw) -> ServerSettings:  # type: ignore[no-untyped-def]
