@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per case"),
         fresh: bool = typer.Option(False, "--fresh", help="ignore finished per-case results and run everything again"),
         detector: bool = typer.Option(False, "--detector", help="score Outpost detection instead of the agent"),
+        with_detection: bool = typer.Option(False, "--with-detection", help="also score Outpost alone on the same cases"),
     ) -> None:
         """Run a scripted evaluation: score diagnoses (or detection / knowledge retrieval) and write a report."""
         from rich.console import Console
@@ -142,7 +143,13 @@ def register(app: typer.Typer) -> None:
                 f"({'cached' if cached else f'{run.trajectory.wall_s:.1f} s'})")
 
         runs = run_all(out, found, variants, repeats=repeats, jobs=jobs, fresh=fresh, progress=progress)
-        report = rep_mod.build(label, root, len(found), repeats, variants, runs, notes)
+        det = None
+        if with_detection:
+            from evals.detection import evaluate_detection
+
+            say("scoring Outpost detection on the same cases ...")
+            det = evaluate_detection(root).model_dump(mode="json", exclude={"cases"})
+        report = rep_mod.build(label, root, len(found), repeats, variants, runs, notes, det)
         md, js = rep_mod.write(report, out)
         if json_out:
             sys.stdout.write(report.model_dump_json(indent=1, exclude={"runs"}) + "\n")

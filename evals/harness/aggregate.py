@@ -30,6 +30,8 @@ class Tally(BaseModel):
     chain_recall: float | None = None
     faithfulness: float | None = None
     control_ok: float | None = None
+    fault_called: float | None = Field(None, description="incident level: faults diagnosed as some fault")
+    false_alarm: float | None = Field(None, description="incident level: controls diagnosed as a fault")
     answer_ok: float | None = None
     passed: float | None = None
     tool_calls_mean: float | None = None
@@ -45,6 +47,10 @@ def _pct(xs: list[float], q: float) -> float | None:
         return None
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 3)
+
+
+def _is_fault(category: str) -> bool:
+    return category not in ("none", "workload_shift", "undetermined")
 
 
 def tally(runs: list[CaseRun]) -> Tally:
@@ -69,6 +75,8 @@ def tally(runs: list[CaseRun]) -> Tally:
         chain_recall=_r(sum(s.chain_matched for s in chained), sum(s.chain_truth for s in chained)),
         faithfulness=_r(sum(s.faithful_links for s in sc), sum(s.chain_predicted for s in sc)),
         control_ok=_r(sum(bool(s.control_ok) for s in controls), len(controls)),
+        fault_called=_r(sum(_is_fault(s.predicted) for s in faults), len(faults)),
+        false_alarm=_r(sum(_is_fault(s.predicted) for s in controls), len(controls)),
         answer_ok=_r(sum(a.ok for a in answers), len(answers)),
         passed=_r(sum(s.passed for s in sc), n),
         tool_calls_mean=round(statistics.mean(r.trajectory.tool_calls for r in ok), 2) if ok else None,

@@ -14,7 +14,7 @@ from evals.harness.variants import Variant
 HEADLINE = (("runs", "runs"), ("top-1", "top1"), ("top-3", "top3"), ("component", "component"),
             ("ranks exact", "ranks_exact"), ("rank P", "rank_precision"), ("rank R", "rank_recall"),
             ("chain P", "chain_precision"), ("chain R", "chain_recall"), ("faithful", "faithfulness"),
-            ("controls ok", "control_ok"), ("pass", "passed"), ("tool calls", "tool_calls_mean"),
+            ("controls ok", "control_ok"), ("false alarm", "false_alarm"), ("pass", "passed"), ("tool calls", "tool_calls_mean"),
             ("p50 s", "wall_p50_s"), ("p95 s", "wall_p95_s"))
 
 
@@ -28,22 +28,24 @@ class EvalReport(BaseModel):
     summaries: list[VariantSummary]
     runs: list[dict[str, Any]] = Field(description="per run: case, variant, repeat, category, scores, trajectory, error")
     notes: list[str] = Field(default_factory=list)
+    detection: dict[str, Any] | None = Field(None, description="Outpost DetectionReport on the same cases (--with-detection)")
 
 
 def build(suite: str, root: Path, n_cases: int, repeats: int, variants: list[Variant], runs: list[CaseRun],
-          notes: list[str] | None = None) -> EvalReport:
+          notes: list[str] | None = None, detection: dict[str, Any] | None = None) -> EvalReport:
     by_v = {v.name: [r for r in runs if r.variant == v.name] for v in variants}
     return EvalReport(suite=suite, cases_root=str(root), cases=n_cases, repeats=repeats,
                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), variants=variants,
                       summaries=[summarize(n, rs) for n, rs in by_v.items()],
-                      runs=[r.model_dump(mode="json", exclude={"diagnosis"}) for r in runs], notes=notes or [])
+                      runs=[r.model_dump(mode="json", exclude={"diagnosis"}) for r in runs], notes=notes or [],
+                      detection=detection)
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, key: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.1f}" if key.endswith(("_mean", "_s")) else f"{v:.3f}"  # counts and seconds vs ratios
     return str(v)
 
 
@@ -51,7 +53,7 @@ def table(rows: list[tuple[str, Tally]], first: str) -> list[str]:
     head = [first] + [h for h, _ in HEADLINE]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(HEADLINE)) + "|"]
     for name, t in rows:
-        out.append("| " + " | ".join([name] + [_fmt(getattr(t, k)) for _, k in HEADLINE]) + " |")
+        out.append("| " + " | ".join([name] + [_fmt(getattr(t, k), k) for _, k in HEADLINE]) + " |")
     return out
 
 
@@ -90,6 +92,8 @@ def write(rep: EvalReport, out: Path) -> tuple[Path, Path]:
         for cat in base.per_category:
             md.append(f"| {cat} | " + " | ".join(_fmt(s.per_category.get(cat, Tally()).top1) for s in rep.summaries) + " |")
         md.append("")
+    if rep.detection:
+        md += _detection_section(rep.detection)
     for s in rep.summaries:
         cm = plots.confusion_png(s, pdir / f"confusion-{s.variant}.png")
         pr = plots.class_pr_png(s, pdir / f"class-pr-{s.variant}.png")
@@ -115,6 +119,20 @@ def write(rep: EvalReport, out: Path) -> tuple[Path, Path]:
     mp = out / "report.md"
     mp.write_text("\n".join(md) + "\n")
     return mp, jp
+
+
+DET_COLS = (("cases", "cases"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+            ("rank P", "rank_precision"), ("rank R", "rank_recall"), ("false alarms", "false_alarm_rate"),
+            ("culprit top-1", "culprit_top1"))
+
+
+def _detection_section(det: dict[str, Any]) -> list[str]:
+    """Outpost alone on the same cases, at the detection unit of ARCHITECTURE.md (evals/detection.py)."""
+    rows = list(det["per_category"].items()) + [("**overall**", det["overall"])]
+    md = ["## Outpost detection (same cases)", "", "| category | " + " | ".join(h for h, _ in DET_COLS) + " |",
+          "|---|" + "---:|" * len(DET_COLS)]
+    md += [f"| {n} | " + " | ".join(_fmt(t.get(k)) for _, k in DET_COLS) + " |" for n, t in rows]
+    return md + [""]
 
 
 def _why(sc: Any) -> str:
