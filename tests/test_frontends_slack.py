@@ -221,3 +221,63 @@ def test_parse_messages(tmp_path: Path) -> None:
     assert parse("why not nvlink?", root, True).kind == "question"
     assert parse("hello", root, False).kind == "help"
     assert parse("list", root, False).kind == "list"
+
+
+def test_socket_mode_transport(tmp_path: Path) -> None:
+    """Socket Mode: envelopes over a local WebSocket are acknowledged; a retried envelope is deduplicated."""
+    websockets = pytest.importorskip("websockets")
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    from agent.frontends.slack_transport import socket_mode_handler
+
+    acks: list[dict] = []
+    body = json.loads(event_body({"type": "app_mention", "user": "U1", "channel": "C5", "ts": "7.000001",
+                                  "text": f"<@UBOT> diagnose {DEMO_ID}"}, "EvS1"))
+    ws_port = free_port()
+    stop = threading.Event()
+
+    async def link(ws) -> None:  # type: ignore[no-untyped-def]
+        await ws.send(json.dumps({"type": "hello", "num_connections": 1}))
+        for n, env_id in enumerate(("env-1", "env-2")):  # env-2: Slack's retry of the same event
+            await ws.send(json.dumps({"envelope_id": env_id, "type": "events_api", "accepts_response_payload": False,
+                                      "retry_attempt": n, "retry_reason": "timeout" if n else "", "payload": body}))
+        while not stop.is_set():
+            try:
+                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 0.2)))
+            except asyncio.TimeoutError:
+                continue
+            except websockets.ConnectionClosed:
+                return
+
+    async def main() -> None:
+        async with serve(link, "127.0.0.1", ws_port):
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    t.start()
+    rec = SlackRecorder()
+    orig = rec.answer
+    rec.answer = lambda m, a: ({"ok": True, "url": f"ws://127.0.0.1:{ws_port}/link"}  # type: ignore[method-assign]
+                               if m == "apps.connections.open" else orig(m, a))
+    settings = BotSettings(incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test")
+    bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"),
+                 request_verification=False)
+    handler = socket_mode_handler(bot, "xapp-test")
+    try:
+        handler.connect()
+        rec.wait(lambda: len(rec.of("files.completeUploadExternal")) == 1)
+        deadline = time.time() + 10
+        while len(acks) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert {a.get("envelope_id") for a in acks} >= {"env-1", "env-2"}
+        blocks = next(p["blocks"] for p in rec.of("chat.postMessage") if p.get("blocks"))
+        assert "gpu_thermal_throttling" in blocks[0]["text"]["text"]
+        assert bot.store.count("done") == 1 and sum(p["text"].startswith(":hourglass") for p in rec.of("chat.postMessage")) == 1
+    finally:
+        handler.close()
+        bot.close(wait=True)
+        stop.set()
+        rec.close()

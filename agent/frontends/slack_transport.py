@@ -37,12 +37,17 @@ def run_http(settings: BotSettings, host: str, port: int) -> None:
         bot.close()
 
 
-def run_socket_mode(settings: BotSettings, app_token: str) -> None:
+def socket_mode_handler(bot: KatBot, app_token: str):  # type: ignore[no-untyped-def]
+    """Bolt's Socket Mode handler for the bot (connect() / start() / close())."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    return SocketModeHandler(bot.app, app_token)
+
+
+def run_socket_mode(settings: BotSettings, app_token: str) -> None:
     # Socket Mode frames come over an authenticated WebSocket: no signing secret involved.
     bot = KatBot(settings.model_copy(update={"signing_secret": ""}), request_verification=False)
     try:
-        SocketModeHandler(bot.app, app_token).start()
+        socket_mode_handler(bot, app_token).start()
     finally:
         bot.close()

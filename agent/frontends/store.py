@@ -133,6 +133,8 @@ class Store:
     def first_seen(self, key: str) -> bool:
         """True the first time `key` (a Slack event_id) is seen; False for every retry after."""
         with self._lock:
+            # Slack stops retrying after about an hour; a day of ids is plenty.
+            self._conn.execute("DELETE FROM kat_slack_seen WHERE ts < ?", (time.time() - 86400,))
             cur = self._conn.execute("INSERT OR IGNORE INTO kat_slack_seen VALUES (?, ?)", (key, time.time()))
             self._conn.commit()
             return cur.rowcount == 1
