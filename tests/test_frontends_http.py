@@ -202,3 +202,14 @@ def test_load_50_concurrent_requests(tmp_path: Path) -> None:
         print(f"\nload: {n_diag + n_read} concurrent requests ({n_diag} diagnoses, {n_read} reads), max_concurrent 2: "
               f"all answered in {answered:.2f}s, {len(ids)} diagnoses done in {wall:.1f}s")
         assert answered < 20 and wall < 120
+
+
+def test_time_budget_per_request(tmp_path: Path) -> None:
+    """A request's budget is capped by the server's; an exhausted budget gives an honest partial answer."""
+    with LoopbackServer(create_app(settings(tmp_path, time_budget_s=120))) as srv, httpx.Client(base_url=srv.url) as c:
+        capped = c.post("/v1/diagnoses", json={"incident": DEMO_ID, "time_budget_s": 9999}).json()["id"]
+        tiny = c.post("/v1/diagnoses", json={"incident": DEMO_ID, "time_budget_s": 0.001}).json()["id"]
+        assert wait_done(c, capped)["time_budget_s"] == 120
+        body = wait_done(c, tiny)
+        assert body["status"] == "done" and body["time_budget_s"] == 0.001
+        assert body["result"]["status"] == "partial" and body["result"]["confidence"] <= 0.1
