@@ -6,7 +6,6 @@ thread-safe SqliteSaver on the front ends' database file (same file as the job s
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ class SharedCheckpointer:
 
         self.saver = SqliteSaver(connect(db))
         self.saver.setup()
-        self._lock = threading.Lock()
 
     def open(self, path: Path, analyzer: str, config: AgentConfig, **backend_options: Any) -> Session:
         s = Session(path, analyzer, config=config, db=None, **backend_options)
