@@ -65,6 +65,7 @@ class CaseRun(BaseModel):
 
     case: str
     variant: str
+    variant_key: str = Field("", description="hash of the variant's settings: a cached run with another key is rerun")
     repeat: int = 0
     category: str
     severity: str | None = None

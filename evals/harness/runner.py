@@ -24,7 +24,7 @@ def run_unit(case_dir: str, case_id: str, variant: dict, repeat: int) -> dict:
 
     v = Variant.model_validate(variant)
     gt = load_ground_truth(Path(case_dir))
-    run = CaseRun(case=case_id, variant=v.name, repeat=repeat, category=gt.category, severity=gt.severity, task=gt.task)
+    run = CaseRun(case=case_id, variant=v.name, variant_key=v.key(), repeat=repeat, category=gt.category, severity=gt.severity, task=gt.task)
     try:
         diag, traj = run_agent(Path(case_dir), v)
         run.diagnosis, run.trajectory = diag, traj
@@ -48,6 +48,9 @@ def run_all(out: Path, cases: list[tuple[str, Path]], variants: list[Variant], r
             try:
                 run = CaseRun.model_validate_json(p.read_bytes())
             except ValueError:  # a truncated file from a killed run: run it again
+                todo.append((v, cid, cdir, r))
+                continue
+            if run.variant_key and run.variant_key != v.key():  # same name, other settings (budget, model)
                 todo.append((v, cid, cdir, r))
                 continue
             results.append(run)

@@ -29,6 +29,11 @@ class Variant(BaseModel):
     max_steps: int = 24
     time_budget_s: float = 300.0
 
+    def key(self) -> str:
+        import hashlib
+
+        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+
     def backend_options(self) -> dict[str, str]:
         return {k: v for k, v in (("base_url", self.base_url), ("model", self.model)) if v}
 
