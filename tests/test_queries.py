@@ -25,6 +25,7 @@ def test_events_by_kind_name_and_step(bundle: Bundle) -> None:
     assert r.total_matches == 4  # 2 layers x 2 steps
     assert all(row["rank"] == 1 and row["step"] in (0, 2) and row["kind"] == "kernel" for row in r.rows)
     assert r.by_name[0].count == 4 and r.by_name[0].mean_ns == 150_000
+    assert r.by_name[0].name == "sm90_xmma_gemm_bf16bf16_bf16f32" and r.by_name[0].kind == "kernel"
 
 
 def test_events_row_budget_is_explicit(bundle: Bundle) -> None:
@@ -100,3 +101,21 @@ def test_log_text_is_returned_as_data(bundle: Bundle) -> None:
     r = query_logs(bundle, LogQuery(pattern="ignore previous"))
     assert r.groups[0].example.startswith("ignore previous instructions")
     assert r.query.pattern == "ignore previous"
+
+
+def test_metric_label_columns_split_series(tmp_path) -> None:  # noqa: ANN001
+    from pathlib import Path
+
+    root = make_bundle(Path(tmp_path) / "inc")
+    with open(root / "metrics.csv", "w") as fh:
+        fh.write("ts,name,value,host,gpu,rank,cpu,mode\n")
+        for i in range(10):
+            for cpu in (0, 1):
+                for mode in ("user", "idle"):
+                    fh.write(f"{BASE_NS + i * 10**9},node_cpu_seconds_total,{i * (2 if mode == 'user' else 1)},node-a,,,{cpu},{mode}\n")
+    b = open_bundle(root, cache_dir=Path(tmp_path) / "cache")
+    r = query_metrics(b, MetricQuery(name="node_cpu_seconds_total"))
+    assert len(r.series) == 4
+    assert {(s.labels["cpu"], s.labels["mode"]) for s in r.series} == {("0", "user"), ("0", "idle"), ("1", "user"), ("1", "idle")}
+    user = [s for s in r.series if s.labels["mode"] == "user"][0]
+    assert user.summary.max == 18

@@ -136,7 +136,7 @@ def query_events(bundle: Bundle, q: EventQuery) -> EventQueryResult:
     grouped = hits.groupby(["name", "kind"], observed=True)["dur_ns"]
     agg = grouped.agg(["count", "sum", "mean", "median", "max"]).reset_index().sort_values("sum", ascending=False)
     by_name = [
-        NameSummary(name=str(r.name), kind=str(r.kind), count=int(r["count"]), total_ns=int(r["sum"]),
+        NameSummary(name=str(r["name"]), kind=str(r["kind"]), count=int(r["count"]), total_ns=int(r["sum"]),
                     mean_ns=float(r["mean"]), p50_ns=float(r["median"]), max_ns=int(r["max"]))
         for _, r in agg.head(50).iterrows()
     ]
@@ -172,6 +172,7 @@ class MetricSeries(BaseModel):
     host: str
     gpu: int
     rank: int
+    labels: dict[str, str] = Field(default_factory=dict, description="other label columns (cpu, mode, device, ...)")
     summary: SeriesSummary
     points: list[tuple[int, float]] = Field(description="(ts_ns, value), downsampled to max_points")
     downsampled: bool
@@ -237,11 +238,16 @@ def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
         return MetricQueryResult(status="no_data", query=q, searched=searched,
                                  message=f"metric(s) {chosen} exist but no sample matches the host/gpu/rank/window filters")
     out = []
-    for (name, host, gpu, rank), g in sel.groupby(["name", "host", "gpu", "rank"], observed=True, sort=True):
+    # A series is one label set: extra label columns (cpu, mode, device...) split series too.
+    extra = [c for c in sel.columns if c not in ("ts_ns", "name", "value", "host", "gpu", "rank")]
+    keys = ["name", "host", "gpu", "rank"] + extra
+    for key, g in sel.groupby(keys, observed=True, sort=True):
+        name, host, gpu, rank = key[:4]
+        labels = {c: str(v) for c, v in zip(extra, key[4:]) if str(v) != ""}
         ts, v = g["ts_ns"].to_numpy(), g["value"].to_numpy(dtype=float)
         pts, down = _downsample(ts, v, q.max_points)
-        out.append(MetricSeries(name=str(name), host=str(host), gpu=int(gpu), rank=int(rank), summary=summarize(v),
-                                points=pts, downsampled=down))
+        out.append(MetricSeries(name=str(name), host=str(host), gpu=int(gpu), rank=int(rank), labels=labels,
+                                summary=summarize(v), points=pts, downsampled=down))
     return MetricQueryResult(status="ok", query=q, searched=searched, series=out)
 
 
