@@ -100,3 +100,31 @@ def test_stability_classes_and_confusion() -> None:
     assert s.confusion["none"] == {"none": 3, "runtime_stall": 1, "error": 1}
     assert s.overall.runs == 5 and s.overall.errors == 1 and s.overall.top1 == 0.6
     assert s.class_pr["none"].recall == 0.6 and s.class_pr["runtime_stall"].precision == 0.0
+
+
+def test_llm_backend_and_ablation_over_http(app: typer.Typer, tmp_path: Path) -> None:
+    """An OpenAI-compatible server (scripted): tokens are counted; no-outpost unbinds the tool."""
+    from tests.agent_fakes import ScriptedOpenAIServer, openai_tool_call
+
+    def reply(body: dict) -> dict:
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return openai_tool_call("metric_lookup", {"name": "DCGM_FI_DEV_GPU_TEMP"}, 1)
+        args = {"root_cause": {"category": "runtime_stall", "component": "software", "ranks": [1], "summary": "GC pauses"},
+                "causal_chain": [{"cause": "GC pauses in rank 1", "effect": "steps start late", "evidence": ["ev-1"]}],
+                "evidence": [{"id": "ev-1"}], "confidence": 0.6}
+        return openai_tool_call("submit_diagnosis", args, 2)
+
+    cases = tmp_path / "bundles"
+    shutil.copytree(DEMO / "runtime_stall", cases / "runtime_stall")
+    with ScriptedOpenAIServer([reply]) as srv:
+        res = CliRunner().invoke(app, ["eval", str(cases), "--out", str(tmp_path / "out"), "--analyzer", "openai",
+                                       "--base-url", srv.base_url, "--model", "m", "--ablation", "no-outpost"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [s["variant"] for s in rep["summaries"]] == ["openai-m", "openai-m-no-outpost"]
+    for r in rep["runs"]:
+        assert r["scores"]["top1"] and r["trajectory"]["tokens_in"] == 2 and r["trajectory"]["steps"] == 2
+        # ev-1 is a GPU temperature metric: it cannot back a GC-pause (software) link.
+        assert r["scores"]["faithfulness"] == 0.0
+    tool_sets = [{t["function"]["name"] for t in q["tools"]} for q in srv.requests]
+    assert sum("outpost_detect" in t for t in tool_sets) == 2 and sum("outpost_detect" not in t for t in tool_sets) == 2
