@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import orjson
-import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from agent.graph import AgentConfig

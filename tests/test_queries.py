@@ -103,17 +103,15 @@ def test_log_text_is_returned_as_data(bundle: Bundle) -> None:
     assert r.query.pattern == "ignore previous"
 
 
-def test_metric_label_columns_split_series(tmp_path) -> None:  # noqa: ANN001
-    from pathlib import Path
-
-    root = make_bundle(Path(tmp_path) / "inc")
+def test_metric_label_columns_split_series(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
     with open(root / "metrics.csv", "w") as fh:
         fh.write("ts,name,value,host,gpu,rank,cpu,mode\n")
         for i in range(10):
             for cpu in (0, 1):
                 for mode in ("user", "idle"):
                     fh.write(f"{BASE_NS + i * 10**9},node_cpu_seconds_total,{i * (2 if mode == 'user' else 1)},node-a,,,{cpu},{mode}\n")
-    b = open_bundle(root, cache_dir=Path(tmp_path) / "cache")
+    b = open_bundle(root, cache_dir=tmp_path / "cache")
     r = query_metrics(b, MetricQuery(name="node_cpu_seconds_total"))
     assert len(r.series) == 4
     assert {(s.labels["cpu"], s.labels["mode"]) for s in r.series} == {("0", "user"), ("0", "idle"), ("1", "user"), ("1", "idle")}

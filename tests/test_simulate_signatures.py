@@ -1,7 +1,6 @@
 """Every category yields a loadable bundle whose injected signature is present, and absent from `none`."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from tools.telemetry.bundle import Bundle

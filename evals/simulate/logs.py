@@ -155,7 +155,7 @@ def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.G
             out.append(_line(w0 - int(3e9), host, None, "system", "info",
                              f"CRON[{int(rng.integers(10000, 60000))}]: (root) CMD (/opt/ops/bin/reindex-logs --threads 16 >/dev/null 2>&1)"))
             out.append(_line(w0 + int(20e9), host, None, "kernel", "warning",
-                             f"sched: RT throttling activated" if sev == 2 else "hrtimer: interrupt took 1530122 ns"))
+                             "sched: RT throttling activated" if sev == 2 else "hrtimer: interrupt took 1530122 ns"))
     if cat == Category.KV_CACHE_PRESSURE:
         drv = lay.workers[lay.rank_of(plan.replica, 0, 0)]
         total = 0

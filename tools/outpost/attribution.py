@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pandas as pd
 
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES
 from tools.telemetry.bundle import Bundle
 
 
@@ -132,13 +131,3 @@ def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, 
 def is_intra_node(bundle: Bundle, members: list[int]) -> bool:
     hosts = {bundle.manifest.topology.host_of(r) for r in members}
     return len(hosts) == 1 and None not in hosts
-
-
-def path_names(table: NodeTable, rank: int, local: int) -> list[str]:
-    return table.path_of(rank, local)
-
-
-def dominant(values: np.ndarray, weights: np.ndarray) -> object:
-    """The value carrying the most weight."""
-    s = pd.Series(weights).groupby(values).sum()
-    return s.idxmax()

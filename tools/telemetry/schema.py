@@ -32,7 +32,6 @@ class EventKind(str, Enum):
 
 KINDS: tuple[str, ...] = tuple(k.value for k in EventKind)
 GPU_KINDS: frozenset[str] = frozenset({"kernel", "memcpy", "memset", "collective"})
-CPU_KINDS: frozenset[str] = frozenset({"python", "cpu_op", "cuda_runtime", "annotation", "step"})
 
 # name -> numpy dtype; order is the on-disk column order.
 INT_COLUMNS: dict[str, type] = {
