@@ -151,7 +151,9 @@ def register(app: typer.Typer) -> None:
             from evals.detection import evaluate_detection
 
             say("scoring Outpost detection on the same cases ...")
-            det = evaluate_detection(root).model_dump(mode="json", exclude={"cases"})
+            det = evaluate_detection(root, progress=lambda c: say(
+                f"  detection {c.case}: {c.true_positive}/{c.reported} matching ({c.seconds:.1f} s)")
+            ).model_dump(mode="json", exclude={"cases"})
         report = rep_mod.build(label, root, len(found), repeats, variants, runs, notes, det)
         md, js = rep_mod.write(report, out)
         if json_out:
