@@ -80,9 +80,11 @@ def write(rep: EvalReport, out: Path) -> tuple[Path, Path]:
                       for v in rep.variants) + f". Generated {rep.generated_at}.", ""]
     md += ["## Headline", ""] + headline(rep) + [""]
     md += ["Definitions: see `evals/harness/scoring.py`. top-3 uses root cause + `alternatives_ruled_out` in order; "
-           "chain links are matched by inferred (category, component) tags; errors count as wrong.", ""]
+           "chain links are matched by inferred (category, component) tags; errors count as wrong. "
+           "Wall times depend on KAT's on-disk cache (trace import, Outpost): the first variant run on a fresh "
+           "cache pays for it, later variants and reruns reuse it.", ""]
     for note in rep.notes:
-        md.append(f"> {note}")
+        md += [f"> {note}", ""]
     md += [f"![latency](plots/{lat.name})", ""]
     base = rep.summaries[0] if rep.summaries else None
     if base and len(rep.summaries) > 1:
