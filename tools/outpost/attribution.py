@@ -85,8 +85,10 @@ def _outlier_labels(values: pd.Series) -> list:
     return [k for k, v in values.items() if v >= thresh and v > med]
 
 
-def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, end_ns: int) -> tuple[list[int], str]:
-    """Narrow a group-wide link slowdown to the members whose counters moved; all members if none did."""
+def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, end_ns: int,
+             errors_only: bool = False) -> tuple[list[int], str]:
+    """Narrow a group-wide link slowdown to the members whose counters moved; all members if none did.
+    errors_only: trust NVLink error counters only (traffic levels differ by role across hosts)."""
     try:
         m = bundle.metrics
     except Exception:  # noqa: BLE001 - a broken metrics file must not stop trace-based detection
@@ -104,7 +106,7 @@ def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, 
             hot = _outlier_labels(pd.Series(by_rank, dtype=float))
             if hot:
                 return sorted(hot), f"{metric} rose on rank(s) {sorted(hot)} only"
-        for metric in ("DCGM_FI_PROF_NVLINK_TX_BYTES", "DCGM_FI_PROF_NVLINK_RX_BYTES"):
+        for metric in () if errors_only else ("DCGM_FI_PROF_NVLINK_TX_BYTES", "DCGM_FI_PROF_NVLINK_RX_BYTES"):
             if metric not in names:
                 continue
             by_rank = _per_member(_level(m[m["name"] == metric], start_ns, end_ns), members, topo)

@@ -152,8 +152,15 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
             g = g[~g["step"].isin(late_steps)]
             if g.empty:
                 continue
-        comp = "nvlink" if is_intra_node(bundle, members) else "network"
-        pinned, why = pin_link(bundle, members, comp, int(g["start_ns"].min()), int(g["end_ns"].max()))
+        start, end = int(g["start_ns"].min()), int(g["end_ns"].max())
+        intra_node = is_intra_node(bundle, members)
+        comp = "nvlink"
+        pinned, why = pin_link(bundle, members, "nvlink", start, end, errors_only=not intra_node)
+        if not intra_node and pinned == members:
+            # A group spanning hosts has NVLink hops and network hops: the counters that single
+            # out a member (a GPU's link or a host's NIC) say which one degraded.
+            comp = "network"
+            pinned, why = pin_link(bundle, members, "network", start, end)
         versus = "its own history" if (g["method"] == "intra").all() else "the other groups'"
         notes.append(f"group [{gkey}]: collective transfer time {g['ratio'].median():.2f}x {versus}; {why}")
         for r in pinned:
