@@ -27,7 +27,7 @@ REAL_CASES = {
 
 def kat_setup() -> None:
     # Library imports are not what we time (HTA's runner imports its own before timing too).
-    import pandas  # noqa: F401
+    # Each tool loads what its import path needs: KAT's writes Parquet, HTA's builds DataFrames.
     import pyarrow.parquet  # noqa: F401
 
     import tools.telemetry.bundle  # noqa: F401

@@ -334,14 +334,33 @@ class EventColumns:
 
         from tools.telemetry.schema import arrow_schema
 
+        # Arrays are built from raw buffers: pa.array() on Python objects loads pandas (pyarrow's
+        # pandas shim), which import workers and the cache writer otherwise never need.
         arrays = []
         for col in COLUMNS:
             if col in INT_COLUMNS:
-                arrays.append(pa.array(self.ints[col]))
+                arrays.append(_numeric_array(self.ints[col]))
             else:
-                arrays.append(pa.DictionaryArray.from_arrays(pa.array(self.codes[col], type=pa.int32()),
-                                                             pa.array(self.tables[col], type=pa.string())))
+                codes = _numeric_array(np.ascontiguousarray(self.codes[col], dtype=np.int32))
+                arrays.append(pa.DictionaryArray.from_arrays(codes, _string_array(self.tables[col])))
         return pa.Table.from_arrays(arrays, schema=arrow_schema())
+
+
+def _numeric_array(values: np.ndarray) -> "pa.Array":
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _string_array(values: list[str]) -> "pa.Array":
+    import pyarrow as pa
+
+    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]) \
+        .cast(pa.string())
 
 
 class _Builder:
