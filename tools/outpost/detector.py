@@ -25,7 +25,7 @@ def sync_groups(bundle: Bundle) -> list[list[int]]:
     return [g for g in groups if len(g) > 1]
 
 
-def replica_groups(bundle: Bundle, tp_groups: list[list[int]]) -> list[list[int]]:
+def replica_groups(bundle: Bundle) -> list[list[int]]:
     """Ranks that do the same work on different batches: data-parallel peers (same position in
     each replica). Also covers faults that hit a whole tensor-parallel group alike, which the
     lock-step test cannot see."""
@@ -183,12 +183,13 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
                                notes=["no events"])
     first = n.drop_duplicates("name_code")
     kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
-    if not groups and not replica_groups(bundle, groups):
+    replicas = replica_groups(bundle)
+    if not groups and not replicas:
         notes.append("no synchronous peer group (single rank or pipeline-only layout): intra-worker and arrival tests only")
-    replicas = replica_groups(bundle, groups)
     inter = _inter_rows(table, groups, replicas, cfg)
     intra = _intra_rows(table, cfg)
-    causes = pd.concat([x for x in (inter, intra) if not x.empty], ignore_index=True) if (len(inter) or len(intra)) else pd.DataFrame()
+    found = [x for x in (inter, intra) if not x.empty]
+    causes = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     inst = collective_instances(table, groups)
     late_all = late_arrivals(inst, cfg) if not inst.empty else pd.DataFrame()
     late = _arrival_rows(late_all, causes)
