@@ -127,6 +127,11 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     again = open_bundle(root, cache_dir=cache).events(1)
     assert len(again) == len(ref)
     assert (again["dur_ns"].to_numpy() == ref["dur_ns"].to_numpy()).all()
+    # The loaded rank's entry was written back, so the next open reads it, not the JSON.
+    from tools.telemetry.bundle import read_canonical_parquet
+    from tools.telemetry.import_worker import cache_path
+
+    assert len(read_canonical_parquet(cache_path(cache, root / "traces" / "rank-1.json.gz"))) == len(ref)
 
 
 def test_unwritable_cache_still_works(tmp_path: Path) -> None:

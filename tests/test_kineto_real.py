@@ -137,13 +137,11 @@ def test_second_open_reads_the_parquet_cache(tmp_path: Path, monkeypatch: pytest
     src = REAL_TRACES / "hta_sampled_pair"
     first = open_bundle(src, cache_dir=tmp_path)
     ref = first.events(0)
-    import tools.telemetry.bundle as bundle_mod
     import tools.telemetry.import_worker as worker_mod
 
     def boom(*a, **k):  # noqa: ANN001, ANN002, ANN003
         raise AssertionError("re-imported JSON although a cache entry exists")
 
-    monkeypatch.setattr(bundle_mod, "import_kineto", boom)
     monkeypatch.setattr(worker_mod, "import_kineto_columns", boom)
     second = open_bundle(src, cache_dir=tmp_path)
     again = second.events(0)

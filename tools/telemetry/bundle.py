@@ -16,7 +16,7 @@ import orjson
 
 from tools.telemetry.errors import BundleError, TraceImportError
 from tools.telemetry.import_worker import cache_path, import_many
-from tools.telemetry.kineto import KinetoMeta, import_kineto, normalize_events, rank_from_filename
+from tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
 from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
 from tools.telemetry.schema import COLUMNS, arrow_schema
 
@@ -125,8 +125,12 @@ class Bundle:
                 return read_canonical_parquet(cache, expected_rank=tf.rank)
             except BundleError:
                 pass  # a damaged cache entry is rebuilt from the source trace
-        df, tf.meta = import_kineto(tf.path, default_rank=tf.rank)
-        return df
+        # Through the same path as a first import, so the rebuilt entry is stored again.
+        unstored: dict[Path, pd.DataFrame] = {}
+        tf.meta = _import_into_cache([tf.path], self.cache_root, tf.rank, unstored)[tf.path]
+        if tf.path in unstored:
+            return unstored[tf.path]
+        return read_canonical_parquet(cache, expected_rank=tf.rank)
 
 
 def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
