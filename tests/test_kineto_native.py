@@ -266,3 +266,19 @@ def test_random_documents_same_result_or_error(tmp_path: Path, monkeypatch: pyte
             events.append(e)
         p = _write({"traceEvents": events, "distributedInfo": {"rank": 0}}, tmp_path / f"rank-0.{doc_i}.json", doc_i % 3)
         _compare(p, monkeypatch)
+
+
+@native
+def test_containment_parents_native_equals_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 17, 500, 5000):
+        pid = rng.integers(0, 2, n)
+        tid = rng.integers(0, 3, n)
+        ts = rng.integers(0, n * 4, n)
+        end = ts + rng.integers(0, 60, n)
+        rows = np.sort(rng.choice(n, size=max(1, n * 3 // 4), replace=False))
+        fast = kineto._containment_parents(pid, tid, ts, end, rows)
+        with monkeypatch.context() as m:
+            m.setattr(kineto, "_native", None)
+            slow = kineto._containment_parents(pid, tid, ts, end, rows)
+        np.testing.assert_array_equal(fast, slow)

@@ -389,8 +389,36 @@ static int scan_number(P *ps, Val *v) {
 }
 
 static int scan_value(P *ps, Val *v, int depth);
+static int skip_value(P *ps, int depth);
 
-static int scan_container(P *ps, int depth, int is_obj) {
+/* A number msgspec skips (an unknown key): only its grammar matters, not its value. */
+static int skip_number(P *ps) {
+    const unsigned char *p = ps->p, *end = ps->end;
+    if (p < end && *p == '-') p++;
+    if (p >= end) return FALLBACK;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return FALLBACK;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return FALLBACK;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') return FALLBACK;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    ps->p = p;
+    return OK;
+}
+
+static int scan_container(P *ps, int depth, int is_obj, int skip) {
     if (depth > MAX_DEPTH) return FALLBACK;
     ps->p++; /* [ or { */
     skip_ws(ps);
@@ -410,7 +438,7 @@ static int scan_container(P *ps, int depth, int is_obj) {
             ps->p++;
             skip_ws(ps);
         }
-        if ((r = scan_value(ps, &tmp, depth + 1)) != OK) return r;
+        if ((r = skip ? skip_value(ps, depth + 1) : scan_value(ps, &tmp, depth + 1)) != OK) return r;
         skip_ws(ps);
         if (ps->p >= ps->end) return FALLBACK;
         if (*ps->p == ',') {
@@ -441,10 +469,10 @@ static int scan_value(P *ps, Val *v, int depth) {
         return scan_string(ps, v);
     case '{':
         v->type = T_OBJ;
-        return scan_container(ps, depth, 1);
+        return scan_container(ps, depth, 1, 0);
     case '[':
         v->type = T_ARR;
-        return scan_container(ps, depth, 0);
+        return scan_container(ps, depth, 0, 0);
     case 't':
         v->type = T_TRUE;
         return scan_literal(ps, "true", 4);
@@ -456,6 +484,30 @@ static int scan_value(P *ps, Val *v, int depth) {
         return scan_literal(ps, "null", 4);
     default:
         if (c == '-' || (c >= '0' && c <= '9')) return scan_number(ps, v);
+        return FALLBACK;
+    }
+}
+
+/* A value under a key msgspec does not decode: validated as JSON, its content ignored. */
+static int skip_value(P *ps, int depth) {
+    if (ps->p >= ps->end) return FALLBACK;
+    unsigned char c = *ps->p;
+    Val tmp;
+    switch (c) {
+    case '"':
+        return scan_string(ps, &tmp);
+    case '{':
+        return scan_container(ps, depth, 1, 1);
+    case '[':
+        return scan_container(ps, depth, 0, 1);
+    case 't':
+        return scan_literal(ps, "true", 4);
+    case 'f':
+        return scan_literal(ps, "false", 5);
+    case 'n':
+        return scan_literal(ps, "null", 4);
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) return skip_number(ps);
         return FALLBACK;
     }
 }
@@ -562,6 +614,8 @@ static int scan_args(P *ps, Ev *ev, Buf *dims_buf) {
                 if ((r = scan_dims_array(ps, dims_buf, &simple, 2)) != OK) return r;
                 if (dims_buf->len == 2) ev->dims = -1; /* [] is falsy: no shape */
                 else ev->dims = simple ? 0 : 1;
+            } else if (!bit) {
+                if ((r = skip_value(ps, 2)) != OK) return r;
             } else {
                 if ((r = scan_value(ps, dst, 2)) != OK) return r;
                 if (bit == A_COLL) ev->coll = tmp.type != T_NULL;
@@ -644,6 +698,8 @@ static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
                 if ((r = scan_value(ps, &tmp, 1)) != OK) return r;
                 if (tmp.type != T_NULL) return FALLBACK; /* args must be an object or null */
             }
+        } else if (!bit) {
+            if ((r = skip_value(ps, 1)) != OK) return r;
         } else {
             if ((r = scan_value(ps, dst, 1)) != OK) return r;
         }
@@ -966,7 +1022,45 @@ done:
     return result;
 }
 
+/* prev_ge(end, new_segment) -> int64 positions: for each i the nearest j < i in the same segment
+ * with end[j] >= end[i], or -1 (a monotonic stack; the containment parent once spans are sorted
+ * by thread, start, longest first). */
+static PyObject *fast_prev_ge(PyObject *self, PyObject *args) {
+    Py_buffer e, seg;
+    if (!PyArg_ParseTuple(args, "y*y*", &e, &seg)) return NULL;
+    Py_ssize_t n = e.len / (Py_ssize_t)sizeof(int64_t);
+    PyObject *out = NULL;
+    int64_t *stack = NULL;
+    if (seg.len != n) {
+        PyErr_SetString(PyExc_ValueError, "end (int64) and new_segment (uint8) differ in length");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    stack = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (!out || !stack) {
+        Py_CLEAR(out);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *ev = (const int64_t *)e.buf;
+    const uint8_t *sv = (const uint8_t *)seg.buf;
+    int64_t *res = (int64_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t top = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (sv[i]) top = 0;
+        while (top > 0 && ev[stack[top - 1]] < ev[i]) top--;
+        res[i] = top > 0 ? stack[top - 1] : -1;
+        stack[top++] = i;
+    }
+done:
+    free(stack);
+    PyBuffer_Release(&e);
+    PyBuffer_Release(&seg);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"prev_ge", fast_prev_ge, METH_VARARGS, "prev_ge(end, new_segment) -> int64 bytes: nearest earlier j with end[j] >= end[i]"},
     {"configure", fast_configure, METH_VARARGS, "configure(categories, gpu_kinds, shape_kind): category -> kind codes"},
     {"scan", fast_scan, METH_VARARGS, "scan(buffer, start, end) -> dict of column buffers, or None"},
     {NULL, NULL, 0, NULL},

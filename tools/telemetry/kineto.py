@@ -199,6 +199,12 @@ def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: 
     e = end[order]
     new_thread = np.ones(n, dtype=bool)
     new_thread[1:] = (pid[order][1:] != pid[order][:-1]) | (tid[order][1:] != tid[order][:-1])
+    if _native is not None:
+        # Same search as below, as one monotonic-stack pass in C.
+        j = np.frombuffer(_native.prev_ge(np.ascontiguousarray(e, dtype=np.int64), new_thread.view(np.uint8)), dtype=np.int64)
+        has = j >= 0
+        parent[order[has]] = order[j[has]]
+        return parent
     seg_start = np.maximum.accumulate(np.where(new_thread, np.arange(n), 0))
     # table[k][j] = max(e[j : j + 2**k])
     table = [e]
