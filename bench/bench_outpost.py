@@ -17,16 +17,22 @@ TASK = "vllm-l70b-tp8-h100-decode-eager"
 TARGETS = {"1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
 
 
+# HTA 0.5's straggler analysis only recognises NCCL kernels by the names NCCL printed before
+# 2.19 (ncclKernel_*); the bench traces say they come from NCCL 2.18 so both tools can work.
+NCCL_VERSION = "2.18.5"
+
+
 def make_case(label: str, target: int) -> tuple[Path, int]:
     """A thermal-throttling incident of about `target` events (plain JSON traces), cached."""
     from evals.simulate.sizes import SIZES, Size
     from evals.simulate import generate_incident, load_ground_truth
 
-    out = WORK / f"outpost-{label}"
+    out = WORK / f"outpost-{label}-nccl{NCCL_VERSION}"
     if (out / "ground_truth.json").exists():
         return out, load_ground_truth(out / "ground_truth.json").events_total
     name = f"bench-{label}"
-    SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False)
+    SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False,
+                       nccl_version=NCCL_VERSION)
     gt = generate_incident("gpu_thermal_throttling", TASK, 7, out, size=name)
     return out, gt.events_total
 

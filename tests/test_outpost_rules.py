@@ -14,12 +14,19 @@ from tools.telemetry import BundleError
 BASE = 1_700_000_000_000_000_000
 
 
+KV_FRAME = "vllm/v1/kv_offload/worker/cpu_gpu.py(127): transfer_async"
+
+
 def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: range, slow_factor: float,
-                 slow_kind: str = "gpu") -> dict[int, dict]:
+                 slow_kind: str = "gpu", link_steps: range = range(0), link_factor: float = 1.0,
+                 nelems: dict[int, int] | None = None, swap_steps: set[int] | frozenset = frozenset()) -> dict[int, dict]:
     """Per rank: ProfilerStep -> (aten::mm -> launch -> GEMM kernel) x layers, then an all-reduce.
 
     Collective physics: each member's NCCL kernel starts when its stream gets there; all end at
     the last arrival + transfer. A slow GPU (or a slow CPU that launches late) makes its rank late.
+    Transfer time = latency + size / bandwidth; a degraded link (`link_steps`) divides the
+    bandwidth by `link_factor` for every member. `nelems` sets a step's message size (load).
+    In `swap_steps` every rank swaps KV blocks out: a frame that launches a long device->host copy.
     """
     docs = {r: [] for r in range(ranks)}
     t = 1000.0
@@ -27,6 +34,23 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
     for s in range(steps):
         cpu_t = {r: t for r in range(ranks)}
         gpu_t = {r: t + 5 for r in range(ranks)}
+        n_el = (nelems or {}).get(s, 32768)
+        transfer = 5.0 + 10.0 * n_el / 32768 * (link_factor if s in link_steps else 1.0)
+        if s in swap_steps:
+            for r in range(ranks):
+                corr += 1
+                pid = 100 + r
+                c0 = cpu_t[r]
+                docs[r] += [
+                    {"ph": "X", "cat": "python_function", "name": KV_FRAME, "pid": pid, "tid": pid, "ts": c0, "dur": 14.0},
+                    {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "pid": pid, "tid": pid, "ts": c0 + 1, "dur": 12.0},
+                    {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": pid, "tid": pid, "ts": c0 + 2, "dur": 8.0,
+                     "args": {"correlation": corr}},
+                    {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pinned)", "pid": r, "tid": 7,
+                     "ts": gpu_t[r], "dur": 600.0, "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 1 << 26}},
+                ]
+                cpu_t[r] = c0 + 15
+                gpu_t[r] += 600.0
         for layer in range(4):
             for r in range(ranks):
                 slow = r == slow_rank and s in slow_steps
@@ -52,13 +76,13 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
                 corr += 1
                 pid = 100 + r
                 docs[r].append({"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "pid": pid, "tid": pid, "ts": cpu_t[r],
-                                "dur": 6.0, "args": {"Collective name": "allreduce", "In msg nelems": 32768, "dtype": "BFloat16",
+                                "dur": 6.0, "args": {"Collective name": "allreduce", "In msg nelems": n_el, "dtype": "BFloat16",
                                                      "Process Group Ranks": str(list(range(ranks)))}})
                 docs[r].append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": pid, "tid": pid,
                                 "ts": cpu_t[r] + 1, "dur": 4.0, "args": {"correlation": corr}})
                 arrive[r] = (max(gpu_t[r], cpu_t[r] + 5), corr)
                 cpu_t[r] += 8
-            end = max(a for a, _ in arrive.values()) + 15.0
+            end = max(a for a, _ in arrive.values()) + transfer
             for r in range(ranks):
                 a, c = arrive[r]
                 docs[r].append({"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)",
@@ -159,3 +183,69 @@ def test_cli_json_contract(tmp_path: Path) -> None:
     assert set(a) >= {"rank", "kind", "name", "tree_path", "component", "method", "start_ns", "end_ns", "steps",
                       "observed", "baseline", "ratio", "score"}
     assert {"events", "ranks", "seconds"} <= set(doc["stats"])
+
+
+def test_link_that_degrades_mid_capture_is_a_link_fault_on_every_member(tmp_path: Path) -> None:
+    # Nobody arrives late; every member's transfer takes 2x from step 6 on, and stays so.
+    res = detect(_write(tmp_path, _group_trace(4, 16, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
+                                               link_steps=range(6, 16), link_factor=2.0, nelems={s: 65536 for s in range(16)})))
+    assert {a.rank for a in res.anomalies} == {0, 1, 2, 3}, [(a.rank, a.method, a.name) for a in res.anomalies]
+    assert {a.component for a in res.anomalies} <= {"nvlink", "network"}
+    assert all(a.kind == "collective" and set(a.steps) <= set(range(6, 16)) for a in res.anomalies)
+
+
+def test_bigger_messages_are_load_not_a_slow_link(tmp_path: Path) -> None:
+    # From step 6 the batch doubles: messages double and take longer on a healthy link.
+    sizes = {s: (32768 if s < 6 else 131072) for s in range(16)}
+    res = detect(_write(tmp_path, _group_trace(4, 16, slow_rank=None, slow_steps=range(0), slow_factor=1.0, nelems=sizes)))
+    assert res.anomalies == [], [(a.rank, a.method, a.name, a.detail) for a in res.anomalies]
+
+
+def test_kv_swap_that_holds_the_gpu_is_gpu_memory(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0, swap_steps={4, 9})))
+    kv = [a for a in res.anomalies if a.component == "gpu_memory"]
+    assert {a.rank for a in kv} == {0, 1, 2, 3}
+    assert all(KV_FRAME in a.name and set(a.steps) <= {4, 9} for a in kv)
+
+
+def test_routine_kv_offload_every_step_is_not_a_fault(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
+                                               swap_steps=set(range(12)))))
+    assert not any(a.component == "gpu_memory" for a in res.anomalies), [(a.rank, a.name) for a in res.anomalies]
+
+
+def _two_host_bundle(tmp: Path, nic_hot_host: str | None) -> Path:
+    """Four ranks, two per host, one group across both hosts, slow the whole capture long (no
+    healthy period in the trace); NIC counters rise on `nic_hot_host` only."""
+    import json
+
+    b = tmp / "bundle"
+    traces = b / "traces"
+    traces.mkdir(parents=True)
+    for r, doc in _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
+                               link_steps=range(12), link_factor=3.0).items():
+        write_trace(doc, traces / f"rank-{r}.json")
+    hosts = {0: "node-a", 1: "node-a", 2: "node-b", 3: "node-b"}
+    (b / "incident.json").write_text(json.dumps({
+        "id": "inc-test", "symptom": "slow decode",
+        "topology": {"hosts": [{"name": h, "gpus": [{"index": 0}, {"index": 1}]} for h in ("node-a", "node-b")],
+                     "workers": [{"rank": r, "host": h, "gpu": r % 2} for r, h in hosts.items()],
+                     "groups": {"tp": [[0, 1, 2, 3]]}}}))
+    if nic_hot_host is not None:
+        rows = ["ts,name,value,host,gpu,rank"]
+        for i in range(12):
+            ts = BASE + (i - 4) * 1_000_000_000
+            for h in ("node-a", "node-b"):
+                rows.append(f"{ts},node_infiniband_port_transmit_wait_total,{(90_000 if h == nic_hot_host else 40) * i},{h},,")
+        (b / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return b
+
+
+def test_link_slow_for_the_whole_capture_is_pinned_by_nic_counters(tmp_path: Path) -> None:
+    res = detect(_two_host_bundle(tmp_path, "node-b"))
+    assert {a.rank for a in res.anomalies} == {2, 3}, [(a.rank, a.method, a.detail) for a in res.anomalies]
+    assert all(a.component == "network" and a.method == "inter" and "node-b" in a.detail for a in res.anomalies)
+
+
+def test_link_slow_for_the_whole_capture_without_counters_is_not_guessed(tmp_path: Path) -> None:
+    assert detect(_two_host_bundle(tmp_path, None)).anomalies == []

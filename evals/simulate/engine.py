@@ -87,12 +87,14 @@ class _Rank:
 class Simulator:
     def __init__(self, lay: Layout, plan: FaultPlan, wl: Workload, rng: np.random.Generator,
                  writers: dict[int, RankTraceWriter], pg_args: dict[int, dict[str, dict]], layers_per_stage: int,
-                 flows: bool = True):
+                 flows: bool = True, nccl_version: str = "2.26.2"):
         self.lay, self.task, self.plan, self.wl, self.rng = lay, lay.task, plan, wl, rng
         self.eff = plan.effects
         self.cost = CostModel(lay.task)
         self.sh = Shapes.of(lay.task)
         self.flows = flows
+        self.nccl_allreduce = _js(K.nccl_kernel(K.NCCL_ALLREDUCE, nccl_version))
+        self.nccl_sendrecv = _js(K.nccl_kernel(K.NCCL_SENDRECV, nccl_version))
         self.fr = K.frames(lay.task.engine, lay.task.spec.arch)
         self.kn = {k: _js(v) for k, v in K.kernel_names(lay.task.engine, lay.task.gpu).items()}
         self.names = {k: _js(getattr(self.fr, k)) for k in self.fr.__dataclass_fields__}
@@ -433,7 +435,7 @@ class Simulator:
         self._py(rl, py, cpu - 1e3, cpu + c + 1e3)
         args = [self._coll_args(r, kind, kt * self.sh.hidden * 2, "pp") for r in rl]
         lists = [self._i(a) for a in (cpu, cpu + c, rt_s, rt_s + 0.3 * c, arrival, end)]
-        kn = _js(K.NCCL_SENDRECV)
+        kn = self.nccl_sendrecv
         for j, r in enumerate(rl):
             if not self.emit[r]:
                 continue
@@ -495,7 +497,7 @@ class Simulator:
         ps, pd_ = _us_pair(op_s + 500, op_e - 300)
         rs, rd = _us_pair(rt_s, rt_e)
         ks, kd = _us_pair(k_s, k_e)
-        kn = _js(K.NCCL_ALLREDUCE)
+        kn = self.nccl_allreduce
         dims = f'"Input Dims":[[{kt},{self.sh.hidden}]],"Input type":["c10::BFloat16"]'
         flows = self.flows
         for j, r in enumerate(rl):
@@ -546,7 +548,7 @@ class Simulator:
                 arrival = t
                 end = arrival.max() + ar_ns * self.rng.lognormal(0.0, 0.02)
                 ai, ad = _us_pair(arrival, np.full(tp, end))
-                kn = _js(K.NCCL_ALLREDUCE)
+                kn = self.nccl_allreduce
                 for j, r in enumerate(rl):
                     if not self.emit[r]:
                         continue

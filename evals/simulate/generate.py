@@ -82,7 +82,7 @@ def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str,
                                   "computeMajor": major, "computeMinor": minor}],
             "cupti_version": 24, "cuda_runtime_version": 12080, "cuda_driver_version": 12080,
             "distributedInfo": {"backend": "nccl", "rank": w.rank, "world_size": lay.world_size, "pg_count": len(cfg[w.rank]),
-                                "pg_config": cfg[w.rank], "nccl_version": "2.26.2"},
+                                "pg_config": cfg[w.rank], "nccl_version": size.nccl_version},
             "record_shapes": 1, "with_stack": 1, "displayTimeUnit": "ms", "baseTimeNanoseconds": base_ns,
         }
         footer = {"traceName": f"/var/log/{lay.task.engine}/traces/{incident_id}/rank-{w.rank}.pt.trace.json"}
@@ -106,7 +106,8 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
                 {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 7, "args": {"name": "stream 7"}},
                 {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 24, "args": {"name": "stream 24 (nccl)"}}]
         w.add(",".join(orjson.dumps(m).decode() for m in meta), len(meta))
-    sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows)
+    sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows,
+                    nccl_version=sz.nccl_version)
     try:
         res = sim.run(t0=1.0e6)
     finally:

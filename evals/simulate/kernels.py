@@ -10,6 +10,18 @@ from dataclasses import dataclass
 NCCL_ALLREDUCE = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)"
 NCCL_ALLREDUCE_LL128 = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL128(ncclDevComm*, unsigned long, ncclWork*)"
 NCCL_SENDRECV = "ncclDevKernel_SendRecv(ncclDevComm*, unsigned long, ncclWork*)"
+# NCCL before 2.19 named its kernels ncclKernel_<Coll>_<Algo>_<Proto>_<Op>_<type>.
+NCCL_LEGACY = {
+    NCCL_ALLREDUCE: "ncclKernel_AllReduce_RING_LL_Sum_bf16(ncclDevComm*, unsigned long, ncclWork*)",
+    NCCL_ALLREDUCE_LL128: "ncclKernel_AllReduce_RING_LL128_Sum_bf16(ncclDevComm*, unsigned long, ncclWork*)",
+    NCCL_SENDRECV: "ncclKernel_SendRecv(ncclDevComm*, unsigned long, ncclWork*)",
+}
+
+
+def nccl_kernel(name: str, nccl_version: str) -> str:
+    """The kernel name the given NCCL version prints for a (modern-named) collective kernel."""
+    major_minor = tuple(int(x) for x in nccl_version.split(".")[:2])
+    return NCCL_LEGACY.get(name, name) if major_minor < (2, 19) else name
 
 MEMCPY_H2D = "Memcpy HtoD (Pinned -> Device)"
 MEMCPY_H2D_PAGEABLE = "Memcpy HtoD (Pageable -> Device)"

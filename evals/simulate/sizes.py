@@ -17,6 +17,7 @@ class Size(BaseModel):
     tail_s: int = 8                   # ... and after it ends
     compress: bool = True             # gzip level 1 traces (plain .json for the largest)
     flows: bool = True                # ac2g flow events, as torch.profiler writes them
+    nccl_version: str = "2.26.2"      # recorded in distributedInfo; < 2.19 means ncclKernel_* names
 
 
 SIZES: dict[str, Size] = {

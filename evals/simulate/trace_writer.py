@@ -7,6 +7,7 @@ for a seed.
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 from typing import IO
 
@@ -28,10 +29,10 @@ class RankTraceWriter:
         raw: IO[bytes] = open(path, "wb")
         self._raw = raw
         self._fh: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) if compress else raw
-        head = orjson.dumps({**header, "traceEvents": []})
-        # Drop the closing "]}" so events can be streamed into the list.
-        assert head.endswith(b"[]}")
-        self._fh.write(head[:-2])
+        # The header is laid out as torch.profiler writes it (one field a line, '"rank": 0'):
+        # tools that find the rank by scanning lines, such as HTA, rely on that layout.
+        head = json.dumps(header, indent=2).encode() if header else b"{}"
+        self._fh.write(head[:-1].rstrip() + (b',\n  "traceEvents": [' if header else b'"traceEvents": ['))
         self._footer = orjson.dumps(footer)[1:]  # '"key":...}' appended after the list
         self._buf: list[str] = []
         self._first = True

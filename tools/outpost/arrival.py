@@ -141,3 +141,88 @@ def slow_groups(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     agg["baseline"] = agg["observed"] / agg["ratio"]
     agg["method"] = "inter"
     return agg
+
+
+def _step_shift(y: np.ndarray, x: np.ndarray, min_side: int) -> tuple[int, float, float]:
+    """Best single level shift in a step series: (first step index of the later regime, shift in
+    log units, t statistic), fitting y ~ 1 + x + shift so message-size changes are not mistaken
+    for a slower link."""
+    n = len(y)
+    use_x = np.ptp(x) > 1e-9
+    best = (-1, 0.0, 0.0)
+    for k in range(min_side, n - min_side + 1):
+        z = (np.arange(n) >= k).astype(float)
+        cols = [np.ones(n), z] + ([x] if use_x else [])
+        a = np.column_stack(cols)
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        resid = y - a @ coef
+        dof = n - a.shape[1]
+        if dof <= 0:
+            continue
+        s2 = float(resid @ resid) / dof
+        try:
+            cov = s2 * np.linalg.inv(a.T @ a)
+        except np.linalg.LinAlgError:
+            continue
+        se = float(np.sqrt(max(cov[1, 1], 1e-18)))
+        t = float(coef[1]) / max(se, 1e-9)
+        if abs(t) > abs(best[2]):
+            best = (k, float(coef[1]), t)
+    return best
+
+
+def _like_sized_shift(per: pd.DataFrame, later: np.ndarray, min_n: int) -> float | None:
+    """Log ratio of transfer times, later regime over earlier, over message-size bins seen in
+    both (weighted by the smaller side); None when fewer than `min_n` such pairs exist."""
+    size_bin = np.round(np.log2(np.maximum(per["msg_bytes"].to_numpy(dtype=np.float64), 1.0)) * 4).astype(np.int64)
+    df = pd.DataFrame({"bin": size_bin, "later": later, "y": np.log(np.maximum(per["transfer_ns"].to_numpy(dtype=float), 1.0))})
+    med = df.groupby(["bin", "later"])["y"].agg(["median", "size"]).unstack("later")
+    if med.shape[1] < 4:
+        return None
+    both = med[(med[("size", False)] >= 1) & (med[("size", True)] >= 1)]
+    w = np.minimum(both[("size", False)], both[("size", True)]).to_numpy(dtype=float)
+    if w.sum() < min_n:
+        return None
+    diff = (both[("median", True)] - both[("median", False)]).to_numpy()
+    return float(np.sum(w * diff) / np.sum(w))
+
+
+def link_shifts(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Collectives whose transfer time steps up (or down) to a new level part-way through the
+    trace and stays there: a link that degraded (or recovered) during the capture. A long fault
+    window defeats the episodic test above (most of the history is already slow); a level shift
+    does not. Faults that cover the whole capture leave no healthy level to compare with."""
+    inst = inst[(inst["device"] >= 0) & (inst["step"] >= 0)]
+    if inst.empty:
+        return pd.DataFrame()
+    per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])
+    steps = per.groupby(["gkey", "name_code", "step"]).agg(
+        y=("transfer_ns", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
+        x=("msg_bytes", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
+        observed=("transfer_ns", "sum"), n=("transfer_ns", "size"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
+    ).reset_index()
+    min_side = cfg.min_steps_for_baseline
+    rows = []
+    for (gkey, code), g in steps.groupby(["gkey", "name_code"], sort=False):
+        if len(g) < 2 * min_side:
+            continue
+        g = g.sort_values("step")
+        k, shift, t = _step_shift(g["y"].to_numpy(), g["x"].to_numpy(), min_side)
+        if k < 0 or abs(shift) < np.log1p(cfg.link_effect) or abs(t) < cfg.z:
+            continue
+        # Confirm on like-sized messages only: more load means bigger messages, which take
+        # longer on a healthy link; the same message taking longer means the link slowed.
+        later = set(g["step"].iloc[k:])
+        mine = per[(per["gkey"] == gkey) & (per["name_code"] == code)]
+        like = _like_sized_shift(mine, mine["step"].isin(later).to_numpy(), min_side)
+        if like is None or np.sign(like) != np.sign(shift) or abs(like) < np.log1p(cfg.link_effect):
+            continue
+        slow = g.iloc[k:] if shift > 0 else g.iloc[:k]
+        ratio = float(np.exp(abs(like)))
+        rows.append(slow.assign(gkey=gkey, name_code=code, ratio=ratio, baseline=slow["observed"] / ratio))
+    if not rows:
+        return pd.DataFrame()
+    out = pd.concat(rows, ignore_index=True)
+    out = out[out["observed"] - out["baseline"] >= cfg.min_excess_ns]
+    out["method"] = "intra"
+    return out[["gkey", "step", "name_code", "observed", "baseline", "ratio", "start_ns", "end_ns", "n", "method"]]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tools.outpost.arrival import collective_instances, late_arrivals, link_slowdowns, slow_groups
+from tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
 from tools.outpost.attribution import is_intra_node, node_component, pin_link
 from tools.outpost.inter import inter_replica, inter_worker
 from tools.outpost.intra import episodic_frames, intra_worker
@@ -139,11 +139,9 @@ def _arrival_rows(late: pd.DataFrame, causes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
-    parts = [x for x in (link_slowdowns(inst, cfg), slow_groups(inst, cfg)) if not x.empty]
-    if not parts:
-        return pd.DataFrame()
-    slow = pd.concat(parts, ignore_index=True).drop_duplicates(["gkey", "step"])
-    rows = []
+    parts = [x for x in (link_slowdowns(inst, cfg), link_shifts(inst, cfg), slow_groups(inst, cfg)) if not x.empty]
+    slow = pd.concat(parts, ignore_index=True).drop_duplicates(["gkey", "step"]) if parts else pd.DataFrame(columns=["gkey", "step"])
+    rows = [_counter_led_rows(bundle, inst, set(slow["gkey"]), late, notes)]
     for gkey, g in slow.groupby("gkey"):
         members = [int(x) for x in gkey.split(",")]
         # A group whose collectives are long because someone arrives late is not a link problem.
@@ -166,6 +164,36 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
         for r in pinned:
             rows.append(g.assign(rank=r, component=comp, count=g["n"], local=-1, excess=g["observed"] - g["baseline"],
                                  detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x {versus}; {why}"))
+    rows = [r for r in rows if not r.empty]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], late: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Cross-host groups whose transfer time never changed in the capture (a link already slow
+    when profiling began leaves no healthy level to compare with) but whose hosts' NIC counters
+    single one host out: that host's members' cross-host collectives are reported, with the
+    counters as the evidence and no trace baseline (ratio 1)."""
+    inst = inst[(inst["device"] >= 0) & ~inst["gkey"].isin(flagged)]
+    rows = []
+    for gkey, g in inst.groupby("gkey", sort=False):
+        members = [int(x) for x in gkey.split(",")]
+        if is_intra_node(bundle, members):
+            continue
+        if not late.empty:  # steps where someone arrived late say nothing about the link
+            g = g[~g["step"].isin(set(late.loc[late["gkey"] == gkey, "step"]))]
+            if g.empty:
+                continue
+        pinned, why = pin_link(bundle, members, "network", int(g["ts_ns"].min()), int(g["end_ns"].max()))
+        if pinned == members:
+            continue
+        per = g.drop_duplicates(["step", "name_code", "occ"]).groupby("step").agg(
+            observed=("transfer_ns", "sum"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
+            name_code=("name_code", "first"), n=("transfer_ns", "size")).reset_index()
+        detail = f"group [{gkey}] crosses hosts; {why}; no healthy period in the capture to compare transfer time with"
+        notes.append(detail)
+        for r in pinned:
+            rows.append(per.assign(rank=r, component="network", method="inter", count=per["n"], local=-1, baseline=per["observed"],
+                                   ratio=1.0, excess=0.0, detail=detail))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 

@@ -51,19 +51,63 @@ def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     step (so they have no history to compare with), judged by the time they hold the worker."""
     n = table.nodes
     names = table.names
-    flag = np.fromiter((bool(STORAGE_NAMES.search(x) or KV_NAMES.search(x)) for x in names), dtype=bool, count=len(names))
+    storage = np.fromiter((STORAGE_NAMES.search(x) is not None for x in names), dtype=bool, count=len(names))
+    kv = np.fromiter((KV_NAMES.search(x) is not None for x in names), dtype=bool, count=len(names))
     host = n["kind"].isin(["python", "cpu_op"]).to_numpy()
-    sub = n[host & flag[n["name_code"].to_numpy()]]
-    if sub.empty:
+    code = n["name_code"].to_numpy()
+    is_kv = host & kv[code] & _episodic(n, host & kv[code])
+    flagged = (host & storage[code]) | is_kv
+    if not flagged.any():
         return pd.DataFrame()
+    # A KV swap frame only launches its copies: the time it holds the worker is the device
+    # work underneath it, not the few microseconds of the launch.
+    held = n["dur_ns"].to_numpy().astype(float)
+    held = np.where(is_kv, np.maximum(held, _device_time_below(table, is_kv)), held)
+    sub = n[flagged].assign(value=held[flagged])
     # Outermost matching frame only: a load wraps its read.
-    top = sub.sort_values("dur_ns", ascending=False).drop_duplicates(["rank", "step"])
-    top = top[top["dur_ns"] >= cfg.intra_min_ns]
+    top = sub.sort_values("value", ascending=False).drop_duplicates(["rank", "step"])
+    top = top[top["value"] >= cfg.intra_min_ns]
     if top.empty:
         return pd.DataFrame()
-    out = top[["rank", "step", "name_code", "cls", "kind", "ts_ns", "dur_ns", "local"]].copy()
-    out["value"] = out["dur_ns"].astype(float)
+    out = top[["rank", "step", "name_code", "cls", "kind", "ts_ns", "dur_ns", "local", "value"]].copy()
+    out["dur_ns"] = np.maximum(out["dur_ns"].to_numpy(), out["value"].to_numpy().astype(np.int64))
     out["baseline"] = 0.0
     out["excess"] = out["value"]
     out["method"] = "intra"
     return out
+
+
+def _episodic(n: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    """Frames that run in at most half of their rank's steps: a swap that happens every step is
+    how that deployment works (e.g. routine KV offload), judged by the ordinary intra test."""
+    if not mask.any():
+        return mask
+    sub = n.loc[mask, ["rank", "step", "name_code"]]
+    steps_with = sub.groupby(["rank", "name_code"])["step"].transform("nunique").to_numpy()
+    steps_total = n.groupby("rank")["step"].nunique()
+    total = sub["rank"].map(steps_total).to_numpy()
+    out = np.zeros(len(n), dtype=bool)
+    out[np.flatnonzero(mask)] = steps_with <= np.maximum(1, total // 2)
+    return out
+
+
+def _device_time_below(table: NodeTable, frames: np.ndarray, depth: int = 6) -> np.ndarray:
+    """For each flagged frame, the summed duration of the GPU work launched beneath it (device
+    nodes hang under their launch call, which hangs under the frames that issued it)."""
+    n = table.nodes
+    base = n["rank"].map(table.offsets).to_numpy()
+    parent = n["parent"].to_numpy()
+    gparent = np.where(parent >= 0, base + parent, -1)
+    device = np.flatnonzero(n["device"].to_numpy() >= 0)
+    dur = n["dur_ns"].to_numpy().astype(float)[device]
+    total = np.zeros(len(n))
+    cur = device
+    for _ in range(depth):
+        cur = np.where(cur >= 0, gparent[np.maximum(cur, 0)], -1)
+        hit = (cur >= 0) & frames[np.maximum(cur, 0)]
+        if hit.any():
+            np.add.at(total, cur[hit], dur[hit])
+            cur = np.where(hit, -1, cur)  # counted once, under the innermost flagged frame
+        if not (cur >= 0).any():
+            break
+    return total
