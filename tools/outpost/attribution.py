@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
 from tools.telemetry.bundle import Bundle
 
 
@@ -33,6 +34,26 @@ def node_component(cls: str, name: str, path: list[str], method: str, cpu_only: 
         # a broad slowdown against peers is a starved CPU.
         return "software" if method == "intra" else "host_cpu"
     return "software"
+
+
+def h2d_slowdown(table: NodeTable, rank: int, steps: list[int]) -> float | None:
+    """How much slower this rank's host->device copies ran than the other ranks' same copies
+    (same name and batch shape) over `steps`; None without comparable copies. A worker bound to
+    the far NUMA node copies from far memory: its copies slow down along with its host code."""
+    n = table.nodes
+    h2d = np.fromiter((H2D.search(x) is not None for x in table.names), dtype=bool, count=len(table.names))
+    c = n[(n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy()]
+    if c.empty:
+        return None
+    med = c.groupby(["name_code", "shape_key", "rank"], observed=True)["value"].agg(["median", "size"]).reset_index()
+    mine = med[med["rank"] == rank].set_index(["name_code", "shape_key"])
+    others = med[med["rank"] != rank].groupby(["name_code", "shape_key"], observed=True)["median"].median()
+    both = mine.join(others.rename("others"), how="inner")
+    both = both[both["others"] > 0]
+    if both.empty:
+        return None
+    ratios = both["median"] / both["others"]
+    return float(np.average(ratios, weights=both["size"]))
 
 
 # Exporters scrape every few seconds while a trace covers milliseconds: look a little around it.

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
-from tools.outpost.attribution import is_intra_node, node_component, pin_link
+from tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
 from tools.outpost.inter import inter_replica, inter_worker
 from tools.outpost.intra import episodic_frames, intra_worker
 from tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
@@ -87,12 +87,22 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
         comp = node_component(cls, name, path, "inter", cpu_only=cpu_only)
         if comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
             comp = "host_memory"
+        elif comp == "host_cpu" and _copies_slow(table, int(rank), rows, cfg):
+            comp = "host_memory"
         elif comp == "host_cpu" and share >= 0.6 and kind_of.get(code) == "python":
             comp = "software"  # one frame's own time carries the excess: a pause, not a slow CPU
         comps.append(comp)
     rows["component"] = comps
     rows["detail"] = [f"{r:.2f}x the peer median over {c} nodes" for r, c in zip(rows["ratio"], rows["count"])]
     return rows
+
+
+def _copies_slow(table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
+    """Host code slow on this rank *and* its host->device copies slower than the peers' (too
+    small to pass the detection floor on their own): far memory, not a busy CPU."""
+    steps = sorted(set(rows.loc[rows["rank"] == rank, "step"]))
+    ratio = h2d_slowdown(table, rank, steps)
+    return ratio is not None and ratio >= 1.0 + cfg.replica_effect
 
 
 def _local_of(table: NodeTable, rows: pd.DataFrame) -> list[int]:
@@ -139,7 +149,14 @@ def _arrival_rows(late: pd.DataFrame, causes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
-    parts = [x for x in (link_slowdowns(inst, cfg), link_shifts(inst, cfg), slow_groups(inst, cfg)) if not x.empty]
+    own = [x for x in (link_slowdowns(inst, cfg), link_shifts(inst, cfg)) if not x.empty]
+    own_keys = set(pd.concat(own)["gkey"]) if own else set()
+    versus_others = slow_groups(inst, cfg)
+    # A group whose own history already shows when its link slowed is judged by that: against
+    # other groups it looks slow at every step only because those slow steps lift its median.
+    if not versus_others.empty:
+        versus_others = versus_others[~versus_others["gkey"].isin(own_keys)]
+    parts = [x for x in (*own, versus_others) if not x.empty]
     slow = pd.concat(parts, ignore_index=True).drop_duplicates(["gkey", "step"]) if parts else pd.DataFrame(columns=["gkey", "step"])
     rows = [_counter_led_rows(bundle, inst, set(slow["gkey"]), late, notes)]
     for gkey, g in slow.groupby("gkey"):
