@@ -40,6 +40,35 @@ def build_app() -> typer.Typer:
             _fail(exc)
         typer.echo(f"base model: {out} ({info.model_type}, {info.parameters / 1e6:.1f}M parameters, {info.dtype}, from {info.kind})")
 
+    @app.command("data")
+    def data(
+        out: Path = typer.Option(..., "--out", "-o", help="data directory to write"),
+        size: str = typer.Option("demo", "--size", help="cases per category and split: tiny | demo | standard | large"),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
+        incident_size: str = typer.Option("tiny", "--incident-size", help="bundle size of generated incidents"),
+        tool_result_chars: int = typer.Option(0, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
+        max_tokens: int = typer.Option(8192, "--max-tokens", help="drop examples longer than this"),
+        categories: Optional[str] = typer.Option(None, "--categories", help="comma-separated categories (default: all)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing directory"),
+    ) -> None:
+        """Build the domain corpus, SFT examples from rules trajectories, and the held-out test bundles."""
+        _offline()
+        from pydantic import ValidationError
+
+        from evals.finetune.data import DataConfig, build_data
+
+        try:
+            cfg = DataConfig(size=size, incident_size=incident_size, tool_result_chars=tool_result_chars,
+                             max_tokens=max_tokens, categories=[c for c in (categories or "").split(",") if c.strip()])
+            m = build_data(out, cfg, tokenizer, overwrite=overwrite, progress=typer.echo)
+        except (ValidationError, FileNotFoundError, FileExistsError, ValueError) as exc:
+            _fail(exc)
+        for s, info in m.splits.items():
+            typer.echo(f"{s:10s} {info.examples:4d} examples  tokens max {info.tokens.max:5d} mean {info.tokens.mean:7.1f}"
+                       f"  assistant mean {info.tokens.assistant_mean:6.1f}")
+        typer.echo(f"corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens; rejected {len(m.rejected)}; "
+                   f"{m.seconds:.0f} s -> {out}/manifest.json")
+
     try:  # serving/comparison commands live in their own module (another part of the pipeline)
         from evals.finetune.serve_cli import add_commands
     except ImportError:

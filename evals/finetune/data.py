@@ -1,0 +1,354 @@
+"""`kat finetune data`: domain corpus + SFT examples from real `rules` trajectories, split by (task, seed).
+
+Layout of DIR (described by DIR/manifest.json, a `DataManifest`):
+
+    manifest.json            what was built, with which settings, token statistics, rejected cases
+    corpus.jsonl             domain-adaptation text: {"id", "source", "text"} (knowledge/ + train narratives)
+    sft/train.jsonl          SFT examples {"id", "task", "seed", "category", "split", "messages", "tools", ...}
+    sft/validation.jsonl
+    sft/test.jsonl           the held-out trajectories (for reference; never trained on)
+    test/<case id>/          test incident bundles (with ground_truth.json): `kat eval DIR/test`
+    README.md                this layout, for people
+
+An example's `messages` are OpenAI chat dicts: the Analyzer's system prompt, the incident message,
+then assistant turns with `tool_calls` and `tool` results, ending with the `submit_diagnosis` call.
+Tool results are compacted exactly as LLMAnalyzer does with `tool_result_chars` set, so serve and
+evaluate the tuned model with KAT_TOOL_RESULT_CHARS=<manifest.tool_result_chars>.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, Field
+
+from evals.finetune.chat_format import TEMPLATE_PATH, analyzer_tools, assistant_spans, to_openai_messages
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+MANIFEST = "manifest.json"
+DEFAULT_TOOL_RESULT_CHARS = 0
+
+# Cases per category in each split, by preset.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"train": 1, "validation": 1, "test": 1},
+    "demo": {"train": 3, "validation": 1, "test": 1},
+    "standard": {"train": 12, "validation": 2, "test": 3},
+    "large": {"train": 60, "validation": 6, "test": 8},
+}
+# Seeds of each split live in disjoint ranges, so no (task, seed) group is ever shared.
+_SPLIT_SEED_BASE = {"train": 500_000, "validation": 600_000, "test": 700_000}
+
+
+class DataConfig(BaseModel):
+    size: str = Field("demo", description=f"cases per category and split: {', '.join(SIZES)}")
+    incident_size: str = Field("tiny", description="bundle size of generated incidents (tiny | small | ...)")
+    categories: list[str] = Field(default_factory=list, description="restrict to these categories (default: all)")
+    max_ranks: int = Field(16, description="tasks with at most this many ranks")
+    tool_result_chars: int = Field(DEFAULT_TOOL_RESULT_CHARS, ge=0, description="payload characters per tool result")
+    max_tokens: int = Field(8192, description="drop examples longer than this (the base model's context)")
+    include_knowledge: bool = True
+
+
+class CaseRef(BaseModel):
+    """One generated incident: regenerate it with generate_incident(category, task, seed, severity, size)."""
+
+    id: str
+    split: Split
+    category: str
+    task: str
+    seed: int
+    severity: str | None
+    size: str
+    bundle: str | None = Field(None, description="relative path of the bundle under DIR (test split only)")
+
+
+class Rejected(BaseModel):
+    id: str
+    reason: str
+
+
+class TokenStats(BaseModel):
+    examples: int = 0
+    max: int = 0
+    mean: float = 0.0
+    median: float = 0.0
+    assistant_mean: float = 0.0
+    tool_result_mean: float = 0.0
+
+
+class SplitInfo(BaseModel):
+    file: str
+    examples: int
+    cases: list[CaseRef]
+    tokens: TokenStats
+
+
+class DataManifest(BaseModel):
+    version: int = 1
+    created: str
+    config: DataConfig
+    tokenizer: str
+    chat_template: str
+    chat_template_sha256: str
+    tool_result_chars: int
+    serve_env: dict[str, str]
+    splits: dict[str, SplitInfo]
+    test_dir: str = "test"
+    corpus: dict[str, Any]
+    rejected: list[Rejected] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    def test_cases(self, root: Path) -> list[Path]:
+        """Directories of the held-out incident bundles."""
+        return [root / c.bundle for c in self.splits["test"].cases if c.bundle]
+
+
+def load_manifest(root: Path | str) -> DataManifest:
+    p = Path(root) / MANIFEST
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: build the data with `kat finetune data --out {root}`")
+    try:
+        return DataManifest.model_validate_json(p.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{p}: not a valid data manifest: {exc}") from exc
+
+
+def plan_cases(cfg: DataConfig) -> list[CaseRef]:
+    """Every case of every split, deterministic from the config (no generation)."""
+    from evals.simulate.categories import ALL_CATEGORIES, SEVERITIES, Category, parse_category
+    from evals.simulate.faults import supported
+    from evals.simulate.tasks import load_tasks
+    from evals.simulate.topology import build_layout
+
+    if cfg.size not in SIZES:
+        raise ValueError(f"size: {cfg.size!r} is not one of {', '.join(SIZES)}")
+    cats = [parse_category(c) for c in cfg.categories] if cfg.categories else list(ALL_CATEGORIES)
+    pool = [t for t in load_tasks().values() if t.world_size <= cfg.max_ranks]
+    if not pool:
+        raise ValueError(f"max_ranks: no task has at most {cfg.max_ranks} ranks")
+    sevs = [s.value for s in SEVERITIES]
+    out: list[CaseRef] = []
+    for ci, cat in enumerate(cats):
+        usable = [t for t in pool if supported(cat, build_layout(t)) is None]
+        if not usable:
+            raise ValueError(f"categories: no task within {cfg.max_ranks} ranks supports {cat.value}")
+        for si, split in enumerate(SPLITS):
+            for k in range(SIZES[cfg.size][split]):
+                seed = _SPLIT_SEED_BASE[split] + 1000 * ci + k
+                task = usable[(ci * 7 + k * 5 + si * 3) % len(usable)]
+                sev = None if cat == Category.NONE else sevs[(ci + k + si) % len(sevs)]
+                cid = f"{split}-{cat.value}-{k:02d}"
+                out.append(CaseRef(id=cid, split=split, category=cat.value, task=task.name, seed=seed,
+                                   severity=sev, size=cfg.incident_size,
+                                   bundle=f"test/{cid}" if split == "test" else None))
+    groups: dict[tuple[str, int], str] = {}
+    for c in out:  # the guarantee the split rests on
+        prev = groups.setdefault((c.task, c.seed), c.split)
+        if prev != c.split:
+            raise AssertionError(f"(task, seed) group {(c.task, c.seed)} in both {prev} and {c.split}")
+    return out
+
+
+def _trim_diagnosis(args: dict) -> dict:
+    """The target Diagnosis: evidence items name only the id (the validator fills tool/query/summary)."""
+    args = json.loads(json.dumps(args, default=str))
+    args["evidence"] = [{"id": e["id"]} for e in args.get("evidence") or [] if isinstance(e, dict) and e.get("id")]
+    return args
+
+
+class Trajectory(BaseModel):
+    messages: list[dict]
+    tools: list[dict]
+    category: str
+    diagnosis: dict
+    evidence: list[dict]
+
+
+def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
+    """Run the real rules Session and return the conversation as the LLM Analyzer would see and produce it."""
+    import prompts
+    from agent.backends.llm import compact_messages
+    from agent.graph import SUBMIT, validate_diagnosis
+    from agent.session import Session
+    from agent.state import ledger_entries
+    from langchain_core.messages import AIMessage
+
+    s = Session(bundle, "rules")
+    try:
+        d = s.diagnose()
+        state = s.state(s.thread_id)
+        tools = analyzer_tools(s.tools)
+    finally:
+        s.close()
+    msgs = list(state.get("messages") or [])
+    last = max((i for i, m in enumerate(msgs) if isinstance(m, AIMessage)
+                and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None)
+    if last is None:
+        raise ValueError("the trajectory has no submit_diagnosis call")
+    msgs = compact_messages(msgs[: last + 1], tool_result_chars)
+    om = to_openai_messages(msgs, system=prompts.load("system"))
+    call = om[-1]["tool_calls"][0]["function"]
+    call["arguments"] = _trim_diagnosis(call["arguments"])
+    ledger = ledger_entries(state)
+    ok, reason = validate_diagnosis(call["arguments"], ledger)
+    if ok is None:  # the trimmed target must still pass the graph's validator
+        raise ValueError(f"trimmed diagnosis rejected: {reason}")
+    ev = [{"id": e.id, "tool": e.tool, "summary": e.summary} for e in ledger]
+    return Trajectory(messages=om, tools=tools, category=d.root_cause.category, diagnosis=d.model_dump(), evidence=ev)
+
+
+def narrative(gt: Any, title: str, traj: Trajectory) -> str:
+    """An incident write-up from the ground truth and the evidence the playbook gathered."""
+    lines = [f"# Incident: {title}", "", f"Symptom: {gt.symptom}", "",
+             f"Root cause: {gt.category} (component {gt.component})"
+             + (f" on rank(s) {', '.join(map(str, gt.affected_ranks))}" if gt.affected_ranks else "")
+             + (f", host(s) {', '.join(gt.affected_hosts)}" if gt.affected_hosts else "") + ".",
+             "", gt.summary, ""]
+    if gt.causal_chain:
+        lines.append("Causal chain, from root cause to symptom:")
+        lines += [f"{i}. {link.cause} -> {link.effect}" for i, link in enumerate(gt.causal_chain, 1)]
+        lines.append("")
+    cited = {i for link in traj.diagnosis.get("causal_chain") or [] for i in link.get("evidence") or []}
+    ev = [e for e in traj.evidence if e["id"] in cited and e.get("summary")]
+    if ev:
+        lines.append("Evidence:")
+        lines += [f"- {e['tool']}: {e['summary']}" for e in ev]
+        lines.append("")
+    for c in gt.confounders:
+        lines.append(f"Look-alike, not the cause: {c.description}")
+    ruled = traj.diagnosis.get("alternatives_ruled_out") or []
+    lines += [f"Ruled out {r['category']}: {r['why']}" for r in ruled]
+    rem = traj.diagnosis.get("remediation") or []
+    if rem:
+        lines += ["", "Remediation:"] + [f"- {r}" for r in rem]
+    return "\n".join(lines).strip() + "\n"
+
+
+def knowledge_docs() -> list[dict]:
+    corpus = Path(__file__).resolve().parents[2] / "knowledge" / "corpus"
+    return [{"id": f"kb:{p.stem}", "source": f"knowledge/corpus/{p.name}", "text": p.read_text(encoding="utf-8")}
+            for p in sorted(corpus.glob("*.md"))]
+
+
+def _token_counts(tokenizer: Any, traj: Trajectory) -> dict[str, int]:
+    full, spans = assistant_spans(tokenizer, traj.messages, traj.tools)
+    n = len(tokenizer(full, add_special_tokens=False)["input_ids"])
+    asst = sum(len(tokenizer(full[a:b], add_special_tokens=False)["input_ids"]) for a, b in spans)
+    tool = sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in traj.messages if m["role"] == "tool")
+    return {"tokens": n, "assistant_tokens": asst, "tool_result_tokens": tool}
+
+
+def _stats(rows: list[dict]) -> TokenStats:
+    if not rows:
+        return TokenStats()
+    t = [r["tokens"] for r in rows]
+    return TokenStats(examples=len(rows), max=max(t), mean=round(statistics.mean(t), 1), median=statistics.median(t),
+                      assistant_mean=round(statistics.mean(r["assistant_tokens"] for r in rows), 1),
+                      tool_result_mean=round(statistics.mean(r["tool_result_tokens"] for r in rows), 1))
+
+
+def load_tokenizer(path: Path | str | None) -> tuple[Any, str]:
+    """(tokenizer, description): an HF folder, or the SmolLM2 GGUF's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    if path:
+        p = Path(path)
+        if not (p / "tokenizer_config.json").exists() and not (p / "tokenizer.json").exists():
+            raise FileNotFoundError(f"--tokenizer: {p} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+        return AutoTokenizer.from_pretrained(str(p)), str(p)
+    from evals.finetune.base_model import smollm2_gguf
+
+    g = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name), str(g)
+
+
+def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = None, overwrite: bool = False,
+               progress: Callable[[str], None] = lambda s: None) -> DataManifest:
+    """Generate incidents, run the rules Analyzer, write corpus, SFT splits, test bundles and the manifest."""
+    from evals.simulate import generate_incident
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite to rebuild it")
+        shutil.rmtree(out)
+    (out / "sft").mkdir(parents=True)
+    tok, tok_desc = load_tokenizer(tokenizer_path)
+    cases = plan_cases(cfg)
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    kept: dict[str, list[CaseRef]] = {s: [] for s in SPLITS}
+    narratives: list[dict] = []
+    rejected: list[Rejected] = []
+    with tempfile.TemporaryDirectory(prefix="kat-ft-") as tmp:
+        for i, c in enumerate(cases, 1):
+            bundle = out / c.bundle if c.bundle else Path(tmp) / c.id
+            gt = generate_incident(c.category, c.task, c.seed, bundle, severity=c.severity, size=c.size,
+                                   incident_id=f"ft-{c.id}")
+            try:
+                traj = rules_trajectory(bundle, cfg.tool_result_chars)
+            except Exception as exc:  # a failed run is not training data; say why
+                rejected.append(Rejected(id=c.id, reason=f"{type(exc).__name__}: {exc}"[:300]))
+                progress(f"[{i}/{len(cases)}] {c.id}: rejected ({exc})")
+                continue
+            if traj.category != gt.category:
+                rejected.append(Rejected(id=c.id, reason=f"rules said {traj.category}, ground truth {gt.category}"))
+                progress(f"[{i}/{len(cases)}] {c.id}: rejected (wrong category {traj.category})")
+                if c.split == "test":
+                    kept["test"].append(c)  # a test case stays a test case: the eval scores it anyway
+                continue
+            counts = _token_counts(tok, traj)
+            if counts["tokens"] > cfg.max_tokens:
+                rejected.append(Rejected(id=c.id, reason=f"{counts['tokens']} tokens > max_tokens {cfg.max_tokens}"))
+                if c.split == "test":
+                    kept["test"].append(c)
+                continue
+            row = {"id": c.id, "split": c.split, "task": c.task, "seed": c.seed, "category": c.category,
+                   **counts, "messages": traj.messages, "tools": traj.tools}
+            rows[c.split].append(row)
+            kept[c.split].append(c)
+            if c.split == "train":
+                title = json.loads((bundle / "incident.json").read_text()).get("title") or c.id
+                narratives.append({"id": f"narrative:{c.id}", "source": "generated incident (train split)",
+                                   "text": narrative(gt, title, traj)})
+            progress(f"[{i}/{len(cases)}] {c.id}: {counts['tokens']} tokens ({counts['assistant_tokens']} assistant)")
+    splits = {}
+    for s in SPLITS:
+        f = f"sft/{s}.jsonl"
+        with open(out / f, "w", encoding="utf-8") as fh:
+            for r in rows[s]:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        splits[s] = SplitInfo(file=f, examples=len(rows[s]), cases=kept[s], tokens=_stats(rows[s]))
+    docs = (knowledge_docs() if cfg.include_knowledge else []) + narratives
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+    corpus_tokens = sum(len(tok(d["text"], add_special_tokens=False)["input_ids"]) for d in docs)
+    template = TEMPLATE_PATH.read_bytes()
+    m = DataManifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg, tokenizer=tok_desc,
+        chat_template="prompts/analyzer_chat_template.jinja", chat_template_sha256=hashlib.sha256(template).hexdigest(),
+        tool_result_chars=cfg.tool_result_chars, serve_env={"KAT_TOOL_RESULT_CHARS": str(cfg.tool_result_chars)},
+        splits=splits, corpus={"file": "corpus.jsonl", "documents": len(docs), "knowledge_documents": len(docs) - len(narratives),
+                               "narratives": len(narratives), "tokens": corpus_tokens},
+        rejected=rejected, seconds=round(time.perf_counter() - t0, 1))
+    (out / MANIFEST).write_text(m.model_dump_json(indent=2) + "\n")
+    (out / "README.md").write_text(_readme(m))
+    return m
+
+
+def _readme(m: DataManifest) -> str:
+    head = (__doc__ or "").split("Layout of DIR", 1)[-1]
+    counts = "\n".join(f"- {s}: {i.examples} examples, {len(i.cases)} cases, tokens max {i.tokens.max} mean {i.tokens.mean}"
+                       for s, i in m.splits.items())
+    return (f"# KAT fine-tuning data\n\nBuilt {m.created} by `kat finetune data` (size {m.config.size}).\n\n{counts}\n\n"
+            f"Corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens.\n\n"
+            f"Evaluate the held-out cases with `kat eval {m.test_dir}` (bundle directory) and serve the tuned model "
+            f"with KAT_TOOL_RESULT_CHARS={m.tool_result_chars} set for the agent.\n\nLayout of DIR{head}")
