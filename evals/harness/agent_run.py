@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.harness.models import Trajectory
+from evals.harness.toolcalls import tool_call_stats
 from evals.harness.variants import Variant
 
 
@@ -72,7 +73,9 @@ def run_agent(case_dir: Path, variant: Variant) -> tuple[dict[str, Any], Traject
     finally:
         s.close()
     tin, tout = _tokens(state.get("messages") or [])
+    tc = tool_call_stats(state.get("messages") or [], {n: t.args_model for n, t in s.tools.items()})
     traj = Trajectory(tool_calls=sum(calls.values()), tool_calls_by_name=dict(calls), steps=int(state.get("turn_steps") or 0),
                       tokens_in=tin, tokens_out=tout, wall_s=round(time.perf_counter() - t0, 3), rejected=rejected,
-                      status=d.status)
+                      status=d.status, calls_attempted=tc.attempted, calls_valid=tc.valid, valid_call_rate=tc.rate,
+                      tool_call_detail=tc.model_dump(exclude={"attempted", "valid"}))
     return d.model_dump(mode="json"), traj

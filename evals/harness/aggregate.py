@@ -35,6 +35,7 @@ class Tally(BaseModel):
     answer_ok: float | None = None
     passed: float | None = None
     tool_calls_mean: float | None = None
+    valid_call_rate: float | None = Field(None, description="sum of valid tool calls / sum of attempted ones (toolcalls.py)")
     steps_mean: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -65,6 +66,7 @@ def tally(runs: list[CaseRun]) -> Tally:
     tin = [r.trajectory.tokens_in for r in ok if r.trajectory.tokens_in is not None]
     tout = [r.trajectory.tokens_out for r in ok if r.trajectory.tokens_out is not None]
     wall = [r.trajectory.wall_s for r in ok]
+    att = [r.trajectory for r in runs if r.trajectory.calls_attempted is not None]
     return Tally(
         runs=n, errors=n - len(ok),
         top1=_r(sum(s.top1 for s in sc), n), top3=_r(sum(s.top3 for s in sc), n),
@@ -80,6 +82,7 @@ def tally(runs: list[CaseRun]) -> Tally:
         answer_ok=_r(sum(a.ok for a in answers), len(answers)),
         passed=_r(sum(s.passed for s in sc), n),
         tool_calls_mean=round(statistics.mean(r.trajectory.tool_calls for r in ok), 2) if ok else None,
+        valid_call_rate=_r(sum(t.calls_valid or 0 for t in att), sum(t.calls_attempted or 0 for t in att)),
         steps_mean=round(statistics.mean(r.trajectory.steps for r in ok), 2) if ok else None,
         tokens_in=sum(tin) if tin else None, tokens_out=sum(tout) if tout else None,
         wall_p50_s=_pct(wall, 0.5), wall_p95_s=_pct(wall, 0.95),

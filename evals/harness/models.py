@@ -16,6 +16,10 @@ class Trajectory(BaseModel):
     tokens_out: int | None = None
     wall_s: float = 0.0
     rejected: int = Field(0, description="rejected submissions or malformed calls")
+    calls_attempted: int | None = Field(None, description="tool calls attempted, incl. unparsed and in-text ones (toolcalls.py)")
+    calls_valid: int | None = Field(None, description="attempted calls that parsed and validated against the tool's args schema")
+    valid_call_rate: float | None = Field(None, description="calls_valid / calls_attempted; None when nothing was attempted")
+    tool_call_detail: dict[str, int] | None = Field(None, description="parsed, unparsed, in_text, unknown_tool, bad_args, replies, no_call_replies")
     status: str = Field("complete", description="Diagnosis.status, or 'error' when the run crashed")
 
 

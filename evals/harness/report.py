@@ -15,6 +15,7 @@ HEADLINE = (("runs", "runs"), ("top-1", "top1"), ("top-3", "top3"), ("component"
             ("ranks exact", "ranks_exact"), ("rank P", "rank_precision"), ("rank R", "rank_recall"),
             ("chain P", "chain_precision"), ("chain R", "chain_recall"), ("faithful", "faithfulness"),
             ("controls ok", "control_ok"), ("false alarm", "false_alarm"), ("pass", "passed"), ("tool calls", "tool_calls_mean"),
+            ("valid calls", "valid_call_rate"),
             ("p50 s", "wall_p50_s"), ("p95 s", "wall_p95_s"))
 
 

@@ -1,0 +1,230 @@
+"""`kat finetune compare`: base small model vs fine-tuned small model vs `rules` on the held-out split.
+
+Every variant runs through the ordinary eval harness (evals/harness: runner, scoring, report),
+on the test bundles listed in the data manifest (`kat finetune data`). The two models are served
+by vLLM one at a time (VLLMServer), so a 2-core machine runs one model at a time; `rules` needs
+no server. The result is one table:
+
+    variant | n | valid tool calls | root-cause top-1 | chain link F1 | faithfulness | mean steps | wall
+
+* valid tool calls: sum over runs of calls that parsed and validated against the tool's args
+  schema / every call attempted, including unparseable and in-text ones (evals/harness/toolcalls.py).
+* root-cause top-1, faithfulness: as `kat eval` (evals/harness/scoring.py); errors count as wrong.
+* chain link F1: 2PR/(P+R) of the harness's micro chain-link precision P and recall R.
+* mean steps: Analyzer calls per run; wall: mean and total seconds per run (model variants also
+  report the server's start-up time and decode tokens/s separately).
+
+The table goes to stdout, OUT/compare.md and OUT/compare.json; the harness's full report (per
+category, confusion matrices, failed runs) to OUT/report.md, and per-run results to OUT/runs/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, Field
+
+from evals.finetune.serve import ServeSpec, VLLMServer
+
+
+@dataclass
+class ModelUnderTest:
+    """One model variant: a name in the table and how to serve it."""
+
+    name: str                      # base | tuned
+    spec: ServeSpec
+
+
+class CompareRow(BaseModel):
+    variant: str
+    analyzer: str
+    model: str | None = None
+    n: int
+    errors: int = 0
+    valid_call_rate: float | None = Field(None, description="valid / attempted tool calls, over all runs")
+    calls_attempted: int = 0
+    calls_valid: int = 0
+    top1: float | None = None
+    chain_precision: float | None = None
+    chain_recall: float | None = None
+    chain_f1: float | None = None
+    faithfulness: float | None = None
+    steps_mean: float | None = None
+    wall_mean_s: float | None = None
+    wall_total_s: float | None = None
+    server_start_s: float | None = None
+    tokens_out: int | None = None
+    decode_tok_s: float | None = Field(None, description="output tokens / wall seconds of the model's runs (includes prefill and tools)")
+    skipped: str | None = None
+
+
+class CompareReport(BaseModel):
+    created: str
+    data_dir: str | None
+    cases: list[str]
+    settings: dict[str, Any]
+    rows: list[CompareRow]
+    notes: list[str] = Field(default_factory=list)
+
+
+COLUMNS = (("variant", "variant"), ("n", "n"), ("valid tool calls", "valid_call_rate"), ("root-cause top-1", "top1"),
+           ("chain link F1", "chain_f1"), ("faithfulness", "faithfulness"), ("mean steps", "steps_mean"),
+           ("wall/case s", "wall_mean_s"), ("wall total s", "wall_total_s"))
+
+
+def test_cases(data_dir: Path, limit: int | None = None) -> list[tuple[str, Path]]:
+    """(case id, bundle) of the manifest's test split; `limit` keeps one case per category first, in order."""
+    from evals.finetune.data import load_manifest
+    from evals.harness.cases import list_cases
+
+    m = load_manifest(data_dir)
+    dirs = [p for p in m.test_cases(Path(data_dir)) if p.exists()]
+    if not dirs:  # a manifest without bundle paths: every bundle under the test dir
+        return _limit(list_cases(Path(data_dir) / m.test_dir), limit)
+    return _limit([(p.name, p) for p in dirs], limit)
+
+
+def _limit(cases: list[tuple[str, Path]], limit: int | None) -> list[tuple[str, Path]]:
+    if not limit or limit >= len(cases):
+        return cases
+    from evals.simulate.ground_truth import load_ground_truth
+
+    firsts, rest, seen = [], [], set()
+    for cid, p in cases:
+        cat = load_ground_truth(p).category
+        (rest if cat in seen else firsts).append((cid, p))
+        seen.add(cat)
+    return (firsts + rest)[:limit]
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    if p is None or r is None:
+        return None
+    return round(2 * p * r / (p + r), 4) if p + r else 0.0
+
+
+def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -> CompareRow:
+    from evals.harness.aggregate import tally
+
+    t = tally(runs)
+    att = sum(r.trajectory.calls_attempted or 0 for r in runs)
+    val = sum(r.trajectory.calls_valid or 0 for r in runs)
+    walls = [r.trajectory.wall_s for r in runs if r.error is None]
+    tout = [r.trajectory.tokens_out for r in runs if r.trajectory.tokens_out is not None]
+    return CompareRow(
+        variant=variant.name, analyzer=variant.analyzer, model=variant.model, n=len(runs), errors=t.errors,
+        valid_call_rate=round(val / att, 4) if att else None, calls_attempted=att, calls_valid=val,
+        top1=t.top1, chain_precision=t.chain_precision, chain_recall=t.chain_recall,
+        chain_f1=_f1(t.chain_precision, t.chain_recall), faithfulness=t.faithfulness, steps_mean=t.steps_mean,
+        wall_mean_s=round(sum(walls) / len(walls), 1) if walls else None, wall_total_s=round(sum(walls), 1) if walls else None,
+        server_start_s=server_start_s, tokens_out=sum(tout) if tout else None,
+        decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v <= 1.0 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(rows: list[CompareRow]) -> list[str]:
+    out = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    for r in rows:
+        if r.skipped:
+            out.append(f"| {r.variant} | " + " | ".join(["-"] * (len(COLUMNS) - 1)) + " |")
+        else:
+            out.append("| " + " | ".join(_fmt(getattr(r, k)) for _, k in COLUMNS) + " |")
+    return out
+
+
+def render_markdown(rep: CompareReport) -> str:
+    md = ["# Analyzer comparison: base vs fine-tuned small model vs rules", "",
+          f"{len(rep.cases)} held-out case(s) from `{rep.data_dir}`; created {rep.created}.", ""]
+    md += markdown_table(rep.rows) + [""]
+    md += ["Definitions: valid tool calls = calls that parsed and validated against the tool's argument schema / all "
+           "calls attempted (incl. unparseable arguments and calls left in the text; evals/harness/toolcalls.py), over "
+           "all runs. Root-cause top-1 and faithfulness as `kat eval` (errors count as wrong). Chain link F1 = 2PR/(P+R) "
+           "of micro chain-link precision/recall. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
+    extra = [r for r in rep.rows if r.analyzer != "rules" and not r.skipped]
+    if extra:
+        md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",
+               "|---|---|---:|---:|---:|---:|---:|"]
+        md += [f"| {r.variant} | {r.model} | {_fmt(r.server_start_s)} | {r.calls_valid}/{r.calls_attempted} | "
+               f"{_fmt(r.tokens_out)} | {_fmt(r.decode_tok_s)} | {r.errors} |" for r in extra]
+        md.append("")
+    md += ["Settings: `" + json.dumps(rep.settings, default=str) + "`", ""]
+    md += [f"> {n}" for n in rep.notes]
+    md += ["", "Per-category figures, confusion matrices and failed runs: `report.md` in the same folder."]
+    return "\n".join(md) + "\n"
+
+
+def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
+                rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, tool_result_chars: int | None = None,
+                resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
+    """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`."""
+    from evals.harness import report as rep_mod
+    from evals.harness.runner import run_all
+    from evals.harness.variants import Variant
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if tool_result_chars is not None:  # the compact tool results the model was trained on (LLMAnalyzer reads the env)
+        os.environ["KAT_TOOL_RESULT_CHARS"] = str(tool_result_chars)
+    rows: list[CompareRow] = []
+    all_runs: list[Any] = []
+    variants: list[Variant] = []
+    notes: list[str] = []
+
+    def progress(run: Any, done: int, total: int, cached: bool) -> None:
+        sc, tr = run.scores, run.trajectory
+        what = f"error: {(run.error or '').splitlines()[0][:100]}" if run.error else \
+            f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
+        say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
+
+    def run_variant(v: Variant, start_s: float | None) -> None:
+        if not resume:
+            shutil.rmtree(out / "runs" / v.name, ignore_errors=True)
+        runs = run_all(out, cases, [v], progress=progress)
+        variants.append(v)
+        all_runs.extend(runs)
+        rows.append(row_of(v, runs, start_s))
+
+    if rules:
+        say(f"rules: {len(cases)} case(s)")
+        run_variant(Variant(name="rules", analyzer="rules", max_steps=max_steps, time_budget_s=time_budget_s), None)
+    for m in models:
+        log = out / "logs" / f"vllm-{m.name}.log"
+        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} "
+            f"(log {log}) ...")
+        v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
+                    max_steps=max_steps, time_budget_s=time_budget_s)
+        t0 = time.monotonic()
+        try:
+            with VLLMServer(m.spec, log) as srv:
+                say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(cases)} case(s)")
+                run_variant(v, srv.ready_s)
+        except Exception as exc:  # a model that cannot be served is reported, not fatal for the others
+            msg = str(exc)
+            say(f"{m.name}: FAILED: {msg}")
+            notes.append(f"{m.name}: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
+            rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
+
+    settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "tool_result_chars": tool_result_chars,
+                "models": {m.name: {"model": str(m.spec.model), "adapter": str(m.spec.adapter) if m.spec.adapter else None,
+                                    "dtype": m.spec.dtype, "max_model_len": m.spec.max_model_len, "max_tokens": m.spec.max_tokens,
+                                    "threads": m.spec.threads, "device": m.spec.device} for m in models}}
+    rep = CompareReport(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), data_dir=str(data_dir) if data_dir else None,
+                        cases=[c for c, _ in cases], settings=settings, rows=rows, notes=notes)
+    (out / "compare.json").write_text(rep.model_dump_json(indent=1))
+    (out / "compare.md").write_text(render_markdown(rep))
+    if variants:  # the harness's own full report over the same runs
+        full = rep_mod.build("finetune-compare", Path(data_dir or "."), len(cases), 1, variants, all_runs, notes)
+        rep_mod.write(full, out)
+    return rep

@@ -1,0 +1,237 @@
+"""Serving and comparison plumbing without vLLM: command lines, the server's process lifecycle
+(a fake `vllm` that speaks the OpenAI API), the valid tool-call rate, and the comparison table."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import BaseModel
+
+from evals.finetune.serve import LAUNCHER, ServeError, ServeSpec, VLLMServer, command, environment
+from evals.harness.toolcalls import text_calls, tool_call_stats
+
+DEMO_SUITE = Path(__file__).resolve().parent.parent / "evals" / "suites" / "demo"
+
+# A stand-in for .venv-vllm/bin/python: started as `python LAUNCHER serve MODEL --port P ...`, it serves
+# /v1/models and scripted chat completions (a call left in text, a valid call, then the diagnosis).
+FAKE_VLLM = textwrap.dedent('''\
+    #!{python}
+    import json, os, sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    argv = sys.argv[1:]
+    if os.environ.get("FAKE_VLLM_DIE"):
+        print("fake vllm: boom, cannot load the model", flush=True)
+        sys.exit(3)
+    port = int(argv[argv.index("--port") + 1])
+    name = argv[argv.index("--served-model-name") + 1]
+    n = {{"chat": 0}}
+    def reply(body):
+        n["chat"] += 1
+        tools = sum(m["role"] == "tool" for m in body["messages"])
+        if n["chat"] == 1:
+            return {{"role": "assistant", "content": '<tool_call>{{"name": "metric_lookup", "arguments": {{"name": }}</tool_call>'}}
+        if tools == 0:
+            return {{"role": "assistant", "content": None, "tool_calls": [{{"id": "c1", "type": "function",
+                    "function": {{"name": "log_search", "arguments": json.dumps({{"query": "pause"}})}}}}]}}
+        args = {{"root_cause": {{"category": "runtime_stall", "component": "software", "ranks": [1], "summary": "GC pauses"}},
+                "causal_chain": [{{"cause": "GC pauses in rank 1", "effect": "steps start late", "evidence": ["ev-1"]}}],
+                "evidence": [{{"id": "ev-1"}}], "confidence": 0.6}}
+        return {{"role": "assistant", "content": None, "tool_calls": [{{"id": "c2", "type": "function",
+                "function": {{"name": "submit_diagnosis", "arguments": json.dumps(args)}}}}]}}
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def _send(self, obj):
+            data = json.dumps(obj).encode()
+            self.send_response(200); self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+        def do_GET(self):
+            self._send({{"object": "list", "data": [{{"id": name, "object": "model"}}]}})
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            m = reply(body)
+            self._send({{"id": "x", "object": "chat.completion", "created": 0, "model": name,
+                        "choices": [{{"index": 0, "message": m, "finish_reason": "stop"}}],
+                        "usage": {{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}})
+    print("fake vllm: serving", name, "on", port, flush=True)
+    HTTPServer(("127.0.0.1", port), H).serve_forever()
+''')
+
+
+@pytest.fixture
+def fake_venv(tmp_path: Path) -> Path:
+    venv = tmp_path / "venv-vllm"
+    (venv / "bin").mkdir(parents=True)
+    py = venv / "bin" / "python"
+    py.write_text(FAKE_VLLM.format(python=sys.executable))
+    py.chmod(py.stat().st_mode | stat.S_IXUSR)
+    return venv
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    m = tmp_path / "model"
+    m.mkdir()
+    (m / "config.json").write_text("{}")
+    return m
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def test_cpu_command_merged_model(fake_venv: Path, model_dir: Path) -> None:
+    spec = ServeSpec(model=model_dir, venv=fake_venv, port=8123, max_tokens=512)
+    argv = command(spec)
+    assert argv[:3] == [str(fake_venv / "bin" / "python"), str(LAUNCHER), "serve"] and argv[3] == str(model_dir)
+    joined = " ".join(argv)
+    for flag in ("--enable-auto-tool-choice", "--tool-call-parser hermes", "--served-model-name kat-analyzer",
+                 "--max-model-len 8192", "--dtype float32", "--port 8123", "--enforce-eager",
+                 "analyzer_chat_template.jinja"):
+        assert flag in joined
+    assert json.loads(argv[argv.index("--override-generation-config") + 1]) == {"max_new_tokens": 512}
+    assert "--enable-lora" not in argv
+    env = environment(spec, base={"VIRTUAL_ENV": "/x", "PATH": "/bin"})
+    assert env["VLLM_TARGET_DEVICE"] == "cpu" and env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and "VIRTUAL_ENV" not in env
+
+
+def test_lora_command_and_gpu_command(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
+    ad = tmp_path / "adapter"
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    argv = command(ServeSpec(model=model_dir, adapter=ad, venv=fake_venv, threads=2))
+    assert argv[argv.index("--lora-modules") + 1] == f"kat-analyzer={ad}"
+    assert argv[argv.index("--max-lora-rank") + 1] == "16"          # vLLM accepts 8, 16, ...: the next one up
+    assert argv[argv.index("--served-model-name") + 1] == "kat-analyzer-base"
+    env = environment(ServeSpec(model=model_dir, venv=fake_venv, threads=2), base={})
+    assert env["OMP_NUM_THREADS"] == "2" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    gpu = command(ServeSpec(model="Qwen/Qwen2.5-14B-Instruct", device="gpu", dtype="bfloat16", venv=tmp_path / "none",
+                            enforce_eager=False, max_tokens=None))
+    assert gpu[:2] == ["vllm", "serve"] and "--enforce-eager" not in gpu and "--override-generation-config" not in gpu
+    with pytest.raises(ServeError, match="adapter_config.json"):
+        command(ServeSpec(model=model_dir, adapter=tmp_path, venv=fake_venv))
+
+
+def test_missing_venv_is_a_clear_error(tmp_path: Path, model_dir: Path) -> None:
+    with pytest.raises(ServeError, match="make vllm-venv"):
+        command(ServeSpec(model=model_dir, venv=tmp_path / "nope"))
+
+
+# -- process lifecycle -------------------------------------------------------------------------
+
+def test_server_starts_answers_and_stops_its_process_group(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
+    spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port())
+    log = tmp_path / "logs" / "serve.log"
+    with VLLMServer(spec, log, ready_timeout=30) as srv:
+        assert srv.ready_s is not None and srv.alive()
+        pgid = os.getpgid(srv.proc.pid)
+        assert pgid != os.getpgid(0)  # its own group: stopping it never touches ours
+    assert not srv.alive()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert "fake vllm: serving kat-analyzer" in log.read_text()
+
+
+def test_server_that_dies_reports_the_log_tail(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_DIE", "1")
+    srv = VLLMServer(ServeSpec(model=model_dir, venv=fake_venv, port=_free_port()), tmp_path / "s.log", ready_timeout=30)
+    t0 = time.monotonic()
+    with pytest.raises(ServeError, match="(?s)exited with code 3.*boom"):
+        with srv:
+            pass
+    assert time.monotonic() - t0 < 20
+
+
+# -- valid tool-call rate ----------------------------------------------------------------------
+
+class _Args(BaseModel):
+    name: str
+
+
+def test_tool_call_stats_counts_every_kind_of_attempt() -> None:
+    schemas = {"metric_lookup": _Args}
+    msgs = [
+        HumanMessage(content="incident"),
+        AIMessage(content="", tool_calls=[{"name": "metric_lookup", "args": {"name": "x"}, "id": "1"},    # valid
+                                          {"name": "metric_lookup", "args": {"nme": "x"}, "id": "2"},    # bad args
+                                          {"name": "nope", "args": {}, "id": "3"}]),                    # unknown tool
+        AIMessage(content="", invalid_tool_calls=[{"name": "metric_lookup", "args": "{bad", "id": "4", "error": "json"}]),
+        AIMessage(content='<tool_call>{"name": "metric_lookup", "arguments": {</tool_call> <tool_call>x</tool_call>'),
+        AIMessage(content="I would call metric_lookup(name='x') now"),                                    # in text, no tag
+        AIMessage(content="The GPU is hot."),                                                            # no attempt
+        AIMessage(content="(Analyzer model error: APITimeoutError: timed out)"),                        # not a reply
+        AIMessage(content="Partial answer: step budget exhausted."),                                     # not a reply
+    ]
+    st = tool_call_stats(msgs, schemas)
+    assert (st.attempted, st.valid) == (7, 1)
+    assert (st.parsed, st.unparsed, st.in_text, st.unknown_tool, st.bad_args) == (3, 1, 3, 1, 1)
+    assert (st.replies, st.no_call_replies) == (5, 1) and st.rate == round(1 / 7, 4)
+    assert tool_call_stats([AIMessage(content="hello")], schemas).rate is None
+    assert text_calls('{"name": "submit_diagnosis", "arguments": {}}', {"submit_diagnosis"}) == 1
+
+
+def test_submit_diagnosis_is_validated_against_the_diagnosis_schema() -> None:
+    from tests.agent_fakes import diagnosis_args
+
+    good = AIMessage(content="", tool_calls=[{"name": "submit_diagnosis", "args": diagnosis_args(["ev-1"]), "id": "1"}])
+    bad = AIMessage(content="", tool_calls=[{"name": "submit_diagnosis", "args": {"root_cause": "gpu"}, "id": "2"}])
+    st = tool_call_stats([good, bad], {})
+    assert (st.attempted, st.valid, st.bad_args) == (2, 1, 1)
+
+
+# -- the comparison, end to end against the fake server ----------------------------------------
+
+def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
+    from evals.finetune.compare import ModelUnderTest, run_compare
+
+    cases_root = tmp_path / "test"
+    shutil.copytree(DEMO_SUITE / "runtime_stall", cases_root / "runtime_stall")
+    cases = [("runtime_stall", cases_root / "runtime_stall")]
+    spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port(), served_name="kat-analyzer")
+    lines: list[str] = []
+    rep = run_compare(tmp_path / "out", cases, [ModelUnderTest("tuned", spec)], max_steps=6, time_budget_s=60,
+                      tool_result_chars=160, say=lines.append)
+    rules, tuned = rep.rows
+    assert (rules.variant, rules.n, rules.errors, rules.valid_call_rate) == ("rules", 1, 0, 1.0)
+    assert (tuned.variant, tuned.n, tuned.errors) == ("tuned", 1, 0)
+    # one call left in text (not parsed), then log_search and submit_diagnosis: 2 of 3 valid
+    assert (tuned.calls_valid, tuned.calls_attempted, tuned.valid_call_rate) == (2, 3, 0.6667)
+    assert tuned.top1 == 1.0 and tuned.steps_mean == 3 and tuned.server_start_s is not None
+    assert tuned.chain_f1 is not None and tuned.tokens_out == 15
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| variant | n | valid tool calls | root-cause top-1 | chain link F1 | faithfulness |" in md
+    assert "| tuned | 1 | 0.667 | 1.000 |" in md
+    data = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert [r["variant"] for r in data["rows"]] == ["rules", "tuned"] and data["settings"]["tool_result_chars"] == 160
+    run = json.loads((tmp_path / "out" / "runs" / "tuned" / "runtime_stall" / "r0.json").read_text())
+    assert run["trajectory"]["tool_call_detail"]["in_text"] == 1
+    assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "logs" / "vllm-tuned.log").exists()
+    assert os.environ.get("KAT_TOOL_RESULT_CHARS") == "160"
+
+
+def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.finetune.compare import ModelUnderTest, run_compare
+
+    monkeypatch.setenv("FAKE_VLLM_DIE", "1")
+    monkeypatch.delenv("KAT_TOOL_RESULT_CHARS", raising=False)
+    cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
+    spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port())
+    rep = run_compare(tmp_path / "out", cases, [ModelUnderTest("base", spec)], rules=False, say=lambda s: None)
+    assert rep.rows[0].skipped and "exited with code 3" in rep.rows[0].skipped
+    assert "| base | - |" in (tmp_path / "out" / "compare.md").read_text()
