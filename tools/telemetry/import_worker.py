@@ -5,6 +5,7 @@ trace sets (KAT_IMPORT_WORKERS).
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing as mp
 import os
@@ -64,6 +65,23 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
     return True
 
 
+def _worker_init() -> None:
+    """Import workers give big buffers back to the system as soon as they are freed: glibc's
+    default (a threshold that rises to 32 MB) keeps them in the heap, and each worker would hold
+    its largest file's worth of memory to the end. Workers only import traces, so process-wide
+    allocator settings are theirs to choose."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+    # Same for Arrow buffers: its default pool (mimalloc) keeps ~16 MB per process after a write.
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def import_workers(n_files: int) -> int:
     env = os.environ.get(IMPORT_WORKERS_ENV)
     want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
@@ -88,8 +106,14 @@ def import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -
     # libraries, decode and write Parquet themselves, and send back only metadata.
     done: set[Path] = set()
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-            futures = {p: pool.submit(_import_one, p, cache_root, default_rank) for p in paths}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"), initializer=_worker_init) as pool:
+            # Workers fork on the first submit. Frozen objects are skipped by the workers' garbage
+            # collector, so it does not write to (and copy) every page the parent's objects sit on.
+            gc.freeze()
+            try:
+                futures = {p: pool.submit(_import_one, p, cache_root, default_rank) for p in paths}
+            finally:
+                gc.unfreeze()
             for p, fut in futures.items():
                 meta, cols = fut.result()
                 done.add(p)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 import numpy as np
+import numpy.ma  # noqa: F401 - np.unique loads it on first use; load it before import workers fork
 import orjson
 
 from tools.telemetry.errors import TraceImportError
@@ -388,8 +389,10 @@ def _string_array(values: list[str]) -> "pa.Array":
     encoded = [v.encode("utf-8", "surrogatepass") for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]) \
-        .cast(pa.string())
+    data = pa.py_buffer(b"".join(encoded))
+    if offsets[-1] < 2**31:  # built as a plain string array: a cast would load pyarrow.compute
+        return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets.astype(np.int32)), data])
+    return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), data]).cast(pa.string())
 
 
 class _Builder:
@@ -635,7 +638,11 @@ class _Builder:
         return flows_s, flows_f
 
     def finish(self, rank: int, base_time_ns: int) -> EventColumns:
-        cat = {c: (np.concatenate(v) if v else np.array([], dtype=np.int64)) for c, v in self.parts.items()}
+        cat: dict[str, np.ndarray] = {}
+        for c in list(self.parts):  # chunk arrays are dropped as each column is joined
+            v = self.parts.pop(c)
+            cat[c] = np.concatenate(v) if v else np.array([], dtype=np.int64)
+            del v
         n = self.rows
         kind = cat["kind"].astype(np.int8) if n else np.array([], dtype=np.int8)
         correlation = cat["correlation"] if n else np.array([], dtype=np.int64)
