@@ -10,9 +10,7 @@ from pathlib import Path
 
 import orjson
 
-import statistics
-
-from bench.measure import Measurement, measure_cmd, median_of
+from bench.measure import Measurement, measure_cmd, median_of, median_runs
 
 REPO = Path(__file__).resolve().parent.parent
 REAL = REPO / "tests" / "data" / "real-traces"
@@ -51,9 +49,8 @@ def hta(mode: str, trace_dir: str, repeats: int = 1) -> Measurement:
     """HTA in its own virtualenv (see bench/hta_runner.py); median of `repeats` runs."""
     if not HTA_PYTHON.exists():
         return Measurement(0.0, 0.0, None, f"{HTA_PYTHON} missing: run `make bench` (it creates .venv-hta)")
-    runs = [measure_cmd([str(HTA_PYTHON), str(REPO / "bench" / "hta_runner.py"), mode, trace_dir]) for _ in range(repeats)]
-    ok = [r for r in runs if r.error is None] or runs
-    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok), ok[0].result, ok[0].error)
+    return median_runs([measure_cmd([str(HTA_PYTHON), str(REPO / "bench" / "hta_runner.py"), mode, trace_dir])
+                        for _ in range(repeats)])
 
 
 def _case_dir(name: str, src: str) -> Path:
@@ -95,26 +92,47 @@ def _size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
-def run(repeats: int = 3, large_ranks: int = 24) -> dict:
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def run(repeats: int = 3, large_ranks: int = 24, large_repeats: int | None = None) -> dict:
+    """Each case: KAT and HTA alternately in fresh processes, medians of the repeats.
+
+    Wall time is what a user waits; CPU time (user+system of the process and its workers) is
+    what the work costs, and is the steadier figure on a shared machine.
+    """
     rows = []
+    large_repeats = int(os.environ.get("KAT_BENCH_LARGE_REPEATS", repeats)) if large_repeats is None else large_repeats
     cases = [(name, _case_dir(name, src)) for name, src in REAL_CASES.items()]
     large_dir, large_events = make_large(large_ranks)
     cases.append((f"large: {large_ranks} ranks x hta_v100", large_dir))
+    print(f"[import] load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs", flush=True)
     for name, d in cases:
         is_large = name.startswith("large")
         raw = large_events if is_large else _raw_events(d)
-        n = 1 if is_large else repeats
-        ours = median_of(n, kat_import, str(d), setup=kat_setup)
-        hta_m = hta("load", str(d), repeats=n)
+        n = large_repeats if is_large else repeats
+        kat_runs, hta_runs = [], []
+        for _ in range(n):  # interleaved, so both see the same load
+            kat_runs.append(median_of(1, kat_import, str(d), setup=kat_setup))
+            hta_runs.append(hta("load", str(d)))
+        ours, hta_m = median_runs(kat_runs), median_runs(hta_runs)
+        ok = not hta_m.error
         row = {
-            "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1),
-            "kat_s": round(ours.seconds, 3), "kat_peak_mb": round(ours.peak_mb), "kat_events_per_s": round(raw / ours.seconds),
+            "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1), "repeats": n,
+            "kat_s": round(ours.seconds, 3), "kat_cpu_s": round(ours.cpu_seconds, 3) if ours.cpu_seconds else None,
+            "kat_peak_mb": round(ours.peak_mb), "kat_events_per_s": round(raw / ours.seconds),
             "kat_mb_per_s": round(_size_mb(d) / ours.seconds, 1),
-            "hta_s": round(hta_m.seconds, 3) if not hta_m.error else None,
-            "hta_peak_mb": round(hta_m.peak_mb) if not hta_m.error else None,
-            "speedup": round(hta_m.seconds / ours.seconds, 2) if not hta_m.error else None,
-            "memory_ratio": round(ours.peak_mb / hta_m.peak_mb, 2) if not hta_m.error else None,
+            "kat_s_runs": [round(r.seconds, 2) for r in kat_runs], "kat_peak_runs": [round(r.peak_mb) for r in kat_runs],
+            "hta_s": round(hta_m.seconds, 3) if ok else None,
+            "hta_cpu_s": round(hta_m.cpu_seconds, 3) if ok and hta_m.cpu_seconds else None,
+            "hta_peak_mb": round(hta_m.peak_mb) if ok else None,
+            "hta_s_runs": [round(r.seconds, 2) for r in hta_runs], "hta_peak_runs": [round(r.peak_mb) for r in hta_runs],
+            "speedup": _ratio(hta_m.seconds, ours.seconds) if ok else None,
+            "cpu_speedup": _ratio(hta_m.cpu_seconds, ours.cpu_seconds) if ok else None,
+            "memory_ratio": _ratio(ours.peak_mb, hta_m.peak_mb) if ok else None,
             "hta_error": hta_m.error, "kat_error": ours.error,
+            "load_after": [round(x, 1) for x in os.getloadavg()],
         }
         rows.append(row)
         print(_fmt(row), flush=True)
@@ -122,10 +140,12 @@ def run(repeats: int = 3, large_ranks: int = 24) -> dict:
 
 
 def _fmt(r: dict) -> str:
-    hta = (f"HTA {r['hta_s']:.2f}s {r['hta_peak_mb']} MB -> {r['speedup']}x faster, memory {r['memory_ratio']}x of HTA"
+    hta = (f"HTA {r['hta_s']:.2f}s (cpu {r['hta_cpu_s']}s) {r['hta_peak_mb']} MB -> {r['speedup']}x faster "
+           f"(cpu {r['cpu_speedup']}x), memory {r['memory_ratio']}x of HTA"
            if r["hta_s"] is not None else f"HTA failed: {r['hta_error']}")
-    return (f"[import] {r['case']}: {r['raw_events']:,} events, {r['size_mb_gz']} MB gz | KAT {r['kat_s']:.2f}s "
-            f"({r['kat_events_per_s']:,} ev/s, {r['kat_mb_per_s']} MB/s) {r['kat_peak_mb']} MB | {hta}")
+    return (f"[import] {r['case']}: {r['raw_events']:,} events, {r['size_mb_gz']} MB gz, median of {r['repeats']} | "
+            f"KAT {r['kat_s']:.2f}s (cpu {r['kat_cpu_s']}s, {r['kat_events_per_s']:,} ev/s, {r['kat_mb_per_s']} MB/s) "
+            f"{r['kat_peak_mb']} MB | {hta} | load {r['load_after'][0]}")
 
 
 if __name__ == "__main__":

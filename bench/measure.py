@@ -8,6 +8,7 @@ process pool).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import threading
 import time
@@ -23,6 +24,13 @@ class Measurement:
     peak_mb: float
     result: Any = None
     error: str | None = None
+    cpu_seconds: float | None = None  # user+system CPU of the work, its worker processes included
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _tree_pss(proc: psutil.Process) -> int:
@@ -44,11 +52,11 @@ def _child(fn: Callable[..., Any], args: tuple, conn: Any, setup: Callable[[], A
     try:
         if setup is not None:
             setup()  # library imports are not what we time
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         res = fn(*args)
-        conn.send((time.perf_counter() - t0, res, None))
+        conn.send((time.perf_counter() - t0, res, None, _cpu() - c0))
     except Exception as exc:  # report, don't crash the bench
-        conn.send((0.0, None, f"{type(exc).__name__}: {exc}"))
+        conn.send((0.0, None, f"{type(exc).__name__}: {exc}", None))
 
 
 def measure(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None, interval: float = 0.02) -> Measurement:
@@ -69,16 +77,16 @@ def measure(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None 
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    secs, res, err = parent.recv()
+    secs, res, err, cpu = parent.recv()
     p.join()
     stop.set()
     th.join()
-    return Measurement(secs, peak / 2**20, res, err)
+    return Measurement(secs, peak / 2**20, res, err, cpu)
 
 
 def measure_cmd(argv: list[str], interval: float = 0.02) -> Measurement:
-    """Run a command that prints one JSON line with its own "seconds" (work only, no imports);
-    measure the peak PSS of its process tree."""
+    """Run a command that prints one JSON line with its own "seconds" (work only, no imports) and,
+    optionally, "cpu_seconds"; measure the peak PSS of its process tree."""
     import json
     import subprocess
 
@@ -93,11 +101,18 @@ def measure_cmd(argv: list[str], interval: float = 0.02) -> Measurement:
         doc = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return Measurement(0.0, peak / 2**20, None, f"no result (exit {p.returncode}): {err.strip()[-300:]}")
-    return Measurement(float(doc.get("seconds", 0.0)), peak / 2**20, doc, doc.get("error"))
+    cpu = doc.get("cpu_seconds")
+    return Measurement(float(doc.get("seconds", 0.0)), peak / 2**20, doc, doc.get("error"),
+                       float(cpu) if cpu is not None else None)
+
+
+def median_runs(runs: list[Measurement]) -> Measurement:
+    """Medians of time, peak memory and CPU over the runs that succeeded."""
+    ok = [r for r in runs if r.error is None] or runs
+    cpus = [r.cpu_seconds for r in ok if r.cpu_seconds is not None]
+    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok),
+                       ok[0].result, ok[0].error, statistics.median(cpus) if cpus else None)
 
 
 def median_of(n: int, fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None) -> Measurement:
-    runs = [measure(fn, *args, setup=setup) for _ in range(n)]
-    ok = [r for r in runs if r.error is None] or runs
-    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok),
-                       ok[0].result, ok[0].error)
+    return median_runs([measure(fn, *args, setup=setup) for _ in range(n)])
