@@ -102,11 +102,14 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     # Replicas run different batches: only persistent deviations count; copies need twice the
     # lock-step floor; host-side work (scheduling scales with the batch, and is compared by name
     # only) must also clear a larger effect.
-    is_cpu = (sub["cls"].astype(str) == CLS_CPU).to_numpy()
+    cls = sub["cls"].astype(str).to_numpy()
     device_cfg = cfg.model_copy(update={"min_copy_excess_ns": 2 * cfg.min_copy_excess_ns})
+    # Copies of a few microseconds swing by a third between replicas with different batches.
+    copy_cfg = device_cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_copy_effect)})
     host_cfg = cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_effect)})
-    parts = [x for x in (_flag(sub[~is_cpu], device_cfg, sustained_only=True) if (~is_cpu).any() else pd.DataFrame(),
-                         _flag(sub[is_cpu], host_cfg, sustained_only=True) if is_cpu.any() else pd.DataFrame()) if not x.empty]
+    parts = [_flag(sub[cls == c], conf, sustained_only=True)
+             for c, conf in ((CLS_GPU, device_cfg), (CLS_COPY, copy_cfg), (CLS_CPU, host_cfg)) if (cls == c).any()]
+    parts = [x for x in parts if not x.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -15,6 +15,8 @@ class DetectorConfig(BaseModel):
     min_effect: float = Field(0.10, ge=0, description="inter-worker: minimum relative excess over the peer median")
     min_excess_ns: int = Field(20_000, ge=0, description="inter-worker: minimum absolute excess per rank and step")
     replica_effect: float = Field(0.25, ge=0, description="minimum relative excess when comparing data-parallel replicas")
+    replica_copy_effect: float = Field(0.5, ge=0, description="minimum relative excess of host<->device copies compared across "
+                                       "data-parallel replicas (tiny transfers whose batches differ)")
     min_copy_excess_ns: int = Field(2_000, ge=0, description="inter-worker floor for host<->device copies (small, low-noise)")
     z: float = Field(5.0, gt=0, description="robust z-score a deviation must exceed (MAD-scaled)")
     node_share: float = Field(0.05, ge=0, le=1, description="share of a rank-step's class time a single node needs to be tested alone")
