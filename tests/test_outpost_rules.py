@@ -36,6 +36,20 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
         gpu_t = {r: t + 5 for r in range(ranks)}
         n_el = (nelems or {}).get(s, 32768)
         transfer = 5.0 + 10.0 * n_el / 32768 * (link_factor if s in link_steps else 1.0)
+        for r in range(ranks):  # inputs go host -> device first: token ids, positions
+            corr += 1
+            pid = 100 + r
+            far = r == slow_rank and s in slow_steps and slow_kind == "numa"
+            c0 = cpu_t[r]
+            docs[r] += [
+                {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "pid": pid, "tid": pid, "ts": c0, "dur": 6.0},
+                {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": pid, "tid": pid, "ts": c0 + 1, "dur": 4.0,
+                 "args": {"correlation": corr}},
+                {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pinned -> Device)", "pid": r, "tid": 7, "ts": gpu_t[r],
+                 "dur": 3.0 * (slow_factor if far else 1.0), "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 4096}},
+            ]
+            gpu_t[r] += 3.0 * (slow_factor if far else 1.0)
+            cpu_t[r] = c0 + 7
         if s in swap_steps:
             for r in range(ranks):
                 corr += 1
@@ -55,7 +69,7 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
             for r in range(ranks):
                 slow = r == slow_rank and s in slow_steps
                 k = 80.0 + 3.0 * ((s * 7 + layer * 3 + r) % 5) / 5  # small deterministic jitter
-                cpu_cost = 12.0 * (slow_factor if slow and slow_kind == "cpu" else 1.0)
+                cpu_cost = 12.0 * (slow_factor if slow and slow_kind in ("cpu", "numa") else 1.0)
                 kdur = k * (slow_factor if slow and slow_kind == "gpu" else 1.0)
                 corr += 1
                 pid = 100 + r
@@ -99,7 +113,7 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
 
 def _write(tmp: Path, docs: dict[int, dict]) -> Path:
     d = tmp / "traces"
-    d.mkdir()
+    d.mkdir(parents=True)
     for r, doc in docs.items():
         write_trace(doc, d / f"rank-{r}.json")
     return d
@@ -249,3 +263,12 @@ def test_link_slow_for_the_whole_capture_is_pinned_by_nic_counters(tmp_path: Pat
 
 def test_link_slow_for_the_whole_capture_without_counters_is_not_guessed(tmp_path: Path) -> None:
     assert detect(_two_host_bundle(tmp_path, None)).anomalies == []
+
+
+def test_far_numa_node_slows_host_code_and_copies_together(tmp_path: Path) -> None:
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=1.6, slow_kind="numa")))
+    assert res.suspect_ranks and res.suspect_ranks[0] == 1
+    assert "host_memory" in {a.component for a in res.anomalies if a.rank == 1}, [(a.rank, a.component) for a in res.anomalies]
+    # A busy CPU slows the host code only: that stays host_cpu.
+    busy = detect(_write(tmp_path / "cpu", _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=1.6, slow_kind="cpu")))
+    assert "host_memory" not in {a.component for a in busy.anomalies}
