@@ -69,6 +69,49 @@ def build_app() -> typer.Typer:
         typer.echo(f"corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens; rejected {len(m.rejected)}; "
                    f"{m.seconds:.0f} s -> {out}/manifest.json")
 
+    @app.command("train")
+    def train_cmd(
+        config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. evals/finetune/configs/cpu-smollm2-135m.yaml)"),
+        resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config field: --set sft.steps=4 (repeatable)"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps-this-run", help="stop after N steps (resume later)"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    ) -> None:
+        """LoRA training: continued pre-training on the corpus, then SFT on assistant tokens; checkpoints, loss curve, export."""
+        _offline()
+        import yaml
+
+        from evals.finetune.config import ConfigError, load_config
+        from evals.finetune.train import train
+
+        overrides = {}
+        for item in set_ or []:
+            if "=" not in item:
+                _fail(ValueError(f"--set {item!r}: expected FIELD=VALUE"))
+            k, v = item.split("=", 1)
+            overrides[k.strip()] = yaml.safe_load(v)
+        try:
+            cfg = load_config(config, overrides)
+            res = train(cfg, resume=resume, max_steps_this_run=max_steps, say=typer.echo, progress=not no_progress)
+        except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+            _fail(exc)
+        state = "finished" if res.finished else "stopped (resume with --resume)"
+        typer.echo(f"{state} at step {res.global_step} in {res.seconds:.0f} s; metrics: {res.metrics}; loss curve: {res.loss_png}")
+
+    @app.command("export")
+    def export_cmd(
+        train_dir: Path = typer.Option(..., "--train-dir", help="output_dir of `kat finetune train`"),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a checkpoint folder (default: the last)"),
+    ) -> None:
+        """Write TRAIN_DIR/adapter (LoRA) and TRAIN_DIR/merged (HF folder with our chat template) from a checkpoint."""
+        _offline()
+        from evals.finetune.export import export_checkpoint
+
+        try:
+            export_checkpoint(train_dir, checkpoint, say=typer.echo)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(exc)
+
     try:  # serving/comparison commands live in their own module (another part of the pipeline)
         from evals.finetune.serve_cli import add_commands
     except ImportError:

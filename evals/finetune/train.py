@@ -1,0 +1,378 @@
+"""`kat finetune train`: LoRA, two stages (continued pre-training, then SFT on assistant tokens), resumable.
+
+A plain PyTorch loop over a peft model (no Trainer): the same code runs a 135M model on 2 CPU cores
+and a 14B model on a GPU (bf16, gradient checkpointing). Layout of output_dir:
+
+    checkpoints/step-NNNNN/   adapter + optimizer/scheduler/RNG state + trainer_state.json
+    metrics.json              per-step loss, validation loss before/after each stage, timings
+    loss.png                  train and validation loss curves
+    adapter/ , merged/        written at the end (export), see evals/finetune/export.py
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pydantic import BaseModel, Field
+
+from evals.finetune.chat_format import assistant_spans, load_template
+from evals.finetune.config import StageSettings, TrainConfig
+
+IGNORE = -100
+STAGES = ("cpt", "sft")
+
+
+class Sample(BaseModel):
+    input_ids: list[int]
+    labels: list[int]
+
+
+class StepLog(BaseModel):
+    step: int
+    stage: str
+    loss: float
+    lr: float
+    seconds: float
+    tokens: int
+
+
+class EvalLog(BaseModel):
+    step: int
+    stage: str
+    loss: float
+
+
+class TrainerState(BaseModel):
+    global_step: int = 0
+    stage: str = "cpt"
+    stage_step: int = 0
+    cursor: int = 0                      # samples consumed in the current stage
+    steps: list[StepLog] = Field(default_factory=list)
+    evals: list[EvalLog] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+# -- data ----------------------------------------------------------------------------------------
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: build the data with `kat finetune data`")
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not JSON: {exc}") from exc
+    return out
+
+
+def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, max_length: int) -> Sample:
+    """Token ids and labels: loss only on assistant replies (each piece tokenized on its own, as vLLM
+    sees the prompt up to `<|im_start|>assistant\\n` and the model writes the rest)."""
+    full, spans = assistant_spans(tokenizer, messages, tools)
+    ids: list[int] = []
+    labels: list[int] = []
+    pos = 0
+    for a, b in spans + [(len(full), len(full))]:
+        for text, train in ((full[pos:a], False), (full[a:b], True)):
+            if not text:
+                continue
+            t = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += t
+            labels += t if train else [IGNORE] * len(t)
+        pos = b
+    return Sample(input_ids=ids[:max_length], labels=labels[:max_length])
+
+
+def sft_samples(tokenizer: Any, path: Path, max_length: int) -> list[Sample]:
+    rows = _read_jsonl(path)
+    out = []
+    for i, r in enumerate(rows, 1):
+        if "messages" not in r:
+            raise ValueError(f"{path}:{i}: example has no 'messages'")
+        s = sft_sample(tokenizer, r["messages"], r.get("tools"), max_length)
+        if any(x != IGNORE for x in s.labels):
+            out.append(s)
+    return out
+
+
+def corpus_blocks(tokenizer: Any, path: Path, max_length: int) -> list[Sample]:
+    """Documents joined with EOS and cut into max_length blocks (causal LM on every token)."""
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    for r in _read_jsonl(path):
+        ids += tokenizer(r["text"], add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+    return [Sample(input_ids=ids[i:i + max_length], labels=ids[i:i + max_length])
+            for i in range(0, max(len(ids) - 16, 0), max_length)]
+
+
+def _order(n: int, seed: int, stage: str) -> Iterator[int]:
+    """Deterministic endless order: a fresh permutation each epoch (resumable by position)."""
+    epoch = 0
+    while True:
+        idx = list(range(n))
+        random.Random(f"{seed}:{stage}:{epoch}").shuffle(idx)
+        yield from idx
+        epoch += 1
+
+
+def _collate(batch: list[Sample], pad_id: int):  # type: ignore[no-untyped-def]
+    import torch
+
+    n = max(len(s.input_ids) for s in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    lab = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    att = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, s in enumerate(batch):
+        k = len(s.input_ids)
+        ids[i, :k] = torch.tensor(s.input_ids)
+        lab[i, :k] = torch.tensor(s.labels)
+        att[i, :k] = 1
+    return ids, lab, att
+
+
+# -- model ---------------------------------------------------------------------------------------
+def _device(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda requested but no GPU is visible")
+    return cfg.device
+
+
+def load_tokenizer(base: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    if not (Path(base) / "config.json").exists():
+        raise FileNotFoundError(f"base_model: {base} is not an HF model folder (no config.json); "
+                                "create one with `kat finetune base --out DIR`")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    tok.chat_template = load_template()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_model(cfg: TrainConfig, device: str):  # type: ignore[no-untyped-def]
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(cfg.base_model), dtype=dtype)
+    model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, layers_to_transform=cfg.lora.layers,
+                      task_type="CAUSAL_LM", bias="none")
+    model = get_peft_model(model, lcfg)
+    for p in model.parameters():  # LoRA weights train in fp32 even when the base is bf16
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
+
+
+def _lr_at(stage: StageSettings, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if stage.warmup_steps and step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    span = max(1, stage.steps - stage.warmup_steps)
+    t = min(1.0, (step - stage.warmup_steps) / span)
+    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _loss(model: Any, batch: list[Sample], pad_id: int, device: str) -> tuple[Any, int]:
+    ids, lab, att = _collate(batch, pad_id)
+    out = model(input_ids=ids.to(device), attention_mask=att.to(device), labels=lab.to(device))
+    return out.loss, int(att.sum())
+
+
+def evaluate(model: Any, samples: list[Sample], pad_id: int, device: str) -> float:
+    import torch
+
+    if not samples:
+        return float("nan")
+    model.eval()
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for s in samples:
+            k = sum(1 for x in s.labels[1:] if x != IGNORE)
+            loss, _ = _loss(model, [s], pad_id, device)
+            tot += float(loss) * k
+            n += k
+    model.train()
+    return tot / max(n, 1)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def _ckpt_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    cks = sorted(p for p in _ckpt_dir(out).glob("step-*") if (p / "trainer_state.json").exists())
+    return cks[-1] if cks else None
+
+
+def save_checkpoint(out: Path, model: Any, opt: Any, state: TrainerState, keep: int) -> Path:
+    import torch
+
+    d = _ckpt_dir(out) / f"step-{state.global_step:06d}"
+    tmp = d.with_name(d.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp))
+    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
+               tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(state.model_dump_json(indent=1))
+    if d.exists():
+        shutil.rmtree(d)
+    tmp.rename(d)
+    for old in sorted(_ckpt_dir(out).glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return d
+
+
+def _restore(ck: Path, model: Any) -> tuple[TrainerState, dict]:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = ck / "adapter_model.safetensors"
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    extra = torch.load(ck / "optimizer.pt", weights_only=False)
+    return TrainerState.model_validate_json((ck / "trainer_state.json").read_text()), extra
+
+
+# -- the loop ------------------------------------------------------------------------------------
+class TrainResult(BaseModel):
+    output_dir: str
+    global_step: int
+    finished: bool
+    seconds: float
+    metrics: str
+    loss_png: str | None = None
+
+
+def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None,
+          say: Callable[[str], None] = print, progress: bool = True) -> TrainResult:
+    """Run (or continue) both stages; checkpoints every cfg.checkpoint_every steps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ck = latest_checkpoint(out) if resume else None
+    if not resume and latest_checkpoint(out) is not None:
+        raise FileExistsError(f"output_dir: {out} already has checkpoints; pass --resume to continue, or use another directory")
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = _device(cfg)
+    tok = load_tokenizer(cfg.base_model)
+    data = Path(cfg.data_dir)
+    say(f"loading data from {data} ...")
+    sets: dict[str, tuple[list[Sample], list[Sample]]] = {}
+    if cfg.cpt.steps:
+        blocks = corpus_blocks(tok, data / "corpus.jsonl", cfg.cpt.max_length)
+        n_val = min(cfg.eval_examples, max(1, len(blocks) // 10)) if len(blocks) > 1 else 0
+        sets["cpt"] = (blocks[n_val:] or blocks, blocks[:n_val])
+    if cfg.sft.steps:
+        tr = sft_samples(tok, data / "sft" / "train.jsonl", cfg.sft.max_length)
+        va = sft_samples(tok, data / "sft" / "validation.jsonl", cfg.sft.max_length)[: cfg.eval_examples]
+        if not tr:
+            raise ValueError(f"{data / 'sft' / 'train.jsonl'}: no training examples")
+        sets["sft"] = (tr, va)
+    model = build_model(cfg, device)
+    state, extra = TrainerState(stage=next(s for s in STAGES if getattr(cfg, s).steps)), None
+    if ck is not None:
+        state, extra = _restore(ck, model)
+        say(f"resuming from {ck} (step {state.global_step}, stage {state.stage} step {state.stage_step})")
+    model.train()
+    pad = tok.pad_token_id
+    total = cfg.cpt.steps + cfg.sft.steps
+    ran = 0
+    t_run = time.perf_counter()
+    bar = tqdm(total=total, initial=state.global_step, disable=not progress, desc="train", unit="step")
+    try:
+        for stage in STAGES:
+            st: StageSettings = getattr(cfg, stage)
+            if not st.steps or STAGES.index(stage) < STAGES.index(state.stage):
+                continue
+            if stage != state.stage:
+                state.stage, state.stage_step, state.cursor = stage, 0, 0
+            train_set, val_set = sets[stage]
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=st.lr, weight_decay=0.0)
+            if extra is not None and state.stage_step > 0:
+                opt.load_state_dict(extra["optimizer"])
+                torch.set_rng_state(extra["torch_rng"])
+                random.setstate(extra["py_rng"])
+            extra = None
+            if state.stage_step == 0:
+                state.evals.append(EvalLog(step=state.global_step, stage=stage, loss=evaluate(model, val_set, pad, device)))
+                say(f"{stage}: validation loss before {state.evals[-1].loss:.4f} ({len(train_set)} train, {len(val_set)} validation)")
+            order = _order(len(train_set), cfg.seed, stage)
+            for _ in range(state.cursor):
+                next(order)
+            while state.stage_step < st.steps:
+                if max_steps_this_run is not None and ran >= max_steps_this_run:
+                    return _finish(cfg, out, state, model, tok, t_run, finished=False, say=say)
+                t0 = time.perf_counter()
+                lr = _lr_at(st, state.stage_step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss_sum, toks = 0.0, 0
+                for _ in range(st.grad_accum):
+                    batch = [train_set[next(order)] for _ in range(st.batch_size)]
+                    state.cursor += st.batch_size
+                    loss, n = _loss(model, batch, pad, device)
+                    (loss / st.grad_accum).backward()
+                    loss_sum += float(loss.detach()) / st.grad_accum
+                    toks += n
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                state.stage_step += 1
+                state.global_step += 1
+                ran += 1
+                dt = time.perf_counter() - t0
+                state.seconds += dt
+                state.steps.append(StepLog(step=state.global_step, stage=stage, loss=round(loss_sum, 5), lr=lr,
+                                           seconds=round(dt, 3), tokens=toks))
+                bar.update(1)
+                bar.set_postfix(stage=stage, loss=f"{loss_sum:.3f}", s_per_step=f"{dt:.1f}")
+                last = state.stage_step == st.steps
+                if cfg.eval_every and state.global_step % cfg.eval_every == 0 and not last:
+                    state.evals.append(EvalLog(step=state.global_step, stage=stage, loss=evaluate(model, val_set, pad, device)))
+                if last:
+                    state.evals.append(EvalLog(step=state.global_step, stage=stage, loss=evaluate(model, val_set, pad, device)))
+                    say(f"\n{stage}: validation loss after {state.evals[-1].loss:.4f}")
+                if state.global_step % cfg.checkpoint_every == 0 or last:
+                    save_checkpoint(out, model, opt, state, cfg.keep_checkpoints)
+    finally:
+        bar.close()
+    return _finish(cfg, out, state, model, tok, t_run, finished=True, say=say)
+
+
+def _finish(cfg: TrainConfig, out: Path, state: TrainerState, model: Any, tok: Any, t_run: float,
+            finished: bool, say: Callable[[str], None]) -> TrainResult:
+    from evals.finetune.report import write_metrics
+
+    metrics, png = write_metrics(out, cfg, state, finished)
+    if finished and cfg.export:
+        from evals.finetune.export import export_model
+
+        export_model(model, tok, cfg.base_model, out, data_dir=cfg.data_dir, say=say)
+    return TrainResult(output_dir=str(out), global_step=state.global_step, finished=finished,
+                       seconds=round(time.perf_counter() - t_run, 1), metrics=str(metrics), loss_png=png)

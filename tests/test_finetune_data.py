@@ -1,0 +1,146 @@
+"""kat finetune data: splits, chat template rendering, assistant-only labels, hermes round trip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("langgraph")
+
+from evals.finetune.chat_format import assistant_spans, parse_tool_calls, render  # noqa: E402
+from evals.finetune.data import SIZES, DataConfig, plan_cases, rules_trajectory  # noqa: E402
+from evals.finetune.train import IGNORE, sft_sample  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    from evals.finetune.tiny import build_tiny_base
+
+    return AutoTokenizer.from_pretrained(str(build_tiny_base(tmp_path_factory.mktemp("tiny"))))
+
+
+@pytest.fixture(scope="module")
+def trajectory(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from evals.simulate import generate_incident
+
+    d = tmp_path_factory.mktemp("inc") / "b"
+    gt = generate_incident("gpu_thermal_throttling", "vllm-l8b-tp8-h100-decode-graph", 7, d, size="tiny")
+    return gt, rules_trajectory(d, tool_result_chars=0)
+
+
+def test_split_never_shares_a_task_seed_group() -> None:
+    for size in ("demo", "standard"):
+        cases = plan_cases(DataConfig(size=size))
+        per_cat = sum(SIZES[size].values())
+        assert len(cases) == 13 * per_cat
+        groups: dict[tuple[str, int], set[str]] = {}
+        for c in cases:
+            groups.setdefault((c.task, c.seed), set()).add(c.split)
+        assert all(len(s) == 1 for s in groups.values())
+        assert {c.split for c in cases} == {"train", "validation", "test"}
+        assert all(c.bundle for c in cases if c.split == "test") and not any(c.bundle for c in cases if c.split != "test")
+    # deterministic
+    assert plan_cases(DataConfig(size="demo")) == plan_cases(DataConfig(size="demo"))
+
+
+def test_bad_config_names_the_field() -> None:
+    with pytest.raises(ValueError, match="size"):
+        plan_cases(DataConfig(size="huge"))
+    with pytest.raises(ValueError, match="tool_result_chars"):
+        DataConfig(tool_result_chars=-1)
+
+
+def test_trajectory_is_what_the_llm_analyzer_sees(trajectory) -> None:  # type: ignore[no-untyped-def]
+    import prompts
+
+    gt, traj = trajectory
+    assert traj.category == gt.category
+    m = traj.messages
+    assert m[0] == {"role": "system", "content": prompts.load("system")}
+    assert m[1]["role"] == "user" and "Diagnose this incident" in m[1]["content"]
+    assert m[2]["tool_calls"][0]["function"]["name"] == "outpost_detect"
+    assert m[-1]["role"] == "assistant" and m[-1]["tool_calls"][0]["function"]["name"] == "submit_diagnosis"
+    names = [t["function"]["name"] for t in traj.tools]
+    assert names[-1] == "submit_diagnosis" and "metric_lookup" in names
+    tool_msgs = [x for x in m if x["role"] == "tool"]
+    assert tool_msgs and all(x["content"].startswith("TOOL RESULT ev-") for x in tool_msgs)
+    # every tool call has its result, in order
+    calls = [c["id"] for x in m if x["role"] == "assistant" for c in x.get("tool_calls", [])][:-1]
+    assert calls == [x["tool_call_id"] for x in tool_msgs]
+
+
+def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -> None:  # type: ignore[no-untyped-def]
+    _, traj = trajectory
+    full, spans = assistant_spans(tiny_tok, traj.messages, traj.tools)
+    assistants = [x for x in traj.messages if x["role"] == "assistant"]
+    assert len(spans) == len(assistants)
+    assert "<tools>" in full and "- submit_diagnosis:" in full and "<tool_response>" in full
+    for (a, b), msg in zip(spans, assistants):
+        text = full[a:b]
+        assert text.endswith("<|im_end|>") and full[:a].endswith("<|im_start|>assistant\n")
+        content, calls = parse_tool_calls(text[: -len("<|im_end|>")])
+        assert (content or "").strip() == msg["content"].strip()
+        assert [(c.name, c.arguments) for c in calls] == [
+            (c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]]
+    # the submitted Diagnosis parses back into the contract
+    from agent.diagnosis import Diagnosis
+
+    Diagnosis.model_validate(calls[-1].arguments)
+
+
+def test_labels_cover_only_assistant_tokens(tiny_tok) -> None:  # type: ignore[no-untyped-def]
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "diagnose"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}]},
+            {"role": "tool", "tool_call_id": "a", "content": "TOOL RESULT ev-1 outpost_detect ok"},
+            {"role": "assistant", "content": "done", "tool_calls": [
+                {"id": "b", "type": "function", "function": {"name": "submit_diagnosis", "arguments": {"x": 1}}}]}]
+    s = sft_sample(tiny_tok, msgs, None, 10_000)
+    assert len(s.input_ids) == len(s.labels)
+    assert tiny_tok.decode(s.input_ids) == render(tiny_tok, msgs)
+    trained = tiny_tok.decode([t for t, lab in zip(s.input_ids, s.labels) if lab != IGNORE])
+    assert trained == ('<tool_call>\n{"name": "outpost_detect", "arguments": {}}\n</tool_call><|im_end|>'
+                       'done\n<tool_call>\n{"name": "submit_diagnosis", "arguments": {"x": 1}}\n</tool_call><|im_end|>')
+    # the prompt before each reply is exactly the generation prompt vLLM renders
+    prompt = render(tiny_tok, msgs[:2], add_generation_prompt=True)
+    first = next(i for i, lab in enumerate(s.labels) if lab != IGNORE)
+    assert tiny_tok.decode(s.input_ids[:first]) == prompt
+    # truncation keeps the mask aligned
+    cut = sft_sample(tiny_tok, msgs, None, first + 3)
+    assert len(cut.input_ids) == first + 3 and sum(lab != IGNORE for lab in cut.labels) == 3
+
+
+def test_template_accepts_string_arguments_like_vllm_history(tiny_tok) -> None:  # type: ignore[no-untyped-def]
+    as_dict = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": [1, 2]}}}]}]
+    as_str = json.loads(json.dumps(as_dict))
+    as_str[1]["tool_calls"][0]["function"]["arguments"] = json.dumps({"k": [1, 2]})
+    assert render(tiny_tok, as_dict) == render(tiny_tok, as_str)
+
+
+def test_hermes_parse_rejects_what_vllm_rejects() -> None:
+    with pytest.raises(ValueError):
+        parse_tool_calls('<tool_call>\n{"name": "f", "arguments": {oops}\n</tool_call>')
+    content, calls = parse_tool_calls("plain answer")
+    assert content == "plain answer" and calls == []
+    _, calls = parse_tool_calls('<tool_call>\n{"name": "f", "arguments": {"a": 1}}')  # unclosed: still parsed
+    assert calls[0].arguments == {"a": 1}
+
+
+def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from langchain_core.messages import ToolMessage
+
+    from agent.backends.llm import compact_messages, compact_tool_result
+
+    art = {"tool": "metric_lookup", "evidence_id": "ev-2", "status": "ok", "summary": "8 series", "data": {"a": "x" * 50}}
+    txt = compact_tool_result("full", art, 10)
+    assert txt.splitlines()[0] == "TOOL RESULT ev-2 metric_lookup ok" and "more characters" in txt
+    assert "<untrusted_data>" not in compact_tool_result("full", art, 0)
+    m = ToolMessage(content="full text", tool_call_id="x", artifact=art)
+    assert compact_messages([m], None)[0].content == "full text"
+    assert compact_messages([m], 0)[0].content == "TOOL RESULT ev-2 metric_lookup ok\nsummary: 8 series"
+    assert m.content == "full text"  # a view, the state is untouched

@@ -1,0 +1,121 @@
+"""kat finetune train/export on a tiny random Llama: config errors, 2 stages, resume, export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+pytest.importorskip("transformers")
+
+from evals.finetune.config import ConfigError, load_config  # noqa: E402
+
+
+def _conv(i: int) -> dict:
+    return {"id": f"ex{i}", "tools": None, "messages": [
+        {"role": "system", "content": "You are KAT's Analyzer."},
+        {"role": "user", "content": f"Diagnose incident {i}."},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}]},
+        {"role": "tool", "tool_call_id": "a", "content": f"TOOL RESULT ev-1 outpost_detect ok\nsummary: suspect ranks [{i}]"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "b", "type": "function", "function": {"name": "submit_diagnosis", "arguments": {
+                "root_cause": {"category": "gpu_thermal_throttling", "ranks": [i], "summary": "hot"}, "confidence": 0.8}}}]}]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from evals.finetune.tiny import build_tiny_base
+
+    root = tmp_path_factory.mktemp("ft")
+    base = build_tiny_base(root / "base")
+    data = root / "data"
+    (data / "sft").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"GPU thermal throttling on rank {i}: "
+                                                                     "SM clock drops, peers wait in all-reduce. " * 4}) + "\n"
+                                               for i in range(6)))
+    for split, idx in (("train", range(4)), ("validation", range(4, 6))):
+        (data / "sft" / f"{split}.jsonl").write_text("".join(json.dumps(_conv(i)) + "\n" for i in idx))
+    (data / "manifest.json").write_text(json.dumps({"serve_env": {"KAT_TOOL_RESULT_CHARS": "0"}}))
+    cfg = root / "cfg.yaml"
+    cfg.write_text(f"""
+base_model: {base}
+data_dir: {data}
+output_dir: {root / 'run'}
+seed: 1
+lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}
+cpt: {{steps: 1, lr: 1.0e-2, max_length: 64}}
+sft: {{steps: 2, lr: 1.0e-2, max_length: 256}}
+checkpoint_every: 1
+eval_examples: 2
+""")
+    return root, cfg
+
+
+def test_config_errors_name_file_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 1, lr: 0.1, max_length: 64}\n"
+                 "sft: {steps: 1, lr: -1, max_length: 64}\nlora: {r: 0, rank: 3}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "sft.lr" in msg and "lora.r" in msg and "lora.rank" in msg
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_shipped_configs_validate() -> None:
+    for name in ("cpu-smollm2-135m.yaml", "gpu-14b.yaml"):
+        cfg = load_config(name)
+        assert cfg.sft.steps > 0
+
+
+def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
+    from evals.finetune.train import latest_checkpoint, train
+
+    root, cfg_path = setup
+    cfg = load_config(cfg_path)
+    first = train(cfg, max_steps_this_run=2, say=lambda s: None, progress=False)
+    assert not first.finished and first.global_step == 2
+    ck = latest_checkpoint(Path(cfg.output_dir))
+    assert ck is not None and ck.name == "step-000002"
+    assert json.loads((ck / "trainer_state.json").read_text())["stage"] == "sft"
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, say=lambda s: None, progress=False)
+    done = train(cfg, resume=True, say=lambda s: None, progress=False)
+    assert done.finished and done.global_step == 3
+    out = Path(cfg.output_dir)
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["step"] for s in m["steps"]] == [1, 2, 3]  # resumed: no step repeated or lost
+    assert m["stages"]["sft"]["validation_loss_after"] is not None
+    assert (out / "loss.png").stat().st_size > 0
+    # export: a loadable adapter and a merged model that carries our chat template
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals.finetune.chat_format import load_template
+
+    base = AutoModelForCausalLM.from_pretrained(str(cfg.base_model))
+    PeftModel.from_pretrained(base, str(out / "adapter"))
+    merged = AutoModelForCausalLM.from_pretrained(str(out / "merged"))
+    tok = AutoTokenizer.from_pretrained(str(out / "merged"))
+    assert tok.chat_template == load_template()
+    assert json.loads((out / "merged" / "kat_model.json").read_text())["agent_env"] == {"KAT_TOOL_RESULT_CHARS": "0"}
+    assert merged.config.vocab_size == base.config.vocab_size
+
+
+def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyped-def]
+    from evals.finetune.export import export_checkpoint
+
+    root, cfg_path = setup
+    run = Path(load_config(cfg_path).output_dir)
+    if not (run / "checkpoints").exists():
+        pytest.skip("needs the training test's run")
+    adapter, merged = export_checkpoint(run, say=lambda s: None)
+    assert (adapter / "adapter_config.json").exists() and (merged / "config.json").exists()
+    with pytest.raises(FileNotFoundError, match="not a `kat finetune train`"):
+        export_checkpoint(root, say=lambda s: None)
