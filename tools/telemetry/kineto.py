@@ -4,6 +4,12 @@ One file is one rank. The file is streamed in chunks (kineto_stream); each chunk
 compact columns (numbers as numpy arrays, strings as codes into a shared table) and dropped, so
 memory follows the number of events kept, not the size of the JSON. Links that need the whole
 trace (parents, launches, steps) are made at the end, vectorised where possible.
+
+Two decoders feed the same column builder: a native scanner (_kineto_fast.c, built at install
+time when a C compiler is there) that reads a chunk's JSON once into typed buffers, and the
+reference path (msgspec structs). The scanner hands any chunk it cannot read exactly (odd value
+types, bad JSON, ...) to the reference path, so results and error messages are the same either
+way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path.
 """
 from __future__ import annotations
 
