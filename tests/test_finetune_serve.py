@@ -235,3 +235,17 @@ def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_di
     rep = run_compare(tmp_path / "out", cases, [ModelUnderTest("base", spec)], rules=False, say=lambda s: None)
     assert rep.rows[0].skipped and "exited with code 3" in rep.rows[0].skipped
     assert "| base | - |" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.finetune.compare import ModelUnderTest, run_compare
+
+    cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
+    spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port())
+    first = run_compare(tmp_path / "out", cases, [ModelUnderTest("base", spec)], rules=False, say=lambda s: None)
+    monkeypatch.setenv("FAKE_VLLM_DIE", "1")  # a second server start would fail
+    lines: list[str] = []
+    again = run_compare(tmp_path / "out", cases, [ModelUnderTest("base", spec)], rules=False, resume=True, say=lines.append)
+    assert again.rows[0].skipped is None and again.rows[0].top1 == first.rows[0].top1
+    assert any("not serving" in s for s in lines)

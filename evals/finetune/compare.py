@@ -165,6 +165,20 @@ def render_markdown(rep: CompareReport) -> str:
     return "\n".join(md) + "\n"
 
 
+def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
+    from evals.harness.models import CaseRun
+    from evals.harness.runner import result_path
+
+    for cid, _ in cases:
+        p = result_path(out, v.name, cid, 0)
+        try:
+            if CaseRun.model_validate_json(p.read_bytes()).variant_key != v.key():
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
                 rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, tool_result_chars: int | None = None,
                 resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
@@ -206,6 +220,10 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
                     max_steps=max_steps, time_budget_s=time_budget_s)
         t0 = time.monotonic()
+        if resume and _all_cached(out, v, cases):  # nothing left to run: no server needed
+            say(f"{m.name}: every case already has a result (--resume); not serving")
+            run_variant(v, None)
+            continue
         try:
             with VLLMServer(m.spec, log) as srv:
                 say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(cases)} case(s)")
