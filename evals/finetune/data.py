@@ -38,7 +38,7 @@ DEFAULT_TOOL_RESULT_CHARS = 0
 # Cases per category in each split, by preset.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"train": 1, "validation": 1, "test": 1},
-    "demo": {"train": 3, "validation": 1, "test": 1},
+    "demo": {"train": 2, "validation": 1, "test": 1},
     "standard": {"train": 12, "validation": 2, "test": 3},
     "large": {"train": 60, "validation": 6, "test": 8},
 }
