@@ -65,21 +65,34 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
     return True
 
 
-def _worker_init() -> None:
-    """Import workers give big buffers back to the system as soon as they are freed: glibc's
-    default (a threshold that rises to 32 MB) keeps them in the heap, and each worker would hold
-    its largest file's worth of memory to the end. Workers only import traces, so process-wide
-    allocator settings are theirs to choose."""
-    try:
-        import ctypes
+_LIBC: object = None
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-    # Same for Arrow buffers: its default pool (mimalloc) keeps ~16 MB per process after a write.
+
+def _worker_init() -> None:
+    """Workers only import traces, so process-wide allocator settings are theirs to choose:
+    Arrow buffers come from the system allocator (its default pool, mimalloc, keeps ~16 MB per
+    process after the first write), and glibc's free memory is handed back after each file."""
+    global _LIBC
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        import ctypes
+
+        _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        _LIBC = None
+
+
+def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta, EventColumns | None]:
+    try:
+        return _import_one(path, cache_root, default_rank)
+    finally:
+        # A file's buffers are freed by now, but glibc keeps the heap they grew: give it back, or
+        # each worker would hold its largest file's worth of memory to the end.
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)  # type: ignore[attr-defined]
 
 
 def import_workers(n_files: int) -> int:
@@ -111,7 +124,7 @@ def import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -
             # collector, so it does not write to (and copy) every page the parent's objects sit on.
             gc.freeze()
             try:
-                futures = {p: pool.submit(_import_one, p, cache_root, default_rank) for p in paths}
+                futures = {p: pool.submit(_import_in_worker, p, cache_root, default_rank) for p in paths}
             finally:
                 gc.unfreeze()
             for p, fut in futures.items():
