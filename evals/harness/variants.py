@@ -7,6 +7,8 @@ replaced by a stub that answers `no_data` ("disabled for this evaluation").
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 # Ablation name -> tools it takes away.
@@ -28,14 +30,20 @@ class Variant(BaseModel):
     disabled_tools: list[str] = Field(default_factory=list)
     max_steps: int = 24
     time_budget_s: float = 300.0
+    request_timeout_s: float | None = Field(None, description="LLM backends: seconds per model request (backend default 120)")
 
     def key(self) -> str:
         import hashlib
 
-        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+        # Unset optional settings stay out of the hash, so adding one does not invalidate cached runs.
+        return hashlib.sha1(self.model_dump_json(exclude={k for k in ("request_timeout_s",) if getattr(self, k) is None})
+                            .encode()).hexdigest()[:12]
 
-    def backend_options(self) -> dict[str, str]:
-        return {k: v for k, v in (("base_url", self.base_url), ("model", self.model)) if v}
+    def backend_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {k: v for k, v in (("base_url", self.base_url), ("model", self.model)) if v}
+        if self.request_timeout_s:  # a small model on CPU can take minutes per reply
+            opts["timeout"] = self.request_timeout_s
+        return opts
 
 
 def base_variant(analyzer: str, base_url: str | None, model: str | None) -> Variant:
