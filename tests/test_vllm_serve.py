@@ -51,12 +51,12 @@ def test_one_diagnosis_through_vllm(tmp_path: Path) -> None:
     from agent.session import Session
 
     os.environ.setdefault("KAT_TOOL_RESULT_CHARS", "160")  # the compact results the small model is trained on
-    spec = ServeSpec(model=_model(), port=_port(), max_tokens=384)
+    spec = ServeSpec(model=_model(), port=_port(), max_tokens=192)
     bundle = REPO / "tests" / "data" / "demo-incident"
     with VLLMServer(spec, tmp_path / "vllm.log", ready_timeout=900) as srv:
         pgid = os.getpgid(srv.proc.pid)
         s = Session(bundle, "openai", base_url=srv.base_url, model=spec.served_name,
-                    config=AgentConfig(max_steps=4, time_budget_s=480))
+                    config=AgentConfig(max_steps=3, time_budget_s=600), timeout=900)
         d = s.diagnose()
         msgs = s.state(s.thread_id).get("messages") or []
         s.close()
