@@ -119,3 +119,16 @@ def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyp
     assert (adapter / "adapter_config.json").exists() and (merged / "config.json").exists()
     with pytest.raises(FileNotFoundError, match="not a `kat finetune train`"):
         export_checkpoint(root, say=lambda s: None)
+
+
+def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyped-def]
+    from evals.finetune.train import train
+
+    root, cfg_path = setup
+    cfg = load_config(cfg_path, {"output_dir": str(root / "budget"), "cpt.steps": 0, "sft.steps": 5,
+                                 "sft.max_minutes": 1e-6, "export": False})
+    res = train(cfg, say=lambda s: None, progress=False)
+    assert res.finished and res.global_step == 1
+    m = json.loads((root / "budget" / "metrics.json").read_text())
+    assert m["stages"]["sft"]["stopped_by_time_budget"] is True
+    assert train(cfg, resume=True, say=lambda s: None, progress=False).global_step == 1  # stays done

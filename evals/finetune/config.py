@@ -34,6 +34,7 @@ class StageSettings(_Strict):
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     max_length: int = Field(gt=16, description="tokens per sequence (longer ones are cut)")
     warmup_steps: int = Field(0, ge=0)
+    max_minutes: float | None = Field(None, gt=0, description="end the stage early when its next step would pass this budget")
 
 
 class TrainConfig(_Strict):

@@ -23,6 +23,7 @@ def summary(state: Any) -> dict:
             "train_loss_last": steps[-1].loss if steps else None,
             "validation_loss_before": evals[0].loss if evals else None,
             "validation_loss_after": evals[-1].loss if len(evals) > 1 else None,
+            "stopped_by_time_budget": stage in getattr(state, "early_stops", {}),
         }
     return out
 

@@ -54,6 +54,7 @@ class TrainerState(BaseModel):
     cursor: int = 0                      # samples consumed in the current stage
     steps: list[StepLog] = Field(default_factory=list)
     evals: list[EvalLog] = Field(default_factory=list)
+    early_stops: dict[str, int] = Field(default_factory=dict)   # stage -> steps run when its time budget ran out
     seconds: float = 0.0
 
 
@@ -319,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
     try:
         for stage in STAGES:
             st: StageSettings = getattr(cfg, stage)
-            if not st.steps or STAGES.index(stage) < STAGES.index(state.stage):
+            if not st.steps or STAGES.index(stage) < STAGES.index(state.stage) or stage in state.early_stops:
                 continue
             if stage != state.stage:
                 state.stage, state.stage_step, state.cursor = stage, 0, 0
@@ -339,6 +340,14 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
             while state.stage_step < st.steps:
                 if max_steps_this_run is not None and ran >= max_steps_this_run:
                     return _finish(cfg, out, state, model, tok, t_run, finished=False, say=say)
+                done = [x.seconds for x in state.steps if x.stage == stage]
+                if st.max_minutes and done and sum(done) + done[-1] > 60 * st.max_minutes:
+                    say(f"\n{stage}: time budget of {st.max_minutes} min reached after {len(done)} steps")
+                    state.early_stops[stage] = len(done)
+                    st = st.model_copy(update={"steps": state.stage_step})
+                    state.evals.append(EvalLog(step=state.global_step, stage=stage, loss=evaluate(model, val_set, pad, device)))
+                    save_checkpoint(out, model, opt, state, cfg.keep_checkpoints)
+                    break
                 t0 = time.perf_counter()
                 lr = _lr_at(st, state.stage_step)
                 for g in opt.param_groups:
