@@ -1068,7 +1068,16 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kineto_fast", "Native fast path of the Kineto importer.", -1, methods};
 
+/* Bump with any change to what scan() returns: kineto.py ignores a stale build (an old .so
+ * left in the tree) whose version differs, and decodes with the reference path instead. */
+#define SCANNER_VERSION 1
+
 PyMODINIT_FUNC PyInit__kineto_fast(void) {
     init_tables();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "VERSION", SCANNER_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -118,12 +118,16 @@ class _Header(msgspec.Struct, gc=False):
 _EMPTY_ARGS = _Args()
 
 NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
+_NATIVE_VERSION = 1  # SCANNER_VERSION in _kineto_fast.c
 try:
     from tools.telemetry import _kineto_fast as _native
 except ImportError:  # not built (no C compiler at install time): the reference path does it all
     _native = None
 else:
-    _native.configure(dict(_CAT_CODE), (K_KERNEL, K_MEMCPY, K_MEMSET), K_CPU_OP)
+    if getattr(_native, "VERSION", None) != _NATIVE_VERSION:  # a stale build: reinstall to rebuild
+        _native = None
+    else:
+        _native.configure(dict(_CAT_CODE), (K_KERNEL, K_MEMCPY, K_MEMSET), K_CPU_OP)
 
 
 def native_scanner() -> Any:
