@@ -19,7 +19,7 @@ def _spec(model: Path, adapter: Optional[Path], name: str, host: str, port: int,
           template: Optional[Path]) -> ServeSpec:
     kw = {} if template is None else {"chat_template": template}
     return ServeSpec(model=model, adapter=adapter, served_name=name, host=host, port=port, max_model_len=max_model_len,
-                     dtype=dtype, max_tokens=max_tokens or None, threads=threads, kv_cache_gb=kv_cache_gb,
+                     dtype=dtype, max_tokens=max_tokens or None, threads=threads or None, kv_cache_gb=kv_cache_gb,
                      enforce_eager=eager, device=device, venv=venv, **kw)
 
 
@@ -59,7 +59,7 @@ def add_commands(app: typer.Typer) -> None:
         max_model_len: int = typer.Option(8192, "--max-model-len", help="context length (SmolLM2: 8192)"),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (CPU: float32 was faster here)"),
         max_tokens: int = typer.Option(2048, "--max-tokens", help="server default cap on tokens per reply (0: none)"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="OMP threads for the engine (default: vLLM's choice)"),
+        threads: int = typer.Option(1, "--threads", help="OMP threads for the model (1: best on a busy 2-core machine; 0: vLLM decides)"),
         kv_cache_gb: int = typer.Option(2, "--kv-cache-gb", help="VLLM_CPU_KVCACHE_SPACE (GiB)"),
         eager: bool = typer.Option(True, "--eager/--compile", help="skip torch.compile (CPU start-up 1 min instead of 4-6)"),
         device: str = typer.Option("cpu", "--device", help="cpu (vllm-cpu in --venv, via scripts/vllm_cpu_serve.py) | gpu (`vllm serve`)"),
@@ -135,7 +135,7 @@ def add_commands(app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", "--dtype"),
         max_model_len: int = typer.Option(8192, "--max-model-len"),
         max_tokens: int = typer.Option(1536, "--max-tokens", help="server cap on tokens per reply, same for both models (a 23-call reply of the training data is ~1.3k tokens)"),
-        threads: Optional[int] = typer.Option(None, "--threads"),
+        threads: int = typer.Option(1, "--threads", help="OMP threads for the model (0: vLLM decides)"),
         eager: bool = typer.Option(True, "--eager/--compile"),
         device: str = typer.Option("cpu", "--device"),
         venv: Path = typer.Option(DEFAULT_VENV, "--venv"),
