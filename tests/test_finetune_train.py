@@ -132,3 +132,23 @@ def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyp
     m = json.loads((root / "budget" / "metrics.json").read_text())
     assert m["stages"]["sft"]["stopped_by_time_budget"] is True
     assert train(cfg, resume=True, say=lambda s: None, progress=False).global_step == 1  # stays done
+
+
+def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evals.finetune.cli import build_app
+
+    app = build_app()
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2 and "nope.yaml" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
+                   "sft: {steps: 0, lr: 0.1, max_length: 64}\n")
+    r = runner.invoke(app, ["train", "--config", str(bad)])
+    assert r.exit_code == 2 and "nothing to train" in r.output
+    r = runner.invoke(app, ["train", "--config", str(bad), "--set", "sft.steps=1", "--set", "base_model=" + str(tmp_path)])
+    assert r.exit_code == 2 and "config.json" in r.output  # base_model is not an HF folder
+    r = runner.invoke(app, ["data", "--out", str(tmp_path / "d"), "--size", "huge"])
+    assert r.exit_code == 2 and "size" in r.output

@@ -275,6 +275,7 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
     from evals.simulate import generate_incident
 
     t0 = time.perf_counter()
+    cases = plan_cases(cfg)  # bad settings fail before anything is written or loaded
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -282,7 +283,6 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
         shutil.rmtree(out)
     (out / "sft").mkdir(parents=True)
     tok, tok_desc = load_tokenizer(tokenizer_path)
-    cases = plan_cases(cfg)
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     kept: dict[str, list[CaseRef]] = {s: [] for s in SPLITS}
     narratives: list[dict] = []
