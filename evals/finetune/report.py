@@ -41,7 +41,7 @@ def plot(out: Path, state: Any) -> str | None:
     for stage, c in colors.items():
         xs = [s.step for s in state.steps if s.stage == stage]
         if xs:
-            ax.plot(xs, [s.loss for s in state.steps if s.stage == stage], color=c, label=f"{stage} train")
+            ax.plot(xs, [s.loss for s in state.steps if s.stage == stage], ".-", color=c, label=f"{stage} train")
         ev = [e for e in state.evals if e.stage == stage and e.loss == e.loss]
         if ev:
             ax.plot([e.step for e in ev], [e.loss for e in ev], "o--", color=c, alpha=0.7, label=f"{stage} validation")
