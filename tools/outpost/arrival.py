@@ -187,6 +187,22 @@ def _like_sized_shift(per: pd.DataFrame, later: np.ndarray, min_n: int) -> float
     return float(np.sum(w * diff) / np.sum(w))
 
 
+def _interpolated_shift(per: pd.DataFrame, later: np.ndarray, min_n: int) -> float | None:
+    """When message sizes change every step (no size bin on both sides): fit log time against
+    log size on the earlier regime and read the later messages whose sizes lie inside the
+    earlier range off it (interpolation only: bigger messages than ever seen before are load)."""
+    x = np.log(np.maximum(per["msg_bytes"].to_numpy(dtype=float), 1.0))
+    y = np.log(np.maximum(per["transfer_ns"].to_numpy(dtype=float), 1.0))
+    xe, ye = x[~later], y[~later]
+    if len(xe) < min_n:
+        return None
+    inside = later & (x >= xe.min()) & (x <= xe.max())
+    if inside.sum() < min_n:
+        return None
+    coef = np.polyfit(xe, ye, 1) if np.ptp(xe) > 1e-9 else np.array([0.0, float(np.median(ye))])
+    return float(np.median(y[inside] - np.polyval(coef, x[inside])))
+
+
 def link_shifts(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     """Collectives whose transfer time steps up (or down) to a new level part-way through the
     trace and stays there: a link that degraded (or recovered) during the capture. A long fault
@@ -214,7 +230,10 @@ def link_shifts(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
         # longer on a healthy link; the same message taking longer means the link slowed.
         later = set(g["step"].iloc[k:])
         mine = per[(per["gkey"] == gkey) & (per["name_code"] == code)]
-        like = _like_sized_shift(mine, mine["step"].isin(later).to_numpy(), min_side)
+        is_later = mine["step"].isin(later).to_numpy()
+        like = _like_sized_shift(mine, is_later, min_side)
+        if like is None:
+            like = _interpolated_shift(mine, is_later, min_side)
         if like is None or np.sign(like) != np.sign(shift) or abs(like) < np.log1p(cfg.link_effect):
             continue
         slow = g.iloc[k:] if shift > 0 else g.iloc[:k]
