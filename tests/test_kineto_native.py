@@ -29,9 +29,10 @@ REAL_FILES = sorted(p for p in REAL_TRACES.rglob("*") if p.name.endswith((".json
 
 def test_native_scanner_is_built_where_a_compiler_exists() -> None:
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None:
-        pytest.skip(f"no C compiler ({cc}): the pure-Python path is used")
-    assert kineto._native is not None, "pip install -e . should have built tools/telemetry/_kineto_fast"
+    if shutil.which(cc) is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip(f"no C compiler ({cc}) or no Python headers: the pure-Python path is used")
+    assert kineto._native is not None, (
+        "tools/telemetry/_kineto_fast is not built (or is stale): run `pip install -e .` again to build it")
 
 
 def _run(path: Path, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any, Any, dict[str, int]]:
