@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from tests.conftest import REAL_TRACES
-from tests.kineto_factory import step_trace, write_trace
+from tests.kineto_factory import step_trace
 from tools.telemetry import kineto
 from tools.telemetry.kineto import EventColumns, import_kineto_columns
 
