@@ -216,8 +216,6 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         run_variant(Variant(name="rules", analyzer="rules", max_steps=max_steps, time_budget_s=time_budget_s), None)
     for m in models:
         log = out / "logs" / f"vllm-{m.name}.log"
-        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} "
-            f"(log {log}) ...")
         v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
                     max_steps=max_steps, time_budget_s=time_budget_s, request_timeout_s=request_timeout_s)
         t0 = time.monotonic()
@@ -225,6 +223,8 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             say(f"{m.name}: every case already has a result (--resume); not serving")
             run_variant(v, None)
             continue
+        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} "
+            f"(log {log}) ...")
         try:
             with VLLMServer(m.spec, log) as srv:
                 say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(cases)} case(s)")
