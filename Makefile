@@ -61,6 +61,7 @@ vllm-venv: $(VLLM_VENV)/.installed
 # Every path is a variable: `make finetune-demo FT_BASE=/models/my-hf-folder FT_OUT=/tmp/ft` uses your
 # own model; FT_TUNED/FT_ADAPTER point the comparison at an existing tuned model (training is skipped
 # when FT_TUNED already holds a model). Each step is skipped when its output exists: delete it to redo.
+# The comparison reruns every case unless FT_COMPARE_FLAGS=--resume (reuse finished cases of an unchanged model).
 FT_OUT ?= reports/finetune
 FT_BASE ?= $(FT_OUT)/base
 FT_DATA ?= $(FT_OUT)/data
@@ -76,6 +77,7 @@ FT_MAX_STEPS ?= 8
 FT_TIME_BUDGET ?= 1200
 FT_MAX_TOKENS ?= 1536
 FT_PORT ?= 8011
+FT_COMPARE_FLAGS ?=
 FT_STAMP := $(VENV)/.finetune-installed
 KAT := $(VENV)/bin/kat
 
@@ -99,7 +101,7 @@ finetune-demo:
 	echo "== training done after $$(( $$(date +%s) - start )) s" && \
 	$(KAT) finetune compare --data $(FT_DATA) --base $(FT_BASE) \
 	  $(if $(FT_ADAPTER),--adapter $(FT_ADAPTER),--tuned $(FT_TUNED)) --out $(FT_COMPARE) --limit $(FT_LIMIT) \
-	  --max-steps $(FT_MAX_STEPS) --time-budget $(FT_TIME_BUDGET) --max-tokens $(FT_MAX_TOKENS) --port $(FT_PORT) && \
+	  --max-steps $(FT_MAX_STEPS) --time-budget $(FT_TIME_BUDGET) --max-tokens $(FT_MAX_TOKENS) --port $(FT_PORT) $(FT_COMPARE_FLAGS) && \
 	echo "== finetune-demo done in $$(( $$(date +%s) - start )) s"
 
 clean:
