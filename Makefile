@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 # torch goes in first and alone: anything that pulls it in later must find this CPU build
 # satisfied, or pip fetches the CUDA build (several GB).
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py tools/telemetry/_kineto_fast.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=23.2"
 	$(PIP) install --quiet "torch==2.13.0"

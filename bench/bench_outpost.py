@@ -22,18 +22,24 @@ TARGETS = {"1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
 NCCL_VERSION = "2.18.5"
 
 
+# HTA's get_potential_stragglers only looks at communication kernels longer than 1% of an
+# iteration; in LLM decode the all-reduces are a few microseconds unless a peer stalls, so the
+# bench incident is a runtime stall (one worker pauses for tens of ms; its peers wait).
+CATEGORY = "runtime_stall"
+
+
 def make_case(label: str, target: int) -> tuple[Path, int]:
-    """A thermal-throttling incident of about `target` events (plain JSON traces), cached."""
+    """A runtime-stall incident of about `target` events (plain JSON traces), cached."""
     from evals.simulate.sizes import SIZES, Size
     from evals.simulate import generate_incident, load_ground_truth
 
-    out = WORK / f"outpost-{label}-nccl{NCCL_VERSION}"
+    out = WORK / f"outpost-{CATEGORY}-{label}-nccl{NCCL_VERSION}"
     if (out / "ground_truth.json").exists():
         return out, load_ground_truth(out / "ground_truth.json").events_total
     name = f"bench-{label}"
     SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False,
                        nccl_version=NCCL_VERSION)
-    gt = generate_incident("gpu_thermal_throttling", TASK, 7, out, size=name)
+    gt = generate_incident(CATEGORY, TASK, 7, out, size=name)
     return out, gt.events_total
 
 
