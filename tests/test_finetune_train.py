@@ -144,8 +144,8 @@ def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
     r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
     assert r.exit_code == 2 and "nope.yaml" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
-                   "sft: {steps: 0, lr: 0.1, max_length: 64}\n")
+    bad.write_text(f"base_model: b\ndata_dir: {tmp_path / 'd'}\noutput_dir: {tmp_path / 'o'}\n"
+                   "cpt: {steps: 0, lr: 0.1, max_length: 64}\nsft: {steps: 0, lr: 0.1, max_length: 64}\n")
     r = runner.invoke(app, ["train", "--config", str(bad)])
     assert r.exit_code == 2 and "nothing to train" in r.output
     r = runner.invoke(app, ["train", "--config", str(bad), "--set", "sft.steps=1", "--set", "base_model=" + str(tmp_path)])
