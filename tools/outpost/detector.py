@@ -81,13 +81,14 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
     kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"].astype(str)
     cpu_only = not (table.nodes["device"].to_numpy() >= 0).any()
     comps = []
+    far_memory: dict[int, bool] = {}  # per rank: its H2D copies slow too (computed once)
     for rank, cls, code, local, share in zip(rows["rank"], rows["cls"], rows["name_code"], rows["local"], rows["top_share"]):
         name = str(table.names[code])
         path = table.path_of(int(rank), int(local))[:-1] if local >= 0 else []
         comp = node_component(cls, name, path, "inter", cpu_only=cpu_only)
         if comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
             comp = "host_memory"
-        elif comp == "host_cpu" and _copies_slow(table, int(rank), rows, cfg):
+        elif comp == "host_cpu" and _far_memory(far_memory, table, int(rank), rows, cfg):
             comp = "host_memory"
         elif comp == "host_cpu" and share >= 0.6 and kind_of.get(code) == "python":
             comp = "software"  # one frame's own time carries the excess: a pause, not a slow CPU
@@ -95,6 +96,12 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
     rows["component"] = comps
     rows["detail"] = [f"{r:.2f}x the peer median over {c} nodes" for r, c in zip(rows["ratio"], rows["count"])]
     return rows
+
+
+def _far_memory(seen: dict[int, bool], table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
+    if rank not in seen:
+        seen[rank] = _copies_slow(table, rank, rows, cfg)
+    return seen[rank]
 
 
 def _copies_slow(table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
