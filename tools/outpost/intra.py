@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable, _global_parents
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
@@ -62,7 +62,8 @@ def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     # A KV swap frame only launches its copies: the time it holds the worker is the device
     # work underneath it, not the few microseconds of the launch.
     held = n["dur_ns"].to_numpy().astype(float)
-    held = np.where(is_kv, np.maximum(held, _device_time_below(table, is_kv)), held)
+    if is_kv.any():
+        held = np.where(is_kv, np.maximum(held, _device_time_below(table, is_kv)), held)
     sub = n[flagged].assign(value=held[flagged])
     # Outermost matching frame only: a load wraps its read.
     top = sub.sort_values("value", ascending=False).drop_duplicates(["rank", "step"])
@@ -95,9 +96,7 @@ def _device_time_below(table: NodeTable, frames: np.ndarray, depth: int = 6) -> 
     """For each flagged frame, the summed duration of the GPU work launched beneath it (device
     nodes hang under their launch call, which hangs under the frames that issued it)."""
     n = table.nodes
-    base = n["rank"].map(table.offsets).to_numpy()
-    parent = n["parent"].to_numpy()
-    gparent = np.where(parent >= 0, base + parent, -1)
+    gparent = _global_parents(n, table.offsets)
     device = np.flatnonzero(n["device"].to_numpy() >= 0)
     dur = n["dur_ns"].to_numpy().astype(float)[device]
     total = np.zeros(len(n))
