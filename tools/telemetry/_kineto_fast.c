@@ -391,6 +391,24 @@ static int scan_number(P *ps, Val *v) {
 static int scan_value(P *ps, Val *v, int depth);
 static int skip_value(P *ps, int depth);
 
+/* After a member of an array or object: a ',' (another member follows), the closer (the
+ * container ends; consumed) or anything else (the chunk is not what this scanner reads). */
+enum { SEP_MORE, SEP_CLOSED, SEP_BAD };
+static int after_member(P *ps, unsigned char close) {
+    skip_ws(ps);
+    if (ps->p >= ps->end) return SEP_BAD;
+    if (*ps->p == ',') {
+        ps->p++;
+        skip_ws(ps);
+        return SEP_MORE;
+    }
+    if (*ps->p == close) {
+        ps->p++;
+        return SEP_CLOSED;
+    }
+    return SEP_BAD;
+}
+
 /* A number msgspec skips (an unknown key): only its grammar matters, not its value. */
 static int skip_number(P *ps) {
     const unsigned char *p = ps->p, *end = ps->end;
@@ -439,18 +457,9 @@ static int scan_container(P *ps, int depth, int is_obj, int skip) {
             skip_ws(ps);
         }
         if ((r = skip ? skip_value(ps, depth + 1) : scan_value(ps, &tmp, depth + 1)) != OK) return r;
-        skip_ws(ps);
-        if (ps->p >= ps->end) return FALLBACK;
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (*ps->p == close) {
-            ps->p++;
-            return OK;
-        }
-        return FALLBACK;
+        int sep = after_member(ps, close);
+        if (sep == SEP_MORE) continue;
+        return sep == SEP_CLOSED ? OK : FALLBACK;
     }
 }
 
@@ -542,18 +551,10 @@ static int scan_dims_array(P *ps, Buf *out, int *simple, int depth) {
                 *simple = 0;
             }
         }
-        skip_ws(ps);
-        if (ps->p >= ps->end) return FALLBACK;
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (*ps->p == ']') {
-            ps->p++;
-            return buf_put(out, "]", 1) < 0 ? ERROR : OK;
-        }
-        return FALLBACK;
+        int sep = after_member(ps, ']');
+        if (sep == SEP_MORE) continue;
+        if (sep == SEP_BAD) return FALLBACK;
+        return buf_put(out, "]", 1) < 0 ? ERROR : OK;
     }
 }
 
@@ -621,17 +622,9 @@ static int scan_args(P *ps, Ev *ev, Buf *dims_buf) {
                 if (bit == A_COLL) ev->coll = tmp.type != T_NULL;
                 if (bit == A_DIMS) ev->dims = tmp.type == T_NULL ? -1 : 1;
             }
-            skip_ws(ps);
-            if (ps->p >= ps->end) return FALLBACK;
-            if (*ps->p == ',') {
-                ps->p++;
-                skip_ws(ps);
-                continue;
-            }
-            if (*ps->p == '}') {
-                ps->p++;
-                break;
-            }
+            int sep = after_member(ps, '}');
+            if (sep == SEP_MORE) continue;
+            if (sep == SEP_CLOSED) break;
             return FALLBACK;
         }
     }
@@ -703,18 +696,9 @@ static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
         } else {
             if ((r = scan_value(ps, dst, 1)) != OK) return r;
         }
-        skip_ws(ps);
-        if (ps->p >= ps->end) return FALLBACK;
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (*ps->p == '}') {
-            ps->p++;
-            return OK;
-        }
-        return FALLBACK;
+        int sep = after_member(ps, '}');
+        if (sep == SEP_MORE) continue;
+        return sep == SEP_CLOSED ? OK : FALLBACK;
     }
 }
 
