@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-SUBMIT = "submit_diagnosis"
 _SKIP_PREFIXES = ("(Analyzer model error", "Partial answer:")
 _TAG = re.compile(r"<tool_call>")
 
@@ -70,6 +69,8 @@ def text_calls(text: str, names: set[str]) -> int:
 def tool_call_stats(messages: list[Any], schemas: dict[str, Any]) -> ToolCallStats:
     """Count over the AIMessages in `messages`; `schemas` maps tool name -> pydantic model (or None)."""
     from langchain_core.messages import AIMessage
+
+    from agent.graph import SUBMIT
 
     if SUBMIT not in schemas:
         from agent.diagnosis import Diagnosis
