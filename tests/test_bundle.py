@@ -161,3 +161,24 @@ def test_resolve_inside_rejects_traversal(tmp_path: Path) -> None:
     for evil in ("../secret", "/etc/passwd", "traces/../../x"):
         with pytest.raises(BundleError, match="outside the incident bundle"):
             b.resolve_inside(evil)
+
+
+def test_rank_columns_reads_a_subset_without_keeping_it(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    cache = tmp_path / "cache"
+    full = open_bundle(root, cache_dir=cache).events(1)
+    b = open_bundle(root, cache_dir=cache)
+    part = b.rank_columns(1, ["name", "dur_ns", "parent"])
+    assert list(part.columns) == ["name", "dur_ns", "parent"]
+    assert (part["dur_ns"].to_numpy() == full["dur_ns"].to_numpy()).all()
+    assert part["name"].astype(str).tolist() == full["name"].astype(str).tolist()
+    assert 1 not in b._events  # nothing kept: a pass over all ranks holds one rank at a time
+    # Damaged cache entries fall back to a full re-import.
+    for p in cache.glob("*.parquet"):
+        p.write_bytes(b"PAR1 garbage")
+    again = open_bundle(root, cache_dir=cache).rank_columns(1, ["dur_ns"])
+    assert (again["dur_ns"].to_numpy() == full["dur_ns"].to_numpy()).all()
+    with pytest.raises(BundleError, match="unknown canonical column"):
+        b.rank_columns(1, ["dur_ms"])
+    with pytest.raises(BundleError, match="no trace for rank 7"):
+        b.rank_columns(7, ["dur_ns"])

@@ -85,6 +85,29 @@ class Bundle:
             self._events[rank] = self._load_rank(self.traces[rank])
         return self._events[rank]
 
+    def rank_columns(self, rank: int, columns: list[str]) -> pd.DataFrame:
+        """Some canonical columns of one rank, read without keeping the rank in memory.
+
+        For passes over all ranks that need a few columns each (Outpost's node table): only
+        those columns are read from the cache, and nothing stays behind once the caller drops
+        the frame. A rank already loaded by `events` is served from memory.
+        """
+        unknown = [c for c in columns if c not in COLUMNS]
+        if unknown:
+            raise BundleError(f"unknown canonical column(s) {unknown}; known: {list(COLUMNS)}", path=self.root)
+        if rank not in self.traces:
+            raise BundleError(f"no trace for rank {rank}; ranks present: {self.ranks}", path=self.root)
+        if rank in self._events:
+            return self._events[rank][columns]
+        tf = self.traces[rank]
+        source = tf.path if tf.fmt == "parquet" else cache_path(self.cache_root, tf.path)
+        if source.exists():
+            try:
+                return read_canonical_parquet(source, expected_rank=tf.rank, columns=columns)
+            except BundleError:
+                pass  # damaged cache entry: the full load below rebuilds it
+        return self._load_rank(tf)[columns]
+
     def all_events(self) -> pd.DataFrame:
         import pandas as pd
 
@@ -142,24 +165,28 @@ def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def read_canonical_parquet(path: Path, expected_rank: int | None = None) -> pd.DataFrame:
+def read_canonical_parquet(path: Path, expected_rank: int | None = None,
+                           columns: list[str] | None = None) -> pd.DataFrame:
+    """A canonical Parquet trace (all columns, or `columns` plus the rank check) as a frame."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    wanted = list(COLUMNS) if columns is None else list(dict.fromkeys(["rank", *columns]))
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise TraceImportError(f"missing canonical columns {missing}", path=path, field=missing[0])
+        table = pq.read_table(path, columns=wanted)
     except (pa.ArrowException, OSError) as exc:
         raise TraceImportError(f"not a readable Parquet file ({exc})", path=path) from exc
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise TraceImportError(f"missing canonical columns {missing}", path=path, field=missing[0])
-    df = normalize_events(table.select(list(COLUMNS)).to_pandas())
+    df = normalize_events(table.to_pandas(), wanted)
     ranks = df["rank"].unique()
     if len(ranks) > 1:
         raise TraceImportError(f"one trace file must hold one rank, found ranks {sorted(ranks.tolist())}", path=path, field="rank")
     if expected_rank is not None and len(ranks) == 1 and int(ranks[0]) != expected_rank:
         raise TraceImportError(f"file holds rank {int(ranks[0])}, expected {expected_rank}", path=path, field="rank")
-    return df
+    return df if columns is None else df[columns]
 
 
 def _parquet_rank(path: Path) -> int:

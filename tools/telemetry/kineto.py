@@ -737,17 +737,20 @@ def import_kineto(path: Path | str, *, default_rank: int | None = None) -> tuple
     return cols.to_frame(), meta
 
 
-def normalize_events(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Canonical column order and dtypes (strings as categoricals to keep memory low)."""
+def normalize_column(col: str, values: "pd.Series") -> "np.ndarray | pd.Categorical":
+    """One canonical column in its canonical dtype (strings as categoricals to keep memory low)."""
     import pandas as pd
 
-    out = {}
-    for col in COLUMNS:
-        if col in INT_COLUMNS:
-            out[col] = df[col].to_numpy(dtype=INT_COLUMNS[col], copy=False)
-        elif col == "kind":
-            out[col] = pd.Categorical(df[col].astype(object).where(df[col].notna(), ""), categories=list(KINDS))
-        else:
-            out[col] = pd.Categorical(df[col].astype(object).where(df[col].notna(), ""))
+    if col in INT_COLUMNS:
+        return values.to_numpy(dtype=INT_COLUMNS[col], copy=False)
+    if col == "kind":
+        return pd.Categorical(values.astype(object).where(values.notna(), ""), categories=list(KINDS))
+    return pd.Categorical(values.astype(object).where(values.notna(), ""))
+
+
+def normalize_events(df: "pd.DataFrame", columns: "tuple[str, ...] | list[str]" = COLUMNS) -> "pd.DataFrame":
+    """Canonical column order and dtypes for `columns` (all of them by default)."""
+    import pandas as pd
+
     assert set(STR_COLUMNS) | set(INT_COLUMNS) == set(COLUMNS)
-    return pd.DataFrame(out)
+    return pd.DataFrame({col: normalize_column(col, df[col]) for col in columns})
