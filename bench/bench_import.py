@@ -25,9 +25,8 @@ REAL_CASES = {
 
 def kat_setup() -> None:
     # Library imports are not what we time (HTA's runner imports its own before timing too).
-    # Each tool loads what its import path needs: KAT's writes Parquet, HTA's builds DataFrames.
-    import pyarrow.parquet  # noqa: F401
-
+    # Each tool loads what its import path needs: KAT's writes its Parquet cache without
+    # pyarrow (tools/telemetry/parquet_writer.py), HTA's builds DataFrames.
     import tools.telemetry.bundle  # noqa: F401
 
 

@@ -18,7 +18,7 @@ from tools.telemetry.errors import BundleError, TraceImportError
 from tools.telemetry.import_worker import cache_path, import_many
 from tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
 from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
-from tools.telemetry.schema import COLUMNS, arrow_schema
+from tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
 
 if TYPE_CHECKING:  # pandas loads on first use: importing traces into the cache does not need it
     import pandas as pd
@@ -177,7 +177,8 @@ def read_canonical_parquet(path: Path, expected_rank: int | None = None,
         missing = [c for c in wanted if c not in names]
         if missing:
             raise TraceImportError(f"missing canonical columns {missing}", path=path, field=missing[0])
-        table = pq.read_table(path, columns=wanted)
+        # Strings come back as dictionaries (categoricals), as they are stored, not as objects.
+        table = pq.read_table(path, columns=wanted, read_dictionary=[c for c in wanted if c in STR_COLUMNS])
     except (pa.ArrowException, OSError) as exc:
         raise TraceImportError(f"not a readable Parquet file ({exc})", path=path) from exc
     df = normalize_events(table.to_pandas(), wanted)

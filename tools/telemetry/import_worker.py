@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
 from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
-from tools.telemetry.schema import SCHEMA_VERSION
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from tools.telemetry.parquet_writer import write_columns
+from tools.telemetry.schema import COLUMNS, INT_COLUMNS, SCHEMA_VERSION, STR_COLUMNS
 
 IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
 # A worker pays ~0.5 s to start: only worth it when there is a lot to decode.
@@ -35,29 +32,14 @@ def cache_path(cache_root: Path, path: Path) -> Path:
     return cache_root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.parquet"
 
 
-def _parquet_options(table: "pa.Table") -> dict:
-    """Write options for a cache entry, chosen by measurement (bench/bench_import.py era, one
-    123k-event rank): dictionary pages only for the string columns (the default also tries them
-    on every integer column, then gives up on ids and times), delta encoding for the integer
-    columns, no column statistics (nothing filters on them). Writes 2.8x faster and files 2.7x
-    smaller than pyarrow's defaults with zstd; reads 1.6x faster."""
-    import pyarrow as pa
-
-    strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
-    ints = {f.name: "DELTA_BINARY_PACKED" for f in table.schema if not pa.types.is_dictionary(f.type)}
-    return {"compression": "zstd", "use_dictionary": strings, "write_statistics": False, "column_encoding": ints}
-
-
 def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) -> bool:
     """Write one rank's columns and metadata to the cache; False if the cache is not writable."""
-    import pyarrow.parquet as pq
-
     target = cache_path(cache_root, path)
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
-        table = cols.to_arrow()
-        pq.write_table(table, tmp, **_parquet_options(table))
+        write_columns(tmp, {c: cols.ints[c] for c in INT_COLUMNS}, {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS},
+                      list(COLUMNS))
         os.replace(tmp, target)  # readers never see a half-written file
         target.with_suffix(".meta.json").write_bytes(orjson.dumps(meta.__dict__))
     except OSError:
@@ -69,13 +51,8 @@ _LIBC: object = None
 
 
 def _worker_init() -> None:
-    """Workers only import traces, so process-wide allocator settings are theirs to choose:
-    Arrow buffers come from the system allocator (its default pool, mimalloc, keeps ~16 MB per
-    process after the first write), and glibc's free memory is handed back after each file."""
+    """Workers hand glibc's free memory back after each file (see _import_in_worker)."""
     global _LIBC
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
     try:
         import ctypes
 

@@ -369,41 +369,6 @@ class EventColumns:
                 data[col] = pd.Categorical.from_codes(self.codes[col], categories=self.tables[col], validate=False)
         return pd.DataFrame(data)
 
-    def to_arrow(self) -> "pa.Table":
-        import pyarrow as pa
-
-        from tools.telemetry.schema import arrow_schema
-
-        # Arrays are built from raw buffers: pa.array() on Python objects loads pandas (pyarrow's
-        # pandas shim), which import workers and the cache writer otherwise never need.
-        arrays = []
-        for col in COLUMNS:
-            if col in INT_COLUMNS:
-                arrays.append(_numeric_array(self.ints[col]))
-            else:
-                codes = _numeric_array(np.ascontiguousarray(self.codes[col], dtype=np.int32))
-                arrays.append(pa.DictionaryArray.from_arrays(codes, _string_array(self.tables[col])))
-        return pa.Table.from_arrays(arrays, schema=arrow_schema())
-
-
-def _numeric_array(values: np.ndarray) -> "pa.Array":
-    import pyarrow as pa
-
-    values = np.ascontiguousarray(values)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
-
-
-def _string_array(values: list[str]) -> "pa.Array":
-    import pyarrow as pa
-
-    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    data = pa.py_buffer(b"".join(encoded))
-    if offsets[-1] < 2**31:  # built as a plain string array: a cast would load pyarrow.compute
-        return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets.astype(np.int32)), data])
-    return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), data]).cast(pa.string())
-
 
 class _Builder:
     """Accumulates compact columns chunk by chunk.

@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 4  # bump when the importer's output changes: it keys the Parquet cache
+SCHEMA_VERSION = 5  # bump when the importer's output changes: it keys the Parquet cache
 
 
 class EventKind(str, Enum):
