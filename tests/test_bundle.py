@@ -182,3 +182,30 @@ def test_rank_columns_reads_a_subset_without_keeping_it(tmp_path: Path) -> None:
         b.rank_columns(1, ["dur_ms"])
     with pytest.raises(BundleError, match="no trace for rank 7"):
         b.rank_columns(7, ["dur_ns"])
+
+
+def test_importing_traces_loads_neither_pyarrow_nor_pydantic(tmp_path: Path) -> None:
+    """The import path stays light (bench: peak memory vs HTA): both load only when used."""
+    import subprocess
+    import sys
+
+    root = make_bundle(tmp_path / "inc")
+    code = (
+        "import sys\n"
+        "from tools.telemetry.bundle import open_bundle\n"
+        f"b = open_bundle({str(root / 'traces')!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
+        "assert b.total_events > 0\n"
+        "print(sorted(m for m in ('pyarrow', 'pydantic', 'pandas') if m in sys.modules))\n"
+        "print(b.manifest.id, b.manifest.topology.groups.tp)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+                         check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == "traces [[0, 1]]"  # the bare directory's manifest is still there when asked for
+
+
+def test_single_trace_file_manifest_is_named_after_the_file(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "inc")
+    b = open_bundle(root / "traces" / "rank-1.json.gz", cache_dir=tmp_path / "cache")
+    assert b.manifest.id == "rank-1.json.gz"
+    assert b.ranks == [1]

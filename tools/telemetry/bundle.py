@@ -17,11 +17,12 @@ import orjson
 from tools.telemetry.errors import BundleError, TraceImportError
 from tools.telemetry.import_worker import cache_path, import_many
 from tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
-from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo, load_manifest
 from tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
 
-if TYPE_CHECKING:  # pandas loads on first use: importing traces into the cache does not need it
+if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces needs neither
     import pandas as pd
+
+    from tools.telemetry.manifest import IncidentManifest
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 CACHE_ENV = "KAT_CACHE_DIR"
@@ -54,13 +55,18 @@ class Bundle:
     """An opened incident: manifest, per-rank traces, metrics, logs. Loads lazily."""
 
     root: Path
-    manifest: IncidentManifest
+    given_manifest: IncidentManifest | None  # None: a bare trace directory, described on first use
     traces: dict[int, TraceFile]
     metrics_path: Path | None
     logs_path: Path | None
     cache_root: Path
     is_bare_trace_dir: bool = False
+    bare_id: str = ""  # incident id of a bare trace directory or file (its name)
     _events: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def manifest(self) -> IncidentManifest:
+        return self.given_manifest if self.given_manifest is not None else _synth_manifest(self.bare_id or self.root.name, self.traces)
 
     @property
     def ranks(self) -> list[int]:
@@ -287,10 +293,12 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
                 if root in frames:
                     loaded[meta.rank] = frames[root]
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
-        return Bundle(root.parent, _synth_manifest(root, traces), traces, None, None, cache_root,
-                      is_bare_trace_dir=True, _events=loaded)
+        return Bundle(root.parent, None, traces, None, None, cache_root,
+                      is_bare_trace_dir=True, bare_id=root.name, _events=loaded)
     manifest_path = root / "incident.json"
     if manifest_path.exists():
+        from tools.telemetry.manifest import load_manifest
+
         manifest = load_manifest(manifest_path)
         trace_dir = root / "traces"
         if not trace_dir.is_dir():
@@ -304,17 +312,19 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
     trace_dir = root / "traces" if (root / "traces").is_dir() else root
     loaded = {}
     traces = _discover_traces(trace_dir, cache_root, loaded)
-    return Bundle(root, _synth_manifest(root, traces), traces, _find_one(root, "metrics"), _find_one(root, "logs"),
+    return Bundle(root, None, traces, _find_one(root, "metrics"), _find_one(root, "logs"),
                   cache_root, is_bare_trace_dir=True, _events=loaded)
 
 
-def _synth_manifest(root: Path, traces: dict[int, TraceFile]) -> IncidentManifest:
+def _synth_manifest(incident_id: str, traces: dict[int, TraceFile]) -> IncidentManifest:
     """Manifest for a bare trace directory: topology from the ranks present."""
+    from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo
+
     ranks = sorted(traces)
     workers = [WorkerInfo(rank=r) for r in ranks]
     topo = Topology(workers=workers)
     topo.groups.tp = [ranks] if len(ranks) > 1 else []
-    return IncidentManifest(id=root.name or "traces", symptom="(bare trace directory: no symptom given)", topology=topo)
+    return IncidentManifest(id=incident_id or "traces", symptom="(bare trace directory: no symptom given)", topology=topo)
 
 
 def _check_topology(bundle: Bundle, manifest_path: Path) -> None:
