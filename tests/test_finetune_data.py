@@ -143,3 +143,116 @@ def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch)
     assert compact_messages([m], None)[0].content == "full text"
     assert compact_messages([m], 0)[0].content == "TOOL RESULT ev-2 metric_lookup ok\nsummary: 8 series"
     assert m.content == "full text"  # a view, the state is untouched
+
+
+# -- the short playbook (small models) ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):  # type: ignore[no-untyped-def]
+    from evals.finetune.data import short_trajectory
+    from evals.simulate import generate_incident
+
+    d = tmp_path_factory.mktemp("inc") / "s"
+    gt = generate_incident("pcie_link_degradation", "vllm-l8b-tp8-h100-decode-graph", 11, d, size="tiny")
+    return gt, short_trajectory(d, tool_result_chars=300, max_steps=6)
+
+
+def test_short_trajectory_is_three_real_steps(short) -> None:  # type: ignore[no-untyped-def]
+    import prompts
+    from agent.diagnosis import Diagnosis
+    from evals.finetune import playbook as pb
+
+    gt, traj = short
+    assert traj.category == gt.category
+    m = traj.messages
+    assert m[0] == {"role": "system", "content": prompts.load(pb.SYSTEM_PROMPT)}
+    assert "at most 6 Analyzer steps" in m[1]["content"]
+    turns = [[(c["function"]["name"], c["function"]["arguments"]) for c in x["tool_calls"]] for x in m if x["role"] == "assistant"]
+    assert turns[:2] == [list(t) for t in pb.script()] and turns[2][0][0] == "submit_diagnosis" and len(turns) == 3
+    assert [t["function"]["name"] for t in traj.tools] == [*pb.TOOLS, "submit_diagnosis"]
+    results = [x["content"] for x in m if x["role"] == "tool"]
+    assert [r.splitlines()[0].split()[2:4] for r in results] == [["ev-1", "outpost_detect"], ["ev-2", "metric_lookup"],
+                                                                 ["ev-3", "log_search"]]
+    d = Diagnosis.model_validate(turns[2][0][1])
+    assert d.root_cause.category == gt.category and set(d.root_cause.ranks) & set(gt.affected_ranks)
+    assert d.cited_ids() <= {"ev-1", "ev-2", "ev-3"} and all(link.evidence for link in d.causal_chain)
+    # the metric sweep's payload shows the series that stand out, with their names
+    assert "PCIE" in results[1]
+
+
+def test_system_small_spells_out_the_playbook_calls() -> None:
+    import prompts
+    from evals.finetune import playbook as pb
+
+    text = prompts.load(pb.SYSTEM_PROMPT)
+    assert json.dumps({"name": pb.METRICS_RE}) in text and json.dumps({"pattern": pb.LOGS_RE}) in text
+
+
+def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
+    from agent.state import LedgerEntry
+    from evals.finetune.playbook import remap_diagnosis
+
+    def e(i: str, tool: str) -> LedgerEntry:
+        return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary="s", data={})
+
+    full = [e("ev-1", "outpost_detect"), e("ev-4", "metric_lookup"), e("ev-9", "log_search"), e("ev-12", "knowledge_search")]
+    diag = {"root_cause": {"category": "gpu_thermal_throttling", "component": "gpu", "ranks": [3], "hosts": ["h"],
+                           "summary": "GPU thermal throttling on rank(s) [3] (h): GPU temperature reached 90 C; more"},
+            "causal_chain": [{"cause": "hot: temp 90 C; throttle bit set", "effect": "slow kernels", "evidence": ["ev-4", "ev-9", "ev-12"]},
+                             {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-12"]}],
+            "confidence": 0.9, "alternatives_ruled_out": [{"category": "none", "why": "x"}], "remediation": ["cool it"]}
+    out = remap_diagnosis(diag, full, ["ev-1", "ev-2", "ev-3"])
+    assert out["causal_chain"][0] == {"cause": "hot: temp 90 C", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
+    assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
+    assert out["root_cause"]["summary"] == "GPU thermal throttling on rank(s) [3] (h)"
+    assert out["evidence"] == [{"id": "ev-2"}, {"id": "ev-3"}, {"id": "ev-1"}]
+    assert "alternatives_ruled_out" not in out and out["confidence"] == 0.9
+
+
+def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[no-untyped-def]
+    from evals.finetune.chat_format import SMALL_TEMPLATE_PATH, TEMPLATE_PATH, load_template
+    from evals.finetune.data import DataConfig, serve_env
+
+    assert serve_env(DataConfig(trajectory="short", tool_result_chars=300)) == {
+        "KAT_TOOL_RESULT_CHARS": "300", "KAT_SYSTEM_PROMPT": "system_small",
+        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search"}
+    assert serve_env(DataConfig(trajectory="full", tool_result_chars=0)) == {"KAT_TOOL_RESULT_CHARS": "0"}
+    _, traj = short
+    small = render(tiny_tok, traj.messages, traj.tools, template=load_template(SMALL_TEMPLATE_PATH))
+    std = render(tiny_tok, traj.messages, traj.tools, template=load_template(TEMPLATE_PATH))
+    assert len(small) < len(std) and small.split("<tools>")[2].split("</tools>")[0].count("\n- ") == 4
+    # same turns: everything after the tool list renders identically
+    assert small.rsplit("</tools>", 1)[1] == std.rsplit("</tools>", 1)[1]
+
+
+def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch, short) -> None:  # type: ignore[no-untyped-def]
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from agent.backends.llm import LLMAnalyzer
+
+    class M(GenericFakeChatModel):
+        def bind_tools(self, tools, **kw):  # type: ignore[no-untyped-def]
+            self.__dict__["bound_names"] = [t.name for t in tools]
+            return self
+
+    tools = {n: object() for n in ("outpost_detect", "metric_lookup", "log_search", "trace_slice")}
+
+    class T:
+        def __init__(self, n: str) -> None:
+            self.n = n
+
+        def as_langchain(self):  # type: ignore[no-untyped-def]
+            from langchain_core.tools import StructuredTool
+
+            return StructuredTool.from_function(func=lambda: "", name=self.n, description=self.n)
+
+    tools = {n: T(n) for n in tools}
+    m = M(messages=iter([]))
+    a = LLMAnalyzer(m, tools)
+    assert a.system_prompt == "system" and m.bound_names[-1] == "submit_diagnosis" and len(m.bound_names) == 5
+    monkeypatch.setenv("KAT_SYSTEM_PROMPT", "system_small")
+    monkeypatch.setenv("KAT_ANALYZER_TOOLS", "outpost_detect,log_search")
+    a = LLMAnalyzer(m, tools)
+    assert a.system_prompt == "system_small" and m.bound_names == ["outpost_detect", "log_search", "submit_diagnosis"]
+    monkeypatch.setenv("KAT_ANALYZER_TOOLS", "outpost_detect,nope")
+    with pytest.raises(ValueError, match="nope"):
+        LLMAnalyzer(m, tools)

@@ -18,6 +18,11 @@ from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, neutralise
 # with a budget set (option tool_result_chars or env KAT_TOOL_RESULT_CHARS) the model sees each
 # result compacted: id, tool, status, summary, and the payload cut to that many characters.
 TOOL_RESULT_CHARS_ENV = "KAT_TOOL_RESULT_CHARS"
+# A model fine-tuned on a short playbook (evals/finetune) is run with the prompt and tool list it was
+# trained on: env KAT_SYSTEM_PROMPT names a prompts/ file (default "system"), KAT_ANALYZER_TOOLS a
+# comma-separated subset of the tools to bind (default: all). Unset, nothing changes.
+SYSTEM_PROMPT_ENV = "KAT_SYSTEM_PROMPT"
+ANALYZER_TOOLS_ENV = "KAT_ANALYZER_TOOLS"
 
 
 def compact_tool_result(content: str, artifact: Any, payload_chars: int) -> str:
@@ -58,6 +63,18 @@ def _env_chars() -> int | None:
         raise ValueError(f"{TOOL_RESULT_CHARS_ENV}={v!r} is not an integer") from None
 
 
+def _env_tools(tools: dict) -> dict:
+    """The tools named in KAT_ANALYZER_TOOLS (all when unset); an unknown name is an error."""
+    v = os.environ.get(ANALYZER_TOOLS_ENV, "").strip()
+    if not v:
+        return tools
+    names = [n.strip() for n in v.split(",") if n.strip() and n.strip() != SUBMIT]
+    unknown = [n for n in names if n not in tools]
+    if unknown:
+        raise ValueError(f"{ANALYZER_TOOLS_ENV}: unknown tool(s) {unknown}; tools: {sorted(tools)}")
+    return {n: tools[n] for n in tools if n in names}
+
+
 def submit_tool() -> StructuredTool:
     """The completion tool: its argument is the Diagnosis itself."""
 
@@ -72,11 +89,14 @@ def submit_tool() -> StructuredTool:
 class LLMAnalyzer:
     """System prompt + conversation -> chat model with the tools bound -> one AIMessage."""
 
-    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None):
+    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None,
+                 system_prompt: str | None = None):
         self.name = name
         self.model = model
         self.tool_result_chars = tool_result_chars if tool_result_chars is not None else _env_chars()
-        lc_tools = [t.as_langchain() for t in tools.values()] + [submit_tool()]
+        self.system_prompt = system_prompt or os.environ.get(SYSTEM_PROMPT_ENV, "").strip() or "system"
+        prompts.load(self.system_prompt)  # fail early on a missing prompt file
+        lc_tools = [t.as_langchain() for t in _env_tools(tools).values()] + [submit_tool()]
         try:
             self.bound = model.bind_tools(lc_tools)
         except NotImplementedError:  # a model without native tool calling still gets the messages
@@ -84,7 +104,7 @@ class LLMAnalyzer:
 
     def step(self, state: AgentState, config: AgentConfig) -> AnalyzerStep:
         history = compact_messages(state.get("messages") or [], self.tool_result_chars)
-        msgs = [SystemMessage(content=prompts.load("system")), *history]
+        msgs = [SystemMessage(content=prompts.load(self.system_prompt)), *history]
         try:
             out = self.bound.invoke(msgs)
         except Exception as exc:  # server down, context overflow, unparseable reply: the graph decides

@@ -46,9 +46,9 @@ def smollm2_gguf() -> Path:
     raise FileNotFoundError(f"{SMOLLM2_FILE} not found in the installed {SMOLLM2_PACKAGE} package")
 
 
-def write_template(tokenizer, out: Path) -> None:  # type: ignore[no-untyped-def]
-    """Store our chat template in the tokenizer (tokenizer_config / chat_template.jinja) and save it."""
-    tokenizer.chat_template = load_template()
+def write_template(tokenizer, out: Path, template: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Store our chat template (default: the standard one) in the tokenizer and save it."""
+    tokenizer.chat_template = template or load_template()
     tokenizer.save_pretrained(str(out))
 
 

@@ -14,15 +14,31 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "prompts" / "analyzer_chat_template.jinja"
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO / "prompts" / "analyzer_chat_template.jinja"
+# The short playbook's template (evals/finetune/playbook.py): same format, shorter tool list.
+SMALL_TEMPLATE_PATH = REPO / "prompts" / "analyzer_chat_template_small.jinja"
 # vLLM's hermes parser: a closed block, or an unclosed one running to the end of the text.
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 
 
-@lru_cache(maxsize=1)
-def load_template() -> str:
-    """Text of prompts/analyzer_chat_template.jinja."""
-    return TEMPLATE_PATH.read_text(encoding="utf-8")
+@lru_cache(maxsize=4)
+def load_template(path: Path | str | None = None) -> str:
+    """Text of a chat template (default prompts/analyzer_chat_template.jinja; relative paths from the repo)."""
+    p = Path(path) if path else TEMPLATE_PATH
+    return (p if p.is_absolute() else REPO / p).read_text(encoding="utf-8")
+
+
+def template_of(data_dir: Path | str | None) -> str:
+    """The chat template a `kat finetune data` directory was rendered with (the default if unknown)."""
+    import json
+
+    m = Path(data_dir) / "manifest.json" if data_dir else None
+    if m is not None and m.exists():
+        rel = json.loads(m.read_text()).get("chat_template")
+        if rel:
+            return load_template(rel)
+    return load_template()
 
 
 def openai_tools(lc_tools: Sequence[Any]) -> list[dict]:

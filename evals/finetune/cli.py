@@ -46,7 +46,10 @@ def build_app() -> typer.Typer:
         size: str = typer.Option("demo", "--size", help="cases per category and split: tiny | demo | standard | large"),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
         incident_size: str = typer.Option("tiny", "--incident-size", help="bundle size of generated incidents"),
-        tool_result_chars: int = typer.Option(0, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
+        tool_result_chars: int = typer.Option(400, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
+        trajectory: str = typer.Option("short", "--trajectory", help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories"),
+        agent_steps: int = typer.Option(6, "--agent-steps", help="Analyzer step budget stated in the incident message (short trajectories; use the same for compare --max-steps)"),
+        jobs: int = typer.Option(2, "--jobs", help="cases generated in parallel"),
         max_tokens: int = typer.Option(8192, "--max-tokens", help="drop examples longer than this"),
         categories: Optional[str] = typer.Option(None, "--categories", help="comma-separated categories (default: all)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing directory"),
@@ -58,7 +61,8 @@ def build_app() -> typer.Typer:
         from evals.finetune.data import DataConfig, build_data
 
         try:
-            cfg = DataConfig(size=size, incident_size=incident_size, tool_result_chars=tool_result_chars,
+            cfg = DataConfig(size=size, incident_size=incident_size, tool_result_chars=tool_result_chars, trajectory=trajectory,
+                             max_steps=agent_steps, jobs=jobs,
                              max_tokens=max_tokens, categories=[c for c in (categories or "").split(",") if c.strip()])
             m = build_data(out, cfg, tokenizer, overwrite=overwrite, progress=typer.echo)
         except (ValidationError, FileNotFoundError, FileExistsError, ValueError) as exc:

@@ -181,15 +181,25 @@ def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
 
 def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
                 rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, request_timeout_s: float | None = 1800.0,
-                tool_result_chars: int | None = None,
+                tool_result_chars: int | None = None, agent_env: dict[str, str] | None = None,
+                server: ServeSpec | None = None, jobs: int = 1,
                 resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
-    """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`."""
+    """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`.
+
+    With `server`, one vLLM server (e.g. the base + the adapter as a LoRA module) serves every model
+    (each asks for its own `spec.served_name`), started once, and all their runs go through the
+    harness together, `jobs` at a time (vLLM batches the concurrent requests). `agent_env` (the
+    data manifest's serve_env: compaction, system prompt, tool list) is set for every LLM run.
+    """
     from evals.harness import report as rep_mod
     from evals.harness.runner import run_all
     from evals.harness.variants import Variant
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    all_models = list(models)
+    for k, val in (agent_env or {}).items():  # the prompt, tools and compaction the model was trained on
+        os.environ[k] = str(val)
     if tool_result_chars is not None:  # the compact tool results the model was trained on (LLMAnalyzer reads the env)
         os.environ["KAT_TOOL_RESULT_CHARS"] = str(tool_result_chars)
     rows: list[CompareRow] = []
@@ -203,17 +213,47 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
         say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
 
-    def run_variant(v: Variant, start_s: float | None) -> None:
+    def run_variants(vs: list[Variant], start_s: float | None, n_jobs: int = 1) -> None:
         if not resume:
-            shutil.rmtree(out / "runs" / v.name, ignore_errors=True)
-        runs = run_all(out, cases, [v], progress=progress)
-        variants.append(v)
-        all_runs.extend(runs)
-        rows.append(row_of(v, runs, start_s))
+            for v in vs:
+                shutil.rmtree(out / "runs" / v.name, ignore_errors=True)
+        runs = run_all(out, cases, vs, jobs=n_jobs, progress=progress)
+        for v in vs:
+            variants.append(v)
+            mine = [r for r in runs if r.variant == v.name]
+            all_runs.extend(mine)
+            rows.append(row_of(v, mine, start_s))
+
+    def run_variant(v: Variant, start_s: float | None) -> None:
+        run_variants([v], start_s, jobs)
 
     if rules:
         say(f"rules: {len(cases)} case(s)")
         run_variant(Variant(name="rules", analyzer="rules", max_steps=max_steps, time_budget_s=time_budget_s), None)
+    if server is not None and models:
+        vs = [Variant(name=m.name, analyzer="openai", base_url=server.base_url, model=m.spec.served_name, max_steps=max_steps,
+                      time_budget_s=time_budget_s, request_timeout_s=request_timeout_s) for m in models]
+        log = out / "logs" / "vllm.log"
+        t0 = time.monotonic()
+        if resume and all(_all_cached(out, v, cases) for v in vs):
+            say("every case already has a result (--resume); not serving")
+            run_variants(vs, None)
+            models = []
+        else:
+            say(f"serving {server.model}{' + LoRA ' + str(server.adapter) if server.adapter else ''} on {server.base_url} "
+                f"for {', '.join(m.name + '=' + m.spec.served_name for m in models)} (log {log}) ...")
+            try:
+                with VLLMServer(server, log) as srv:
+                    say(f"server ready in {srv.ready_s:.0f} s; {len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
+                    run_variants(vs, srv.ready_s, jobs)
+            except Exception as exc:  # reported in the table, not fatal for the rules row
+                msg = str(exc)
+                say(f"models: FAILED: {msg}")
+                notes.append(f"server: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
+                done = {r.variant for r in rows}
+                rows += [CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
+                         for m in models if m.name not in done]
+            models = []
     for m in models:
         log = out / "logs" / f"vllm-{m.name}.log"
         v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
@@ -236,10 +276,11 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
 
     settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "request_timeout_s": request_timeout_s,
-                "tool_result_chars": tool_result_chars,
+                "tool_result_chars": tool_result_chars, "agent_env": agent_env or {}, "jobs": jobs,
+                "one_server": server is not None,
                 "models": {m.name: {"model": str(m.spec.model), "adapter": str(m.spec.adapter) if m.spec.adapter else None,
                                     "dtype": m.spec.dtype, "max_model_len": m.spec.max_model_len, "max_tokens": m.spec.max_tokens,
-                                    "threads": m.spec.threads, "device": m.spec.device} for m in models}}
+                                    "threads": m.spec.threads, "device": m.spec.device} for m in all_models}}
     rep = CompareReport(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), data_dir=str(data_dir) if data_dir else None,
                         cases=[c for c, _ in cases], settings=settings, rows=rows, notes=notes)
     (out / "compare.json").write_text(rep.model_dump_json(indent=1))

@@ -28,17 +28,18 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from evals.finetune.chat_format import TEMPLATE_PATH, analyzer_tools, assistant_spans, to_openai_messages
+from evals.finetune.chat_format import (REPO, SMALL_TEMPLATE_PATH, TEMPLATE_PATH, analyzer_tools, assistant_spans, load_template,
+                                        to_openai_messages)
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 MANIFEST = "manifest.json"
-DEFAULT_TOOL_RESULT_CHARS = 0
+DEFAULT_TOOL_RESULT_CHARS = 400  # the short playbook's sweeps show their outliers / first log groups
 
 # Cases per category in each split, by preset.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"train": 1, "validation": 1, "test": 1},
-    "demo": {"train": 2, "validation": 1, "test": 1},
+    "demo": {"train": 3, "validation": 1, "test": 1},
     "standard": {"train": 12, "validation": 2, "test": 3},
     "large": {"train": 60, "validation": 6, "test": 8},
 }
@@ -48,6 +49,10 @@ _SPLIT_SEED_BASE = {"train": 500_000, "validation": 600_000, "test": 700_000}
 
 class DataConfig(BaseModel):
     size: str = Field("demo", description=f"cases per category and split: {', '.join(SIZES)}")
+    trajectory: Literal["short", "full"] = Field(
+        "short", description="short: the 3-step playbook of evals/finetune/playbook.py (small models); full: the whole rules trajectory")
+    max_steps: int = Field(6, ge=3, description="Analyzer step budget stated in the incident message (short trajectories)")
+    jobs: int = Field(2, ge=1, description="cases generated in parallel (processes)")
     incident_size: str = Field("tiny", description="bundle size of generated incidents (tiny | small | ...)")
     categories: list[str] = Field(default_factory=list, description="restrict to these categories (default: all)")
     max_ranks: int = Field(16, description="tasks with at most this many ranks")
@@ -171,6 +176,67 @@ class Trajectory(BaseModel):
     evidence: list[dict]
 
 
+def _rules_run(bundle: Path, config: Any = None, analyzer: Any = None) -> tuple[Any, dict, list[dict], list[Any]]:
+    """(Diagnosis, final state, OpenAI tools, ledger) of one Session on `bundle` (rules, or a scripted Analyzer)."""
+    from agent.graph import build_graph
+    from agent.session import Session
+    from agent.state import ledger_entries
+
+    s = Session(bundle, "rules", config=config)
+    try:
+        if analyzer is not None:
+            s.analyzer = analyzer
+            s.graph = build_graph(analyzer, s.tools, s.config, checkpointer=s.checkpointer)
+        d = s.diagnose()
+        state = s.state(s.thread_id)
+        tools = analyzer_tools(s.tools)
+    finally:
+        s.close()
+    return d, state, tools, ledger_entries(state)
+
+
+def _conversation(state: dict, tool_result_chars: int | None, system: str) -> list[dict]:
+    """The messages up to the accepted submit_diagnosis call, as the LLM Analyzer sees them."""
+    from agent.backends.llm import compact_messages
+    from agent.graph import SUBMIT
+    from langchain_core.messages import AIMessage
+
+    msgs = list(state.get("messages") or [])
+    last = max((i for i, m in enumerate(msgs) if isinstance(m, AIMessage)
+                and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None)
+    if last is None:
+        raise ValueError("the trajectory has no submit_diagnosis call")
+    return to_openai_messages(compact_messages(msgs[: last + 1], tool_result_chars), system=system)
+
+
+def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6) -> Trajectory:
+    """The short playbook (evals/finetune/playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
+    import prompts
+    from agent.graph import AgentConfig, validate_diagnosis
+    from evals.finetune import playbook as pb
+
+    d_full, _, _, full_ledger = _rules_run(bundle)
+    target = d_full.model_dump()
+
+    def submit(ledger: list[Any]) -> dict:
+        first = {}
+        for e in ledger:
+            first.setdefault(e.tool, e.id)
+        return pb.remap_diagnosis(target, full_ledger, [first.get(t) for t in pb.TOOLS])
+
+    d, state, tools, ledger = _rules_run(bundle, AgentConfig(max_steps=max_steps), pb.ScriptedAnalyzer(submit))
+    if d.status != "complete":
+        raise ValueError(f"the short trajectory ended without an accepted diagnosis: {d.root_cause.summary[:200]}")
+    om = _conversation(state, tool_result_chars, prompts.load(pb.SYSTEM_PROMPT))
+    call = om[-1]["tool_calls"][0]["function"]
+    ok, reason = validate_diagnosis(call["arguments"], ledger)
+    if ok is None:
+        raise ValueError(f"remapped diagnosis rejected: {reason}")
+    tools = [t for t in tools if t["function"]["name"] in (*pb.TOOLS, "submit_diagnosis")]
+    ev = [{"id": e.id, "tool": e.tool, "summary": e.summary} for e in full_ledger]
+    return Trajectory(messages=om, tools=tools, category=d.root_cause.category, diagnosis=target, evidence=ev)
+
+
 def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
     """Run the real rules Session and return the conversation as the LLM Analyzer would see and produce it."""
     import prompts
@@ -237,8 +303,8 @@ def knowledge_docs() -> list[dict]:
             for p in sorted(corpus.glob("*.md"))]
 
 
-def _token_counts(tokenizer: Any, traj: Trajectory) -> dict[str, int]:
-    full, spans = assistant_spans(tokenizer, traj.messages, traj.tools)
+def _token_counts(tokenizer: Any, traj: Trajectory, template: str | None = None) -> dict[str, int]:
+    full, spans = assistant_spans(tokenizer, traj.messages, traj.tools, template=template)
     n = len(tokenizer(full, add_special_tokens=False)["input_ids"])
     asst = sum(len(tokenizer(full[a:b], add_special_tokens=False)["input_ids"]) for a, b in spans)
     tool = sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in traj.messages if m["role"] == "tool")
@@ -269,13 +335,39 @@ def load_tokenizer(path: Path | str | None) -> tuple[Any, str]:
     return AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name), str(g)
 
 
+def _case_work(case: dict, bundle: str, cfg: dict) -> dict:
+    """Generate one incident and its trajectory (top level: runs in a worker process)."""
+    from evals.simulate import generate_incident
+
+    c, conf, b = CaseRef.model_validate(case), DataConfig.model_validate(cfg), Path(bundle)
+    gt = generate_incident(c.category, c.task, c.seed, b, severity=c.severity, size=c.size, incident_id=f"ft-{c.id}")
+    try:
+        traj = (short_trajectory(b, conf.tool_result_chars, conf.max_steps) if conf.trajectory == "short"
+                else rules_trajectory(b, conf.tool_result_chars))
+    except Exception as exc:  # reported as a rejection by the caller
+        return {"generated": True, "error": f"{type(exc).__name__}: {exc}"}
+    title = json.loads((b / "incident.json").read_text()).get("title") or c.id
+    return {"truth": gt.category, "trajectory": traj.model_dump(), "narrative": narrative(gt, title, traj)}
+
+
+def _map(fn: Callable[..., dict], work: list[tuple], jobs: int) -> Any:
+    """fn(*w) for every w, in order; in `jobs` spawned processes when jobs > 1."""
+    if jobs <= 1 or len(work) <= 1:
+        yield from (fn(*w) for w in work)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(fn, *zip(*work))
+
+
 def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = None, overwrite: bool = False,
                progress: Callable[[str], None] = lambda s: None) -> DataManifest:
     """Generate incidents, run the rules Analyzer, write corpus, SFT splits, test bundles and the manifest."""
-    from evals.simulate import generate_incident
-
     t0 = time.perf_counter()
-    cases = plan_cases(cfg)  # bad settings fail before anything is written or loaded
+    cases = plan_cases(cfg)
+    tpath = SMALL_TEMPLATE_PATH if cfg.trajectory == "short" else TEMPLATE_PATH  # bad settings fail before anything is written or loaded
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -288,23 +380,22 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
     narratives: list[dict] = []
     rejected: list[Rejected] = []
     with tempfile.TemporaryDirectory(prefix="kat-ft-") as tmp:
-        for i, c in enumerate(cases, 1):
-            bundle = out / c.bundle if c.bundle else Path(tmp) / c.id
-            gt = generate_incident(c.category, c.task, c.seed, bundle, severity=c.severity, size=c.size,
-                                   incident_id=f"ft-{c.id}")
-            try:
-                traj = rules_trajectory(bundle, cfg.tool_result_chars)
-            except Exception as exc:  # a failed run is not training data; say why
-                rejected.append(Rejected(id=c.id, reason=f"{type(exc).__name__}: {exc}"[:300]))
-                progress(f"[{i}/{len(cases)}] {c.id}: rejected ({exc})")
-                continue
-            if traj.category != gt.category:
-                rejected.append(Rejected(id=c.id, reason=f"rules said {traj.category}, ground truth {gt.category}"))
-                progress(f"[{i}/{len(cases)}] {c.id}: rejected (wrong category {traj.category})")
-                if c.split == "test":
+        work = [(c.model_dump(), str(out / c.bundle if c.bundle else Path(tmp) / c.id), cfg.model_dump()) for c in cases]
+        for i, (c, res) in enumerate(zip(cases, _map(_case_work, work, cfg.jobs)), 1):
+            if res.get("error"):  # a failed run is not training data; say why
+                rejected.append(Rejected(id=c.id, reason=res["error"][:300]))
+                progress(f"[{i}/{len(cases)}] {c.id}: rejected ({res['error'][:120]})")
+                if c.split == "test" and res.get("generated"):
                     kept["test"].append(c)  # a test case stays a test case: the eval scores it anyway
                 continue
-            counts = _token_counts(tok, traj)
+            traj = Trajectory.model_validate(res["trajectory"])
+            if traj.category != res["truth"]:
+                rejected.append(Rejected(id=c.id, reason=f"rules said {traj.category}, ground truth {res['truth']}"))
+                progress(f"[{i}/{len(cases)}] {c.id}: rejected (wrong category {traj.category})")
+                if c.split == "test":
+                    kept["test"].append(c)
+                continue
+            counts = _token_counts(tok, traj, load_template(tpath))
             if counts["tokens"] > cfg.max_tokens:
                 rejected.append(Rejected(id=c.id, reason=f"{counts['tokens']} tokens > max_tokens {cfg.max_tokens}"))
                 if c.split == "test":
@@ -315,9 +406,8 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
             rows[c.split].append(row)
             kept[c.split].append(c)
             if c.split == "train":
-                title = json.loads((bundle / "incident.json").read_text()).get("title") or c.id
                 narratives.append({"id": f"narrative:{c.id}", "source": "generated incident (train split)",
-                                   "text": narrative(gt, title, traj)})
+                                   "text": res["narrative"]})
             progress(f"[{i}/{len(cases)}] {c.id}: {counts['tokens']} tokens ({counts['assistant_tokens']} assistant)")
     splits = {}
     for s in SPLITS:
@@ -331,17 +421,26 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
         for d in docs:
             fh.write(json.dumps(d, ensure_ascii=False) + "\n")
     corpus_tokens = sum(len(tok(d["text"], add_special_tokens=False)["input_ids"]) for d in docs)
-    template = TEMPLATE_PATH.read_bytes()
+    template = tpath.read_bytes()
     m = DataManifest(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg, tokenizer=tok_desc,
-        chat_template="prompts/analyzer_chat_template.jinja", chat_template_sha256=hashlib.sha256(template).hexdigest(),
-        tool_result_chars=cfg.tool_result_chars, serve_env={"KAT_TOOL_RESULT_CHARS": str(cfg.tool_result_chars)},
+        chat_template=str(tpath.relative_to(REPO)), chat_template_sha256=hashlib.sha256(template).hexdigest(),
+        tool_result_chars=cfg.tool_result_chars, serve_env=serve_env(cfg),
         splits=splits, corpus={"file": "corpus.jsonl", "documents": len(docs), "knowledge_documents": len(docs) - len(narratives),
                                "narratives": len(narratives), "tokens": corpus_tokens},
         rejected=rejected, seconds=round(time.perf_counter() - t0, 1))
     (out / MANIFEST).write_text(m.model_dump_json(indent=2) + "\n")
     (out / "README.md").write_text(_readme(m))
     return m
+
+
+def serve_env(cfg: DataConfig) -> dict[str, str]:
+    """The agent environment the tuned model must run with: the compaction and, for short
+    trajectories, the system prompt and tool list it was trained on."""
+    from evals.finetune.playbook import SHORT_ENV
+
+    env = {"KAT_TOOL_RESULT_CHARS": str(cfg.tool_result_chars)}
+    return {**env, **SHORT_ENV} if cfg.trajectory == "short" else env
 
 
 def _readme(m: DataManifest) -> str:

@@ -23,6 +23,7 @@ def _serve_info(base: Path, data_dir: Path | None) -> dict:
         m = json.loads((Path(data_dir) / "manifest.json").read_text())
         info["data_dir"] = str(data_dir)
         info["agent_env"] = m.get("serve_env") or {}
+        info["chat_template"] = m.get("chat_template") or info["chat_template"]
     return info
 
 
@@ -38,7 +39,7 @@ def export_model(model: Any, tokenizer: Any, base: Path, out: Path, data_dir: Pa
         if d.exists():
             shutil.rmtree(d)
     model.save_pretrained(str(adapter))
-    write_template(tokenizer, adapter)
+    write_template(tokenizer, adapter, tokenizer.chat_template)
     (adapter / SERVE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     # Merge a copy on the CPU in the base dtype, so training can continue with the original.
     from peft import PeftModel
@@ -49,7 +50,7 @@ def export_model(model: Any, tokenizer: Any, base: Path, out: Path, data_dir: Pa
     full = pm.merge_and_unload()
     with torch.no_grad():
         full.save_pretrained(str(merged))
-    write_template(tokenizer, merged)
+    write_template(tokenizer, merged, tokenizer.chat_template)
     (merged / SERVE_INFO).write_text(json.dumps(info, indent=2) + "\n")
     say(f"exported adapter -> {adapter}\nexported merged model -> {merged}")
     return adapter, merged
@@ -75,4 +76,4 @@ def export_checkpoint(train_dir: Path, checkpoint: Path | None = None, say: Call
 
     base = AutoModelForCausalLM.from_pretrained(str(cfg.base_model), dtype=getattr(torch, cfg.dtype))
     model = PeftModel.from_pretrained(base, str(ck))
-    return export_model(model, load_tokenizer(cfg.base_model), cfg.base_model, train_dir, data_dir=cfg.data_dir, say=say)
+    return export_model(model, load_tokenizer(cfg.base_model, cfg.data_dir), cfg.base_model, train_dir, data_dir=cfg.data_dir, say=say)

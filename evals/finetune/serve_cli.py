@@ -141,6 +141,9 @@ def add_commands(app: typer.Typer) -> None:
         venv: Path = typer.Option(DEFAULT_VENV, "--venv"),
         tool_result_chars: Optional[int] = typer.Option(None, "--tool-result-chars", help="default: the data manifest's"),
         resume: bool = typer.Option(False, "--resume", help="reuse finished per-case runs under OUT/runs"),
+        jobs: int = typer.Option(1, "--jobs", help="cases run at once (vLLM batches concurrent requests)"),
+        one_server: bool = typer.Option(True, "--one-server/--server-per-model",
+                                        help="with --adapter: serve the base and the adapter (LoRA module) from one server, both models at once"),
         json_out: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
     ) -> None:
         """Held-out comparison: base vs fine-tuned small model (each served by vLLM) vs rules, one table."""
@@ -161,9 +164,11 @@ def add_commands(app: typer.Typer) -> None:
             raise typer.Exit(2)
         models = []
 
+        template = Path(manifest.chat_template) if manifest.chat_template else None  # what the data was rendered with
+
         def mk(name: str, model: Path, ad: Optional[Path], served: str) -> ModelUnderTest:
             return ModelUnderTest(name, _spec(model, ad, served, "127.0.0.1", port, max_model_len, dtype, max_tokens, threads,
-                                              2, eager, device, venv, None))
+                                              2, eager, device, venv, template))
 
         if base is not None:
             models.append(mk("base", base, None, "kat-analyzer-base"))
@@ -175,10 +180,17 @@ def add_commands(app: typer.Typer) -> None:
         elif tuned is not None:
             models.append(mk("tuned", tuned, None, SERVED_NAME))
         trc = tool_result_chars if tool_result_chars is not None else manifest.tool_result_chars
+        server = None
+        if one_server and adapter is not None and base is not None and tuned is None:
+            server = _spec(base, adapter, SERVED_NAME, "127.0.0.1", port, max_model_len, dtype, max_tokens, threads, 2, eager,
+                           device, venv, template)
+            for m in models:  # `command` serves the base as NAME-base and the adapter as NAME
+                m.spec.served_name = f"{SERVED_NAME}-base" if m.name == "base" else SERVED_NAME
         say(f"compare: {len(cases)} held-out case(s) from {data}; variants: "
             + ", ".join((["rules"] if rules else []) + [m.name for m in models]) + f"; results in {out}")
         rep = run_compare(out, cases, models, data_dir=data, rules=rules, max_steps=max_steps, time_budget_s=time_budget,
-                          request_timeout_s=request_timeout, tool_result_chars=trc, resume=resume, say=say)
+                          request_timeout_s=request_timeout, tool_result_chars=trc, agent_env=manifest.serve_env,
+                          server=server, jobs=jobs, resume=resume, say=say)
         if json_out:
             sys.stdout.write(rep.model_dump_json(indent=1) + "\n")
         else:

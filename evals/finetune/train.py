@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from evals.finetune.chat_format import assistant_spans, load_template
+from evals.finetune.chat_format import assistant_spans, load_template, template_of
 from evals.finetune.config import StageSettings, TrainConfig
 
 IGNORE = -100
@@ -72,10 +72,11 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, max_length: int) -> Sample:
+def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, max_length: int,
+               template: str | None = None) -> Sample:
     """Token ids and labels: loss only on assistant replies (each piece tokenized on its own, as vLLM
     sees the prompt up to `<|im_start|>assistant\\n` and the model writes the rest)."""
-    full, spans = assistant_spans(tokenizer, messages, tools)
+    full, spans = assistant_spans(tokenizer, messages, tools, template=template or tokenizer.chat_template)
     ids: list[int] = []
     labels: list[int] = []
     pos = 0
@@ -148,14 +149,14 @@ def _device(cfg: TrainConfig) -> str:
     return cfg.device
 
 
-def load_tokenizer(base: Path):  # type: ignore[no-untyped-def]
+def load_tokenizer(base: Path, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
     if not (Path(base) / "config.json").exists():
         raise FileNotFoundError(f"base_model: {base} is not an HF model folder (no config.json); "
                                 "create one with `kat finetune base --out DIR`")
     tok = AutoTokenizer.from_pretrained(str(base))
-    tok.chat_template = load_template()
+    tok.chat_template = template_of(data_dir) if data_dir else load_template()  # the data's template
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -292,7 +293,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     device = _device(cfg)
-    tok = load_tokenizer(cfg.base_model)
+    tok = load_tokenizer(cfg.base_model, cfg.data_dir)
     data = Path(cfg.data_dir)
     say(f"loading data from {data} ...")
     sets: dict[str, tuple[list[Sample], list[Sample]]] = {}

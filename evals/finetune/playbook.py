@@ -1,0 +1,102 @@
+"""The short playbook a small model is fine-tuned on: detect -> one metric sweep + one log sweep -> submit.
+
+A full `rules` trajectory is ~27 tool calls (27k-35k tokens as the graph renders it, 6k compacted),
+too long for a 135M model on 2 CPU cores to train on or to generate. The short trajectory keeps
+what decides the case in three Analyzer steps, all run for real through the agent graph:
+
+1. `outpost_detect {}`;
+2. `metric_lookup` with one regex covering the rules playbook's sweep metrics, and `log_search`
+   with one regex covering its log signatures (the exact strings are in prompts/system_small.md,
+   the system prompt the small model runs with);
+3. `submit_diagnosis`: the Diagnosis the real `rules` Analyzer wrote for the same incident (its
+   full trajectory is run first), trimmed to what a small model can write (root cause, causal
+   chain, cited ids, confidence) and with every cited id mapped to the short trajectory's
+   evidence of the same kind (outpost/trace -> the outpost_detect id, metrics -> the sweep's
+   metric_lookup id, logs -> the log_search id; knowledge-base ids are dropped). The graph's own
+   validator checks the remapped Diagnosis against the short trajectory's evidence ledger.
+
+Run the tuned model with the same prompt and tools: the env of `SHORT_ENV` (KAT_SYSTEM_PROMPT,
+KAT_ANALYZER_TOOLS; agent/backends/llm.py), recorded in the data manifest's `serve_env`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SYSTEM_PROMPT = "system_small"
+TOOLS = ("outpost_detect", "metric_lookup", "log_search")
+# Exactly as written in prompts/system_small.md (tests check it).
+METRICS_RE = ("TEMP|THROTTLE|SM_CLOCK|POWER_MGMT|XID|ECC_DBE|NVLINK_CRC|PCIE_REPLAY|LINK_GEN|Retrans|transmit_wait|"
+              "load1|schedstat|numa_miss|disk_io|cache_usage|token_usage|preempt|retracted|requests_running|running_reqs")
+LOGS_RE = ("thermal|power limit|clocks locked|xid|double bit|uncorrectable|nvlink|aer:|pcie bus|net/ib|retry count|"
+           "rt throttling|hrtimer|affinity|gc pause|gil|detokenizer|nvme|lora adapter|offload|not enough kv|preempted|"
+           "out of memory|retracted|request batch|avg prompt [0-9]+ tokens")
+SHORT_ENV = {"KAT_SYSTEM_PROMPT": SYSTEM_PROMPT, "KAT_ANALYZER_TOOLS": ",".join(TOOLS)}
+# Which short-trajectory step's evidence stands in for a full-trajectory tool (None: dropped).
+_KIND = {"outpost_detect": 0, "trace_slice": 0, "metric_lookup": 1, "log_search": 2, "knowledge_search": None}
+
+
+def script() -> list[list[tuple[str, dict]]]:
+    """The tool calls of steps 1 and 2 (step 3 is the submission)."""
+    return [[("outpost_detect", {})],
+            [("metric_lookup", {"name": METRICS_RE}), ("log_search", {"pattern": LOGS_RE})]]
+
+
+class ScriptedAnalyzer:
+    """Emits the short playbook's calls, then the given submission, through the real graph."""
+
+    name = "rules-short"
+
+    def __init__(self, submit: Any):
+        self.submit = submit  # callable(ledger) -> submit_diagnosis arguments
+
+    def step(self, state: dict, config: Any) -> Any:
+        from langchain_core.messages import AIMessage
+
+        from agent.graph import SUBMIT, AnalyzerStep
+        from agent.rules.playbook import call
+        from agent.state import ledger_entries
+
+        i = int(state.get("turn_steps") or 0)
+        steps = script()
+        if i < len(steps):
+            return AnalyzerStep(message=AIMessage(content="", tool_calls=[call(n, dict(a)) for n, a in steps[i]]))
+        return AnalyzerStep(message=AIMessage(content="", tool_calls=[call(SUBMIT, self.submit(ledger_entries(state)))]))
+
+
+def _first_clause(text: str, limit: int = 200) -> str:
+    """The text up to its first '; ' (rules joins findings with it), at most `limit` characters."""
+    head = text.split("; ", 1)[0].strip()
+    return head if len(head) <= limit else head[: limit - 3].rstrip() + "..."
+
+
+def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | None]) -> dict:
+    """The rules Diagnosis trimmed for a small model, its citations mapped onto the short trajectory.
+
+    `short_ids`: evidence id of the short trajectory's outpost_detect, metric_lookup, log_search
+    (None where that call produced no evidence).
+    """
+    tool_of = {e.id: e.tool for e in full_ledger}
+
+    def ids(cited: list[str]) -> list[str]:
+        out: list[str] = []
+        for i in cited:
+            k = _KIND.get(tool_of.get(i, ""))
+            new = short_ids[k] if k is not None and k < len(short_ids) else None
+            if new and new not in out:
+                out.append(new)
+        return out
+
+    rc = diag["root_cause"]
+    chain = []
+    for link in diag.get("causal_chain") or []:
+        ev = ids(list(link.get("evidence") or [])) or [i for i in short_ids[:1] if i]
+        chain.append({"cause": _first_clause(str(link["cause"])), "effect": _first_clause(str(link["effect"])),
+                      "evidence": ev})
+    cited = []
+    for link in chain:
+        cited += [i for i in link["evidence"] if i not in cited]
+    summary = re.split(r":\s", str(rc.get("summary") or ""), maxsplit=1)[0].strip() or str(rc["category"])
+    return {"root_cause": {"category": rc["category"], "component": rc.get("component") or "", "ranks": list(rc.get("ranks") or []),
+                           "hosts": list(rc.get("hosts") or []), "summary": summary},
+            "causal_chain": chain, "evidence": [{"id": i} for i in cited], "confidence": diag.get("confidence", 0.5)}
