@@ -17,6 +17,7 @@ def run(ranks: int = 8, repeats: int = 5) -> dict:
     from tools.telemetry.bundle import open_bundle
     from tools.telemetry.import_worker import cache_path
     from tools.telemetry.queries import EventQuery, query_events
+    from tools.telemetry.schema import arrow_schema
 
     d, _ = make_large(ranks)
     cache = tempfile.mkdtemp(prefix="kat-bench-q-")
@@ -31,7 +32,9 @@ def run(ranks: int = 8, repeats: int = 5) -> dict:
         return query_events(b, q).total_matches
 
     files = [str(cache_path(b.cache_root, b.traces[r].path)) for r in b.ranks]
-    dataset = ds.dataset(files, format="parquet")
+    # The canonical schema: cache entries store small integer columns as int32 and strings
+    # without pyarrow's own schema note; the dataset reads them all as the canonical types.
+    dataset = ds.dataset(files, format="parquet", schema=arrow_schema())
 
     def arrow_query() -> int:
         expr = (pc.field("kind").isin(["kernel", "collective"]) & (pc.field("ts_ns") < hi)

@@ -82,3 +82,26 @@ def test_cache_entry_matches_pyarrow_writer(tmp_path: Path) -> None:
     b = pq.read_table(theirs, read_dictionary=list(STR_COLUMNS)).to_pandas()
     for c in COLUMNS:
         assert a[c].astype(object).tolist() == b[c].astype(object).tolist(), c
+
+
+def test_narrow_stores_small_int64_columns_as_int32(tmp_path: Path) -> None:
+    small = np.array([-5, 0, 2**31 - 1, -(2**31)], dtype=np.int64)
+    big = np.array([0, 2**31], dtype=np.int64)
+    path = tmp_path / "n.parquet"
+    write_columns(path, {"small": small, "big": np.resize(big, 4)}, {}, ["small", "big"], narrow=True)
+    t = pq.read_table(path)
+    assert str(t.schema.field("small").type) == "int32" and str(t.schema.field("big").type) == "int64"
+    assert t.column("small").to_numpy().tolist() == small.tolist()
+    assert t.column("big").to_numpy().tolist() == np.resize(big, 4).tolist()
+
+
+def test_cache_reads_back_in_canonical_dtypes(tmp_path: Path) -> None:
+    from tests.bundle_factory import make_bundle
+    from tools.telemetry.bundle import open_bundle
+    from tools.telemetry.schema import INT_COLUMNS
+
+    root = make_bundle(tmp_path / "inc")
+    open_bundle(root, cache_dir=tmp_path / "c")
+    again = open_bundle(root, cache_dir=tmp_path / "c").events(0)  # from the cache
+    for col, dtype in INT_COLUMNS.items():
+        assert again[col].dtype == np.dtype(dtype), col

@@ -39,7 +39,7 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         write_columns(tmp, {c: cols.ints[c] for c in INT_COLUMNS}, {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS},
-                      list(COLUMNS))
+                      list(COLUMNS), narrow=True)
         os.replace(tmp, target)  # readers never see a half-written file
         target.with_suffix(".meta.json").write_bytes(orjson.dumps(meta.__dict__))
     except OSError:
