@@ -126,9 +126,11 @@ def _bit_packed(codes: np.ndarray, width: int) -> bytes:
     groups = (n + 7) // 8
     head = _Thrift()
     head._varint((groups << 1) | 1)
-    padded = np.zeros(groups * 8, dtype=np.uint32)
+    # the narrowest type that holds the codes keeps the (n x width) bit matrix cheap to build
+    dtype = np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32
+    padded = np.zeros(groups * 8, dtype=dtype)
     padded[:n] = codes
-    bits = ((padded[:, None] >> np.arange(width, dtype=np.uint32)) & 1).astype(np.uint8)
+    bits = ((padded[:, None] >> np.arange(width, dtype=dtype)) & 1).astype(np.uint8, copy=False)
     return bytes(head.out) + np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
