@@ -28,10 +28,10 @@ def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, 
 def collective_instances(table: NodeTable, groups: list[list[int]]) -> pd.DataFrame:
     """One row per (collective instance, member) with entry time, duration and lateness."""
     n = table.nodes
-    sub = n[n["cls"] == CLS_COLL][["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "coll_name", "msg_bytes", "device"]].copy()
+    sub = n.loc[(n["cls"] == CLS_COLL).to_numpy(), ["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "msg_bytes", "device",
+                                                   "group_ranks"]]
     if sub.empty:
         return sub
-    sub["group_ranks"] = n.loc[sub.index, "group_ranks"]
     key, sizes = _group_keys(sub, groups)
     sub["gkey"] = key.to_numpy()
     sub = sub[sub["gkey"] != ""]

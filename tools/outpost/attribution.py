@@ -42,7 +42,8 @@ def h2d_slowdown(table: NodeTable, rank: int, steps: list[int]) -> float | None:
     the far NUMA node copies from far memory: its copies slow down along with its host code."""
     n = table.nodes
     h2d = np.fromiter((H2D.search(x) is not None for x in table.names), dtype=bool, count=len(table.names))
-    c = n[(n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy()]
+    c = n.loc[(n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy(),
+              ["name_code", "shape_key", "rank", "value"]]
     if c.empty:
         return None
     med = c.groupby(["name_code", "shape_key", "rank"], observed=True)["value"].agg(["median", "size"]).reset_index()

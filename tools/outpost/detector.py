@@ -115,7 +115,8 @@ def _copies_slow(table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorC
 def _local_of(table: NodeTable, rows: pd.DataFrame) -> list[int]:
     """Local row of each row's top node (first occurrence of that name in that rank-step)."""
     n = table.nodes
-    first = n.drop_duplicates(["rank", "step", "name_code"]).set_index(["rank", "step", "name_code"])["local"]
+    # The first occurrence is the one with occurrence index 0 (occ counts within rank-step-name).
+    first = n.loc[n["occ"].to_numpy() == 0, ["rank", "step", "name_code", "local"]].set_index(["rank", "step", "name_code"])["local"]
     idx = pd.MultiIndex.from_frame(rows[["rank", "step", "name_code"]])
     return first.reindex(idx).fillna(-1).astype(int).tolist()
 

@@ -5,16 +5,25 @@ Peers of a tensor-parallel group run the same kernels on the same batch, so at a
 summed per rank, step and node class; a rank-step is anomalous when that excess is large in
 absolute terms, large relative to the peers' time, and far outside the spread of the other
 ranks (robust z). Collectives are not judged here: their length is mostly waiting (arrival.py).
+
+Every per-node quantity is computed a few steps at a time (`CHUNK_ROWS` compared nodes per
+pass) with one combined integer key per grouping: the node table of a ten-million-event trace
+is large, and pandas groupbys over several of its columns at once would be several times larger.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, first_rows, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
+CHUNK_ROWS = 1 << 20  # compared nodes per pass: bounds the groupby temporaries on big traces
+_RSC = ["rank", "step", "cls"]
 
 
 def rank_group(groups: list[list[int]]) -> dict[int, int]:
@@ -23,6 +32,47 @@ def rank_group(groups: list[list[int]]) -> dict[int, int]:
         for r in g:
             out.setdefault(r, gi)
     return out
+
+
+@dataclass
+class _Compared:
+    """Nodes compared with a baseline: their rows in the node table (ascending) and the
+    baseline (the peers' median) of each; `group_of` maps a rank to its peer group."""
+
+    rows: np.ndarray
+    peer_med: np.ndarray
+    group_of: np.ndarray
+
+    def __getitem__(self, mask: np.ndarray) -> "_Compared":
+        return _Compared(self.rows[mask], self.peer_med[mask], self.group_of)
+
+
+def _group_lut(gmap: dict[int, int]) -> np.ndarray:
+    """rank -> group index as an array (ranks are small non-negative ints); -1 outside any group."""
+    lut = np.full(max(gmap) + 1, -1, dtype=np.int32)
+    lut[list(gmap)] = list(gmap.values())
+    return lut
+
+
+def _rows_dtype(n: pd.DataFrame) -> type:
+    return np.int32 if len(n) < 2**31 else np.int64
+
+
+def _step_chunks(step: np.ndarray) -> Iterator[np.ndarray]:
+    """Ascending positions into `step`, a run of whole steps (about `CHUNK_ROWS` rows) at a
+    time: every per-node comparison and per-rank-step sum stays inside one step."""
+    size = CHUNK_ROWS
+    if len(step) <= size:
+        yield np.arange(len(step))
+        return
+    values, counts = np.unique(step, return_counts=True)
+    ends = np.cumsum(counts)
+    lo = 0
+    while lo < len(values):
+        base = ends[lo - 1] if lo else 0
+        hi = max(lo, int(np.searchsorted(ends, base + size, side="right")) - 1)  # last step that still fits
+        yield np.flatnonzero((step >= values[lo]) & (step <= values[hi]))
+        lo = hi + 1
 
 
 def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None,
@@ -49,26 +99,37 @@ def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra:
 def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
     """Rank-steps whose work of one class runs slower than their peers'. One row per (rank, step, cls)."""
     n = table.nodes
-    gmap = rank_group([g for g in groups if len(g) > 1])
+    groups = [g for g in groups if len(g) > 1]
+    gmap = rank_group(groups)
     if not gmap:
         return pd.DataFrame()
-    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap))][
-        ["rank", "step", "name_code", "occ", "cls", "value", "ts_ns", "dur_ns"]].copy()
-    if sub.empty:
+    rows = np.flatnonzero(n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy()).astype(_rows_dtype(n))
+    if not len(rows):
         return pd.DataFrame()
-    sub["group"] = sub["rank"].map(gmap).to_numpy()
-    gsize = pd.Series({gi: len(g) for gi, g in enumerate([g for g in groups if len(g) > 1])})
-    key = ["group", "step", "name_code", "occ"]
-    grp = sub.groupby(key, sort=False)["value"]
-    med = grp.transform("median")
-    sub["members"] = grp.transform("size")
-    # With two peers the median is their mean and hides who deviates: compare with the other one.
-    sub["peer_med"] = np.where(sub["members"].to_numpy() == 2, grp.transform("sum") - sub["value"], med)
-    # Only nodes every member ran: sampled or truncated traces would compare unlike things.
-    sub = sub[sub["members"].to_numpy() == gsize.reindex(sub["group"]).to_numpy()]
-    if sub.empty:
+    lut, sizes = _group_lut(gmap), np.array([len(g) for g in groups])
+    rank, step, name, occ, value = (n[c].to_numpy() for c in ("rank", "step", "name_code", "occ", "value"))
+    peer_med = np.zeros(len(rows))
+    compared = np.zeros(len(rows), dtype=bool)
+    for pos in _step_chunks(step[rows]):
+        r = rows[pos]
+        group = lut[rank[r]]
+        ids = group_ids(group, step[r], name[r], occ[r])
+        members = np.bincount(ids)[ids]
+        # Only nodes every member ran: sampled or truncated traces would compare unlike things.
+        full = members == sizes[group]
+        pos, r, ids, members = pos[full], r[full], ids[full], members[full]
+        v = value[r]
+        grp = pd.Series(v).groupby(ids)
+        med = grp.transform("median").to_numpy()
+        # With two peers the median is their mean and hides who deviates: compare with the other one.
+        two = members == 2
+        if two.any():
+            med = np.where(two, grp.transform("sum").to_numpy() - v, med)
+        peer_med[pos] = med
+        compared[pos] = True
+    if not compared.any():
         return pd.DataFrame()
-    return _flag(sub, cfg)
+    return _flag(n, _Compared(rows[compared], peer_med[compared], lut), cfg)
 
 
 def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
@@ -82,58 +143,127 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
         return pd.DataFrame()
     # Python frames (scheduling, batching, sampling) do work proportional to each replica's own
     # queue: across replicas only framework ops, launch calls and device work are comparable.
-    sub = n[n["cls"].isin(TESTED) & n["rank"].isin(list(gmap)) & (n["kind"].astype(str) != "python")][
-        ["rank", "step", "name_code", "shape_key", "cls", "value", "ts_ns", "dur_ns"]].copy()
+    rows = np.flatnonzero(n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy()
+                          & (n["kind"] != "python").to_numpy()).astype(_rows_dtype(n))
+    cls_cats = list(n["cls"].cat.categories)
+    cls = n["cls"].array.codes[rows]
+    cpu = cls == cls_cats.index(CLS_CPU)
     # Device work scales with the batch: compare it per shape. Host-side op costs barely do,
     # and their shapes differ across replicas, so host ops compare by name alone.
-    sub["shape_key"] = np.where(sub["cls"].astype(str) == CLS_CPU, "", sub["shape_key"].astype(str))
-    sub = sub[(sub["shape_key"] != "") | (sub["cls"].astype(str) == CLS_CPU)]
-    if sub.empty:
+    shape_cats = n["shape_key"].cat.categories
+    no_shape = shape_cats.get_loc("") if "" in shape_cats else -1
+    shape = np.where(cpu, no_shape, n["shape_key"].array.codes[rows])
+    keep = (shape != no_shape) | cpu
+    rows, cls, shape = rows[keep], cls[keep], shape[keep]
+    if not len(rows):
         return pd.DataFrame()
-    sub["group"] = sub["rank"].map(gmap).to_numpy()
-    per_rank = sub.groupby(["group", "name_code", "shape_key", "rank"], sort=False, observed=True)["value"].median()
-    peer = per_rank.groupby(level=[0, 1, 2], sort=False, observed=True).agg(["median", "size"])
-    peer = peer[peer["size"] >= 3]
-    idx = pd.MultiIndex.from_frame(sub[["group", "name_code", "shape_key"]])
-    sub["peer_med"] = peer["median"].reindex(idx).to_numpy()
-    sub = sub[sub["peer_med"].notna()]
-    if sub.empty:
+    rank, name, value = n["rank"].to_numpy()[rows], n["name_code"].to_numpy()[rows], n["value"].to_numpy()[rows]
+    lut = _group_lut(gmap)
+    group = lut[rank]
+    # Each rank's median per (node, shape), then the median over the ranks (at least three).
+    per_rank_ids = group_ids(group, name, shape, rank)
+    per_rank = pd.Series(value).groupby(per_rank_ids).median().to_numpy()
+    first = first_rows(per_rank_ids)
+    node_ids = group_ids(group[first], name[first], shape[first])
+    peer = pd.Series(per_rank).groupby(node_ids).agg(["median", "size"])
+    peer_med = np.where(peer["size"].to_numpy() >= 3, peer["median"].to_numpy(), np.nan)[node_ids][per_rank_ids]
+    ok = ~np.isnan(peer_med)
+    if not ok.any():
         return pd.DataFrame()
+    comp, cls = _Compared(rows, peer_med, lut)[ok], cls[ok]
     # Replicas run different batches: only persistent deviations count; copies need twice the
     # lock-step floor; host-side work (scheduling scales with the batch, and is compared by name
     # only) must also clear a larger effect.
-    cls = sub["cls"].astype(str).to_numpy()
     device_cfg = cfg.model_copy(update={"min_copy_excess_ns": 2 * cfg.min_copy_excess_ns})
     # Copies of a few microseconds swing by a third between replicas with different batches.
     copy_cfg = device_cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_copy_effect)})
     host_cfg = cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_effect)})
-    parts = [_flag(sub[cls == c], conf, sustained_only=True)
-             for c, conf in ((CLS_GPU, device_cfg), (CLS_COPY, copy_cfg), (CLS_CPU, host_cfg)) if (cls == c).any()]
+    parts = [_flag(n, comp[cls == cls_cats.index(c)], conf, sustained_only=True)
+             for c, conf in ((CLS_GPU, device_cfg), (CLS_COPY, copy_cfg), (CLS_CPU, host_cfg))
+             if c in cls_cats and (cls == cls_cats.index(c)).any()]
     parts = [x for x in parts if not x.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _flag(sub: pd.DataFrame, cfg: DetectorConfig, sustained_only: bool = False) -> pd.DataFrame:
+def _chunk_frame(n: pd.DataFrame, comp: _Compared, pos: np.ndarray) -> pd.DataFrame:
+    """The compared nodes at `pos` with what the tests sum over them."""
+    r = comp.rows[pos]
+    rank, value, peer_med = n["rank"].to_numpy()[r], n["value"].to_numpy()[r], comp.peer_med[pos]
+    return pd.DataFrame({
+        "group": comp.group_of[rank], "rank": rank, "step": n["step"].to_numpy()[r],
+        "cls": pd.Categorical.from_codes(n["cls"].array.codes[r], dtype=n["cls"].dtype), "name_code": n["name_code"].to_numpy()[r],
+        "value": value, "peer_med": peer_med, "excess": value - peer_med, "ts_ns": n["ts_ns"].to_numpy()[r],
+        "end": n["ts_ns"].to_numpy()[r] + n["dur_ns"].to_numpy()[r], "row": r,
+    }, copy=False)
+
+
+def _aggregate(f: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Sums per group of `keys` (groups in order of first appearance), with the row of each
+    group's first node so that chunks can be put back in table order."""
+    ids = group_ids(*(f[k].array.codes if isinstance(f[k].dtype, pd.CategoricalDtype) else f[k].to_numpy() for k in keys))
+    first = first_rows(ids)
+    sums = f[["value", "peer_med", "excess"]].groupby(ids).sum()
+    agg = f[keys].iloc[first].reset_index(drop=True)
+    agg["observed"] = sums["value"].to_numpy()
+    agg["baseline"] = sums["peer_med"].to_numpy()
+    agg["excess"] = sums["excess"].to_numpy()
+    agg["start_ns"] = f["ts_ns"].groupby(ids).min().to_numpy()
+    agg["count"] = np.bincount(ids)
+    agg["first"] = f["row"].to_numpy()[first]
+    return agg
+
+
+def _flag(n: pd.DataFrame, comp: _Compared, cfg: DetectorConfig, sustained_only: bool = False) -> pd.DataFrame:
     """Rank-steps whose excess over peers is beyond noise, judged per node class and per node
     name (a class total hides one slow op among many noisy ones; a name alone misses a
     slowdown spread thin over many ops). One row per (rank, step, class), the larger finding."""
-    sub = sub.copy()
-    sub["excess"] = sub["value"] - sub["peer_med"]
+    keys = ["group", "rank", "step", "cls"]
+    by_class, by_node, ends = [], [], []
+    for pos in _step_chunks(n["step"].to_numpy()[comp.rows]):
+        f = _chunk_frame(n, comp, pos)
+        by_class.append(_aggregate(f, keys))
+        by_node.append(_aggregate(f, keys + ["name_code"]))
+        ends.append(f["end"].groupby([f[k] for k in _RSC], observed=True).max())
+        del f
+    end = pd.concat(ends)
+
+    def in_order(parts: list[pd.DataFrame]) -> pd.DataFrame:
+        agg = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        return agg.sort_values("first", kind="stable").drop(columns="first").reset_index(drop=True)
+
     # A single node in a single step is too little evidence: per-node findings must persist.
-    found = [x for x in (_flag_by(sub, cfg, [], sustained_only), _flag_by(sub, cfg, ["name_code"], True)) if not x.empty]
+    found = [_flag_by(in_order(by_class), [], cfg, sustained_only), _flag_by(in_order(by_node), ["name_code"], cfg, True)]
+    found = [x for x in found if not x.empty]
     if not found:
         return pd.DataFrame()
+    for x in found:
+        if "top_excess" not in x:  # the class-level finding is named by its largest node
+            _name_top(x, n, comp)
+        x["top_share"] = x["top_excess"] / x["excess"].clip(lower=1.0)
+        x["end_ns"] = end.reindex(pd.MultiIndex.from_frame(x[_RSC])).to_numpy()
     out = pd.concat(found, ignore_index=True).sort_values("excess", ascending=False)
     out = out.drop_duplicates(["rank", "step", "cls"]).reset_index(drop=True)
     out["method"] = "inter"
     return out
 
 
-def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str], sustained_only: bool = False) -> pd.DataFrame:
-    keys = ["group", "rank", "step", "cls"] + extra
-    agg = sub.groupby(keys, sort=False, observed=True).agg(
-        observed=("value", "sum"), baseline=("peer_med", "sum"), excess=("excess", "sum"),
-        start_ns=("ts_ns", "min"), count=("value", "size")).reset_index()
+def _name_top(out: pd.DataFrame, n: pd.DataFrame, comp: _Compared) -> None:
+    """The node that contributes most of each flagged rank-step's excess names the anomaly
+    (adds name_code and top_excess to `out`, in place). Only the chunks holding a flagged step
+    are read again; their nodes go back into table order before the (tie-sensitive) sort."""
+    want = out[_RSC]
+    step = n["step"].to_numpy()[comp.rows]
+    flagged = np.isin(step, np.unique(out["step"].to_numpy()))
+    cand = [_chunk_frame(n, comp, pos).merge(want, on=_RSC)[_RSC + ["name_code", "excess", "row"]]
+            for pos in (p[flagged[p]] for p in _step_chunks(step)) if len(pos)]
+    nodes = pd.concat(cand, ignore_index=True).sort_values("row", kind="stable").drop(columns="row")
+    top = nodes.merge(want, on=_RSC).sort_values("excess", ascending=False).drop_duplicates(_RSC)
+    named = out.merge(top[_RSC + ["name_code", "excess"]].rename(columns={"excess": "top_excess"}), on=_RSC, how="left")
+    for c in ("name_code", "top_excess"):
+        out[c] = named[c].to_numpy()
+
+
+def _flag_by(agg: pd.DataFrame, extra: list[str], cfg: DetectorConfig, sustained_only: bool = False) -> pd.DataFrame:
     agg["ratio"] = agg["observed"] / agg["baseline"].clip(lower=1.0)
     # Noise scale: the spread of the ratio over every rank-step of the same class (or node);
     # faults are the minority. A floor keeps near-zero spreads from making any wobble huge.
@@ -154,13 +284,4 @@ def _flag_by(sub: pd.DataFrame, cfg: DetectorConfig, extra: list[str], sustained
         return out
     if extra:
         out["top_excess"] = out["excess"]
-    else:
-        # The node that contributes most of the excess names the anomaly.
-        top = (sub.merge(out[["rank", "step", "cls"]], on=["rank", "step", "cls"])
-               .sort_values("excess", ascending=False).drop_duplicates(["rank", "step", "cls"]))
-        out = out.merge(top[["rank", "step", "cls", "name_code", "excess"]].rename(columns={"excess": "top_excess"}),
-                        on=["rank", "step", "cls"], how="left")
-    out["top_share"] = out["top_excess"] / out["excess"].clip(lower=1.0)
-    ends = sub.assign(end=sub["ts_ns"] + sub["dur_ns"]).groupby(["rank", "step", "cls"], observed=True)["end"].max()
-    out["end_ns"] = ends.reindex(pd.MultiIndex.from_frame(out[["rank", "step", "cls"]])).to_numpy()
     return out

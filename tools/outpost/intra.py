@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable, _global_parents
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable, _global_parents, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
@@ -19,31 +19,44 @@ TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     """Occurrences far above their own history. One row per flagged node occurrence."""
     n = table.nodes
-    sub = n[n["cls"].isin(TESTED)][["rank", "step", "name_code", "shape_key", "cls", "kind", "value", "ts_ns", "dur_ns", "local"]]
-    if sub.empty:
+    tested = n["cls"].isin(TESTED).to_numpy()
+    name, shape, value = n["name_code"].to_numpy(), n["shape_key"].array.codes, n["value"].to_numpy()
+    hits, baselines, excesses = [], [], []
+    # A node's history is its own rank's: one rank at a time keeps the groupby temporaries small.
+    for start, end in _rank_spans(table):
+        rows = np.flatnonzero(tested[start:end]) + start
+        if not len(rows):
+            continue
+        ids = group_ids(name[rows], shape[rows])
+        val = value[rows]
+        med = pd.Series(val).groupby(ids).transform("median").to_numpy()
+        cnt = np.bincount(ids)[ids]
+        mad = pd.Series(np.abs(val - med)).groupby(ids).transform("median").to_numpy()
+        excess = val - med
+        floor = np.maximum(cfg.intra_min_ns, cfg.z * 1.4826 * mad)
+        hit = (cnt >= cfg.min_steps_for_baseline) & (val >= med * (1.0 + cfg.intra_effect)) & (excess >= floor)
+        hits.append(rows[hit])
+        baselines.append(med[hit])
+        excesses.append(excess[hit])
+    if not hits or not sum(len(h) for h in hits):
         return pd.DataFrame()
-    key = ["rank", "name_code", "shape_key"]
-    g = sub.groupby(key, sort=False)["value"]
-    med = g.transform("median").to_numpy()
-    cnt = g.transform("size").to_numpy()
-    absdev = np.abs(sub["value"].to_numpy() - med)
-    mad = pd.Series(absdev, index=sub.index).groupby([sub[k] for k in key], sort=False).transform("median").to_numpy()
-    val = sub["value"].to_numpy()
-    excess = val - med
-    floor = np.maximum(cfg.intra_min_ns, cfg.z * 1.4826 * mad)
-    hit = (cnt >= cfg.min_steps_for_baseline) & (val >= med * (1.0 + cfg.intra_effect)) & (excess >= floor)
-    out = sub[hit].copy()
-    if out.empty:
-        return out
-    out["baseline"] = med[hit]
-    out["excess"] = excess[hit]
+    rows = np.concatenate(hits)
+    out = n.iloc[rows][["rank", "step", "name_code", "shape_key", "cls", "kind", "value", "ts_ns", "dur_ns", "local"]]
+    out["baseline"] = np.concatenate(baselines)
+    out["excess"] = np.concatenate(excesses)
     # Load hits every worker at once; a fault does not.
-    ranks_total = n["rank"].nunique()
+    ranks_total = len(table.offsets)
     per_step = out.groupby("step")["rank"].transform("nunique")
     if ranks_total >= 3:
         out = out[per_step.to_numpy() < max(3, int(np.ceil(0.75 * ranks_total)))]
     out["method"] = "intra"
     return out
+
+
+def _rank_spans(table: NodeTable) -> list[tuple[int, int]]:
+    """(first row, end row) of each rank's nodes (ranks are stored contiguously)."""
+    starts = sorted(table.offsets.values())
+    return list(zip(starts, starts[1:] + [len(table.nodes)]))
 
 
 def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
@@ -55,16 +68,17 @@ def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     kv = np.fromiter((KV_NAMES.search(x) is not None for x in names), dtype=bool, count=len(names))
     host = n["kind"].isin(["python", "cpu_op"]).to_numpy()
     code = n["name_code"].to_numpy()
-    is_kv = host & kv[code] & _episodic(n, host & kv[code])
+    kv_frame = host & kv[code]
+    is_kv = kv_frame & _episodic(table, kv_frame)
     flagged = (host & storage[code]) | is_kv
     if not flagged.any():
         return pd.DataFrame()
     # A KV swap frame only launches its copies: the time it holds the worker is the device
     # work underneath it, not the few microseconds of the launch.
-    held = n["dur_ns"].to_numpy().astype(float)
+    held = n["dur_ns"].to_numpy()[flagged].astype(float)
     if is_kv.any():
-        held = np.where(is_kv, np.maximum(held, _device_time_below(table, is_kv)), held)
-    sub = n[flagged].assign(value=held[flagged])
+        held = np.where(is_kv[flagged], np.maximum(held, _device_time_below(table, is_kv)[flagged]), held)
+    sub = n[flagged].assign(value=held)
     # Outermost matching frame only: a load wraps its read.
     top = sub.sort_values("value", ascending=False).drop_duplicates(["rank", "step"])
     top = top[top["value"] >= cfg.intra_min_ns]
@@ -78,14 +92,17 @@ def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     return out
 
 
-def _episodic(n: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+def _episodic(table: NodeTable, mask: np.ndarray) -> np.ndarray:
     """Frames that run in at most half of their rank's steps: a swap that happens every step is
     how that deployment works (e.g. routine KV offload), judged by the ordinary intra test."""
     if not mask.any():
         return mask
+    n = table.nodes
     sub = n.loc[mask, ["rank", "step", "name_code"]]
     steps_with = sub.groupby(["rank", "name_code"])["step"].transform("nunique").to_numpy()
-    steps_total = n.groupby("rank")["step"].nunique()
+    step = n["step"].to_numpy()
+    ranks = sorted(table.offsets, key=table.offsets.__getitem__)
+    steps_total = pd.Series({r: len(np.unique(step[a:b])) for r, (a, b) in zip(ranks, _rank_spans(table))})
     total = sub["rank"].map(steps_total).to_numpy()
     out = np.zeros(len(n), dtype=bool)
     out[np.flatnonzero(mask)] = steps_with <= np.maximum(1, total // 2)
@@ -98,7 +115,7 @@ def _device_time_below(table: NodeTable, frames: np.ndarray, depth: int = 6) -> 
     n = table.nodes
     gparent = _global_parents(n, table.offsets)
     device = np.flatnonzero(n["device"].to_numpy() >= 0)
-    dur = n["dur_ns"].to_numpy().astype(float)[device]
+    dur = n["dur_ns"].to_numpy()[device].astype(float)
     total = np.zeros(len(n))
     cur = device
     for _ in range(depth):

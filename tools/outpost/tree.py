@@ -4,6 +4,10 @@ Each event becomes a node with the value the tests compare (exclusive CPU time f
 frames, duration for device work), an alignment key (step, name, occurrence) so peers' trees
 line up node by node, a shape bucket (the batch shape of the framework op that launched it)
 so repetitions are compared like with like, and a class that says which hardware it exercises.
+
+The table is built rank by rank from only the columns it needs, into arrays allocated once for
+all ranks, with the narrowest dtypes that hold the values: at ten million events it is the
+largest thing Outpost keeps in memory.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tools.telemetry.bundle import Bundle
+from tools.telemetry.schema import KINDS
 
 # Host-side frames that wait for something else (a peer, the GPU, a queue): their time says
 # nothing about the worker's own speed, so they never enter a duration test.
@@ -36,14 +41,24 @@ CLS_CPU = "cpu"
 CLS_COLL = "collective"
 CLS_WAIT = "wait"
 CLS_STEP = "step"
+CLASSES = sorted([CLS_GPU, CLS_COPY, CLS_CPU, CLS_COLL, CLS_WAIT, CLS_STEP])
+_CLS_CODE = {c: i for i, c in enumerate(CLASSES)}
 
-_COLS = ["rank", "kind", "name", "ts_ns", "dur_ns", "step", "parent", "device", "stream", "coll_name", "msg_bytes",
-         "group_ranks", "shape"]
+# Canonical columns the node table is built from (the rest of a rank's events is never read).
+_READ = ["kind", "name", "ts_ns", "dur_ns", "step", "parent", "device", "msg_bytes", "group_ranks", "shape"]
+_HOST_KINDS = ("python", "cpu_op", "cuda_runtime", "annotation", "step", "collective")
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 
 
 @dataclass
 class NodeTable:
-    """All nodes of all ranks, plus lookups for reporting."""
+    """All nodes of all ranks, plus lookups for reporting.
+
+    `nodes` columns: rank, kind (categorical), name_code (into `names`), ts_ns, dur_ns, step
+    (-1 outside any step), parent and local (rows within the rank), device, msg_bytes,
+    group_ranks and shape_key (categoricals), value (the compared time, ns), occ (occurrence of
+    the name within its rank-step), cls (categorical node class).
+    """
 
     nodes: pd.DataFrame
     names: np.ndarray  # code -> name
@@ -68,91 +83,255 @@ class NodeTable:
             idx = base + p
         return list(reversed(out))
 
+    def global_parents(self) -> np.ndarray:
+        """Row of each node's parent in the whole table (-1 for roots)."""
+        return _global_parents(self.nodes, self.offsets)
 
-def _self_time(df: pd.DataFrame) -> np.ndarray:
+
+def _self_time(dur: np.ndarray, parent: np.ndarray, host: np.ndarray) -> np.ndarray:
     """Duration minus the time of same-thread children (host frames); plain duration otherwise."""
-    dur = df["dur_ns"].to_numpy()
-    parent = df["parent"].to_numpy()
-    kind = df["kind"].to_numpy(dtype=object)
-    host = np.isin(kind, ["python", "cpu_op", "cuda_runtime", "annotation", "step", "collective"]) & (df["device"].to_numpy() < 0)
     child = host & (parent >= 0)
-    child_sum = np.bincount(parent[child], weights=dur[child], minlength=len(df)) if child.any() else np.zeros(len(df))
+    child_sum = np.bincount(parent[child], weights=dur[child], minlength=len(dur)) if child.any() else np.zeros(len(dur))
     return np.where(host, np.maximum(dur - child_sum, 0), dur)
 
 
-def _shape_bucket(df: pd.DataFrame) -> np.ndarray:
-    """Shape of the nearest framework op at or above each node (kernels inherit their launcher's)."""
-    shape = df["shape"].cat.codes.to_numpy().astype(np.int64)
-    empty_code = -1
-    cats = df["shape"].cat.categories
-    if "" in cats:
-        empty_code = int(cats.get_loc(""))
-    shape = np.where(shape == empty_code, -1, shape)
-    parent = df["parent"].to_numpy()
+def _shape_bucket(shape: pd.Categorical, parent: np.ndarray) -> np.ndarray:
+    """Shape code of the nearest framework op at or above each node (kernels inherit their
+    launcher's); -1 where none is known."""
+    codes = shape.codes.astype(np.int32)
+    if "" in shape.categories:
+        codes[codes == shape.categories.get_loc("")] = -1
     cur = parent.copy()
     for _ in range(4):
-        need = (shape < 0) & (cur >= 0)
+        need = (codes < 0) & (cur >= 0)
         if not need.any():
             break
-        shape[need] = shape[cur[need]]
+        codes[need] = codes[cur[need]]
         cur = np.where(need, parent[np.maximum(cur, 0)], -1)
-    return shape
+    return codes
+
+
+def _occurrences(step: np.ndarray, name_code: np.ndarray) -> np.ndarray:
+    """Occurrence index of each node among the nodes of the same (step, name), in row order."""
+    n = len(step)
+    key = (step.astype(np.int64) + 1) * (int(name_code.max()) + 2 if n else 1) + name_code + 1
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    start = np.r_[True, sk[1:] != sk[:-1]] if n else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    occ = np.empty(n, dtype=np.int32)
+    occ[order] = np.arange(n) - first
+    return occ
+
+
+class _Interner:
+    """Strings -> global codes in first-seen order, with a per-rank lookup table."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def lut(self, cats: pd.Index) -> np.ndarray:
+        return np.array([self.index.setdefault(c, len(self.index)) for c in cats], dtype=np.int32)
+
+    def sorted_remap(self) -> tuple[np.ndarray, np.ndarray]:
+        """(categories in sorted order, provisional code -> sorted code)."""
+        names = np.array(list(self.index), dtype=object)
+        order = np.argsort(names, kind="stable") if len(names) else np.zeros(0, np.int64)
+        remap = np.empty(len(names), dtype=np.int32)
+        remap[order] = np.arange(len(names), dtype=np.int32)
+        return names[order], remap
+
+
+def _map_codes(codes: np.ndarray, lut: np.ndarray, dtype: type = np.int32) -> np.ndarray:
+    """Per-rank categorical codes -> global codes (missing stays -1)."""
+    out = np.full(len(codes), -1, dtype=dtype)
+    ok = codes >= 0
+    if len(lut):
+        out[ok] = lut[codes[ok]]
+    return out
+
+
+def _small_int(max_value: int) -> type:
+    return np.int8 if max_value < 2**7 else np.int16 if max_value < 2**15 else np.int32
+
+
+class _Columns:
+    """Column arrays for all ranks, allocated once when the row count is known up front."""
+
+    DTYPES = {"rank": np.int32, "kind": np.int8, "name_code": np.int32, "ts_ns": np.int64, "dur_ns": np.int64,
+              "step": np.int32, "parent": np.int32, "local": np.int32, "device": np.int32, "msg_bytes": np.int64,
+              "group_ranks": np.int32, "shape_key": np.int32, "value": np.float64, "occ": np.int32, "cls": np.int8}
+
+    def __init__(self, capacity: int) -> None:
+        self.rows = 0
+        self.cols = {c: np.empty(capacity, dtype=d) for c, d in self.DTYPES.items()}
+
+    def append(self, part: dict[str, np.ndarray]) -> None:
+        n = len(part["ts_ns"])
+        cap = len(self.cols["ts_ns"])
+        if self.rows + n > cap:  # a rank larger than its metadata said: grow (copies once)
+            for c, a in self.cols.items():
+                self.cols[c] = np.resize(a, max(self.rows + n, 2 * cap))
+        step = part["step"]
+        if len(step) and self.cols["step"].dtype != step.dtype and (step.min() < -2**31 or step.max() >= 2**31):
+            self.cols["step"] = self.cols["step"].astype(np.int64)  # steps beyond int32: keep them exact
+        for c, a in self.cols.items():
+            a[self.rows:self.rows + n] = part[c]
+        self.rows += n
+
+    def finish(self) -> dict[str, np.ndarray]:
+        if self.rows < len(self.cols["ts_ns"]):
+            self.cols = {c: a[:self.rows].copy() for c, a in self.cols.items()}
+        return self.cols
+
+
+def _expected_rows(bundle: Bundle) -> int:
+    """Rows over all ranks from the import metadata, without reading events where it is known."""
+    total = 0
+    for r in bundle.ranks:
+        meta = bundle.traces[r].meta
+        if meta is not None and meta.events_imported >= 0:
+            total += meta.events_imported
+        else:
+            total += len(bundle.rank_columns(r, ["step"]))
+    return total
 
 
 def build_nodes(bundle: Bundle) -> NodeTable:
-    frames = []
+    """The node table of every rank, read rank by rank (only the columns it needs)."""
+    cols = _Columns(_expected_rows(bundle))
     total = 0
     offsets: dict[int, int] = {}
-    rows = 0
-    name_index: dict[str, int] = {}
+    names, shapes, groups = _Interner(), _Interner(), _Interner()
+    wait_name: list[bool] = []
+    kind_cats = list(KINDS)
     for r in bundle.ranks:
-        df = bundle.events(r)
+        df = bundle.rank_columns(r, _READ)
         total += len(df)
         if df.empty:
             continue
-        part = df[_COLS].copy()
-        offsets[r] = rows
-        rows += len(df)
-        part["local"] = np.arange(len(df))
-        part["value"] = _self_time(df)
-        sb = _shape_bucket(df)
-        shape_names = df["shape"].cat.categories.to_numpy(dtype=object)
-        part["shape_key"] = pd.Categorical(np.where(sb >= 0, shape_names[np.maximum(sb, 0)], ""))
-        # Names: each rank's (small) category table mapped into one global code space.
-        cats = df["name"].cat.categories
-        lut = np.array([name_index.setdefault(c, len(name_index)) for c in cats], dtype=np.int64)
-        codes = df["name"].cat.codes.to_numpy()
-        part["name_code"] = np.where(codes >= 0, lut[np.maximum(codes, 0)], -1)
-        part = part.drop(columns=["name", "shape"])
-        frames.append(part)
-    names = np.array(list(name_index), dtype=object)
-    if not frames:
-        return NodeTable(pd.DataFrame(columns=_COLS), names, total, bundle.ranks, offsets)
-    nodes = pd.concat(frames, ignore_index=True)
-    for col in ("kind", "coll_name", "group_ranks", "shape_key"):
-        nodes[col] = nodes[col].astype("category")
+        offsets[r] = cols.rows
+        part = _rank_part(df, r, names, shapes, groups, wait_name, kind_cats)
+        del df
+        cols.append(part)
+        del part
+    name_arr = np.array(list(names.index), dtype=object)
+    if not offsets:
+        empty = pd.DataFrame({c: np.zeros(0, d) for c, d in _Columns.DTYPES.items()})
+        return NodeTable(empty, name_arr, total, bundle.ranks, offsets)
+    arr = cols.finish()
+    del cols
+    if not (arr["device"] >= 0).any():
+        _cpu_only_spans(arr, offsets, np.array(wait_name, dtype=bool))
+    # Categoricals: shapes and group member lists sorted (their order must not depend on which
+    # rank was read first); kinds and classes in their fixed order.
+    shape_cats, shape_remap = shapes.sorted_remap()
+    group_cats, group_remap = groups.sorted_remap()
+    data = {
+        "rank": arr["rank"],
+        "kind": pd.Categorical.from_codes(arr["kind"], categories=kind_cats),
+        "name_code": arr["name_code"],
+        "ts_ns": arr["ts_ns"],
+        "dur_ns": arr["dur_ns"],
+        "step": arr["step"],
+        "parent": arr["parent"],
+        "local": arr["local"],
+        "device": arr["device"],
+        "msg_bytes": arr["msg_bytes"],
+        "group_ranks": _categorical(arr["group_ranks"], group_remap, group_cats),
+        "shape_key": _categorical(arr["shape_key"], shape_remap, shape_cats),
+        "value": arr["value"],
+        "occ": arr["occ"],
+        "cls": pd.Categorical.from_codes(arr["cls"], categories=CLASSES),
+    }
+    del arr
+    # copy=False: one block per column, so building the frame does not copy the arrays.
+    nodes = pd.DataFrame(data, copy=False)
+    return NodeTable(nodes, name_arr, total, bundle.ranks, offsets)
+
+
+def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.Categorical:
+    small = np.full(len(codes), -1, dtype=_small_int(len(cats)))
+    ok = codes >= 0
+    small[ok] = remap[codes[ok]]
+    return pd.Categorical.from_codes(small, categories=pd.Index(cats, dtype=object))
+
+
+def _rank_part(df: pd.DataFrame, rank: int, names: _Interner, shapes: _Interner, groups: _Interner,
+               wait_name: list[bool], kind_cats: list[str]) -> dict[str, np.ndarray]:
+    """One rank's node columns (global codes for names, shapes and groups)."""
+    n = len(df)
+    parent = df["parent"].to_numpy().astype(np.int32)
+    dur = df["dur_ns"].to_numpy()
+    device = df["device"].to_numpy()
+    kind_col = df["kind"].array
+    kind = _map_codes(kind_col.codes, np.array([kind_cats.index(k) if k in kind_cats else -1 for k in kind_col.categories],
+                                               dtype=np.int8), np.int8)
+    host_kind = np.zeros(len(kind_cats) + 1, dtype=bool)  # last slot: unknown kind (code -1)
+    host_kind[[_KIND_CODE[k] for k in _HOST_KINDS]] = True
+    host = host_kind[kind] & (device < 0)
+    name_col = df["name"].array
+    lut = names.lut(name_col.categories)
+    wait_name.extend(WAIT_NAMES.search(x) is not None for x in list(names.index)[len(wait_name):])
+    name_code = _map_codes(name_col.codes, lut)
+    shape_col = df["shape"].array
+    sb = _shape_bucket(shape_col, parent)
+    step = df["step"].to_numpy()
     # Events outside any step form one pseudo-step, so single-step traces still compare repetitions.
-    nodes["step"] = np.where(nodes["step"].to_numpy() < 0, -1, nodes["step"].to_numpy())
-    nodes["occ"] = nodes.groupby(["rank", "step", "name_code"], sort=False).cumcount().to_numpy()
-    cls = _classify(nodes, names)
-    WAIT_SPAN = np.fromiter((WAIT_NAMES.search(x) is not None for x in names), dtype=bool, count=len(names))  # noqa: N806
-    if not (nodes["device"].to_numpy() >= 0).any():
-        # CPU-only run (e.g. gloo): user ranges that wrap no waiting are units of compute; their
-        # whole duration is the comparable quantity (the extra work may be extra ops inside).
-        gparent = _global_parents(nodes, offsets)
-        waits = _has_waiting_descendant(gparent, np.isin(cls, [CLS_WAIT, CLS_COLL]) & (nodes["kind"].astype(object).to_numpy() != "annotation"))
-        span = (nodes["kind"].astype(object).to_numpy() == "annotation") & ~waits & ~WAIT_SPAN[nodes["name_code"].to_numpy()] \
-            if len(names) else np.zeros(len(nodes), bool)
-        cls[span] = CLS_CPU
-        nodes.loc[span, "value"] = nodes.loc[span, "dur_ns"].astype(float)
-    nodes["cls"] = pd.Categorical(cls)
-    return NodeTable(nodes, names, total, bundle.ranks, offsets)
+    step = np.where(step < 0, -1, step)
+    return {
+        "rank": np.full(n, rank, dtype=np.int32),
+        "kind": kind,
+        "name_code": name_code,
+        "ts_ns": df["ts_ns"].to_numpy(),
+        "dur_ns": dur,
+        "step": step,
+        "parent": parent,
+        "local": np.arange(n, dtype=np.int32),
+        "device": device,
+        "msg_bytes": df["msg_bytes"].to_numpy(),
+        "group_ranks": _map_codes(df["group_ranks"].array.codes, groups.lut(df["group_ranks"].array.categories)),
+        "shape_key": _shape_codes(sb, shapes.lut(shape_col.categories), shapes),
+        "value": _self_time(dur, parent, host),
+        "occ": _occurrences(step, name_code),
+        "cls": _classify(kind, np.array(wait_name, dtype=bool)[name_code] if len(name_code) else np.zeros(0, bool)),
+    }
+
+
+def _shape_codes(sb: np.ndarray, lut: np.ndarray, shapes: _Interner) -> np.ndarray:
+    """Global shape codes; nodes without a known shape share the "" shape (compared together)."""
+    out = _map_codes(sb, lut)
+    none = sb < 0
+    if none.any():
+        out[none] = shapes.index.setdefault("", len(shapes.index))
+    return out
+
+
+def _cpu_only_spans(arr: dict[str, np.ndarray], offsets: dict[int, int], wait_name: np.ndarray) -> None:
+    """CPU-only run (e.g. gloo): user ranges that wrap no waiting are units of compute; their
+    whole duration is the comparable quantity (the extra work may be extra ops inside)."""
+    if not len(wait_name):
+        return
+    cls, kind = arr["cls"], arr["kind"]
+    annotation = kind == _KIND_CODE["annotation"]
+    gparent = _parents_from(arr["parent"], offsets)
+    waiting = np.isin(cls, [_CLS_CODE[CLS_WAIT], _CLS_CODE[CLS_COLL]]) & ~annotation
+    span = annotation & ~_has_waiting_descendant(gparent, waiting) & ~wait_name[arr["name_code"]]
+    cls[span] = _CLS_CODE[CLS_CPU]
+    arr["value"][span] = arr["dur_ns"][span].astype(float)
+
+
+def _parents_from(parent: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+    """Global parent rows from rank-local ones (ranks are stored contiguously)."""
+    base = np.zeros(len(parent), dtype=np.int64)
+    starts = sorted(offsets.values())
+    for s, e in zip(starts, starts[1:] + [len(parent)]):
+        base[s:e] = s
+    return np.where(parent >= 0, base + parent, -1)
 
 
 def _global_parents(nodes: pd.DataFrame, offsets: dict[int, int]) -> np.ndarray:
-    base = nodes["rank"].map(offsets).to_numpy()
-    parent = nodes["parent"].to_numpy()
-    return np.where(parent >= 0, base + parent, -1)
+    return _parents_from(nodes["parent"].to_numpy(), offsets)
 
 
 def _has_waiting_descendant(gparent: np.ndarray, waiting: np.ndarray) -> np.ndarray:
@@ -170,16 +349,48 @@ def _has_waiting_descendant(gparent: np.ndarray, waiting: np.ndarray) -> np.ndar
     return marked
 
 
-def _classify(nodes: pd.DataFrame, names: np.ndarray) -> np.ndarray:
-    kind = nodes["kind"].astype(object).to_numpy()
-    wait_name = np.fromiter((WAIT_NAMES.search(n) is not None for n in names), dtype=bool, count=len(names))
-    is_wait = wait_name[nodes["name_code"].to_numpy()]
-    cls = np.full(len(nodes), CLS_CPU, dtype=object)
-    cls[kind == "kernel"] = CLS_GPU
-    cls[np.isin(kind, ["memcpy", "memset"])] = CLS_COPY
-    cls[kind == "collective"] = CLS_COLL
-    cls[kind == "step"] = CLS_STEP
-    host = np.isin(kind, ["python", "cpu_op", "cuda_runtime", "annotation"])
-    cls[host & is_wait] = CLS_WAIT
-    cls[kind == "annotation"] = CLS_WAIT  # user ranges wrap other work: their own time is not a signal
+def _classify(kind: np.ndarray, is_wait: np.ndarray) -> np.ndarray:
+    """Class code of each node from its kind code and whether its name is a waiting one."""
+    k = _KIND_CODE
+    cls = np.full(len(kind), _CLS_CODE[CLS_CPU], dtype=np.int8)
+    cls[kind == k["kernel"]] = _CLS_CODE[CLS_GPU]
+    cls[(kind == k["memcpy"]) | (kind == k["memset"])] = _CLS_CODE[CLS_COPY]
+    cls[kind == k["collective"]] = _CLS_CODE[CLS_COLL]
+    cls[kind == k["step"]] = _CLS_CODE[CLS_STEP]
+    host = np.isin(kind, [k["python"], k["cpu_op"], k["cuda_runtime"], k["annotation"]])
+    cls[host & is_wait] = _CLS_CODE[CLS_WAIT]
+    cls[kind == k["annotation"]] = _CLS_CODE[CLS_WAIT]  # user ranges wrap other work: their own time is not a signal
     return cls
+
+
+def group_ids(*keys: np.ndarray) -> np.ndarray:
+    """Group number of each row for a combination of integer key columns (categorical codes
+    included), numbered in order of first appearance like ``groupby(sort=False)``. One int64
+    key and one factorization instead of one per column: much less memory on big tables."""
+    n = len(keys[0])
+    combined = np.zeros(n, dtype=np.int64)
+    span = 1
+    for k in keys:
+        k = np.asarray(k)
+        if n == 0:
+            break
+        lo, hi = int(k.min()), int(k.max())
+        width = hi - lo + 1
+        if span * width >= 2**62:  # would overflow: renumber what we have densely first
+            combined = pd.factorize(combined, sort=False)[0].astype(np.int64)
+            span = int(combined.max()) + 1
+        combined *= width
+        combined += k.astype(np.int64) - lo
+        span *= width
+    return pd.factorize(combined, sort=False)[0]
+
+
+def first_rows(ids: np.ndarray) -> np.ndarray:
+    """Row of the first member of each group, for ids numbered in order of first appearance."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    seen = np.maximum.accumulate(ids)
+    new = np.empty(len(ids), dtype=bool)
+    new[0] = True
+    new[1:] = ids[1:] > seen[:-1]
+    return np.flatnonzero(new)
