@@ -32,11 +32,16 @@ FAKE_VLLM = textwrap.dedent('''\
         sys.exit(3)
     port = int(argv[argv.index("--port") + 1])
     name = argv[argv.index("--served-model-name") + 1]
-    n = {{"chat": 0}}
+    loras = [argv[argv.index("--lora-modules") + 1].split("=")[0]] if "--lora-modules" in argv else []
+    n = {{}}
     def reply(body):
-        n["chat"] += 1
+        n[body["model"]] = n.get(body["model"], 0) + 1
+        print("request", body["model"], body["messages"][0]["content"][:40], [t["function"]["name"] for t in body.get("tools", [])],
+              flush=True)
+        if body["model"].endswith("-base"):  # the untuned base: talks, never calls a tool
+            return {{"role": "assistant", "content": "The incident looks like a slow GPU."}}
         tools = sum(m["role"] == "tool" for m in body["messages"])
-        if n["chat"] == 1:
+        if n[body["model"]] == 1:
             return {{"role": "assistant", "content": '<tool_call>{{"name": "metric_lookup", "arguments": {{"name": }}</tool_call>'}}
         if tools == 0:
             return {{"role": "assistant", "content": None, "tool_calls": [{{"id": "c1", "type": "function",
@@ -53,7 +58,7 @@ FAKE_VLLM = textwrap.dedent('''\
             self.send_response(200); self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
         def do_GET(self):
-            self._send({{"object": "list", "data": [{{"id": name, "object": "model"}}]}})
+            self._send({{"object": "list", "data": [{{"id": x, "object": "model"}} for x in [name, *loras]]}})
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             m = reply(body)
@@ -222,6 +227,36 @@ def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_
     assert run["trajectory"]["tool_call_detail"]["in_text"] == 1
     assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "logs" / "vllm-tuned.log").exists()
     assert os.environ.get("KAT_TOOL_RESULT_CHARS") == "160"
+
+
+def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.finetune.compare import ModelUnderTest, run_compare
+
+    for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
+        monkeypatch.setenv(k, "")  # empty = unset for LLMAnalyzer; restored after the test (run_compare sets them)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 16}))
+    cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
+    server = ServeSpec(model=model_dir, adapter=adapter, venv=fake_venv, port=_free_port(), served_name="kat-analyzer")
+    models = [ModelUnderTest("base", ServeSpec(model=model_dir, served_name="kat-analyzer-base")),
+              ModelUnderTest("tuned", ServeSpec(model=model_dir, adapter=adapter, served_name="kat-analyzer"))]
+    env = {"KAT_TOOL_RESULT_CHARS": "300", "KAT_SYSTEM_PROMPT": "system_small",
+           "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search"}
+    lines: list[str] = []
+    rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, agent_env=env,
+                      server=server, jobs=2, say=lines.append)
+    base, tuned = rep.rows
+    assert (base.variant, base.calls_attempted, base.valid_call_rate, base.top1) == ("base", 0, None, 0.0)
+    assert (tuned.variant, tuned.calls_valid, tuned.calls_attempted, tuned.top1) == ("tuned", 2, 3, 1.0)
+    assert base.server_start_s == tuned.server_start_s is not None  # one server, started once
+    log = (tmp_path / "out" / "logs" / "vllm.log").read_text()
+    assert log.count("=== ") == 1 and "--lora-modules kat-analyzer=" in log
+    # both models got the short playbook's system prompt and only its tools
+    assert "request kat-analyzer-base You are KAT's Analyzer for large-model" in log
+    assert "['outpost_detect', 'metric_lookup', 'log_search', 'submit_diagnosis']" in log
+    assert rep.settings["one_server"] and rep.settings["agent_env"] == env
 
 
 def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_dir: Path, tmp_path: Path,

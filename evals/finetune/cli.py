@@ -46,7 +46,7 @@ def build_app() -> typer.Typer:
         size: str = typer.Option("demo", "--size", help="cases per category and split: tiny | demo | standard | large"),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
         incident_size: str = typer.Option("tiny", "--incident-size", help="bundle size of generated incidents"),
-        tool_result_chars: int = typer.Option(400, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
+        tool_result_chars: int = typer.Option(300, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
         trajectory: str = typer.Option("short", "--trajectory", help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories"),
         agent_steps: int = typer.Option(6, "--agent-steps", help="Analyzer step budget stated in the incident message (short trajectories; use the same for compare --max-steps)"),
         jobs: int = typer.Option(2, "--jobs", help="cases generated in parallel"),

@@ -34,7 +34,7 @@ from evals.finetune.chat_format import (REPO, SMALL_TEMPLATE_PATH, TEMPLATE_PATH
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 MANIFEST = "manifest.json"
-DEFAULT_TOOL_RESULT_CHARS = 400  # the short playbook's sweeps show their outliers / first log groups
+DEFAULT_TOOL_RESULT_CHARS = 300  # the short playbook's sweeps show their outliers / first log groups
 
 # Cases per category in each split, by preset.
 SIZES: dict[str, dict[str, int]] = {
