@@ -204,8 +204,9 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
     assert out["causal_chain"][0] == {"cause": "hot: temp 90 C", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
     assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
     assert out["root_cause"]["summary"] == "GPU thermal throttling on rank(s) [3] (h)"
-    assert out["evidence"] == [{"id": "ev-2"}, {"id": "ev-3"}, {"id": "ev-1"}]
-    assert "alternatives_ruled_out" not in out and out["confidence"] == 0.9
+    # the graph's validator fills component and the evidence list: the small model does not write them
+    assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out) and "component" not in out["root_cause"]
+    assert out["confidence"] == 0.9
 
 
 def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[no-untyped-def]
