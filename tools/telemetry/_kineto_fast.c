@@ -33,8 +33,7 @@ typedef struct {
     size_t len, cap;
 } Buf;
 
-static int buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
+static __attribute__((noinline)) int buf_grow(Buf *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + extra) cap *= 2;
     char *d = realloc(b->data, cap);
@@ -44,7 +43,12 @@ static int buf_reserve(Buf *b, size_t extra) {
     return 0;
 }
 
-static inline int buf_put(Buf *b, const void *p, size_t n) {
+static inline int buf_reserve(Buf *b, size_t extra) {
+    return b->len + extra <= b->cap ? 0 : buf_grow(b, extra);
+}
+
+/* always inlined: most calls store one fixed-size value, and a constant-size memcpy becomes a move */
+static inline __attribute__((always_inline)) int buf_put(Buf *b, const void *p, size_t n) {
     if (buf_reserve(b, n) < 0) return -1;
     memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -71,13 +75,27 @@ typedef struct {
     PyObject *values; /* list of str, index = id */
 } Table;
 
+/* Eight bytes per step (names are long: kernel signatures run to hundreds of bytes); a byte-wise
+ * hash was a tenth of the scan. Keys are compared in full on a hash match, so this only has to
+ * spread well. */
 static uint64_t hash_bytes(const char *p, Py_ssize_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ULL;
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
     }
-    return h;
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, p, (size_t)n);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    }
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 29);
 }
 
 static int table_init(Table *t) {
@@ -175,7 +193,10 @@ typedef struct {
 #define ERROR -1 /* a Python exception is set (memory) */
 
 static inline void skip_ws(P *ps) {
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t')) ps->p++;
+    const unsigned char *p = ps->p, *end = ps->end;
+    if (p < end && *p > ' ') return; /* compact JSON: almost always no whitespace at all */
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    ps->p = p;
 }
 
 /* bytes that may stand in a string as they are: printable ASCII but the quote and backslash */
@@ -299,7 +320,7 @@ static int scan_number(P *ps, Val *v) {
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9') {
+        while (p < end && (unsigned char)(*p - '0') < 10) {
             if (digits < 19) {
                 mant = mant * 10 + (uint64_t)(*p - '0');
                 digits++;
@@ -318,7 +339,7 @@ static int scan_number(P *ps, Val *v) {
         is_int = 0;
         p++;
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        while (p < end && *p >= '0' && *p <= '9') {
+        while (p < end && (unsigned char)(*p - '0') < 10) {
             if (digits < 19) {
                 mant = mant * 10 + (uint64_t)(*p - '0');
                 digits++;
@@ -340,7 +361,7 @@ static int scan_number(P *ps, Val *v) {
             p++;
         }
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        while (p < end && *p >= '0' && *p <= '9') {
+        while (p < end && (unsigned char)(*p - '0') < 10) {
             if (exp10 < 100000) exp10 = exp10 * 10 + (*p - '0');
             else exp_big = 1;
             p++;
@@ -417,20 +438,20 @@ static int skip_number(P *ps) {
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9') p++;
+        while (p < end && (unsigned char)(*p - '0') < 10) p++;
     } else {
         return FALLBACK;
     }
     if (p < end && *p == '.') {
         p++;
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        while (p < end && *p >= '0' && *p <= '9') p++;
+        while (p < end && (unsigned char)(*p - '0') < 10) p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < end && (*p == '+' || *p == '-')) p++;
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        while (p < end && *p >= '0' && *p <= '9') p++;
+        while (p < end && (unsigned char)(*p - '0') < 10) p++;
     }
     ps->p = p;
     return OK;
