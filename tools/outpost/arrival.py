@@ -28,10 +28,13 @@ def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, 
 def collective_instances(table: NodeTable, groups: list[list[int]]) -> pd.DataFrame:
     """One row per (collective instance, member) with entry time, duration and lateness."""
     n = table.nodes
-    sub = n.loc[(n["cls"] == CLS_COLL).to_numpy(), ["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "msg_bytes", "device",
-                                                   "group_ranks"]]
+    sub = n.loc[(n["cls"] == CLS_COLL).to_numpy(), ["rank", "step", "name_code", "occ", "ts_ns", "dur_ns", "device"]]
     if sub.empty:
         return sub
+    # Message size and member list are kept for collective nodes only (table.colls).
+    colls = table.colls.loc[sub.index]
+    sub.insert(6, "msg_bytes", colls["msg_bytes"].to_numpy())
+    sub["group_ranks"] = colls["group_ranks"].to_numpy()
     key, sizes = _group_keys(sub, groups)
     sub["gkey"] = key.to_numpy()
     sub = sub[sub["gkey"] != ""]

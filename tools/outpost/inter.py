@@ -22,7 +22,7 @@ from tools.outpost.models import DetectorConfig
 from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, first_rows, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
-CHUNK_ROWS = 1 << 20  # compared nodes per pass: bounds the groupby temporaries on big traces
+CHUNK_ROWS = 1 << 18  # compared nodes per pass: bounds the groupby temporaries on big traces
 _RSC = ["rank", "step", "cls"]
 
 
@@ -129,7 +129,9 @@ def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig)
         compared[pos] = True
     if not compared.any():
         return pd.DataFrame()
-    return _flag(n, _Compared(rows[compared], peer_med[compared], lut), cfg)
+    comp = _Compared(rows[compared], peer_med[compared], lut)
+    del rows, peer_med, compared, pos, r, group, ids, members, full, v, grp, med  # before the next pass, not after
+    return _flag(n, comp, cfg)
 
 
 def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:

@@ -12,7 +12,7 @@ largest thing Outpost keeps in memory.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -55,9 +55,10 @@ class NodeTable:
     """All nodes of all ranks, plus lookups for reporting.
 
     `nodes` columns: rank, kind (categorical), name_code (into `names`), ts_ns, dur_ns, step
-    (-1 outside any step), parent and local (rows within the rank), device, msg_bytes,
-    group_ranks and shape_key (categoricals), value (the compared time, ns), occ (occurrence of
-    the name within its rank-step), cls (categorical node class).
+    (-1 outside any step), parent and local (rows within the rank), device, shape_key
+    (categorical), value (the compared time, ns), occ (occurrence of the name within its
+    rank-step), cls (categorical node class). Integer columns are as narrow as their values
+    allow. Collectives' message size and member list, which no other node has, are in `colls`.
     """
 
     nodes: pd.DataFrame
@@ -65,6 +66,7 @@ class NodeTable:
     events: int
     ranks: list[int]
     offsets: dict[int, int]  # rank -> row of its first node (ranks are stored contiguously)
+    colls: pd.DataFrame = field(default_factory=pd.DataFrame)  # collective nodes: msg_bytes, group_ranks by row
 
     def path_of(self, rank: int, local: int, depth: int = 8) -> list[str]:
         """Names from the root down to a node (for the report), at most `depth` levels."""
@@ -156,28 +158,32 @@ def _small_int(max_value: int) -> type:
 
 
 class _Columns:
-    """Column arrays for all ranks, allocated once when the row count is known up front."""
+    """Column arrays for all ranks, allocated once when the row count is known up front, each
+    in the narrowest integer type its values so far fit (widened when a rank needs more)."""
 
-    DTYPES = {"rank": np.int32, "kind": np.int8, "name_code": np.int32, "ts_ns": np.int64, "dur_ns": np.int64,
-              "step": np.int32, "parent": np.int32, "local": np.int32, "device": np.int32, "msg_bytes": np.int64,
-              "group_ranks": np.int32, "shape_key": np.int32, "value": np.float64, "occ": np.int32, "cls": np.int8}
+    DTYPES = {"rank": np.int8, "kind": np.int8, "name_code": np.int16, "ts_ns": np.int64, "dur_ns": np.int64,
+              "step": np.int32, "parent": np.int32, "local": np.int32, "device": np.int8, "shape_key": np.int16,
+              "value": np.float64, "occ": np.int16, "cls": np.int8}
 
     def __init__(self, capacity: int) -> None:
         self.rows = 0
         self.cols = {c: np.empty(capacity, dtype=d) for c, d in self.DTYPES.items()}
 
-    def append(self, part: dict[str, np.ndarray]) -> None:
-        n = len(part["ts_ns"])
+    def reserve(self, n: int) -> None:
         cap = len(self.cols["ts_ns"])
         if self.rows + n > cap:  # a rank larger than its metadata said: grow (copies once)
             for c, a in self.cols.items():
                 self.cols[c] = np.resize(a, max(self.rows + n, 2 * cap))
-        step = part["step"]
-        if len(step) and self.cols["step"].dtype != step.dtype and (step.min() < -2**31 or step.max() >= 2**31):
-            self.cols["step"] = self.cols["step"].astype(np.int64)  # steps beyond int32: keep them exact
-        for c, a in self.cols.items():
-            a[self.rows:self.rows + n] = part[c]
-        self.rows += n
+
+    def put(self, col: str, values: np.ndarray) -> None:
+        """Write the current rank's values of one column (after `reserve`)."""
+        a = self.cols[col]
+        if a.dtype.kind == "i" and values.dtype != a.dtype and len(values):
+            lo, hi = int(values.min()), int(values.max())
+            if lo < np.iinfo(a.dtype).min or hi > np.iinfo(a.dtype).max:
+                wide = np.promote_types(a.dtype, np.promote_types(np.min_scalar_type(lo), np.min_scalar_type(hi)))
+                a = self.cols[col] = a.astype(wide)
+        a[self.rows:self.rows + len(values)] = values
 
     def finish(self) -> dict[str, np.ndarray]:
         if self.rows < len(self.cols["ts_ns"]):
@@ -204,32 +210,32 @@ def build_nodes(bundle: Bundle) -> NodeTable:
     offsets: dict[int, int] = {}
     names, shapes, groups = _Interner(), _Interner(), _Interner()
     wait_name: list[bool] = []
-    kind_cats = list(KINDS)
+    coll_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for r in bundle.ranks:
         df = bundle.rank_columns(r, _READ)
         total += len(df)
         if df.empty:
             continue
         offsets[r] = cols.rows
-        part = _rank_part(df, r, names, shapes, groups, wait_name, kind_cats)
+        cols.reserve(len(df))
+        coll_parts.append(_put_rank(df, r, cols, names, shapes, groups, wait_name))
+        cols.rows += len(df)
         del df
-        cols.append(part)
-        del part
+    _release_reader_memory()
     name_arr = np.array(list(names.index), dtype=object)
     if not offsets:
         empty = pd.DataFrame({c: np.zeros(0, d) for c, d in _Columns.DTYPES.items()})
-        return NodeTable(empty, name_arr, total, bundle.ranks, offsets)
+        return NodeTable(empty, name_arr, total, bundle.ranks, offsets, _colls([], groups))
     arr = cols.finish()
     del cols
     if not (arr["device"] >= 0).any():
         _cpu_only_spans(arr, offsets, np.array(wait_name, dtype=bool))
-    # Categoricals: shapes and group member lists sorted (their order must not depend on which
-    # rank was read first); kinds and classes in their fixed order.
+    # Categoricals: shapes sorted (their order must not depend on which rank was read first);
+    # kinds and classes in their fixed order.
     shape_cats, shape_remap = shapes.sorted_remap()
-    group_cats, group_remap = groups.sorted_remap()
     data = {
         "rank": arr["rank"],
-        "kind": pd.Categorical.from_codes(arr["kind"], categories=kind_cats),
+        "kind": pd.Categorical.from_codes(arr["kind"], categories=list(KINDS)),
         "name_code": arr["name_code"],
         "ts_ns": arr["ts_ns"],
         "dur_ns": arr["dur_ns"],
@@ -237,8 +243,6 @@ def build_nodes(bundle: Bundle) -> NodeTable:
         "parent": arr["parent"],
         "local": arr["local"],
         "device": arr["device"],
-        "msg_bytes": arr["msg_bytes"],
-        "group_ranks": _categorical(arr["group_ranks"], group_remap, group_cats),
         "shape_key": _categorical(arr["shape_key"], shape_remap, shape_cats),
         "value": arr["value"],
         "occ": arr["occ"],
@@ -247,7 +251,26 @@ def build_nodes(bundle: Bundle) -> NodeTable:
     del arr
     # copy=False: one block per column, so building the frame does not copy the arrays.
     nodes = pd.DataFrame(data, copy=False)
-    return NodeTable(nodes, name_arr, total, bundle.ranks, offsets)
+    return NodeTable(nodes, name_arr, total, bundle.ranks, offsets, _colls(coll_parts, groups))
+
+
+def _colls(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], groups: _Interner) -> pd.DataFrame:
+    """Collective nodes' message size and member list, indexed by row in the node table."""
+    cats, remap = groups.sorted_remap()
+    if not parts:
+        return pd.DataFrame({"msg_bytes": np.zeros(0, np.int64), "group_ranks": _categorical(np.zeros(0, np.int32), remap, cats)})
+    rows, msg, grp = (np.concatenate(x) for x in zip(*parts))
+    return pd.DataFrame({"msg_bytes": msg, "group_ranks": _categorical(grp, remap, cats)}, index=pd.Index(rows, name=None))
+
+
+def _release_reader_memory() -> None:
+    """Hand back what the Parquet reads left cached: Arrow's allocator keeps freed buffers for
+    reuse (about a sixth of the table at ten million events), and nothing reads Arrow again."""
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
 
 
 def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.Categorical:
@@ -257,45 +280,44 @@ def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.C
     return pd.Categorical.from_codes(small, categories=pd.Index(cats, dtype=object))
 
 
-def _rank_part(df: pd.DataFrame, rank: int, names: _Interner, shapes: _Interner, groups: _Interner,
-               wait_name: list[bool], kind_cats: list[str]) -> dict[str, np.ndarray]:
-    """One rank's node columns (global codes for names, shapes and groups)."""
+def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, shapes: _Interner, groups: _Interner,
+              wait_name: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write one rank's node columns (global codes for names and shapes) into `cols`, a column
+    at a time; returns its collectives' (rows, message sizes, group codes)."""
     n = len(df)
     parent = df["parent"].to_numpy().astype(np.int32)
     dur = df["dur_ns"].to_numpy()
     device = df["device"].to_numpy()
     kind_col = df["kind"].array
-    kind = _map_codes(kind_col.codes, np.array([kind_cats.index(k) if k in kind_cats else -1 for k in kind_col.categories],
-                                               dtype=np.int8), np.int8)
-    host_kind = np.zeros(len(kind_cats) + 1, dtype=bool)  # last slot: unknown kind (code -1)
+    kind = _map_codes(kind_col.codes, np.array([_KIND_CODE.get(k, -1) for k in kind_col.categories], dtype=np.int8), np.int8)
+    host_kind = np.zeros(len(KINDS) + 1, dtype=bool)  # last slot: unknown kind (code -1)
     host_kind[[_KIND_CODE[k] for k in _HOST_KINDS]] = True
-    host = host_kind[kind] & (device < 0)
+    cols.put("value", _self_time(dur, parent, host_kind[kind] & (device < 0)))
     name_col = df["name"].array
     lut = names.lut(name_col.categories)
     wait_name.extend(WAIT_NAMES.search(x) is not None for x in list(names.index)[len(wait_name):])
     name_code = _map_codes(name_col.codes, lut)
+    cols.put("cls", _classify(kind, np.array(wait_name, dtype=bool)[name_code] if n else np.zeros(0, bool)))
     shape_col = df["shape"].array
-    sb = _shape_bucket(shape_col, parent)
-    step = df["step"].to_numpy()
+    cols.put("shape_key", _shape_codes(_shape_bucket(shape_col, parent), shapes.lut(shape_col.categories), shapes))
     # Events outside any step form one pseudo-step, so single-step traces still compare repetitions.
+    step = df["step"].to_numpy()
     step = np.where(step < 0, -1, step)
-    return {
-        "rank": np.full(n, rank, dtype=np.int32),
-        "kind": kind,
-        "name_code": name_code,
-        "ts_ns": df["ts_ns"].to_numpy(),
-        "dur_ns": dur,
-        "step": step,
-        "parent": parent,
-        "local": np.arange(n, dtype=np.int32),
-        "device": device,
-        "msg_bytes": df["msg_bytes"].to_numpy(),
-        "group_ranks": _map_codes(df["group_ranks"].array.codes, groups.lut(df["group_ranks"].array.categories)),
-        "shape_key": _shape_codes(sb, shapes.lut(shape_col.categories), shapes),
-        "value": _self_time(dur, parent, host),
-        "occ": _occurrences(step, name_code),
-        "cls": _classify(kind, np.array(wait_name, dtype=bool)[name_code] if len(name_code) else np.zeros(0, bool)),
-    }
+    cols.put("occ", _occurrences(step, name_code))
+    cols.put("step", step)
+    del step
+    cols.put("rank", np.full(n, rank, dtype=np.int64))
+    cols.put("kind", kind)
+    cols.put("name_code", name_code)
+    cols.put("ts_ns", df["ts_ns"].to_numpy())
+    cols.put("dur_ns", dur)
+    cols.put("parent", parent)
+    cols.put("local", np.arange(n, dtype=np.int32))
+    cols.put("device", device)
+    coll = np.flatnonzero(kind == _KIND_CODE["collective"])
+    gr = df["group_ranks"].array
+    return (coll + cols.rows, df["msg_bytes"].to_numpy()[coll],
+            _map_codes(gr.codes[coll], groups.lut(gr.categories)))
 
 
 def _shape_codes(sb: np.ndarray, lut: np.ndarray, shapes: _Interner) -> np.ndarray:
