@@ -284,3 +284,24 @@ def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, m
     again = run_compare(tmp_path / "out", cases, [ModelUnderTest("base", spec)], rules=False, resume=True, say=lines.append)
     assert again.rows[0].skipped is None and again.rows[0].top1 == first.rows[0].top1
     assert any("not serving" in s for s in lines)
+
+
+def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.finetune.compare import ModelUnderTest, run_compare
+
+    monkeypatch.setenv("KAT_TOOL_RESULT_CHARS", "")
+    cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
+    p1, p2 = _free_port(), _free_port()
+    models = [ModelUnderTest("base", ServeSpec(model=model_dir, venv=fake_venv, port=p1, served_name="kat-analyzer-base")),
+              ModelUnderTest("tuned", ServeSpec(model=model_dir, venv=fake_venv, port=p2, served_name="kat-analyzer"))]
+    rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, jobs=2, parallel=True,
+                      say=lambda s: None)
+    base, tuned = rep.rows
+    assert (base.calls_attempted, base.top1, tuned.top1) == (0, 0.0, 1.0)
+    assert base.server_start_s is not None and tuned.server_start_s is not None and rep.settings["parallel_servers"]
+    logs = tmp_path / "out" / "logs"
+    assert "kat-analyzer-base" in (logs / "vllm-base.log").read_text() and (logs / "vllm-tuned.log").exists()
+    with pytest.raises(ValueError, match="one port per model"):
+        run_compare(tmp_path / "o2", cases, [models[0], ModelUnderTest("t", models[0].spec)], rules=False, parallel=True,
+                    say=lambda s: None)

@@ -182,7 +182,7 @@ def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
 def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
                 rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, request_timeout_s: float | None = 1800.0,
                 tool_result_chars: int | None = None, agent_env: dict[str, str] | None = None,
-                server: ServeSpec | None = None, jobs: int = 1,
+                server: ServeSpec | None = None, jobs: int = 1, parallel: bool = False,
                 resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
     """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`.
 
@@ -190,6 +190,9 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
     (each asks for its own `spec.served_name`), started once, and all their runs go through the
     harness together, `jobs` at a time (vLLM batches the concurrent requests). `agent_env` (the
     data manifest's serve_env: compaction, system prompt, tool list) is set for every LLM run.
+    With `parallel`, every model gets its own server (own port) and all are up at once: on CPU
+    each server runs one thread, so two models use two cores, and their runs go through the
+    harness together, `jobs` at a time.
     """
     from evals.harness import report as rep_mod
     from evals.harness.runner import run_all
@@ -213,7 +216,7 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
         say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
 
-    def run_variants(vs: list[Variant], start_s: float | None, n_jobs: int = 1) -> None:
+    def run_variants(vs: list[Variant], start_s: float | dict[str, float | None] | None, n_jobs: int = 1) -> None:
         if not resume:
             for v in vs:
                 shutil.rmtree(out / "runs" / v.name, ignore_errors=True)
@@ -222,10 +225,11 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             variants.append(v)
             mine = [r for r in runs if r.variant == v.name]
             all_runs.extend(mine)
-            rows.append(row_of(v, mine, start_s))
+            rows.append(row_of(v, mine, start_s.get(v.name) if isinstance(start_s, dict) else start_s))
 
     def run_variant(v: Variant, start_s: float | None) -> None:
-        run_variants([v], start_s, jobs)
+        # CPU-bound (rules, or a model on a server of its own): no more processes than cores.
+        run_variants([v], start_s, min(jobs, os.cpu_count() or 1))
 
     if rules:
         say(f"rules: {len(cases)} case(s)")
@@ -254,6 +258,38 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
                 rows += [CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
                          for m in models if m.name not in done]
             models = []
+    if parallel and len(models) > 1:
+        vs = [Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name, max_steps=max_steps,
+                      time_budget_s=time_budget_s, request_timeout_s=request_timeout_s) for m in models]
+        if len({m.spec.base_url for m in models}) < len(models):
+            raise ValueError("parallel servers need one port per model")
+        t0 = time.monotonic()
+        if resume and all(_all_cached(out, v, cases) for v in vs):
+            say("every case already has a result (--resume); not serving")
+            run_variants(vs, None)
+        else:
+            srvs = [VLLMServer(m.spec, out / "logs" / f"vllm-{m.name}.log") for m in models]
+            try:
+                for m, srv in zip(models, srvs):  # all boot at once
+                    say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on "
+                        f"{m.spec.base_url} (log {srv.log}) ...")
+                    srv.start()
+                for m, srv in zip(models, srvs):
+                    srv.wait_ready()
+                    say(f"{m.name}: server ready in {srv.ready_s:.0f} s")
+                say(f"{len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
+                run_variants(vs, {m.name: srv.ready_s for m, srv in zip(models, srvs)}, jobs)
+            except Exception as exc:  # reported in the table, not fatal for the rules row
+                msg = str(exc)
+                say(f"models: FAILED: {msg}")
+                notes.append(f"servers: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; logs {out / 'logs'})")
+                done = {r.variant for r in rows}
+                rows += [CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
+                         for m in models if m.name not in done]
+            finally:
+                for srv in srvs:
+                    srv.stop()
+        models = []
     for m in models:
         log = out / "logs" / f"vllm-{m.name}.log"
         v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
@@ -277,7 +313,7 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
 
     settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "request_timeout_s": request_timeout_s,
                 "tool_result_chars": tool_result_chars, "agent_env": agent_env or {}, "jobs": jobs,
-                "one_server": server is not None,
+                "one_server": server is not None, "parallel_servers": parallel and len(all_models) > 1,
                 "models": {m.name: {"model": str(m.spec.model), "adapter": str(m.spec.adapter) if m.spec.adapter else None,
                                     "dtype": m.spec.dtype, "max_model_len": m.spec.max_model_len, "max_tokens": m.spec.max_tokens,
                                     "threads": m.spec.threads, "device": m.spec.device} for m in all_models}}
