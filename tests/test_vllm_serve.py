@@ -46,12 +46,20 @@ def _port() -> int:
 
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-def test_one_diagnosis_through_vllm(tmp_path: Path) -> None:
+def test_one_diagnosis_through_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
     from agent.graph import AgentConfig
     from agent.session import Session
 
-    os.environ.setdefault("KAT_TOOL_RESULT_CHARS", "160")  # the compact results the small model is trained on
-    spec = ServeSpec(model=_model(), port=_port(), max_tokens=192)
+    # The tuned model runs with what it was trained on: its kat_model.json names the chat template and
+    # the agent environment (compact tool results; for short-playbook data also the prompt and tools).
+    info_file = _model() / "kat_model.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    for k, v in (info.get("agent_env") or {"KAT_TOOL_RESULT_CHARS": "160"}).items():
+        monkeypatch.setenv(k, str(v))
+    kw = {"chat_template": REPO / info["chat_template"]} if info.get("chat_template") else {}
+    spec = ServeSpec(model=_model(), port=_port(), max_tokens=256, **kw)
     bundle = REPO / "tests" / "data" / "demo-incident"
     with VLLMServer(spec, tmp_path / "vllm.log", ready_timeout=900) as srv:
         pgid = os.getpgid(srv.proc.pid)
