@@ -220,7 +220,7 @@ def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_
     assert tuned.chain_f1 is not None and tuned.tokens_out == 15
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| variant | n | valid tool calls | root-cause top-1 | chain link F1 | faithfulness |" in md
-    assert "| tuned | 1 | 0.667 | 1.000 |" in md
+    assert "| tuned | 1 | 0.667 (2/3) | 1.000 |" in md
     data = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert [r["variant"] for r in data["rows"]] == ["rules", "tuned"] and data["settings"]["tool_result_chars"] == 160
     run = json.loads((tmp_path / "out" / "runs" / "tuned" / "runtime_stall" / "r0.json").read_text())

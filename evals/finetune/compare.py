@@ -140,7 +140,9 @@ def markdown_table(rows: list[CompareRow]) -> list[str]:
         if r.skipped:
             out.append(f"| {r.variant} | " + " | ".join(["-"] * (len(COLUMNS) - 1)) + " |")
         else:
-            out.append("| " + " | ".join(_fmt(getattr(r, k)) for _, k in COLUMNS) + " |")
+            cells = [_fmt(getattr(r, k)) for _, k in COLUMNS]
+            cells[2] += f" ({r.calls_valid}/{r.calls_attempted})"  # valid tool calls: the counts behind the rate
+            out.append("| " + " | ".join(cells) + " |")
     return out
 
 
