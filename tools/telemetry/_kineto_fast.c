@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -78,8 +80,10 @@ typedef struct {
 /* Eight bytes per step (names are long: kernel signatures run to hundreds of bytes); a byte-wise
  * hash was a tenth of the scan. Keys are compared in full on a hash match, so this only has to
  * spread well. */
+static uint64_t hash_seed; /* per process (see init_tables): names crafted to collide cannot be precomputed */
+
 static uint64_t hash_bytes(const char *p, Py_ssize_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    uint64_t h = hash_seed ^ (uint64_t)n;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -203,6 +207,9 @@ static inline void skip_ws(P *ps) {
 static unsigned char plain[256];
 
 static void init_tables(void) {
+    /* string ids follow first appearance, so the seed changes speed under attack, never output */
+    hash_seed = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)time(NULL) * 0xFF51AFD7ED558CCDULL) ^ ((uint64_t)getpid() << 32) ^
+                (uint64_t)(uintptr_t)&hash_seed;
     for (int c = 0; c < 256; c++) plain[c] = c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
