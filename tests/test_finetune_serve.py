@@ -201,9 +201,12 @@ def test_submit_diagnosis_is_validated_against_the_diagnosis_schema() -> None:
 
 # -- the comparison, end to end against the fake server ----------------------------------------
 
-def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
+def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from evals.finetune.compare import ModelUnderTest, run_compare
 
+    for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
+        monkeypatch.setenv(k, "")  # run_compare sets them for its agents; restored after this test
     cases_root = tmp_path / "test"
     shutil.copytree(DEMO_SUITE / "runtime_stall", cases_root / "runtime_stall")
     cases = [("runtime_stall", cases_root / "runtime_stall")]
