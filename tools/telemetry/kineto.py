@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+# Integer ns must hold ts + dur + the trace's base time: 2.5e15 us (~79 years) for each and 4e18 ns
+# for the base leaves room
+# (epoch-based Kineto timestamps are ~1.8e15 us today).
+MAX_TIME_US = 2.5e15
+MAX_BASE_NS = 4 * 10**18
+
+
 _CATEGORY_KIND: dict[str, str] = {
     "python_function": "python",
     "cpu_op": "cpu_op",
@@ -187,8 +194,9 @@ def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
             path=path, field="distributedInfo.rank",
         )
     base = doc.baseTimeNanoseconds if doc.baseTimeNanoseconds is not None else 0
-    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
-        raise TraceImportError(f"must be a non-negative integer, got {base!r}", path=path, field="baseTimeNanoseconds")
+    if not isinstance(base, int) or isinstance(base, bool) or not 0 <= base <= MAX_BASE_NS:
+        raise TraceImportError(f"must be an integer from 0 to {MAX_BASE_NS:.0e} ns, got {base!r}", path=path,
+                               field="baseTimeNanoseconds")
     devs = doc.deviceProperties
     names = [str(d.get("name", "")) for d in devs if isinstance(d, dict)] if isinstance(devs, list) else []
     return KinetoMeta(str(path), rank, world, backend, base, groups, names, source)
@@ -612,6 +620,13 @@ class _Builder:
                     pass
         return flows_s, flows_f
 
+    def _check_time_range(self, us: np.ndarray, what: str) -> None:
+        """Times must fit integer nanoseconds with room for the base time and durations."""
+        bad = np.flatnonzero(np.abs(us) > MAX_TIME_US)
+        if len(bad):
+            raise TraceImportError(f"{what} value {us[bad[0]]!r} us is out of range (beyond +-{MAX_TIME_US:.0e} us, "
+                                   f"~{MAX_TIME_US / 3.156e13:.0f} years)", path=self.path, field=f"traceEvents[].{what}")
+
     def finish(self, rank: int, base_time_ns: int) -> EventColumns:
         cat: dict[str, np.ndarray] = {}
         for c in list(self.parts):  # chunk arrays are dropped as each column is joined
@@ -627,6 +642,9 @@ class _Builder:
                 fid = (flows_f if is_gpu else flows_s).get(key)
                 if isinstance(fid, int):
                     correlation[row] = fid
+        if n:
+            self._check_time_range(cat["ts_us"], "ts")
+            self._check_time_range(cat["dur_us"], "dur")
         ts = _us_to_ns(cat["ts_us"]) + base_time_ns if n else np.array([], dtype=np.int64)
         dur = _us_to_ns(cat["dur_us"]) if n else np.array([], dtype=np.int64)
         end = ts + dur
