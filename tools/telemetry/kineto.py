@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-# Integer ns must hold ts + dur + the trace's base time: 2.5e15 us (~79 years) for each and 4e18 ns
-# for the base leaves room
+# Integer ns must hold ts + dur + the trace's base time; these limits leave room for all three
 # (epoch-based Kineto timestamps are ~1.8e15 us today).
 MAX_TIME_US = 2.5e15
 MAX_BASE_NS = 4 * 10**18
