@@ -218,6 +218,15 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
         say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
 
+    def serving_failed(exc: Exception, failed: list[ModelUnderTest], what: str, where: str) -> None:
+        """Models that could not be served get a skipped row each, and the report a note."""
+        msg = str(exc)
+        say(f"models: FAILED: {msg}")
+        notes.append(f"{what}: {msg.splitlines()[0]} ({where})")
+        done = {r.variant for r in rows}
+        rows.extend(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
+                    for m in failed if m.name not in done)
+
     def run_variants(vs: list[Variant], start_s: float | dict[str, float | None] | None, n_jobs: int = 1) -> None:
         if not resume:
             for v in vs:
@@ -253,12 +262,7 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
                     say(f"server ready in {srv.ready_s:.0f} s; {len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
                     run_variants(vs, srv.ready_s, jobs)
             except Exception as exc:  # reported in the table, not fatal for the rules row
-                msg = str(exc)
-                say(f"models: FAILED: {msg}")
-                notes.append(f"server: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
-                done = {r.variant for r in rows}
-                rows += [CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
-                         for m in models if m.name not in done]
+                serving_failed(exc, models, "server", f"after {time.monotonic() - t0:.0f} s; log {log}")
             models = []
     if parallel and len(models) > 1:
         vs = [Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name, max_steps=max_steps,
@@ -282,12 +286,7 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
                 say(f"{len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
                 run_variants(vs, {m.name: srv.ready_s for m, srv in zip(models, srvs)}, jobs)
             except Exception as exc:  # reported in the table, not fatal for the rules row
-                msg = str(exc)
-                say(f"models: FAILED: {msg}")
-                notes.append(f"servers: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; logs {out / 'logs'})")
-                done = {r.variant for r in rows}
-                rows += [CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
-                         for m in models if m.name not in done]
+                serving_failed(exc, models, "servers", f"after {time.monotonic() - t0:.0f} s; logs {out / 'logs'}")
             finally:
                 for srv in srvs:
                     srv.stop()
