@@ -77,11 +77,11 @@ typedef struct {
     PyObject *values; /* list of str, index = id */
 } Table;
 
+static uint64_t hash_seed; /* per process (see init_tables): names crafted to collide cannot be precomputed */
+
 /* Eight bytes per step (names are long: kernel signatures run to hundreds of bytes); a byte-wise
  * hash was a tenth of the scan. Keys are compared in full on a hash match, so this only has to
  * spread well. */
-static uint64_t hash_seed; /* per process (see init_tables): names crafted to collide cannot be precomputed */
-
 static uint64_t hash_bytes(const char *p, Py_ssize_t n) {
     uint64_t h = hash_seed ^ (uint64_t)n;
     while (n >= 8) {
