@@ -209,3 +209,23 @@ def test_single_trace_file_manifest_is_named_after_the_file(tmp_path: Path) -> N
     b = open_bundle(root / "traces" / "rank-1.json.gz", cache_dir=tmp_path / "cache")
     assert b.manifest.id == "rank-1.json.gz"
     assert b.ranks == [1]
+
+
+def test_canonical_parquet_errors_name_the_file_and_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tools.telemetry import TraceImportError
+    from tools.telemetry.bundle import read_canonical_parquet
+
+    partial = tmp_path / "rank-0.parquet"
+    pq.write_table(pa.table({"rank": [0], "ts_ns": [1]}), partial)
+    with pytest.raises(TraceImportError, match=r"missing canonical columns \['id'") as err:
+        read_canonical_parquet(partial)
+    assert err.value.field == "id" and "rank-0.parquet" in str(err.value)
+    assert list(read_canonical_parquet(partial, columns=["ts_ns"]).columns) == ["ts_ns"]  # a subset it has is fine
+    garbage = tmp_path / "rank-1.parquet"
+    garbage.write_bytes(b"PAR1 not really")
+    with pytest.raises(TraceImportError, match="not a readable Parquet file") as err:
+        read_canonical_parquet(garbage)
+    assert "rank-1.parquet" in str(err.value)
