@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable, _global_parents, group_ids
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE_NAMES, NodeTable, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
@@ -113,7 +113,7 @@ def _device_time_below(table: NodeTable, frames: np.ndarray, depth: int = 6) -> 
     """For each flagged frame, the summed duration of the GPU work launched beneath it (device
     nodes hang under their launch call, which hangs under the frames that issued it)."""
     n = table.nodes
-    gparent = _global_parents(n, table.offsets)
+    gparent = table.global_parents()
     device = np.flatnonzero(n["device"].to_numpy() >= 0)
     dur = n["dur_ns"].to_numpy()[device].astype(float)
     total = np.zeros(len(n))

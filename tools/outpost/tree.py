@@ -87,7 +87,7 @@ class NodeTable:
 
     def global_parents(self) -> np.ndarray:
         """Row of each node's parent in the whole table (-1 for roots)."""
-        return _global_parents(self.nodes, self.offsets)
+        return _parents_from(self.nodes["parent"].to_numpy(), self.offsets)
 
 
 def _self_time(dur: np.ndarray, parent: np.ndarray, host: np.ndarray) -> np.ndarray:
@@ -350,10 +350,6 @@ def _parents_from(parent: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
     for s, e in zip(starts, starts[1:] + [len(parent)]):
         base[s:e] = s
     return np.where(parent >= 0, base + parent, -1)
-
-
-def _global_parents(nodes: pd.DataFrame, offsets: dict[int, int]) -> np.ndarray:
-    return _parents_from(nodes["parent"].to_numpy(), offsets)
 
 
 def _has_waiting_descendant(gparent: np.ndarray, waiting: np.ndarray) -> np.ndarray:
