@@ -152,3 +152,76 @@ def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "config.json" in r.output  # base_model is not an HF folder
     r = runner.invoke(app, ["data", "--out", str(tmp_path / "d"), "--size", "huge"])
     assert r.exit_code == 2 and "size" in r.output
+
+
+# -- data order and loss weighting (SFT) ---------------------------------------------------------
+def test_interleaved_order_covers_every_category_each_round() -> None:
+    import itertools
+
+    from evals.finetune.train import interleaved_order
+
+    groups = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    order = list(itertools.islice(interleaved_order(groups, 0, "sft"), 18))
+    for r in range(6):  # each round of 3 steps sees a, b and c once
+        assert sorted(groups[i] for i in order[3 * r:3 * r + 3]) == ["a", "b", "c"]
+    assert sorted(order[:9]) == list(range(9)) and sorted(order[9:]) == list(range(9))  # one epoch = every example once
+    assert order[:9] != order[9:]  # a fresh order each epoch
+    assert order == list(itertools.islice(interleaved_order(groups, 0, "sft"), 18))  # deterministic (resumable)
+    uneven = list(itertools.islice(interleaved_order(["a"] * 3 + ["b"], 1, "sft"), 4))
+    assert sorted(uneven) == [0, 1, 2, 3]
+
+
+def test_sample_order_falls_back_to_shuffle_without_groups() -> None:
+    import itertools
+
+    from evals.finetune.config import StageSettings
+    from evals.finetune.train import Sample, _order, sample_order
+
+    st = StageSettings(steps=1, lr=0.1, max_length=64, order="interleave")
+    plain = [Sample(input_ids=[1], labels=[1]) for _ in range(5)]
+    assert list(itertools.islice(sample_order(plain, st, 0, "sft"), 5)) == list(itertools.islice(_order(5, 0, "sft"), 5))
+
+
+def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[no-untyped-def]
+    from evals.finetune.train import IGNORE, load_tokenizer, sft_sample
+
+    root, _ = setup
+    tok = load_tokenizer(root / "base")
+    conv = _conv(3)
+    plain = sft_sample(tok, conv["messages"], None, 512)
+    s = sft_sample(tok, conv["messages"], None, 512, category_weight=4.0)
+    assert plain.weights is None and s.input_ids == plain.input_ids and s.labels == plain.labels
+    heavy = [i for i, w in enumerate(s.weights or []) if w == 4.0]
+    assert heavy and all(s.labels[i] != IGNORE for i in heavy)  # only trained (assistant) tokens
+    assert "gpu_thermal_throttling" in tok.decode([s.input_ids[i] for i in heavy]).replace(" ", "")
+    assert set(s.weights or []) == {1.0, 4.0}
+
+
+def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from evals.finetune.train import Sample, _loss, build_model, train
+
+    root, cfg_path = setup
+    cfg = load_config(cfg_path, {"output_dir": str(root / "weighted"), "cpt.steps": 0, "sft.steps": 2,
+                                 "sft.order": "interleave", "sft.category_loss_weight": 5.0, "export": False})
+    assert train(cfg, say=lambda s: None, progress=False).global_step == 2
+    # the weighted mean equals the plain mean when every weight is 1, and moves toward the heavy tokens otherwise
+    model = build_model(cfg, "cpu")
+    ids = list(range(5, 25))
+    ones = Sample(input_ids=ids, labels=ids, weights=[1.0] * len(ids))
+    heavy = Sample(input_ids=ids, labels=ids, weights=[1.0] * 10 + [50.0] + [1.0] * 9)
+    with torch.no_grad():
+        plain = float(_loss(model, [Sample(input_ids=ids, labels=ids)], 0, "cpu")[0])
+        assert abs(float(_loss(model, [ones], 0, "cpu")[0]) - plain) < 1e-5
+        assert abs(float(_loss(model, [heavy], 0, "cpu", weighted=False)[0]) - plain) < 1e-5
+        assert abs(float(_loss(model, [heavy], 0, "cpu")[0]) - plain) > 1e-6
+
+
+def test_order_and_category_weight_are_validated(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
+                 "sft: {steps: 1, lr: 0.1, max_length: 64, order: random, category_loss_weight: 0.5}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "sft.order" in str(e.value) and "sft.category_loss_weight" in str(e.value)

@@ -35,6 +35,11 @@ class StageSettings(_Strict):
     max_length: int = Field(gt=16, description="tokens per sequence (longer ones are cut)")
     warmup_steps: int = Field(0, ge=0)
     max_minutes: float | None = Field(None, gt=0, description="end the stage early when its next step would pass this budget")
+    order: Literal["shuffle", "interleave"] = Field(
+        "shuffle", description="shuffle: a fresh permutation per epoch; interleave (SFT): round-robin over categories, "
+                               "shuffled per round, so every stretch of steps sees every category")
+    category_loss_weight: float = Field(
+        1.0, ge=1.0, description="(SFT) loss weight of the submitted root-cause category's tokens; the rest weigh 1")
 
 
 class TrainConfig(_Strict):

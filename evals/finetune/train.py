@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,11 +26,15 @@ from evals.finetune.config import StageSettings, TrainConfig
 
 IGNORE = -100
 STAGES = ("cpt", "sft")
+# The submitted root cause's category value inside a submit_diagnosis call (the first "category" after "root_cause").
+_CATEGORY = re.compile(r'"root_cause":\s*\{[^{}]*?"category":\s*"([^"]*)"')
 
 
 class Sample(BaseModel):
     input_ids: list[int]
     labels: list[int]
+    weights: list[float] | None = None   # per-token loss weight (None: all 1)
+    group: str = ""                      # the example's category, for the interleaved order
 
 
 class StepLog(BaseModel):
@@ -72,32 +77,51 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def category_token_weights(tokenizer: Any, text: str, weight: float) -> tuple[list[int], list[float]]:
+    """Token ids of an assistant reply and a loss weight per token: `weight` on the tokens that spell
+    the submitted root-cause category (a few tokens among hundreds, yet the answer), 1 elsewhere."""
+    if weight == 1.0 or not (m := _CATEGORY.search(text)):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids, [1.0] * len(ids)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    a, b = m.span(1)
+    return enc["input_ids"], [weight if s < b and e > a else 1.0 for s, e in enc["offset_mapping"]]
+
+
 def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, max_length: int,
-               template: str | None = None) -> Sample:
+               template: str | None = None, category_weight: float = 1.0) -> Sample:
     """Token ids and labels: loss only on assistant replies (each piece tokenized on its own, as vLLM
     sees the prompt up to `<|im_start|>assistant\\n` and the model writes the rest)."""
     full, spans = assistant_spans(tokenizer, messages, tools, template=template or tokenizer.chat_template)
     ids: list[int] = []
     labels: list[int] = []
+    weights: list[float] = []
     pos = 0
     for a, b in spans + [(len(full), len(full))]:
         for text, train in ((full[pos:a], False), (full[a:b], True)):
             if not text:
                 continue
-            t = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if train:
+                t, w = category_token_weights(tokenizer, text, category_weight)
+            else:
+                t = tokenizer(text, add_special_tokens=False)["input_ids"]
+                w = [1.0] * len(t)
             ids += t
             labels += t if train else [IGNORE] * len(t)
+            weights += w
         pos = b
-    return Sample(input_ids=ids[:max_length], labels=labels[:max_length])
+    return Sample(input_ids=ids[:max_length], labels=labels[:max_length],
+                  weights=weights[:max_length] if category_weight != 1.0 else None)
 
 
-def sft_samples(tokenizer: Any, path: Path, max_length: int) -> list[Sample]:
+def sft_samples(tokenizer: Any, path: Path, max_length: int, category_weight: float = 1.0) -> list[Sample]:
     rows = _read_jsonl(path)
     out = []
     for i, r in enumerate(rows, 1):
         if "messages" not in r:
             raise ValueError(f"{path}:{i}: example has no 'messages'")
-        s = sft_sample(tokenizer, r["messages"], r.get("tools"), max_length)
+        s = sft_sample(tokenizer, r["messages"], r.get("tools"), max_length, category_weight=category_weight)
+        s.group = str(r.get("category") or "")
         if any(x != IGNORE for x in s.labels):
             out.append(s)
     return out
@@ -123,6 +147,32 @@ def _order(n: int, seed: int, stage: str) -> Iterator[int]:
         epoch += 1
 
 
+def interleaved_order(groups: list[str], seed: int, stage: str) -> Iterator[int]:
+    """Deterministic endless order that takes one example of every group per round (groups in a fresh
+    random order each round, each group's examples shuffled per epoch): a run that stops after a few
+    steps has seen every category, and no category owns the last, low-learning-rate steps."""
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    epoch = 0
+    while True:
+        rng = random.Random(f"{seed}:{stage}:interleave:{epoch}")
+        queues = {g: rng.sample(idx, len(idx)) for g, idx in sorted(by.items())}
+        while any(queues.values()):
+            names = [g for g in sorted(queues) if queues[g]]
+            rng.shuffle(names)
+            for g in names:
+                yield queues[g].pop()
+        epoch += 1
+
+
+def sample_order(samples: list[Sample], settings: StageSettings, seed: int, stage: str) -> Iterator[int]:
+    """The stage's example order (settings.order); interleave needs groups, else it is a plain shuffle."""
+    if settings.order == "interleave" and any(s.group for s in samples):
+        return interleaved_order([s.group for s in samples], seed, stage)
+    return _order(len(samples), seed, stage)
+
+
 def _collate(batch: list[Sample], pad_id: int):  # type: ignore[no-untyped-def]
     import torch
 
@@ -130,12 +180,15 @@ def _collate(batch: list[Sample], pad_id: int):  # type: ignore[no-untyped-def]
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     lab = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     att = torch.zeros((len(batch), n), dtype=torch.long)
+    wts = torch.ones((len(batch), n), dtype=torch.float32)
     for i, s in enumerate(batch):
         k = len(s.input_ids)
         ids[i, :k] = torch.tensor(s.input_ids)
         lab[i, :k] = torch.tensor(s.labels)
         att[i, :k] = 1
-    return ids, lab, att
+        if s.weights is not None:
+            wts[i, :k] = torch.tensor(s.weights)
+    return ids, lab, att, wts
 
 
 # -- model ---------------------------------------------------------------------------------------
@@ -192,13 +245,14 @@ def _lr_at(stage: StageSettings, step: int) -> float:
     return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _loss(model: Any, batch: list[Sample], pad_id: int, device: str) -> tuple[Any, int]:
-    """Mean cross-entropy over labelled tokens. The LM head (49k x 576 for SmolLM2: a quarter of the
+def _loss(model: Any, batch: list[Sample], pad_id: int, device: str, weighted: bool = True) -> tuple[Any, int]:
+    """Cross-entropy over labelled tokens, averaged with the samples' token weights (plain mean when
+    `weighted` is off or no weights are set). The LM head (49k x 576 for SmolLM2: a quarter of the
     compute at 6k tokens) runs only on positions that carry a label, not on the whole prompt."""
     import torch.nn.functional as F
 
-    ids, lab, att = _collate(batch, pad_id)
-    ids, lab, att = ids.to(device), lab.to(device), att.to(device)
+    ids, lab, att, wts = _collate(batch, pad_id)
+    ids, lab, att, wts = ids.to(device), lab.to(device), att.to(device), wts.to(device)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "final_logit_softcapping", None):  # models that post-process logits: the plain path
         return model(input_ids=ids, attention_mask=att, labels=lab).loss, int(att.sum())
@@ -206,7 +260,11 @@ def _loss(model: Any, batch: list[Sample], pad_id: int, device: str) -> tuple[An
     target = lab[:, 1:]
     keep = target != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    return F.cross_entropy(logits, target[keep]), int(att.sum())
+    if not weighted or all(s.weights is None for s in batch):
+        return F.cross_entropy(logits, target[keep]), int(att.sum())
+    w = wts[:, 1:][keep]
+    per_token = F.cross_entropy(logits, target[keep], reduction="none")
+    return (per_token * w).sum() / w.sum(), int(att.sum())
 
 
 def evaluate(model: Any, samples: list[Sample], pad_id: int, device: str) -> float:
@@ -219,7 +277,7 @@ def evaluate(model: Any, samples: list[Sample], pad_id: int, device: str) -> flo
     with torch.no_grad():
         for s in samples:
             k = sum(1 for x in s.labels[1:] if x != IGNORE)
-            loss, _ = _loss(model, [s], pad_id, device)
+            loss, _ = _loss(model, [s], pad_id, device, weighted=False)  # comparable across weightings
             tot += float(loss) * k
             n += k
     model.train()
@@ -302,7 +360,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
         n_val = min(cfg.eval_examples, max(1, len(blocks) // 10)) if len(blocks) > 1 else 0
         sets["cpt"] = (blocks[n_val:] or blocks, blocks[:n_val])
     if cfg.sft.steps:
-        tr = sft_samples(tok, data / "sft" / "train.jsonl", cfg.sft.max_length)
+        tr = sft_samples(tok, data / "sft" / "train.jsonl", cfg.sft.max_length, cfg.sft.category_loss_weight)
         va = sft_samples(tok, data / "sft" / "validation.jsonl", cfg.sft.max_length)[: cfg.eval_examples]
         if not tr:
             raise ValueError(f"{data / 'sft' / 'train.jsonl'}: no training examples")
@@ -335,7 +393,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
             if state.stage_step == 0:
                 state.evals.append(EvalLog(step=state.global_step, stage=stage, loss=evaluate(model, val_set, pad, device)))
                 say(f"{stage}: validation loss before {state.evals[-1].loss:.4f} ({len(train_set)} train, {len(val_set)} validation)")
-            order = _order(len(train_set), cfg.seed, stage)
+            order = sample_order(train_set, st, cfg.seed, stage)
             for _ in range(state.cursor):
                 next(order)
             while state.stage_step < st.steps:
