@@ -162,6 +162,15 @@ def test_suites_cover_every_fault() -> None:
         suite_configs("huge")
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_suites_fit_smaller_worlds(world: int) -> None:
+    # One rank per core on a 2-core machine: every case's fault rank must exist in the world.
+    for name in ("tiny", "small", "standard"):
+        cases = suite_configs(name, world=world)
+        assert all(c.rank < world for c in cases)
+        assert len({c.name() for c in cases}) == len(cases)
+
+
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
