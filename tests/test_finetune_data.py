@@ -201,11 +201,13 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
                              {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-12"]}],
             "confidence": 0.9, "alternatives_ruled_out": [{"category": "none", "why": "x"}], "remediation": ["cool it"]}
     out = remap_diagnosis(diag, full, ["ev-1", "ev-2", "ev-3"])
-    assert out["causal_chain"][0] == {"cause": "hot: temp 90 C", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
+    # free text keeps the words that name the finding, not its figures
+    assert out["causal_chain"][0] == {"cause": "hot", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
     assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
-    assert out["root_cause"]["summary"] == "GPU thermal throttling on rank(s) [3] (h)"
-    # the graph's validator fills component and the evidence list: the small model does not write them
-    assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out) and "component" not in out["root_cause"]
+    assert out["root_cause"] == {"category": "gpu_thermal_throttling", "ranks": [3],
+                                 "summary": "GPU thermal throttling on rank(s) [3]"}
+    # the graph's validator fills component and the evidence list: the small model does not write them (nor hosts)
+    assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out)
     assert out["confidence"] == 0.9
 
 

@@ -225,3 +225,17 @@ def test_order_and_category_weight_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert "sft.order" in str(e.value) and "sft.category_loss_weight" in str(e.value)
+
+
+def test_planned_steps_fit_the_time_budget() -> None:
+    from evals.finetune.config import StageSettings
+    from evals.finetune.train import _lr_at, planned_steps
+
+    st = StageSettings(steps=24, lr=1.0, max_length=64, warmup_steps=2, max_minutes=6.0)
+    assert planned_steps(st, []) == 24  # nothing measured yet
+    assert planned_steps(st, [30.0, 30.0]) == 12  # 360 s at 30 s a step
+    assert planned_steps(st, [5.0] * 3) == 24  # the budget is not what ends it
+    assert planned_steps(st.model_copy(update={"max_minutes": None}), [30.0] * 3) == 24
+    assert planned_steps(st, [30.0] * 12) == 13  # never behind the step being run
+    # with the plan the last step that fits (index 11) runs near the decay's floor (10% of the peak)
+    assert _lr_at(st.model_copy(update={"steps": planned_steps(st, [30.0] * 11)}), 11) < 0.13

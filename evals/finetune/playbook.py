@@ -64,16 +64,25 @@ class ScriptedAnalyzer:
 
 
 def _first_clause(text: str, limit: int = 120) -> str:
-    """The text up to its first '; ' (rules joins findings with it) or ', so ', at most `limit` characters."""
-    head = text.split("; ", 1)[0].split(", so ", 1)[0].strip()
+    """The text up to its first ': ', '; ' or ', so ' (rules writes "<finding>: <numbers>; <more>"), at
+    most `limit` characters: the words that name the finding, not the figures a small model would misquote."""
+    head = re.split(r":\s|; |, so ", text, maxsplit=1)[0].strip()
     return head if len(head) <= limit else head[: limit - 3].rstrip() + "..."
+
+
+def _title(summary: str, category: str) -> str:
+    """The summary's title ("GPU thermal throttling on rank(s) [3]"), without the host list or the detail."""
+    head = re.split(r":\s", summary, maxsplit=1)[0]
+    return re.sub(r"\s*\([^()]*\)\s*$", "", head).strip() or category
 
 
 def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | None]) -> dict:
     """The rules Diagnosis trimmed for a small model, its citations mapped onto the short trajectory.
 
     `short_ids`: evidence id of the short trajectory's outpost_detect, metric_lookup, log_search
-    (None where that call produced no evidence).
+    (None where that call produced no evidence). Every free-text field is cut to the words that name
+    the finding (no figures, no host list): the fewer tokens a 135M model writes after the category,
+    the fewer chances to loop or misquote before the JSON closes.
     """
     tool_of = {e.id: e.tool for e in full_ledger}
 
@@ -92,9 +101,8 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | No
         ev = ids(list(link.get("evidence") or [])) or [i for i in short_ids[:1] if i]
         chain.append({"cause": _first_clause(str(link["cause"])), "effect": _first_clause(str(link["effect"])),
                       "evidence": ev})
-    summary = re.split(r":\s", str(rc.get("summary") or ""), maxsplit=1)[0].strip() or str(rc["category"])
-    # No `component` (filled from the category) and no `evidence` list (filled from the chain's ids): the graph's
-    # validator writes both, so the small model does not have to.
+    # No `component` (filled from the category), no `evidence` list (filled from the chain's ids): the graph's
+    # validator writes both. No `hosts`: the ranks name the culprits, the incident maps them to hosts.
     return {"root_cause": {"category": rc["category"], "ranks": list(rc.get("ranks") or []),
-                           "hosts": list(rc.get("hosts") or []), "summary": summary},
+                           "summary": _title(str(rc.get("summary") or ""), str(rc["category"]))},
             "causal_chain": chain, "confidence": diag.get("confidence", 0.5)}

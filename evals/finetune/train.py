@@ -236,6 +236,18 @@ def build_model(cfg: TrainConfig, device: str):  # type: ignore[no-untyped-def]
     return model
 
 
+def planned_steps(stage: StageSettings, done: list[float]) -> int:
+    """Steps the stage will run: `stage.steps`, or fewer when its time budget will end it first
+    (estimated from the last steps' seconds), so the cosine decay finishes inside the budget
+    instead of stopping near the peak learning rate."""
+    if not stage.max_minutes or not done:
+        return stage.steps
+    recent = done[-5:]
+    per = sum(recent) / len(recent)
+    fit = len(done) + int(max(0.0, 60 * stage.max_minutes - sum(done)) // max(per, 1e-9))
+    return max(len(done) + 1, min(stage.steps, fit))
+
+
 def _lr_at(stage: StageSettings, step: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if stage.warmup_steps and step < stage.warmup_steps:
@@ -408,7 +420,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
                     save_checkpoint(out, model, opt, state, cfg.keep_checkpoints)
                     break
                 t0 = time.perf_counter()
-                lr = _lr_at(st, state.stage_step)
+                lr = _lr_at(st.model_copy(update={"steps": planned_steps(st, done)}), state.stage_step)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 loss_sum, toks = 0.0, 0
