@@ -460,7 +460,8 @@ class _Builder:
             stream[gpu] = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu])
         coll_rows = [i for i, a in enumerate(args) if a.coll is not None]
         kind, shape_rows = self._add_rows(kind, name_codes, ts_us, dur_us, pid, tid, correlation, external_id, device,
-                                          stream, coll_rows, args.__getitem__, lambda i: (xs[i].pid, xs[i].tid, xs[i].ts))
+                                          stream, coll_rows, args.__getitem__, lambda i: (xs[i].pid, xs[i].tid, xs[i].ts),
+                                          lambda i: _bytes_from_dims(args[i]))
         shape, scode = self.parts["shape"][-1], self.strings["shape"].code
         for i in shape_rows:
             dims = args[i].input_dims
@@ -494,12 +495,22 @@ class _Builder:
             off = int(args_off[i])
             return _EMPTY_ARGS if off < 0 else decode(chunk.raw(off, int(args_len[i])))
 
+        scanned_kind = np.frombuffer(c["kind"], dtype=np.int8)
+        scanned_shape = np.frombuffer(c["shape"], dtype=np.int32)
+
+        def dims_bytes(i: int) -> int:
+            # A cpu_op the scanner saw no "Input Dims" on (absent, null or []) has no size to
+            # count: skip decoding its args (collective ops without dims are common).
+            if scanned_shape[i] == -1 and scanned_kind[i] == K_CPU_OP:
+                return -1
+            return _bytes_from_dims(args_at(i))
+
         coll_rows = np.flatnonzero(np.frombuffer(c["coll"], dtype=np.uint8)).tolist()
         kind, shape_rows = self._add_rows(
             kind, name_codes, ts_us, dur_us, pid, tid, np.frombuffer(c["correlation"], dtype=np.int64),
             np.frombuffer(c["external_id"], dtype=np.int64), np.frombuffer(c["device"], dtype=np.int64).astype(np.int32),
             np.frombuffer(c["stream"], dtype=np.int64), coll_rows, args_at,
-            lambda i: (int(pid[i]), int(tid[i]), float(ts_us[i])))
+            lambda i: (int(pid[i]), int(tid[i]), float(ts_us[i])), dims_bytes)
         if not len(shape_rows):
             return
         # shape id per row: >= 0 an index into c["shapes"], -1 none, -2 decode the args here.
@@ -527,7 +538,8 @@ class _Builder:
     def _add_rows(self, kind: np.ndarray, name_codes: np.ndarray, ts_us: np.ndarray, dur_us: np.ndarray,
                   pid: np.ndarray, tid: np.ndarray, correlation: np.ndarray, external_id: np.ndarray,
                   device: np.ndarray, stream: np.ndarray, coll_rows: list[int], args_at: Callable[[int], _Args],
-                  key_at: Callable[[int], tuple[Any, Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+                  key_at: Callable[[int], tuple[Any, Any, Any]],
+                  dims_bytes: Callable[[int], int]) -> tuple[np.ndarray, np.ndarray]:
         """Classify one chunk's rows and append its columns; returns (kind, rows whose shape to set)."""
         n = len(kind)
         linkable = (kind == K_RUNTIME) | (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET)
@@ -577,8 +589,8 @@ class _Builder:
             special = np.fromiter((self._classify_name(values[c]) != (-1, "", False, -1) for c in uniq.tolist()),
                                   dtype=bool, count=len(uniq))
             ops = ops[np.isin(op_codes, uniq[special])]
-        for i in ops.tolist():
-            override, cname, on_cpu, stepno = self._classify_name(values[name_codes[i]])
+        for i, code in zip(ops.tolist(), name_codes[ops].tolist()):
+            override, cname, on_cpu, stepno = self._classify_name(values[code])
             if override == K_STEP:
                 kind[i] = K_STEP
                 if stepno == -2:
@@ -590,7 +602,7 @@ class _Builder:
                 continue
             coll[i] = ccode(cname)
             if msg[i] < 0:
-                msg[i] = _bytes_from_dims(args_at(i))
+                msg[i] = dims_bytes(i)
             if on_cpu:
                 # gloo runs collectives on the CPU: the span is where the worker waits for peers.
                 kind[i] = K_COLL

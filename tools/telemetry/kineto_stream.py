@@ -11,7 +11,7 @@ the chunk then goes through msgspec as before.
 """
 from __future__ import annotations
 
-import io
+import gzip
 import re
 import zlib
 from collections.abc import Iterator
@@ -22,24 +22,35 @@ import msgspec
 
 from tools.telemetry.errors import TraceImportError
 
-try:  # ISA-L inflates gzip 2-3x faster than zlib; same API, same results
-    from isal import isal_zlib as _zlib
+try:  # ISA-L inflates gzip 2-3x faster than zlib; its reader inflates straight into our buffer
+    from isal.isal_zlib import _GzipReader as _IsalGzipReader
+    from isal.isal_zlib import error as _IsalError
 except ImportError:  # pragma: no cover - isal is a dependency, but keep working without it
-    _zlib = zlib  # type: ignore[assignment]
+    _IsalGzipReader = None
+    _IsalError = zlib.error
 
 MAX_TRACE_BYTES = 16 * 1024**3  # refuse to inflate more than this: a hostile .gz can expand 1000x
+# A chunk is cut at the first event boundary CHUNK_BYTES on; the buffer is topped up READ_BYTES
+# at a time, so what is left after a cut (moved to the front) stays under READ_BYTES + one event.
+# The cuts depend on CHUNK_BYTES only (not on READ_BYTES): string tables are coded chunk by chunk,
+# so a different chunk size may order a table differently (same values, other codes).
 CHUNK_BYTES = 4 * 2**20
-READ_BYTES = 4 * 2**20
+READ_BYTES = 2**20
+GZIP_INPUT_BYTES = 2**18  # compressed bytes the gzip reader holds
 _MAX_CUT_TRIES = 32
 
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _BOUNDARY = re.compile(rb"\}\s*,\s*(?=\{)")
 _ARRAY_END = re.compile(rb"\}\s*\]")
 _WS = b" \t\r\n"
+# The buffer of a finished stream, for the next one: its pages are already mapped (a fresh
+# multi-MB buffer per file costs page faults and regrowth copies). Larger ones are let go.
+_SPARE: list[bytearray] = []
+_SPARE_MAX_BYTES = 32 * 2**20
 
 
 class _ByteSource:
-    """Inflated bytes of a plain or gzip file, read in blocks, with a total-size guard."""
+    """Inflated bytes of a plain or gzip file, read into the caller's buffer, with a total-size guard."""
 
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path = path
@@ -50,48 +61,40 @@ class _ByteSource:
             raise TraceImportError(f"cannot read file ({exc.strerror})", path=path) from exc
         head = self._fh.read(2)
         self._fh.seek(0)
-        self._gz = _zlib.decompressobj(wbits=31) if head == b"\x1f\x8b" else None
+        self._reader: Any = self._fh
+        if head == b"\x1f\x8b":
+            # Both readers check the CRC, read concatenated members and skip zero padding.
+            self._reader = (_IsalGzipReader(self._fh, GZIP_INPUT_BYTES) if _IsalGzipReader is not None
+                            else gzip.GzipFile(fileobj=self._fh, mode="rb"))
         self.total = 0
         self.eof = False
-        self.compressed_bytes = 0
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill up to len(view) bytes of view with inflated data; 0 at the end."""
+        if self.eof or not len(view):
+            return 0
+        try:
+            n = self._reader.readinto(view)
+        except EOFError as exc:
+            raise TraceImportError("gzip stream is truncated (file cut short?)", path=self.path) from exc
+        except (zlib.error, _IsalError, gzip.BadGzipFile) as exc:
+            raise TraceImportError(f"corrupt gzip data ({exc})", path=self.path) from exc
+        self.eof = not n
+        self.total += n
+        if self.total > self.max_bytes:
+            raise TraceImportError(f"decompresses to more than {self.max_bytes} bytes; refusing", path=self.path)
+        return n
 
     def read(self) -> bytes:
-        """Up to about READ_BYTES of inflated data; b"" at the end."""
-        if self.eof:
-            return b""
-        while True:
-            if self._gz is None:
-                out = self._fh.read(READ_BYTES)
-                self.eof = not out
-            else:
-                # Inflate at most READ_BYTES per call: keeps memory flat whatever the ratio.
-                src = self._gz.unconsumed_tail or self._fh.read(READ_BYTES)
-                try:
-                    if src:
-                        out = self._gz.decompress(src, READ_BYTES)
-                    else:
-                        out = self._gz.flush()
-                        self.eof = True
-                except (zlib.error, _zlib.error) as exc:
-                    raise TraceImportError(f"corrupt gzip data ({exc})", path=self.path) from exc
-                if self._gz.eof and not self._gz.unconsumed_tail:
-                    rest = self._gz.unused_data + self._fh.read()
-                    if rest.strip(b"\x00"):
-                        # Concatenated gzip members are legal; decode the rest with a fresh stream.
-                        self._fh.close()
-                        self._fh = io.BytesIO(rest)  # type: ignore[assignment]
-                        self._gz = _zlib.decompressobj(wbits=31)
-                    else:
-                        self.eof = True
-                elif self.eof and not self._gz.eof:
-                    raise TraceImportError("gzip stream is truncated (file cut short?)", path=self.path)
-            self.total += len(out)
-            if self.total > self.max_bytes:
-                raise TraceImportError(f"decompresses to more than {self.max_bytes} bytes; refusing", path=self.path)
-            if out or self.eof:
-                return out
+        """Up to READ_BYTES of inflated data; b"" at the end."""
+        buf = bytearray(READ_BYTES)
+        n = self.readinto(memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
 
     def close(self) -> None:
+        if self._reader is not self._fh:
+            self._reader.close()
         self._fh.close()
 
 
@@ -123,6 +126,10 @@ class EventStream:
 
     Chunks are lists of `event_type` structs, or NativeChunk when `native` (the scanner module)
     is given and handles the chunk.
+
+    The inflated bytes go straight into one buffer that is reused for the whole file: its first
+    `_n` bytes are valid, fills append after them, and after each chunk the undecoded rest moves
+    to the front. No other copy of the data is made.
     """
 
     def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int = MAX_TRACE_BYTES,
@@ -134,22 +141,44 @@ class EventStream:
         self._src = _ByteSource(path, max_bytes)
         self.header: Any = None
         self.events_seen = 0
-        self._offset = 0  # absolute offset of buf[0] in the inflated stream
+        self._buf = _SPARE.pop() if _SPARE else bytearray()
+        self._n = 0  # valid bytes at the start of _buf
+        self._offset = 0  # absolute offset of _buf[0] in the inflated stream
 
     def __iter__(self) -> Iterator[list[Any] | NativeChunk]:
         try:
             yield from self._run()
         finally:
             self._src.close()
+            if len(self._buf) <= _SPARE_MAX_BYTES and not _SPARE:
+                _SPARE.append(self._buf)
+
+    # -- buffer ---------------------------------------------------------------------------
+    def _fill(self) -> bool:
+        """Inflate up to READ_BYTES more after the valid bytes; False at the end of the file."""
+        need = self._n + READ_BYTES
+        if need > len(self._buf):
+            # Grow in place (the buffer object stays the same); doubling keeps regrowth rare.
+            self._buf += bytes(max(need, 2 * len(self._buf)) - len(self._buf))
+        got = self._src.readinto(memoryview(self._buf)[self._n:need])
+        self._n += got
+        return got > 0
+
+    def _drop_front(self, pos: int) -> None:
+        """Forget the bytes before pos: the rest (under READ_BYTES + an event) moves to the front."""
+        k = self._n - pos
+        if k <= pos:  # no overlap: one copy, no temporary
+            with memoryview(self._buf) as mv:
+                mv[:k] = mv[pos:self._n]
+        else:
+            self._buf[:k] = bytes(self._buf[pos:self._n])
+        self._n = k
+        self._offset += pos
 
     # -- helpers -------------------------------------------------------------------------
-    def _fill(self, buf: bytearray) -> bool:
-        data = self._src.read()
-        buf += data
-        return bool(data)
-
-    def _decode_chunk(self, buf: bytearray, start: int, end: int) -> list[Any] | NativeChunk | None:
-        """Events of one candidate chunk buf[start:end], None if the cut was in the wrong place."""
+    def _decode_chunk(self, start: int, end: int) -> list[Any] | NativeChunk | None:
+        """Events of one candidate chunk _buf[start:end], None if the cut was in the wrong place."""
+        buf = self._buf
         if self._native is not None:
             cols = self._native.scan(buf, start, end)
             if cols is not None:
@@ -173,75 +202,72 @@ class EventStream:
         except msgspec.DecodeError:
             return None
 
-    def _bad_json(self, buf: bytearray, pos: int) -> TraceImportError:
+    def _bad_json(self, pos: int) -> TraceImportError:
         try:
-            msgspec.json.decode(b"[" + bytes(buf[pos:]) + b"]")
+            msgspec.json.decode(b"[" + bytes(self._buf[pos:self._n]) + b"]")
             detail = "event array is not closed"
         except msgspec.DecodeError as exc:
             detail = str(exc)
         hint = " (file looks truncated)" if self._src.eof and ("truncated" in detail or "not closed" in detail) else ""
         return TraceImportError(f"not valid JSON in traceEvents after byte {self._offset + pos}: {detail}{hint}", path=self.path)
 
-    def _run(self) -> Iterator[list[Any] | NativeChunk]:
-        buf = bytearray()
-        # 1. Find the event array (or a bare top-level array).
+    def _find_events(self) -> tuple[bytes, int, bool]:
+        """(document text before the event array, position of its first event, a bare array?)."""
         while True:
-            more = self._fill(buf)
-            stripped = bytes(buf[:64]).lstrip(_WS)
+            more = self._fill()
+            buf, n = self._buf, self._n
+            stripped = bytes(buf[:min(64, n)]).lstrip(_WS)
             if stripped[:1] == b"[":
-                head = b""
-                pos = buf.index(b"[") + 1
-                bare = True
-                break
-            m = _EVENTS_KEY.search(buf)
+                return b"", buf.index(b"[", 0, n) + 1, True
+            m = _EVENTS_KEY.search(buf, 0, n)
             if m:
-                head = bytes(buf[: m.start()])
-                pos = m.end()
-                bare = False
-                break
+                return bytes(buf[: m.start()]), m.end(), False
             if not more:
-                if not buf.strip(_WS):
+                if not bytes(buf[:n]).strip(_WS):
                     raise TraceImportError("file is empty", path=self.path)
                 try:
-                    doc = msgspec.json.decode(bytes(buf))
+                    doc = msgspec.json.decode(bytes(buf[:n]))
                 except msgspec.DecodeError as exc:
                     raise TraceImportError(f"not valid JSON: {exc}", path=self.path) from exc
                 if isinstance(doc, dict) and "traceEvents" in doc:
                     raise TraceImportError(f"'traceEvents' must be a list, got {type(doc['traceEvents']).__name__}",
                                            path=self.path, field="traceEvents")
                 raise TraceImportError("no 'traceEvents' list: not a Chrome/Kineto trace", path=self.path, field="traceEvents")
+
+    def _run(self) -> Iterator[list[Any] | NativeChunk]:
+        # 1. Find the event array (or a bare top-level array).
+        head, pos, bare = self._find_events()
         # 2. Cut the array into chunks at object boundaries.
+        buf = self._buf  # grows in place: always the same object
         while True:
-            while pos < len(buf) and buf[pos] in _WS:
+            n = self._n
+            while pos < n and buf[pos] in _WS:
                 pos += 1
-            if pos >= len(buf):
-                if not self._fill(buf):
-                    raise self._bad_json(buf, pos)
+            if pos >= n:
+                if not self._fill():
+                    raise self._bad_json(pos)
                 continue
             if buf[pos] == ord("]"):
                 tail_start = pos + 1
                 break
-            events, end = self._next_chunk(buf, pos)
+            events, end = self._next_chunk(pos)
             if events is None:
                 # No cut worked: either we need more bytes, or the data is broken.
-                if self._fill(buf):
+                if self._fill():
                     continue
-                events, tail_start = self._final_chunk(buf, pos)
+                events, tail_start = self._final_chunk(pos)
                 self.events_seen += len(events)
                 yield events
                 break
             self.events_seen += len(events)
             yield events
-            pos = end
-            # Drop what is decoded so memory stays bounded.
-            if pos > CHUNK_BYTES:
-                self._offset += pos
-                del buf[:pos]
-                pos = 0
+            # The consumer is done with the chunk (and its raw bytes): drop them.
+            self._drop_front(end)
+            pos = 0
         # 3. The rest of the document: metadata may also follow the events.
-        while self._fill(buf):
+        while self._fill():
             pass
-        tail = bytes(buf[tail_start:])
+        tail = bytes(buf[tail_start:self._n])
         doc_bytes = b"[]" if bare else head + b'"traceEvents": []' + tail
         try:
             self.header = self._header_decoder.decode(doc_bytes if not bare else b"{}")
@@ -253,27 +279,28 @@ class EventStream:
         if bare and tail.strip(_WS):
             raise TraceImportError("unexpected data after the event array", path=self.path)
 
-    def _next_chunk(self, buf: bytearray, pos: int) -> tuple[list[Any] | NativeChunk | None, int]:
+    def _next_chunk(self, pos: int) -> tuple[list[Any] | NativeChunk | None, int]:
         """Decode events from pos up to a boundary about CHUNK_BYTES on; (None, pos) if none fits yet."""
         tries = 0
-        for m in _BOUNDARY.finditer(buf, min(pos + CHUNK_BYTES, len(buf))):
-            events = self._decode_chunk(buf, pos, m.start() + 1)
+        n = self._n
+        for m in _BOUNDARY.finditer(self._buf, min(pos + CHUNK_BYTES, n), n):
+            events = self._decode_chunk(pos, m.start() + 1)
             if events is not None:
                 return events, m.end()
             tries += 1
             if tries >= _MAX_CUT_TRIES:
-                raise self._bad_json(buf, pos)
+                raise self._bad_json(pos)
         return None, pos
 
-    def _final_chunk(self, buf: bytearray, pos: int) -> tuple[list[Any] | NativeChunk, int]:
+    def _final_chunk(self, pos: int) -> tuple[list[Any] | NativeChunk, int]:
         """The last events, up to the `]` that closes the array."""
         tries = 0
-        for m in _ARRAY_END.finditer(buf, pos):
-            events = self._decode_chunk(buf, pos, m.start() + 1)
+        for m in _ARRAY_END.finditer(self._buf, pos, self._n):
+            events = self._decode_chunk(pos, m.start() + 1)
             if events is not None:
                 return events, m.end()
             tries += 1
             if tries >= _MAX_CUT_TRIES:
                 break
         # Small files never hit CHUNK_BYTES: their events may still cut cleanly at a boundary.
-        raise self._bad_json(buf, pos)
+        raise self._bad_json(pos)
