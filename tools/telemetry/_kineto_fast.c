@@ -890,9 +890,11 @@ static int emit(Out *o, Ev *ev, const unsigned char *base, Buf *esc_scratch) {
             }
             return ERROR;
         }
-        /* -1 no shape, -2 Input Dims the Python side decodes, -3 plain: interned by the caller */
+        /* -1 no "Input Dims" (absent, null or []); on cpu_op rows -2 Input Dims the Python side
+         * decodes, -3 plain: interned by the caller; on other rows -4 Input Dims present (the
+         * Python side decodes them for a collective's size, and skips rows without) */
         int32_t sid = -1;
-        if (code == shape_kind && ev->dims >= 0) sid = ev->dims == 1 ? -2 : -3;
+        if (ev->dims >= 0) sid = code != shape_kind ? -4 : ev->dims == 1 ? -2 : -3;
         PUT(o->kind, (int8_t)code);
         PUT(o->name, nid);
         PUT(o->ts, ts);
@@ -1115,7 +1117,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kineto_fast", "Nati
 
 /* Bump with any change to what scan() returns: kineto.py ignores a stale build (an old .so
  * left in the tree) whose version differs, and decodes with the reference path instead. */
-#define SCANNER_VERSION 1
+#define SCANNER_VERSION 2
 
 PyMODINIT_FUNC PyInit__kineto_fast(void) {
     init_tables();

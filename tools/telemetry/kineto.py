@@ -124,7 +124,7 @@ class _Header(msgspec.Struct, gc=False):
 _EMPTY_ARGS = _Args()
 
 NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
-_NATIVE_VERSION = 1  # SCANNER_VERSION in _kineto_fast.c
+_NATIVE_VERSION = 2  # SCANNER_VERSION in _kineto_fast.c
 try:
     from tools.telemetry import _kineto_fast as _native
 except ImportError:  # not built (no C compiler at install time): the reference path does it all
@@ -245,6 +245,28 @@ def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: 
     has[has] = e[j[has]] >= e[has]
     parent[order[has]] = order[j[has]]
     return parent
+
+
+def _inherit_collective_info(rows: np.ndarray, parent: np.ndarray, coll: np.ndarray, msg: np.ndarray,
+                             group: np.ndarray, max_hops: int = 8) -> None:
+    """Collective kernels (`rows`) take message size and group from the op that launched them:
+    the nearest of up to `max_hops` ancestors that is a collective with a size or a group.
+
+    All rows walk up together, one ancestor level per step. The ancestors are CPU rows, never
+    one of `rows`, so no row's update changes another's walk.
+    """
+    at = parent[rows]
+    for _ in range(max_hops):
+        live = at >= 0
+        if not live.any():
+            return
+        p = np.where(live, at, 0)
+        hit = live & (coll[p] != 0) & ((msg[p] >= 0) | (group[p] != 0))
+        if hit.any():
+            r, src = rows[hit], p[hit]
+            msg[r] = np.where(msg[r] < 0, msg[src], msg[r])
+            group[r] = np.where(group[r] == 0, group[src], group[r])
+        at = np.where(live & ~hit, parent[p], -1)
 
 
 def canonical_collective(raw: str) -> str:
@@ -461,7 +483,7 @@ class _Builder:
         coll_rows = [i for i, a in enumerate(args) if a.coll is not None]
         kind, shape_rows = self._add_rows(kind, name_codes, ts_us, dur_us, pid, tid, correlation, external_id, device,
                                           stream, coll_rows, args.__getitem__, lambda i: (xs[i].pid, xs[i].tid, xs[i].ts),
-                                          lambda i: _bytes_from_dims(args[i]))
+                                          lambda rows: np.array([_bytes_from_dims(args[i]) for i in rows.tolist()], dtype=np.int64))
         shape, scode = self.parts["shape"][-1], self.strings["shape"].code
         for i in shape_rows:
             dims = args[i].input_dims
@@ -495,15 +517,14 @@ class _Builder:
             off = int(args_off[i])
             return _EMPTY_ARGS if off < 0 else decode(chunk.raw(off, int(args_len[i])))
 
-        scanned_kind = np.frombuffer(c["kind"], dtype=np.int8)
-        scanned_shape = np.frombuffer(c["shape"], dtype=np.int32)
-
-        def dims_bytes(i: int) -> int:
-            # A cpu_op the scanner saw no "Input Dims" on (absent, null or []) has no size to
-            # count: skip decoding its args (collective ops without dims are common).
-            if scanned_shape[i] == -1 and scanned_kind[i] == K_CPU_OP:
-                return -1
-            return _bytes_from_dims(args_at(i))
+        def dims_bytes(rows: np.ndarray) -> np.ndarray:
+            # Rows the scanner saw no "Input Dims" on (absent, null or []) have no size to count:
+            # only the others need their args decoded (collective ops without dims are common).
+            out = np.full(len(rows), -1, dtype=np.int64)
+            has = np.flatnonzero(np.frombuffer(c["shape"], dtype=np.int32)[rows] != -1)
+            for j, i in zip(has.tolist(), rows[has].tolist()):
+                out[j] = _bytes_from_dims(args_at(i))
+            return out
 
         coll_rows = np.flatnonzero(np.frombuffer(c["coll"], dtype=np.uint8)).tolist()
         kind, shape_rows = self._add_rows(
@@ -539,7 +560,7 @@ class _Builder:
                   pid: np.ndarray, tid: np.ndarray, correlation: np.ndarray, external_id: np.ndarray,
                   device: np.ndarray, stream: np.ndarray, coll_rows: list[int], args_at: Callable[[int], _Args],
                   key_at: Callable[[int], tuple[Any, Any, Any]],
-                  dims_bytes: Callable[[int], int]) -> tuple[np.ndarray, np.ndarray]:
+                  dims_bytes: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Classify one chunk's rows and append its columns; returns (kind, rows whose shape to set)."""
         n = len(kind)
         linkable = (kind == K_RUNTIME) | (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET)
@@ -581,31 +602,9 @@ class _Builder:
                         m = _NCCL_KERNEL_COLL.search(nm)
                         cc[j] = ccode(canonical_collective(m.group(1)) if m else ("all_reduce" if "reduce" in nm.lower() else ""))
                     coll[need] = cc[np.searchsorted(uniq, ncodes)]
-        # Classify each distinct name once; only steps and communication ops need per-row work.
         ops = np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP))
         if len(ops):
-            op_codes = name_codes[ops]
-            uniq = np.unique(op_codes)
-            special = np.fromiter((self._classify_name(values[c]) != (-1, "", False, -1) for c in uniq.tolist()),
-                                  dtype=bool, count=len(uniq))
-            ops = ops[np.isin(op_codes, uniq[special])]
-        for i, code in zip(ops.tolist(), name_codes[ops].tolist()):
-            override, cname, on_cpu, stepno = self._classify_name(values[code])
-            if override == K_STEP:
-                kind[i] = K_STEP
-                if stepno == -2:
-                    stepno = self.vllm_steps
-                    self.vllm_steps += 1
-                step[i] = stepno
-                continue
-            if not cname or (coll[i] and not on_cpu):
-                continue
-            coll[i] = ccode(cname)
-            if msg[i] < 0:
-                msg[i] = dims_bytes(i)
-            if on_cpu:
-                # gloo runs collectives on the CPU: the span is where the worker waits for peers.
-                kind[i] = K_COLL
+            self._mark_ops(ops, name_codes[ops], kind, coll, msg, step, dims_bytes)
         for col, arr in (("kind", kind), ("name", name_codes), ("ts_us", ts_us), ("dur_us", dur_us), ("pid", pid),
                          ("tid", tid), ("correlation", correlation), ("external_id", external_id), ("device", device),
                          ("stream", stream), ("coll_name", coll), ("msg_bytes", msg), ("group_ranks", group),
@@ -613,6 +612,45 @@ class _Builder:
             self.parts[col].append(arr)
         self.rows += n
         return kind, np.flatnonzero(kind == K_CPU_OP)
+
+    def _mark_ops(self, ops: np.ndarray, op_codes: np.ndarray, kind: np.ndarray, coll: np.ndarray, msg: np.ndarray,
+                  step: np.ndarray, dims_bytes: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Steps and communication ops among one chunk's framework ops and annotations.
+
+        Each distinct name is classified once. Every row is changed on its own (no row reads
+        another's result), so whole-array updates give what a row-by-row pass gives; collective
+        names are coded in order of first use, as such a pass would.
+        """
+        values = self.strings["name"].values
+        uniq, inv = np.unique(op_codes, return_inverse=True)
+        info = [self._classify_name(values[c]) for c in uniq.tolist()]
+        is_step = np.fromiter((x[0] == K_STEP for x in info), dtype=bool, count=len(info))[inv]
+        if is_step.any():
+            rows = ops[is_step]
+            stepno = np.array([x[3] for x in info], dtype=np.int64)[inv][is_step]
+            vllm = stepno == -2  # vLLM steps are numbered in order of appearance
+            stepno[vllm] = self.vllm_steps + np.arange(int(vllm.sum()))
+            self.vllm_steps += int(vllm.sum())
+            kind[rows] = K_STEP
+            step[rows] = stepno
+        named = np.fromiter((bool(x[1]) for x in info), dtype=bool, count=len(info))[inv]
+        on_cpu = np.fromiter((x[2] for x in info), dtype=bool, count=len(info))[inv]
+        # an op keeps a collective set from its args unless it runs on the CPU
+        take = named & ~is_step & ((coll[ops] == 0) | on_cpu)
+        if not take.any():
+            return
+        rows, codes = ops[take], op_codes[take]
+        u, first, where = np.unique(codes, return_index=True, return_inverse=True)
+        cc = np.zeros(len(u), dtype=np.int32)
+        ccode = self.strings["coll_name"].code
+        for j in np.argsort(first, kind="stable").tolist():
+            cc[j] = ccode(info[int(np.searchsorted(uniq, u[j]))][1])
+        coll[rows] = cc[where]
+        need = rows[msg[rows] < 0]
+        if len(need):
+            msg[need] = dims_bytes(need)
+        # gloo runs collectives on the CPU: the span is where the worker waits for peers.
+        kind[rows[on_cpu[take]]] = K_COLL
 
     def _flows(self) -> tuple[dict[tuple[Any, Any, Any], Any], dict[tuple[Any, Any, Any], Any]]:
         """(start ends, finish ends): flow id by (pid, tid, ts), later ends overriding earlier ones."""
@@ -676,17 +714,8 @@ class _Builder:
             pos_c = np.clip(pos, 0, max(len(sorted_corr) - 1, 0))
             found = (gc >= 0) & (pos < len(sorted_corr)) & (sorted_corr[pos_c] == gc) if len(sorted_corr) else np.zeros(len(gc), bool)
             parent[gpu_rows[found]] = sorted_rows[pos_c[found]]
-            # Collective kernels take message size and group from the op that launched them.
-            for i in gpu_rows[(kind[gpu_rows] == K_COLL) & ((msg[gpu_rows] < 0) | (group[gpu_rows] == 0))]:
-                p, hops = parent[i], 0
-                while p >= 0 and hops < 8:
-                    if coll[p] and (msg[p] >= 0 or group[p]):
-                        if msg[i] < 0:
-                            msg[i] = msg[p]
-                        if not group[i]:
-                            group[i] = group[p]
-                        break
-                    p, hops = parent[p], hops + 1
+            _inherit_collective_info(gpu_rows[(kind[gpu_rows] == K_COLL) & ((msg[gpu_rows] < 0) | (group[gpu_rows] == 0))],
+                                     parent, coll, msg, group)
         step = cat["step"] if n else np.array([], dtype=np.int64)
         step_rows = np.flatnonzero(kind == K_STEP)
         if len(step_rows):
