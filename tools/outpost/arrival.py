@@ -12,7 +12,7 @@ import pandas as pd
 
 from tools.outpost.inter import rank_group
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COLL, NodeTable
+from tools.outpost.tree import CLS_COLL, NodeTable, consecutive_runs
 
 
 def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, dict[str, int]]:
@@ -48,28 +48,68 @@ def collective_instances(table: NodeTable, groups: list[list[int]]) -> pd.DataFr
     sub["entry_med"] = grp["ts_ns"].transform("median")
     sub["late_ns"] = sub["ts_ns"] - sub["entry_med"]
     sub["is_last"] = sub["ts_ns"] == grp["ts_ns"].transform("max")
+    sub["blame_ns"] = _blame(grp.ngroup().to_numpy(), sub["ts_ns"].to_numpy())
     sub["transfer_ns"] = grp["dur_ns"].transform("min")  # the last arriver waits least: ~pure transfer
     sub["end_ns"] = sub["ts_ns"] + sub["dur_ns"]
     return sub
 
 
+def _blame(instance: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Per member of each collective instance: for the last to enter, how long it entered after
+    the next-latest member (the time everyone else waited on it alone); 0 for the others."""
+    out = np.zeros(len(ts), dtype=np.int64)
+    if not len(ts):
+        return out
+    order = np.lexsort((ts, instance))
+    inst_sorted = instance[order]
+    last = np.flatnonzero(np.r_[inst_sorted[1:] != inst_sorted[:-1], True])
+    last = last[last > 0]
+    last = last[inst_sorted[last - 1] == inst_sorted[last]]  # instances of one member blame nobody
+    out[order[last]] = ts[order[last]] - ts[order[last - 1]]
+    return out
+
+
 def late_arrivals(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
-    """Rank-steps that arrive last at most of their collectives, by a margin."""
+    """Rank-steps that arrive last at most of their collectives by a margin (`classic`), or that
+    keep their peers waiting far longer than any member usually does (`blame_outlier`: one long
+    delay before a single collective of the step is as telling as a short one before each)."""
     if inst.empty:
         return pd.DataFrame()
     inst = inst.assign(late_pos=inst["late_ns"].clip(lower=0))
     agg = inst.groupby(["gkey", "rank", "step"], sort=False).agg(
         n=("late_ns", "size"), last_share=("is_last", "mean"), late_ns=("late_ns", "median"),
-        total_late=("late_pos", "sum"),
+        total_late=("late_pos", "sum"), blame_ns=("blame_ns", "sum"),
         start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"), name_code=("name_code", "first"),
         wait_ns=("dur_ns", "sum"), transfer_ns=("transfer_ns", "sum")).reset_index()
     # Margin: both an absolute floor and a share of a typical collective, so jitter never counts.
     typical = inst.groupby(["gkey", "step"])["transfer_ns"].median()
     floor = np.maximum(cfg.arrival_min_ns, 0.5 * typical.reindex(pd.MultiIndex.from_frame(agg[["gkey", "step"]])).to_numpy())
-    hit = (agg["last_share"] >= cfg.arrival_share) & (agg["late_ns"] >= floor)
-    out = agg[hit].copy()
+    # `classic`: last at most collectives by a margin, a rank that is late throughout the step.
+    agg["classic"] = (agg["last_share"] >= cfg.arrival_share) & (agg["late_ns"] >= floor)
+    agg["blame_outlier"] = _blame_outliers(agg, floor, cfg)
+    out = agg[(agg["classic"] | agg["blame_outlier"]).to_numpy()].copy()
     out["method"] = "arrival"
     return out
+
+
+def _blame_outliers(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig) -> pd.Series:
+    """Rank-steps whose blame (time the peers waited on that rank alone) clears the lateness
+    floor and is several times the group's usual worst blame in a step (the median over steps
+    of the largest blame of any member): in one step by `blame_factor`, or by two thirds of it
+    over `sustained_steps` consecutive steps. Most members blame nobody in most steps, so a
+    spread around a median would be zero; the usual worst case is the noise that matters."""
+    blame = agg["blame_ns"].astype(np.float64)
+    worst = blame.groupby([agg["gkey"], agg["step"]]).transform("max")
+    usual = worst.groupby(agg["gkey"]).transform("median").to_numpy()
+    above = blame.to_numpy() >= floor
+    hit = pd.Series(above & (blame.to_numpy() >= cfg.blame_factor * usual), index=agg.index)
+    soft = agg[above & (blame.to_numpy() >= cfg.blame_factor * 2 / 3 * usual)]
+    for _, g in soft.groupby(["gkey", "rank"], sort=False):
+        idx = g.sort_values("step").index.to_numpy()
+        for run in consecutive_runs(agg.loc[idx, "step"].to_numpy()):
+            if run.stop - run.start >= cfg.sustained_steps:
+                hit.loc[idx[run]] = True
+    return hit
 
 
 def _like_sized_baseline(per: pd.DataFrame, q: float = 0.4) -> tuple[np.ndarray, np.ndarray]:

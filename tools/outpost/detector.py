@@ -11,11 +11,15 @@ from tools.outpost.arrival import collective_instances, late_arrivals, link_shif
 from tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
 from tools.outpost.inter import inter_replica, inter_worker
 from tools.outpost.intra import episodic_frames, intra_worker
+from tools.outpost.late_causes import uninstrumented_causes
 from tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
 from tools.telemetry.bundle import Bundle, open_bundle
 
 MERGE_GAP_STEPS = 3  # occurrences this few steps apart belong to one episode
+# Share of a CPU-only rank-step's excess one op must carry to be a slow op rather than a starved
+# CPU. A span and the ops inside it both count there, so one slow op carries about half at most.
+CPU_ONLY_CONCENTRATED = 0.4
 
 
 def sync_groups(bundle: Bundle) -> list[list[int]]:
@@ -86,7 +90,11 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
         name = str(table.names[code])
         path = table.path_of(int(rank), int(local))[:-1] if local >= 0 else []
         comp = node_component(cls, name, path, "inter", cpu_only=cpu_only)
-        if comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
+        if cpu_only and comp == "gpu" and share < CPU_ONLY_CONCENTRATED:
+            # Compute ops stand in for GPU kernels on a CPU-only run, but an excess spread thin
+            # over many ops is a starved CPU, not slower compute.
+            comp = "host_cpu"
+        elif comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
             comp = "host_memory"
         elif comp == "host_cpu" and _far_memory(far_memory, table, int(rank), rows, cfg):
             comp = "host_memory"
@@ -141,19 +149,41 @@ def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     return occ
 
 
-def _arrival_rows(late: pd.DataFrame, causes: pd.DataFrame) -> pd.DataFrame:
+def _arrival_rows(table: NodeTable, late: pd.DataFrame, causes: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Late arrivals with what made them late: slow work found on that rank in the same step,
+    else untraced time (the step's own time or the collectives' entry delay, late_causes.py),
+    else slow work a few steps away. Late arrivals with no cause at all are not reported."""
     if late.empty:
         return late
-    comps = []
+    near, same = [], []
     for rank, step in zip(late["rank"], late["step"]):
         c = causes[(causes["rank"] == rank) & ((causes["step"] - step).abs() <= MERGE_GAP_STEPS)] if not causes.empty else causes
-        comps.append(c.groupby("component")["excess"].sum().idxmax() if len(c) else None)
-    late = late.assign(component=comps)
-    late = late[late["component"].notna()]
+        near.append(c.groupby("component")["excess"].sum().idxmax() if len(c) else None)
+        c = c[c["step"] == step] if len(c) else c
+        same.append(c.groupby("component")["excess"].sum().idxmax() if len(c) else None)
+    late = late.assign(component=same, near=near)
     # Baseline: the collectives' pure transfer time; observed adds the lateness peers waited for.
-    return late.assign(observed=late["transfer_ns"] + late["total_late"], baseline=late["transfer_ns"], count=late["n"], local=-1,
-                       excess=late["total_late"],
-                       detail=[f"last to arrive at {s:.0%} of its collectives" for s in late["last_share"]])
+    measured = late[late["classic"]]
+    measured = measured.assign(observed=measured["transfer_ns"] + measured["total_late"], baseline=measured["transfer_ns"],
+                               count=measured["n"], local=-1, excess=measured["total_late"],
+                               detail=[f"last to arrive at {s:.0%} of its collectives" for s in measured["last_share"]])
+    # Untraced time is weaker evidence than a slow op: only for ranks that kept their peers
+    # waiting far beyond the usual (blame outliers) and that no slow op in the step explains.
+    gaps = uninstrumented_causes(table, late[late["blame_outlier"] & ~(late["classic"] & late["component"].notna())], cfg)
+    rows = [measured[measured["component"].notna()]]
+    if not gaps.empty:
+        keys = ["gkey", "rank", "step"]
+        g = late.drop(columns=["component", "name_code"]).merge(gaps, on=keys)
+        rows.append(g.assign(count=g["n"], detail=[
+            f"peers waited {b / 1e6:.1f} ms on it; its own untraced time in this frame {o / 1e6:.1f} ms vs peers' {m / 1e6:.1f} ms"
+            for b, o, m in zip(g["blame_ns"], g["observed"], g["baseline"])]))
+        explained = set(zip(gaps["gkey"], gaps["rank"], gaps["step"]))
+        rest = measured[np.array([k not in explained for k in zip(measured["gkey"], measured["rank"], measured["step"])], dtype=bool)]
+    else:
+        rest = measured
+    rows.append(rest[rest["component"].isna() & rest["near"].notna()].assign(component=lambda d: d["near"]))
+    rows = [r for r in rows if not r.empty]
+    return pd.concat(rows, ignore_index=True).drop(columns="near") if rows else late.iloc[0:0]
 
 
 def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
@@ -245,8 +275,11 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
     causes = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     inst = collective_instances(table, groups)
     late_all = late_arrivals(inst, cfg) if not inst.empty else pd.DataFrame()
-    late = _arrival_rows(late_all, causes)
-    link = _link_rows(bundle, inst, late_all, cfg, notes) if not inst.empty else pd.DataFrame()
+    late = _arrival_rows(table, late_all, causes, cfg)
+    # Blame outliers alone do not excuse a slow link: a late collective in one group delays the
+    # members' next collective in another.
+    classic = late_all[late_all["classic"]] if not late_all.empty else late_all
+    link = _link_rows(bundle, inst, classic, cfg, notes) if not inst.empty else pd.DataFrame()
     if not late.empty:
         late = late.assign(name_code=late["name_code"])
     anomalies: list[Anomaly] = []

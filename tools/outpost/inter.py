@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, first_rows, group_ids
+from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, consecutive_runs, first_rows, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 CHUNK_ROWS = 1 << 18  # compared nodes per pass: bounds the groupby temporaries on big traces
@@ -85,14 +85,11 @@ def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra:
     out = np.zeros(len(agg), dtype=bool)
     for _, g in agg[soft].groupby(["rank", "cls"] + (extra or []), sort=False, observed=True):
         g = g.sort_values("step")
-        steps, z, idx = g["step"].to_numpy(), g["z"].to_numpy(), g.index.to_numpy()
-        start = 0
-        for i in range(1, len(steps) + 1):
-            if i == len(steps) or steps[i] != steps[i - 1] + 1:
-                run = slice(start, i)
-                if i - start >= cfg.sustained_steps and z[run].sum() / np.sqrt(i - start) >= cfg.z:
-                    out[agg.index.get_indexer(idx[run])] = True
-                start = i
+        z, idx = g["z"].to_numpy(), g.index.to_numpy()
+        for run in consecutive_runs(g["step"].to_numpy()):
+            n = run.stop - run.start
+            if n >= cfg.sustained_steps and z[run].sum() / np.sqrt(n) >= cfg.z:
+                out[agg.index.get_indexer(idx[run])] = True
     return pd.Series(out, index=agg.index)
 
 

@@ -25,6 +25,8 @@ class DetectorConfig(BaseModel):
     intra_min_ns: int = Field(200_000, ge=0, description="intra-worker: minimum absolute excess of one occurrence")
     arrival_share: float = Field(0.6, gt=0, le=1, description="share of a step's collectives a rank must reach last")
     arrival_min_ns: int = Field(15_000, ge=0, description="minimum lateness over the peers' median arrival")
+    blame_factor: float = Field(3.0, gt=1, description="a rank keeping its peers waiting this many times the group's usual "
+                                "worst wait per step is late (two thirds of it over sustained_steps steps in a row)")
     link_effect: float = Field(0.25, ge=0, description="group-wide collective transfer time rise to flag a link")
     min_steps_for_baseline: int = Field(4, ge=2, description="repetitions a node needs before its own history is trusted")
     max_anomalies: int = Field(50, ge=1, description="report at most this many anomalies (highest score first)")

@@ -113,11 +113,12 @@ def _shape_bucket(shape: pd.Categorical, parent: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _occurrences(step: np.ndarray, name_code: np.ndarray) -> np.ndarray:
-    """Occurrence index of each node among the nodes of the same (step, name), in row order."""
+def _occurrences(step: np.ndarray, name_code: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+    """Occurrence index of each node among the nodes of the same (step, name), in row order,
+    or in time order when `ts` is given."""
     n = len(step)
     key = (step.astype(np.int64) + 1) * (int(name_code.max()) + 2 if n else 1) + name_code + 1
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable") if ts is None else np.lexsort((ts, key))
     sk = key[order]
     start = np.r_[True, sk[1:] != sk[:-1]] if n else np.zeros(0, bool)
     first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
@@ -303,7 +304,14 @@ def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, sha
     # Events outside any step form one pseudo-step, so single-step traces still compare repetitions.
     step = df["step"].to_numpy()
     step = np.where(step < 0, -1, step)
-    cols.put("occ", _occurrences(step, name_code))
+    occ = _occurrences(step, name_code)
+    coll = np.flatnonzero(kind == _KIND_CODE["collective"])
+    if len(coll):
+        # Collectives count in time order: every member issues them in the same order, but a
+        # backend may run them on several threads, and which thread gets which differs by rank.
+        occ[coll] = _occurrences(step[coll], name_code[coll], df["ts_ns"].to_numpy()[coll])
+    cols.put("occ", occ)
+    del occ
     cols.put("step", step)
     del step
     cols.put("rank", np.full(n, rank, dtype=np.int64))
@@ -314,7 +322,6 @@ def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, sha
     cols.put("parent", parent)
     cols.put("local", np.arange(n, dtype=np.int32))
     cols.put("device", device)
-    coll = np.flatnonzero(kind == _KIND_CODE["collective"])
     gr = df["group_ranks"].array
     return (coll + cols.rows, df["msg_bytes"].to_numpy()[coll],
             _map_codes(gr.codes[coll], groups.lut(gr.categories)))
@@ -412,3 +419,12 @@ def first_rows(ids: np.ndarray) -> np.ndarray:
     new[0] = True
     new[1:] = ids[1:] > seen[:-1]
     return np.flatnonzero(new)
+
+
+def consecutive_runs(steps: np.ndarray) -> list[slice]:
+    """Slices of a sorted step array over which the steps follow one another (5, 6, 7, ...)."""
+    if not len(steps):
+        return []
+    breaks = np.flatnonzero(np.diff(steps) != 1) + 1
+    edges = [0, *breaks.tolist(), len(steps)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
