@@ -311,25 +311,37 @@ static int scan_string(P *ps, Val *v) {
     return OK;
 }
 
-/* Eight ASCII digits at p as their value, if all eight are digits (SWAR: one load, a few
- * multiplies; trace timestamps have 16 digits). Little-endian byte order only. */
-static inline int eight_digits(const unsigned char *p, uint64_t *out) {
+/* The run of ASCII digits at p, up to eight of them read with one load (SWAR): its length
+ * (0-8; 8 means the run may go on) with its value in *val, or -1 when fewer than eight bytes
+ * are left (the caller then reads byte by byte). Small numbers (pids, durations, ids) are one
+ * block instead of a loop per digit. Little-endian byte order only. */
+static inline int digit_block(const unsigned char *p, const unsigned char *end, uint64_t *val) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t w;
-    memcpy(&w, p, 8);
-    if (((w & 0xF0F0F0F0F0F0F0F0ULL) | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) != 0x3333333333333333ULL)
+    if (end - p < 8) return -1;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    x ^= 0x3030303030303030ULL; /* digit bytes become 0-9, all others 10 or more */
+    /* high bit of each byte that is not a digit (masking first keeps the add from carrying) */
+    uint64_t non = (((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL;
+    int k = non ? __builtin_ctzll(non) >> 3 : 8;
+    if (k == 0) {
+        *val = 0;
         return 0;
-    w -= 0x3030303030303030ULL;
-    w = w * 10 + (w >> 8);
-    w = (((w & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) + (((w >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
-    *out = (uint32_t)w;
-    return 1;
+    }
+    x <<= 8 * (8 - k); /* the k digits become the last k of eight; the first 8-k are zeros */
+    x = x * 10 + (x >> 8);
+    x = (((x & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) + (((x >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+    *val = (uint32_t)x;
+    return k;
 #else
     (void)p;
-    (void)out;
-    return 0;
+    (void)end;
+    (void)val;
+    return -1;
 #endif
 }
+
+static const uint64_t pow10_u64[9] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL};
 
 /* A JSON number at ps->p (strict grammar). Ints within +-2**53 -> T_INT; other ints -> T_BIGINT;
  * fractions/exponents -> T_FLOAT with the correctly rounded double (FALLBACK if infinite). */
@@ -347,11 +359,12 @@ static int scan_number(P *ps, Val *v) {
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        uint64_t eight;
-        while (digits <= 11 && end - p >= 8 && eight_digits(p, &eight)) {
-            mant = mant * 100000000ULL + eight;
-            digits += 8;
-            p += 8;
+        uint64_t block;
+        int k = 8;
+        while (k == 8 && digits <= 11 && (k = digit_block(p, end, &block)) >= 0) {
+            mant = mant * pow10_u64[k] + block;
+            digits += k;
+            p += k;
         }
         while (p < end && (unsigned char)(*p - '0') < 10) {
             if (digits < 19) {
@@ -372,12 +385,13 @@ static int scan_number(P *ps, Val *v) {
         is_int = 0;
         p++;
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        uint64_t eight;
-        while (digits <= 11 && end - p >= 8 && eight_digits(p, &eight)) {
-            mant = mant * 100000000ULL + eight;
-            digits += 8;
-            frac_digits += 8;
-            p += 8;
+        uint64_t block;
+        int k = 8;
+        while (k == 8 && digits <= 11 && (k = digit_block(p, end, &block)) >= 0) {
+            mant = mant * pow10_u64[k] + block;
+            digits += k;
+            frac_digits += k;
+            p += k;
         }
         while (p < end && (unsigned char)(*p - '0') < 10) {
             if (digits < 19) {
@@ -471,6 +485,14 @@ static int after_member(P *ps, unsigned char close) {
 }
 
 /* A number msgspec skips (an unknown key): only its grammar matters, not its value. */
+static inline const unsigned char *skip_digits(const unsigned char *p, const unsigned char *end) {
+    uint64_t unused;
+    int k = 8;
+    while (k == 8 && (k = digit_block(p, end, &unused)) >= 0) p += k;
+    while (p < end && (unsigned char)(*p - '0') < 10) p++;
+    return p;
+}
+
 static int skip_number(P *ps) {
     const unsigned char *p = ps->p, *end = ps->end;
     if (p < end && *p == '-') p++;
@@ -478,14 +500,14 @@ static int skip_number(P *ps) {
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (p < end && (unsigned char)(*p - '0') < 10) p++;
+        p = skip_digits(p, end);
     } else {
         return FALLBACK;
     }
     if (p < end && *p == '.') {
         p++;
         if (p >= end || *p < '0' || *p > '9') return FALLBACK;
-        while (p < end && (unsigned char)(*p - '0') < 10) p++;
+        p = skip_digits(p, end);
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
@@ -695,6 +717,56 @@ static int scan_args(P *ps, Ev *ev, Buf *dims_buf) {
     return OK;
 }
 
+/* The event keys read above, spelled plainly and followed directly by ':' as compact JSON has
+ * them: recognised with one 8-byte load and a masked compare instead of a string scan and
+ * compares. The pattern covers both quotes and the colon, so a match means exactly what the
+ * general path would find. Anything else (whitespace, escapes, other keys) takes that path. */
+typedef struct {
+    uint64_t pat, mask;
+    int bit, len;
+} QuickKey;
+static QuickKey quick_keys[9];
+
+static void quick_key_init(QuickKey *q, const char *text, int bit) {
+    size_t n = strlen(text);
+    unsigned char m[8] = {0};
+    memset(m, 0xFF, n);
+    q->pat = 0;
+    memcpy(&q->pat, text, n);
+    memcpy(&q->mask, m, 8);
+    q->bit = bit;
+    q->len = (int)n;
+}
+
+static void init_quick_keys(void) {
+    static const struct { const char *text; int bit; } keys[9] = {
+        {"\"ph\":", F_PH}, {"\"ts\":", F_TS}, {"\"id\":", F_ID}, {"\"cat\":", F_CAT}, {"\"pid\":", F_PID},
+        {"\"tid\":", F_TID}, {"\"dur\":", F_DUR}, {"\"name\":", F_NAME}, {"\"args\":", F_ARGS},
+    };
+    for (int i = 0; i < 9; i++) quick_key_init(&quick_keys[i], keys[i].text, keys[i].bit);
+}
+
+/* The F_ bit of a quick key at ps->p (then consumed through its colon), or 0. */
+static inline int quick_event_key(P *ps) {
+    if (ps->end - ps->p < 8 || *ps->p != '"') return 0;
+    uint64_t w;
+    memcpy(&w, ps->p, 8);
+    const QuickKey *q;
+    switch (ps->p[1]) { /* the key's first letter picks one or two candidates */
+    case 'p': q = ps->p[2] == 'h' ? &quick_keys[0] : &quick_keys[4]; break;
+    case 't': q = ps->p[2] == 's' ? &quick_keys[1] : &quick_keys[5]; break;
+    case 'i': q = &quick_keys[2]; break;
+    case 'c': q = &quick_keys[3]; break;
+    case 'd': q = &quick_keys[6]; break;
+    case 'n': q = &quick_keys[7]; break;
+    case 'a': q = &quick_keys[8]; break;
+    default: return 0;
+    }
+    if ((w & q->mask) != q->pat) return 0;
+    ps->p += q->len;
+    return q->bit;
+}
+
 static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
     /* only the type tags: a full memset of the struct costs more than the rest of a small event */
     ev->ph.type = ev->cat.type = ev->name.type = ev->pid.type = ev->tid.type = T_MISSING;
@@ -715,31 +787,45 @@ static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
     int seen = 0;
     for (;;) {
         Val k, tmp;
-        int r, bit = 0;
-        if (ps->p >= ps->end || *ps->p != '"') return FALLBACK;
-        if ((r = scan_string(ps, &k)) != OK) return r;
-        if (k.esc) return FALLBACK;
-        skip_ws(ps);
-        if (ps->p >= ps->end || *ps->p != ':') return FALLBACK;
-        ps->p++;
-        skip_ws(ps);
+        int r, bit = quick_event_key(ps);
+        if (bit) {
+            skip_ws(ps);
+        } else {
+            if (ps->p >= ps->end || *ps->p != '"') return FALLBACK;
+            if ((r = scan_string(ps, &k)) != OK) return r;
+            if (k.esc) return FALLBACK;
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') return FALLBACK;
+            ps->p++;
+            skip_ws(ps);
+            switch (k.n) {
+            case 2:
+                if (KEY(&k, "ph")) bit = F_PH;
+                else if (KEY(&k, "ts")) bit = F_TS;
+                else if (KEY(&k, "id")) bit = F_ID;
+                break;
+            case 3:
+                if (KEY(&k, "cat")) bit = F_CAT;
+                else if (KEY(&k, "pid")) bit = F_PID;
+                else if (KEY(&k, "tid")) bit = F_TID;
+                else if (KEY(&k, "dur")) bit = F_DUR;
+                break;
+            case 4:
+                if (KEY(&k, "name")) bit = F_NAME;
+                else if (KEY(&k, "args")) bit = F_ARGS;
+                break;
+            }
+        }
         Val *dst = &tmp;
-        switch (k.n) {
-        case 2:
-            if (KEY(&k, "ph")) { bit = F_PH; dst = &ev->ph; }
-            else if (KEY(&k, "ts")) { bit = F_TS; dst = &ev->ts; }
-            else if (KEY(&k, "id")) { bit = F_ID; dst = &ev->id; }
-            break;
-        case 3:
-            if (KEY(&k, "cat")) { bit = F_CAT; dst = &ev->cat; }
-            else if (KEY(&k, "pid")) { bit = F_PID; dst = &ev->pid; }
-            else if (KEY(&k, "tid")) { bit = F_TID; dst = &ev->tid; }
-            else if (KEY(&k, "dur")) { bit = F_DUR; dst = &ev->dur; }
-            break;
-        case 4:
-            if (KEY(&k, "name")) { bit = F_NAME; dst = &ev->name; }
-            else if (KEY(&k, "args")) bit = F_ARGS;
-            break;
+        switch (bit) {
+        case F_PH: dst = &ev->ph; break;
+        case F_TS: dst = &ev->ts; break;
+        case F_ID: dst = &ev->id; break;
+        case F_CAT: dst = &ev->cat; break;
+        case F_PID: dst = &ev->pid; break;
+        case F_TID: dst = &ev->tid; break;
+        case F_DUR: dst = &ev->dur; break;
+        case F_NAME: dst = &ev->name; break;
         }
         if (bit) {
             if (seen & bit) return FALLBACK;
@@ -1121,6 +1207,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kineto_fast", "Nati
 
 PyMODINIT_FUNC PyInit__kineto_fast(void) {
     init_tables();
+    init_quick_keys();
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddIntConstant(m, "VERSION", SCANNER_VERSION) < 0) {
         Py_DECREF(m);
