@@ -1024,13 +1024,32 @@ static int emit(Out *o, Ev *ev, const unsigned char *base, Buf *esc_scratch) {
     return OK;
 }
 
-static void out_free(Out *o) {
+/* The column buffers of the last scan, kept for the next one: a file's chunks are alike, so
+ * after the first they are filled without regrowing (each regrowth was a realloc and a copy). */
+static Out kept;
+
+static void out_take(Out *o) {
+    *o = kept;
+    memset(&kept, 0, sizeof(kept));
     Buf *bufs[] = {&o->kind, &o->name, &o->ts, &o->dur, &o->pid, &o->tid, &o->corr, &o->ext, &o->dev,
                    &o->stream, &o->coll, &o->args_off, &o->args_len, &o->shape, &o->f_is_f, &o->f_pid,
                    &o->f_tid, &o->f_ts, &o->f_id, &o->f_id_ok, &o->dims};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) buf_free(bufs[i]);
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) bufs[i]->len = 0;
+    memset(&o->names, 0, sizeof(o->names));
+    memset(&o->shapes, 0, sizeof(o->shapes));
+}
+
+static void out_free(Out *o) {
     table_free(&o->names);
     table_free(&o->shapes);
+    Out old = kept;
+    kept = *o; /* the buffers stay allocated for the next scan */
+    memset(&kept.names, 0, sizeof(kept.names));
+    memset(&kept.shapes, 0, sizeof(kept.shapes));
+    Buf *bufs[] = {&old.kind, &old.name, &old.ts, &old.dur, &old.pid, &old.tid, &old.corr, &old.ext, &old.dev,
+                   &old.stream, &old.coll, &old.args_off, &old.args_len, &old.shape, &old.f_is_f, &old.f_pid,
+                   &old.f_tid, &old.f_ts, &old.f_id, &old.f_id_ok, &old.dims};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) buf_free(bufs[i]);
 }
 
 static PyObject *as_bytes(Buf *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len); }
@@ -1082,7 +1101,7 @@ static PyObject *fast_scan(PyObject *self, PyObject *args) {
         return NULL;
     }
     Out o;
-    memset(&o, 0, sizeof(o));
+    out_take(&o);
     Buf shape_text = {0}, esc = {0};
     PyObject *result = NULL;
     int r = OK;
