@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
-
-from tests.kineto_factory import write_trace
 
 BASE_NS = 1_700_000_000_000_000_000
 
@@ -101,11 +98,3 @@ def _span(x, r: int, name: str, ops: list[tuple[str, float]], t: float, rng: ran
         cur += dur + 3.0
     x(r, name, "user_annotation", t, cur - t + 2.0)
     return cur + 4.0
-
-
-def write_gloo(tmp: Path, docs: dict[int, dict]) -> Path:
-    d = tmp / "traces"
-    d.mkdir(parents=True)
-    for r, doc in docs.items():
-        write_trace(doc, d / f"rank-{r}.json")
-    return d

@@ -55,3 +55,12 @@ def write_trace(doc: Any, path: Path, gz: bool | None = None) -> Path:
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+def write_rank_traces(tmp: Path, docs: dict[int, Any]) -> Path:
+    """`tmp/traces/rank-<r>.json` for each rank's document; returns the directory."""
+    d = tmp / "traces"
+    d.mkdir(parents=True)
+    for r, doc in docs.items():
+        write_trace(doc, d / f"rank-{r}.json")
+    return d

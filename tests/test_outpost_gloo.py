@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gloo_factory import GlooFaults, gloo_trace, write_gloo
+from tests.gloo_factory import GlooFaults, gloo_trace
+from tests.kineto_factory import write_rank_traces
 from tools.outpost import detect
 from tools.outpost.arrival import _blame
 from tools.outpost.tree import CLS_COLL, build_nodes
@@ -17,7 +18,7 @@ WINDOW = range(6, 12)
 
 
 def _run(tmp: Path, faults: GlooFaults | None = None, seed: int = 0):  # noqa: ANN202
-    return detect(write_gloo(tmp, gloo_trace(faults=faults, seed=seed)))
+    return detect(write_rank_traces(tmp, gloo_trace(faults=faults, seed=seed)))
 
 
 def _findings(res) -> list[tuple]:  # noqa: ANN001
@@ -41,7 +42,7 @@ def test_healthy_gloo_group_reports_nothing(tmp_path: Path, seed: int) -> None:
 def test_collectives_align_in_time_order_whatever_thread_ran_them(tmp_path: Path) -> None:
     # The factory puts a rank's even collectives on one thread and odd ones on another, swapped
     # on odd ranks: row order (thread by thread) would pair different all-reduces across ranks.
-    table = build_nodes(open_bundle(write_gloo(tmp_path, gloo_trace(steps=4))))
+    table = build_nodes(open_bundle(write_rank_traces(tmp_path, gloo_trace(steps=4))))
     n = table.nodes
     c = n[(n["cls"] == CLS_COLL).to_numpy()]
     for _, g in c.groupby(["rank", "step"]):

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REAL_TRACES
-from tests.kineto_factory import write_trace
+from tests.kineto_factory import write_rank_traces, write_trace
 from tools.outpost import DetectorConfig, detect
 from tools.telemetry import BundleError
 
@@ -112,11 +112,7 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
 
 
 def _write(tmp: Path, docs: dict[int, dict]) -> Path:
-    d = tmp / "traces"
-    d.mkdir(parents=True)
-    for r, doc in docs.items():
-        write_trace(doc, d / f"rank-{r}.json")
-    return d
+    return write_rank_traces(tmp, docs)
 
 
 def test_slow_gpu_is_blamed_and_its_waiting_peers_are_not(tmp_path: Path) -> None:
