@@ -5,6 +5,7 @@ trace sets (KAT_IMPORT_WORKERS).
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import multiprocessing as mp
@@ -48,28 +49,56 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
 
 
 _LIBC: object = None
+# glibc tuning in import workers. Big buffers come from the heap, not from fresh mmaps, and free
+# memory stays in the heap between files unless there is a lot of it: re-faulting a file's
+# working set (tens of MB) for every file cost ~10% of the import, a fifth of it in the kernel.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_HEAP_MMAP_MAX_BYTES = 64 * 2**20  # allocations below this come from the heap
+_KEEP_FREE_BYTES = 128 * 2**20  # free heap a worker may keep between files
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+_KNOWS_FREE = False  # glibc can tell how much free heap there is (mallinfo2, glibc >= 2.33)
 
 
 def _worker_init() -> None:
-    """Workers hand glibc's free memory back after each file (see _import_in_worker)."""
-    global _LIBC
+    """Workers keep freed memory for the next file, up to a bound (see _give_back_memory)."""
+    global _LIBC, _KNOWS_FREE
     try:
-        import ctypes
-
-        _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim  # noqa: B018 - glibc only
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
     except (OSError, AttributeError):
         _LIBC = None
+        return
+    try:
+        libc.mallinfo2.restype = _MallInfo2
+    except AttributeError:
+        _KNOWS_FREE = False  # an older glibc: trim after every file, as glibc's defaults want
+    else:
+        _KNOWS_FREE = True
+        libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_MMAP_MAX_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE_BYTES)
+    _LIBC = libc
+
+
+def _give_back_memory() -> None:
+    """Hand glibc's free heap back when it is more than a worker should keep between files:
+    after a big file, or each worker would hold its largest file's worth of memory to the end."""
+    if _LIBC is None:
+        return
+    if not _KNOWS_FREE or _LIBC.mallinfo2().fordblks > _KEEP_FREE_BYTES:  # type: ignore[attr-defined]
+        _LIBC.malloc_trim(0)  # type: ignore[attr-defined]
 
 
 def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta, EventColumns | None]:
     try:
         return _import_one(path, cache_root, default_rank)
     finally:
-        # A file's buffers are freed by now, but glibc keeps the heap they grew: give it back, or
-        # each worker would hold its largest file's worth of memory to the end.
-        if _LIBC is not None:
-            _LIBC.malloc_trim(0)  # type: ignore[attr-defined]
+        _give_back_memory()
 
 
 def import_workers(n_files: int) -> int:

@@ -158,8 +158,9 @@ class EventStream:
         """Inflate up to READ_BYTES more after the valid bytes; False at the end of the file."""
         need = self._n + READ_BYTES
         if need > len(self._buf):
-            # Grow in place (the buffer object stays the same); doubling keeps regrowth rare.
-            self._buf += bytes(max(need, 2 * len(self._buf)) - len(self._buf))
+            # Grow in place (the buffer object stays the same) to just what is needed: a file's
+            # chunks are alike, and the buffer is reused, so it settles at CHUNK_BYTES plus a fill.
+            self._buf += bytes(need - len(self._buf))
         got = self._src.readinto(memoryview(self._buf)[self._n:need])
         self._n += got
         return got > 0
