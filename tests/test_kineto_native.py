@@ -269,6 +269,19 @@ def test_random_documents_same_result_or_error(tmp_path: Path, monkeypatch: pyte
         _compare(p, monkeypatch)
 
 
+def test_thread_time_order_equals_lexsort() -> None:
+    """The two-pass order used for containment parents is exactly the four-key lexsort, ties
+    (equal starts, equal spans) and thread ids too far apart to combine included."""
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        n = int(rng.integers(1, 2000))
+        pid = rng.choice(np.array([1, 5, 2**40, -3]), n) if trial % 3 == 0 else rng.integers(0, 3, n)
+        tid = rng.choice(np.array([7, 2**50, 9, 0]), n) if trial % 4 == 0 else rng.integers(0, 5, n)
+        ts = np.sort(rng.integers(0, n // 2 + 1, n)) + rng.integers(0, 3, n)
+        end = ts + rng.integers(0, 5, n)
+        np.testing.assert_array_equal(kineto._thread_time_order(pid, tid, ts, end), np.lexsort((-end, ts, tid, pid)))
+
+
 @native
 def test_containment_parents_native_equals_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(5)

@@ -123,6 +123,8 @@ def import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -
     # fork, not spawn/forkserver: those re-import the caller's __main__ in every worker, which
     # runs an unguarded script's top level again. Forked workers share the parent's loaded
     # libraries, decode and write Parquet themselves, and send back only metadata.
+    import zstandard  # noqa: F401 - the Parquet writer's; loaded once here, not in each worker
+
     done: set[Path] = set()
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"), initializer=_worker_init) as pool:
