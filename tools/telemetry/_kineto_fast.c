@@ -469,7 +469,13 @@ static int skip_value(P *ps, int depth);
 /* After a member of an array or object: a ',' (another member follows), the closer (the
  * container ends; consumed) or anything else (the chunk is not what this scanner reads). */
 enum { SEP_MORE, SEP_CLOSED, SEP_BAD };
-static int after_member(P *ps, unsigned char close) {
+static inline int after_member(P *ps, unsigned char close) {
+    const unsigned char *p = ps->p;
+    /* compact JSON: the comma comes right after the value and the next member right after it */
+    if (ps->end - p >= 2 && *p == ',' && p[1] > ' ') {
+        ps->p = p + 1;
+        return SEP_MORE;
+    }
     skip_ws(ps);
     if (ps->p >= ps->end) return SEP_BAD;
     if (*ps->p == ',') {
@@ -578,6 +584,23 @@ static int scan_value(P *ps, Val *v, int depth) {
         if (c == '-' || (c >= '0' && c <= '9')) return scan_number(ps, v);
         return FALLBACK;
     }
+}
+
+/* scan_value for a field of an event or its args: the common strings and numbers without the
+ * call and switch of the general dispatch. */
+static inline int scan_field(P *ps, Val *v, int depth) {
+    if (ps->p < ps->end) {
+        unsigned char c = *ps->p;
+        if (c == '"') {
+            v->esc = 0;
+            return scan_string(ps, v);
+        }
+        if ((unsigned char)(c - '0') < 10 || c == '-') {
+            v->esc = 0;
+            return scan_number(ps, v);
+        }
+    }
+    return scan_value(ps, v, depth);
 }
 
 /* A value under a key msgspec does not decode: validated as JSON, its content ignored. */
@@ -701,7 +724,7 @@ static int scan_args(P *ps, Ev *ev, Buf *dims_buf) {
             } else if (!bit) {
                 if ((r = skip_value(ps, 2)) != OK) return r;
             } else {
-                if ((r = scan_value(ps, dst, 2)) != OK) return r;
+                if ((r = scan_field(ps, dst, 2)) != OK) return r;
                 if (bit == A_COLL) ev->coll = tmp.type != T_NULL;
                 if (bit == A_DIMS) ev->dims = tmp.type == T_NULL ? -1 : 1;
             }
@@ -841,7 +864,7 @@ static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
         } else if (!bit) {
             if ((r = skip_value(ps, 1)) != OK) return r;
         } else {
-            if ((r = scan_value(ps, dst, 1)) != OK) return r;
+            if ((r = scan_field(ps, dst, 1)) != OK) return r;
         }
         int sep = after_member(ps, '}');
         if (sep == SEP_MORE) continue;
