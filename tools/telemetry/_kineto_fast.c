@@ -664,6 +664,43 @@ static int scan_dims_array(P *ps, Buf *out, int *simple, int depth) {
     }
 }
 
+/* An object key at ps->p and its colon; ps->p is left at the value. FALLBACK for anything but a
+ * plain string key (an escaped key could spell a known one). Short keys followed directly by
+ * ':' (compact JSON) are found with one 16-byte compare. */
+static inline int scan_key(P *ps, Val *k) {
+    const unsigned char *p = ps->p;
+    if (p >= ps->end || *p != '"') return FALLBACK;
+#ifdef __SSE2__
+    if (ps->end - p >= 18) {
+        const __m128i v = _mm_loadu_si128((const __m128i *)(p + 1));
+        /* quote, backslash, control bytes and (signed compare) bytes >= 0x80 stop the key */
+        const __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                          _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+        int mask = _mm_movemask_epi8(stop);
+        if (mask) {
+            int i = __builtin_ctz((unsigned)mask);
+            if (p[1 + i] == '"' && p[2 + i] == ':') {
+                k->type = T_STR;
+                k->s = p + 1;
+                k->n = i;
+                k->esc = 0;
+                ps->p = p + 3 + i;
+                skip_ws(ps);
+                return OK;
+            }
+        }
+    }
+#endif
+    int r = scan_string(ps, k);
+    if (r != OK) return r;
+    if (k->esc) return FALLBACK;
+    skip_ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':') return FALLBACK;
+    ps->p++;
+    skip_ws(ps);
+    return OK;
+}
+
 static inline int key_is(const Val *k, const char *s, Py_ssize_t n) {
     return k->n == n && memcmp(k->s, s, (size_t)n) == 0;
 }
@@ -693,24 +730,34 @@ static int scan_args(P *ps, Ev *ev, Buf *dims_buf) {
         for (;;) {
             Val k, tmp;
             int r, bit = 0;
-            if (ps->p >= ps->end || *ps->p != '"') return FALLBACK;
-            if ((r = scan_string(ps, &k)) != OK) return r;
-            if (k.esc) return FALLBACK; /* an escaped key could spell a known one */
-            skip_ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') return FALLBACK;
-            ps->p++;
-            skip_ws(ps);
+            if ((r = scan_key(ps, &k)) != OK) return r; /* an escaped key could spell a known one */
             Val *dst = &tmp;
-            if (KEY(&k, "correlation")) { bit = A_CORR; dst = &ev->corr; }
-            else if (KEY(&k, "External id")) { bit = A_EXT; dst = &ev->ext; }
-            else if (KEY(&k, "device")) { bit = A_DEV; dst = &ev->dev; }
-            else if (KEY(&k, "stream")) { bit = A_STREAM; dst = &ev->stream; }
-            else if (KEY(&k, "Collective name")) bit = A_COLL;
-            else if (KEY(&k, "In msg nelems")) bit = A_NELEMS;
-            else if (KEY(&k, "dtype")) bit = A_DTYPE;
-            else if (KEY(&k, "Process Group Ranks")) bit = A_PG;
-            else if (KEY(&k, "Input Dims")) bit = A_DIMS;
-            else if (KEY(&k, "Input type")) bit = A_ITYPE;
+            switch (k.n) { /* by length first: most keys are compared with nothing */
+            case 5:
+                if (KEY(&k, "dtype")) bit = A_DTYPE;
+                break;
+            case 6:
+                if (KEY(&k, "device")) { bit = A_DEV; dst = &ev->dev; }
+                else if (KEY(&k, "stream")) { bit = A_STREAM; dst = &ev->stream; }
+                break;
+            case 10:
+                if (KEY(&k, "Input Dims")) bit = A_DIMS;
+                else if (KEY(&k, "Input type")) bit = A_ITYPE;
+                break;
+            case 11:
+                if (KEY(&k, "correlation")) { bit = A_CORR; dst = &ev->corr; }
+                else if (KEY(&k, "External id")) { bit = A_EXT; dst = &ev->ext; }
+                break;
+            case 13:
+                if (KEY(&k, "In msg nelems")) bit = A_NELEMS;
+                break;
+            case 15:
+                if (KEY(&k, "Collective name")) bit = A_COLL;
+                break;
+            case 19:
+                if (KEY(&k, "Process Group Ranks")) bit = A_PG;
+                break;
+            }
             if (bit) {
                 if (seen & bit) return FALLBACK; /* duplicate key: leave it to the reference */
                 seen |= bit;
@@ -814,13 +861,7 @@ static int scan_event(P *ps, Ev *ev, Buf *dims_buf) {
         if (bit) {
             skip_ws(ps);
         } else {
-            if (ps->p >= ps->end || *ps->p != '"') return FALLBACK;
-            if ((r = scan_string(ps, &k)) != OK) return r;
-            if (k.esc) return FALLBACK;
-            skip_ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') return FALLBACK;
-            ps->p++;
-            skip_ws(ps);
+            if ((r = scan_key(ps, &k)) != OK) return r;
             switch (k.n) {
             case 2:
                 if (KEY(&k, "ph")) bit = F_PH;
