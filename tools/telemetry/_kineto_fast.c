@@ -345,8 +345,26 @@ static const uint64_t pow10_u64[9] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 10
 
 /* A JSON number at ps->p (strict grammar). Ints within +-2**53 -> T_INT; other ints -> T_BIGINT;
  * fractions/exponents -> T_FLOAT with the correctly rounded double (FALLBACK if infinite). */
+/* A plain integer of 1-7 digits at p (pids, durations, ids: most numbers in a trace): its
+ * length, with its value in *val; 0 for anything else (the general grammar then reads it).
+ * The byte after it is read by the same load, so a fraction or exponent is seen. */
+static inline int short_int(const unsigned char *p, const unsigned char *end, uint64_t *val) {
+    if (end - p < 9 || (unsigned char)(*p - '1') > 8) return 0;
+    int k = digit_block(p, end, val);
+    if (k <= 0 || k >= 8 || p[k] == '.' || p[k] == 'e' || p[k] == 'E') return 0;
+    return k;
+}
+
 static int scan_number(P *ps, Val *v) {
     const unsigned char *p = ps->p, *end = ps->end, *start = p;
+    uint64_t small;
+    int len = short_int(p, end, &small);
+    if (len) {
+        ps->p = p + len;
+        v->type = T_INT;
+        v->i = (int64_t)small;
+        return OK;
+    }
     int neg = 0;
     if (p < end && *p == '-') {
         neg = 1;
@@ -501,6 +519,12 @@ static inline const unsigned char *skip_digits(const unsigned char *p, const uns
 
 static int skip_number(P *ps) {
     const unsigned char *p = ps->p, *end = ps->end;
+    uint64_t small;
+    int len = short_int(p, end, &small);
+    if (len) {
+        ps->p = p + len;
+        return OK;
+    }
     if (p < end && *p == '-') p++;
     if (p >= end) return FALLBACK;
     if (*p == '0') {
