@@ -243,7 +243,8 @@ def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: 
     order = rows[_thread_time_order(pid[rows], tid[rows], ts[rows], end[rows])]
     e = end[order]
     new_thread = np.ones(n, dtype=bool)
-    new_thread[1:] = (pid[order][1:] != pid[order][:-1]) | (tid[order][1:] != tid[order][:-1])
+    pid_o, tid_o = pid[order], tid[order]
+    new_thread[1:] = (pid_o[1:] != pid_o[:-1]) | (tid_o[1:] != tid_o[:-1])
     if _native is not None:
         # Same search as below, as one monotonic-stack pass in C.
         j = np.frombuffer(_native.prev_ge(np.ascontiguousarray(e, dtype=np.int64), new_thread.view(np.uint8)), dtype=np.int64)
