@@ -153,10 +153,10 @@ def short(tmp_path_factory):  # type: ignore[no-untyped-def]
 
     d = tmp_path_factory.mktemp("inc") / "s"
     gt = generate_incident("pcie_link_degradation", "vllm-l8b-tp8-h100-decode-graph", 11, d, size="tiny")
-    return gt, short_trajectory(d, tool_result_chars=300, max_steps=6)
+    return gt, short_trajectory(d, tool_result_chars=300, max_steps=6, findings=True)
 
 
-def test_short_trajectory_is_three_real_steps(short) -> None:  # type: ignore[no-untyped-def]
+def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no-untyped-def]
     import prompts
     from agent.diagnosis import Diagnosis
     from evals.finetune import playbook as pb
@@ -167,16 +167,40 @@ def test_short_trajectory_is_three_real_steps(short) -> None:  # type: ignore[no
     assert m[0] == {"role": "system", "content": prompts.load(pb.SYSTEM_PROMPT)}
     assert "at most 6 Analyzer steps" in m[1]["content"]
     turns = [[(c["function"]["name"], c["function"]["arguments"]) for c in x["tool_calls"]] for x in m if x["role"] == "assistant"]
-    assert turns[:2] == [list(t) for t in pb.script()] and turns[2][0][0] == "submit_diagnosis" and len(turns) == 3
+    assert turns[:1] == [list(t) for t in pb.script()] and turns[1][0][0] == "submit_diagnosis" and len(turns) == 2
     assert [t["function"]["name"] for t in traj.tools] == [*pb.TOOLS, "submit_diagnosis"]
     results = [x["content"] for x in m if x["role"] == "tool"]
     assert [r.splitlines()[0].split()[2:4] for r in results] == [["ev-1", "outpost_detect"], ["ev-2", "metric_lookup"],
                                                                  ["ev-3", "log_search"]]
-    d = Diagnosis.model_validate(turns[2][0][1])
+    d = Diagnosis.model_validate(turns[1][0][1])
     assert d.root_cause.category == gt.category and set(d.root_cause.ranks) & set(gt.affected_ranks)
     assert d.cited_ids() <= {"ev-1", "ev-2", "ev-3"} and all(link.evidence for link in d.causal_chain)
     # the metric sweep's payload shows the series that stand out, with their names
     assert "PCIE" in results[1]
+    # the submission reply quotes them first (findings line), then submits
+    note = [x for x in m if x["role"] == "assistant"][-1]["content"]
+    assert note.startswith("Findings: detector pcie") and "PCIE" in note
+
+
+def test_findings_quote_only_what_the_model_sees() -> None:
+    from agent.state import LedgerEntry
+    from evals.finetune.playbook import findings
+
+    def e(i: str, tool: str, summary: str, data: dict) -> LedgerEntry:
+        return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary=summary, data=data)
+
+    line = "nv-hostengine[1502]: GPU 6: Clocks throttled: HW thermal slowdown active (GPU temperature 89 C)"
+    ledger = [e("ev-1", "outpost_detect", "suspect ranks [6]; 2 anomalies (gpu x2)", {}),
+              e("ev-2", "metric_lookup", "s", {"outliers": [{"name": "DCGM_FI_DEV_GPU_TEMP"}, {"name": "X" * 50},
+                                                              {"name": "LATE_" + "Y" * 400}]}),
+              e("ev-3", "log_search", "s", {"groups": [{"count": 1, "example": line}]})]
+    note = findings(ledger, 300, line_chars=60)
+    assert note.startswith("Findings: detector gpu x2; metrics DCGM_FI_DEV_GPU_TEMP, " + "X" * 50 + " stand out; log: ")
+    assert "LATE_" not in note and "HW thermal" in note and "slowdown active (GPU" not in note  # cut at a word
+    quiet = [e("ev-1", "outpost_detect", "no anomaly: every rank behaves like its peers", {}),
+             e("ev-2", "metric_lookup", "s", {"outliers": []}), e("ev-3", "log_search", "s", {})]
+    assert findings(quiet, 300) == "Findings: detector no anomaly; no metric stands out; no log line matched."
+    assert "stand out" not in findings(ledger, 0)  # no payload shown: nothing to quote
 
 
 def test_system_small_spells_out_the_playbook_calls() -> None:

@@ -59,6 +59,8 @@ class DataConfig(BaseModel):
     tool_result_chars: int = Field(DEFAULT_TOOL_RESULT_CHARS, ge=0, description="payload characters per tool result")
     max_tokens: int = Field(8192, description="drop examples longer than this (the base model's context)")
     include_knowledge: bool = True
+    findings: bool = Field(True, description="short trajectories: the submission reply starts with a findings line "
+                                               "quoting the three results (playbook.findings)")
 
 
 class CaseRef(BaseModel):
@@ -209,7 +211,8 @@ def _conversation(state: dict, tool_result_chars: int | None, system: str) -> li
     return to_openai_messages(compact_messages(msgs[: last + 1], tool_result_chars), system=system)
 
 
-def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6) -> Trajectory:
+def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6,
+                     findings: bool = False) -> Trajectory:
     """The short playbook (evals/finetune/playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
     import prompts
     from agent.graph import AgentConfig, validate_diagnosis
@@ -224,7 +227,9 @@ def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int
             first.setdefault(e.tool, e.id)
         return pb.remap_diagnosis(target, full_ledger, [first.get(t) for t in pb.TOOLS])
 
-    d, state, tools, ledger = _rules_run(bundle, AgentConfig(max_steps=max_steps), pb.ScriptedAnalyzer(submit))
+    chars = tool_result_chars if tool_result_chars is not None else 1 << 30  # None: the model sees whole results
+    note = (lambda led: pb.findings(led, chars)) if findings else None
+    d, state, tools, ledger = _rules_run(bundle, AgentConfig(max_steps=max_steps), pb.ScriptedAnalyzer(submit, note))
     if d.status != "complete":
         raise ValueError(f"the short trajectory ended without an accepted diagnosis: {d.root_cause.summary[:200]}")
     om = _conversation(state, tool_result_chars, prompts.load(pb.SYSTEM_PROMPT))
@@ -342,7 +347,7 @@ def _case_work(case: dict, bundle: str, cfg: dict) -> dict:
     c, conf, b = CaseRef.model_validate(case), DataConfig.model_validate(cfg), Path(bundle)
     gt = generate_incident(c.category, c.task, c.seed, b, severity=c.severity, size=c.size, incident_id=f"ft-{c.id}")
     try:
-        traj = (short_trajectory(b, conf.tool_result_chars, conf.max_steps) if conf.trajectory == "short"
+        traj = (short_trajectory(b, conf.tool_result_chars, conf.max_steps, conf.findings) if conf.trajectory == "short"
                 else rules_trajectory(b, conf.tool_result_chars))
     except Exception as exc:  # reported as a rejection by the caller
         return {"generated": True, "error": f"{type(exc).__name__}: {exc}"}

@@ -1,25 +1,26 @@
-"""The short playbook a small model is fine-tuned on: detect -> one metric sweep + one log sweep -> submit.
+"""The short playbook a small model is fine-tuned on: detect + one metric sweep + one log sweep -> submit.
 
 A full `rules` trajectory is ~27 tool calls (27k-35k tokens as the graph renders it, 6k compacted),
 too long for a 135M model on 2 CPU cores to train on or to generate. The short trajectory keeps
-what decides the case in three Analyzer steps, all run for real through the agent graph:
+what decides the case in two Analyzer replies, both run for real through the agent graph:
 
-1. `outpost_detect {}`;
-2. `metric_lookup` with one regex covering the rules playbook's sweep metrics, and `log_search`
-   with one regex covering its log signatures (the exact strings are in prompts/system_small.md,
-   the system prompt the small model runs with);
-3. `submit_diagnosis`: the Diagnosis the real `rules` Analyzer wrote for the same incident (its
-   full trajectory is run first), trimmed to what a small model can write (root cause, causal
-   chain, cited ids, confidence) and with every cited id mapped to the short trajectory's
-   evidence of the same kind (outpost/trace -> the outpost_detect id, metrics -> the sweep's
-   metric_lookup id, logs -> the log_search id; knowledge-base ids are dropped). The graph's own
-   validator checks the remapped Diagnosis against the short trajectory's evidence ledger.
+1. three calls at once: `outpost_detect {"max_anomalies": 12}`, `metric_lookup` with one regex
+   covering the rules playbook's sweep metrics, and `log_search` with one regex covering its log
+   signatures (the exact strings are in prompts/system_small.md, the small model's system prompt);
+2. a findings line quoting the three results (`findings`), then `submit_diagnosis`: the Diagnosis
+   the real `rules` Analyzer wrote for the same incident (its full trajectory is run first),
+   trimmed to what a small model can write (root cause, causal chain, cited ids, confidence) and
+   with every cited id mapped to the short trajectory's evidence of the same kind (outpost/trace
+   -> the outpost_detect id, metrics -> the sweep's metric_lookup id, logs -> the log_search id;
+   knowledge-base ids are dropped). The graph's own validator checks the remapped Diagnosis
+   against the short trajectory's evidence ledger.
 
 Run the tuned model with the same prompt and tools: the env of `SHORT_ENV` (KAT_SYSTEM_PROMPT,
 KAT_ANALYZER_TOOLS; agent/backends/llm.py), recorded in the data manifest's `serve_env`.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -36,9 +37,11 @@ _KIND = {"outpost_detect": 0, "trace_slice": 0, "metric_lookup": 1, "log_search"
 
 
 def script() -> list[list[tuple[str, dict]]]:
-    """The tool calls of steps 1 and 2 (step 3 is the submission)."""
-    return [[("outpost_detect", {})],
-            [("metric_lookup", {"name": METRICS_RE}), ("log_search", {"pattern": LOGS_RE})]]
+    """The tool calls of the first reply (the second is the submission). All three in one reply: the
+    model then tells its two replies apart by whether results are in the context, not by counting
+    turns; and no call has empty arguments (`{}` was a token the model kept writing as `{"`)."""
+    return [[("outpost_detect", {"max_anomalies": 12}), ("metric_lookup", {"name": METRICS_RE}),
+             ("log_search", {"pattern": LOGS_RE})]]
 
 
 class ScriptedAnalyzer:
@@ -46,8 +49,9 @@ class ScriptedAnalyzer:
 
     name = "rules-short"
 
-    def __init__(self, submit: Any):
+    def __init__(self, submit: Any, note: Any = None):
         self.submit = submit  # callable(ledger) -> submit_diagnosis arguments
+        self.note = note      # callable(ledger) -> the submission reply's text ("" when None)
 
     def step(self, state: dict, config: Any) -> Any:
         from langchain_core.messages import AIMessage
@@ -60,7 +64,39 @@ class ScriptedAnalyzer:
         steps = script()
         if i < len(steps):
             return AnalyzerStep(message=AIMessage(content="", tool_calls=[call(n, dict(a)) for n, a in steps[i]]))
-        return AnalyzerStep(message=AIMessage(content="", tool_calls=[call(SUBMIT, self.submit(ledger_entries(state)))]))
+        ledger = ledger_entries(state)
+        text = self.note(ledger) if self.note else ""
+        return AnalyzerStep(message=AIMessage(content=text, tool_calls=[call(SUBMIT, self.submit(ledger))]))
+
+
+def _visible(entry: Any, payload_chars: int) -> str:
+    """The part of a result's payload the model sees (as agent/backends/llm.compact_tool_result cuts it)."""
+    return json.dumps(entry.data or {}, default=str, sort_keys=True)[:payload_chars]
+
+
+def findings(ledger: list[Any], payload_chars: int, line_chars: int = 100) -> str:
+    """One line the submission starts with, quoting what the three results show: the detector's
+    components, the metrics that stand out, the first log message. Each item is copied from text the
+    model has in its context (only what the clipped payload shows), so writing it is copying; the
+    category that follows is then read off a few nearby words instead of results ~1k tokens back."""
+    first = {e.tool: e for e in reversed(ledger)}
+    parts = []
+    det = first.get("outpost_detect")
+    m = re.search(r"\(([^()]*)\)\s*$", det.summary) if det else None
+    parts.append(f"detector {m.group(1) if m else 'no anomaly'}")
+    met = first.get("metric_lookup")
+    seen = _visible(met, payload_chars) if met else ""
+    names = list(dict.fromkeys(o.get("name", "") for o in (met.data or {}).get("outliers") or [] if o.get("name")))[:2] if met else []
+    names = [n for n in names if n in seen]
+    parts.append(f"metrics {', '.join(names)} stand out" if names else "no metric stands out")
+    logs = first.get("log_search")
+    groups = (logs.data or {}).get("groups") or [] if logs else []
+    example = str(groups[0].get("example") or "") if groups else ""
+    if example and example[:line_chars // 2] in (_visible(logs, payload_chars) if logs else ""):
+        parts.append("log: " + (example if len(example) <= line_chars else example[:line_chars].rsplit(" ", 1)[0]))
+    else:
+        parts.append("no log line matched")
+    return "Findings: " + "; ".join(parts) + "."
 
 
 def _first_clause(text: str, limit: int = 120) -> str:
