@@ -53,13 +53,18 @@ eval_examples: 2
     return root, cfg
 
 
+def _config_error(path: Path, text: str) -> str:
+    """The message load_config raises for a config file holding `text`."""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    return str(e.value)
+
+
 def test_config_errors_name_file_and_field(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
-    p.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 1, lr: 0.1, max_length: 64}\n"
-                 "sft: {steps: 1, lr: -1, max_length: 64}\nlora: {r: 0, rank: 3}\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    msg = str(e.value)
+    msg = _config_error(p, "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 1, lr: 0.1, max_length: 64}\n"
+                           "sft: {steps: 1, lr: -1, max_length: 64}\nlora: {r: 0, rank: 3}\n")
     assert str(p) in msg and "sft.lr" in msg and "lora.r" in msg and "lora.rank" in msg
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
@@ -219,12 +224,9 @@ def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untype
 
 
 def test_order_and_category_weight_are_validated(tmp_path: Path) -> None:
-    p = tmp_path / "c.yaml"
-    p.write_text("base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
-                 "sft: {steps: 1, lr: 0.1, max_length: 64, order: random, category_loss_weight: 0.5}\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert "sft.order" in str(e.value) and "sft.category_loss_weight" in str(e.value)
+    msg = _config_error(tmp_path / "c.yaml", "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
+                        "sft: {steps: 1, lr: 0.1, max_length: 64, order: random, category_loss_weight: 0.5}\n")
+    assert "sft.order" in msg and "sft.category_loss_weight" in msg
 
 
 def test_planned_steps_fit_the_time_budget() -> None:
