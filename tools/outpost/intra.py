@@ -23,7 +23,7 @@ def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     name, shape, value = n["name_code"].to_numpy(), n["shape_key"].array.codes, n["value"].to_numpy()
     hits, baselines, excesses = [], [], []
     # A node's history is its own rank's: one rank at a time keeps the groupby temporaries small.
-    for start, end in _rank_spans(table):
+    for start, end in table.rank_spans().values():
         rows = np.flatnonzero(tested[start:end]) + start
         if not len(rows):
             continue
@@ -51,12 +51,6 @@ def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
         out = out[per_step.to_numpy() < max(3, int(np.ceil(0.75 * ranks_total)))]
     out["method"] = "intra"
     return out
-
-
-def _rank_spans(table: NodeTable) -> list[tuple[int, int]]:
-    """(first row, end row) of each rank's nodes (ranks are stored contiguously)."""
-    starts = sorted(table.offsets.values())
-    return list(zip(starts, starts[1:] + [len(table.nodes)]))
 
 
 def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
@@ -101,8 +95,7 @@ def _episodic(table: NodeTable, mask: np.ndarray) -> np.ndarray:
     sub = n.loc[mask, ["rank", "step", "name_code"]]
     steps_with = sub.groupby(["rank", "name_code"])["step"].transform("nunique").to_numpy()
     step = n["step"].to_numpy()
-    ranks = sorted(table.offsets, key=table.offsets.__getitem__)
-    steps_total = pd.Series({r: len(np.unique(step[a:b])) for r, (a, b) in zip(ranks, _rank_spans(table))})
+    steps_total = pd.Series({r: len(np.unique(step[a:b])) for r, (a, b) in table.rank_spans().items()})
     total = sub["rank"].map(steps_total).to_numpy()
     out = np.zeros(len(n), dtype=bool)
     out[np.flatnonzero(mask)] = steps_with <= np.maximum(1, total // 2)

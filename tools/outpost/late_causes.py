@@ -84,8 +84,7 @@ class _Delay:
 def _rank_delays(table: NodeTable, rank: int) -> dict[tuple[int, str], _Delay]:
     """(step, "step" | "entry") -> untraced time of one rank in each of its steps."""
     n = table.nodes
-    base = table.offsets[rank]
-    sl = slice(base, _rank_end(table, rank))
+    sl = slice(*table.rank_spans()[rank])
     # Class codes, not labels: labels would materialise a string per node of the whole table.
     code = {c: i for i, c in enumerate(n["cls"].cat.categories)}
     cls = n["cls"].array.codes[sl]
@@ -129,10 +128,3 @@ def _rank_delays(table: NodeTable, rank: int) -> dict[tuple[int, str], _Delay]:
             out[(int(s), "entry")] = _Delay(total, "software", int(name_code[c]), int(c))
     return out
 
-
-def _rank_end(table: NodeTable, rank: int) -> int:
-    """Row after the last node of `rank` (ranks are stored contiguously)."""
-    starts = sorted(table.offsets.values())
-    base = table.offsets[rank]
-    later = [s for s in starts if s > base]
-    return later[0] if later else len(table.nodes)

@@ -85,6 +85,12 @@ class NodeTable:
             idx = base + p
         return list(reversed(out))
 
+    def rank_spans(self) -> dict[int, tuple[int, int]]:
+        """rank -> (first row, end row) of its nodes, in storage order (ranks are contiguous)."""
+        ranks = sorted(self.offsets, key=self.offsets.__getitem__)
+        starts = [self.offsets[r] for r in ranks]
+        return dict(zip(ranks, zip(starts, starts[1:] + [len(self.nodes)])))
+
     def global_parents(self) -> np.ndarray:
         """Row of each node's parent in the whole table (-1 for roots)."""
         return _parents_from(self.nodes["parent"].to_numpy(), self.offsets)
