@@ -183,10 +183,12 @@ def test_tool_call_stats_counts_every_kind_of_attempt() -> None:
         AIMessage(content="Partial answer: step budget exhausted."),                                     # not a reply
     ]
     st = tool_call_stats(msgs, schemas)
-    assert (st.attempted, st.valid) == (7, 1)
+    assert (st.attempted, st.valid) == (8, 1)  # 7 calls + the reply that made none
     assert (st.parsed, st.unparsed, st.in_text, st.unknown_tool, st.bad_args) == (3, 1, 3, 1, 1)
-    assert (st.replies, st.no_call_replies) == (5, 1) and st.rate == round(1 / 7, 4)
-    assert tool_call_stats([AIMessage(content="hello")], schemas).rate is None
+    assert (st.replies, st.no_call_replies) == (5, 1) and st.rate == round(1 / 8, 4)
+    prose = tool_call_stats([AIMessage(content="hello"), AIMessage(content="the GPU")], schemas)
+    assert (prose.attempted, prose.valid, prose.rate) == (2, 0, 0.0)  # prose only: 0, not undefined
+    assert tool_call_stats([HumanMessage(content="incident")], schemas).rate is None  # no reply at all
     assert text_calls('{"name": "submit_diagnosis", "arguments": {}}', {"submit_diagnosis"}) == 1
 
 
@@ -251,7 +253,11 @@ def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_
     rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, agent_env=env,
                       server=server, jobs=2, say=lines.append)
     base, tuned = rep.rows
-    assert (base.variant, base.calls_attempted, base.valid_call_rate, base.top1) == ("base", 0, None, 0.0)
+    # the fake base only writes prose: 3 replies (nudged twice, then given up), each a failed call;
+    # no chain and no submission give F1 0 and faithfulness 0 rather than undefined figures
+    assert (base.variant, base.calls_attempted, base.valid_call_rate, base.top1) == ("base", 3, 0.0, 0.0)
+    assert (base.chain_f1, base.faithfulness) == (0.0, 0.0)
+    assert tuned.faithfulness is not None and tuned.faithfulness > 0
     assert (tuned.variant, tuned.calls_valid, tuned.calls_attempted, tuned.top1) == ("tuned", 2, 3, 1.0)
     assert base.server_start_s == tuned.server_start_s is not None  # one server, started once
     log = (tmp_path / "out" / "logs" / "vllm.log").read_text()
@@ -301,10 +307,29 @@ def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path
     rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, jobs=2, parallel=True,
                       say=lambda s: None)
     base, tuned = rep.rows
-    assert (base.calls_attempted, base.top1, tuned.top1) == (0, 0.0, 1.0)
+    assert (base.calls_attempted, base.top1, tuned.top1) == (3, 0.0, 1.0)
     assert base.server_start_s is not None and tuned.server_start_s is not None and rep.settings["parallel_servers"]
     logs = tmp_path / "out" / "logs"
     assert "kat-analyzer-base" in (logs / "vllm-base.log").read_text() and (logs / "vllm-tuned.log").exists()
     with pytest.raises(ValueError, match="one port per model"):
         run_compare(tmp_path / "o2", cases, [models[0], ModelUnderTest("t", models[0].spec)], rules=False, parallel=True,
                     say=lambda s: None)
+
+
+def test_compare_faithfulness_counts_a_fault_case_without_a_chain_as_zero() -> None:
+    from evals.finetune.compare import _f1, faithfulness_per_case
+    from evals.harness.models import CaseRun, CaseScores
+
+    def run(category: str, links: int, faithful: int, error: bool = False) -> CaseRun:
+        sc = CaseScores(truth=category, predicted=category, ranked=[category], top1=True, top3=True, component_ok=True,
+                        is_control=category == "none", ranks_truth=[], ranks_predicted=[], ranks_exact=True,
+                        chain_predicted=links, faithful_links=faithful, passed=True)
+        return CaseRun(case=category, variant="tuned", category=category, scores=None if error else sc,
+                       error="boom" if error else None)
+
+    runs = [run("gpu_thermal", 2, 2), run("nvlink_degraded", 0, 0), run("network_congestion", 4, 1),
+            run("none", 0, 0), run("kv_cache_full", 3, 3, error=True)]
+    # fault cases: 1.0, 0 (no chain), 0.25, 0 (error); the healthy control is not a fault case
+    assert faithfulness_per_case(runs) == round(1.25 / 4, 4)
+    assert faithfulness_per_case([run("none", 0, 0)]) is None
+    assert (_f1(None, 0.0), _f1(None, None), _f1(0.5, 0.5)) == (0.0, None, 0.5)

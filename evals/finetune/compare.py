@@ -9,8 +9,14 @@ no server. The result is one table:
 
 * valid tool calls: sum over runs of calls that parsed and validated against the tool's args
   schema / every call attempted, including unparseable and in-text ones (evals/harness/toolcalls.py).
-* root-cause top-1, faithfulness: as `kat eval` (evals/harness/scoring.py); errors count as wrong.
-* chain link F1: 2PR/(P+R) of the harness's micro chain-link precision P and recall R.
+* root-cause top-1: as `kat eval` (evals/harness/scoring.py); errors count as wrong.
+* chain link F1: 2PR/(P+R) of the harness's micro chain-link precision P and recall R; 0 when the
+  model predicted no link at all (P undefined, R = 0).
+* faithfulness: per fault case (the truth has a chain), the share of the predicted links that are
+  faithful as `kat eval` defines it (evals/harness/scoring.py), averaged over the fault cases; a
+  case with no chain (no submission, an error) scores 0. `kat eval`'s own figure divides by the
+  predicted links only, so a model that answers once, faithfully, would score 1.0 there: it stays
+  in report.md (column "faithful").
 * mean steps: Analyzer calls per run; wall: mean and total seconds per run (model variants also
   report the server's start-up time and decode tokens/s separately).
 
@@ -103,9 +109,24 @@ def _limit(cases: list[tuple[str, Path]], limit: int | None) -> list[tuple[str, 
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
+    if r == 0.0:  # nothing of the truth found, whatever P is (None: nothing predicted)
+        return 0.0
     if p is None or r is None:
         return None
     return round(2 * p * r / (p + r), 4) if p + r else 0.0
+
+
+def faithfulness_per_case(runs: list[Any]) -> float | None:
+    """Mean over fault cases of faithful links / predicted links; no chain or an error scores 0."""
+    from evals.harness.scoring import CONTROLS
+
+    per_case = []
+    for r in runs:
+        if r.category in CONTROLS:
+            continue
+        sc = r.scores
+        per_case.append(sc.faithful_links / sc.chain_predicted if sc is not None and sc.chain_predicted else 0.0)
+    return round(sum(per_case) / len(per_case), 4) if per_case else None
 
 
 def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -> CompareRow:
@@ -120,7 +141,7 @@ def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -
         variant=variant.name, analyzer=variant.analyzer, model=variant.model, n=len(runs), errors=t.errors,
         valid_call_rate=round(val / att, 4) if att else None, calls_attempted=att, calls_valid=val,
         top1=t.top1, chain_precision=t.chain_precision, chain_recall=t.chain_recall,
-        chain_f1=_f1(t.chain_precision, t.chain_recall), faithfulness=t.faithfulness, steps_mean=t.steps_mean,
+        chain_f1=_f1(t.chain_precision, t.chain_recall), faithfulness=faithfulness_per_case(runs), steps_mean=t.steps_mean,
         wall_mean_s=round(sum(walls) / len(walls), 1) if walls else None, wall_total_s=round(sum(walls), 1) if walls else None,
         server_start_s=server_start_s, tokens_out=sum(tout) if tout else None,
         decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None)
@@ -151,9 +172,11 @@ def render_markdown(rep: CompareReport) -> str:
           f"{len(rep.cases)} held-out case(s) from `{rep.data_dir}`; created {rep.created}.", ""]
     md += markdown_table(rep.rows) + [""]
     md += ["Definitions: valid tool calls = calls that parsed and validated against the tool's argument schema / all "
-           "calls attempted (incl. unparseable arguments and calls left in the text; evals/harness/toolcalls.py), over "
-           "all runs. Root-cause top-1 and faithfulness as `kat eval` (errors count as wrong). Chain link F1 = 2PR/(P+R) "
-           "of micro chain-link precision/recall. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
+           "calls attempted (incl. unparseable arguments, calls left in the text, and one per reply with no call at all, "
+           "since every reply must be a call; evals/harness/toolcalls.py), over all runs. Root-cause top-1 as `kat eval` "
+           "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall (0 when no link was "
+           "predicted). Faithfulness = mean over fault cases of the share of predicted links that are faithful "
+           "(`kat eval`'s test); a case without a chain scores 0. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
     extra = [r for r in rep.rows if r.analyzer != "rules" and not r.skipped]
     if extra:
         md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",

@@ -10,12 +10,15 @@ Definition (per run; aggregated over runs as sum(valid) / sum(attempted)):
   parser did not recognise them): each `<tool_call>` block still in the content, or, when there
   is none, each JSON object naming a known tool (`"name": "metric_lookup"`) or each
   `known_tool(` in the content.
+  Plus one failed attempt for each reply with no call at all (`no_call_replies`): every
+  Analyzer reply must be a call, the diagnosis too (`submit_diagnosis`); the graph nudges a
+  plain-text reply and gives up after `max_failures`. So a model that only writes prose has a
+  rate of 0, not an undefined one.
 * valid = parsed calls whose name is a tool the Analyzer was given (including
   `submit_diagnosis`) and whose arguments validate against that tool's pydantic args schema
   (the Diagnosis model for `submit_diagnosis`). Schema only: a submission that validates but
   cites unknown evidence ids is a valid call that the graph then rejects.
-* rate = valid / attempted; None when nothing was attempted (a model that never calls a tool
-  has no rate, and its runs add nothing to the denominator; see `no_call_replies`).
+* rate = valid / attempted; None only when there was no reply at all.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class ToolCallStats(BaseModel):
     unknown_tool: int = 0
     bad_args: int = 0
     replies: int = Field(0, description="Analyzer replies counted")
-    no_call_replies: int = Field(0, description="replies with no tool call attempt at all")
+    no_call_replies: int = Field(0, description="replies with no tool call attempt at all; each counts as one failed attempt")
 
     @property
     def rate(self) -> float | None:
@@ -94,6 +97,7 @@ def tool_call_stats(messages: list[Any], schemas: dict[str, Any]) -> ToolCallSta
         st.attempted += len(calls) + len(bad) + in_text
         if not (calls or bad or in_text):
             st.no_call_replies += 1
+            st.attempted += 1
         for c in calls:
             model = schemas.get(c.get("name"))
             if c.get("name") not in names:
