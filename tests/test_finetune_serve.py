@@ -112,6 +112,11 @@ def test_cpu_command_merged_model(fake_venv: Path, model_dir: Path) -> None:
     env = environment(spec, base={"VIRTUAL_ENV": "/x", "PATH": "/bin"})
     assert env["VLLM_TARGET_DEVICE"] == "cpu" and env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and "VIRTUAL_ENV" not in env
+    # the model runs inside the engine-core process: no busy-waiting worker hand-off
+    assert argv[argv.index("--distributed-executor-backend") + 1] == "uni" and env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    split = ServeSpec(model=model_dir, venv=fake_venv, in_process_worker=False)
+    assert "--distributed-executor-backend" not in command(split)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in environment(split, base={})
 
 
 def test_lora_command_and_gpu_command(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
@@ -127,6 +132,7 @@ def test_lora_command_and_gpu_command(fake_venv: Path, model_dir: Path, tmp_path
     gpu = command(ServeSpec(model="Qwen/Qwen2.5-14B-Instruct", device="gpu", dtype="bfloat16", venv=tmp_path / "none",
                             enforce_eager=False, max_tokens=None))
     assert gpu[:2] == ["vllm", "serve"] and "--enforce-eager" not in gpu and "--override-generation-config" not in gpu
+    assert "--distributed-executor-backend" not in gpu  # GPU: vLLM's own executor choice
     with pytest.raises(ServeError, match="adapter_config.json"):
         command(ServeSpec(model=model_dir, adapter=tmp_path, venv=fake_venv))
 
