@@ -322,20 +322,26 @@ def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path
                     say=lambda s: None)
 
 
-def test_compare_faithfulness_counts_a_fault_case_without_a_chain_as_zero() -> None:
-    from evals.finetune.compare import _f1, faithfulness_per_case
-    from evals.harness.models import CaseRun, CaseScores
+def test_compare_scores_only_the_chain_the_model_submitted() -> None:
+    from evals.finetune.compare import _f1, faithfulness_per_case, model_chain
+    from evals.harness.models import CaseRun, CaseScores, Trajectory
 
-    def run(category: str, links: int, faithful: int, error: bool = False) -> CaseRun:
+    def run(category: str, links: int, faithful: int, matched: int = 0, status: str = "complete",
+            error: bool = False) -> CaseRun:
         sc = CaseScores(truth=category, predicted=category, ranked=[category], top1=True, top3=True, component_ok=True,
                         is_control=category == "none", ranks_truth=[], ranks_predicted=[], ranks_exact=True,
-                        chain_predicted=links, faithful_links=faithful, passed=True)
+                        chain_predicted=links, chain_truth=0 if category == "none" else 2, chain_matched=matched,
+                        faithful_links=faithful, passed=True)
         return CaseRun(case=category, variant="tuned", category=category, scores=None if error else sc,
-                       error="boom" if error else None)
+                       trajectory=Trajectory(status=status), error="boom" if error else None)
 
-    runs = [run("gpu_thermal", 2, 2), run("nvlink_degraded", 0, 0), run("network_congestion", 4, 1),
-            run("none", 0, 0), run("kv_cache_full", 3, 3, error=True)]
-    # fault cases: 1.0, 0 (no chain), 0.25, 0 (error); the healthy control is not a fault case
-    assert faithfulness_per_case(runs) == round(1.25 / 4, 4)
+    runs = [run("gpu_thermal", 2, 2, matched=2), run("nvlink_degradation", 0, 0),
+            run("network_congestion", 4, 1, matched=1), run("none", 0, 0), run("kv_cache_full", 3, 3, error=True),
+            run("runtime_stall", 1, 1, matched=1, status="partial")]  # the graph's fallback chain, not the model's
+    # fault cases: 1.0, 0 (no chain), 0.25, 0 (an error), 0 (partial answer); the control is no fault case
+    assert faithfulness_per_case(runs) == round(1.25 / 5, 4)
     assert faithfulness_per_case([run("none", 0, 0)]) is None
+    # own links: 2 + 4 predicted, 2 + 1 matched; truth links: 2 per scored fault case (4: an error has no scores)
+    assert model_chain(runs) == (0.5, round(3 / 8, 4))
+    assert model_chain([run("runtime_stall", 1, 1, matched=1, status="partial")]) == (None, 0.0)
     assert (_f1(None, 0.0), _f1(None, None), _f1(0.5, 0.5)) == (0.0, None, 0.5)

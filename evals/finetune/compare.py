@@ -2,21 +2,23 @@
 
 Every variant runs through the ordinary eval harness (evals/harness: runner, scoring, report),
 on the test bundles listed in the data manifest (`kat finetune data`). The two models are served
-by vLLM one at a time (VLLMServer), so a 2-core machine runs one model at a time; `rules` needs
-no server. The result is one table:
+by vLLM (VLLMServer): each on its own server, both at once or one after the other, or both from
+one server (base + the adapter as a LoRA module); `rules` needs no server. The result is one table:
 
     variant | n | valid tool calls | root-cause top-1 | chain link F1 | faithfulness | mean steps | wall
 
 * valid tool calls: sum over runs of calls that parsed and validated against the tool's args
   schema / every call attempted, including unparseable and in-text ones (evals/harness/toolcalls.py).
 * root-cause top-1: as `kat eval` (evals/harness/scoring.py); errors count as wrong.
-* chain link F1: 2PR/(P+R) of the harness's micro chain-link precision P and recall R; 0 when the
-  model predicted no link at all (P undefined, R = 0).
-* faithfulness: per fault case (the truth has a chain), the share of the predicted links that are
-  faithful as `kat eval` defines it (evals/harness/scoring.py), averaged over the fault cases; a
-  case with no chain (no submission, an error) scores 0. `kat eval`'s own figure divides by the
-  predicted links only, so a model that answers once, faithfully, would score 1.0 there: it stays
-  in report.md (column "faithful").
+* chain link F1: 2PR/(P+R) of micro chain-link precision P and recall R (the harness's link
+  matching), over the chains the model submitted itself: a run that ended in the graph's partial
+  answer (status partial) carries a chain the finalize node built from the evidence, which counts
+  as no chain here. 0 when the model predicted no link at all (P undefined, R = 0).
+* faithfulness: per fault case (the truth has a chain), the share of the model's own predicted
+  links that are faithful as `kat eval` defines it (evals/harness/scoring.py), averaged over the
+  fault cases; a case with no chain of its own (no submission, a partial answer, an error) scores 0.
+  `kat eval` scores the agent's answer, partial ones included, and divides by predicted links only
+  (one faithful answer in 13 reads 1.0): those figures stay in report.md ("chain P/R", "faithful").
 * mean steps: Analyzer calls per run; wall: mean and total seconds per run (model variants also
   report the server's start-up time and decode tokens/s separately).
 
@@ -116,16 +118,37 @@ def _f1(p: float | None, r: float | None) -> float | None:
     return round(2 * p * r / (p + r), 4) if p + r else 0.0
 
 
+def _own_chain(run: Any) -> tuple[int, int, int]:
+    """(predicted, matched, faithful) links of the chain the model itself submitted. A run that ended in
+    the graph's partial answer (status partial: no accepted submission) has a chain the finalize node
+    built from the evidence ledger, not the model's: it counts as no chain."""
+    sc = run.scores
+    if sc is None or run.trajectory.status == "partial":
+        return 0, 0, 0
+    return sc.chain_predicted, sc.chain_matched, sc.faithful_links
+
+
+def model_chain(runs: list[Any]) -> tuple[float | None, float | None]:
+    """Micro chain-link precision and recall over the cases whose truth has a chain, own chains only."""
+    from evals.harness.aggregate import _r
+
+    chained = [r for r in runs if r.scores is not None and r.scores.chain_truth]
+    own = [_own_chain(r) for r in chained]
+    return (_r(sum(m for _, m, _ in own), sum(p for p, _, _ in own)),
+            _r(sum(m for _, m, _ in own), sum(r.scores.chain_truth for r in chained)))
+
+
 def faithfulness_per_case(runs: list[Any]) -> float | None:
-    """Mean over fault cases of faithful links / predicted links; no chain or an error scores 0."""
+    """Mean over fault cases of faithful links / predicted links of the model's own chain; a case with
+    no chain of its own (none submitted, a partial answer, an error) scores 0."""
     from evals.harness.scoring import CONTROLS
 
     per_case = []
     for r in runs:
         if r.category in CONTROLS:
             continue
-        sc = r.scores
-        per_case.append(sc.faithful_links / sc.chain_predicted if sc is not None and sc.chain_predicted else 0.0)
+        pred, _, faithful = _own_chain(r)
+        per_case.append(faithful / pred if pred else 0.0)
     return round(sum(per_case) / len(per_case), 4) if per_case else None
 
 
@@ -133,6 +156,7 @@ def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -
     from evals.harness.aggregate import tally
 
     t = tally(runs)
+    chain_p, chain_r = model_chain(runs)
     att = sum(r.trajectory.calls_attempted or 0 for r in runs)
     val = sum(r.trajectory.calls_valid or 0 for r in runs)
     walls = [r.trajectory.wall_s for r in runs if r.error is None]
@@ -140,8 +164,8 @@ def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -
     return CompareRow(
         variant=variant.name, analyzer=variant.analyzer, model=variant.model, n=len(runs), errors=t.errors,
         valid_call_rate=round(val / att, 4) if att else None, calls_attempted=att, calls_valid=val,
-        top1=t.top1, chain_precision=t.chain_precision, chain_recall=t.chain_recall,
-        chain_f1=_f1(t.chain_precision, t.chain_recall), faithfulness=faithfulness_per_case(runs), steps_mean=t.steps_mean,
+        top1=t.top1, chain_precision=chain_p, chain_recall=chain_r,
+        chain_f1=_f1(chain_p, chain_r), faithfulness=faithfulness_per_case(runs), steps_mean=t.steps_mean,
         wall_mean_s=round(sum(walls) / len(walls), 1) if walls else None, wall_total_s=round(sum(walls), 1) if walls else None,
         server_start_s=server_start_s, tokens_out=sum(tout) if tout else None,
         decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None)
@@ -174,9 +198,10 @@ def render_markdown(rep: CompareReport) -> str:
     md += ["Definitions: valid tool calls = calls that parsed and validated against the tool's argument schema / all "
            "calls attempted (incl. unparseable arguments, calls left in the text, and one per reply with no call at all, "
            "since every reply must be a call; evals/harness/toolcalls.py), over all runs. Root-cause top-1 as `kat eval` "
-           "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall (0 when no link was "
-           "predicted). Faithfulness = mean over fault cases of the share of predicted links that are faithful "
-           "(`kat eval`'s test); a case without a chain scores 0. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
+           "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall over the chains the "
+           "model submitted (a partial answer's chain is the graph's, not the model's; 0 when no link was predicted). "
+           "Faithfulness = mean over fault cases of the share of the model's own links that are faithful "
+           "(`kat eval`'s test); a case without a chain of its own scores 0. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
     extra = [r for r in rep.rows if r.analyzer != "rules" and not r.skipped]
     if extra:
         md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",
