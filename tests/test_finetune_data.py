@@ -230,6 +230,7 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
     assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
     assert out["root_cause"] == {"category": "gpu_thermal_throttling", "ranks": [3],
                                  "summary": "GPU thermal throttling on rank(s) [3]"}
+    assert list(out["root_cause"]) == ["summary", "category", "ranks"]  # closes on a list, like every link
     # the graph's validator fills component and the evidence list: the small model does not write them (nor hosts)
     assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out)
     assert out["confidence"] == 0.9
