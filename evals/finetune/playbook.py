@@ -7,7 +7,8 @@ what decides the case in two Analyzer replies, both run for real through the age
 1. three calls at once: `outpost_detect {"max_anomalies": 12}`, `metric_lookup` with one regex
    covering the rules playbook's sweep metrics, and `log_search` with one regex covering its log
    signatures (the exact strings are in prompts/system_small.md, the small model's system prompt);
-2. a findings line quoting the three results (`findings`), then `submit_diagnosis`: the Diagnosis
+2. `submit_diagnosis` (optionally after a findings line quoting the three results, `findings`;
+   off by default, DataConfig.findings): the Diagnosis
    the real `rules` Analyzer wrote for the same incident (its full trajectory is run first),
    trimmed to what a small model can write (root cause, causal chain, cited ids, confidence) and
    with every cited id mapped to the short trajectory's evidence of the same kind (outpost/trace
@@ -139,8 +140,7 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | No
                       "evidence": ev})
     # No `component` (filled from the category), no `evidence` list (filled from the chain's ids): the graph's
     # validator writes both. No `hosts`: the ranks name the culprits, the incident maps them to hosts.
-    # Key order summary, category, ranks: the title is written first (words the findings line prepares),
-    # the category id follows from it, and root_cause closes after a list, `]}`, as every causal link
+    # Key order summary, category, ranks: the title is written first, the category id follows from it, and root_cause closes after a list, `]}`, as every causal link
     # does. Ending on the summary string, the model often went on into "causal_chain" without the `}`.
     return {"root_cause": {"summary": _title(str(rc.get("summary") or ""), str(rc["category"])),
                            "category": rc["category"], "ranks": list(rc.get("ranks") or [])},
