@@ -345,3 +345,11 @@ def test_compare_scores_only_the_chain_the_model_submitted() -> None:
     assert model_chain(runs) == (0.5, round(3 / 8, 4))
     assert model_chain([run("runtime_stall", 1, 1, matched=1, status="partial")]) == (None, 0.0)
     assert (_f1(None, 0.0), _f1(None, None), _f1(0.5, 0.5)) == (0.0, None, 0.5)
+
+
+def test_compare_table_prints_seconds_as_seconds_and_rates_as_rates() -> None:
+    from evals.finetune.compare import CompareRow, markdown_table
+
+    row = CompareRow(variant="rules", analyzer="rules", n=13, valid_call_rate=1.0, calls_attempted=9, calls_valid=9,
+                     top1=0.3077, chain_f1=0.0, faithfulness=0.9091, steps_mean=1.0, wall_mean_s=0.9, wall_total_s=11.3)
+    assert markdown_table([row])[2] == "| rules | 13 | 1.000 (9/9) | 0.308 | 0.000 | 0.909 | 1.0 | 0.9 | 11.3 |"

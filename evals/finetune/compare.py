@@ -171,11 +171,15 @@ def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -
         decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None)
 
 
-def _fmt(v: Any) -> str:
+_SECONDS = ("wall_mean_s", "wall_total_s", "server_start_s", "steps_mean", "decode_tok_s")
+
+
+def _fmt(v: Any, key: str = "") -> str:
+    """Rates with 3 decimals; seconds, steps and tokens/s with 1 (0.9 s is not a rate of 0.900)."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}" if v <= 1.0 else f"{v:.1f}"
+        return f"{v:.1f}" if key in _SECONDS or v > 1.0 else f"{v:.3f}"
     return str(v)
 
 
@@ -185,7 +189,7 @@ def markdown_table(rows: list[CompareRow]) -> list[str]:
         if r.skipped:
             out.append(f"| {r.variant} | " + " | ".join(["-"] * (len(COLUMNS) - 1)) + " |")
         else:
-            cells = [_fmt(getattr(r, k)) for _, k in COLUMNS]
+            cells = [_fmt(getattr(r, k), k) for _, k in COLUMNS]
             cells[2] += f" ({r.calls_valid}/{r.calls_attempted})"  # valid tool calls: the counts behind the rate
             out.append("| " + " | ".join(cells) + " |")
     return out
@@ -206,8 +210,8 @@ def render_markdown(rep: CompareReport) -> str:
     if extra:
         md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",
                "|---|---|---:|---:|---:|---:|---:|"]
-        md += [f"| {r.variant} | {r.model} | {_fmt(r.server_start_s)} | {r.calls_valid}/{r.calls_attempted} | "
-               f"{_fmt(r.tokens_out)} | {_fmt(r.decode_tok_s)} | {r.errors} |" for r in extra]
+        md += [f"| {r.variant} | {r.model} | {_fmt(r.server_start_s, 'server_start_s')} | {r.calls_valid}/{r.calls_attempted} | "
+               f"{_fmt(r.tokens_out)} | {_fmt(r.decode_tok_s, 'decode_tok_s')} | {r.errors} |" for r in extra]
         md.append("")
     md += ["Settings: `" + json.dumps(rep.settings, default=str) + "`", ""]
     md += [f"> {n}" for n in rep.notes]
