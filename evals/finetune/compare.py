@@ -205,7 +205,8 @@ def render_markdown(rep: CompareReport) -> str:
            "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall over the chains the "
            "model submitted (a partial answer's chain is the graph's, not the model's; 0 when no link was predicted). "
            "Faithfulness = mean over fault cases of the share of the model's own links that are faithful "
-           "(`kat eval`'s test); a case without a chain of its own scores 0. Mean steps = Analyzer calls per run. Wall = seconds per run.", ""]
+           "(`kat eval`'s test); a case without a chain of its own scores 0. Mean steps = Analyzer calls per run. "
+           "Wall = seconds per run.", ""]
     extra = [r for r in rep.rows if r.analyzer != "rules" and not r.skipped]
     if extra:
         md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",

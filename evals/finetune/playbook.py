@@ -140,8 +140,9 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | No
                       "evidence": ev})
     # No `component` (filled from the category), no `evidence` list (filled from the chain's ids): the graph's
     # validator writes both. No `hosts`: the ranks name the culprits, the incident maps them to hosts.
-    # Key order summary, category, ranks: the title is written first, the category id follows from it, and root_cause closes after a list, `]}`, as every causal link
-    # does. Ending on the summary string, the model often went on into "causal_chain" without the `}`.
+    # Key order summary, category, ranks: the title is written first, the category id follows from it,
+    # and root_cause closes after a list, `]}`, as every causal link does. Ending on the summary string,
+    # the model often went on into "causal_chain" without the `}`.
     return {"root_cause": {"summary": _title(str(rc.get("summary") or ""), str(rc["category"])),
                            "category": rc["category"], "ranks": list(rc.get("ranks") or [])},
             "causal_chain": chain, "confidence": diag.get("confidence", 0.5)}
