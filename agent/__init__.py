@@ -1,6 +1,6 @@
 """KAT agent: the LangGraph troubleshooting graph, Analyzer backends, the Diagnosis contract, front ends.
 
-    from agent import diagnose
+    from kat.agent import diagnose
     d = diagnose("path/to/incident", analyzer="rules")   # -> agent.diagnosis.Diagnosis
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 def diagnose(path: Any, analyzer: str = "rules", **options: Any):  # type: ignore[no-untyped-def]
     """Diagnose one incident bundle (lazy import: the CLI's help stays light)."""
-    from agent.session import diagnose as _diagnose
+    from kat.agent.session import diagnose as _diagnose
 
     return _diagnose(path, analyzer, **options)
 

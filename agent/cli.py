@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from agent.cli_core import register as register_core
+from kat.agent.cli_core import register as register_core
 
 app = typer.Typer(
     name="kat",

@@ -20,9 +20,9 @@ def default_chat_db() -> Path:
 
 def _session(path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float,
              db: Path | None = None):  # type: ignore[no-untyped-def]
-    from agent.graph import AgentConfig
-    from agent.session import Session
-    from tools.telemetry import BundleError
+    from kat.agent.graph import AgentConfig
+    from kat.agent.session import Session
+    from kat.tools.telemetry import BundleError
 
     opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
     try:
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             sys.stdout.write(d.model_dump_json(indent=2) + "\n")
             return
-        from agent.render import print_diagnosis
+        from kat.agent.render import print_diagnosis
 
         print_diagnosis(Console(), d)
 
@@ -85,8 +85,8 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
     ) -> None:
         """Diagnose, then answer follow-up questions (one per line on stdin; 'exit' or EOF ends). Resumable."""
-        from agent.render import print_diagnosis
-        from agent.diagnosis import Diagnosis
+        from kat.agent.render import print_diagnosis
+        from kat.agent.diagnosis import Diagnosis
 
         out = Console()
         s = _session(path, analyzer, base_url, model, max_steps, time_budget, db=db or default_chat_db())

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tools.telemetry import BundleError, open_bundle
+from kat.tools.telemetry import BundleError, open_bundle
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,12 +40,12 @@ def bundle_summary(path: Path) -> dict:
 
 
 def register(app: typer.Typer) -> None:
-    from knowledge.cli import register as register_kb
-    from tools.outpost.cli import register as register_detect
+    from kat.knowledge.cli import register as register_kb
+    from kat.tools.outpost.cli import register as register_detect
 
     register_detect(app)
     register_kb(app)
-    from agent.cli_agent import register as register_agent
+    from kat.agent.cli_agent import register as register_agent
 
     register_agent(app)
 
@@ -78,6 +78,6 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd() -> None:
         """Run the main job on bundled data with the offline defaults."""
-        from agent.demo import run_demo
+        from kat.agent.demo import run_demo
 
         raise typer.Exit(run_demo(console))

@@ -1,7 +1,7 @@
 """`make demo`: the main job end to end on data shipped in the repository.
 
-Imports a real Kineto trace pair, then diagnoses a simulated incident (tests/data/demo-incident,
-a copy of a `kat simulate` bundle shipped with the repository: the agent never imports evals/)
+Imports a real Kineto trace pair, then diagnoses a simulated incident (demo_data/incident, a
+`kat simulate` bundle shipped as package data: the agent never imports evals/)
 with the offline `rules` Analyzer, showing every tool call as it happens.
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_TRACES = REPO / "tests" / "data" / "real-traces" / "hta_sampled_pair"
-DEMO_INCIDENT = REPO / "tests" / "data" / "demo-incident"
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+SAMPLE_TRACES = DEMO_DATA / "sample-traces"
+DEMO_INCIDENT = DEMO_DATA / "incident"
 
 
 def run_demo(console: Console) -> int:
-    from agent.cli_core import bundle_summary
+    from kat.agent.cli_core import bundle_summary
 
     if SAMPLE_TRACES.exists():
         console.rule("KAT demo 1/2: import real Kineto traces (2 ranks of a 128-rank NCCL job)")
@@ -26,8 +26,8 @@ def run_demo(console: Console) -> int:
             console.print(f"rank {rank}: {s['events']:,} events, steps {s['steps']}, {s['collectives']} collective kernels, "
                           f"kinds {s['kinds']}")
     console.rule("KAT demo 2/2: diagnose a simulated incident with the offline `rules` Analyzer")
-    from agent.render import print_diagnosis
-    from agent.session import Session
+    from kat.agent.render import print_diagnosis
+    from kat.agent.session import Session
 
     t0 = time.time()
     s = Session(DEMO_INCIDENT, "rules")

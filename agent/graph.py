@@ -14,11 +14,11 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, ValidationError
 
-import prompts
-from agent.diagnosis import COMPONENT_OF, Diagnosis
-from agent.partial import partial_diagnosis
-from agent.state import AgentState, LedgerEntry, ledger_entries
-from tools.registry import AgentTool
+from kat import prompts
+from kat.agent.diagnosis import COMPONENT_OF, Diagnosis
+from kat.agent.partial import partial_diagnosis
+from kat.agent.state import AgentState, LedgerEntry, ledger_entries
+from kat.tools.registry import AgentTool
 
 SUBMIT = "submit_diagnosis"
 

@@ -1,8 +1,8 @@
 """An honest partial answer from whatever evidence was gathered (budget or retry limit hit)."""
 from __future__ import annotations
 
-from agent.diagnosis import CausalLink, Diagnosis, EvidenceItem, RootCause
-from agent.state import LedgerEntry
+from kat.agent.diagnosis import CausalLink, Diagnosis, EvidenceItem, RootCause
+from kat.agent.state import LedgerEntry
 
 
 def partial_diagnosis(ledger: list[LedgerEntry], reason: str) -> Diagnosis:

@@ -6,7 +6,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.diagnosis import Diagnosis
+from kat.agent.diagnosis import Diagnosis
 
 
 def render_rich(d: Diagnosis) -> Panel:

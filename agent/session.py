@@ -11,13 +11,13 @@ from typing import Any, Callable, Iterator
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-import prompts
-from agent.backends import make_analyzer
-from agent.diagnosis import Diagnosis
-from agent.graph import AgentConfig, build_graph
-from tools.context import IncidentContext
-from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
-from tools.registry import make_tools
+from kat import prompts
+from kat.agent.backends import make_analyzer
+from kat.agent.diagnosis import Diagnosis
+from kat.agent.graph import AgentConfig, build_graph
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
+from kat.tools.registry import make_tools
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Session:
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
         if chat_model is not None:  # tests and embedding apps pass their own chat model
-            from agent.backends.llm import LLMAnalyzer
+            from kat.agent.backends.llm import LLMAnalyzer
 
             self.analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
         else:

@@ -27,11 +27,11 @@ def kat_setup() -> None:
     # Library imports are not what we time (HTA's runner imports its own before timing too).
     # Each tool loads what its import path needs: KAT's writes its Parquet cache without
     # pyarrow (tools/telemetry/parquet_writer.py), HTA's builds DataFrames.
-    import tools.telemetry.bundle  # noqa: F401
+    import kat.tools.telemetry.bundle  # noqa: F401
 
 
 def kat_import(trace_dir: str) -> dict:
-    from tools.telemetry.bundle import open_bundle
+    from kat.tools.telemetry.bundle import open_bundle
 
     cache = tempfile.mkdtemp(prefix="kat-bench-cache-")
     try:

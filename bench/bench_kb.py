@@ -23,9 +23,9 @@ def _pct(values: list[float], q: float) -> float:
 
 def run() -> dict:
     """Build the corpus into a fresh temp index, then time every eval question (hybrid)."""
-    from knowledge.embeddings import embed
-    from knowledge.evaluation import load_questions
-    from knowledge.kb import KnowledgeBase
+    from kat.knowledge.embeddings import embed
+    from kat.knowledge.evaluation import load_questions
+    from kat.knowledge.kb import KnowledgeBase
 
     t0 = time.perf_counter()
     embed(["warm-up"])  # model load is a one-off per process; report it apart from the build

@@ -30,8 +30,8 @@ CATEGORY = "runtime_stall"
 
 def make_case(label: str, target: int) -> tuple[Path, int]:
     """A runtime-stall incident of about `target` events (plain JSON traces), cached."""
-    from evals.simulate.sizes import SIZES, Size
-    from evals.simulate import generate_incident, load_ground_truth
+    from kat.evals.simulate.sizes import SIZES, Size
+    from kat.evals.simulate import generate_incident, load_ground_truth
 
     out = WORK / f"outpost-{CATEGORY}-{label}-nccl{NCCL_VERSION}"
     if (out / "ground_truth.json").exists():
@@ -44,13 +44,13 @@ def make_case(label: str, target: int) -> tuple[Path, int]:
 
 
 def kat_setup() -> None:
-    import tools.outpost  # noqa: F401
-    import tools.telemetry.bundle  # noqa: F401
+    import kat.tools.outpost  # noqa: F401
+    import kat.tools.telemetry.bundle  # noqa: F401
 
 
 def kat_run(path: str) -> dict:
-    from tools.outpost import detect
-    from tools.telemetry.bundle import open_bundle
+    from kat.tools.outpost import detect
+    from kat.tools.telemetry.bundle import open_bundle
 
     cache = tempfile.mkdtemp(prefix="kat-bench-cache-")
     try:

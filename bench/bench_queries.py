@@ -14,10 +14,10 @@ def run(ranks: int = 8, repeats: int = 5) -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    from tools.telemetry.bundle import open_bundle
-    from tools.telemetry.import_worker import cache_path
-    from tools.telemetry.queries import EventQuery, query_events
-    from tools.telemetry.schema import arrow_schema
+    from kat.tools.telemetry.bundle import open_bundle
+    from kat.tools.telemetry.import_worker import cache_path
+    from kat.tools.telemetry.queries import EventQuery, query_events
+    from kat.tools.telemetry.schema import arrow_schema
 
     d, _ = make_large(ranks)
     cache = tempfile.mkdtemp(prefix="kat-bench-q-")

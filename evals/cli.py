@@ -5,6 +5,6 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from evals import commands
+    from kat.evals import commands
 
     commands.register(app)

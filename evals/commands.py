@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-_COMMANDS = ("evals.simulate.cli", "evals.realtrace.cli", "evals.eval_cli")
+_COMMANDS = ("kat.evals.simulate.cli", "kat.evals.realtrace.cli", "kat.evals.eval_cli")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from evals.simulate.ground_truth import GroundTruth, load_ground_truth
-from tools.outpost import DetectionResult, DetectorConfig, detect
+from kat.evals.simulate.ground_truth import GroundTruth, load_ground_truth
+from kat.tools.outpost import DetectionResult, DetectorConfig, detect
 
 CONTROLS = ("none", "workload_shift")
 

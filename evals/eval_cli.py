@@ -32,11 +32,11 @@ def _print_detection(report, console) -> None:  # noqa: ANN001
 
 
 def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, console) -> None:  # noqa: ANN001
-    from evals.detection import evaluate_detection
+    from kat.evals.detection import evaluate_detection
 
     root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
     if not root.exists():
-        from evals.simulate import generate_suite
+        from kat.evals.simulate import generate_suite
 
         console.print(f"generating suite {suite!r} into {root} ...")
         generate_suite(suite, root)
@@ -90,17 +90,17 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=json_out)
         if suite == "kb":
-            from knowledge.cli import print_eval
+            from kat.knowledge.cli import print_eval
 
             raise typer.Exit(print_eval(json_out=json_out))
         if suite == "detection" or detector:
             _run_detection(suite, cases, out, json_out, console)
             return
 
-        from evals.harness import cases as case_src
-        from evals.harness import report as rep_mod
-        from evals.harness.runner import run_all
-        from evals.harness.variants import ABLATIONS, LLM_ABLATION, Variant, ablation_variants, base_variant
+        from kat.evals.harness import cases as case_src
+        from kat.evals.harness import report as rep_mod
+        from kat.evals.harness.runner import run_all
+        from kat.evals.harness.variants import ABLATIONS, LLM_ABLATION, Variant, ablation_variants, base_variant
 
         say = lambda s: console.print(s, highlight=False, soft_wrap=True)  # noqa: E731
         try:
@@ -148,7 +148,7 @@ def register(app: typer.Typer) -> None:
         runs = run_all(out, found, variants, repeats=repeats, jobs=jobs, fresh=fresh, progress=progress)
         det = None
         if with_detection:
-            from evals.detection import evaluate_detection
+            from kat.evals.detection import evaluate_detection
 
             say("scoring Outpost detection on the same cases ...")
             det = evaluate_detection(root, progress=lambda c: say(

@@ -2,7 +2,7 @@
 
 Import stays light: chromadb and sentence-transformers load only when a search or build runs.
 
-    from knowledge import search
+    from kat.knowledge import search
     result = search("one GPU hot and slow, peers waiting in all-reduce", k=5)
 """
 from __future__ import annotations
@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["search", "get", "KnowledgeBase", "KnowledgeSearchResult", "KnowledgeHit", "BuildReport"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from knowledge.api import get, search
-    from knowledge.kb import KnowledgeBase
-    from knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult
+    from kat.knowledge.api import get, search
+    from kat.knowledge.kb import KnowledgeBase
+    from kat.knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult
 
 _LAZY = {
-    "search": "knowledge.api",
-    "get": "knowledge.api",
-    "KnowledgeBase": "knowledge.kb",
-    "KnowledgeSearchResult": "knowledge.models",
-    "KnowledgeHit": "knowledge.models",
-    "BuildReport": "knowledge.models",
+    "search": "kat.knowledge.api",
+    "get": "kat.knowledge.api",
+    "KnowledgeBase": "kat.knowledge.kb",
+    "KnowledgeSearchResult": "kat.knowledge.models",
+    "KnowledgeHit": "kat.knowledge.models",
+    "BuildReport": "kat.knowledge.models",
 }
 
 

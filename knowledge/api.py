@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import threading
 
-from knowledge.kb import KnowledgeBase
-from knowledge.models import KnowledgeHit, KnowledgeSearchResult
-from knowledge.paths import default_index_dir
+from kat.knowledge.kb import KnowledgeBase
+from kat.knowledge.models import KnowledgeHit, KnowledgeSearchResult
+from kat.knowledge.paths import default_index_dir
 
 _lock = threading.Lock()
 _default: KnowledgeBase | None = None
@@ -32,7 +32,7 @@ def search(query: str, k: int = 5, category: str | None = None,
     try:
         return default_kb().search(query, k=k, category=category, component=component)
     except Exception as exc:  # last line of defence: the agent gets a result, not a traceback
-        from knowledge.query import clean_query
+        from kat.knowledge.query import clean_query
 
         return KnowledgeSearchResult(query=clean_query(query)[0], k=5, category=category, component=component,
                                      status="error", message=f"knowledge search failed: {type(exc).__name__}: {exc}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from knowledge.taxonomy import CATEGORIES, COMPONENTS, TAXONOMY
+from kat.knowledge.taxonomy import CATEGORIES, COMPONENTS, TAXONOMY
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 # all-MiniLM-L6-v2 reads at most 256 word pieces (~1000-1200 characters of this prose), so

@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Build or update the index (idempotent: only changed sections are re-embedded)."""
-        from knowledge.chunking import CorpusError
-        from knowledge.kb import KnowledgeBase, KnowledgeBaseError
+        from kat.knowledge.chunking import CorpusError
+        from kat.knowledge.kb import KnowledgeBase, KnowledgeBaseError
 
         try:
             report = KnowledgeBase(index_dir).build(force=force)
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Search the knowledge base."""
-        from knowledge.kb import KnowledgeBase
+        from kat.knowledge.kb import KnowledgeBase
 
         res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component,
                                               mode=mode)  # type: ignore[arg-type]
@@ -90,8 +90,8 @@ def print_eval(index_dir: Path | None = None, json_out: bool = False, show_misse
     """Run knowledge.evaluation.evaluate and print it (also what `kat eval kb` can call)."""
     from rich.table import Table
 
-    from knowledge.evaluation import evaluate
-    from knowledge.kb import KnowledgeBase
+    from kat.knowledge.evaluation import evaluate
+    from kat.knowledge.kb import KnowledgeBase
 
     report = evaluate(kb=KnowledgeBase(index_dir))
     if json_out:

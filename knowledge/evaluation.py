@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from knowledge.kb import KnowledgeBase
-from knowledge.models import SearchMode
+from kat.knowledge.kb import KnowledgeBase
+from kat.knowledge.models import SearchMode
 
 QUESTIONS_PATH = Path(__file__).parent / "eval_questions.jsonl"
 ALL_MODES: tuple[SearchMode, ...] = ("lexical", "dense", "hybrid")

@@ -6,13 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-from knowledge.chunking import CORPUS_DIR, Chunk, CorpusError, load_chunks, load_corpus
-from knowledge.lexical import BM25
-from knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult, SearchMode
-from knowledge.paths import default_index_dir
-from knowledge.query import clean_query
-from knowledge.store import ChromaStore, StoreError, where_filter
-from knowledge.taxonomy import CATEGORIES, COMPONENTS, normalize_label
+from kat.knowledge.chunking import CORPUS_DIR, Chunk, CorpusError, load_chunks, load_corpus
+from kat.knowledge.lexical import BM25
+from kat.knowledge.models import BuildReport, KnowledgeHit, KnowledgeSearchResult, SearchMode
+from kat.knowledge.paths import default_index_dir
+from kat.knowledge.query import clean_query
+from kat.knowledge.store import ChromaStore, StoreError, where_filter
+from kat.knowledge.taxonomy import CATEGORIES, COMPONENTS, normalize_label
 
 log = logging.getLogger("knowledge")
 
@@ -99,7 +99,7 @@ class KnowledgeBase:
                         current = {c.chunk_id for c in chunks}
                         stale = [i for i in existing if i not in current]
                         if todo:
-                            from knowledge.embeddings import embed
+                            from kat.knowledge.embeddings import embed
 
                             self._store.upsert(todo, embed([c.indexed_text for c in todo]))
                         self._store.delete(stale)
@@ -198,7 +198,7 @@ class KnowledgeBase:
         return (not cat or cat in c.all_categories) and (not comp or comp in c.components)
 
     def _dense(self, text: str, cat: str | None, comp: str | None) -> list[tuple[int, float]]:
-        from knowledge.embeddings import embed
+        from kat.knowledge.embeddings import embed
 
         index = {c.chunk_id: i for i, c in enumerate(self._chunks)}
         vec = embed([text])[0]

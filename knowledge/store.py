@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from knowledge.chunking import CHUNK_SCHEMA, Chunk
-from knowledge.embeddings import MODEL_NAME, make_chroma_embedding_function
+from kat.knowledge.chunking import CHUNK_SCHEMA, Chunk
+from kat.knowledge.embeddings import MODEL_NAME, make_chroma_embedding_function
 
 COLLECTION = "kat_kb"
 # Part of the collection's identity: a different model or chunking means a full rebuild.

@@ -7,12 +7,13 @@ from pathlib import Path
 import orjson
 from langchain_core.messages import AIMessage, ToolMessage
 
-from agent.graph import AgentConfig
-from agent.session import Session
+from kat.agent.graph import AgentConfig
+from kat.agent.session import Session
 from tests.agent_fakes import ScriptedChatModel, diagnosis_args, tc
-from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN
+from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 
 
 def session(model: ScriptedChatModel, **cfg) -> Session:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.backends.llamacpp import find_smollm2
+from kat.agent.backends.llamacpp import find_smollm2
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 
 pytestmark = [
     pytest.mark.llm,
@@ -18,8 +19,8 @@ pytestmark = [
 
 
 def test_smollm2_runs_through_the_graph() -> None:
-    from agent.graph import AgentConfig
-    from agent.session import Session
+    from kat.agent.graph import AgentConfig
+    from kat.agent.session import Session
 
     # A 135M model cannot diagnose; this checks the plumbing: the graph ends with an answer,
     # complete or an honest partial one, whatever the model emits.

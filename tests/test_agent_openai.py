@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.session import Session
+from kat.agent.session import Session
 from tests.agent_fakes import ScriptedOpenAIServer, diagnosis_args, openai_tool_call
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 
 
 def test_openai_backend_drives_the_graph_over_http() -> None:
@@ -38,7 +39,7 @@ def test_openai_backend_drives_the_graph_over_http() -> None:
 
 def test_openai_backend_server_down_ends_in_partial_answer() -> None:
     s = Session(DEMO, "openai", base_url="http://127.0.0.1:9/v1", model="x",
-                config=__import__("agent.graph", fromlist=["AgentConfig"]).AgentConfig(max_failures=2))
+                config=__import__("kat.agent.graph", fromlist=["AgentConfig"]).AgentConfig(max_failures=2))
     d = s.diagnose("o2")
     s.close()
     assert d.status == "partial" and d.root_cause.category == "undetermined"

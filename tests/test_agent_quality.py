@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow,
 
 def score(root: Path) -> dict[str, tuple[int, float, float]]:
     """Per category: (cases, top-1 category accuracy, exact affected-rank accuracy)."""
-    from agent.session import diagnose
+    from kat.agent.session import diagnose
 
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for gt_path in sorted(root.rglob("ground_truth.json")):
@@ -34,7 +34,7 @@ def score(root: Path) -> dict[str, tuple[int, float, float]]:
 
 
 def test_rules_quality_on_the_smoke_suite(tmp_path: Path) -> None:
-    from evals.simulate import generate_suite
+    from kat.evals.simulate import generate_suite
 
     generate_suite("smoke", tmp_path / "smoke")
     res = score(tmp_path / "smoke")

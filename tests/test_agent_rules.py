@@ -11,10 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.session import Session
-from evals.simulate import generate_incident
+from kat.agent.session import Session
+from kat.evals.simulate import generate_incident
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 REPO = Path(__file__).resolve().parent.parent
 
 CASES = [
@@ -111,7 +112,7 @@ def test_chat_follow_ups_reuse_evidence_and_resume_after_restart(tmp_path: Path)
 
 def _kat(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], input=stdin, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kat.agent.cli", *args], input=stdin, capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=300)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tools.telemetry import BundleError, open_bundle
+from kat.tools.telemetry import BundleError, open_bundle
 from tests.bundle_factory import BASE_NS, make_bundle
 
 
@@ -128,8 +128,8 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     assert len(again) == len(ref)
     assert (again["dur_ns"].to_numpy() == ref["dur_ns"].to_numpy()).all()
     # The loaded rank's entry was written back, so the next open reads it, not the JSON.
-    from tools.telemetry.bundle import read_canonical_parquet
-    from tools.telemetry.import_worker import cache_path
+    from kat.tools.telemetry.bundle import read_canonical_parquet
+    from kat.tools.telemetry.import_worker import cache_path
 
     assert len(read_canonical_parquet(cache_path(cache, root / "traces" / "rank-1.json.gz"))) == len(ref)
 
@@ -143,7 +143,7 @@ def test_unwritable_cache_still_works(tmp_path: Path) -> None:
 
 
 def test_canonical_parquet_traces(tmp_path: Path) -> None:
-    from tools.telemetry.bundle import write_canonical_parquet
+    from kat.tools.telemetry.bundle import write_canonical_parquet
 
     src = open_bundle(make_bundle(tmp_path / "inc"), cache_dir=tmp_path / "cache")
     pq_dir = tmp_path / "pq"
@@ -215,8 +215,8 @@ def test_canonical_parquet_errors_name_the_file_and_column(tmp_path: Path) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tools.telemetry import TraceImportError
-    from tools.telemetry.bundle import read_canonical_parquet
+    from kat.tools.telemetry import TraceImportError
+    from kat.tools.telemetry.bundle import read_canonical_parquet
 
     partial = tmp_path / "rank-0.parquet"
     pq.write_table(pa.table({"rank": [0], "ts_ns": [1]}), partial)

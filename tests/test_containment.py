@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.telemetry.kineto import _containment_parents
+from kat.tools.telemetry.kineto import _containment_parents
 
 
 def _reference(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """The detection scorer on hand-made cases: perfect, empty, wrong component, false alarm."""
 from __future__ import annotations
 
-from evals.detection import score_case, tally
-from evals.simulate.ground_truth import GroundTruth, Window
-from tools.outpost.models import Anomaly, DetectionResult, RunStats
+from kat.evals.detection import score_case, tally
+from kat.evals.simulate.ground_truth import GroundTruth, Window
+from kat.tools.outpost.models import Anomaly, DetectionResult, RunStats
 
 W = Window.of(1_000, 2_000)
 

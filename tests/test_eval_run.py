@@ -10,9 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from evals.eval_cli import register
-from evals.harness.aggregate import stability_of, summarize
-from evals.harness.models import CaseRun, CaseScores
+from kat.evals.eval_cli import register
+from kat.evals.harness.aggregate import stability_of, summarize
+from kat.evals.harness.models import CaseRun, CaseScores
 
 DEMO = Path(__file__).resolve().parent.parent / "evals" / "suites" / "demo"
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from evals.harness.answers import AnswerSpec, load_answer
-from evals.harness.scoring import score
-from evals.harness.tagging import tag_link, tool_supports
-from evals.simulate.ground_truth import ChainLink, GroundTruth, Window
+from kat.evals.harness.answers import AnswerSpec, load_answer
+from kat.evals.harness.scoring import score
+from kat.evals.harness.tagging import tag_link, tool_supports
+from kat.evals.simulate.ground_truth import ChainLink, GroundTruth, Window
 
 W = Window.of(1_000, 2_000)
 

@@ -8,23 +8,23 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("langgraph")
 
-from evals.finetune.chat_format import assistant_spans, parse_tool_calls, render  # noqa: E402
-from evals.finetune.data import SIZES, DataConfig, plan_cases, rules_trajectory  # noqa: E402
-from evals.finetune.train import IGNORE, sft_sample  # noqa: E402
+from kat.evals.finetune.chat_format import assistant_spans, parse_tool_calls, render  # noqa: E402
+from kat.evals.finetune.data import SIZES, DataConfig, plan_cases, rules_trajectory  # noqa: E402
+from kat.evals.finetune.train import IGNORE, sft_sample  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_tok(tmp_path_factory):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
-    from evals.finetune.tiny import build_tiny_base
+    from kat.evals.finetune.tiny import build_tiny_base
 
     return AutoTokenizer.from_pretrained(str(build_tiny_base(tmp_path_factory.mktemp("tiny"))))
 
 
 @pytest.fixture(scope="module")
 def trajectory(tmp_path_factory):  # type: ignore[no-untyped-def]
-    from evals.simulate import generate_incident
+    from kat.evals.simulate import generate_incident
 
     d = tmp_path_factory.mktemp("inc") / "b"
     gt = generate_incident("gpu_thermal_throttling", "vllm-l8b-tp8-h100-decode-graph", 7, d, size="tiny")
@@ -54,7 +54,7 @@ def test_bad_config_names_the_field() -> None:
 
 
 def test_trajectory_is_what_the_llm_analyzer_sees(trajectory) -> None:  # type: ignore[no-untyped-def]
-    import prompts
+    from kat import prompts
 
     gt, traj = trajectory
     assert traj.category == gt.category
@@ -86,7 +86,7 @@ def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -
         assert [(c.name, c.arguments) for c in calls] == [
             (c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]]
     # the submitted Diagnosis parses back into the contract
-    from agent.diagnosis import Diagnosis
+    from kat.agent.diagnosis import Diagnosis
 
     Diagnosis.model_validate(calls[-1].arguments)
 
@@ -133,7 +133,7 @@ def test_hermes_parse_rejects_what_vllm_rejects() -> None:
 def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from langchain_core.messages import ToolMessage
 
-    from agent.backends.llm import compact_messages, compact_tool_result
+    from kat.agent.backends.llm import compact_messages, compact_tool_result
 
     art = {"tool": "metric_lookup", "evidence_id": "ev-2", "status": "ok", "summary": "8 series", "data": {"a": "x" * 50}}
     txt = compact_tool_result("full", art, 10)
@@ -148,8 +148,8 @@ def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch)
 # -- the short playbook (small models) ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def short(tmp_path_factory):  # type: ignore[no-untyped-def]
-    from evals.finetune.data import short_trajectory
-    from evals.simulate import generate_incident
+    from kat.evals.finetune.data import short_trajectory
+    from kat.evals.simulate import generate_incident
 
     d = tmp_path_factory.mktemp("inc") / "s"
     gt = generate_incident("pcie_link_degradation", "vllm-l8b-tp8-h100-decode-graph", 11, d, size="tiny")
@@ -157,9 +157,9 @@ def short(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no-untyped-def]
-    import prompts
-    from agent.diagnosis import Diagnosis
-    from evals.finetune import playbook as pb
+    from kat import prompts
+    from kat.agent.diagnosis import Diagnosis
+    from kat.evals.finetune import playbook as pb
 
     gt, traj = short
     assert traj.category == gt.category
@@ -183,8 +183,8 @@ def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no
 
 
 def test_findings_quote_only_what_the_model_sees() -> None:
-    from agent.state import LedgerEntry
-    from evals.finetune.playbook import findings
+    from kat.agent.state import LedgerEntry
+    from kat.evals.finetune.playbook import findings
 
     def e(i: str, tool: str, summary: str, data: dict) -> LedgerEntry:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary=summary, data=data)
@@ -204,16 +204,16 @@ def test_findings_quote_only_what_the_model_sees() -> None:
 
 
 def test_system_small_spells_out_the_playbook_calls() -> None:
-    import prompts
-    from evals.finetune import playbook as pb
+    from kat import prompts
+    from kat.evals.finetune import playbook as pb
 
     text = prompts.load(pb.SYSTEM_PROMPT)
     assert json.dumps({"name": pb.METRICS_RE}) in text and json.dumps({"pattern": pb.LOGS_RE}) in text
 
 
 def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
-    from agent.state import LedgerEntry
-    from evals.finetune.playbook import remap_diagnosis
+    from kat.agent.state import LedgerEntry
+    from kat.evals.finetune.playbook import remap_diagnosis
 
     def e(i: str, tool: str) -> LedgerEntry:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary="s", data={})
@@ -237,8 +237,8 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
 
 
 def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[no-untyped-def]
-    from evals.finetune.chat_format import SMALL_TEMPLATE_PATH, TEMPLATE_PATH, load_template
-    from evals.finetune.data import DataConfig, serve_env
+    from kat.evals.finetune.chat_format import SMALL_TEMPLATE_PATH, TEMPLATE_PATH, load_template
+    from kat.evals.finetune.data import DataConfig, serve_env
 
     assert serve_env(DataConfig(trajectory="short", tool_result_chars=300)) == {
         "KAT_TOOL_RESULT_CHARS": "300", "KAT_SYSTEM_PROMPT": "system_small",
@@ -255,7 +255,7 @@ def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[n
 def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch, short) -> None:  # type: ignore[no-untyped-def]
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-    from agent.backends.llm import LLMAnalyzer
+    from kat.agent.backends.llm import LLMAnalyzer
 
     class M(GenericFakeChatModel):
         def bind_tools(self, tools, **kw):  # type: ignore[no-untyped-def]

@@ -15,8 +15,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
 
-from evals.finetune.serve import LAUNCHER, ServeError, ServeSpec, VLLMServer, command, environment
-from evals.harness.toolcalls import text_calls, tool_call_stats
+from kat.evals.finetune.serve import LAUNCHER, ServeError, ServeSpec, VLLMServer, command, environment
+from kat.evals.harness.toolcalls import text_calls, tool_call_stats
 
 DEMO_SUITE = Path(__file__).resolve().parent.parent / "evals" / "suites" / "demo"
 
@@ -211,7 +211,7 @@ def test_submit_diagnosis_is_validated_against_the_diagnosis_schema() -> None:
 
 def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from evals.finetune.compare import ModelUnderTest, run_compare
+    from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
         monkeypatch.setenv(k, "")  # run_compare sets them for its agents; restored after this test
@@ -242,7 +242,7 @@ def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_
 
 def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from evals.finetune.compare import ModelUnderTest, run_compare
+    from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
         monkeypatch.setenv(k, "")  # empty = unset for LLMAnalyzer; restored after the test (run_compare sets them)
@@ -276,7 +276,7 @@ def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_
 
 def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_dir: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from evals.finetune.compare import ModelUnderTest, run_compare
+    from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     monkeypatch.setenv("FAKE_VLLM_DIE", "1")
     monkeypatch.delenv("KAT_TOOL_RESULT_CHARS", raising=False)
@@ -289,7 +289,7 @@ def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_di
 
 def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from evals.finetune.compare import ModelUnderTest, run_compare
+    from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
     spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port())
@@ -303,7 +303,7 @@ def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, m
 
 def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from evals.finetune.compare import ModelUnderTest, run_compare
+    from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     monkeypatch.setenv("KAT_TOOL_RESULT_CHARS", "")
     cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
@@ -323,8 +323,8 @@ def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path
 
 
 def test_compare_scores_only_the_chain_the_model_submitted() -> None:
-    from evals.finetune.compare import _f1, faithfulness_per_case, model_chain
-    from evals.harness.models import CaseRun, CaseScores, Trajectory
+    from kat.evals.finetune.compare import _f1, faithfulness_per_case, model_chain
+    from kat.evals.harness.models import CaseRun, CaseScores, Trajectory
 
     def run(category: str, links: int, faithful: int, matched: int = 0, status: str = "complete",
             error: bool = False) -> CaseRun:
@@ -348,7 +348,7 @@ def test_compare_scores_only_the_chain_the_model_submitted() -> None:
 
 
 def test_compare_table_prints_seconds_as_seconds_and_rates_as_rates() -> None:
-    from evals.finetune.compare import CompareRow, markdown_table
+    from kat.evals.finetune.compare import CompareRow, markdown_table
 
     row = CompareRow(variant="rules", analyzer="rules", n=13, valid_call_rate=1.0, calls_attempted=9, calls_valid=9,
                      top1=0.3077, chain_f1=0.0, faithfulness=0.9091, steps_mean=1.0, wall_mean_s=0.9, wall_total_s=11.3)

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from evals.finetune.config import ConfigError, load_config  # noqa: E402
+from kat.evals.finetune.config import ConfigError, load_config  # noqa: E402
 
 
 def _conv(i: int) -> dict:
@@ -26,7 +26,7 @@ def _conv(i: int) -> dict:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
-    from evals.finetune.tiny import build_tiny_base
+    from kat.evals.finetune.tiny import build_tiny_base
 
     root = tmp_path_factory.mktemp("ft")
     base = build_tiny_base(root / "base")
@@ -80,7 +80,7 @@ def test_shipped_configs_validate() -> None:
 
 
 def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
-    from evals.finetune.train import latest_checkpoint, train
+    from kat.evals.finetune.train import latest_checkpoint, train
 
     root, cfg_path = setup
     cfg = load_config(cfg_path)
@@ -102,7 +102,7 @@ def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evals.finetune.chat_format import load_template
+    from kat.evals.finetune.chat_format import load_template
 
     base = AutoModelForCausalLM.from_pretrained(str(cfg.base_model))
     PeftModel.from_pretrained(base, str(out / "adapter"))
@@ -114,7 +114,7 @@ def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyped-def]
-    from evals.finetune.export import export_checkpoint
+    from kat.evals.finetune.export import export_checkpoint
 
     root, cfg_path = setup
     run = Path(load_config(cfg_path).output_dir)
@@ -127,7 +127,7 @@ def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyp
 
 
 def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyped-def]
-    from evals.finetune.train import train
+    from kat.evals.finetune.train import train
 
     root, cfg_path = setup
     cfg = load_config(cfg_path, {"output_dir": str(root / "budget"), "cpt.steps": 0, "sft.steps": 5,
@@ -142,7 +142,7 @@ def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyp
 def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from evals.finetune.cli import build_app
+    from kat.evals.finetune.cli import build_app
 
     app = build_app()
     runner = CliRunner()
@@ -163,7 +163,7 @@ def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
 def test_interleaved_order_covers_every_category_each_round() -> None:
     import itertools
 
-    from evals.finetune.train import interleaved_order
+    from kat.evals.finetune.train import interleaved_order
 
     groups = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     order = list(itertools.islice(interleaved_order(groups, 0, "sft"), 18))
@@ -179,8 +179,8 @@ def test_interleaved_order_covers_every_category_each_round() -> None:
 def test_sample_order_falls_back_to_shuffle_without_groups() -> None:
     import itertools
 
-    from evals.finetune.config import StageSettings
-    from evals.finetune.train import Sample, _order, sample_order
+    from kat.evals.finetune.config import StageSettings
+    from kat.evals.finetune.train import Sample, _order, sample_order
 
     st = StageSettings(steps=1, lr=0.1, max_length=64, order="interleave")
     plain = [Sample(input_ids=[1], labels=[1]) for _ in range(5)]
@@ -188,7 +188,7 @@ def test_sample_order_falls_back_to_shuffle_without_groups() -> None:
 
 
 def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[no-untyped-def]
-    from evals.finetune.train import IGNORE, load_tokenizer, sft_sample
+    from kat.evals.finetune.train import IGNORE, load_tokenizer, sft_sample
 
     root, _ = setup
     tok = load_tokenizer(root / "base")
@@ -205,7 +205,7 @@ def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[n
 def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from evals.finetune.train import Sample, _loss, build_model, train
+    from kat.evals.finetune.train import Sample, _loss, build_model, train
 
     root, cfg_path = setup
     cfg = load_config(cfg_path, {"output_dir": str(root / "weighted"), "cpt.steps": 0, "sft.steps": 2,
@@ -230,8 +230,8 @@ def test_order_and_category_weight_are_validated(tmp_path: Path) -> None:
 
 
 def test_planned_steps_fit_the_time_budget() -> None:
-    from evals.finetune.config import StageSettings
-    from evals.finetune.train import _lr_at, planned_steps
+    from kat.evals.finetune.config import StageSettings
+    from kat.evals.finetune.train import _lr_at, planned_steps
 
     st = StageSettings(steps=24, lr=1.0, max_length=64, warmup_steps=2, max_minutes=6.0)
     assert planned_steps(st, []) == 24  # nothing measured yet

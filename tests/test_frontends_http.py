@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.frontends.http_api import ServerSettings, create_app
-from agent.frontends.store import Store
+from kat.agent.frontends.http_api import ServerSettings, create_app
+from kat.agent.frontends.store import Store
 from test_frontends_util import DEMO_ID, LoopbackServer, incidents_root
 
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from slack_sdk import WebClient
 
-from agent.frontends.slack_bot import BotSettings, KatBot, clean_text, parse
-from agent.frontends.slack_transport import http_app
+from kat.agent.frontends.slack_bot import BotSettings, KatBot, clean_text, parse
+from kat.agent.frontends.slack_transport import http_app
 from test_frontends_util import DEMO_ID, LoopbackServer, free_port, incidents_root
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -212,7 +212,7 @@ def test_dm_and_refusals_and_bot_messages(slack) -> None:  # type: ignore[no-unt
 
 
 def test_parse_messages(tmp_path: Path) -> None:
-    from agent.frontends.incidents import IncidentRoot
+    from kat.agent.frontends.incidents import IncidentRoot
 
     root = IncidentRoot(incidents_root(tmp_path))
     assert clean_text("<@U123|kat>  diagnose  <http://x|team-a/demo-incident>") == "diagnose team-a/demo-incident"
@@ -230,7 +230,7 @@ def test_socket_mode_transport(tmp_path: Path) -> None:
 
     from websockets.asyncio.server import serve
 
-    from agent.frontends.slack_transport import socket_mode_handler
+    from kat.agent.frontends.slack_transport import socket_mode_handler
 
     acks: list[dict] = []
     body = json.loads(event_body({"type": "app_mention", "user": "U1", "channel": "C5", "ts": "7.000001",

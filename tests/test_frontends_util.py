@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 DEMO_ID = "demo-gpu_thermal_throttling"
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import tools.telemetry.import_worker as iw
+import kat.tools.telemetry.import_worker as iw
 from tests.kineto_factory import step_trace, write_trace
-from tools.telemetry import TraceImportError, open_bundle
+from kat.tools.telemetry import TraceImportError, open_bundle
 
 
 def _traces(d: Path, n: int = 3) -> Path:

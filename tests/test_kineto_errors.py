@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tools.telemetry import BundleError, TraceImportError, open_bundle
-from tools.telemetry.kineto import import_kineto, read_json_bytes
+from kat.tools.telemetry import BundleError, TraceImportError, open_bundle
+from kat.tools.telemetry.kineto import import_kineto, read_json_bytes
 from tests.kineto_factory import step_trace, write_trace
 
 
@@ -173,7 +173,7 @@ def test_concatenated_gzip_members(tmp_path: Path) -> None:
 
 
 def test_large_trace_is_streamed_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tools.telemetry.kineto_stream as ks
+    import kat.tools.telemetry.kineto_stream as ks
 
     doc = step_trace(steps=20)
     for e in doc["traceEvents"][::7]:

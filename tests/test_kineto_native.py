@@ -20,8 +20,8 @@ import pytest
 
 from tests.conftest import REAL_TRACES
 from tests.kineto_factory import step_trace
-from tools.telemetry import kineto
-from tools.telemetry.kineto import EventColumns, import_kineto_columns
+from kat.tools.telemetry import kineto
+from kat.tools.telemetry.kineto import EventColumns, import_kineto_columns
 
 native = pytest.mark.skipif(kineto._native is None, reason="native scanner not built")
 REAL_FILES = sorted(p for p in REAL_TRACES.rglob("*") if p.name.endswith((".json", ".json.gz")))
@@ -178,7 +178,7 @@ def _write(doc: Any, path: Path, style: int) -> Path:
 @native
 @pytest.mark.parametrize("case", range(len(_docs())), ids=[n for n, _ in _docs()])
 def test_hostile_inputs_same_result_or_error(case: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tools.telemetry.kineto_stream as ks
+    import kat.tools.telemetry.kineto_stream as ks
 
     name, doc = _docs()[case]
     for style in (0, 1, 2):
@@ -222,7 +222,7 @@ def test_raw_edge_cases_same_result_or_error(name: str, tmp_path: Path, monkeypa
 
 @native
 def test_truncated_gzip_chunk_same_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tools.telemetry.kineto_stream as ks
+    import kat.tools.telemetry.kineto_stream as ks
 
     monkeypatch.setattr(ks, "CHUNK_BYTES", 2000)
     monkeypatch.setattr(ks, "READ_BYTES", 1500)
@@ -311,7 +311,7 @@ def test_number_digit_runs_same_as_reference(tmp_path: Path, monkeypatch: pytest
         dur = str(rng.randint(0, 10**rng.randint(1, 14))) + rng.choice(["", ".5", ".12345678", ".123456789012"])
         events.append(f'{{"ph": "X", "cat": "cpu_op", "name": "op{i}", "pid": 1, "tid": 1, "ts": {ts}, "dur": {dur}}}')
     doc = ('{"traceEvents": [' + ",".join(events) + "]}").encode()
-    import tools.telemetry.kineto_stream as ks
+    import kat.tools.telemetry.kineto_stream as ks
 
     # small chunks: a chunk with a value the scanner leaves to the reference (an integer beyond
     # 2**53) does not take the others with it
@@ -324,8 +324,8 @@ def test_number_digit_runs_same_as_reference(tmp_path: Path, monkeypatch: pytest
 
 @pytest.mark.parametrize("field,value", [("ts", "123456789012345678901234"), ("dur", "3e16"), ("ts", "2.6e15")])
 def test_times_beyond_the_ns_range_are_refused(field: str, value: str, tmp_path: Path) -> None:
-    from tools.telemetry.errors import TraceImportError
-    from tools.telemetry.kineto import import_kineto_columns
+    from kat.tools.telemetry.errors import TraceImportError
+    from kat.tools.telemetry.kineto import import_kineto_columns
 
     ev = {"ts": "1", "dur": "1"}
     ev[field] = value
@@ -339,8 +339,8 @@ def test_times_beyond_the_ns_range_are_refused(field: str, value: str, tmp_path:
 
 
 def test_base_time_beyond_range_is_refused(tmp_path: Path) -> None:
-    from tools.telemetry.errors import TraceImportError
-    from tools.telemetry.kineto import import_kineto_columns
+    from kat.tools.telemetry.errors import TraceImportError
+    from kat.tools.telemetry.kineto import import_kineto_columns
 
     p = tmp_path / "rank-0.json"
     p.write_bytes(b'{"baseTimeNanoseconds": 9000000000000000000, "traceEvents": []}')

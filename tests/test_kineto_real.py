@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tools.telemetry import open_bundle
-from tools.telemetry.kineto import import_kineto
+from kat.tools.telemetry import open_bundle
+from kat.tools.telemetry.kineto import import_kineto
 from tests.conftest import REAL_TRACES
 
 GPU_KINDS = ["kernel", "memcpy", "memset", "collective"]
@@ -137,7 +137,7 @@ def test_second_open_reads_the_parquet_cache(tmp_path: Path, monkeypatch: pytest
     src = REAL_TRACES / "hta_sampled_pair"
     first = open_bundle(src, cache_dir=tmp_path)
     ref = first.events(0)
-    import tools.telemetry.import_worker as worker_mod
+    import kat.tools.telemetry.import_worker as worker_mod
 
     def boom(*a, **k):  # noqa: ANN001, ANN002, ANN003
         raise AssertionError("re-imported JSON although a cache entry exists")

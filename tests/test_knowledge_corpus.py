@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from knowledge.chunking import (CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus,
+from kat.knowledge.chunking import (CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus,
                               parse_front_matter)
-from knowledge.evaluation import load_questions
-from knowledge.lexical import BM25, tokenize
-from knowledge.query import MAX_QUERY_CHARS, clean_query
-from knowledge.taxonomy import COMPONENTS, TAXONOMY
+from kat.knowledge.evaluation import load_questions
+from kat.knowledge.lexical import BM25, tokenize
+from kat.knowledge.query import MAX_QUERY_CHARS, clean_query
+from kat.knowledge.taxonomy import COMPONENTS, TAXONOMY
 
 SYSTEM_DOCS = {
     "gpu-clocks-power-thermal", "nvlink-nvswitch", "pcie-links", "ib-roce-nccl-transports",
@@ -66,7 +66,7 @@ def test_code_fences_are_not_split_or_taken_for_headings(tmp_path):
     p = tmp_path / "d.md"
     p.write_text("---\nid: d\ntitle: D\ncategory: reference\ncomponents: [gpu]\n---\n# D\n\n## A\n\n"
                  "```\n## not a heading\n\nstill code\n```\n", encoding="utf-8")
-    from knowledge.chunking import load_document
+    from kat.knowledge.chunking import load_document
 
     chunks = chunk_document(load_document(p))
     assert [c.section for c in chunks] == ["A"]

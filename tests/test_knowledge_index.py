@@ -14,8 +14,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 pytest.importorskip("chromadb")
 pytest.importorskip("sentence_transformers")
 
-from knowledge.chunking import CORPUS_DIR, load_chunks  # noqa: E402
-from knowledge.kb import KnowledgeBase  # noqa: E402
+from kat.knowledge.chunking import CORPUS_DIR, load_chunks  # noqa: E402
+from kat.knowledge.kb import KnowledgeBase  # noqa: E402
 
 SMALL = ("xid-codes.md", "runtime-stall.md", "pcie-links.md")
 
@@ -135,7 +135,7 @@ def test_force_build_re_embeds_everything(kb_dirs):
 
 def test_unusable_dense_side_degrades_to_lexical(kb_dirs, monkeypatch):
     # e.g. chromadb broken or the index dir unwritable: the agent still gets an answer.
-    from knowledge.store import ChromaStore, StoreError
+    from kat.knowledge.store import ChromaStore, StoreError
 
     def broken_open(self, create=True):
         raise StoreError("simulated: cannot open the store")

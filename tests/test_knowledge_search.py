@@ -15,9 +15,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 pytest.importorskip("chromadb")
 pytest.importorskip("sentence_transformers")
 
-from knowledge.kb import MAX_HIT_CHARS, MAX_K, KnowledgeBase  # noqa: E402
-from knowledge.models import KnowledgeSearchResult  # noqa: E402
-from knowledge.taxonomy import TAXONOMY  # noqa: E402
+from kat.knowledge.kb import MAX_HIT_CHARS, MAX_K, KnowledgeBase  # noqa: E402
+from kat.knowledge.models import KnowledgeSearchResult  # noqa: E402
+from kat.knowledge.taxonomy import TAXONOMY  # noqa: E402
 
 EVIDENCE_ID = re.compile(r"^kb:[a-z0-9-]+#[a-z0-9-]+$")
 
@@ -161,7 +161,7 @@ def test_every_taxonomy_category_is_searchable(kb):
 
 
 def test_module_level_api_uses_env_index(index_dir, monkeypatch):
-    import knowledge
+    from kat import knowledge
 
     monkeypatch.setenv("KAT_KB_DIR", str(index_dir))
     res = knowledge.search("host to device copies slow on one GPU", k=3, component="pcie")
@@ -174,7 +174,7 @@ def test_cli_group(index_dir):
     import typer
     from typer.testing import CliRunner
 
-    from knowledge.cli import register
+    from kat.knowledge.cli import register
 
     app = typer.Typer()
     register(app)
@@ -199,7 +199,7 @@ def test_cli_group(index_dir):
 
 
 def test_hybrid_meets_the_recall_target(kb):
-    from knowledge.evaluation import evaluate
+    from kat.knowledge.evaluation import evaluate
 
     report = evaluate(modes=["hybrid"], kb=kb)
     hybrid = report.score("hybrid")
@@ -212,7 +212,7 @@ def test_get_returns_the_cited_chunk(kb, index_dir, monkeypatch):
     again = kb.get(hit.evidence_id)
     assert again is not None and again.evidence_id == hit.evidence_id and again.text == hit.text
     assert kb.get("kb:no-such-doc#nothing") is None and kb.get(None) is None  # type: ignore[arg-type]
-    import knowledge
+    from kat import knowledge
 
     monkeypatch.setenv("KAT_KB_DIR", str(index_dir))
     assert knowledge.get(hit.evidence_id).doc_id == hit.doc_id

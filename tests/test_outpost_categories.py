@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from evals.detection import CONTROLS, case_dirs
-from evals.simulate import generate_suite, load_ground_truth
-from evals.simulate.categories import Category
-from tools.outpost import DetectionResult, detect
-from tools.telemetry import open_bundle
+from kat.evals.detection import CONTROLS, case_dirs
+from kat.evals.simulate import generate_suite, load_ground_truth
+from kat.evals.simulate.categories import Category
+from kat.tools.outpost import DetectionResult, detect
+from kat.tools.telemetry import open_bundle
 
 
 @pytest.fixture(scope="module")

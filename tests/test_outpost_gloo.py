@@ -9,10 +9,10 @@ import pytest
 
 from tests.gloo_factory import GlooFaults, gloo_trace
 from tests.kineto_factory import write_rank_traces
-from tools.outpost import detect
-from tools.outpost.arrival import _blame
-from tools.outpost.tree import CLS_COLL, build_nodes
-from tools.telemetry import open_bundle
+from kat.tools.outpost import detect
+from kat.tools.outpost.arrival import _blame
+from kat.tools.outpost.tree import CLS_COLL, build_nodes
+from kat.tools.telemetry import open_bundle
 
 WINDOW = range(6, 12)
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import REAL_TRACES
 from tests.kineto_factory import write_rank_traces, write_trace
-from tools.outpost import DetectorConfig, detect
-from tools.telemetry import BundleError
+from kat.tools.outpost import DetectorConfig, detect
+from kat.tools.telemetry import BundleError
 
 BASE = 1_700_000_000_000_000_000
 
@@ -173,7 +173,7 @@ def test_malformed_input_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('{"traceEvents": [')
     with pytest.raises(BundleError, match="rank-0.json"):
         detect(tmp_path)
-    from agent.cli import app
+    from kat.agent.cli import app
 
     out = CliRunner().invoke(app, ["detect", str(tmp_path)])
     assert out.exit_code == 2 and "rank-0.json" in out.output and "Traceback" not in out.output
@@ -182,7 +182,7 @@ def test_malformed_input_is_a_clear_error(tmp_path: Path) -> None:
 def test_cli_json_contract(tmp_path: Path) -> None:
     import json
 
-    from agent.cli import app
+    from kat.agent.cli import app
 
     d = _write(tmp_path, _group_trace(4, 12, slow_rank=2, slow_steps=range(4, 10), slow_factor=1.4))
     out = CliRunner().invoke(app, ["detect", str(d), "--json"])

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from tests.test_outpost_rules import _group_trace, _write
-from tools.outpost import detect, inter
-from tools.outpost.tree import _Columns, build_nodes, first_rows, group_ids
-from tools.telemetry.bundle import Bundle, open_bundle
+from kat.tools.outpost import detect, inter
+from kat.tools.outpost.tree import _Columns, build_nodes, first_rows, group_ids
+from kat.tools.telemetry.bundle import Bundle, open_bundle
 
 
 def _result(path: Path) -> dict:

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tools.telemetry import parquet_writer
-from tools.telemetry.parquet_writer import write_columns
+from kat.tools.telemetry import parquet_writer
+from kat.tools.telemetry.parquet_writer import write_columns
 
 
 def _roundtrip(tmp_path: Path, ints: dict[str, np.ndarray], strings: dict[str, tuple[np.ndarray, list[str]]]) -> dict:
@@ -66,8 +66,8 @@ def test_cache_entry_matches_pyarrow_writer(tmp_path: Path) -> None:
     """A real trace's cache entry reads back the same as the same columns written by pyarrow."""
     import pyarrow as pa
 
-    from tools.telemetry.kineto import import_kineto_columns
-    from tools.telemetry.schema import COLUMNS, INT_COLUMNS, STR_COLUMNS
+    from kat.tools.telemetry.kineto import import_kineto_columns
+    from kat.tools.telemetry.schema import COLUMNS, INT_COLUMNS, STR_COLUMNS
 
     src = Path(__file__).parent / "data" / "real-traces" / "vllm_tp8_b200_rank_eager.json.gz"
     cols, _ = import_kineto_columns(src)
@@ -97,8 +97,8 @@ def test_narrow_stores_small_int64_columns_as_int32(tmp_path: Path) -> None:
 
 def test_cache_reads_back_in_canonical_dtypes(tmp_path: Path) -> None:
     from tests.bundle_factory import make_bundle
-    from tools.telemetry.bundle import open_bundle
-    from tools.telemetry.schema import INT_COLUMNS
+    from kat.tools.telemetry.bundle import open_bundle
+    from kat.tools.telemetry.schema import INT_COLUMNS
 
     root = make_bundle(tmp_path / "inc")
     open_bundle(root, cache_dir=tmp_path / "c")

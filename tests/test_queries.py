@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tools.telemetry import open_bundle
-from tools.telemetry.bundle import Bundle
-from tools.telemetry.queries import EventQuery, LogQuery, MetricQuery, query_events, query_logs, query_metrics
+from kat.tools.telemetry import open_bundle
+from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.queries import EventQuery, LogQuery, MetricQuery, query_events, query_logs, query_metrics
 from tests.bundle_factory import BASE_NS, make_bundle
 
 

@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from evals.realtrace import RealTraceConfig, generate_case  # noqa: E402
-from evals.realtrace.case import CaseResult  # noqa: E402
-from evals.realtrace.signatures import check_signature, comm_entry_delay_ms, mm_per_gate_up, step_start_gaps_ms  # noqa: E402
-from evals.simulate.ground_truth import load_ground_truth  # noqa: E402
-from tools.telemetry import open_bundle  # noqa: E402
+from kat.evals.realtrace import RealTraceConfig, generate_case  # noqa: E402
+from kat.evals.realtrace.case import CaseResult  # noqa: E402
+from kat.evals.realtrace.signatures import check_signature, comm_entry_delay_ms, mm_per_gate_up, step_start_gaps_ms  # noqa: E402
+from kat.evals.simulate.ground_truth import load_ground_truth  # noqa: E402
+from kat.tools.telemetry import open_bundle  # noqa: E402
 
 pytestmark = pytest.mark.realtrace
 
@@ -178,7 +178,7 @@ def test_other_faults_visible(fault: str, every_fault: None, tmp_path_factory: p
 def test_cli_writes_a_bundle(every_fault: None, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from kat.agent.cli import app
 
     out = tmp_path / "cli-case"
     res = CliRunner().invoke(app, ["realtrace", "--fault", "slow_collective", "--rank", "1", "--steps", "3:5",

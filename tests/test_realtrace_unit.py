@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from evals.realtrace.faults import FaultHooks, pin_cores
-from evals.realtrace.models import FaultKind, RankReport, RealTraceConfig, RunReport, StepSpan
-from evals.realtrace.signatures import check_signature, comm_entry_delay_ms, mm_per_gate_up, step_start_gaps_ms
-from evals.realtrace.suite import suite_configs
-from evals.realtrace.trace_steps import step_spans
-from evals.realtrace.truth import TAXONOMY, build_ground_truth
-from evals.simulate.ground_truth import GroundTruth
+from kat.evals.realtrace.faults import FaultHooks, pin_cores
+from kat.evals.realtrace.models import FaultKind, RankReport, RealTraceConfig, RunReport, StepSpan
+from kat.evals.realtrace.signatures import check_signature, comm_entry_delay_ms, mm_per_gate_up, step_start_gaps_ms
+from kat.evals.realtrace.suite import suite_configs
+from kat.evals.realtrace.trace_steps import step_spans
+from kat.evals.realtrace.truth import TAXONOMY, build_ground_truth
+from kat.evals.simulate.ground_truth import GroundTruth
 
 
 def test_config_validates_window_rank_and_layer() -> None:
@@ -174,7 +174,7 @@ def test_suites_fit_smaller_worlds(world: int) -> None:
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from kat.agent.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["realtrace", "--fault", "gemm", "--steps", "9:3", "--out", str(tmp_path / "x")])

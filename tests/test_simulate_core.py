@@ -10,11 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from evals.simulate import generate_incident, load_ground_truth, load_tasks
-from evals.simulate.cli import register
-from evals.simulate.suites import SUITES_DIR, load_suite, plan_suite
-from evals.simulate.topology import build_layout
-from tools.telemetry import open_bundle
+from kat.evals.simulate import generate_incident, load_ground_truth, load_tasks
+from kat.evals.simulate.cli import register
+from kat.evals.simulate.suites import SUITES_DIR, load_suite, plan_suite
+from kat.evals.simulate.topology import build_layout
+from kat.tools.telemetry import open_bundle
 
 TASK = "vllm-l70b-tp8-h100-decode-eager"
 

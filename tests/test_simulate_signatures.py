@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from evals.simulate import Category, generate_incident, load_ground_truth
-from evals.simulate.checks import (collective_ratio, compute_slowdown, copy_slowdown, counter_increase, cpu_slowdown,
+from kat.evals.simulate import Category, generate_incident, load_ground_truth
+from kat.evals.simulate.checks import (collective_ratio, compute_slowdown, copy_slowdown, counter_increase, cpu_slowdown,
                                    group_collective_floor, in_window, log_hits, longest_python, max_kernel_ratio, metric,
                                    step_start_lag, tokens_by_step)
-from evals.simulate.ground_truth import GroundTruth
-from tools.telemetry import open_bundle
-from tools.telemetry.bundle import Bundle
+from kat.evals.simulate.ground_truth import GroundTruth
+from kat.tools.telemetry import open_bundle
+from kat.tools.telemetry.bundle import Bundle
 
 TASK = "vllm-l70b-tp8-h100-decode-eager"          # 8 ranks, one host
 NET_TASK = "sglang-l70b-tp8pp2-a100-prefill-eager"  # 16 ranks, PP across two hosts

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tools.context import IncidentContext
-from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, ToolResult
-from tools.registry import make_tools
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, ToolResult
+from kat.tools.registry import make_tools
+from kat.agent.demo import DEMO_INCIDENT
 
-DEMO = Path(__file__).parent / "data" / "demo-incident"
+DEMO = DEMO_INCIDENT
 
 
 @pytest.fixture(scope="module")

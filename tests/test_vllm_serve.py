@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from evals.finetune.serve import DEFAULT_VENV, REPO, ServeSpec, VLLMServer
+from kat.evals.finetune.serve import DEFAULT_VENV, REPO, ServeSpec, VLLMServer
+from kat.agent.demo import DEMO_INCIDENT
 
 pytestmark = pytest.mark.vllm
 
@@ -49,8 +50,8 @@ def _port() -> int:
 def test_one_diagnosis_through_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from agent.graph import AgentConfig
-    from agent.session import Session
+    from kat.agent.graph import AgentConfig
+    from kat.agent.session import Session
 
     # The tuned model runs with what it was trained on: its kat_model.json names the chat template and
     # the agent environment (compact tool results; for short-playbook data also the prompt and tools).
@@ -60,7 +61,7 @@ def test_one_diagnosis_through_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(k, str(v))
     kw = {"chat_template": REPO / info["chat_template"]} if info.get("chat_template") else {}
     spec = ServeSpec(model=_model(), port=_port(), max_tokens=256, **kw)
-    bundle = REPO / "tests" / "data" / "demo-incident"
+    bundle = DEMO_INCIDENT
     with VLLMServer(spec, tmp_path / "vllm.log", ready_timeout=900) as srv:
         pgid = os.getpgid(srv.proc.pid)
         s = Session(bundle, "openai", base_url=srv.base_url, model=spec.served_name,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tools.telemetry import Bundle, BundleError, open_bundle
+from kat.tools.telemetry import Bundle, BundleError, open_bundle
 
 
 class PathOutsideBundle(ValueError):

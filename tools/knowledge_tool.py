@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tools.context import IncidentContext
-from tools.evidence import ToolResult, clip_text
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import ToolResult, clip_text
 
 NAME = "knowledge_search"
 DESCRIPTION = ("Search KAT's knowledge base on distributed-inference faults: what a symptom means, how to tell "
@@ -22,7 +22,7 @@ class KnowledgeSearchArgs(BaseModel):
 def run(ctx: IncidentContext, args: KnowledgeSearchArgs) -> ToolResult:
     q = args.model_dump(exclude_none=True)
     try:
-        from knowledge.api import default_kb
+        from kat.knowledge.api import default_kb
 
         res = default_kb().search(args.query, k=args.k, category=args.category, component=args.component,
                                   mode=ctx.kb_mode)

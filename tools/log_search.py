@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, ValidationError
 
-from tools.context import IncidentContext, PathOutsideBundle
-from tools.evidence import CHARS_PER_TOKEN, ToolResult, clip_text
-from tools.telemetry import BundleError
-from tools.telemetry.queries import LogQuery, query_logs
-from tools.telemetry.tables import load_logs
+from kat.tools.context import IncidentContext, PathOutsideBundle
+from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult, clip_text
+from kat.tools.telemetry import BundleError
+from kat.tools.telemetry.queries import LogQuery, query_logs
+from kat.tools.telemetry.tables import load_logs
 
 NAME = "log_search"
 DESCRIPTION = ("Search the incident's logs with a regex and/or keywords, filtered by source (vllm, nccl, kernel, "

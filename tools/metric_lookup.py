@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from tools.context import IncidentContext
-from tools.evidence import CHARS_PER_TOKEN, ToolResult
-from tools.telemetry.queries import MetricQuery, query_metrics, summarize
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult
+from kat.tools.telemetry.queries import MetricQuery, query_metrics, summarize
 
 NAME = "metric_lookup"
 DESCRIPTION = ("Look up a metric (exact exporter name such as DCGM_FI_DEV_GPU_TEMP, "

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from tools.context import IncidentContext
-from tools.evidence import ToolResult, clip_text
-from tools.outpost import DetectorConfig, detect
-from tools.telemetry import BundleError
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import ToolResult, clip_text
+from kat.tools.outpost import DetectorConfig, detect
+from kat.tools.telemetry import BundleError
 
 NAME = "outpost_detect"
 DESCRIPTION = ("Run Outpost, the trace anomaly detector, over every rank of the incident. Returns suspect ranks "

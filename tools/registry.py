@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from tools import knowledge_tool, log_search, metric_lookup, outpost_tool, trace_slice
-from tools.context import IncidentContext
-from tools.evidence import ToolResult
+from kat.tools import knowledge_tool, log_search, metric_lookup, outpost_tool, trace_slice
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import ToolResult
 
 _MODULES = (outpost_tool, trace_slice, metric_lookup, log_search, knowledge_tool)
 _ARGS = {

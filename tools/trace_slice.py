@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, ValidationError
 
-from tools.context import IncidentContext
-from tools.evidence import CHARS_PER_TOKEN, ToolResult, clip_text
-from tools.telemetry import BundleError
-from tools.telemetry.queries import EventQuery, query_events
+from kat.tools.context import IncidentContext
+from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult, clip_text
+from kat.tools.telemetry import BundleError
+from kat.tools.telemetry.queries import EventQuery, query_events
 
 NAME = "trace_slice"
 DESCRIPTION = ("Look at trace events of one or more ranks, optionally restricted to steps, a time window "

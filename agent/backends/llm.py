@@ -8,11 +8,11 @@ from typing import Any
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 
-import prompts
-from agent.diagnosis import Diagnosis
-from agent.graph import SUBMIT, AgentConfig, AnalyzerStep
-from agent.state import AgentState
-from tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, neutralise
+from kat import prompts
+from kat.agent.diagnosis import Diagnosis
+from kat.agent.graph import SUBMIT, AgentConfig, AnalyzerStep
+from kat.agent.state import AgentState
+from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, neutralise
 
 # Small models (8k context) cannot take full tool results (~1k tokens each, 20+ per diagnosis):
 # with a budget set (option tool_result_chars or env KAT_TOOL_RESULT_CHARS) the model sees each

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from agent.graph import SUBMIT, AgentConfig, AnalyzerStep
-from agent.rules import followup, playbook
-from agent.rules.topology import Topo
-from agent.state import AgentState, ledger_entries
-from tools.context import IncidentContext
+from kat.agent.graph import SUBMIT, AgentConfig, AnalyzerStep
+from kat.agent.rules import followup, playbook
+from kat.agent.rules.topology import Topo
+from kat.agent.state import AgentState, ledger_entries
+from kat.tools.context import IncidentContext
 
 
 class RulesAnalyzer:

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """HTTP API: start diagnoses, stream progress, ask follow-ups (OpenAPI docs at /docs)."""
         import uvicorn
 
-        from agent.frontends.http_api import ServerSettings, create_app
+        from kat.agent.frontends.http_api import ServerSettings, create_app
 
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         settings = ServerSettings(incidents_root=_root(incidents_root), db=db or default_db(), token=token,
@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model"),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
-        from agent.frontends.slack_transport import run_http, run_socket_mode
-        from agent.frontends.slack_bot import BotSettings
+        from kat.agent.frontends.slack_transport import run_http, run_socket_mode
+        from kat.agent.frontends.slack_bot import BotSettings
 
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         bot_token = os.environ.get("SLACK_BOT_TOKEN", "")

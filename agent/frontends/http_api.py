@@ -23,12 +23,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.frontends.incidents import IncidentError, IncidentRoot
-from agent.frontends.jobs import Busy, JobRunner
-from agent.frontends.models import (DiagnosisCreated, DiagnosisRequest, DiagnosisStatus, ErrorBody, IncidentList,
+from kat.agent.frontends.incidents import IncidentError, IncidentRoot
+from kat.agent.frontends.jobs import Busy, JobRunner
+from kat.agent.frontends.models import (DiagnosisCreated, DiagnosisRequest, DiagnosisStatus, ErrorBody, IncidentList,
                                     MessageReply, MessageRequest)
-from agent.frontends.sessions import SharedCheckpointer
-from agent.frontends.store import Store
+from kat.agent.frontends.sessions import SharedCheckpointer
+from kat.agent.frontends.store import Store
 
 log = logging.getLogger("kat.frontends.http")
 

@@ -14,13 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.diagnosis import Diagnosis
-from agent.graph import AgentConfig
-from agent.session import ProgressEvent
+from kat.agent.diagnosis import Diagnosis
+from kat.agent.graph import AgentConfig
+from kat.agent.session import ProgressEvent
 
-from agent.frontends.incidents import IncidentRoot
-from agent.frontends.sessions import SharedCheckpointer
-from agent.frontends.store import Store
+from kat.agent.frontends.incidents import IncidentRoot
+from kat.agent.frontends.sessions import SharedCheckpointer
+from kat.agent.frontends.store import Store
 
 log = logging.getLogger("kat.frontends")
 
@@ -163,7 +163,7 @@ class JobRunner:
 
 
 def _short_error(exc: BaseException) -> str:
-    from tools.telemetry import BundleError
+    from kat.tools.telemetry import BundleError
 
     msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, BundleError):

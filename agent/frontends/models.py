@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.frontends.incidents import IncidentInfo
+from kat.agent.frontends.incidents import IncidentInfo
 
 
 class _In(BaseModel):

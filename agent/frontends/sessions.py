@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.graph import AgentConfig, build_graph
-from agent.session import Session
+from kat.agent.graph import AgentConfig, build_graph
+from kat.agent.session import Session
 
-from agent.frontends.store import connect
+from kat.agent.frontends.store import connect
 
 
 class SharedCheckpointer:

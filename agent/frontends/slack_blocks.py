@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.diagnosis import Diagnosis
+from kat.agent.diagnosis import Diagnosis
 
 TEXT_MAX = 2900        # Slack: 3000 characters per section text
 HEADER_MAX = 150

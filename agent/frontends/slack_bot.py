@@ -21,13 +21,13 @@ from pydantic import BaseModel
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 
-from agent.diagnosis import Diagnosis
-from agent.frontends.incidents import IncidentError, IncidentRoot
-from agent.frontends.jobs import Busy, JobRunner
-from agent.frontends.sessions import SharedCheckpointer
-from agent.frontends.slack_blocks import diagnosis_blocks, diagnosis_fallback, progress_text
-from agent.frontends.store import Store
-from agent.session import ProgressEvent
+from kat.agent.diagnosis import Diagnosis
+from kat.agent.frontends.incidents import IncidentError, IncidentRoot
+from kat.agent.frontends.jobs import Busy, JobRunner
+from kat.agent.frontends.sessions import SharedCheckpointer
+from kat.agent.frontends.slack_blocks import diagnosis_blocks, diagnosis_fallback, progress_text
+from kat.agent.frontends.store import Store
+from kat.agent.session import ProgressEvent
 
 log = logging.getLogger("kat.frontends.slack")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from slack_bolt.adapter.fastapi import SlackRequestHandler
 
-from agent.frontends.slack_bot import BotSettings, KatBot
+from kat.agent.frontends.slack_bot import BotSettings, KatBot
 
 
 def http_app(bot: KatBot) -> FastAPI:

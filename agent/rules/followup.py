@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
-from agent.rules import knowledge as K
-from agent.rules.playbook import assess, call
-from agent.rules.signals import sweep_entry
-from agent.rules.topology import Topo
-from agent.state import LedgerEntry
+from kat.agent.rules import knowledge as K
+from kat.agent.rules.playbook import assess, call
+from kat.agent.rules.signals import sweep_entry
+from kat.agent.rules.topology import Topo
+from kat.agent.state import LedgerEntry
 
 # Words an engineer uses for each category.
 ALIASES = {

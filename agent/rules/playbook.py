@@ -12,11 +12,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from agent.rules import knowledge as K
-from agent.rules.signals import (SIGNATURE_SEARCHES, LOG_SIGNATURES, STORAGE_OPS, SWEEP, Finding, log_findings,
+from kat.agent.rules import knowledge as K
+from kat.agent.rules.signals import (SIGNATURE_SEARCHES, LOG_SIGNATURES, STORAGE_OPS, SWEEP, Finding, log_findings,
                                  metric_findings, outpost_findings, query_of, sweep_entry, trace_storage_ranks)
-from agent.rules.topology import Topo
-from agent.state import LedgerEntry
+from kat.agent.rules.topology import Topo
+from kat.agent.state import LedgerEntry
 
 FAULT_THRESHOLD = 3.0
 
@@ -191,7 +191,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
             e = next((x for x in ledger if x.id == i), None)
             if e and all(i != x["id"] for x in evidence):
                 evidence.append({"id": i, "tool": e.tool, "query": e.query, "summary": e.summary[:300]})
-    from agent.diagnosis import COMPONENT_OF
+    from kat.agent.diagnosis import COMPONENT_OF
 
     return {
         "root_cause": {"category": cat, "component": COMPONENT_OF[cat], "ranks": ranks, "hosts": hosts, "summary": summary},

@@ -10,8 +10,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from agent.rules.topology import Topo
-from agent.state import LedgerEntry
+from kat.agent.rules.topology import Topo
+from kat.agent.state import LedgerEntry
 
 # -- the sweep: (key, metric regex or exact name) ---------------------------------------------
 SWEEP: list[tuple[str, str]] = [

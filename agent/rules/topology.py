@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tools.telemetry.manifest import IncidentManifest
+from kat.tools.telemetry.manifest import IncidentManifest
 
 
 @dataclass

@@ -50,7 +50,7 @@ def openai_tools(lc_tools: Sequence[Any]) -> list[dict]:
 
 def analyzer_tools(tools: dict) -> list[dict]:
     """Exactly what LLMAnalyzer binds: every investigation tool, then `submit_diagnosis`."""
-    from agent.backends.llm import submit_tool
+    from kat.agent.backends.llm import submit_tool
 
     return openai_tools([t.as_langchain() for t in tools.values()] + [submit_tool()])
 

@@ -32,7 +32,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Convert the base model (SmolLM2-135M-Instruct GGUF by default) to an HF folder with our chat template."""
         _offline()
-        from evals.finetune.base_model import build_base
+        from kat.evals.finetune.base_model import build_base
 
         try:
             info = build_base(out, source, dtype=dtype, overwrite=overwrite)
@@ -58,7 +58,7 @@ def build_app() -> typer.Typer:
         _offline()
         from pydantic import ValidationError
 
-        from evals.finetune.data import DataConfig, build_data
+        from kat.evals.finetune.data import DataConfig, build_data
 
         try:
             cfg = DataConfig(size=size, incident_size=incident_size, tool_result_chars=tool_result_chars, trajectory=trajectory,
@@ -85,8 +85,8 @@ def build_app() -> typer.Typer:
         _offline()
         import yaml
 
-        from evals.finetune.config import ConfigError, load_config
-        from evals.finetune.train import train
+        from kat.evals.finetune.config import ConfigError, load_config
+        from kat.evals.finetune.train import train
 
         overrides = {}
         for item in set_ or []:
@@ -109,7 +109,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """Write TRAIN_DIR/adapter (LoRA) and TRAIN_DIR/merged (HF folder with our chat template) from a checkpoint."""
         _offline()
-        from evals.finetune.export import export_checkpoint
+        from kat.evals.finetune.export import export_checkpoint
 
         try:
             export_checkpoint(train_dir, checkpoint, say=typer.echo)
@@ -117,7 +117,7 @@ def build_app() -> typer.Typer:
             _fail(exc)
 
     try:  # serving/comparison commands live in their own module (another part of the pipeline)
-        from evals.finetune.serve_cli import add_commands
+        from kat.evals.finetune.serve_cli import add_commands
     except ImportError:
         pass
     else:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
-from evals.finetune.serve import ServeSpec, VLLMServer
+from kat.evals.finetune.serve import ServeSpec, VLLMServer
 
 
 @dataclass
@@ -87,8 +87,8 @@ COLUMNS = (("variant", "variant"), ("n", "n"), ("valid tool calls", "valid_call_
 
 def test_cases(data_dir: Path, limit: int | None = None) -> list[tuple[str, Path]]:
     """(case id, bundle) of the manifest's test split; `limit` keeps one case per category first, in order."""
-    from evals.finetune.data import load_manifest
-    from evals.harness.cases import list_cases
+    from kat.evals.finetune.data import load_manifest
+    from kat.evals.harness.cases import list_cases
 
     m = load_manifest(data_dir)
     dirs = [p for p in m.test_cases(Path(data_dir)) if p.exists()]
@@ -100,7 +100,7 @@ def test_cases(data_dir: Path, limit: int | None = None) -> list[tuple[str, Path
 def _limit(cases: list[tuple[str, Path]], limit: int | None) -> list[tuple[str, Path]]:
     if not limit or limit >= len(cases):
         return cases
-    from evals.simulate.ground_truth import load_ground_truth
+    from kat.evals.simulate.ground_truth import load_ground_truth
 
     firsts, rest, seen = [], [], set()
     for cid, p in cases:
@@ -130,7 +130,7 @@ def _own_chain(run: Any) -> tuple[int, int, int]:
 
 def model_chain(runs: list[Any]) -> tuple[float | None, float | None]:
     """Micro chain-link precision and recall over the cases whose truth has a chain, own chains only."""
-    from evals.harness.aggregate import _r
+    from kat.evals.harness.aggregate import _r
 
     chained = [r for r in runs if r.scores is not None and r.scores.chain_truth]
     own = [_own_chain(r) for r in chained]
@@ -141,7 +141,7 @@ def model_chain(runs: list[Any]) -> tuple[float | None, float | None]:
 def faithfulness_per_case(runs: list[Any]) -> float | None:
     """Mean over fault cases of faithful links / predicted links of the model's own chain; a case with
     no chain of its own (none submitted, a partial answer, an error) scores 0."""
-    from evals.harness.scoring import CONTROLS
+    from kat.evals.harness.scoring import CONTROLS
 
     per_case = []
     for r in runs:
@@ -153,7 +153,7 @@ def faithfulness_per_case(runs: list[Any]) -> float | None:
 
 
 def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -> CompareRow:
-    from evals.harness.aggregate import tally
+    from kat.evals.harness.aggregate import tally
 
     t = tally(runs)
     chain_p, chain_r = model_chain(runs)
@@ -221,8 +221,8 @@ def render_markdown(rep: CompareReport) -> str:
 
 
 def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
-    from evals.harness.models import CaseRun
-    from evals.harness.runner import result_path
+    from kat.evals.harness.models import CaseRun
+    from kat.evals.harness.runner import result_path
 
     for cid, _ in cases:
         p = result_path(out, v.name, cid, 0)
@@ -249,9 +249,9 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
     each server runs one thread, so two models use two cores, and their runs go through the
     harness together, `jobs` at a time.
     """
-    from evals.harness import report as rep_mod
-    from evals.harness.runner import run_all
-    from evals.harness.variants import Variant
+    from kat.evals.harness import report as rep_mod
+    from kat.evals.harness.runner import run_all
+    from kat.evals.harness.variants import Variant
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from evals.finetune.chat_format import (REPO, SMALL_TEMPLATE_PATH, TEMPLATE_PATH, analyzer_tools, assistant_spans, load_template,
+from kat.evals.finetune.chat_format import (REPO, SMALL_TEMPLATE_PATH, TEMPLATE_PATH, analyzer_tools, assistant_spans, load_template,
                                         to_openai_messages)
 
 Split = Literal["train", "validation", "test"]
@@ -131,10 +131,10 @@ def load_manifest(root: Path | str) -> DataManifest:
 
 def plan_cases(cfg: DataConfig) -> list[CaseRef]:
     """Every case of every split, deterministic from the config (no generation)."""
-    from evals.simulate.categories import ALL_CATEGORIES, SEVERITIES, Category, parse_category
-    from evals.simulate.faults import supported
-    from evals.simulate.tasks import load_tasks
-    from evals.simulate.topology import build_layout
+    from kat.evals.simulate.categories import ALL_CATEGORIES, SEVERITIES, Category, parse_category
+    from kat.evals.simulate.faults import supported
+    from kat.evals.simulate.tasks import load_tasks
+    from kat.evals.simulate.topology import build_layout
 
     if cfg.size not in SIZES:
         raise ValueError(f"size: {cfg.size!r} is not one of {', '.join(SIZES)}")
@@ -182,9 +182,9 @@ class Trajectory(BaseModel):
 
 def _rules_run(bundle: Path, config: Any = None, analyzer: Any = None) -> tuple[Any, dict, list[dict], list[Any]]:
     """(Diagnosis, final state, OpenAI tools, ledger) of one Session on `bundle` (rules, or a scripted Analyzer)."""
-    from agent.graph import build_graph
-    from agent.session import Session
-    from agent.state import ledger_entries
+    from kat.agent.graph import build_graph
+    from kat.agent.session import Session
+    from kat.agent.state import ledger_entries
 
     s = Session(bundle, "rules", config=config)
     try:
@@ -201,8 +201,8 @@ def _rules_run(bundle: Path, config: Any = None, analyzer: Any = None) -> tuple[
 
 def _conversation(state: dict, tool_result_chars: int | None, system: str) -> list[dict]:
     """The messages up to the accepted submit_diagnosis call, as the LLM Analyzer sees them."""
-    from agent.backends.llm import compact_messages
-    from agent.graph import SUBMIT
+    from kat.agent.backends.llm import compact_messages
+    from kat.agent.graph import SUBMIT
     from langchain_core.messages import AIMessage
 
     msgs = list(state.get("messages") or [])
@@ -216,9 +216,9 @@ def _conversation(state: dict, tool_result_chars: int | None, system: str) -> li
 def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6,
                      findings: bool = False) -> Trajectory:
     """The short playbook (evals/finetune/playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
-    import prompts
-    from agent.graph import AgentConfig, validate_diagnosis
-    from evals.finetune import playbook as pb
+    from kat import prompts
+    from kat.agent.graph import AgentConfig, validate_diagnosis
+    from kat.evals.finetune import playbook as pb
 
     d_full, _, _, full_ledger = _rules_run(bundle)
     target = d_full.model_dump()
@@ -246,11 +246,11 @@ def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int
 
 def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
     """Run the real rules Session and return the conversation as the LLM Analyzer would see and produce it."""
-    import prompts
-    from agent.backends.llm import compact_messages
-    from agent.graph import SUBMIT, validate_diagnosis
-    from agent.session import Session
-    from agent.state import ledger_entries
+    from kat import prompts
+    from kat.agent.backends.llm import compact_messages
+    from kat.agent.graph import SUBMIT, validate_diagnosis
+    from kat.agent.session import Session
+    from kat.agent.state import ledger_entries
     from langchain_core.messages import AIMessage
 
     s = Session(bundle, "rules")
@@ -336,7 +336,7 @@ def load_tokenizer(path: Path | str | None) -> tuple[Any, str]:
         if not (p / "tokenizer_config.json").exists() and not (p / "tokenizer.json").exists():
             raise FileNotFoundError(f"--tokenizer: {p} has no tokenizer (tokenizer.json / tokenizer_config.json)")
         return AutoTokenizer.from_pretrained(str(p)), str(p)
-    from evals.finetune.base_model import smollm2_gguf
+    from kat.evals.finetune.base_model import smollm2_gguf
 
     g = smollm2_gguf()
     return AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name), str(g)
@@ -344,7 +344,7 @@ def load_tokenizer(path: Path | str | None) -> tuple[Any, str]:
 
 def _case_work(case: dict, bundle: str, cfg: dict) -> dict:
     """Generate one incident and its trajectory (top level: runs in a worker process)."""
-    from evals.simulate import generate_incident
+    from kat.evals.simulate import generate_incident
 
     c, conf, b = CaseRef.model_validate(case), DataConfig.model_validate(cfg), Path(bundle)
     gt = generate_incident(c.category, c.task, c.seed, b, severity=c.severity, size=c.size, incident_id=f"ft-{c.id}")
@@ -444,7 +444,7 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
 def serve_env(cfg: DataConfig) -> dict[str, str]:
     """The agent environment the tuned model must run with: the compaction and, for short
     trajectories, the system prompt and tool list it was trained on."""
-    from evals.finetune.playbook import SHORT_ENV
+    from kat.evals.finetune.playbook import SHORT_ENV
 
     env = {"KAT_TOOL_RESULT_CHARS": str(cfg.tool_result_chars)}
     return {**env, **SHORT_ENV} if cfg.trajectory == "short" else env

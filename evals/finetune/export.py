@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from evals.finetune.base_model import write_template
+from kat.evals.finetune.base_model import write_template
 
 SERVE_INFO = "kat_model.json"
 
@@ -61,8 +61,8 @@ def export_checkpoint(train_dir: Path, checkpoint: Path | None = None, say: Call
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from evals.finetune.config import TrainConfig
-    from evals.finetune.train import latest_checkpoint, load_tokenizer
+    from kat.evals.finetune.config import TrainConfig
+    from kat.evals.finetune.train import latest_checkpoint, load_tokenizer
 
     train_dir = Path(train_dir)
     cfg_path = train_dir / "config.json"

@@ -57,9 +57,9 @@ class ScriptedAnalyzer:
     def step(self, state: dict, config: Any) -> Any:
         from langchain_core.messages import AIMessage
 
-        from agent.graph import SUBMIT, AnalyzerStep
-        from agent.rules.playbook import call
-        from agent.state import ledger_entries
+        from kat.agent.graph import SUBMIT, AnalyzerStep
+        from kat.agent.rules.playbook import call
+        from kat.agent.state import ledger_entries
 
         i = int(state.get("turn_steps") or 0)
         steps = script()

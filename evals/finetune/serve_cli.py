@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from evals.finetune.serve import DEFAULT_VENV, SERVED_NAME, ServeError, ServeSpec, VLLMServer, command
+from kat.evals.finetune.serve import DEFAULT_VENV, SERVED_NAME, ServeError, ServeSpec, VLLMServer, command
 
 
 def _spec(model: Path, adapter: Optional[Path], name: str, host: str, port: int, max_model_len: int, dtype: str,
@@ -79,7 +79,7 @@ def add_commands(app: typer.Typer) -> None:
             typer.echo(f"kat finetune serve: {exc}", err=True)
             raise typer.Exit(2) from None
         if print_command:
-            from evals.finetune.serve import environment
+            from kat.evals.finetune.serve import environment
 
             env = environment(spec, base={})
             typer.echo(" ".join(f"{k}={v}" for k, v in sorted(env.items())) + " \\\n  " + shlex.join(argv))
@@ -110,7 +110,7 @@ def add_commands(app: typer.Typer) -> None:
         try:
             while srv.alive():
                 time.sleep(1.0)
-            from evals.finetune.serve import log_tail
+            from kat.evals.finetune.serve import log_tail
 
             typer.echo(f"kat finetune serve: vLLM exited with code {srv.proc.returncode}; log {log}:\n{log_tail(log)}", err=True)
             raise typer.Exit(1)
@@ -150,8 +150,8 @@ def add_commands(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
     ) -> None:
         """Held-out comparison: base vs fine-tuned small model (each served by vLLM) vs rules, one table."""
-        from evals.finetune.compare import ModelUnderTest, markdown_table, run_compare, test_cases
-        from evals.finetune.data import load_manifest
+        from kat.evals.finetune.compare import ModelUnderTest, markdown_table, run_compare, test_cases
+        from kat.evals.finetune.data import load_manifest
 
         say = (lambda s: print(s, file=sys.stderr, flush=True)) if json_out else (lambda s: print(s, flush=True))
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the running vLLM server is stopped too.

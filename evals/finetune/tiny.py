@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.finetune.base_model import write_template
-from evals.finetune.chat_format import load_template
+from kat.evals.finetune.base_model import write_template
+from kat.evals.finetune.chat_format import load_template
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from evals.finetune.chat_format import assistant_spans, load_template, template_of
-from evals.finetune.config import StageSettings, TrainConfig
+from kat.evals.finetune.chat_format import assistant_spans, load_template, template_of
+from kat.evals.finetune.config import StageSettings, TrainConfig
 
 IGNORE = -100
 STAGES = ("cpt", "sft")
@@ -458,11 +458,11 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
 
 def _finish(cfg: TrainConfig, out: Path, state: TrainerState, model: Any, tok: Any, t_run: float,
             finished: bool, say: Callable[[str], None]) -> TrainResult:
-    from evals.finetune.report import write_metrics
+    from kat.evals.finetune.report import write_metrics
 
     metrics, png = write_metrics(out, cfg, state, finished)
     if finished and cfg.export:
-        from evals.finetune.export import export_model
+        from kat.evals.finetune.export import export_model
 
         export_model(model, tok, cfg.base_model, out, data_dir=cfg.data_dir, say=say)
     return TrainResult(output_dir=str(out), global_step=state.global_step, finished=finished,

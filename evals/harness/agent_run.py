@@ -6,17 +6,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evals.harness.models import Trajectory
-from evals.harness.toolcalls import tool_call_stats
-from evals.harness.variants import Variant
+from kat.evals.harness.models import Trajectory
+from kat.evals.harness.toolcalls import tool_call_stats
+from kat.evals.harness.variants import Variant
 
 
 def _disable(session: Any, names: list[str]) -> None:
     """Take tools away from a built Session (see variants.py for why this lives here)."""
-    from agent.backends.llm import LLMAnalyzer
-    from agent.graph import build_graph
-    from tools.evidence import ToolResult
-    from tools.registry import AgentTool
+    from kat.agent.backends.llm import LLMAnalyzer
+    from kat.agent.graph import build_graph
+    from kat.tools.evidence import ToolResult
+    from kat.tools.registry import AgentTool
 
     is_llm = isinstance(session.analyzer, LLMAnalyzer)
     for name in names:
@@ -49,8 +49,8 @@ def _tokens(messages: list[Any]) -> tuple[int | None, int | None]:
 
 def run_agent(case_dir: Path, variant: Variant) -> tuple[dict[str, Any], Trajectory]:
     """(Diagnosis as a dict, trajectory). Exceptions propagate: the runner records them."""
-    from agent.graph import AgentConfig
-    from agent.session import Session
+    from kat.agent.graph import AgentConfig
+    from kat.agent.session import Session
 
     t0 = time.perf_counter()
     cfg = AgentConfig(max_steps=variant.max_steps, time_budget_s=variant.time_budget_s)

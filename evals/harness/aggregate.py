@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 from pydantic import BaseModel, Field
 
-from evals.harness.models import CaseRun
+from kat.evals.harness.models import CaseRun
 
 STABILITY = ("stable-pass", "flaky-pass", "flaky-fail", "stable-fail")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.harness.models import AnswerCheck
+from kat.evals.harness.models import AnswerCheck
 
 ANSWER_FILES = ("answer.yaml", "answer.yml", "answer.json")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from evals.detection import case_dirs
+from kat.evals.detection import case_dirs
 
 # `real` runs the real-trace generator (torch.distributed on CPU); its own suites are tiny/small/standard.
 REAL_SUITES = {"real": "small", "real-tiny": "tiny", "real-small": "small", "real-standard": "standard"}
@@ -12,7 +12,7 @@ DONE_MARKER = ".kat-eval-generated"
 
 
 def simulated_suites() -> list[str]:
-    from evals.simulate.suites import SUITES_DIR
+    from kat.evals.simulate.suites import SUITES_DIR
 
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
@@ -25,11 +25,11 @@ def generate(suite: str, root: Path, say: Callable[[str], None] = lambda s: None
     """Generate `suite` into `root`; a marker file makes an interrupted generation start over."""
     say(f"generating suite {suite!r} into {root} ...")
     if suite in REAL_SUITES:
-        from evals.realtrace import generate_suite as gen_real
+        from kat.evals.realtrace import generate_suite as gen_real
 
         gen_real(REAL_SUITES[suite], root)
     else:
-        from evals.simulate import generate_suite as gen_sim
+        from kat.evals.simulate import generate_suite as gen_sim
 
         gen_sim(suite, root, progress=lambda c: say(f"  generated {c.id} ({c.events:,} events)"))
     (root / DONE_MARKER).write_text(suite + "\n")

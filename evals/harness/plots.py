@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.harness.aggregate import VariantSummary
-from evals.harness.models import CaseRun
+from kat.evals.harness.aggregate import VariantSummary
+from kat.evals.harness.models import CaseRun
 
 
 def _plt():  # type: ignore[no-untyped-def]

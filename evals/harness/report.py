@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evals.harness.aggregate import STABILITY, Tally, VariantSummary, summarize
-from evals.harness.models import CaseRun
-from evals.harness.variants import Variant
+from kat.evals.harness.aggregate import STABILITY, Tally, VariantSummary, summarize
+from kat.evals.harness.models import CaseRun
+from kat.evals.harness.variants import Variant
 
 HEADLINE = (("runs", "runs"), ("top-1", "top1"), ("top-3", "top3"), ("component", "component"),
             ("ranks exact", "ranks_exact"), ("rank P", "rank_precision"), ("rank R", "rank_recall"),
@@ -64,7 +64,7 @@ def headline(rep: EvalReport) -> list[str]:
 
 def write(rep: EvalReport, out: Path) -> tuple[Path, Path]:
     """Write report.json, plots/*.png and report.md under `out`."""
-    from evals.harness import plots
+    from kat.evals.harness import plots
 
     out.mkdir(parents=True, exist_ok=True)
     jp = out / "report.json"

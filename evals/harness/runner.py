@@ -7,9 +7,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from evals.harness.answers import load_answer
-from evals.harness.models import CaseRun, Trajectory
-from evals.harness.variants import Variant
+from kat.evals.harness.answers import load_answer
+from kat.evals.harness.models import CaseRun, Trajectory
+from kat.evals.harness.variants import Variant
 
 
 def result_path(out: Path, variant: str, case_id: str, repeat: int) -> Path:
@@ -18,9 +18,9 @@ def result_path(out: Path, variant: str, case_id: str, repeat: int) -> Path:
 
 def run_unit(case_dir: str, case_id: str, variant: dict, repeat: int) -> dict:
     """One run, scored. Top-level so a spawned worker can pickle it; returns a CaseRun dict."""
-    from evals.harness.agent_run import run_agent
-    from evals.harness.scoring import score
-    from evals.simulate.ground_truth import load_ground_truth
+    from kat.evals.harness.agent_run import run_agent
+    from kat.evals.harness.scoring import score
+    from kat.evals.simulate.ground_truth import load_ground_truth
 
     v = Variant.model_validate(variant)
     gt = load_ground_truth(Path(case_dir))

@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from evals.harness.answers import AnswerSpec, check_answer
-from evals.harness.models import CaseScores
-from evals.harness.tagging import component_of, tag_link, tool_supports
-from evals.simulate.ground_truth import GroundTruth
+from kat.evals.harness.answers import AnswerSpec, check_answer
+from kat.evals.harness.models import CaseScores
+from kat.evals.harness.tagging import component_of, tag_link, tool_supports
+from kat.evals.simulate.ground_truth import GroundTruth
 
 CONTROLS = ("none", "workload_shift")
 _EV_ID = re.compile(r"^ev-\d+$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agent.diagnosis import COMPONENT_OF
+from kat.agent.diagnosis import COMPONENT_OF
 
 # Order breaks ties (more specific first). Patterns are matched case-insensitively on word edges.
 LEXICON: dict[str, tuple[str, ...]] = {

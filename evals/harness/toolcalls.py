@@ -73,10 +73,10 @@ def tool_call_stats(messages: list[Any], schemas: dict[str, Any]) -> ToolCallSta
     """Count over the AIMessages in `messages`; `schemas` maps tool name -> pydantic model (or None)."""
     from langchain_core.messages import AIMessage
 
-    from agent.graph import SUBMIT
+    from kat.agent.graph import SUBMIT
 
     if SUBMIT not in schemas:
-        from agent.diagnosis import Diagnosis
+        from kat.agent.diagnosis import Diagnosis
 
         schemas = {**schemas, SUBMIT: Diagnosis}
     names = set(schemas)

@@ -7,12 +7,12 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
-from evals.realtrace.launcher import launch
-from evals.realtrace.models import FaultKind, RealTraceConfig, RunReport
-from evals.realtrace.signatures import SignatureCheck, check_signature
-from evals.realtrace.trace_steps import step_spans
-from evals.realtrace.truth import build_ground_truth, step_ms
-from evals.simulate.ground_truth import GroundTruth, rfc3339, write_ground_truth
+from kat.evals.realtrace.launcher import launch
+from kat.evals.realtrace.models import FaultKind, RealTraceConfig, RunReport
+from kat.evals.realtrace.signatures import SignatureCheck, check_signature
+from kat.evals.realtrace.trace_steps import step_spans
+from kat.evals.realtrace.truth import build_ground_truth, step_ms
+from kat.evals.simulate.ground_truth import GroundTruth, rfc3339, write_ground_truth
 
 
 class CaseResult(BaseModel):
@@ -85,7 +85,7 @@ def write_bundle(run: RunReport, out: Path, case_id: str) -> GroundTruth:
 
 def verify_case(out: Path, run: RunReport) -> tuple[SignatureCheck, dict[int, int]]:
     """Load the bundle the way every tool does and measure the injected signature in it."""
-    from tools.telemetry import open_bundle
+    from kat.tools.telemetry import open_bundle
 
     events = open_bundle(out).all_events()
     counts = {int(r): int(n) for r, n in events.groupby("rank", observed=True).size().items()}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from evals.realtrace.models import FaultKind
+from kat.evals.realtrace.models import FaultKind
 
 
 def _parse_steps(text: str) -> tuple[int, int]:
@@ -35,10 +35,10 @@ def register(app: typer.Typer) -> None:
         write an incident bundle: traces/rank-<r>.json.gz, incident.json, ground_truth.json."""
         from pydantic import ValidationError
 
-        from evals.realtrace.case import generate_case
-        from evals.realtrace.launcher import RealTraceError
-        from evals.realtrace.models import RealTraceConfig
-        from evals.realtrace.suite import generate_suite
+        from kat.evals.realtrace.case import generate_case
+        from kat.evals.realtrace.launcher import RealTraceError
+        from kat.evals.realtrace.models import RealTraceConfig
+        from kat.evals.realtrace.suite import generate_suite
 
         try:
             if suite:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from evals.realtrace.models import FaultKind, RealTraceConfig
+from kat.evals.realtrace.models import FaultKind, RealTraceConfig
 
 # A CPU-bound competitor: pins itself to the given cores, waits for "go", then burns CPU in
 # bursts (2 ms busy, 1 ms asleep). Bursts matter: the scheduler lets a rank that sleeps in

@@ -1,6 +1,6 @@
 """Start the rank processes of one run and collect their reports.
 
-`launch()` runs in the caller and starts a fresh Python (`python -m evals.realtrace._rank_runner`)
+`launch()` runs in the caller and starts a fresh Python (`python -m kat.evals.realtrace._rank_runner`)
 that imports torch once and forks one process per rank: forking saves each rank the ~1.5-5 s
 torch import on a 2-core machine, and the fresh parent keeps the fork clean (no OpenMP or
 BLAS thread pools from whatever process called us, e.g. pytest).
@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evals.realtrace.faults import available_cores, pin_cores
-from evals.realtrace.models import RankReport, RealTraceConfig, RunReport
+from kat.evals.realtrace.faults import available_cores, pin_cores
+from kat.evals.realtrace.models import RankReport, RealTraceConfig, RunReport
 
 
 class RealTraceError(RuntimeError):
@@ -41,7 +41,7 @@ def launch(cfg: RealTraceConfig, trace_dir: Path) -> RunReport:
         # Make `evals` importable from the child however the caller was started.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "evals.realtrace._rank_runner", str(cfg_path), str(trace_dir), str(report_path)]
+        cmd = [sys.executable, "-m", "kat.evals.realtrace._rank_runner", str(cfg_path), str(trace_dir), str(report_path)]
         # Own session, so a hung run can be stopped with every rank it forked (gloo peers of a
         # dead rank would otherwise block until their own timeout).
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -60,14 +60,14 @@ def launch(cfg: RealTraceConfig, trace_dir: Path) -> RunReport:
 
 
 def _rank_entry(rank: int, cfg: RealTraceConfig, port: int, cores: list[int], trace_dir: Path, report: Path) -> None:
-    from evals.realtrace.worker import run_rank
+    from kat.evals.realtrace.worker import run_rank
 
     run_rank(rank, cfg, port, cores, trace_dir, report)
 
 
 def run_all_ranks(cfg: RealTraceConfig, trace_dir: Path, report_path: Path) -> RunReport:
     """Fork one process per rank and wait for all; any failure stops the rest (gloo would hang)."""
-    import evals.realtrace.worker  # noqa: F401  (torch imported once, before the fork)
+    import kat.evals.realtrace.worker  # noqa: F401  (torch imported once, before the fork)
     # The profiler's first start probes `torch._inductor`, a ~2 s pure-Python import; done here
     # once instead of in 4 ranks at once on 2 cores (which costs ~8 s).
     import torch._inductor  # noqa: F401

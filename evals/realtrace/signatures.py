@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from evals.realtrace.models import FaultKind, RealTraceConfig
+from kat.evals.realtrace.models import FaultKind, RealTraceConfig
 
 
 class SignatureCheck(BaseModel):
@@ -136,7 +136,7 @@ def check_signature(ev: pd.DataFrame, cfg: RealTraceConfig, pinning: dict[int, l
     elif fault is FaultKind.CPU_CONTENTION:
         v, t, d = contention()
     else:
-        from evals.realtrace.models import DEFAULT_SEVERITY
+        from kat.evals.realtrace.models import DEFAULT_SEVERITY
 
         parts = [(gemm(), "gemm"), (stall(DEFAULT_SEVERITY[FaultKind.CPU_STALL]), "stall"),
                  (comm(DEFAULT_SEVERITY[FaultKind.SLOW_COLLECTIVE]), "comm")]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.realtrace.case import CaseResult, generate_case
-from evals.realtrace.models import FaultKind, RealTraceConfig
+from kat.evals.realtrace.case import CaseResult, generate_case
+from kat.evals.realtrace.models import FaultKind, RealTraceConfig
 
 _FAULTS = [FaultKind.GEMM, FaultKind.CPU_STALL, FaultKind.CPU_CONTENTION, FaultKind.SLOW_COLLECTIVE]
 

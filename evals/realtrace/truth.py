@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from statistics import median
 
-from evals.realtrace.models import FaultKind, RunReport
-from evals.simulate.ground_truth import ChainLink, ExpectedDetection, GroundTruth, Window, rfc3339
+from kat.evals.realtrace.models import FaultKind, RunReport
+from kat.evals.simulate.ground_truth import ChainLink, ExpectedDetection, GroundTruth, Window, rfc3339
 
 # fault -> (category, acceptable categories, component). The GEMM fault is extra compute on a
 # CPU tensor: it looks like a slow accelerator kernel but has neither a thermal nor a power

@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from evals.realtrace.faults import FaultHooks
-from evals.realtrace.models import RankReport, RealTraceConfig, StepSpan
-from evals.realtrace.workload import TPDecodeModel
+from kat.evals.realtrace.faults import FaultHooks
+from kat.evals.realtrace.models import RankReport, RealTraceConfig, StepSpan
+from kat.evals.realtrace.workload import TPDecodeModel
 
 TRACE_NAME = "rank-{rank}.json.gz"
 

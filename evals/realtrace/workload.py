@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import record_function
 
-from evals.realtrace.models import WorkloadShape
+from kat.evals.realtrace.models import WorkloadShape
 
 
 class StepHooks(Protocol):

@@ -6,11 +6,11 @@ Public API:
     load_ground_truth(path) -> GroundTruth
     load_tasks() -> dict[str, TaskConfig]
 """
-from evals.simulate.categories import ALL_CATEGORIES, COMPONENT, Category, Severity
-from evals.simulate.generate import generate_incident
-from evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, load_ground_truth
-from evals.simulate.suites import generate_suite, load_suite
-from evals.simulate.tasks import TaskConfig, get_task, load_tasks
+from kat.evals.simulate.categories import ALL_CATEGORIES, COMPONENT, Category, Severity
+from kat.evals.simulate.generate import generate_incident
+from kat.evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, load_ground_truth
+from kat.evals.simulate.suites import generate_suite, load_suite
+from kat.evals.simulate.tasks import TaskConfig, get_task, load_tasks
 
 __all__ = [
     "ALL_CATEGORIES", "COMPONENT", "Category", "Severity", "generate_incident", "generate_suite", "load_suite",

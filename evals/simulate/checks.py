@@ -10,9 +10,9 @@ from typing import Callable
 
 import pandas as pd
 
-from tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.bundle import Bundle
 
-from evals.simulate.ground_truth import GroundTruth
+from kat.evals.simulate.ground_truth import GroundTruth
 
 COMPUTE = re.compile(r"gemm|nvjet|xmma|flash|fmha|RMSNorm|rms_norm|act_and_mul")
 

@@ -22,7 +22,7 @@ def simulate(
     workers: Optional[int] = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
-    from evals.simulate.tasks import load_tasks
+    from kat.evals.simulate.tasks import load_tasks
 
     if list_tasks:
         for name, t in load_tasks().items():
@@ -31,7 +31,7 @@ def simulate(
     if out is None:
         raise typer.BadParameter("--out DIR is required")
     if suite:
-        from evals.simulate.suites import generate_suite
+        from kat.evals.simulate.suites import generate_suite
 
         t0 = time.perf_counter()
 
@@ -47,7 +47,7 @@ def simulate(
         return
     if not scenario or not task:
         raise typer.BadParameter("give --scenario and --task (or --suite NAME)")
-    from evals.simulate.generate import generate_incident
+    from kat.evals.simulate.generate import generate_incident
 
     t0 = time.perf_counter()
     try:

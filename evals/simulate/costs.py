@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evals.simulate.kernels import GPU_SPEC
-from evals.simulate.tasks import TaskConfig
+from kat.evals.simulate.kernels import GPU_SPEC
+from kat.evals.simulate.tasks import TaskConfig
 
 LAUNCH_NS = 2500.0   # fixed per-kernel cost (launch, tail effects)
 BF16 = 2

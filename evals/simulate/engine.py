@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from evals.simulate import kernels as K
-from evals.simulate.costs import CostModel, Shapes, graph_size
-from evals.simulate.faults import FaultPlan
-from evals.simulate.topology import Layout
-from evals.simulate.trace_writer import RankTraceWriter
-from evals.simulate.workload import Workload
+from kat.evals.simulate import kernels as K
+from kat.evals.simulate.costs import CostModel, Shapes, graph_size
+from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.topology import Layout
+from kat.evals.simulate.trace_writer import RankTraceWriter
+from kat.evals.simulate.workload import Workload
 
 COMPUTE_STREAM = 7
 NCCL_STREAM = 24

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evals.simulate.categories import Category, Severity, SEVERITY_INDEX
-from evals.simulate.topology import Layout
+from kat.evals.simulate.categories import Category, Severity, SEVERITY_INDEX
+from kat.evals.simulate.topology import Layout
 
 # (mild, moderate, severe) parameter triples per category.
 SEVERITY_PARAMS: dict[Category, dict[str, tuple[float, float, float]]] = {

@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from evals.simulate.categories import Category, Severity, parse_category
-from evals.simulate.engine import SimResult, Simulator
-from evals.simulate.faults import FaultPlan, make_plan, supported
-from evals.simulate.ground_truth import GroundTruth, write_ground_truth
-from evals.simulate.kernels import GPU_SPEC
-from evals.simulate.logs import build_logs, write_logs
-from evals.simulate.metrics import build_metrics, write_metrics
-from evals.simulate.narrative import build_ground_truth, incident_text
-from evals.simulate.sizes import SIZES, Size, events_per_rank_step, layers_per_stage, n_steps
-from evals.simulate.tasks import TaskConfig, get_task
-from evals.simulate.topology import Layout, build_layout, manifest_topology
-from evals.simulate.trace_writer import RankTraceWriter
-from evals.simulate.workload import make_workload
+from kat.evals.simulate.categories import Category, Severity, parse_category
+from kat.evals.simulate.engine import SimResult, Simulator
+from kat.evals.simulate.faults import FaultPlan, make_plan, supported
+from kat.evals.simulate.ground_truth import GroundTruth, write_ground_truth
+from kat.evals.simulate.kernels import GPU_SPEC
+from kat.evals.simulate.logs import build_logs, write_logs
+from kat.evals.simulate.metrics import build_metrics, write_metrics
+from kat.evals.simulate.narrative import build_ground_truth, incident_text
+from kat.evals.simulate.sizes import SIZES, Size, events_per_rank_step, layers_per_stage, n_steps
+from kat.evals.simulate.tasks import TaskConfig, get_task
+from kat.evals.simulate.topology import Layout, build_layout, manifest_topology
+from kat.evals.simulate.trace_writer import RankTraceWriter
+from kat.evals.simulate.workload import make_workload
 
 # Incidents happen on 2026-11-21 (UTC); the seed picks the minute so cases do not all collide.
 EPOCH_DAY_NS = 1_795_219_200 * 1_000_000_000
@@ -188,5 +188,5 @@ def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: in
 
 
 def _iso(ns: int) -> str:
-    from evals.simulate.ground_truth import rfc3339
+    from kat.evals.simulate.ground_truth import rfc3339
     return rfc3339(ns)

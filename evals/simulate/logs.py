@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from evals.simulate.categories import Category, SEVERITY_INDEX
-from evals.simulate.engine import SimResult
-from evals.simulate.faults import FaultPlan
-from evals.simulate.ground_truth import GroundTruth, rfc3339
-from evals.simulate.topology import Layout
+from kat.evals.simulate.categories import Category, SEVERITY_INDEX
+from kat.evals.simulate.engine import SimResult
+from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.ground_truth import GroundTruth, rfc3339
+from kat.evals.simulate.topology import Layout
 
 UNRELATED_WARNINGS = [
     ("kernel", "warning", "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#3_DIMM#0 (channel:3 slot:0 page:0x1a2b3c offset:0x0 grain:32 syndrome:0x0)"),

@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evals.simulate.categories import Category, SEVERITY_INDEX
-from evals.simulate.engine import SimResult
-from evals.simulate.faults import FaultPlan
-from evals.simulate.ground_truth import GroundTruth
-from evals.simulate.kernels import GPU_SPEC
-from evals.simulate.narrative import _replica_step_ms
-from evals.simulate.topology import Layout
+from kat.evals.simulate.categories import Category, SEVERITY_INDEX
+from kat.evals.simulate.engine import SimResult
+from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.ground_truth import GroundTruth
+from kat.evals.simulate.kernels import GPU_SPEC
+from kat.evals.simulate.narrative import _replica_step_ms
+from kat.evals.simulate.topology import Layout
 
 STEP_NS = 1_000_000_000
 LABELS = ("host", "gpu", "rank", "cpu", "mode", "device", "node", "quantile")
@@ -273,7 +273,7 @@ def build_metrics(lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth,
 def write_metrics(df: pd.DataFrame, out: Path, fmt: str = "parquet") -> Path:
     """metrics.parquet (ts as epoch ns) or metrics.csv (ts as RFC 3339)."""
     if fmt == "csv":
-        from evals.simulate.ground_truth import rfc3339
+        from kat.evals.simulate.ground_truth import rfc3339
         p = out / "metrics.csv"
         df2 = df.copy()
         df2["ts"] = [rfc3339(int(t)) for t in df2["ts"]]

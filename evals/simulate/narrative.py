@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from evals.simulate.categories import COMPONENT, Category
-from evals.simulate.engine import SimResult
-from evals.simulate.faults import FaultPlan
-from evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, rfc3339
-from evals.simulate.topology import Layout
+from kat.evals.simulate.categories import COMPONENT, Category
+from kat.evals.simulate.engine import SimResult
+from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, rfc3339
+from kat.evals.simulate.topology import Layout
 
 COMPUTE_KERNELS = r"gemm|nvjet|xmma|flash|fmha|Attention|rms_norm|RMSNorm|rotary|Rotary|act_and_mul|cache|index"
 COLLECTIVES = r"AllReduce|all_reduce|allreduce|SendRecv|cross_device_reduce"

@@ -5,7 +5,7 @@ import math
 
 from pydantic import BaseModel
 
-from evals.simulate.tasks import TaskConfig
+from kat.evals.simulate.tasks import TaskConfig
 
 
 class Size(BaseModel):
@@ -39,7 +39,7 @@ def events_per_rank_step(task: TaskConfig, layers: int) -> int:
         per_layer = 65.0
     else:
         # Steps with prefill (or too many tokens for a captured graph) fall back to eager.
-        from evals.simulate.workload import PREFILL_PROB
+        from kat.evals.simulate.workload import PREFILL_PROB
         p_eager = PREFILL_PROB[task.workload]
         per_layer = 65.0 * p_eager + 12.0 * (1.0 - p_eager)
     return int(25 + layers * per_layer + 15)

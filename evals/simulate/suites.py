@@ -12,11 +12,11 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.simulate.categories import ALL_CATEGORIES, Category, SEVERITIES, parse_category
-from evals.simulate.faults import supported
-from evals.simulate.generate import generate_incident
-from evals.simulate.tasks import load_tasks
-from evals.simulate.topology import build_layout
+from kat.evals.simulate.categories import ALL_CATEGORIES, Category, SEVERITIES, parse_category
+from kat.evals.simulate.faults import supported
+from kat.evals.simulate.generate import generate_incident
+from kat.evals.simulate.tasks import load_tasks
+from kat.evals.simulate.topology import build_layout
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 

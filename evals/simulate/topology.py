@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from evals.simulate.tasks import TaskConfig
+from kat.evals.simulate.tasks import TaskConfig
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evals.simulate.tasks import TaskConfig
+from kat.evals.simulate.tasks import TaskConfig
 
 # vLLM's default max_num_batched_tokens for chunked prefill (per step).
 PREFILL_CHUNK = {"decode_heavy": 2048, "mixed": 2048, "prefill_heavy": 8192}

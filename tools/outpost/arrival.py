@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tools.outpost.inter import rank_group
-from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COLL, NodeTable, consecutive_runs
+from kat.tools.outpost.inter import rank_group
+from kat.tools.outpost.models import DetectorConfig
+from kat.tools.outpost.tree import CLS_COLL, NodeTable, consecutive_runs
 
 
 def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, dict[str, int]]:

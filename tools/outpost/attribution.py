@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
-from tools.telemetry.bundle import Bundle
+from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
+from kat.tools.telemetry.bundle import Bundle
 
 
 # Framework compute: on a CPU-only run (gloo) these stand in for the GPU kernels they launch.

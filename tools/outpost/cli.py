@@ -12,7 +12,7 @@ def _ms(ns: float) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from tools.outpost.models import DetectorConfig
+    from kat.tools.outpost.models import DetectorConfig
 
     defaults = DetectorConfig()
 
@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from tools.outpost import detect
-        from tools.telemetry import BundleError
+        from kat.tools.outpost import detect
+        from kat.tools.telemetry import BundleError
 
         err = Console(stderr=True)
         try:

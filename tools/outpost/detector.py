@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
-from tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
-from tools.outpost.inter import inter_replica, inter_worker
-from tools.outpost.intra import episodic_frames, intra_worker
-from tools.outpost.late_causes import uninstrumented_causes
-from tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
-from tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
-from tools.telemetry.bundle import Bundle, open_bundle
+from kat.tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
+from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
+from kat.tools.outpost.inter import inter_replica, inter_worker
+from kat.tools.outpost.intra import episodic_frames, intra_worker
+from kat.tools.outpost.late_causes import uninstrumented_causes
+from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
+from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
+from kat.tools.telemetry.bundle import Bundle, open_bundle
 
 MERGE_GAP_STEPS = 3  # occurrences this few steps apart belong to one episode
 # Share of a CPU-only rank-step's excess one op must carry to be a slow op rather than a starved

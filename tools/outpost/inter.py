@@ -18,8 +18,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, consecutive_runs, first_rows, group_ids
+from kat.tools.outpost.models import DetectorConfig
+from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, NodeTable, consecutive_runs, first_rows, group_ids
 
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 CHUNK_ROWS = 1 << 18  # compared nodes per pass: bounds the groupby temporaries on big traces

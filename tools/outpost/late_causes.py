@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tools.outpost.models import DetectorConfig
-from tools.outpost.tree import CLS_COLL, CLS_CPU, CLS_STEP, NodeTable
+from kat.tools.outpost.models import DetectorConfig
+from kat.tools.outpost.tree import CLS_COLL, CLS_CPU, CLS_STEP, NodeTable
 
 # Share of the time the peers waited on the rank that a delay must account for to be its cause.
 EXPLAINED_SHARE = 0.5

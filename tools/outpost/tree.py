@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tools.telemetry.bundle import Bundle
-from tools.telemetry.schema import KINDS
+from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.schema import KINDS
 
 # Host-side frames that wait for something else (a peer, the GPU, a queue): their time says
 # nothing about the worker's own speed, so they never enter a duration test.

@@ -7,22 +7,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.telemetry.errors import BundleError, TraceImportError
+from kat.tools.telemetry.errors import BundleError, TraceImportError
 
 if TYPE_CHECKING:
-    from tools.telemetry.bundle import Bundle, open_bundle
-    from tools.telemetry.manifest import IncidentManifest
+    from kat.tools.telemetry.bundle import Bundle, open_bundle
+    from kat.tools.telemetry.manifest import IncidentManifest
 
 __all__ = ["Bundle", "open_bundle", "BundleError", "TraceImportError", "IncidentManifest"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("Bundle", "open_bundle"):
-        from tools.telemetry import bundle
+        from kat.tools.telemetry import bundle
 
         return getattr(bundle, name)
     if name == "IncidentManifest":
-        from tools.telemetry.manifest import IncidentManifest
+        from kat.tools.telemetry.manifest import IncidentManifest
 
         return IncidentManifest
     raise AttributeError(name)

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tools.telemetry.errors import BundleError, TraceImportError
-from tools.telemetry.import_worker import cache_path, import_many
-from tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
-from tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
+from kat.tools.telemetry.errors import BundleError, TraceImportError
+from kat.tools.telemetry.import_worker import cache_path, import_many
+from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
+from kat.tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
 
 if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces needs neither
     import pandas as pd
 
-    from tools.telemetry.manifest import IncidentManifest
+    from kat.tools.telemetry.manifest import IncidentManifest
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 CACHE_ENV = "KAT_CACHE_DIR"
@@ -128,13 +128,13 @@ class Bundle:
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        from tools.telemetry.tables import load_metrics
+        from kat.tools.telemetry.tables import load_metrics
 
         return load_metrics(self.metrics_path)
 
     @cached_property
     def logs(self) -> pd.DataFrame:
-        from tools.telemetry.tables import load_logs
+        from kat.tools.telemetry.tables import load_logs
 
         return load_logs(self.logs_path)
 
@@ -297,7 +297,7 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
                       is_bare_trace_dir=True, bare_id=root.name, _events=loaded)
     manifest_path = root / "incident.json"
     if manifest_path.exists():
-        from tools.telemetry.manifest import load_manifest
+        from kat.tools.telemetry.manifest import load_manifest
 
         manifest = load_manifest(manifest_path)
         trace_dir = root / "traces"
@@ -318,7 +318,7 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
 
 def _synth_manifest(incident_id: str, traces: dict[int, TraceFile]) -> IncidentManifest:
     """Manifest for a bare trace directory: topology from the ranks present."""
-    from tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo
+    from kat.tools.telemetry.manifest import IncidentManifest, Topology, WorkerInfo
 
     ranks = sorted(traces)
     workers = [WorkerInfo(rank=r) for r in ranks]

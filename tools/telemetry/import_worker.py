@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
-from tools.telemetry.parquet_writer import write_columns
-from tools.telemetry.schema import COLUMNS, INT_COLUMNS, SCHEMA_VERSION, STR_COLUMNS
+from kat.tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
+from kat.tools.telemetry.parquet_writer import write_columns
+from kat.tools.telemetry.schema import COLUMNS, INT_COLUMNS, SCHEMA_VERSION, STR_COLUMNS
 
 IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
 # A worker pays ~0.5 s to start: only worth it when there is a lot to decode.

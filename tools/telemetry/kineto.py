@@ -23,9 +23,9 @@ import numpy as np
 import numpy.ma  # noqa: F401 - np.unique loads it on first use; load it before import workers fork
 import orjson
 
-from tools.telemetry.errors import TraceImportError
-from tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, NativeChunk, _ByteSource
-from tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
+from kat.tools.telemetry.errors import TraceImportError
+from kat.tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, NativeChunk, _ByteSource
+from kat.tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +126,7 @@ _EMPTY_ARGS = _Args()
 NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
 _NATIVE_VERSION = 2  # SCANNER_VERSION in _kineto_fast.c
 try:
-    from tools.telemetry import _kineto_fast as _native
+    from kat.tools.telemetry import _kineto_fast as _native
 except ImportError:  # not built (no C compiler at install time): the reference path does it all
     _native = None
 else:

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from tools.telemetry.errors import TraceImportError
+from kat.tools.telemetry.errors import TraceImportError
 
 try:  # ISA-L inflates gzip 2-3x faster than zlib; its reader inflates straight into our buffer
     from isal.isal_zlib import _GzipReader as _IsalGzipReader

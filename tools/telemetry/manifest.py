@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tools.telemetry.errors import BundleError
+from kat.tools.telemetry.errors import BundleError
 
 
 class _Open(BaseModel):

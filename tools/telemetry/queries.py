@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
-from tools.telemetry.bundle import Bundle
-from tools.telemetry.schema import KINDS
-from tools.telemetry.tables import LOG_LEVELS
+from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.schema import KINDS
+from kat.tools.telemetry.tables import LOG_LEVELS
 
 MAX_PATTERN_LEN = 256
 Status = Literal["ok", "no_data", "error"]

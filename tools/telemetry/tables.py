@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tools.telemetry.errors import BundleError
+from kat.tools.telemetry.errors import BundleError
 
 METRIC_COLUMNS = ("ts_ns", "name", "value", "host", "gpu", "rank")
 LOG_COLUMNS = ("ts_ns", "host", "rank", "source", "level", "message")
