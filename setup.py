@@ -8,6 +8,7 @@ user's own `tools` or `agent` package. Both regular and editable installs use th
 importer uses its pure-Python path (tools/telemetry/kineto.py), which gives the same results,
 only slower.
 """
+
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup

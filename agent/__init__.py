@@ -1,8 +1,9 @@
 """KAT agent: the LangGraph troubleshooting graph, Analyzer backends, the Diagnosis contract, front ends.
 
-    from kat.agent import diagnose
-    d = diagnose("path/to/incident", analyzer="rules")   # -> agent.diagnosis.Diagnosis
+from kat.agent import diagnose
+d = diagnose("path/to/incident", analyzer="rules")   # -> agent.diagnosis.Diagnosis
 """
+
 from __future__ import annotations
 
 from typing import Any

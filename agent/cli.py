@@ -3,6 +3,7 @@
 The core commands (import, detect) need only the core install; commands that need the LLM
 stack or the vector store import it when they run, not when the CLI starts.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import entry_points

@@ -1,11 +1,11 @@
 """`kat diagnose` and `kat chat`: the agent's command-line front end."""
+
 from __future__ import annotations
 
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,8 +18,9 @@ def default_chat_db() -> Path:
     return Path(base) / "chat.sqlite"
 
 
-def _session(path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float,
-             db: Path | None = None):  # type: ignore[no-untyped-def]
+def _session(
+    path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float, db: Path | None = None
+):  # type: ignore[no-untyped-def]
     from kat.agent.graph import AgentConfig
     from kat.agent.session import Session
     from kat.tools.telemetry import BundleError
@@ -39,12 +40,21 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     def show(ev) -> None:  # type: ignore[no-untyped-def]
         if quiet:
             return
-        style = {"tool_call": "cyan", "tool_result": "dim", "rejected": "yellow", "accepted": "green",
-                 "partial": "bold yellow", "note": "yellow"}.get(ev.kind, "")
+        style = {
+            "tool_call": "cyan",
+            "tool_result": "dim",
+            "rejected": "yellow",
+            "accepted": "green",
+            "partial": "bold yellow",
+            "note": "yellow",
+        }.get(ev.kind, "")
         if ev.kind in ("answer",):
             return
-        mark = {"tool_call": "->", "tool_result": "  <-", "rejected": "  !", "accepted": "  ok", "partial": "  ~", "note": "  ~"}.get(ev.kind, " ")
+        mark = {"tool_call": "->", "tool_result": "  <-", "rejected": "  !", "accepted": "  ok", "partial": "  ~", "note": "  ~"}.get(
+            ev.kind, " "
+        )
         err.print(f"[{style}]{mark} {ev.text}[/]" if style else f"{mark} {ev.text}", highlight=False, markup=True, soft_wrap=False)
+
     return show
 
 
@@ -53,8 +63,8 @@ def register(app: typer.Typer) -> None:
     def diagnose_cmd(
         path: Path = typer.Argument(..., help="incident bundle (or a directory of Kineto traces)"),
         analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
-        model: Optional[str] = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
+        model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
         json_out: bool = typer.Option(False, "--json", help="print only the Diagnosis JSON on stdout"),
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds"),
@@ -76,17 +86,17 @@ def register(app: typer.Typer) -> None:
     @app.command("chat")
     def chat_cmd(
         path: Path = typer.Argument(..., help="incident bundle"),
-        thread: Optional[str] = typer.Option(None, "--thread", help="resume this conversation (thread id)"),
+        thread: str | None = typer.Option(None, "--thread", help="resume this conversation (thread id)"),
         analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
-        base_url: Optional[str] = typer.Option(None, "--base-url"),
-        model: Optional[str] = typer.Option(None, "--model"),
-        db: Optional[Path] = typer.Option(None, "--db", help="SQLite file for conversations (default: cache dir)"),
+        base_url: str | None = typer.Option(None, "--base-url"),
+        model: str | None = typer.Option(None, "--model"),
+        db: Path | None = typer.Option(None, "--db", help="SQLite file for conversations (default: cache dir)"),
         max_steps: int = typer.Option(24, "--max-steps"),
         time_budget: float = typer.Option(300.0, "--time-budget"),
     ) -> None:
         """Diagnose, then answer follow-up questions (one per line on stdin; 'exit' or EOF ends). Resumable."""
-        from kat.agent.render import print_diagnosis
         from kat.agent.diagnosis import Diagnosis
+        from kat.agent.render import print_diagnosis
 
         out = Console()
         s = _session(path, analyzer, base_url, model, max_steps, time_budget, db=db or default_chat_db())
@@ -101,8 +111,9 @@ def register(app: typer.Typer) -> None:
                 print_diagnosis(out, d)
             else:
                 n = len(st.get("ledger") or [])
-                out.print(f"resumed thread {tid}: {n} evidence item(s); diagnosis "
-                          f"{Diagnosis.model_validate(st['diagnosis']).root_cause.category}")
+                out.print(
+                    f"resumed thread {tid}: {n} evidence item(s); diagnosis {Diagnosis.model_validate(st['diagnosis']).root_cause.category}"
+                )
             out.print(f"thread id: {tid}  (resume with --thread {tid})")
             interactive = sys.stdin.isatty()
             while True:

@@ -1,4 +1,5 @@
 """Core sub-commands: import / inspect traces, demo."""
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,7 @@ def bundle_summary(path: Path) -> dict:
             "collectives": int((df["kind"] == "collective").sum()),
             "span_ms": round((int((df["ts_ns"] + df["dur_ns"]).max()) - int(df["ts_ns"].min())) / 1e6, 3) if len(df) else 0.0,
         }
-    return {"id": b.manifest.id, "symptom": b.manifest.symptom, "ranks": ranks,
-            "metrics": len(b.metrics), "logs": len(b.logs)}
+    return {"id": b.manifest.id, "symptom": b.manifest.symptom, "ranks": ranks, "metrics": len(b.metrics), "logs": len(b.logs)}
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ Imports a real Kineto trace pair, then diagnoses a simulated incident (demo_data
 `kat simulate` bundle shipped as package data: the agent never imports evals/)
 with the offline `rules` Analyzer, showing every tool call as it happens.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,9 @@ def run_demo(console: Console) -> int:
         console.rule("KAT demo 1/2: import real Kineto traces (2 ranks of a 128-rank NCCL job)")
         summary = bundle_summary(SAMPLE_TRACES)
         for rank, s in summary["ranks"].items():
-            console.print(f"rank {rank}: {s['events']:,} events, steps {s['steps']}, {s['collectives']} collective kernels, "
-                          f"kinds {s['kinds']}")
+            console.print(
+                f"rank {rank}: {s['events']:,} events, steps {s['steps']}, {s['collectives']} collective kernels, kinds {s['kinds']}"
+            )
     console.rule("KAT demo 2/2: diagnose a simulated incident with the offline `rules` Analyzer")
     from kat.agent.render import print_diagnosis
     from kat.agent.session import Session

@@ -1,4 +1,5 @@
 """The Diagnosis contract (ARCHITECTURE.md): what `kat diagnose --json` prints."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -6,21 +7,52 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CATEGORIES = (
-    "gpu_thermal_throttling", "gpu_power_or_clock_cap", "nvlink_degradation", "pcie_link_degradation",
-    "network_congestion", "host_cpu_contention", "numa_misbinding", "kv_cache_pressure", "gpu_hardware_error",
-    "runtime_stall", "storage_io_stall", "none", "workload_shift",
+    "gpu_thermal_throttling",
+    "gpu_power_or_clock_cap",
+    "nvlink_degradation",
+    "pcie_link_degradation",
+    "network_congestion",
+    "host_cpu_contention",
+    "numa_misbinding",
+    "kv_cache_pressure",
+    "gpu_hardware_error",
+    "runtime_stall",
+    "storage_io_stall",
+    "none",
+    "workload_shift",
 )
 # "undetermined" only appears in an honest partial answer (budget or repeated tool-call failure).
 Category = Literal[
-    "gpu_thermal_throttling", "gpu_power_or_clock_cap", "nvlink_degradation", "pcie_link_degradation",
-    "network_congestion", "host_cpu_contention", "numa_misbinding", "kv_cache_pressure", "gpu_hardware_error",
-    "runtime_stall", "storage_io_stall", "none", "workload_shift", "undetermined",
+    "gpu_thermal_throttling",
+    "gpu_power_or_clock_cap",
+    "nvlink_degradation",
+    "pcie_link_degradation",
+    "network_congestion",
+    "host_cpu_contention",
+    "numa_misbinding",
+    "kv_cache_pressure",
+    "gpu_hardware_error",
+    "runtime_stall",
+    "storage_io_stall",
+    "none",
+    "workload_shift",
+    "undetermined",
 ]
 COMPONENT_OF = {
-    "gpu_thermal_throttling": "gpu", "gpu_power_or_clock_cap": "gpu", "nvlink_degradation": "nvlink",
-    "pcie_link_degradation": "pcie", "network_congestion": "network", "host_cpu_contention": "host_cpu",
-    "numa_misbinding": "host_memory", "kv_cache_pressure": "gpu_memory", "gpu_hardware_error": "gpu",
-    "runtime_stall": "software", "storage_io_stall": "storage", "none": "-", "workload_shift": "-", "undetermined": "-",
+    "gpu_thermal_throttling": "gpu",
+    "gpu_power_or_clock_cap": "gpu",
+    "nvlink_degradation": "nvlink",
+    "pcie_link_degradation": "pcie",
+    "network_congestion": "network",
+    "host_cpu_contention": "host_cpu",
+    "numa_misbinding": "host_memory",
+    "kv_cache_pressure": "gpu_memory",
+    "gpu_hardware_error": "gpu",
+    "runtime_stall": "software",
+    "storage_io_stall": "storage",
+    "none": "-",
+    "workload_shift": "-",
+    "undetermined": "-",
 }
 
 
@@ -30,7 +62,10 @@ class _Strict(BaseModel):
 
 class RootCause(_Strict):
     category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
-    component: str = Field("", description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)")
+    component: str = Field(
+        "",
+        description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)",
+    )
     ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
     hosts: list[str] = Field(default_factory=list)
     summary: str

@@ -4,6 +4,7 @@ Nodes: `analyzer` (any backend), `tools` (runs investigation tools, records evid
 (checks a submitted Diagnosis against the evidence ledger), `nudge` (an Analyzer that answered
 without finishing), `finalize` (honest partial answer when a budget or the retry limit is hit).
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,7 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
     kb_ids = {k for e in ledger for k in e.kb_ids}
     bad = sorted(i for i in d.cited_ids() if i not in known and i not in kb_ids)
     if bad:
-        return None, (f"evidence id(s) {bad} were not returned by any tool; cite only ids from tool results "
-                      f"(known: {sorted(known)[:40]})")
+        return None, (f"evidence id(s) {bad} were not returned by any tool; cite only ids from tool results (known: {sorted(known)[:40]})")
     if d.root_cause.category not in ("none", "workload_shift", "undetermined"):
         if not d.causal_chain:
             return None, "a fault diagnosis needs a causal chain from the root cause to the symptom"
@@ -87,8 +87,9 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
             continue
         seen.add(i)
         e = known[i]
-        items.append({"id": i, "tool": e.tool, "query": e.query,
-                      "summary": given[i].summary if i in given and given[i].summary else e.summary})
+        items.append(
+            {"id": i, "tool": e.tool, "query": e.query, "summary": given[i].summary if i in given and given[i].summary else e.summary}
+        )
     data = d.model_dump()
     data["evidence"] = items
     if not data["root_cause"]["component"] or data["root_cause"]["component"] == "":
@@ -96,8 +97,7 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
     return Diagnosis.model_validate(data), ""
 
 
-def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentConfig | None = None,
-                checkpointer: Any = None):  # type: ignore[no-untyped-def]
+def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentConfig | None = None, checkpointer: Any = None):  # type: ignore[no-untyped-def]
     """Compile the agent graph for one incident's tools."""
     cfg = config or AgentConfig()
 
@@ -125,32 +125,63 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
         n = len(ledger)
         new_entries, replies, ok = [], [], 0
         for call in _invalid(msg):
-            replies.append(ToolMessage(
-                content=f"error: the call to {call.get('name')!r} could not be parsed: {call.get('error') or 'malformed arguments'}. "
-                        f"Send the arguments as a JSON object matching the tool's schema.",
-                tool_call_id=call.get("id") or "invalid", name=str(call.get("name") or "unknown"), status="error"))
+            replies.append(
+                ToolMessage(
+                    content=f"error: the call to {call.get('name')!r} could not be parsed: {call.get('error') or 'malformed arguments'}. "
+                    f"Send the arguments as a JSON object matching the tool's schema.",
+                    tool_call_id=call.get("id") or "invalid",
+                    name=str(call.get("name") or "unknown"),
+                    status="error",
+                )
+            )
         for call in _calls(msg):
             name, args = call["name"], call.get("args") or {}
             tool = tools.get(name)
             if tool is None:
-                replies.append(ToolMessage(content=f"error: unknown tool {name!r}; tools: {sorted(tools) + [SUBMIT]}",
-                                           tool_call_id=call["id"], name=name, status="error"))
+                replies.append(
+                    ToolMessage(
+                        content=f"error: unknown tool {name!r}; tools: {sorted(tools) + [SUBMIT]}",
+                        tool_call_id=call["id"],
+                        name=name,
+                        status="error",
+                    )
+                )
                 continue
             try:
                 tool.validate(args)
             except ValidationError as exc:
-                replies.append(ToolMessage(content=f"error: invalid arguments for {name}: {exc}. Correct them and call again.",
-                                           tool_call_id=call["id"], name=name, status="error"))
+                replies.append(
+                    ToolMessage(
+                        content=f"error: invalid arguments for {name}: {exc}. Correct them and call again.",
+                        tool_call_id=call["id"],
+                        name=name,
+                        status="error",
+                    )
+                )
                 continue
             res = tool.run(args)
             n += 1
             res.evidence_id = f"ev-{n}"
             kb = [h.get("kb_id") for h in res.data.get("hits", []) if isinstance(h, dict) and h.get("kb_id")]
-            entry = LedgerEntry(id=res.evidence_id, tool=name, query=json.dumps(res.query, sort_keys=True, default=str),
-                                status=res.status, summary=res.summary or res.message, data=res.data, kb_ids=kb)
+            entry = LedgerEntry(
+                id=res.evidence_id,
+                tool=name,
+                query=json.dumps(res.query, sort_keys=True, default=str),
+                status=res.status,
+                summary=res.summary or res.message,
+                data=res.data,
+                kb_ids=kb,
+            )
             new_entries.append(entry.model_dump())
-            replies.append(ToolMessage(content=res.render(), tool_call_id=call["id"], name=name,
-                                       artifact=res.model_dump(), status="error" if res.status == "error" else "success"))
+            replies.append(
+                ToolMessage(
+                    content=res.render(),
+                    tool_call_id=call["id"],
+                    name=name,
+                    artifact=res.model_dump(),
+                    status="error" if res.status == "error" else "success",
+                )
+            )
             ok += 1
         failures = 0 if ok else state.get("failures", 0) + 1
         return {"messages": replies, "ledger": new_entries, "failures": failures}
@@ -159,18 +190,29 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
         msg = _last_ai(state)
         replies, accepted = [], None
         for call in _invalid(msg):
-            replies.append(ToolMessage(content=f"error: unparseable tool call: {call.get('error') or 'malformed arguments'}",
-                                       tool_call_id=call.get("id") or "invalid", name=str(call.get("name") or "unknown"),
-                                       status="error"))
+            replies.append(
+                ToolMessage(
+                    content=f"error: unparseable tool call: {call.get('error') or 'malformed arguments'}",
+                    tool_call_id=call.get("id") or "invalid",
+                    name=str(call.get("name") or "unknown"),
+                    status="error",
+                )
+            )
         for call in _calls(msg):
             if call["name"] != SUBMIT:
-                replies.append(ToolMessage(content=f"not run: {call['name']} was sent together with submit_diagnosis; "
-                                                   "submit_diagnosis must be the only call", tool_call_id=call["id"],
-                                           name=call["name"], status="error"))
+                replies.append(
+                    ToolMessage(
+                        content=f"not run: {call['name']} was sent together with submit_diagnosis; submit_diagnosis must be the only call",
+                        tool_call_id=call["id"],
+                        name=call["name"],
+                        status="error",
+                    )
+                )
                 continue
             if accepted is not None:
-                replies.append(ToolMessage(content="ignored: a diagnosis was already accepted", tool_call_id=call["id"],
-                                           name=SUBMIT, status="error"))
+                replies.append(
+                    ToolMessage(content="ignored: a diagnosis was already accepted", tool_call_id=call["id"], name=SUBMIT, status="error")
+                )
                 continue
             d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state))
             if d is None:
@@ -190,8 +232,7 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
         if state.get("mode") == "chat" and state.get("diagnosis"):
             return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
         d = partial_diagnosis(ledger_entries(state), reason)
-        return {"diagnosis": d.model_dump(), "stop_reason": reason,
-                "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
+        return {"diagnosis": d.model_dump(), "stop_reason": reason, "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
 
     def after_analyzer(state: AgentState) -> str:
         if state.get("stop_reason"):

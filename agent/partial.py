@@ -1,4 +1,5 @@
 """An honest partial answer from whatever evidence was gathered (budget or retry limit hit)."""
+
 from __future__ import annotations
 
 from kat.agent.diagnosis import CausalLink, Diagnosis, EvidenceItem, RootCause
@@ -13,11 +14,15 @@ def partial_diagnosis(ledger: list[LedgerEntry], reason: str) -> Diagnosis:
     chain = []
     if outpost and ranks:
         comps = sorted({a.get("component", "?") for a in outpost.data.get("anomalies", []) if a.get("rank") in ranks})
-        chain.append(CausalLink(cause=f"unconfirmed: anomalies on ranks {ranks} (components {comps})",
-                                effect="the symptom in the incident report", evidence=[outpost.id]))
+        chain.append(
+            CausalLink(
+                cause=f"unconfirmed: anomalies on ranks {ranks} (components {comps})",
+                effect="the symptom in the incident report",
+                evidence=[outpost.id],
+            )
+        )
     what = f"Outpost suspects ranks {ranks}" if ranks else "no suspect rank established"
-    summary = (f"No root cause established: {reason}. {len(ok)} tool result(s) were gathered; {what}. "
-               "Treat this as a lead, not a diagnosis.")
+    summary = f"No root cause established: {reason}. {len(ok)} tool result(s) were gathered; {what}. Treat this as a lead, not a diagnosis."
     return Diagnosis(
         root_cause=RootCause(category="undetermined", component="-", ranks=ranks, hosts=[], summary=summary),
         causal_chain=chain,

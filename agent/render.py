@@ -1,4 +1,5 @@
 """The Diagnosis for a terminal (rich) and as plain text."""
+
 from __future__ import annotations
 
 from rich.console import Console, Group
@@ -13,8 +14,10 @@ def render_rich(d: Diagnosis) -> Panel:
     rc = d.root_cause
     head = Text()
     head.append(f"{rc.category}", style="bold red" if rc.category not in ("none", "workload_shift") else "bold green")
-    head.append(f"  component {rc.component}  ranks {rc.ranks or '-'}  hosts {', '.join(rc.hosts) or '-'}  "
-                f"confidence {d.confidence:.2f}" + ("  (PARTIAL)" if d.status == "partial" else ""))
+    head.append(
+        f"  component {rc.component}  ranks {rc.ranks or '-'}  hosts {', '.join(rc.hosts) or '-'}  "
+        f"confidence {d.confidence:.2f}" + ("  (PARTIAL)" if d.status == "partial" else "")
+    )
     parts: list = [head, Text(rc.summary)]
     if d.causal_chain:
         t = Table(title="Causal chain", show_lines=True, expand=True)
@@ -48,8 +51,11 @@ def render_rich(d: Diagnosis) -> Panel:
 
 def render_text(d: Diagnosis) -> str:
     rc = d.root_cause
-    lines = [f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
-             + (" [partial]" if d.status == "partial" else ""), rc.summary]
+    lines = [
+        f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
+        + (" [partial]" if d.status == "partial" else ""),
+        rc.summary,
+    ]
     for i, link in enumerate(d.causal_chain, 1):
         lines.append(f"  {i}. {link.cause} -> {link.effect} [{', '.join(link.evidence)}]")
     for a in d.alternatives_ruled_out:

@@ -1,13 +1,15 @@
 """Run the agent on one incident: a diagnosis, then follow-up questions on the same thread."""
+
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -25,7 +27,7 @@ class ProgressEvent:
     """One streamed step, for live progress."""
 
     node: str
-    kind: str                      # tool_call | tool_result | rejected | accepted | answer | partial | note
+    kind: str  # tool_call | tool_result | rejected | accepted | answer | partial | note
     text: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -36,13 +38,18 @@ def incident_brief(ctx: IncidentContext) -> str:
     m = b.manifest
     topo = m.topology
     info = {
-        "id": m.id, "title": getattr(m, "title", None), "symptom": m.symptom,
+        "id": m.id,
+        "title": getattr(m, "title", None),
+        "symptom": m.symptom,
         "window": {"start": m.window.start.isoformat(), "end": m.window.end.isoformat()} if getattr(m, "window", None) else None,
-        "model": getattr(m, "model", None), "framework": getattr(m, "framework", None),
-        "ranks": b.ranks, "hosts": sorted({w.host for w in topo.workers if w.host}),
+        "model": getattr(m, "model", None),
+        "framework": getattr(m, "framework", None),
+        "ranks": b.ranks,
+        "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None, "has_logs": b.logs_path is not None,
+        "has_metrics": b.metrics_path is not None,
+        "has_logs": b.logs_path is not None,
     }
     body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
     return body
@@ -66,8 +73,16 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
 class Session:
     """One incident, one Analyzer, one graph; threads live in the checkpointer."""
 
-    def __init__(self, path: Path | str, analyzer: str = "rules", *, config: AgentConfig | None = None,
-                 db: Path | str | None = None, chat_model: Any = None, **backend_options: Any):
+    def __init__(
+        self,
+        path: Path | str,
+        analyzer: str = "rules",
+        *,
+        config: AgentConfig | None = None,
+        db: Path | str | None = None,
+        chat_model: Any = None,
+        **backend_options: Any,
+    ):
         self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
         self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
@@ -83,8 +98,7 @@ class Session:
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
-        inp: dict = {"messages": [message], "mode": mode, "turn_steps": 0, "failures": 0,
-                     "turn_started": time.time(), "stop_reason": ""}
+        inp: dict = {"messages": [message], "mode": mode, "turn_steps": 0, "failures": 0, "turn_started": time.time(), "stop_reason": ""}
         if fresh:
             inp.update(bundle=str(self.ctx.path), ledger=[], hypotheses=[], diagnosis=None)
         return inp
@@ -141,8 +155,12 @@ def _events(node: str, update: dict) -> Iterator[ProgressEvent]:
                 if c["name"] == "submit_diagnosis":
                     yield ProgressEvent(node, "tool_call", "submit_diagnosis", {"name": c["name"]})
                 else:
-                    yield ProgressEvent(node, "tool_call", f"{c['name']}({json.dumps(c.get('args') or {}, default=str)[:160]})",
-                                        {"name": c["name"], "args": c.get("args") or {}})
+                    yield ProgressEvent(
+                        node,
+                        "tool_call",
+                        f"{c['name']}({json.dumps(c.get('args') or {}, default=str)[:160]})",
+                        {"name": c["name"], "args": c.get("args") or {}},
+                    )
             for c in getattr(m, "invalid_tool_calls", None) or []:
                 yield ProgressEvent(node, "rejected", f"malformed call to {c.get('name')}", dict(c))
             if not m.tool_calls and m.content:
@@ -153,9 +171,12 @@ def _events(node: str, update: dict) -> Iterator[ProgressEvent]:
                 kind = "accepted" if str(m.content) == "accepted" else "rejected"
                 yield ProgressEvent(node, kind, str(m.content)[:300])
             elif art:
-                yield ProgressEvent(node, "tool_result",
-                                    f"{art.get('evidence_id')} {m.name} {art.get('status')}: {art.get('summary') or art.get('message')}"[:300],
-                                    {"evidence_id": art.get("evidence_id"), "status": art.get("status")})
+                yield ProgressEvent(
+                    node,
+                    "tool_result",
+                    f"{art.get('evidence_id')} {m.name} {art.get('status')}: {art.get('summary') or art.get('message')}"[:300],
+                    {"evidence_id": art.get("evidence_id"), "status": art.get("status")},
+                )
             else:
                 yield ProgressEvent(node, "rejected", str(m.content)[:300])
         elif isinstance(m, HumanMessage) and node == "nudge":

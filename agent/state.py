@@ -1,4 +1,5 @@
 """Graph state: messages, the evidence ledger, open hypotheses, budgets and the answer."""
+
 from __future__ import annotations
 
 import operator
@@ -29,14 +30,14 @@ class Hypothesis(BaseModel):
 
 class AgentState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
-    ledger: Annotated[list[dict], operator.add]       # LedgerEntry dicts, append-only
-    hypotheses: list[dict]                           # Hypothesis dicts, replaced by the Analyzer
-    diagnosis: dict | None                            # accepted Diagnosis (model_dump)
+    ledger: Annotated[list[dict], operator.add]  # LedgerEntry dicts, append-only
+    hypotheses: list[dict]  # Hypothesis dicts, replaced by the Analyzer
+    diagnosis: dict | None  # accepted Diagnosis (model_dump)
     bundle: str
     mode: Literal["diagnose", "chat"]
-    turn_steps: int                                   # Analyzer calls in the current turn
-    failures: int                                     # consecutive invalid tool calls / rejected answers
-    turn_started: float                               # time.time() when the current turn began
+    turn_steps: int  # Analyzer calls in the current turn
+    failures: int  # consecutive invalid tool calls / rejected answers
+    turn_started: float  # time.time() when the current turn began
     stop_reason: str
 
 

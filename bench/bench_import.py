@@ -1,4 +1,5 @@
 """Import throughput and peak memory: KAT's Kineto importer vs HTA's TraceAnalysis on the same traces."""
+
 from __future__ import annotations
 
 import gzip
@@ -48,8 +49,7 @@ def hta(mode: str, trace_dir: str, repeats: int = 1) -> Measurement:
     """HTA in its own virtualenv (see bench/hta_runner.py); median of `repeats` runs."""
     if not HTA_PYTHON.exists():
         return Measurement(0.0, 0.0, None, f"{HTA_PYTHON} missing: run `make bench` (it creates .venv-hta)")
-    return median_runs([measure_cmd([str(HTA_PYTHON), str(REPO / "bench" / "hta_runner.py"), mode, trace_dir])
-                        for _ in range(repeats)])
+    return median_runs([measure_cmd([str(HTA_PYTHON), str(REPO / "bench" / "hta_runner.py"), mode, trace_dir]) for _ in range(repeats)])
 
 
 def _case_dir(name: str, src: str) -> Path:
@@ -82,8 +82,9 @@ def make_large(ranks: int, src: Path = REAL / "hta_v100_rank1_2020_allreduce.jso
 
 def _raw_events(path: Path) -> int:
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.name.endswith((".json", ".json.gz")))
-    return sum(len(orjson.loads(gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes())["traceEvents"])
-               for f in files)
+    return sum(
+        len(orjson.loads(gzip.decompress(f.read_bytes()) if f.name.endswith(".gz") else f.read_bytes())["traceEvents"]) for f in files
+    )
 
 
 def _size_mb(path: Path) -> float:
@@ -118,19 +119,27 @@ def run(repeats: int = 3, large_ranks: int = 24, large_repeats: int | None = Non
         ours, hta_m = median_runs(kat_runs), median_runs(hta_runs)
         ok = not hta_m.error
         row = {
-            "case": name, "raw_events": raw, "size_mb_gz": round(_size_mb(d), 1), "repeats": n,
-            "kat_s": round(ours.seconds, 3), "kat_cpu_s": round(ours.cpu_seconds, 3) if ours.cpu_seconds else None,
-            "kat_peak_mb": round(ours.peak_mb), "kat_events_per_s": round(raw / ours.seconds),
+            "case": name,
+            "raw_events": raw,
+            "size_mb_gz": round(_size_mb(d), 1),
+            "repeats": n,
+            "kat_s": round(ours.seconds, 3),
+            "kat_cpu_s": round(ours.cpu_seconds, 3) if ours.cpu_seconds else None,
+            "kat_peak_mb": round(ours.peak_mb),
+            "kat_events_per_s": round(raw / ours.seconds),
             "kat_mb_per_s": round(_size_mb(d) / ours.seconds, 1),
-            "kat_s_runs": [round(r.seconds, 2) for r in kat_runs], "kat_peak_runs": [round(r.peak_mb) for r in kat_runs],
+            "kat_s_runs": [round(r.seconds, 2) for r in kat_runs],
+            "kat_peak_runs": [round(r.peak_mb) for r in kat_runs],
             "hta_s": round(hta_m.seconds, 3) if ok else None,
             "hta_cpu_s": round(hta_m.cpu_seconds, 3) if ok and hta_m.cpu_seconds else None,
             "hta_peak_mb": round(hta_m.peak_mb) if ok else None,
-            "hta_s_runs": [round(r.seconds, 2) for r in hta_runs], "hta_peak_runs": [round(r.peak_mb) for r in hta_runs],
+            "hta_s_runs": [round(r.seconds, 2) for r in hta_runs],
+            "hta_peak_runs": [round(r.peak_mb) for r in hta_runs],
             "speedup": _ratio(hta_m.seconds, ours.seconds) if ok else None,
             "cpu_speedup": _ratio(hta_m.cpu_seconds, ours.cpu_seconds) if ok else None,
             "memory_ratio": _ratio(ours.peak_mb, hta_m.peak_mb) if ok else None,
-            "hta_error": hta_m.error, "kat_error": ours.error,
+            "hta_error": hta_m.error,
+            "kat_error": ours.error,
             "load_after": [round(x, 1) for x in os.getloadavg()],
         }
         rows.append(row)
@@ -139,12 +148,17 @@ def run(repeats: int = 3, large_ranks: int = 24, large_repeats: int | None = Non
 
 
 def _fmt(r: dict) -> str:
-    hta = (f"HTA {r['hta_s']:.2f}s (cpu {r['hta_cpu_s']}s) {r['hta_peak_mb']} MB -> {r['speedup']}x faster "
-           f"(cpu {r['cpu_speedup']}x), memory {r['memory_ratio']}x of HTA"
-           if r["hta_s"] is not None else f"HTA failed: {r['hta_error']}")
-    return (f"[import] {r['case']}: {r['raw_events']:,} events, {r['size_mb_gz']} MB gz, median of {r['repeats']} | "
-            f"KAT {r['kat_s']:.2f}s (cpu {r['kat_cpu_s']}s, {r['kat_events_per_s']:,} ev/s, {r['kat_mb_per_s']} MB/s) "
-            f"{r['kat_peak_mb']} MB | {hta} | load {r['load_after'][0]}")
+    hta = (
+        f"HTA {r['hta_s']:.2f}s (cpu {r['hta_cpu_s']}s) {r['hta_peak_mb']} MB -> {r['speedup']}x faster "
+        f"(cpu {r['cpu_speedup']}x), memory {r['memory_ratio']}x of HTA"
+        if r["hta_s"] is not None
+        else f"HTA failed: {r['hta_error']}"
+    )
+    return (
+        f"[import] {r['case']}: {r['raw_events']:,} events, {r['size_mb_gz']} MB gz, median of {r['repeats']} | "
+        f"KAT {r['kat_s']:.2f}s (cpu {r['kat_cpu_s']}s, {r['kat_events_per_s']:,} ev/s, {r['kat_mb_per_s']} MB/s) "
+        f"{r['kat_peak_mb']} MB | {hta} | load {r['load_after'][0]}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Knowledge-base speed: cold corpus build time and query latency (median, p95).
 
-    python -m bench.bench_kb          # standalone
-    from bench.bench_kb import run    # from the bench runner; returns a dict
+python -m bench.bench_kb          # standalone
+from bench.bench_kb import run    # from the bench runner; returns a dict
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Import + detection end to end: KAT (open_bundle + Outpost) vs HTA (TraceAnalysis +
 get_potential_stragglers) on the same simulated multi-rank Kineto traces at 1M, 3M and 10M
 events, each tool in a fresh process. Shows cost per event (linearity) and the ratios."""
+
 from __future__ import annotations
 
 import os
@@ -30,15 +31,14 @@ CATEGORY = "runtime_stall"
 
 def make_case(label: str, target: int) -> tuple[Path, int]:
     """A runtime-stall incident of about `target` events (plain JSON traces), cached."""
-    from kat.evals.simulate.sizes import SIZES, Size
     from kat.evals.simulate import generate_incident, load_ground_truth
+    from kat.evals.simulate.sizes import SIZES, Size
 
     out = WORK / f"outpost-{CATEGORY}-{label}-nccl{NCCL_VERSION}"
     if (out / "ground_truth.json").exists():
         return out, load_ground_truth(out / "ground_truth.json").events_total
     name = f"bench-{label}"
-    SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False,
-                       nccl_version=NCCL_VERSION)
+    SIZES[name] = Size(name=name, max_layers=None, target_events=target, lead_s=30, tail_s=10, compress=False, nccl_version=NCCL_VERSION)
     gt = generate_incident(CATEGORY, TASK, 7, out, size=name)
     return out, gt.events_total
 
@@ -66,18 +66,38 @@ def run(labels: list[str] | None = None, with_hta: bool = True) -> dict:
         path, events = make_case(label, TARGETS[label])
         ours = measure(kat_run, str(path), setup=kat_setup)
         theirs = hta("stragglers", str(path / "traces")) if with_hta else None
-        row = {"case": label, "events": events, "kat_s": round(ours.seconds, 2), "kat_peak_mb": round(ours.peak_mb),
-               "kat_us_per_event": round(ours.seconds / events * 1e6, 3), "kat_result": ours.result, "kat_error": ours.error}
+        row = {
+            "case": label,
+            "events": events,
+            "kat_s": round(ours.seconds, 2),
+            "kat_peak_mb": round(ours.peak_mb),
+            "kat_us_per_event": round(ours.seconds / events * 1e6, 3),
+            "kat_result": ours.result,
+            "kat_error": ours.error,
+        }
         if theirs is not None:
-            row.update({"hta_s": round(theirs.seconds, 2), "hta_peak_mb": round(theirs.peak_mb), "hta_result": theirs.result,
-                        "hta_error": theirs.error,
-                        "speedup": round(theirs.seconds / ours.seconds, 2) if not theirs.error else None,
-                        "memory_ratio": round(ours.peak_mb / theirs.peak_mb, 3) if not theirs.error else None})
+            row.update(
+                {
+                    "hta_s": round(theirs.seconds, 2),
+                    "hta_peak_mb": round(theirs.peak_mb),
+                    "hta_result": theirs.result,
+                    "hta_error": theirs.error,
+                    "speedup": round(theirs.seconds / ours.seconds, 2) if not theirs.error else None,
+                    "memory_ratio": round(ours.peak_mb / theirs.peak_mb, 3) if not theirs.error else None,
+                }
+            )
         rows.append(row)
-        print(f"[outpost] {label}: {events:,} events | KAT import+detect {row['kat_s']} s "
-              f"({row['kat_us_per_event']} us/event) {row['kat_peak_mb']} MB -> {row['kat_result'] or row['kat_error']}"
-              + (f" | HTA load+stragglers {row['hta_s']} s {row['hta_peak_mb']} MB -> {row['hta_result'] or row['hta_error']}"
-                 f" | {row['speedup']}x faster, memory {row['memory_ratio']}x" if theirs is not None else ""), flush=True)
+        print(
+            f"[outpost] {label}: {events:,} events | KAT import+detect {row['kat_s']} s "
+            f"({row['kat_us_per_event']} us/event) {row['kat_peak_mb']} MB -> {row['kat_result'] or row['kat_error']}"
+            + (
+                f" | HTA load+stragglers {row['hta_s']} s {row['hta_peak_mb']} MB -> {row['hta_result'] or row['hta_error']}"
+                f" | {row['speedup']}x faster, memory {row['memory_ratio']}x"
+                if theirs is not None
+                else ""
+            ),
+            flush=True,
+        )
     return {"outpost": rows}
 
 

@@ -1,6 +1,7 @@
 """Query engine choice, by measurement: the same event filter (kind + name regex + window) with
 pandas boolean masks over in-memory frames (what tools/telemetry/queries.py does) and with
 pyarrow.compute over the Parquet cache."""
+
 from __future__ import annotations
 
 import statistics
@@ -37,8 +38,7 @@ def run(ranks: int = 8, repeats: int = 5) -> dict:
     dataset = ds.dataset(files, format="parquet", schema=arrow_schema())
 
     def arrow_query() -> int:
-        expr = (pc.field("kind").isin(["kernel", "collective"]) & (pc.field("ts_ns") < hi)
-                & ((pc.field("ts_ns") + pc.field("dur_ns")) > lo))
+        expr = pc.field("kind").isin(["kernel", "collective"]) & (pc.field("ts_ns") < hi) & ((pc.field("ts_ns") + pc.field("dur_ns")) > lo)
         t = dataset.to_table(filter=expr, columns=["name", "kind", "ts_ns", "dur_ns", "rank"])
         names = pc.cast(t.column("name"), "string")
         return int(pc.sum(pc.match_substring_regex(names, "(?i)nccl|gemm")).as_py() or 0)

@@ -4,6 +4,7 @@ HTA 0.5.0 does not run under pandas 3 (it fails in its straggler analysis), so t
 gives it its own virtualenv with the pandas 2 it was released against. Prints one JSON line:
 {"seconds": ..., "ranks": ..., "events": ..., "result": ...} or {"error": ...}.
 """
+
 import json
 import logging
 import os

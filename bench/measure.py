@@ -5,6 +5,7 @@ forked workers share with their parent are not counted twice. A fresh process pe
 figures; the sampler sums PSS over the child and its own children (HTA parses ranks in a
 process pool).
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -12,8 +13,9 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -102,16 +104,20 @@ def measure_cmd(argv: list[str], interval: float = 0.02) -> Measurement:
     except (ValueError, IndexError):
         return Measurement(0.0, peak / 2**20, None, f"no result (exit {p.returncode}): {err.strip()[-300:]}")
     cpu = doc.get("cpu_seconds")
-    return Measurement(float(doc.get("seconds", 0.0)), peak / 2**20, doc, doc.get("error"),
-                       float(cpu) if cpu is not None else None)
+    return Measurement(float(doc.get("seconds", 0.0)), peak / 2**20, doc, doc.get("error"), float(cpu) if cpu is not None else None)
 
 
 def median_runs(runs: list[Measurement]) -> Measurement:
     """Medians of time, peak memory and CPU over the runs that succeeded."""
     ok = [r for r in runs if r.error is None] or runs
     cpus = [r.cpu_seconds for r in ok if r.cpu_seconds is not None]
-    return Measurement(statistics.median(r.seconds for r in ok), statistics.median(r.peak_mb for r in ok),
-                       ok[0].result, ok[0].error, statistics.median(cpus) if cpus else None)
+    return Measurement(
+        statistics.median(r.seconds for r in ok),
+        statistics.median(r.peak_mb for r in ok),
+        ok[0].result,
+        ok[0].error,
+        statistics.median(cpus) if cpus else None,
+    )
 
 
 def median_of(n: int, fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None) -> Measurement:

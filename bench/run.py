@@ -3,6 +3,7 @@
 Figures are medians where a case repeats; machines are shared and noisy, so read the ratios.
 Sections can be picked: `python -m bench.run import outpost kb`.
 """
+
 from __future__ import annotations
 
 import json

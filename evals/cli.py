@@ -1,4 +1,5 @@
 """Sub-commands contributed by evals/ (plugged into `kat` through an entry point)."""
+
 from __future__ import annotations
 
 import typer

@@ -3,6 +3,7 @@
 Each is registered on its own: one plugin that fails to import must not take the others (or
 the core `kat` commands) down with it.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ the injected component, and its window overlaps the injected window. Rank level:
 ranks with any anomaly against the affected ranks. Incident level: did the detector say
 "fault" (any anomaly) exactly when there was one.
 """
+
 from __future__ import annotations
 
 import time
@@ -66,12 +67,21 @@ def score_case(name: str, gt: GroundTruth, res: DetectionResult, seconds: float)
     ranks = sorted({a.rank for a in res.anomalies})
     affected = set(gt.affected_ranks) if gt.is_fault else set()
     return CaseScore(
-        case=name, category=gt.category, component=gt.component, affected_ranks=gt.affected_ranks,
-        reported=len(res.anomalies), true_positive=tp, expected_found=tp > 0, ranks_reported=ranks,
-        rank_tp=len(affected & set(ranks)), rank_fp=len(set(ranks) - affected), rank_fn=len(affected - set(ranks)),
+        case=name,
+        category=gt.category,
+        component=gt.component,
+        affected_ranks=gt.affected_ranks,
+        reported=len(res.anomalies),
+        true_positive=tp,
+        expected_found=tp > 0,
+        ranks_reported=ranks,
+        rank_tp=len(affected & set(ranks)),
+        rank_fp=len(set(ranks) - affected),
+        rank_fn=len(affected - set(ranks)),
         false_alarm=(not gt.is_fault) and bool(res.anomalies),
         culprit_first=(bool(res.suspect_ranks) and res.suspect_ranks[0] in affected) if gt.is_fault else None,
-        seconds=round(seconds, 3), events=res.stats.events,
+        seconds=round(seconds, 3),
+        events=res.stats.events,
     )
 
 
@@ -89,9 +99,16 @@ def tally(cases: list[CaseScore]) -> Tally:
     f1 = round(2 * p * r / (p + r), 4) if p and r else (0.0 if p is not None and r is not None else None)
     rtp, rfp, rfn = (sum(getattr(c, k) for c in cases) for k in ("rank_tp", "rank_fp", "rank_fn"))
     culprit = [c.culprit_first for c in faults if c.culprit_first is not None]
-    return Tally(cases=len(cases), precision=p, recall=r, f1=f1, rank_precision=_ratio(rtp, rtp + rfp),
-                 rank_recall=_ratio(rtp, rtp + rfn), false_alarm_rate=_ratio(sum(c.false_alarm for c in controls), len(controls)),
-                 culprit_top1=_ratio(sum(culprit), len(culprit)))
+    return Tally(
+        cases=len(cases),
+        precision=p,
+        recall=r,
+        f1=f1,
+        rank_precision=_ratio(rtp, rtp + rfp),
+        rank_recall=_ratio(rtp, rtp + rfn),
+        false_alarm_rate=_ratio(sum(c.false_alarm for c in controls), len(controls)),
+        culprit_top1=_ratio(sum(culprit), len(culprit)),
+    )
 
 
 def case_dirs(root: Path) -> list[Path]:
@@ -112,5 +129,11 @@ def evaluate_detection(root: Path, config: DetectorConfig | None = None, progres
     by_cat: dict[str, list[CaseScore]] = defaultdict(list)
     for s in scores:
         by_cat[s.category].append(s)
-    return DetectionReport(suite=str(root), overall=tally(scores), per_category={k: tally(v) for k, v in sorted(by_cat.items())},
-                           cases=scores, seconds=round(time.perf_counter() - t0, 2), events=sum(s.events for s in scores))
+    return DetectionReport(
+        suite=str(root),
+        overall=tally(scores),
+        per_category={k: tally(v) for k, v in sorted(by_cat.items())},
+        cases=scores,
+        seconds=round(time.perf_counter() - t0, 2),
+        events=sum(s.events for s in scores),
+    )

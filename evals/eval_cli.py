@@ -5,11 +5,11 @@ retrieval (unchanged); every other suite name (smoke, standard, demo, real, ...)
 of bundles with ground_truth.json runs the agent on each case and scores its Diagnosis
 (evals/harness). Use `--cases DIR --detector` to score Outpost on a directory instead.
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,8 +26,17 @@ def _print_detection(report, console) -> None:  # noqa: ANN001
 
     rows = list(report.per_category.items()) + [("OVERALL", report.overall)]
     for name, s in rows:
-        t.add_row(name, str(s.cases), fmt(s.precision), fmt(s.recall), fmt(s.f1), fmt(s.rank_precision),
-                  fmt(s.rank_recall), fmt(s.false_alarm_rate), fmt(s.culprit_top1))
+        t.add_row(
+            name,
+            str(s.cases),
+            fmt(s.precision),
+            fmt(s.recall),
+            fmt(s.f1),
+            fmt(s.rank_precision),
+            fmt(s.rank_recall),
+            fmt(s.false_alarm_rate),
+            fmt(s.culprit_top1),
+        )
     console.print(t)
 
 
@@ -40,8 +49,10 @@ def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, co
 
         console.print(f"generating suite {suite!r} into {root} ...")
         generate_suite(suite, root)
-    report = evaluate_detection(root, progress=lambda c: console.print(
-        f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False))
+    report = evaluate_detection(
+        root,
+        progress=lambda c: console.print(f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False),
+    )
     if json_out:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
@@ -68,15 +79,15 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         suite: str = typer.Argument(..., help="detection | kb | smoke | standard | demo | real | a directory of bundles"),
-        cases: Optional[Path] = typer.Option(None, "--cases", help="bundles to use (default: generate SUITE into OUT/cases/SUITE once)"),
+        cases: Path | None = typer.Option(None, "--cases", help="bundles to use (default: generate SUITE into OUT/cases/SUITE once)"),
         out: Path = typer.Option(Path("reports"), "--out", help="where generated cases, per-run results and the report go"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable report on stdout (progress goes to stderr)"),
         analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (openai analyzer / llm ablation)"),
-        model: Optional[str] = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (openai analyzer / llm ablation)"),
+        model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
         repeats: int = typer.Option(1, "--repeats", min=1, help="runs per case; >1 classifies stable/flaky pass/fail"),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="cases run in parallel (processes)"),
-        ablation: Optional[str] = typer.Option(None, "--ablation", help="comma list: no-outpost, no-knowledge, llm, analyzer=NAME"),
+        ablation: str | None = typer.Option(None, "--ablation", help="comma list: no-outpost, no-knowledge, llm, analyzer=NAME"),
         ablations: bool = typer.Option(False, "--ablations", help="baseline + every ablation (llm only if reachable)"),
         llm_analyzer: str = typer.Option("openai", "--llm-analyzer", help="backend of the 'llm' ablation"),
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget per case"),
@@ -134,16 +145,23 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
 
         total = len(found) * len(variants) * repeats
-        say(f"{label}: {len(found)} cases x {len(variants)} variant(s) x {repeats} repeat(s) = {total} runs, "
-            f"{jobs} job(s); results in {out / 'runs'}")
+        say(
+            f"{label}: {len(found)} cases x {len(variants)} variant(s) x {repeats} repeat(s) = {total} runs, "
+            f"{jobs} job(s); results in {out / 'runs'}"
+        )
 
         def progress(run, done: int, total: int, cached: bool) -> None:  # noqa: ANN001
             sc = run.scores
             mark = "[green]pass[/]" if sc and sc.passed else "[red]FAIL[/]"
-            what = f"error: {(run.error or '').splitlines()[0][:80]}" if run.error else \
-                f"{run.category} -> {sc.predicted} ranks {sc.ranks_predicted}"
-            say(f"[{done}/{total}] {mark} {run.variant} {run.case} r{run.repeat}: {what} "
-                f"({'cached' if cached else f'{run.trajectory.wall_s:.1f} s'})")
+            what = (
+                f"error: {(run.error or '').splitlines()[0][:80]}"
+                if run.error
+                else f"{run.category} -> {sc.predicted} ranks {sc.ranks_predicted}"
+            )
+            say(
+                f"[{done}/{total}] {mark} {run.variant} {run.case} r{run.repeat}: {what} "
+                f"({'cached' if cached else f'{run.trajectory.wall_s:.1f} s'})"
+            )
 
         runs = run_all(out, found, variants, repeats=repeats, jobs=jobs, fresh=fresh, progress=progress)
         det = None
@@ -151,8 +169,8 @@ def register(app: typer.Typer) -> None:
             from kat.evals.detection import evaluate_detection
 
             say("scoring Outpost detection on the same cases ...")
-            det = evaluate_detection(root, progress=lambda c: say(
-                f"  detection {c.case}: {c.true_positive}/{c.reported} matching ({c.seconds:.1f} s)")
+            det = evaluate_detection(
+                root, progress=lambda c: say(f"  detection {c.case}: {c.true_positive}/{c.reported} matching ({c.seconds:.1f} s)")
             ).model_dump(mode="json", exclude={"cases"})
         report = rep_mod.build(label, root, len(found), repeats, variants, runs, notes, det)
         md, js = rep_mod.write(report, out)

@@ -5,6 +5,7 @@ Import stays light: chromadb and sentence-transformers load only when a search o
     from kat.knowledge import search
     result = search("one GPU hot and slow, peers waiting in all-reduce", k=5)
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,4 +1,5 @@
 """The function the agent calls: `knowledge.search(...)` on the default index."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,7 @@ def get(evidence_id: str) -> KnowledgeHit | None:
     return default_kb().get(evidence_id)
 
 
-def search(query: str, k: int = 5, category: str | None = None,
-           component: str | None = None) -> KnowledgeSearchResult:
+def search(query: str, k: int = 5, category: str | None = None, component: str | None = None) -> KnowledgeSearchResult:
     """Search the LMDI knowledge base (hybrid dense + BM25). Never raises for bad input:
     problems come back as status "error" (bad input) or "no_data" (nothing relevant)."""
     try:
@@ -34,5 +34,11 @@ def search(query: str, k: int = 5, category: str | None = None,
     except Exception as exc:  # last line of defence: the agent gets a result, not a traceback
         from kat.knowledge.query import clean_query
 
-        return KnowledgeSearchResult(query=clean_query(query)[0], k=5, category=category, component=component,
-                                     status="error", message=f"knowledge search failed: {type(exc).__name__}: {exc}")
+        return KnowledgeSearchResult(
+            query=clean_query(query)[0],
+            k=5,
+            category=category,
+            component=component,
+            status="error",
+            message=f"knowledge search failed: {type(exc).__name__}: {exc}",
+        )

@@ -1,4 +1,5 @@
 """Read the markdown corpus: front matter, documents, and section chunks with content hashes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -85,7 +86,7 @@ def parse_front_matter(text: str) -> tuple[dict[str, str | list[str]], str]:
             raise CorpusError(f"front matter line without ':': {line!r}")
         value = value.strip()
         meta[key.strip()] = _parse_list(value) if value.startswith("[") else value.strip("'\"")
-    body = text[end + 4:].lstrip("\n")
+    body = text[end + 4 :].lstrip("\n")
     return meta, body
 
 
@@ -210,11 +211,19 @@ def chunk_document(doc: Document, max_chars: int = MAX_CHUNK_CHARS) -> list[Chun
             slug, n = f"{base}-{n}", n + 1
         used.add(slug)
         meta = (doc.title, section, doc.category, doc.related, doc.components)
-        chunks.append(Chunk(
-            chunk_id=f"{doc.doc_id}#{slug}", doc_id=doc.doc_id, title=doc.title, section=section,
-            category=doc.category, related=doc.related, components=doc.components, text=text,
-            content_hash=_hash(CHUNK_SCHEMA, meta, text),
-        ))
+        chunks.append(
+            Chunk(
+                chunk_id=f"{doc.doc_id}#{slug}",
+                doc_id=doc.doc_id,
+                title=doc.title,
+                section=section,
+                category=doc.category,
+                related=doc.related,
+                components=doc.components,
+                text=text,
+                content_hash=_hash(CHUNK_SCHEMA, meta, text),
+            )
+        )
     return chunks
 
 

@@ -1,9 +1,9 @@
 """`kat kb ...` commands: build, search, eval. Heavy imports happen inside the commands."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,13 +18,12 @@ def _console(stderr: bool = False):  # noqa: ANN202 - rich is imported lazily
 
 def register(app: typer.Typer) -> None:
     """Add the `kb` command group to a typer app."""
-    kb_app = typer.Typer(help="LMDI knowledge base: build the index, search it, measure retrieval.",
-                         no_args_is_help=True)
+    kb_app = typer.Typer(help="LMDI knowledge base: build the index, search it, measure retrieval.", no_args_is_help=True)
     app.add_typer(kb_app, name="kb")
 
     @kb_app.command("build")
     def build_cmd(
-        index_dir: Optional[Path] = typer.Option(None, "--index-dir", help=_INDEX_HELP),
+        index_dir: Path | None = typer.Option(None, "--index-dir", help=_INDEX_HELP),
         force: bool = typer.Option(False, "--force", help="re-embed everything"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
@@ -43,23 +42,24 @@ def register(app: typer.Typer) -> None:
         _console().print(
             f"{report.message}: {report.documents} documents, {report.chunks} chunks, "
             f"{report.embedded} embedded, {report.unchanged} unchanged, {report.deleted} deleted "
-            f"in {report.seconds:.1f}s -> {report.index_dir}", highlight=False)
+            f"in {report.seconds:.1f}s -> {report.index_dir}",
+            highlight=False,
+        )
 
     @kb_app.command("search")
     def search_cmd(
         query: str = typer.Argument(..., help="symptom or question, in plain words"),
-        category: Optional[str] = typer.Option(None, "--category", "-c", help="taxonomy category, 'reference' or 'playbook'"),
-        component: Optional[str] = typer.Option(None, "--component", help="gpu, nvlink, pcie, network, host_cpu, ..."),
+        category: str | None = typer.Option(None, "--category", "-c", help="taxonomy category, 'reference' or 'playbook'"),
+        component: str | None = typer.Option(None, "--component", help="gpu, nvlink, pcie, network, host_cpu, ..."),
         k: int = typer.Option(5, "-k", "--k", help="number of hits"),
         mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or lexical"),
-        index_dir: Optional[Path] = typer.Option(None, "--index-dir", help=_INDEX_HELP),
+        index_dir: Path | None = typer.Option(None, "--index-dir", help=_INDEX_HELP),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Search the knowledge base."""
         from kat.knowledge.kb import KnowledgeBase
 
-        res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component,
-                                              mode=mode)  # type: ignore[arg-type]
+        res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component, mode=mode)  # type: ignore[arg-type]
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")
         else:
@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
             if res.message:
                 _console(stderr=True).print(f"[yellow]{escape(res.message)}[/]", highlight=False)
             for n, h in enumerate(res.hits, 1):
-                out.print(f"[bold]{n}. {escape(h.title)} - {escape(h.section)}[/]  "
-                          f"[dim]{escape(h.evidence_id)}  score {h.score:.3f}[/]", highlight=False)
+                out.print(
+                    f"[bold]{n}. {escape(h.title)} - {escape(h.section)}[/]  [dim]{escape(h.evidence_id)}  score {h.score:.3f}[/]",
+                    highlight=False,
+                )
                 snippet = " ".join(h.text.split())
                 out.print("   " + escape(snippet[:300] + ("…" if len(snippet) > 300 else "")), highlight=False)
         if res.status == "error":
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
     @kb_app.command("eval")
     def eval_cmd(
-        index_dir: Optional[Path] = typer.Option(None, "--index-dir", help=_INDEX_HELP),
+        index_dir: Path | None = typer.Option(None, "--index-dir", help=_INDEX_HELP),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
         show_misses: bool = typer.Option(False, "--misses", help="list the questions each mode missed"),
     ) -> None:

@@ -1,4 +1,5 @@
 """Sentence embeddings from the offline all-MiniLM-L6-v2 wheel, loaded once per process."""
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,7 @@ def embed(texts: list[str], batch_size: int = 32) -> list[list[float]]:
         before = torch.get_num_threads()
         torch.set_num_threads(_threads())
         try:
-            vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                show_progress_bar=False, convert_to_numpy=True)
+            vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
         finally:
             torch.set_num_threads(before)
     return vecs.tolist()
@@ -84,7 +84,7 @@ def make_chroma_embedding_function() -> Any:
             return {"model": MODEL_NAME}
 
         @staticmethod
-        def build_from_config(config: dict[str, Any]) -> "MiniLMEmbeddingFunction":
+        def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
             return MiniLMEmbeddingFunction()
 
         def default_space(self) -> str:  # type: ignore[override]

@@ -5,6 +5,7 @@ one of them is among the first k *distinct documents* returned; MRR uses the ran
 answering document. `strict_recall_at_k` is the fraction of all listed documents found in the
 first k (stricter, reported for information).
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ def ranked_docs(kb: KnowledgeBase, query: str, mode: SearchMode, depth: int = 10
     return list(dict.fromkeys(h.doc_id for h in res.hits))
 
 
-def evaluate(modes: Sequence[str] = ALL_MODES, kb: KnowledgeBase | None = None, k: int = 3,
-             questions: Sequence[Question] | None = None) -> EvalReport:
+def evaluate(
+    modes: Sequence[str] = ALL_MODES, kb: KnowledgeBase | None = None, k: int = 3, questions: Sequence[Question] | None = None
+) -> EvalReport:
     """Score each retrieval mode on the question set (builds the index first if needed)."""
     kb = kb or KnowledgeBase()
     qs = list(questions) if questions is not None else load_questions()
@@ -91,7 +93,14 @@ def evaluate(modes: Sequence[str] = ALL_MODES, kb: KnowledgeBase | None = None, 
             strict += len(wanted & set(docs[:k])) / len(wanted)
         n = max(len(qs), 1)
         times.sort()
-        scores.append(ModeScore(mode=mode, recall_at_k=round(hit / n, 4), mrr=round(rr / n, 4),
-                                strict_recall_at_k=round(strict / n, 4),
-                                median_ms=round(times[len(times) // 2], 2) if times else 0.0, misses=misses))
+        scores.append(
+            ModeScore(
+                mode=mode,
+                recall_at_k=round(hit / n, 4),
+                mrr=round(rr / n, 4),
+                strict_recall_at_k=round(strict / n, 4),
+                median_ms=round(times[len(times) // 2], 2) if times else 0.0,
+                misses=misses,
+            )
+        )
     return EvalReport(questions=len(qs), k=k, documents=len(kb.documents()), scores=scores)

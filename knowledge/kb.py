@@ -1,4 +1,5 @@
 """KnowledgeBase: keeps a chromadb index in step with the corpus and answers hybrid searches."""
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,13 @@ class KnowledgeBase:
     it turns out corrupt; if dense retrieval is unavailable altogether it answers lexically.
     """
 
-    def __init__(self, index_dir: str | Path | None = None, corpus_dir: str | Path | None = None,
-                 fusion: str = "linear", dense_weight: float = DENSE_WEIGHT) -> None:
+    def __init__(
+        self,
+        index_dir: str | Path | None = None,
+        corpus_dir: str | Path | None = None,
+        fusion: str = "linear",
+        dense_weight: float = DENSE_WEIGHT,
+    ) -> None:
         self.index_dir = Path(index_dir).expanduser() if index_dir else default_index_dir()
         self.corpus_dir = Path(corpus_dir) if corpus_dir else CORPUS_DIR
         self.fusion = fusion
@@ -108,8 +114,7 @@ class KnowledgeBase:
                     except StoreError as exc:
                         if attempt == 2:
                             raise KnowledgeBaseError(f"cannot build the index at {self.index_dir}: {exc}") from exc
-                        msg = (f"knowledge index at {self._store.path} is unusable ({exc}); "
-                               "rebuilding it from the corpus")
+                        msg = f"knowledge index at {self._store.path} is unusable ({exc}); rebuilding it from the corpus"
                         log.warning(msg)
                         notes.append(msg)
                         self._store.wipe()
@@ -117,11 +122,17 @@ class KnowledgeBase:
                 self._ready = True
                 self._dense_error = None
                 report = BuildReport(
-                    index_dir=str(self.index_dir), documents=ndocs, chunks=len(chunks),
-                    embedded=len(todo), unchanged=len(chunks) - len(todo), deleted=len(stale),
-                    rebuilt_from_scratch=rebuilt, seconds=round(time.perf_counter() - t0, 3),
-                    message="; ".join(notes) or ("index rebuilt" if rebuilt else "index up to date"
-                                                 if not todo and not stale else "index updated"))
+                    index_dir=str(self.index_dir),
+                    documents=ndocs,
+                    chunks=len(chunks),
+                    embedded=len(todo),
+                    unchanged=len(chunks) - len(todo),
+                    deleted=len(stale),
+                    rebuilt_from_scratch=rebuilt,
+                    seconds=round(time.perf_counter() - t0, 3),
+                    message="; ".join(notes)
+                    or ("index rebuilt" if rebuilt else "index up to date" if not todo and not stale else "index updated"),
+                )
                 if notes:
                     self._notice = notes[-1].replace("rebuilding it", "rebuilt it")
                 return report
@@ -146,8 +157,9 @@ class KnowledgeBase:
             self._load_corpus()
 
     # -- search ------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5, category: str | None = None, component: str | None = None,
-               mode: SearchMode = "hybrid") -> KnowledgeSearchResult:
+    def search(
+        self, query: str, k: int = 5, category: str | None = None, component: str | None = None, mode: SearchMode = "hybrid"
+    ) -> KnowledgeSearchResult:
         """Best chunks for a symptom-style query, optionally restricted to a category/component.
 
         `category` matches a document's own category or one it lists as related (so
@@ -159,16 +171,17 @@ class KnowledgeBase:
         except (TypeError, ValueError):
             k = 5
         cat, comp = normalize_label(category), normalize_label(component)
-        base = dict(query=text, k=k, category=cat, component=comp,
-                    mode=mode if mode in ("hybrid", "dense", "lexical") else "hybrid")
+        base = dict(query=text, k=k, category=cat, component=comp, mode=mode if mode in ("hybrid", "dense", "lexical") else "hybrid")
         if mode not in ("hybrid", "dense", "lexical"):
             return KnowledgeSearchResult(**base, status="error", message=f"unknown mode {mode!r}")
         if cat and cat not in CATEGORIES:
-            return KnowledgeSearchResult(**base, status="error",
-                                         message=f"unknown category {category!r}; use one of: {', '.join(CATEGORIES)}")
+            return KnowledgeSearchResult(
+                **base, status="error", message=f"unknown category {category!r}; use one of: {', '.join(CATEGORIES)}"
+            )
         if comp and comp not in COMPONENTS:
-            return KnowledgeSearchResult(**base, status="error",
-                                         message=f"unknown component {component!r}; use one of: {', '.join(COMPONENTS)}")
+            return KnowledgeSearchResult(
+                **base, status="error", message=f"unknown component {component!r}; use one of: {', '.join(COMPONENTS)}"
+            )
         if not text:
             return KnowledgeSearchResult(**base, status="error", message="empty query: describe the symptom to search for")
         with self._lock:
@@ -190,8 +203,9 @@ class KnowledgeBase:
                 notes.append(dense_note)
         if not hits:
             scope = " within the given filters" if (cat or comp) else ""
-            return KnowledgeSearchResult(**base, status="no_data", hits=[],
-                                         message="; ".join([*notes, f"no relevant knowledge found{scope}"]))
+            return KnowledgeSearchResult(
+                **base, status="no_data", hits=[], message="; ".join([*notes, f"no relevant knowledge found{scope}"])
+            )
         return KnowledgeSearchResult(**base, status="ok", hits=hits, message="; ".join(notes))
 
     def _allowed(self, c: Chunk, cat: str | None, comp: str | None) -> bool:
@@ -213,8 +227,7 @@ class KnowledgeBase:
             got = self._store.query(vec, DENSE_CANDIDATES, where_filter(cat, comp))
         return [(index[i], s) for i, s in got if i in index]
 
-    def _rank(self, text: str, k: int, cat: str | None, comp: str | None,
-              mode: SearchMode) -> tuple[list[KnowledgeHit], str]:
+    def _rank(self, text: str, k: int, cat: str | None, comp: str | None, mode: SearchMode) -> tuple[list[KnowledgeHit], str]:
         allowed = [i for i, c in enumerate(self._chunks) if self._allowed(c, cat, comp)]
         if not allowed:
             return [], ""
@@ -278,10 +291,19 @@ class KnowledgeBase:
                 continue
             per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
             text = c.text if len(c.text) <= MAX_HIT_CHARS else c.text[: MAX_HIT_CHARS - 1].rstrip() + "…"
-            hits.append(KnowledgeHit(
-                doc_id=c.doc_id, title=c.title, section=c.section, category=c.category,
-                components=list(c.components), score=round(float(score), 6), text=text,
-                evidence_id=c.evidence_id, related_categories=list(c.related)))
+            hits.append(
+                KnowledgeHit(
+                    doc_id=c.doc_id,
+                    title=c.title,
+                    section=c.section,
+                    category=c.category,
+                    components=list(c.components),
+                    score=round(float(score), 6),
+                    text=text,
+                    evidence_id=c.evidence_id,
+                    related_categories=list(c.related),
+                )
+            )
             if len(hits) >= k:
                 break
         return hits

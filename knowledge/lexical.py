@@ -1,5 +1,6 @@
 """A small BM25 (Okapi) index over chunks: no dependencies, deterministic, fast for a few
 thousand chunks. It catches what embeddings miss: metric names, Xid numbers, flags."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Pydantic models at the knowledge base's boundary (what the agent and the CLI see)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -17,8 +18,7 @@ class KnowledgeHit(BaseModel):
     score: float = Field(description="ranking score; higher is better; comparable within one result only")
     text: str = Field(description="the matching chunk, trimmed")
     evidence_id: str = Field(description="stable id 'kb:<doc_id>#<section-slug>' to cite as evidence")
-    related_categories: list[str] = Field(default_factory=list,
-                                          description="other taxonomy categories the document covers")
+    related_categories: list[str] = Field(default_factory=list, description="other taxonomy categories the document covers")
 
 
 class KnowledgeSearchResult(BaseModel):

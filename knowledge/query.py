@@ -4,6 +4,7 @@ Queries come from an LLM that may have read hostile log lines, so they can be hu
 characters or prompt-injection text. Nothing here interprets the query (no regex built from it,
 no eval); we only normalise it and cap its size so embedding and BM25 cost stay bounded.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -24,5 +25,5 @@ def clean_query(raw: object, max_chars: int = MAX_QUERY_CHARS) -> tuple[str, boo
     if truncated:
         cut = text[:max_chars]
         # Prefer cutting at a word boundary.
-        text = cut.rsplit(" ", 1)[0] if " " in cut[max_chars // 2:] else cut
+        text = cut.rsplit(" ", 1)[0] if " " in cut[max_chars // 2 :] else cut
     return text, truncated

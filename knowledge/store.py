@@ -2,6 +2,7 @@
 
 Any chromadb failure surfaces as `StoreError`, so the caller can decide to rebuild.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,13 @@ def chunk_metadata(c: Chunk) -> dict[str, Any]:
     # chromadb metadata values are scalars; list membership becomes one boolean key per value
     # so filters are plain equality tests (`{"cat__nvlink_degradation": True}`).
     meta: dict[str, Any] = {
-        "doc_id": c.doc_id, "title": c.title, "section": c.section, "category": c.category,
-        "components": ",".join(c.components), "related": ",".join(c.related), "hash": c.content_hash,
+        "doc_id": c.doc_id,
+        "title": c.title,
+        "section": c.section,
+        "category": c.category,
+        "components": ",".join(c.components),
+        "related": ",".join(c.related),
+        "hash": c.content_hash,
     }
     for cat in c.all_categories:
         meta[f"cat__{cat}"] = True
@@ -60,13 +66,12 @@ class ChromaStore:
             if not create and not self.path.exists():
                 raise StoreError(f"no index at {self.path}")
             self.path.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=True))
+            self._client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=True))
             ef = make_chroma_embedding_function()
             if create:
                 self._col = self._client.get_or_create_collection(
-                    COLLECTION, embedding_function=ef,
-                    metadata={"hnsw:space": "cosine", "signature": INDEX_SIGNATURE})
+                    COLLECTION, embedding_function=ef, metadata={"hnsw:space": "cosine", "signature": INDEX_SIGNATURE}
+                )
             else:
                 self._col = self._client.get_collection(COLLECTION, embedding_function=ef)
             sig = (self._col.metadata or {}).get("signature")
@@ -126,9 +131,14 @@ class ChromaStore:
     def upsert(self, chunks: list[Chunk], vectors: list[list[float]]) -> None:
         if not chunks:
             return
-        self._guard("writing the index", self._col.upsert,
-                    ids=[c.chunk_id for c in chunks], embeddings=vectors,
-                    documents=[c.text for c in chunks], metadatas=[chunk_metadata(c) for c in chunks])
+        self._guard(
+            "writing the index",
+            self._col.upsert,
+            ids=[c.chunk_id for c in chunks],
+            embeddings=vectors,
+            documents=[c.text for c in chunks],
+            metadatas=[chunk_metadata(c) for c in chunks],
+        )
 
     def delete(self, ids: list[str]) -> None:
         if ids:
@@ -140,6 +150,5 @@ class ChromaStore:
     def query(self, vector: list[float], n: int, where: dict[str, Any] | None) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity) for the n nearest chunks passing the filter."""
         n = max(1, min(n, self.count()))
-        res = self._guard("querying the index", self._col.query, query_embeddings=[vector],
-                          n_results=n, where=where, include=["distances"])
+        res = self._guard("querying the index", self._col.query, query_embeddings=[vector], n_results=n, where=where, include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]

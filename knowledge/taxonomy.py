@@ -1,4 +1,5 @@
 """Vocabulary shared by the corpus front matter and the search filters (see ARCHITECTURE.md)."""
+
 from __future__ import annotations
 
 FAULT_CATEGORIES: tuple[str, ...] = (
@@ -21,7 +22,15 @@ DOC_ONLY_CATEGORIES: tuple[str, ...] = ("reference", "playbook")
 CATEGORIES: tuple[str, ...] = TAXONOMY + DOC_ONLY_CATEGORIES
 
 COMPONENTS: tuple[str, ...] = (
-    "gpu", "nvlink", "pcie", "network", "host_cpu", "host_memory", "gpu_memory", "software", "storage",
+    "gpu",
+    "nvlink",
+    "pcie",
+    "network",
+    "host_cpu",
+    "host_memory",
+    "gpu_memory",
+    "software",
+    "storage",
 )
 
 

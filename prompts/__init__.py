@@ -1,13 +1,14 @@
 """Prompt files of the Analyzer (plain text/markdown, loaded by name)."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 _DIR = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> str:
     """Text of prompts/<name>.md."""
     return (_DIR / f"{name}.md").read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ script fails with PackageNotFoundError. This launcher answers that one lookup wi
 version (+cpu, as vllm.platforms reports it) and then runs the real CLI: `python scripts/vllm_cpu_serve.py serve MODEL --flags`.
 Standalone on purpose: it runs in .venv-vllm, where KAT is not installed.
 """
+
 import importlib.metadata as _md
 import os
 import sys

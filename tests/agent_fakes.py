@@ -1,10 +1,12 @@
 """Test doubles for the agent: a scripted chat model and a scripted OpenAI-compatible HTTP server."""
+
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -18,8 +20,13 @@ def tc(name: str, args: dict, i: int = 0) -> dict:
 
 def diagnosis_args(evidence: list[str], category: str = "gpu_thermal_throttling", ranks: list[int] | None = None) -> dict:
     return {
-        "root_cause": {"category": category, "component": "gpu", "ranks": ranks if ranks is not None else [4],
-                       "hosts": ["gpu-node-00"], "summary": "GPU 4 runs hot and throttles."},
+        "root_cause": {
+            "category": category,
+            "component": "gpu",
+            "ranks": ranks if ranks is not None else [4],
+            "hosts": ["gpu-node-00"],
+            "summary": "GPU 4 runs hot and throttles.",
+        },
         "causal_chain": [{"cause": "GPU 4 hot", "effect": "slow kernels; peers wait", "evidence": evidence}],
         "evidence": [{"id": e, "tool": "outpost_detect", "query": "{}", "summary": "x"} for e in evidence],
         "confidence": 0.7,
@@ -39,7 +46,7 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted"
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> "ScriptedChatModel":
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
         return self
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
@@ -53,8 +60,11 @@ class ScriptedChatModel(BaseChatModel):
         msg = item(messages) if callable(item) else item
         if isinstance(msg, AIMessage) and msg.tool_calls:
             # Fresh ids per reply: a repeated scripted call must not reuse a tool_call id.
-            msg = AIMessage(content=msg.content, tool_calls=[{**c, "id": f"{c['id']}_{len(self.seen)}"} for c in msg.tool_calls],
-                            invalid_tool_calls=msg.invalid_tool_calls)
+            msg = AIMessage(
+                content=msg.content,
+                tool_calls=[{**c, "id": f"{c['id']}_{len(self.seen)}"} for c in msg.tool_calls],
+                invalid_tool_calls=msg.invalid_tool_calls,
+            )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
@@ -76,11 +86,14 @@ class ScriptedOpenAIServer:
                 i = min(len(outer.requests) - 1, len(outer.replies) - 1)
                 r = outer.replies[i]
                 message = r(body) if callable(r) else r
-                payload = {"id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": 0,
-                           "model": body.get("model", "m"),
-                           "choices": [{"index": 0, "message": message,
-                                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+                payload = {
+                    "id": f"chatcmpl-{len(outer.requests)}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "m"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
                 data = json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -95,7 +108,7 @@ class ScriptedOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> "ScriptedOpenAIServer":
+    def __enter__(self) -> ScriptedOpenAIServer:
         self.thread.start()
         return self
 
@@ -105,6 +118,14 @@ class ScriptedOpenAIServer:
 
 
 def openai_tool_call(name: str, args: dict | str, i: int) -> dict:
-    return {"role": "assistant", "content": None,
-            "tool_calls": [{"id": f"call_{i}", "type": "function",
-                            "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}]}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+        ],
+    }

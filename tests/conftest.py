@@ -1,4 +1,5 @@
 """Shared test setup: offline, isolated caches, paths to bundled data."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ of two background threads (which thread takes which collective differs by rank, 
 real traces). Every member's collective ends when the last member has entered, plus a transfer
 time; then every member moves on. Timings jitter a little (seeded) so robust spreads are not 0.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,10 +17,14 @@ BASE_NS = 1_700_000_000_000_000_000
 
 # (block annotation, [(op, microseconds)]): one decode layer's work, split by its two all-reduces.
 _BLOCKS = [
-    ("self_attn.qkv_proj", [("aten::mm", 900.0)]), ("self_attn.attn", [("aten::bmm", 400.0), ("aten::softmax", 150.0)]),
-    ("self_attn.o_proj", [("aten::mm", 500.0)]), None,
-    ("mlp.gate_up_proj", [("aten::mm", 1500.0)]), ("mlp.act", [("aten::silu", 200.0), ("aten::mul", 120.0)]),
-    ("mlp.down_proj", [("aten::mm", 800.0)]), None,
+    ("self_attn.qkv_proj", [("aten::mm", 900.0)]),
+    ("self_attn.attn", [("aten::bmm", 400.0), ("aten::softmax", 150.0)]),
+    ("self_attn.o_proj", [("aten::mm", 500.0)]),
+    None,
+    ("mlp.gate_up_proj", [("aten::mm", 1500.0)]),
+    ("mlp.act", [("aten::silu", 200.0), ("aten::mul", 120.0)]),
+    ("mlp.down_proj", [("aten::mm", 800.0)]),
+    None,
 ]
 
 
@@ -29,17 +34,16 @@ class GlooFaults:
 
     rank: int = -1
     steps: range = range(0)
-    stall_us: float = 0.0          # untraced pause at the start of the step
-    comm_delay_us: float = 0.0     # untraced delay inside tp_all_reduce before the transport starts
-    cpu_factor: float = 1.0        # every op slower (a starved CPU)
-    gemm_factor: float = 1.0       # one GEMM slower (layer 1's gate_up_proj)
+    stall_us: float = 0.0  # untraced pause at the start of the step
+    comm_delay_us: float = 0.0  # untraced delay inside tp_all_reduce before the transport starts
+    cpu_factor: float = 1.0  # every op slower (a starved CPU)
+    gemm_factor: float = 1.0  # one GEMM slower (layer 1's gate_up_proj)
 
     def hits(self, rank: int, step: int) -> bool:
         return rank == self.rank and step in self.steps
 
 
-def gloo_trace(world: int = 4, steps: int = 16, layers: int = 3, faults: GlooFaults | None = None,
-               seed: int = 0) -> dict[int, dict]:
+def gloo_trace(world: int = 4, steps: int = 16, layers: int = 3, faults: GlooFaults | None = None, seed: int = 0) -> dict[int, dict]:
     """One Kineto document per rank."""
     f = faults or GlooFaults()
     rng = random.Random(seed)
@@ -47,8 +51,7 @@ def gloo_trace(world: int = 4, steps: int = 16, layers: int = 3, faults: GlooFau
     now = {r: 1000.0 for r in range(world)}
 
     def x(r: int, name: str, cat: str, ts: float, dur: float, tid: int | None = None, **args: object) -> None:
-        ev[r].append({"ph": "X", "cat": cat, "name": name, "pid": 100 + r, "tid": tid or 100 + r, "ts": ts, "dur": dur,
-                      "args": dict(args)})
+        ev[r].append({"ph": "X", "cat": cat, "name": name, "pid": 100 + r, "tid": tid or 100 + r, "ts": ts, "dur": dur, "args": dict(args)})
 
     for s in range(1, steps + 1):
         start = dict(now)
@@ -85,8 +88,14 @@ def gloo_trace(world: int = 4, steps: int = 16, layers: int = 3, faults: GlooFau
             x(r, f"ProfilerStep#{s}", "user_annotation", start[r], now[r] - start[r] + 5.0)
             now[r] += 20.0
     # torch.profiler writes a rank's events thread by thread.
-    return {r: {"distributedInfo": {"backend": "gloo", "rank": r, "world_size": world}, "baseTimeNanoseconds": BASE_NS,
-                "traceEvents": sorted(e, key=lambda d: (d["tid"], d["ts"]))} for r, e in ev.items()}
+    return {
+        r: {
+            "distributedInfo": {"backend": "gloo", "rank": r, "world_size": world},
+            "baseTimeNanoseconds": BASE_NS,
+            "traceEvents": sorted(e, key=lambda d: (d["tid"], d["ts"])),
+        }
+        for r, e in ev.items()
+    }
 
 
 def _span(x, r: int, name: str, ops: list[tuple[str, float]], t: float, rng: random.Random, factor: float) -> float:  # noqa: ANN001

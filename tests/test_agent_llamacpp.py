@@ -1,8 +1,8 @@
 """Optional: a real local model (llama.cpp + SmolLM2 GGUF) through the same graph."""
+
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 

@@ -1,12 +1,12 @@
 """The `openai` backend against a real OpenAI-compatible HTTP server (scripted replies) on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from kat.agent.demo import DEMO_INCIDENT
 from kat.agent.session import Session
 from tests.agent_fakes import ScriptedOpenAIServer, diagnosis_args, openai_tool_call
-from kat.agent.demo import DEMO_INCIDENT
 
 DEMO = DEMO_INCIDENT
 
@@ -14,8 +14,8 @@ DEMO = DEMO_INCIDENT
 def test_openai_backend_drives_the_graph_over_http() -> None:
     replies = [
         openai_tool_call("outpost_detect", {"max_anomalies": 5}, 1),
-        openai_tool_call("metric_lookup", '{"name": "DCGM_FI_DEV_GPU_TEMP", ', 2),   # malformed JSON
-        openai_tool_call("metric_lookup", {"name": "DCGM_FI_DEV_GPU_TEMP"}, 3),     # corrected retry
+        openai_tool_call("metric_lookup", '{"name": "DCGM_FI_DEV_GPU_TEMP", ', 2),  # malformed JSON
+        openai_tool_call("metric_lookup", {"name": "DCGM_FI_DEV_GPU_TEMP"}, 3),  # corrected retry
         openai_tool_call("submit_diagnosis", diagnosis_args(["ev-1", "ev-2"]), 4),
     ]
     with ScriptedOpenAIServer(replies) as srv:
@@ -38,8 +38,13 @@ def test_openai_backend_drives_the_graph_over_http() -> None:
 
 
 def test_openai_backend_server_down_ends_in_partial_answer() -> None:
-    s = Session(DEMO, "openai", base_url="http://127.0.0.1:9/v1", model="x",
-                config=__import__("kat.agent.graph", fromlist=["AgentConfig"]).AgentConfig(max_failures=2))
+    s = Session(
+        DEMO,
+        "openai",
+        base_url="http://127.0.0.1:9/v1",
+        model="x",
+        config=__import__("kat.agent.graph", fromlist=["AgentConfig"]).AgentConfig(max_failures=2),
+    )
     d = s.diagnose("o2")
     s.close()
     assert d.status == "partial" and d.root_cause.category == "undetermined"

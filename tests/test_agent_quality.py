@@ -3,6 +3,7 @@
 Figures in the report were measured the same way on the `standard` and `detection` suites:
 `kat simulate --suite standard --out DIR`, then this scoring over every case.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("KAT_RUN_SLOW") != "1", reason="slow: set KAT_RUN_SLOW=1")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("KAT_RUN_SLOW") != "1", reason="slow: set KAT_RUN_SLOW=1")]
 
 
 def score(root: Path) -> dict[str, tuple[int, float, float]]:

@@ -1,4 +1,5 @@
 """Incident bundles: manifest validation, metrics and logs loading, cache, containment."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -198,8 +199,9 @@ def test_importing_traces_loads_neither_pyarrow_nor_pydantic(tmp_path: Path) -> 
         "print(sorted(m for m in ('pyarrow', 'pydantic', 'pandas') if m in sys.modules))\n"
         "print(b.manifest.id, b.manifest.topology.groups.tp)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=True
+    ).stdout.splitlines()
     assert out[0] == "[]"
     assert out[1] == "traces [[0, 1]]"  # the bare directory's manifest is still there when asked for
 

@@ -1,4 +1,5 @@
 """The vectorised parent finder agrees with a plain stack walk on random span sets."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The detection scorer on hand-made cases: perfect, empty, wrong component, false alarm."""
+
 from __future__ import annotations
 
 from kat.evals.detection import score_case, tally
@@ -8,16 +9,42 @@ from kat.tools.outpost.models import Anomaly, DetectionResult, RunStats
 W = Window.of(1_000, 2_000)
 
 
-def _gt(category: str = "gpu_thermal_throttling", component: str = "gpu", ranks: list[int] | None = None,
-        fault: bool = True) -> GroundTruth:
-    return GroundTruth(incident_id="t", category=category, component=component, is_fault=fault, task="t", seed=0, size="tiny",
-                       affected_ranks=ranks if ranks is not None else [3], window=W if fault else None,
-                       trace_window=Window.of(0, 5_000), symptom="s", summary="s")
+def _gt(
+    category: str = "gpu_thermal_throttling", component: str = "gpu", ranks: list[int] | None = None, fault: bool = True
+) -> GroundTruth:
+    return GroundTruth(
+        incident_id="t",
+        category=category,
+        component=component,
+        is_fault=fault,
+        task="t",
+        seed=0,
+        size="tiny",
+        affected_ranks=ranks if ranks is not None else [3],
+        window=W if fault else None,
+        trace_window=Window.of(0, 5_000),
+        symptom="s",
+        summary="s",
+    )
 
 
 def _res(*anoms: tuple[int, str, int, int]) -> DetectionResult:
-    items = [Anomaly(rank=r, kind="kernel", name="k", component=c, method="inter", start_ns=s, end_ns=e, observed=2.0,
-                     baseline=1.0, ratio=2.0, score=1.0) for r, c, s, e in anoms]
+    items = [
+        Anomaly(
+            rank=r,
+            kind="kernel",
+            name="k",
+            component=c,
+            method="inter",
+            start_ns=s,
+            end_ns=e,
+            observed=2.0,
+            baseline=1.0,
+            ratio=2.0,
+            score=1.0,
+        )
+        for r, c, s, e in anoms
+    ]
     ranks = []
     for a in items:
         if a.rank not in ranks:

@@ -1,4 +1,5 @@
 """`kat eval`: the smoke suite end to end (CI budget), resume, ablations, repeats, stability."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,7 @@ def test_directory_ablations_repeats_and_answer_file(app: typer.Typer, tmp_path:
     shutil.copytree(DEMO / "runtime_stall", cases / "runtime_stall")
     (cases / "runtime_stall" / "answer.yaml").write_text("required_evidence: [log_search]\nforbidden_causes: [host_cpu_contention]\n")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["eval", str(cases), "--out", str(out), "--repeats", "2",
-                                   "--ablation", "no-outpost"])
+    res = CliRunner().invoke(app, ["eval", str(cases), "--out", str(out), "--repeats", "2", "--ablation", "no-outpost"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
     names = [s["variant"] for s in rep["summaries"]]
@@ -84,17 +84,38 @@ def test_unknown_suite_and_ablation(app: typer.Typer, tmp_path: Path) -> None:
 
 
 def _run(case: str, passed: bool, predicted: str = "none", variant: str = "v") -> CaseRun:
-    sc = CaseScores(truth="none", predicted=predicted, ranked=[predicted], top1=predicted == "none", top3=True,
-                    component_ok=True, is_control=True, control_ok=passed, ranks_truth=[], ranks_predicted=[],
-                    ranks_exact=True, passed=passed)
+    sc = CaseScores(
+        truth="none",
+        predicted=predicted,
+        ranked=[predicted],
+        top1=predicted == "none",
+        top3=True,
+        component_ok=True,
+        is_control=True,
+        control_ok=passed,
+        ranks_truth=[],
+        ranks_predicted=[],
+        ranks_exact=True,
+        passed=passed,
+    )
     return CaseRun(case=case, variant=variant, category="none", scores=sc)
 
 
 def test_stability_classes_and_confusion() -> None:
-    assert [stability_of(p) for p in ([True] * 3, [True, True, False], [True, False, False], [False] * 3, [True, False])] \
-        == ["stable-pass", "flaky-pass", "flaky-fail", "stable-fail", "flaky-fail"]
-    runs = [_run("a", True), _run("a", True), _run("b", True), _run("b", False, "runtime_stall"),
-            CaseRun(case="c", variant="v", category="none", error="boom")]
+    assert [stability_of(p) for p in ([True] * 3, [True, True, False], [True, False, False], [False] * 3, [True, False])] == [
+        "stable-pass",
+        "flaky-pass",
+        "flaky-fail",
+        "stable-fail",
+        "flaky-fail",
+    ]
+    runs = [
+        _run("a", True),
+        _run("a", True),
+        _run("b", True),
+        _run("b", False, "runtime_stall"),
+        CaseRun(case="c", variant="v", category="none", error="boom"),
+    ]
     s = summarize("v", runs)
     assert s.stability == {"a": "stable-pass", "b": "flaky-fail", "c": "stable-fail"}
     assert s.confusion["none"] == {"none": 3, "runtime_stall": 1, "error": 1}
@@ -109,16 +130,34 @@ def test_llm_backend_and_ablation_over_http(app: typer.Typer, tmp_path: Path) ->
     def reply(body: dict) -> dict:
         if not any(m["role"] == "tool" for m in body["messages"]):
             return openai_tool_call("metric_lookup", {"name": "DCGM_FI_DEV_GPU_TEMP"}, 1)
-        args = {"root_cause": {"category": "runtime_stall", "component": "software", "ranks": [1], "summary": "GC pauses"},
-                "causal_chain": [{"cause": "GC pauses in rank 1", "effect": "steps start late", "evidence": ["ev-1"]}],
-                "evidence": [{"id": "ev-1"}], "confidence": 0.6}
+        args = {
+            "root_cause": {"category": "runtime_stall", "component": "software", "ranks": [1], "summary": "GC pauses"},
+            "causal_chain": [{"cause": "GC pauses in rank 1", "effect": "steps start late", "evidence": ["ev-1"]}],
+            "evidence": [{"id": "ev-1"}],
+            "confidence": 0.6,
+        }
         return openai_tool_call("submit_diagnosis", args, 2)
 
     cases = tmp_path / "bundles"
     shutil.copytree(DEMO / "runtime_stall", cases / "runtime_stall")
     with ScriptedOpenAIServer([reply]) as srv:
-        res = CliRunner().invoke(app, ["eval", str(cases), "--out", str(tmp_path / "out"), "--analyzer", "openai",
-                                       "--base-url", srv.base_url, "--model", "m", "--ablation", "no-outpost"])
+        res = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                str(cases),
+                "--out",
+                str(tmp_path / "out"),
+                "--analyzer",
+                "openai",
+                "--base-url",
+                srv.base_url,
+                "--model",
+                "m",
+                "--ablation",
+                "no-outpost",
+            ],
+        )
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [s["variant"] for s in rep["summaries"]] == ["openai-m", "openai-m-no-outpost"]

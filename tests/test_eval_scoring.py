@@ -1,4 +1,5 @@
 """Deterministic diagnosis scorers on hand-made cases: perfect, empty, partially right, wrong chain."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,19 +12,42 @@ from kat.evals.simulate.ground_truth import ChainLink, GroundTruth, Window
 W = Window.of(1_000, 2_000)
 
 
-def truth(category: str = "nvlink_degradation", component: str = "nvlink", ranks: tuple[int, ...] = (2,),
-          chain: list[ChainLink] | None = None, **params: str) -> GroundTruth:
+def truth(
+    category: str = "nvlink_degradation",
+    component: str = "nvlink",
+    ranks: tuple[int, ...] = (2,),
+    chain: list[ChainLink] | None = None,
+    **params: str,
+) -> GroundTruth:
     fault = category not in ("none", "workload_shift")
     if chain is None:
-        chain = [ChainLink(cause="NVLink of GPU 2 degrades (CRC errors)", effect="lower NVLink bandwidth",
-                           category=category, component=component),
-                 ChainLink(cause="lower NVLink bandwidth", effect="intra-node all-reduce slower",
-                           category=category, component=component),
-                 ChainLink(cause="all-reduce slows", effect="TPOT rises")] if fault else []
-    return GroundTruth(incident_id="t", category=category, component=component if fault else "-", is_fault=fault,
-                       task="x", seed=0, size="tiny", affected_ranks=list(ranks) if fault else [],
-                       window=W if fault else None, trace_window=W, symptom="s", summary="s",
-                       causal_chain=chain, parameters=dict(params))
+        chain = (
+            [
+                ChainLink(
+                    cause="NVLink of GPU 2 degrades (CRC errors)", effect="lower NVLink bandwidth", category=category, component=component
+                ),
+                ChainLink(cause="lower NVLink bandwidth", effect="intra-node all-reduce slower", category=category, component=component),
+                ChainLink(cause="all-reduce slows", effect="TPOT rises"),
+            ]
+            if fault
+            else []
+        )
+    return GroundTruth(
+        incident_id="t",
+        category=category,
+        component=component if fault else "-",
+        is_fault=fault,
+        task="x",
+        seed=0,
+        size="tiny",
+        affected_ranks=list(ranks) if fault else [],
+        window=W if fault else None,
+        trace_window=W,
+        symptom="s",
+        summary="s",
+        causal_chain=chain,
+        parameters=dict(params),
+    )
 
 
 EVIDENCE = [
@@ -34,16 +58,28 @@ EVIDENCE = [
 ]
 
 
-def diagnosis(category: str = "nvlink_degradation", component: str = "nvlink", ranks: list[int] | None = None,
-              chain: list[dict] | None = None, alternatives: list[str] = (), evidence: list[dict] | None = None) -> dict:
-    return {"root_cause": {"category": category, "component": component, "ranks": [2] if ranks is None else ranks,
-                           "hosts": [], "summary": "s"},
-            "causal_chain": chain if chain is not None else [
-                {"cause": "NVLink CRC errors on rank 2", "effect": "NVLink bandwidth drops", "evidence": ["ev-8", "ev-26"]},
-                {"cause": "a degraded NVLink replays traffic", "effect": "intra-node all-reduce slower", "evidence": ["ev-1"]},
-                {"cause": "all-reduce kernels take longer", "effect": "step time rises", "evidence": ["ev-1"]}],
-            "evidence": EVIDENCE if evidence is None else evidence, "confidence": 0.9,
-            "alternatives_ruled_out": [{"category": c, "why": "-"} for c in alternatives], "remediation": []}
+def diagnosis(
+    category: str = "nvlink_degradation",
+    component: str = "nvlink",
+    ranks: list[int] | None = None,
+    chain: list[dict] | None = None,
+    alternatives: list[str] = (),
+    evidence: list[dict] | None = None,
+) -> dict:
+    return {
+        "root_cause": {"category": category, "component": component, "ranks": [2] if ranks is None else ranks, "hosts": [], "summary": "s"},
+        "causal_chain": chain
+        if chain is not None
+        else [
+            {"cause": "NVLink CRC errors on rank 2", "effect": "NVLink bandwidth drops", "evidence": ["ev-8", "ev-26"]},
+            {"cause": "a degraded NVLink replays traffic", "effect": "intra-node all-reduce slower", "evidence": ["ev-1"]},
+            {"cause": "all-reduce kernels take longer", "effect": "step time rises", "evidence": ["ev-1"]},
+        ],
+        "evidence": EVIDENCE if evidence is None else evidence,
+        "confidence": 0.9,
+        "alternatives_ruled_out": [{"category": c, "why": "-"} for c in alternatives],
+        "remediation": [],
+    }
 
 
 def test_perfect() -> None:
@@ -73,29 +109,38 @@ def test_partially_right() -> None:
     assert (s.rank_precision, s.rank_recall) == (0.5, 0.5)
     assert (s.chain_precision, s.chain_recall) == (1.0, round(2 / 3, 4))
     # Wrong top-1 but the truth is the runner-up: top-3 only.
-    s2 = score(diagnosis(category="network_congestion", component="network",
-                         alternatives=["nvlink_degradation", "gpu_hardware_error"]), gt)
+    s2 = score(diagnosis(category="network_congestion", component="network", alternatives=["nvlink_degradation", "gpu_hardware_error"]), gt)
     assert not s2.top1 and s2.top3 and not s2.component_ok and not s2.passed
 
 
 def test_wrong_chain() -> None:
-    chain = [{"cause": "NIC retransmits on the inter-node fabric", "effect": "inter-node collectives slow",
-              "evidence": ["ev-9"]},  # a GPU temperature metric cannot back a network link
-             {"cause": "network congestion", "effect": "TPOT rises", "evidence": ["ev-26"]},  # knowledge only
-             {"cause": "collectives wait", "effect": "latency rises", "evidence": ["ev-404"]},  # id never returned
-             {"cause": "NVLink CRC errors", "effect": "slow all-reduce", "evidence": []}]  # cites nothing
+    chain = [
+        {
+            "cause": "NIC retransmits on the inter-node fabric",
+            "effect": "inter-node collectives slow",
+            "evidence": ["ev-9"],
+        },  # a GPU temperature metric cannot back a network link
+        {"cause": "network congestion", "effect": "TPOT rises", "evidence": ["ev-26"]},  # knowledge only
+        {"cause": "collectives wait", "effect": "latency rises", "evidence": ["ev-404"]},  # id never returned
+        {"cause": "NVLink CRC errors", "effect": "slow all-reduce", "evidence": []},
+    ]  # cites nothing
     s = score(diagnosis(chain=chain), truth())
     assert s.link_tags == ["network_congestion", "network_congestion", "-", "nvlink_degradation"]
     assert s.chain_matched == 2 and s.chain_precision == 0.5  # the generic and the NVLink link match
     assert s.faithful_links == 0 and s.faithfulness == 0.0
 
 
-@pytest.mark.parametrize("pred,ranks,ok", [("none", [], True), ("workload_shift", [], True),
-                                           ("none", [3], False), ("gpu_thermal_throttling", [3], False)])
+@pytest.mark.parametrize(
+    "pred,ranks,ok", [("none", [], True), ("workload_shift", [], True), ("none", [3], False), ("gpu_thermal_throttling", [3], False)]
+)
 def test_controls(pred: str, ranks: list[int], ok: bool) -> None:
     gt = truth(category="none", component="-")
-    d = diagnosis(category=pred, component="-", ranks=ranks,
-                  chain=[{"cause": "no rank deviates from its peers", "effect": "normal variation", "evidence": ["ev-1"]}])
+    d = diagnosis(
+        category=pred,
+        component="-",
+        ranks=ranks,
+        chain=[{"cause": "no rank deviates from its peers", "effect": "normal variation", "evidence": ["ev-1"]}],
+    )
     s = score(d, gt)
     assert s.is_control and s.control_ok is ok
     assert s.chain_precision is None and s.rank_recall is None
@@ -109,11 +154,11 @@ def test_acceptable_categories_from_real_traces() -> None:
 
 
 def test_answer_file(tmp_path) -> None:  # noqa: ANN001
-    (tmp_path / "answer.yaml").write_text("required_evidence: [metric_lookup, NVLINK_CRC, trace_slice]\n"
-                                          "forbidden_causes: [network-congestion]\n")
+    (tmp_path / "answer.yaml").write_text(
+        "required_evidence: [metric_lookup, NVLINK_CRC, trace_slice]\nforbidden_causes: [network-congestion]\n"
+    )
     spec = load_answer(tmp_path)
-    assert spec == AnswerSpec(required_evidence=["metric_lookup", "NVLINK_CRC", "trace_slice"],
-                              forbidden_causes=["network-congestion"])
+    assert spec == AnswerSpec(required_evidence=["metric_lookup", "NVLINK_CRC", "trace_slice"], forbidden_causes=["network-congestion"])
     s = score(diagnosis(), truth(), spec)
     assert s.answer.missing_evidence == ["trace_slice"] and not s.answer.forbidden_hit and not s.passed
     s2 = score(diagnosis(category="network_congestion"), truth(), AnswerSpec(forbidden_causes=["network_congestion"]))

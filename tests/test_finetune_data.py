@@ -1,4 +1,5 @@
 """kat finetune data: splits, chat template rendering, assistant-only labels, hermes round trip."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,7 @@ def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -
         assert text.endswith("<|im_end|>") and full[:a].endswith("<|im_start|>assistant\n")
         content, calls = parse_tool_calls(text[: -len("<|im_end|>")])
         assert (content or "").strip() == msg["content"].strip()
-        assert [(c.name, c.arguments) for c in calls] == [
-            (c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]]
+        assert [(c.name, c.arguments) for c in calls] == [(c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]]
     # the submitted Diagnosis parses back into the contract
     from kat.agent.diagnosis import Diagnosis
 
@@ -92,18 +92,29 @@ def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -
 
 
 def test_labels_cover_only_assistant_tokens(tiny_tok) -> None:  # type: ignore[no-untyped-def]
-    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "diagnose"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}]},
-            {"role": "tool", "tool_call_id": "a", "content": "TOOL RESULT ev-1 outpost_detect ok"},
-            {"role": "assistant", "content": "done", "tool_calls": [
-                {"id": "b", "type": "function", "function": {"name": "submit_diagnosis", "arguments": {"x": 1}}}]}]
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "diagnose"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}],
+        },
+        {"role": "tool", "tool_call_id": "a", "content": "TOOL RESULT ev-1 outpost_detect ok"},
+        {
+            "role": "assistant",
+            "content": "done",
+            "tool_calls": [{"id": "b", "type": "function", "function": {"name": "submit_diagnosis", "arguments": {"x": 1}}}],
+        },
+    ]
     s = sft_sample(tiny_tok, msgs, None, 10_000)
     assert len(s.input_ids) == len(s.labels)
     assert tiny_tok.decode(s.input_ids) == render(tiny_tok, msgs)
     trained = tiny_tok.decode([t for t, lab in zip(s.input_ids, s.labels) if lab != IGNORE])
-    assert trained == ('<tool_call>\n{"name": "outpost_detect", "arguments": {}}\n</tool_call><|im_end|>'
-                       'done\n<tool_call>\n{"name": "submit_diagnosis", "arguments": {"x": 1}}\n</tool_call><|im_end|>')
+    assert trained == (
+        '<tool_call>\n{"name": "outpost_detect", "arguments": {}}\n</tool_call><|im_end|>'
+        'done\n<tool_call>\n{"name": "submit_diagnosis", "arguments": {"x": 1}}\n</tool_call><|im_end|>'
+    )
     # the prompt before each reply is exactly the generation prompt vLLM renders
     prompt = render(tiny_tok, msgs[:2], add_generation_prompt=True)
     first = next(i for i, lab in enumerate(s.labels) if lab != IGNORE)
@@ -114,8 +125,14 @@ def test_labels_cover_only_assistant_tokens(tiny_tok) -> None:  # type: ignore[n
 
 
 def test_template_accepts_string_arguments_like_vllm_history(tiny_tok) -> None:  # type: ignore[no-untyped-def]
-    as_dict = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": [1, 2]}}}]}]
+    as_dict = [
+        {"role": "user", "content": "u"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"k": [1, 2]}}}],
+        },
+    ]
     as_str = json.loads(json.dumps(as_dict))
     as_str[1]["tool_calls"][0]["function"]["arguments"] = json.dumps({"k": [1, 2]})
     assert render(tiny_tok, as_dict) == render(tiny_tok, as_str)
@@ -170,8 +187,11 @@ def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no
     assert turns[:1] == [list(t) for t in pb.script()] and turns[1][0][0] == "submit_diagnosis" and len(turns) == 2
     assert [t["function"]["name"] for t in traj.tools] == [*pb.TOOLS, "submit_diagnosis"]
     results = [x["content"] for x in m if x["role"] == "tool"]
-    assert [r.splitlines()[0].split()[2:4] for r in results] == [["ev-1", "outpost_detect"], ["ev-2", "metric_lookup"],
-                                                                 ["ev-3", "log_search"]]
+    assert [r.splitlines()[0].split()[2:4] for r in results] == [
+        ["ev-1", "outpost_detect"],
+        ["ev-2", "metric_lookup"],
+        ["ev-3", "log_search"],
+    ]
     d = Diagnosis.model_validate(turns[1][0][1])
     assert d.root_cause.category == gt.category and set(d.root_cause.ranks) & set(gt.affected_ranks)
     assert d.cited_ids() <= {"ev-1", "ev-2", "ev-3"} and all(link.evidence for link in d.causal_chain)
@@ -190,15 +210,24 @@ def test_findings_quote_only_what_the_model_sees() -> None:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary=summary, data=data)
 
     line = "nv-hostengine[1502]: GPU 6: Clocks throttled: HW thermal slowdown active (GPU temperature 89 C)"
-    ledger = [e("ev-1", "outpost_detect", "suspect ranks [6]; 2 anomalies (gpu x2)", {}),
-              e("ev-2", "metric_lookup", "s", {"outliers": [{"name": "DCGM_FI_DEV_GPU_TEMP"}, {"name": "X" * 50},
-                                                              {"name": "LATE_" + "Y" * 400}]}),
-              e("ev-3", "log_search", "s", {"groups": [{"count": 1, "example": line}]})]
+    ledger = [
+        e("ev-1", "outpost_detect", "suspect ranks [6]; 2 anomalies (gpu x2)", {}),
+        e(
+            "ev-2",
+            "metric_lookup",
+            "s",
+            {"outliers": [{"name": "DCGM_FI_DEV_GPU_TEMP"}, {"name": "X" * 50}, {"name": "LATE_" + "Y" * 400}]},
+        ),
+        e("ev-3", "log_search", "s", {"groups": [{"count": 1, "example": line}]}),
+    ]
     note = findings(ledger, 300, line_chars=60)
     assert note.startswith("Findings: detector gpu x2; metrics DCGM_FI_DEV_GPU_TEMP, " + "X" * 50 + " stand out; log: ")
     assert "LATE_" not in note and "HW thermal" in note and "slowdown active (GPU" not in note  # cut at a word
-    quiet = [e("ev-1", "outpost_detect", "no anomaly: every rank behaves like its peers", {}),
-             e("ev-2", "metric_lookup", "s", {"outliers": []}), e("ev-3", "log_search", "s", {})]
+    quiet = [
+        e("ev-1", "outpost_detect", "no anomaly: every rank behaves like its peers", {}),
+        e("ev-2", "metric_lookup", "s", {"outliers": []}),
+        e("ev-3", "log_search", "s", {}),
+    ]
     assert findings(quiet, 300) == "Findings: detector no anomaly; no metric stands out; no log line matched."
     assert "stand out" not in findings(ledger, 0)  # no payload shown: nothing to quote
 
@@ -219,17 +248,27 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary="s", data={})
 
     full = [e("ev-1", "outpost_detect"), e("ev-4", "metric_lookup"), e("ev-9", "log_search"), e("ev-12", "knowledge_search")]
-    diag = {"root_cause": {"category": "gpu_thermal_throttling", "component": "gpu", "ranks": [3], "hosts": ["h"],
-                           "summary": "GPU thermal throttling on rank(s) [3] (h): GPU temperature reached 90 C; more"},
-            "causal_chain": [{"cause": "hot: temp 90 C; throttle bit set", "effect": "slow kernels", "evidence": ["ev-4", "ev-9", "ev-12"]},
-                             {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-12"]}],
-            "confidence": 0.9, "alternatives_ruled_out": [{"category": "none", "why": "x"}], "remediation": ["cool it"]}
+    diag = {
+        "root_cause": {
+            "category": "gpu_thermal_throttling",
+            "component": "gpu",
+            "ranks": [3],
+            "hosts": ["h"],
+            "summary": "GPU thermal throttling on rank(s) [3] (h): GPU temperature reached 90 C; more",
+        },
+        "causal_chain": [
+            {"cause": "hot: temp 90 C; throttle bit set", "effect": "slow kernels", "evidence": ["ev-4", "ev-9", "ev-12"]},
+            {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-12"]},
+        ],
+        "confidence": 0.9,
+        "alternatives_ruled_out": [{"category": "none", "why": "x"}],
+        "remediation": ["cool it"],
+    }
     out = remap_diagnosis(diag, full, ["ev-1", "ev-2", "ev-3"])
     # free text keeps the words that name the finding, not its figures
     assert out["causal_chain"][0] == {"cause": "hot", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
     assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
-    assert out["root_cause"] == {"category": "gpu_thermal_throttling", "ranks": [3],
-                                 "summary": "GPU thermal throttling on rank(s) [3]"}
+    assert out["root_cause"] == {"category": "gpu_thermal_throttling", "ranks": [3], "summary": "GPU thermal throttling on rank(s) [3]"}
     assert list(out["root_cause"]) == ["summary", "category", "ranks"]  # closes on a list, like every link
     # the graph's validator fills component and the evidence list: the small model does not write them (nor hosts)
     assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out)
@@ -241,8 +280,10 @@ def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[n
     from kat.evals.finetune.data import DataConfig, serve_env
 
     assert serve_env(DataConfig(trajectory="short", tool_result_chars=300)) == {
-        "KAT_TOOL_RESULT_CHARS": "300", "KAT_SYSTEM_PROMPT": "system_small",
-        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search"}
+        "KAT_TOOL_RESULT_CHARS": "300",
+        "KAT_SYSTEM_PROMPT": "system_small",
+        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search",
+    }
     assert serve_env(DataConfig(trajectory="full", tool_result_chars=0)) == {"KAT_TOOL_RESULT_CHARS": "0"}
     _, traj = short
     small = render(tiny_tok, traj.messages, traj.tools, template=load_template(SMALL_TEMPLATE_PATH))

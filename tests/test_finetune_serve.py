@@ -1,5 +1,6 @@
 """Serving and comparison plumbing without vLLM: command lines, the server's process lifecycle
 (a fake `vllm` that speaks the OpenAI API), the valid tool-call rate, and the comparison table."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ DEMO_SUITE = Path(__file__).resolve().parent.parent / "evals" / "suites" / "demo
 
 # A stand-in for .venv-vllm/bin/python: started as `python LAUNCHER serve MODEL --port P ...`, it serves
 # /v1/models and scripted chat completions (a call left in text, a valid call, then the diagnosis).
-FAKE_VLLM = textwrap.dedent('''\
+FAKE_VLLM = textwrap.dedent("""\
     #!{python}
     import json, os, sys
     from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -67,7 +68,7 @@ FAKE_VLLM = textwrap.dedent('''\
                         "usage": {{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}})
     print("fake vllm: serving", name, "on", port, flush=True)
     HTTPServer(("127.0.0.1", port), H).serve_forever()
-''')
+""")
 
 
 @pytest.fixture
@@ -98,14 +99,22 @@ def _free_port() -> int:
 
 # -- command line ------------------------------------------------------------------------------
 
+
 def test_cpu_command_merged_model(fake_venv: Path, model_dir: Path) -> None:
     spec = ServeSpec(model=model_dir, venv=fake_venv, port=8123, max_tokens=512)
     argv = command(spec)
     assert argv[:3] == [str(fake_venv / "bin" / "python"), str(LAUNCHER), "serve"] and argv[3] == str(model_dir)
     joined = " ".join(argv)
-    for flag in ("--enable-auto-tool-choice", "--tool-call-parser hermes", "--served-model-name kat-analyzer",
-                 "--max-model-len 8192", "--dtype float32", "--port 8123", "--enforce-eager",
-                 "analyzer_chat_template.jinja"):
+    for flag in (
+        "--enable-auto-tool-choice",
+        "--tool-call-parser hermes",
+        "--served-model-name kat-analyzer",
+        "--max-model-len 8192",
+        "--dtype float32",
+        "--port 8123",
+        "--enforce-eager",
+        "analyzer_chat_template.jinja",
+    ):
         assert flag in joined
     assert json.loads(argv[argv.index("--override-generation-config") + 1]) == {"max_new_tokens": 512}
     assert "--enable-lora" not in argv
@@ -125,12 +134,15 @@ def test_lora_command_and_gpu_command(fake_venv: Path, model_dir: Path, tmp_path
     (ad / "adapter_config.json").write_text(json.dumps({"r": 12}))
     argv = command(ServeSpec(model=model_dir, adapter=ad, venv=fake_venv, threads=2))
     assert argv[argv.index("--lora-modules") + 1] == f"kat-analyzer={ad}"
-    assert argv[argv.index("--max-lora-rank") + 1] == "16"          # vLLM accepts 8, 16, ...: the next one up
+    assert argv[argv.index("--max-lora-rank") + 1] == "16"  # vLLM accepts 8, 16, ...: the next one up
     assert argv[argv.index("--served-model-name") + 1] == "kat-analyzer-base"
     env = environment(ServeSpec(model=model_dir, venv=fake_venv, threads=2), base={})
     assert env["OMP_NUM_THREADS"] == "2" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
-    gpu = command(ServeSpec(model="Qwen/Qwen2.5-14B-Instruct", device="gpu", dtype="bfloat16", venv=tmp_path / "none",
-                            enforce_eager=False, max_tokens=None))
+    gpu = command(
+        ServeSpec(
+            model="Qwen/Qwen2.5-14B-Instruct", device="gpu", dtype="bfloat16", venv=tmp_path / "none", enforce_eager=False, max_tokens=None
+        )
+    )
     assert gpu[:2] == ["vllm", "serve"] and "--enforce-eager" not in gpu and "--override-generation-config" not in gpu
     assert "--distributed-executor-backend" not in gpu  # GPU: vLLM's own executor choice
     with pytest.raises(ServeError, match="adapter_config.json"):
@@ -143,6 +155,7 @@ def test_missing_venv_is_a_clear_error(tmp_path: Path, model_dir: Path) -> None:
 
 
 # -- process lifecycle -------------------------------------------------------------------------
+
 
 def test_server_starts_answers_and_stops_its_process_group(fake_venv: Path, model_dir: Path, tmp_path: Path) -> None:
     spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port())
@@ -157,8 +170,7 @@ def test_server_starts_answers_and_stops_its_process_group(fake_venv: Path, mode
     assert "fake vllm: serving kat-analyzer" in log.read_text()
 
 
-def test_server_that_dies_reports_the_log_tail(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_that_dies_reports_the_log_tail(fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_VLLM_DIE", "1")
     srv = VLLMServer(ServeSpec(model=model_dir, venv=fake_venv, port=_free_port()), tmp_path / "s.log", ready_timeout=30)
     t0 = time.monotonic()
@@ -170,6 +182,7 @@ def test_server_that_dies_reports_the_log_tail(fake_venv: Path, model_dir: Path,
 
 # -- valid tool-call rate ----------------------------------------------------------------------
 
+
 class _Args(BaseModel):
     name: str
 
@@ -178,15 +191,20 @@ def test_tool_call_stats_counts_every_kind_of_attempt() -> None:
     schemas = {"metric_lookup": _Args}
     msgs = [
         HumanMessage(content="incident"),
-        AIMessage(content="", tool_calls=[{"name": "metric_lookup", "args": {"name": "x"}, "id": "1"},    # valid
-                                          {"name": "metric_lookup", "args": {"nme": "x"}, "id": "2"},    # bad args
-                                          {"name": "nope", "args": {}, "id": "3"}]),                    # unknown tool
+        AIMessage(
+            content="",
+            tool_calls=[
+                {"name": "metric_lookup", "args": {"name": "x"}, "id": "1"},  # valid
+                {"name": "metric_lookup", "args": {"nme": "x"}, "id": "2"},  # bad args
+                {"name": "nope", "args": {}, "id": "3"},
+            ],
+        ),  # unknown tool
         AIMessage(content="", invalid_tool_calls=[{"name": "metric_lookup", "args": "{bad", "id": "4", "error": "json"}]),
         AIMessage(content='<tool_call>{"name": "metric_lookup", "arguments": {</tool_call> <tool_call>x</tool_call>'),
-        AIMessage(content="I would call metric_lookup(name='x') now"),                                    # in text, no tag
-        AIMessage(content="The GPU is hot."),                                                            # no attempt
-        AIMessage(content="(Analyzer model error: APITimeoutError: timed out)"),                        # not a reply
-        AIMessage(content="Partial answer: step budget exhausted."),                                     # not a reply
+        AIMessage(content="I would call metric_lookup(name='x') now"),  # in text, no tag
+        AIMessage(content="The GPU is hot."),  # no attempt
+        AIMessage(content="(Analyzer model error: APITimeoutError: timed out)"),  # not a reply
+        AIMessage(content="Partial answer: step budget exhausted."),  # not a reply
     ]
     st = tool_call_stats(msgs, schemas)
     assert (st.attempted, st.valid) == (8, 1)  # 7 calls + the reply that made none
@@ -209,8 +227,8 @@ def test_submit_diagnosis_is_validated_against_the_diagnosis_schema() -> None:
 
 # -- the comparison, end to end against the fake server ----------------------------------------
 
-def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
@@ -220,8 +238,9 @@ def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_
     cases = [("runtime_stall", cases_root / "runtime_stall")]
     spec = ServeSpec(model=model_dir, venv=fake_venv, port=_free_port(), served_name="kat-analyzer")
     lines: list[str] = []
-    rep = run_compare(tmp_path / "out", cases, [ModelUnderTest("tuned", spec)], max_steps=6, time_budget_s=60,
-                      tool_result_chars=160, say=lines.append)
+    rep = run_compare(
+        tmp_path / "out", cases, [ModelUnderTest("tuned", spec)], max_steps=6, time_budget_s=60, tool_result_chars=160, say=lines.append
+    )
     rules, tuned = rep.rows
     assert (rules.variant, rules.n, rules.errors, rules.valid_call_rate) == ("rules", 1, 0, 1.0)
     assert (tuned.variant, tuned.n, tuned.errors) == ("tuned", 1, 0)
@@ -240,8 +259,9 @@ def test_compare_rules_and_a_served_model(fake_venv: Path, model_dir: Path, tmp_
     assert os.environ.get("KAT_TOOL_RESULT_CHARS") == "160"
 
 
-def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_serves_base_and_adapter_from_one_server(
+    fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     for k in ("KAT_TOOL_RESULT_CHARS", "KAT_SYSTEM_PROMPT", "KAT_ANALYZER_TOOLS"):
@@ -251,13 +271,19 @@ def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 16}))
     cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
     server = ServeSpec(model=model_dir, adapter=adapter, venv=fake_venv, port=_free_port(), served_name="kat-analyzer")
-    models = [ModelUnderTest("base", ServeSpec(model=model_dir, served_name="kat-analyzer-base")),
-              ModelUnderTest("tuned", ServeSpec(model=model_dir, adapter=adapter, served_name="kat-analyzer"))]
-    env = {"KAT_TOOL_RESULT_CHARS": "300", "KAT_SYSTEM_PROMPT": "system_small",
-           "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search"}
+    models = [
+        ModelUnderTest("base", ServeSpec(model=model_dir, served_name="kat-analyzer-base")),
+        ModelUnderTest("tuned", ServeSpec(model=model_dir, adapter=adapter, served_name="kat-analyzer")),
+    ]
+    env = {
+        "KAT_TOOL_RESULT_CHARS": "300",
+        "KAT_SYSTEM_PROMPT": "system_small",
+        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search",
+    }
     lines: list[str] = []
-    rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, agent_env=env,
-                      server=server, jobs=2, say=lines.append)
+    rep = run_compare(
+        tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, agent_env=env, server=server, jobs=2, say=lines.append
+    )
     base, tuned = rep.rows
     # the fake base only writes prose: 3 replies (nudged twice, then given up), each a failed call;
     # no chain and no submission give F1 0 and faithfulness 0 rather than undefined figures
@@ -274,8 +300,9 @@ def test_compare_serves_base_and_adapter_from_one_server(fake_venv: Path, model_
     assert rep.settings["one_server"] and rep.settings["agent_env"] == env
 
 
-def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_reports_a_model_that_cannot_be_served(
+    fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     monkeypatch.setenv("FAKE_VLLM_DIE", "1")
@@ -287,8 +314,9 @@ def test_compare_reports_a_model_that_cannot_be_served(fake_venv: Path, model_di
     assert "| base | - |" in (tmp_path / "out" / "compare.md").read_text()
 
 
-def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_resume_reuses_finished_runs_without_a_server(
+    fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
@@ -301,43 +329,69 @@ def test_compare_resume_reuses_finished_runs_without_a_server(fake_venv: Path, m
     assert any("not serving" in s for s in lines)
 
 
-def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_parallel_servers_one_per_model(fake_venv: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kat.evals.finetune.compare import ModelUnderTest, run_compare
 
     monkeypatch.setenv("KAT_TOOL_RESULT_CHARS", "")
     cases = [("runtime_stall", DEMO_SUITE / "runtime_stall")]
     p1, p2 = _free_port(), _free_port()
-    models = [ModelUnderTest("base", ServeSpec(model=model_dir, venv=fake_venv, port=p1, served_name="kat-analyzer-base")),
-              ModelUnderTest("tuned", ServeSpec(model=model_dir, venv=fake_venv, port=p2, served_name="kat-analyzer"))]
-    rep = run_compare(tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, jobs=2, parallel=True,
-                      say=lambda s: None)
+    models = [
+        ModelUnderTest("base", ServeSpec(model=model_dir, venv=fake_venv, port=p1, served_name="kat-analyzer-base")),
+        ModelUnderTest("tuned", ServeSpec(model=model_dir, venv=fake_venv, port=p2, served_name="kat-analyzer")),
+    ]
+    rep = run_compare(
+        tmp_path / "out", cases, models, rules=False, max_steps=6, time_budget_s=60, jobs=2, parallel=True, say=lambda s: None
+    )
     base, tuned = rep.rows
     assert (base.calls_attempted, base.top1, tuned.top1) == (3, 0.0, 1.0)
     assert base.server_start_s is not None and tuned.server_start_s is not None and rep.settings["parallel_servers"]
     logs = tmp_path / "out" / "logs"
     assert "kat-analyzer-base" in (logs / "vllm-base.log").read_text() and (logs / "vllm-tuned.log").exists()
     with pytest.raises(ValueError, match="one port per model"):
-        run_compare(tmp_path / "o2", cases, [models[0], ModelUnderTest("t", models[0].spec)], rules=False, parallel=True,
-                    say=lambda s: None)
+        run_compare(
+            tmp_path / "o2", cases, [models[0], ModelUnderTest("t", models[0].spec)], rules=False, parallel=True, say=lambda s: None
+        )
 
 
 def test_compare_scores_only_the_chain_the_model_submitted() -> None:
     from kat.evals.finetune.compare import _f1, faithfulness_per_case, model_chain
     from kat.evals.harness.models import CaseRun, CaseScores, Trajectory
 
-    def run(category: str, links: int, faithful: int, matched: int = 0, status: str = "complete",
-            error: bool = False) -> CaseRun:
-        sc = CaseScores(truth=category, predicted=category, ranked=[category], top1=True, top3=True, component_ok=True,
-                        is_control=category == "none", ranks_truth=[], ranks_predicted=[], ranks_exact=True,
-                        chain_predicted=links, chain_truth=0 if category == "none" else 2, chain_matched=matched,
-                        faithful_links=faithful, passed=True)
-        return CaseRun(case=category, variant="tuned", category=category, scores=None if error else sc,
-                       trajectory=Trajectory(status=status), error="boom" if error else None)
+    def run(category: str, links: int, faithful: int, matched: int = 0, status: str = "complete", error: bool = False) -> CaseRun:
+        sc = CaseScores(
+            truth=category,
+            predicted=category,
+            ranked=[category],
+            top1=True,
+            top3=True,
+            component_ok=True,
+            is_control=category == "none",
+            ranks_truth=[],
+            ranks_predicted=[],
+            ranks_exact=True,
+            chain_predicted=links,
+            chain_truth=0 if category == "none" else 2,
+            chain_matched=matched,
+            faithful_links=faithful,
+            passed=True,
+        )
+        return CaseRun(
+            case=category,
+            variant="tuned",
+            category=category,
+            scores=None if error else sc,
+            trajectory=Trajectory(status=status),
+            error="boom" if error else None,
+        )
 
-    runs = [run("gpu_thermal", 2, 2, matched=2), run("nvlink_degradation", 0, 0),
-            run("network_congestion", 4, 1, matched=1), run("none", 0, 0), run("kv_cache_full", 3, 3, error=True),
-            run("runtime_stall", 1, 1, matched=1, status="partial")]  # the graph's fallback chain, not the model's
+    runs = [
+        run("gpu_thermal", 2, 2, matched=2),
+        run("nvlink_degradation", 0, 0),
+        run("network_congestion", 4, 1, matched=1),
+        run("none", 0, 0),
+        run("kv_cache_full", 3, 3, error=True),
+        run("runtime_stall", 1, 1, matched=1, status="partial"),
+    ]  # the graph's fallback chain, not the model's
     # fault cases: 1.0, 0 (no chain), 0.25, 0 (an error), 0 (partial answer); the control is no fault case
     assert faithfulness_per_case(runs) == round(1.25 / 5, 4)
     assert faithfulness_per_case([run("none", 0, 0)]) is None
@@ -350,6 +404,18 @@ def test_compare_scores_only_the_chain_the_model_submitted() -> None:
 def test_compare_table_prints_seconds_as_seconds_and_rates_as_rates() -> None:
     from kat.evals.finetune.compare import CompareRow, markdown_table
 
-    row = CompareRow(variant="rules", analyzer="rules", n=13, valid_call_rate=1.0, calls_attempted=9, calls_valid=9,
-                     top1=0.3077, chain_f1=0.0, faithfulness=0.9091, steps_mean=1.0, wall_mean_s=0.9, wall_total_s=11.3)
+    row = CompareRow(
+        variant="rules",
+        analyzer="rules",
+        n=13,
+        valid_call_rate=1.0,
+        calls_attempted=9,
+        calls_valid=9,
+        top1=0.3077,
+        chain_f1=0.0,
+        faithfulness=0.9091,
+        steps_mean=1.0,
+        wall_mean_s=0.9,
+        wall_total_s=11.3,
+    )
     assert markdown_table([row])[2] == "| rules | 13 | 1.000 (9/9) | 0.308 | 0.000 | 0.909 | 1.0 | 0.9 | 11.3 |"

@@ -1,4 +1,5 @@
 """kat finetune train/export on a tiny random Llama: config errors, 2 stages, resume, export."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,37 @@ from kat.evals.finetune.config import ConfigError, load_config  # noqa: E402
 
 
 def _conv(i: int) -> dict:
-    return {"id": f"ex{i}", "tools": None, "messages": [
-        {"role": "system", "content": "You are KAT's Analyzer."},
-        {"role": "user", "content": f"Diagnose incident {i}."},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}]},
-        {"role": "tool", "tool_call_id": "a", "content": f"TOOL RESULT ev-1 outpost_detect ok\nsummary: suspect ranks [{i}]"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "b", "type": "function", "function": {"name": "submit_diagnosis", "arguments": {
-                "root_cause": {"category": "gpu_thermal_throttling", "ranks": [i], "summary": "hot"}, "confidence": 0.8}}}]}]}
+    return {
+        "id": f"ex{i}",
+        "tools": None,
+        "messages": [
+            {"role": "system", "content": "You are KAT's Analyzer."},
+            {"role": "user", "content": f"Diagnose incident {i}."},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "a", "type": "function", "function": {"name": "outpost_detect", "arguments": {}}}],
+            },
+            {"role": "tool", "tool_call_id": "a", "content": f"TOOL RESULT ev-1 outpost_detect ok\nsummary: suspect ranks [{i}]"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "b",
+                        "type": "function",
+                        "function": {
+                            "name": "submit_diagnosis",
+                            "arguments": {
+                                "root_cause": {"category": "gpu_thermal_throttling", "ranks": [i], "summary": "hot"},
+                                "confidence": 0.8,
+                            },
+                        },
+                    }
+                ],
+            },
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +55,13 @@ def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
     base = build_tiny_base(root / "base")
     data = root / "data"
     (data / "sft").mkdir(parents=True)
-    (data / "corpus.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"GPU thermal throttling on rank {i}: "
-                                                                     "SM clock drops, peers wait in all-reduce. " * 4}) + "\n"
-                                               for i in range(6)))
+    (data / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "text": f"GPU thermal throttling on rank {i}: SM clock drops, peers wait in all-reduce. " * 4})
+            + "\n"
+            for i in range(6)
+        )
+    )
     for split, idx in (("train", range(4)), ("validation", range(4, 6))):
         (data / "sft" / f"{split}.jsonl").write_text("".join(json.dumps(_conv(i)) + "\n" for i in idx))
     (data / "manifest.json").write_text(json.dumps({"serve_env": {"KAT_TOOL_RESULT_CHARS": "0"}}))
@@ -42,7 +69,7 @@ def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
     cfg.write_text(f"""
 base_model: {base}
 data_dir: {data}
-output_dir: {root / 'run'}
+output_dir: {root / "run"}
 seed: 1
 lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}
 cpt: {{steps: 1, lr: 1.0e-2, max_length: 64}}
@@ -63,8 +90,11 @@ def _config_error(path: Path, text: str) -> str:
 
 def test_config_errors_name_file_and_field(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
-    msg = _config_error(p, "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 1, lr: 0.1, max_length: 64}\n"
-                           "sft: {steps: 1, lr: -1, max_length: 64}\nlora: {r: 0, rank: 3}\n")
+    msg = _config_error(
+        p,
+        "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 1, lr: 0.1, max_length: 64}\n"
+        "sft: {steps: 1, lr: -1, max_length: 64}\nlora: {r: 0, rank: 3}\n",
+    )
     assert str(p) in msg and "sft.lr" in msg and "lora.r" in msg and "lora.rank" in msg
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
@@ -130,8 +160,9 @@ def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyp
     from kat.evals.finetune.train import train
 
     root, cfg_path = setup
-    cfg = load_config(cfg_path, {"output_dir": str(root / "budget"), "cpt.steps": 0, "sft.steps": 5,
-                                 "sft.max_minutes": 1e-6, "export": False})
+    cfg = load_config(
+        cfg_path, {"output_dir": str(root / "budget"), "cpt.steps": 0, "sft.steps": 5, "sft.max_minutes": 1e-6, "export": False}
+    )
     res = train(cfg, say=lambda s: None, progress=False)
     assert res.finished and res.global_step == 1
     m = json.loads((root / "budget" / "metrics.json").read_text())
@@ -149,8 +180,10 @@ def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
     r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
     assert r.exit_code == 2 and "nope.yaml" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"base_model: b\ndata_dir: {tmp_path / 'd'}\noutput_dir: {tmp_path / 'o'}\n"
-                   "cpt: {steps: 0, lr: 0.1, max_length: 64}\nsft: {steps: 0, lr: 0.1, max_length: 64}\n")
+    bad.write_text(
+        f"base_model: b\ndata_dir: {tmp_path / 'd'}\noutput_dir: {tmp_path / 'o'}\n"
+        "cpt: {steps: 0, lr: 0.1, max_length: 64}\nsft: {steps: 0, lr: 0.1, max_length: 64}\n"
+    )
     r = runner.invoke(app, ["train", "--config", str(bad)])
     assert r.exit_code == 2 and "nothing to train" in r.output
     r = runner.invoke(app, ["train", "--config", str(bad), "--set", "sft.steps=1", "--set", "base_model=" + str(tmp_path)])
@@ -168,7 +201,7 @@ def test_interleaved_order_covers_every_category_each_round() -> None:
     groups = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     order = list(itertools.islice(interleaved_order(groups, 0, "sft"), 18))
     for r in range(6):  # each round of 3 steps sees a, b and c once
-        assert sorted(groups[i] for i in order[3 * r:3 * r + 3]) == ["a", "b", "c"]
+        assert sorted(groups[i] for i in order[3 * r : 3 * r + 3]) == ["a", "b", "c"]
     assert sorted(order[:9]) == list(range(9)) and sorted(order[9:]) == list(range(9))  # one epoch = every example once
     assert order[:9] != order[9:]  # a fresh order each epoch
     assert order == list(itertools.islice(interleaved_order(groups, 0, "sft"), 18))  # deterministic (resumable)
@@ -208,8 +241,17 @@ def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untype
     from kat.evals.finetune.train import Sample, _loss, build_model, train
 
     root, cfg_path = setup
-    cfg = load_config(cfg_path, {"output_dir": str(root / "weighted"), "cpt.steps": 0, "sft.steps": 2,
-                                 "sft.order": "interleave", "sft.category_loss_weight": 5.0, "export": False})
+    cfg = load_config(
+        cfg_path,
+        {
+            "output_dir": str(root / "weighted"),
+            "cpt.steps": 0,
+            "sft.steps": 2,
+            "sft.order": "interleave",
+            "sft.category_loss_weight": 5.0,
+            "export": False,
+        },
+    )
     assert train(cfg, say=lambda s: None, progress=False).global_step == 2
     # the weighted mean equals the plain mean when every weight is 1, and moves toward the heavy tokens otherwise
     model = build_model(cfg, "cpu")
@@ -224,8 +266,11 @@ def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untype
 
 
 def test_order_and_category_weight_are_validated(tmp_path: Path) -> None:
-    msg = _config_error(tmp_path / "c.yaml", "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
-                        "sft: {steps: 1, lr: 0.1, max_length: 64, order: random, category_loss_weight: 0.5}\n")
+    msg = _config_error(
+        tmp_path / "c.yaml",
+        "base_model: b\ndata_dir: d\noutput_dir: o\ncpt: {steps: 0, lr: 0.1, max_length: 64}\n"
+        "sft: {steps: 1, lr: 0.1, max_length: 64, order: random, category_loss_weight: 0.5}\n",
+    )
     assert "sft.order" in msg and "sft.category_loss_weight" in msg
 
 

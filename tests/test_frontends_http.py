@@ -1,4 +1,5 @@
 """The HTTP API through a real uvicorn server on loopback, with the rules analyzer end to end."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_frontends_util import DEMO_ID, LoopbackServer, incidents_root
 
 from kat.agent.frontends.http_api import ServerSettings, create_app
 from kat.agent.frontends.store import Store
-from test_frontends_util import DEMO_ID, LoopbackServer, incidents_root
 
 
 def settings(tmp_path: Path, **kw) -> ServerSettings:  # type: ignore[no-untyped-def]
@@ -85,18 +86,21 @@ def test_diagnosis_end_to_end_with_events_and_followup(server: LoopbackServer) -
         assert wait_done(c, r2.json()["id"])["status"] == "done"
 
 
-@pytest.mark.parametrize("payload,status,needle", [
-    ({"incident": "../../etc"}, 400, "refused"),
-    ({"incident": "/etc/passwd"}, 400, "refused"),
-    ({"incident": "~/x"}, 400, "refused"),
-    ({"incident": "team-a/../../x"}, 400, "refused"),
-    ({"incident": "no-such-incident"}, 404, "no incident"),
-    ({"incident": ""}, 422, "incident"),
-    ({"incident": DEMO_ID, "analyzer": "gpt-9"}, 422, "analyzer"),
-    ({"incident": DEMO_ID, "bogus": 1}, 422, "bogus"),
-    ({"incident": DEMO_ID, "time_budget_s": -1}, 422, "time_budget_s"),
-    ({}, 422, "incident"),
-])
+@pytest.mark.parametrize(
+    "payload,status,needle",
+    [
+        ({"incident": "../../etc"}, 400, "refused"),
+        ({"incident": "/etc/passwd"}, 400, "refused"),
+        ({"incident": "~/x"}, 400, "refused"),
+        ({"incident": "team-a/../../x"}, 400, "refused"),
+        ({"incident": "no-such-incident"}, 404, "no incident"),
+        ({"incident": ""}, 422, "incident"),
+        ({"incident": DEMO_ID, "analyzer": "gpt-9"}, 422, "analyzer"),
+        ({"incident": DEMO_ID, "bogus": 1}, 422, "bogus"),
+        ({"incident": DEMO_ID, "time_budget_s": -1}, 422, "time_budget_s"),
+        ({}, 422, "incident"),
+    ],
+)
 def test_bad_payloads_get_clear_4xx(server: LoopbackServer, payload: dict, status: int, needle: str) -> None:
     r = httpx.post(server.url + "/v1/diagnoses", json=payload)
     assert r.status_code == status, r.text
@@ -165,8 +169,7 @@ def test_restart_keeps_results_and_recovers_jobs(tmp_path: Path) -> None:
 
 
 def test_queue_full_gets_429(tmp_path: Path) -> None:
-    with LoopbackServer(create_app(settings(tmp_path, max_concurrent=1, max_queue=1))) as srv, \
-            httpx.Client(base_url=srv.url) as c:
+    with LoopbackServer(create_app(settings(tmp_path, max_concurrent=1, max_queue=1))) as srv, httpx.Client(base_url=srv.url) as c:
         codes = [c.post("/v1/diagnoses", json={"incident": DEMO_ID}).status_code for _ in range(4)]
         assert codes[:2] == [202, 202] and 429 in codes[2:]
         r = c.post("/v1/diagnoses", json={"incident": DEMO_ID})
@@ -177,8 +180,10 @@ def test_queue_full_gets_429(tmp_path: Path) -> None:
 def test_load_50_concurrent_requests(tmp_path: Path) -> None:
     """50 requests at once (10 diagnoses + 40 reads) from 50 client threads: all answered, nothing lost."""
     n_diag, n_read = 10, 40
-    with LoopbackServer(create_app(settings(tmp_path, max_concurrent=2, max_queue=100))) as srv, \
-            httpx.Client(base_url=srv.url, timeout=60, limits=httpx.Limits(max_connections=50)) as c:
+    with (
+        LoopbackServer(create_app(settings(tmp_path, max_concurrent=2, max_queue=100))) as srv,
+        httpx.Client(base_url=srv.url, timeout=60, limits=httpx.Limits(max_connections=50)) as c,
+    ):
         seed = c.post("/v1/diagnoses", json={"incident": DEMO_ID}).json()["id"]
         reads = ["/v1/incidents", f"/v1/diagnoses/{seed}", "/readyz", "/healthz"]
 
@@ -199,8 +204,10 @@ def test_load_50_concurrent_requests(tmp_path: Path) -> None:
         assert [r["status"] for r in results] == ["done"] * len(ids)
         assert {r["result"]["root_cause"]["category"] for r in results} == {"gpu_thermal_throttling"}
         assert c.get("/readyz").json()["in_flight"] == 0
-        print(f"\nload: {n_diag + n_read} concurrent requests ({n_diag} diagnoses, {n_read} reads), max_concurrent 2: "
-              f"all answered in {answered:.2f}s, {len(ids)} diagnoses done in {wall:.1f}s")
+        print(
+            f"\nload: {n_diag + n_read} concurrent requests ({n_diag} diagnoses, {n_read} reads), max_concurrent 2: "
+            f"all answered in {answered:.2f}s, {len(ids)} diagnoses done in {wall:.1f}s"
+        )
         assert answered < 20 and wall < 120
 
 

@@ -1,5 +1,6 @@
 """The Slack bot over the HTTP Events API: real signed requests to the bolt app on loopback,
 the Slack Web API served by a local recorder."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,18 +8,19 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
 from slack_sdk import WebClient
+from test_frontends_util import DEMO_ID, LoopbackServer, free_port, incidents_root
 
 from kat.agent.frontends.slack_bot import BotSettings, KatBot, clean_text, parse
 from kat.agent.frontends.slack_transport import http_app
-from test_frontends_util import DEMO_ID, LoopbackServer, free_port, incidents_root
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -29,7 +31,7 @@ class SlackRecorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.uploads: list[bytes] = []
-        self.fail: dict[str, str] = {}      # method -> Slack error to return
+        self.fail: dict[str, str] = {}  # method -> Slack error to return
         self._ts = 0
         self._lock = threading.Lock()
         rec = self
@@ -99,19 +101,31 @@ def signed(body: bytes, ts: int | None = None, secret: str = SECRET) -> dict[str
 
 
 def event_body(event: dict[str, Any], event_id: str) -> bytes:
-    return json.dumps({"token": "x", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-                       "event_id": event_id, "event_time": int(time.time()), "event": event}).encode()
+    return json.dumps(
+        {
+            "token": "x",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": event,
+        }
+    ).encode()
 
 
 @pytest.fixture
 def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
     rec = SlackRecorder()
-    settings = BotSettings(incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite",
-                           bot_token="xoxb-test", signing_secret=SECRET)
+    settings = BotSettings(
+        incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test", signing_secret=SECRET
+    )
     bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"))
     with LoopbackServer(http_app(bot)) as srv:
+
         def post(body: bytes, headers: dict[str, str], ctype: str = "application/json") -> httpx.Response:
             return httpx.post(srv.url + "/slack/events", content=body, headers={**headers, "content-type": ctype}, timeout=10)
+
         yield rec, bot, post
     bot.close(wait=True)  # let a diagnosis in flight finish before the fake Slack goes away
     rec.close()
@@ -119,8 +133,7 @@ def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_mention_diagnoses_then_follow_up_in_thread_and_retries_are_deduplicated(slack) -> None:  # type: ignore[no-untyped-def]
     rec, bot, post = slack
-    ev = {"type": "app_mention", "user": "U1", "channel": "C1", "ts": "100.000001",
-          "text": f"<@UBOT> diagnose {DEMO_ID}"}
+    ev = {"type": "app_mention", "user": "U1", "channel": "C1", "ts": "100.000001", "text": f"<@UBOT> diagnose {DEMO_ID}"}
     body = event_body(ev, "Ev001")
     t0 = time.time()
     r = post(body, signed(body))
@@ -172,8 +185,15 @@ def test_bad_signature_and_stale_timestamp_are_rejected(slack) -> None:  # type:
 
 def test_slash_command_acks_fast_and_posts_the_diagnosis(slack) -> None:  # type: ignore[no-untyped-def]
     rec, bot, post = slack
-    form = {"command": "/kat", "text": "team-a/demo-incident", "channel_id": "C2", "user_id": "U7", "team_id": "T1",
-            "trigger_id": "1.2.3", "response_url": f"http://127.0.0.1:{rec.port}/respond"}
+    form = {
+        "command": "/kat",
+        "text": "team-a/demo-incident",
+        "channel_id": "C2",
+        "user_id": "U7",
+        "team_id": "T1",
+        "trigger_id": "1.2.3",
+        "response_url": f"http://127.0.0.1:{rec.port}/respond",
+    }
     body = urlencode(form).encode()
     t0 = time.time()
     r = post(body, signed(body), "application/x-www-form-urlencoded")
@@ -194,18 +214,17 @@ def test_slash_command_acks_fast_and_posts_the_diagnosis(slack) -> None:  # type
 
 def test_dm_and_refusals_and_bot_messages(slack) -> None:  # type: ignore[no-untyped-def]
     rec, bot, post = slack
-    mine = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.1", "bot_id": "BBOT",
-                       "text": DEMO_ID}, "Ev20")
+    mine = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.1", "bot_id": "BBOT", "text": DEMO_ID}, "Ev20")
     assert post(mine, signed(mine)).status_code == 200
-    bad = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.2", "user": "U1",
-                      "text": "diagnose ../../../etc"}, "Ev21")
+    bad = event_body(
+        {"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.2", "user": "U1", "text": "diagnose ../../../etc"}, "Ev21"
+    )
     assert post(bad, signed(bad)).status_code == 200
     rec.wait(lambda: len(rec.of("chat.postMessage")) == 1)
     assert "refused" in rec.of("chat.postMessage")[0]["text"]
 
     rec.fail["files.getUploadURLExternal"] = "missing_scope"  # no files:write: JSON goes inline
-    dm = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.3", "user": "U1",
-                     "text": DEMO_ID}, "Ev22")
+    dm = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.3", "user": "U1", "text": DEMO_ID}, "Ev22")
     assert post(dm, signed(dm)).status_code == 200
     rec.wait(lambda: any(p["text"].startswith("```") for p in rec.of("chat.postMessage")))
     assert bot.store.count("done") == 1
@@ -233,16 +252,27 @@ def test_socket_mode_transport(tmp_path: Path) -> None:
     from kat.agent.frontends.slack_transport import socket_mode_handler
 
     acks: list[dict] = []
-    body = json.loads(event_body({"type": "app_mention", "user": "U1", "channel": "C5", "ts": "7.000001",
-                                  "text": f"<@UBOT> diagnose {DEMO_ID}"}, "EvS1"))
+    body = json.loads(
+        event_body({"type": "app_mention", "user": "U1", "channel": "C5", "ts": "7.000001", "text": f"<@UBOT> diagnose {DEMO_ID}"}, "EvS1")
+    )
     ws_port = free_port()
     stop = threading.Event()
 
     async def link(ws) -> None:  # type: ignore[no-untyped-def]
         await ws.send(json.dumps({"type": "hello", "num_connections": 1}))
         for n, env_id in enumerate(("env-1", "env-2")):  # env-2: Slack's retry of the same event
-            await ws.send(json.dumps({"envelope_id": env_id, "type": "events_api", "accepts_response_payload": False,
-                                      "retry_attempt": n, "retry_reason": "timeout" if n else "", "payload": body}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "envelope_id": env_id,
+                        "type": "events_api",
+                        "accepts_response_payload": False,
+                        "retry_attempt": n,
+                        "retry_reason": "timeout" if n else "",
+                        "payload": body,
+                    }
+                )
+            )
         while not stop.is_set():
             try:
                 acks.append(json.loads(await asyncio.wait_for(ws.recv(), 0.2)))
@@ -260,11 +290,13 @@ def test_socket_mode_transport(tmp_path: Path) -> None:
     t.start()
     rec = SlackRecorder()
     orig = rec.answer
-    rec.answer = lambda m, a: ({"ok": True, "url": f"ws://127.0.0.1:{ws_port}/link"}  # type: ignore[method-assign]
-                               if m == "apps.connections.open" else orig(m, a))
+    rec.answer = lambda m, a: (
+        {"ok": True, "url": f"ws://127.0.0.1:{ws_port}/link"}  # type: ignore[method-assign]
+        if m == "apps.connections.open"
+        else orig(m, a)
+    )
     settings = BotSettings(incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test")
-    bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"),
-                 request_verification=False)
+    bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"), request_verification=False)
     handler = socket_mode_handler(bot, "xapp-test")
     try:
         handler.connect()

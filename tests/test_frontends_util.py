@@ -1,4 +1,5 @@
 """Shared helpers for the front-end tests: a real uvicorn server on loopback, an incidents root."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+
 from kat.agent.demo import DEMO_INCIDENT
 
 DEMO = DEMO_INCIDENT
@@ -33,15 +35,14 @@ class LoopbackServer:
 
     def __init__(self, app: Any):
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self.thread.start()
         deadline = time.time() + 20
         while not self.server.started:

@@ -1,4 +1,5 @@
 """Imports through forked worker processes give the same tables and errors as in-process ones."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import kat.tools.telemetry.import_worker as iw
-from tests.kineto_factory import step_trace, write_trace
 from kat.tools.telemetry import TraceImportError, open_bundle
+from tests.kineto_factory import step_trace, write_trace
 
 
 def _traces(d: Path, n: int = 3) -> Path:

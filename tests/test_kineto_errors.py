@@ -1,4 +1,5 @@
 """Malformed, truncated, hostile and ambiguous trace inputs get errors that name the file and field."""
+
 from __future__ import annotations
 
 import gzip
@@ -192,8 +193,11 @@ def test_large_trace_is_streamed_in_chunks(tmp_path: Path, monkeypatch: pytest.M
 
 def test_metadata_after_events_is_read(tmp_path: Path) -> None:
     doc = step_trace(rank=5, world=8)
-    reordered = {"traceEvents": doc["traceEvents"], "distributedInfo": doc["distributedInfo"],
-                 "baseTimeNanoseconds": doc["baseTimeNanoseconds"]}
+    reordered = {
+        "traceEvents": doc["traceEvents"],
+        "distributedInfo": doc["distributedInfo"],
+        "baseTimeNanoseconds": doc["baseTimeNanoseconds"],
+    }
     df, meta = import_kineto(write_trace(reordered, tmp_path / "t.json"))
     assert meta.rank == 5 and meta.world_size == 8
     assert df["ts_ns"].min() >= doc["baseTimeNanoseconds"]

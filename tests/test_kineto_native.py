@@ -4,6 +4,7 @@ Both paths must give identical EventColumns (arrays, dtypes, string tables in th
 and identical metadata on every real trace, and the same result or the same error on hostile
 inputs; the native path must actually be the one that ran where it can.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,10 +19,10 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.conftest import REAL_TRACES
-from tests.kineto_factory import step_trace
 from kat.tools.telemetry import kineto
 from kat.tools.telemetry.kineto import EventColumns, import_kineto_columns
+from tests.conftest import REAL_TRACES
+from tests.kineto_factory import step_trace
 
 native = pytest.mark.skipif(kineto._native is None, reason="native scanner not built")
 REAL_FILES = sorted(p for p in REAL_TRACES.rglob("*") if p.name.endswith((".json", ".json.gz")))
@@ -31,8 +32,7 @@ def test_native_scanner_is_built_where_a_compiler_exists() -> None:
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         pytest.skip(f"no C compiler ({cc}) or no Python headers: the pure-Python path is used")
-    assert kineto._native is not None, (
-        "tools/telemetry/_kineto_fast is not built (or is stale): run `pip install -e .` again to build it")
+    assert kineto._native is not None, "tools/telemetry/_kineto_fast is not built (or is stale): run `pip install -e .` again to build it"
 
 
 def _run(path: Path, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any, Any, dict[str, int]]:
@@ -99,7 +99,7 @@ def _hostile_events() -> list[dict[str, Any]]:
     ev = doc["traceEvents"]
     x = [e for e in ev if e.get("ph") == "X"]
     x[0]["name"] = 'aten::mm odd}, {"ph": "X"} "quoted" \\ back\nslash \t tab'
-    x[1]["name"] = "caf\u00e9 \u65e5\u672c \U0001F680 \u0000 nul"
+    x[1]["name"] = "caf\u00e9 \u65e5\u672c \U0001f680 \u0000 nul"
     x[2]["args"]["Input Dims"] = [[1.5, 2], [], [[3, 4]], ["x"], None]
     x[3]["args"]["Input Dims"] = []
     x[4]["args"]["Input Dims"] = [[-3, 0], [123456789012345678901234567890]]
@@ -112,10 +112,21 @@ def _hostile_events() -> list[dict[str, Any]]:
     x[11]["tid"] = 2**52
     x[12]["args"]["Process Group Ranks"] = [0, 1]
     x[13]["args"]["In msg nelems"] = 2**70
-    ev.append({"ph": "X", "cat": "cpu_op", "name": "nccl:all_reduce", "pid": 1, "tid": 1, "ts": 5, "dur": 1,
-               "args": {"Input Dims": [[4, 4]], "Input type": ["float"]}})
-    ev.append({"ph": "X", "cat": "user_annotation", "name": "execute_context_0(1)_generation_0(0)", "pid": 1, "tid": 1,
-               "ts": 1, "dur": 100})
+    ev.append(
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "nccl:all_reduce",
+            "pid": 1,
+            "tid": 1,
+            "ts": 5,
+            "dur": 1,
+            "args": {"Input Dims": [[4, 4]], "Input type": ["float"]},
+        }
+    )
+    ev.append(
+        {"ph": "X", "cat": "user_annotation", "name": "execute_context_0(1)_generation_0(0)", "pid": 1, "tid": 1, "ts": 1, "dur": 100}
+    )
     ev.append({"ph": "X", "cat": "gpu_user_annotation", "name": "ignored", "pid": [1], "tid": {"a": 1}, "ts": "x"})
     ev.append({"ph": "i", "cat": "cpu_instant_event", "name": "instant", "pid": 1, "tid": 1, "ts": 1e400 if False else 7})
     ev.append({"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}})
@@ -123,18 +134,52 @@ def _hostile_events() -> list[dict[str, Any]]:
 
 
 MUTATIONS: list[tuple[str, Any]] = [
-    ("ts", "soon"), ("ts", "12.5"), ("ts", None), ("ts", True), ("ts", [1]), ("ts", 2**60), ("ts", -3.25),
-    ("dur", -5), ("dur", "3"), ("dur", None), ("dur", 1e-9), ("dur", {"a": 1}),
-    ("pid", "host"), ("pid", 1.5), ("pid", None), ("pid", True), ("pid", 2**60), ("tid", "stream 7"),
-    ("name", 42), ("name", None), ("name", ""), ("name", "ProfilerStep#12"), ("name", "gloo:all_reduce"),
-    ("name", "ncclDevKernel_AllGather_RING"), ("name", "vllm::all_reduce"),
-    ("cat", ["kernel"]), ("cat", 7), ("cat", "Kernel"), ("cat", None), ("ph", "B"), ("ph", 1),
-    ("args", []), ("args", "x"), ("args", {}), ("args", {"correlation": 1.0}), ("args", {"correlation": "5"}),
-    ("args", {"correlation": True}), ("args", {"correlation": -4}), ("args", {"device": "cuda:0"}),
-    ("args", {"stream": 2**62}), ("args", {"External id": [1]}), ("args", {"Collective name": None}),
+    ("ts", "soon"),
+    ("ts", "12.5"),
+    ("ts", None),
+    ("ts", True),
+    ("ts", [1]),
+    ("ts", 2**60),
+    ("ts", -3.25),
+    ("dur", -5),
+    ("dur", "3"),
+    ("dur", None),
+    ("dur", 1e-9),
+    ("dur", {"a": 1}),
+    ("pid", "host"),
+    ("pid", 1.5),
+    ("pid", None),
+    ("pid", True),
+    ("pid", 2**60),
+    ("tid", "stream 7"),
+    ("name", 42),
+    ("name", None),
+    ("name", ""),
+    ("name", "ProfilerStep#12"),
+    ("name", "gloo:all_reduce"),
+    ("name", "ncclDevKernel_AllGather_RING"),
+    ("name", "vllm::all_reduce"),
+    ("cat", ["kernel"]),
+    ("cat", 7),
+    ("cat", "Kernel"),
+    ("cat", None),
+    ("ph", "B"),
+    ("ph", 1),
+    ("args", []),
+    ("args", "x"),
+    ("args", {}),
+    ("args", {"correlation": 1.0}),
+    ("args", {"correlation": "5"}),
+    ("args", {"correlation": True}),
+    ("args", {"correlation": -4}),
+    ("args", {"device": "cuda:0"}),
+    ("args", {"stream": 2**62}),
+    ("args", {"External id": [1]}),
+    ("args", {"Collective name": None}),
     ("args", {"Collective name": "allreduce", "In msg nelems": "8", "dtype": 5, "Process Group Ranks": "[0, 3]"}),
     ("args", {"Collective name": "_allgather_base", "In msg nelems": 8, "dtype": "Float", "Process Group Ranks": [0, 1]}),
-    ("args", {"Input Dims": [[2, 3]], "Input type": ["c10::BFloat16"]}), ("args", {"Input Dims": [[-0.0]]}),
+    ("args", {"Input Dims": [[2, 3]], "Input type": ["c10::BFloat16"]}),
+    ("args", {"Input Dims": [[-0.0]]}),
     ("args", {"Input Dims": [[1, 2], [3]], "extra": {"deep": [[[[1]]]]}}),
 ]
 
@@ -209,7 +254,9 @@ RAW_CASES: dict[str, bytes] = {
     "not-object": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1}, 42]}',
     "truncated": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1}, {"ph": "X", "ca',
     "deep-nesting": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1, "x": '
-                    + b"[" * 200 + b"]" * 200 + b"}]}",
+    + b"[" * 200
+    + b"]" * 200
+    + b"}]}",
     "bare-array": b'[{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]',
 }
 
@@ -243,20 +290,48 @@ def test_random_documents_same_result_or_error(tmp_path: Path, monkeypatch: pyte
     rng = random.Random(2024)
     pools: dict[str, list[Any]] = {
         "ph": ["X"] * 8 + ["s", "f", "i", "M", None, 3],
-        "cat": ["cpu_op", "kernel", "cuda_runtime", "gpu_memcpy", "user_annotation", "python_function", "ac2g",
-                "gpu_memset", "cuda_driver", "Trace", None],
-        "name": ["aten::mm", "ncclDevKernel_AllReduce_Sum", "cudaLaunchKernel", "ProfilerStep#3", "gloo:all_reduce",
-                 "c10d::allreduce_", "x\"y", "é", "multimem_all_reduce", "record_param_comms"],
-        "pid": [1, 2, 0, None, "p"], "tid": [1, 7, 2**40, None],
+        "cat": [
+            "cpu_op",
+            "kernel",
+            "cuda_runtime",
+            "gpu_memcpy",
+            "user_annotation",
+            "python_function",
+            "ac2g",
+            "gpu_memset",
+            "cuda_driver",
+            "Trace",
+            None,
+        ],
+        "name": [
+            "aten::mm",
+            "ncclDevKernel_AllReduce_Sum",
+            "cudaLaunchKernel",
+            "ProfilerStep#3",
+            "gloo:all_reduce",
+            "c10d::allreduce_",
+            'x"y',
+            "é",
+            "multimem_all_reduce",
+            "record_param_comms",
+        ],
+        "pid": [1, 2, 0, None, "p"],
+        "tid": [1, 7, 2**40, None],
         "ts": [1.5, 10, 1669783687464181, 1669783687464181.375, 0.001, -2, "1", None],
         "dur": [1, 0.25, 0, None, -1, 3.0],
         "id": [1, 2, 3, "a", None, 1.0],
     }
     arg_pools: dict[str, list[Any]] = {
-        "correlation": [1, 2, 3, None, -1, 7.0], "External id": [1, 2, None], "device": [0, 1, None, "0"],
-        "stream": [7, None], "Collective name": ["allreduce", "broadcast", None, 3],
-        "In msg nelems": [16, None, "x"], "dtype": ["Float", "BFloat16", None], "Process Group Ranks": ["[0, 1]", [0, 1], None],
-        "Input Dims": [[[1, 2]], [], [[]], [[1.5]], None, [["a"]], [[-1, 2], [3]]], "Input type": [["float"], ["c10::Half"], None],
+        "correlation": [1, 2, 3, None, -1, 7.0],
+        "External id": [1, 2, None],
+        "device": [0, 1, None, "0"],
+        "stream": [7, None],
+        "Collective name": ["allreduce", "broadcast", None, 3],
+        "In msg nelems": [16, None, "x"],
+        "dtype": ["Float", "BFloat16", None],
+        "Process Group Ranks": ["[0, 1]", [0, 1], None],
+        "Input Dims": [[[1, 2]], [], [[]], [[1.5]], None, [["a"]], [[-1, 2], [3]]],
+        "Input type": [["float"], ["c10::Half"], None],
     }
     for doc_i in range(40):
         events = []
@@ -308,7 +383,7 @@ def test_number_digit_runs_same_as_reference(tmp_path: Path, monkeypatch: pytest
         whole = str(rng.randint(1, 9)) + "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 14)))
         frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 20)))
         ts = whole + ("." + frac if frac else "")
-        dur = str(rng.randint(0, 10**rng.randint(1, 14))) + rng.choice(["", ".5", ".12345678", ".123456789012"])
+        dur = str(rng.randint(0, 10 ** rng.randint(1, 14))) + rng.choice(["", ".5", ".12345678", ".123456789012"])
         events.append(f'{{"ph": "X", "cat": "cpu_op", "name": "op{i}", "pid": 1, "tid": 1, "ts": {ts}, "dur": {dur}}}')
     doc = ('{"traceEvents": [' + ",".join(events) + "]}").encode()
     import kat.tools.telemetry.kineto_stream as ks
@@ -329,8 +404,9 @@ def test_times_beyond_the_ns_range_are_refused(field: str, value: str, tmp_path:
 
     ev = {"ts": "1", "dur": "1"}
     ev[field] = value
-    doc = ('{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, '
-           f'"ts": {ev["ts"]}, "dur": {ev["dur"]}}}]}}').encode()
+    doc = (
+        f'{{"traceEvents": [{{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": {ev["ts"]}, "dur": {ev["dur"]}}}]}}'
+    ).encode()
     p = tmp_path / "rank-0.json"
     p.write_bytes(doc)
     with pytest.raises(TraceImportError, match=f"{field} value .* out of range") as err:

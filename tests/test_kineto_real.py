@@ -1,4 +1,5 @@
 """The importer on every real trace shipped in tests/data/real-traces (recorded on real GPUs)."""
+
 from __future__ import annotations
 
 from pathlib import Path

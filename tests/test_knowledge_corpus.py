@@ -1,4 +1,5 @@
 """Knowledge corpus, chunking, BM25 and query cleaning: pure Python, no model, no index."""
+
 from __future__ import annotations
 
 import json
@@ -6,17 +7,24 @@ import sys
 
 import pytest
 
-from kat.knowledge.chunking import (CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus,
-                              parse_front_matter)
+from kat.knowledge.chunking import CORPUS_DIR, CorpusError, chunk_document, load_chunks, load_corpus, parse_front_matter
 from kat.knowledge.evaluation import load_questions
 from kat.knowledge.lexical import BM25, tokenize
 from kat.knowledge.query import MAX_QUERY_CHARS, clean_query
 from kat.knowledge.taxonomy import COMPONENTS, TAXONOMY
 
 SYSTEM_DOCS = {
-    "gpu-clocks-power-thermal", "nvlink-nvswitch", "pcie-links", "ib-roce-nccl-transports",
-    "nccl-collectives-errors", "xid-codes", "numa-cpu-affinity", "vllm-scheduler-kv-cache",
-    "cuda-graphs-launch-overhead", "parallelism-communication", "troubleshooting-playbook",
+    "gpu-clocks-power-thermal",
+    "nvlink-nvswitch",
+    "pcie-links",
+    "ib-roce-nccl-transports",
+    "nccl-collectives-errors",
+    "xid-codes",
+    "numa-cpu-affinity",
+    "vllm-scheduler-kv-cache",
+    "cuda-graphs-launch-overhead",
+    "parallelism-communication",
+    "troubleshooting-playbook",
 }
 
 
@@ -48,8 +56,15 @@ def test_fault_documents_cover_the_required_aspects():
         if d.category not in TAXONOMY or d.category in ("none", "workload_shift"):
             continue
         body = d.body.lower()
-        for heading in ("## mechanism", "## how it shows in traces", "## how it shows in metrics",
-                        "## how it shows in logs", "## telling it apart", "## how to confirm", "## remediation"):
+        for heading in (
+            "## mechanism",
+            "## how it shows in traces",
+            "## how it shows in metrics",
+            "## how it shows in logs",
+            "## telling it apart",
+            "## how to confirm",
+            "## remediation",
+        ):
             assert heading in body, (d.doc_id, heading)
 
 
@@ -64,8 +79,10 @@ def test_chunks_have_unique_stable_ids_and_bounded_size():
 
 def test_code_fences_are_not_split_or_taken_for_headings(tmp_path):
     p = tmp_path / "d.md"
-    p.write_text("---\nid: d\ntitle: D\ncategory: reference\ncomponents: [gpu]\n---\n# D\n\n## A\n\n"
-                 "```\n## not a heading\n\nstill code\n```\n", encoding="utf-8")
+    p.write_text(
+        "---\nid: d\ntitle: D\ncategory: reference\ncomponents: [gpu]\n---\n# D\n\n## A\n\n```\n## not a heading\n\nstill code\n```\n",
+        encoding="utf-8",
+    )
     from kat.knowledge.chunking import load_document
 
     chunks = chunk_document(load_document(p))

@@ -1,5 +1,6 @@
 """Index life cycle on a small copy of the corpus: build, no-op rebuild, incremental update,
 deleted documents, corrupt and missing index. Each test gets its own corpus and index dirs."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,7 @@ def test_changing_one_document_re_embeds_only_its_changed_chunks(kb_dirs):
     text = doc.read_text(encoding="utf-8")
     section = "## How to confirm\n"
     assert section in text
-    doc.write_text(text.replace(section, section + "\nAlso check the allocator: cudaMalloc retries.\n"),
-                   encoding="utf-8")
+    doc.write_text(text.replace(section, section + "\nAlso check the allocator: cudaMalloc retries.\n"), encoding="utf-8")
     kb = KnowledgeBase(index, corpus_dir=corpus)
     report = kb.build()
     assert report.embedded == 1 and report.deleted == 0

@@ -4,9 +4,8 @@ unit (affected rank, injected component, overlapping window) and the controls st
 The bundles are the `smoke` suite (one tiny incident per category, its own seeds, up to 16
 ranks, multi-host included); the detector's thresholds were tuned on other seeds.
 """
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 

@@ -1,5 +1,6 @@
 """Outpost on CPU-only (gloo) traces: late arrivals explained by untraced time, collectives
 aligned in time order across threads, and compute vs starved-CPU attribution."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gloo_factory import GlooFaults, gloo_trace
-from tests.kineto_factory import write_rank_traces
 from kat.tools.outpost import detect
 from kat.tools.outpost.arrival import _blame
 from kat.tools.outpost.tree import CLS_COLL, build_nodes
 from kat.tools.telemetry import open_bundle
+from tests.gloo_factory import GlooFaults, gloo_trace
+from tests.kineto_factory import write_rank_traces
 
 WINDOW = range(6, 12)
 

@@ -1,4 +1,5 @@
 """Outpost on hand-built traces where the answer follows from physics, not from a simulator."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import REAL_TRACES
-from tests.kineto_factory import write_rank_traces, write_trace
 from kat.tools.outpost import DetectorConfig, detect
 from kat.tools.telemetry import BundleError
+from tests.conftest import REAL_TRACES
+from tests.kineto_factory import write_rank_traces, write_trace
 
 BASE = 1_700_000_000_000_000_000
 
@@ -17,9 +18,18 @@ BASE = 1_700_000_000_000_000_000
 KV_FRAME = "vllm/v1/kv_offload/worker/cpu_gpu.py(127): transfer_async"
 
 
-def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: range, slow_factor: float,
-                 slow_kind: str = "gpu", link_steps: range = range(0), link_factor: float = 1.0,
-                 nelems: dict[int, int] | None = None, swap_steps: set[int] | frozenset = frozenset()) -> dict[int, dict]:
+def _group_trace(
+    ranks: int,
+    steps: int,
+    slow_rank: int | None,
+    slow_steps: range,
+    slow_factor: float,
+    slow_kind: str = "gpu",
+    link_steps: range = range(0),
+    link_factor: float = 1.0,
+    nelems: dict[int, int] | None = None,
+    swap_steps: set[int] | frozenset = frozenset(),
+) -> dict[int, dict]:
     """Per rank: ProfilerStep -> (aten::mm -> launch -> GEMM kernel) x layers, then an all-reduce.
 
     Collective physics: each member's NCCL kernel starts when its stream gets there; all end at
@@ -43,10 +53,26 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
             c0 = cpu_t[r]
             docs[r] += [
                 {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "pid": pid, "tid": pid, "ts": c0, "dur": 6.0},
-                {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": pid, "tid": pid, "ts": c0 + 1, "dur": 4.0,
-                 "args": {"correlation": corr}},
-                {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pinned -> Device)", "pid": r, "tid": 7, "ts": gpu_t[r],
-                 "dur": 3.0 * (slow_factor if far else 1.0), "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 4096}},
+                {
+                    "ph": "X",
+                    "cat": "cuda_runtime",
+                    "name": "cudaMemcpyAsync",
+                    "pid": pid,
+                    "tid": pid,
+                    "ts": c0 + 1,
+                    "dur": 4.0,
+                    "args": {"correlation": corr},
+                },
+                {
+                    "ph": "X",
+                    "cat": "gpu_memcpy",
+                    "name": "Memcpy HtoD (Pinned -> Device)",
+                    "pid": r,
+                    "tid": 7,
+                    "ts": gpu_t[r],
+                    "dur": 3.0 * (slow_factor if far else 1.0),
+                    "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 4096},
+                },
             ]
             gpu_t[r] += 3.0 * (slow_factor if far else 1.0)
             cpu_t[r] = c0 + 7
@@ -58,10 +84,26 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
                 docs[r] += [
                     {"ph": "X", "cat": "python_function", "name": KV_FRAME, "pid": pid, "tid": pid, "ts": c0, "dur": 14.0},
                     {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "pid": pid, "tid": pid, "ts": c0 + 1, "dur": 12.0},
-                    {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": pid, "tid": pid, "ts": c0 + 2, "dur": 8.0,
-                     "args": {"correlation": corr}},
-                    {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pinned)", "pid": r, "tid": 7,
-                     "ts": gpu_t[r], "dur": 600.0, "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 1 << 26}},
+                    {
+                        "ph": "X",
+                        "cat": "cuda_runtime",
+                        "name": "cudaMemcpyAsync",
+                        "pid": pid,
+                        "tid": pid,
+                        "ts": c0 + 2,
+                        "dur": 8.0,
+                        "args": {"correlation": corr},
+                    },
+                    {
+                        "ph": "X",
+                        "cat": "gpu_memcpy",
+                        "name": "Memcpy DtoH (Device -> Pinned)",
+                        "pid": r,
+                        "tid": 7,
+                        "ts": gpu_t[r],
+                        "dur": 600.0,
+                        "args": {"correlation": corr, "device": r, "stream": 7, "bytes": 1 << 26},
+                    },
                 ]
                 cpu_t[r] = c0 + 15
                 gpu_t[r] += 600.0
@@ -75,13 +117,43 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
                 pid = 100 + r
                 ev = docs[r]
                 op_s = cpu_t[r]
-                ev.append({"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": pid, "tid": pid, "ts": op_s, "dur": cpu_cost,
-                           "args": {"External id": corr, "Input Dims": [[8, 4096], [4096, 4096]]}})
-                ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": pid, "tid": pid,
-                           "ts": op_s + cpu_cost * 0.4, "dur": cpu_cost * 0.5, "args": {"correlation": corr}})
+                ev.append(
+                    {
+                        "ph": "X",
+                        "cat": "cpu_op",
+                        "name": "aten::mm",
+                        "pid": pid,
+                        "tid": pid,
+                        "ts": op_s,
+                        "dur": cpu_cost,
+                        "args": {"External id": corr, "Input Dims": [[8, 4096], [4096, 4096]]},
+                    }
+                )
+                ev.append(
+                    {
+                        "ph": "X",
+                        "cat": "cuda_runtime",
+                        "name": "cudaLaunchKernel",
+                        "pid": pid,
+                        "tid": pid,
+                        "ts": op_s + cpu_cost * 0.4,
+                        "dur": cpu_cost * 0.5,
+                        "args": {"correlation": corr},
+                    }
+                )
                 ks = max(gpu_t[r], op_s + cpu_cost)
-                ev.append({"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm_bf16bf16", "pid": r, "tid": 7, "ts": ks,
-                           "dur": kdur, "args": {"correlation": corr, "device": r, "stream": 7}})
+                ev.append(
+                    {
+                        "ph": "X",
+                        "cat": "kernel",
+                        "name": "sm90_xmma_gemm_bf16bf16",
+                        "pid": r,
+                        "tid": 7,
+                        "ts": ks,
+                        "dur": kdur,
+                        "args": {"correlation": corr, "device": r, "stream": 7},
+                    }
+                )
                 gpu_t[r] = ks + kdur
                 cpu_t[r] = op_s + cpu_cost + 1
             # all-reduce
@@ -89,26 +161,71 @@ def _group_trace(ranks: int, steps: int, slow_rank: int | None, slow_steps: rang
             for r in range(ranks):
                 corr += 1
                 pid = 100 + r
-                docs[r].append({"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "pid": pid, "tid": pid, "ts": cpu_t[r],
-                                "dur": 6.0, "args": {"Collective name": "allreduce", "In msg nelems": n_el, "dtype": "BFloat16",
-                                                     "Process Group Ranks": str(list(range(ranks)))}})
-                docs[r].append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": pid, "tid": pid,
-                                "ts": cpu_t[r] + 1, "dur": 4.0, "args": {"correlation": corr}})
+                docs[r].append(
+                    {
+                        "ph": "X",
+                        "cat": "cpu_op",
+                        "name": "record_param_comms",
+                        "pid": pid,
+                        "tid": pid,
+                        "ts": cpu_t[r],
+                        "dur": 6.0,
+                        "args": {
+                            "Collective name": "allreduce",
+                            "In msg nelems": n_el,
+                            "dtype": "BFloat16",
+                            "Process Group Ranks": str(list(range(ranks))),
+                        },
+                    }
+                )
+                docs[r].append(
+                    {
+                        "ph": "X",
+                        "cat": "cuda_runtime",
+                        "name": "cudaLaunchKernel",
+                        "pid": pid,
+                        "tid": pid,
+                        "ts": cpu_t[r] + 1,
+                        "dur": 4.0,
+                        "args": {"correlation": corr},
+                    }
+                )
                 arrive[r] = (max(gpu_t[r], cpu_t[r] + 5), corr)
                 cpu_t[r] += 8
             end = max(a for a, _ in arrive.values()) + transfer
             for r in range(ranks):
                 a, c = arrive[r]
-                docs[r].append({"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)",
-                                "pid": r, "tid": 7, "ts": a, "dur": end - a, "args": {"correlation": c, "device": r, "stream": 7}})
+                docs[r].append(
+                    {
+                        "ph": "X",
+                        "cat": "kernel",
+                        "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)",
+                        "pid": r,
+                        "tid": 7,
+                        "ts": a,
+                        "dur": end - a,
+                        "args": {"correlation": c, "device": r, "stream": 7},
+                    }
+                )
                 gpu_t[r] = end
         step_end = max(gpu_t.values()) + 5
         for r in range(ranks):
-            docs[r].append({"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{s}", "pid": 100 + r, "tid": 100 + r,
-                            "ts": t, "dur": step_end - t})
+            docs[r].append(
+                {
+                    "ph": "X",
+                    "cat": "user_annotation",
+                    "name": f"ProfilerStep#{s}",
+                    "pid": 100 + r,
+                    "tid": 100 + r,
+                    "ts": t,
+                    "dur": step_end - t,
+                }
+            )
         t = step_end + 10
-    return {r: {"distributedInfo": {"backend": "nccl", "rank": r, "world_size": ranks}, "baseTimeNanoseconds": BASE,
-                "traceEvents": ev} for r, ev in docs.items()}
+    return {
+        r: {"distributedInfo": {"backend": "nccl", "rank": r, "world_size": ranks}, "baseTimeNanoseconds": BASE, "traceEvents": ev}
+        for r, ev in docs.items()
+    }
 
 
 def _write(tmp: Path, docs: dict[int, dict]) -> Path:
@@ -190,15 +307,41 @@ def test_cli_json_contract(tmp_path: Path) -> None:
     doc = json.loads(out.stdout)
     assert doc["suspect_ranks"][0] == 2
     a = doc["anomalies"][0]
-    assert set(a) >= {"rank", "kind", "name", "tree_path", "component", "method", "start_ns", "end_ns", "steps",
-                      "observed", "baseline", "ratio", "score"}
+    assert set(a) >= {
+        "rank",
+        "kind",
+        "name",
+        "tree_path",
+        "component",
+        "method",
+        "start_ns",
+        "end_ns",
+        "steps",
+        "observed",
+        "baseline",
+        "ratio",
+        "score",
+    }
     assert {"events", "ranks", "seconds"} <= set(doc["stats"])
 
 
 def test_link_that_degrades_mid_capture_is_a_link_fault_on_every_member(tmp_path: Path) -> None:
     # Nobody arrives late; every member's transfer takes 2x from step 6 on, and stays so.
-    res = detect(_write(tmp_path, _group_trace(4, 16, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
-                                               link_steps=range(6, 16), link_factor=2.0, nelems={s: 65536 for s in range(16)})))
+    res = detect(
+        _write(
+            tmp_path,
+            _group_trace(
+                4,
+                16,
+                slow_rank=None,
+                slow_steps=range(0),
+                slow_factor=1.0,
+                link_steps=range(6, 16),
+                link_factor=2.0,
+                nelems={s: 65536 for s in range(16)},
+            ),
+        )
+    )
     assert {a.rank for a in res.anomalies} == {0, 1, 2, 3}, [(a.rank, a.method, a.name) for a in res.anomalies]
     assert {a.component for a in res.anomalies} <= {"nvlink", "network"}
     assert all(a.kind == "collective" and set(a.steps) <= set(range(6, 16)) for a in res.anomalies)
@@ -219,8 +362,7 @@ def test_kv_swap_that_holds_the_gpu_is_gpu_memory(tmp_path: Path) -> None:
 
 
 def test_routine_kv_offload_every_step_is_not_a_fault(tmp_path: Path) -> None:
-    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
-                                               swap_steps=set(range(12)))))
+    res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0, swap_steps=set(range(12)))))
     assert not any(a.component == "gpu_memory" for a in res.anomalies), [(a.rank, a.name) for a in res.anomalies]
 
 
@@ -232,15 +374,22 @@ def _two_host_bundle(tmp: Path, nic_hot_host: str | None) -> Path:
     b = tmp / "bundle"
     traces = b / "traces"
     traces.mkdir(parents=True)
-    for r, doc in _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0,
-                               link_steps=range(12), link_factor=3.0).items():
+    for r, doc in _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0, link_steps=range(12), link_factor=3.0).items():
         write_trace(doc, traces / f"rank-{r}.json")
     hosts = {0: "node-a", 1: "node-a", 2: "node-b", 3: "node-b"}
-    (b / "incident.json").write_text(json.dumps({
-        "id": "inc-test", "symptom": "slow decode",
-        "topology": {"hosts": [{"name": h, "gpus": [{"index": 0}, {"index": 1}]} for h in ("node-a", "node-b")],
-                     "workers": [{"rank": r, "host": h, "gpu": r % 2} for r, h in hosts.items()],
-                     "groups": {"tp": [[0, 1, 2, 3]]}}}))
+    (b / "incident.json").write_text(
+        json.dumps(
+            {
+                "id": "inc-test",
+                "symptom": "slow decode",
+                "topology": {
+                    "hosts": [{"name": h, "gpus": [{"index": 0}, {"index": 1}]} for h in ("node-a", "node-b")],
+                    "workers": [{"rank": r, "host": h, "gpu": r % 2} for r, h in hosts.items()],
+                    "groups": {"tp": [[0, 1, 2, 3]]},
+                },
+            }
+        )
+    )
     if nic_hot_host is not None:
         rows = ["ts,name,value,host,gpu,rank"]
         for i in range(12):

@@ -1,5 +1,6 @@
 """Outpost's node table and the memory-bounded passes over it: narrow columns that widen when a
 trace needs it, combined group keys, step chunks, and the same findings whatever the chunk size."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_outpost_rules import _group_trace, _write
 from kat.tools.outpost import detect, inter
 from kat.tools.outpost.tree import _Columns, build_nodes, first_rows, group_ids
 from kat.tools.telemetry.bundle import Bundle, open_bundle
+from tests.test_outpost_rules import _group_trace, _write
 
 
 def _result(path: Path) -> dict:

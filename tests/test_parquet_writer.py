@@ -1,4 +1,5 @@
 """The trace cache's own Parquet writer: what it writes, pyarrow reads back exactly."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_many_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_odd_strings_survive(tmp_path: Path) -> None:
     # (lone surrogates never get this far: the importer refuses them as invalid JSON)
-    table = ["", "a\x00b", "x" * 100_000, "日本語", "quote\"and\\backslash", "emoji 🧯"]
+    table = ["", "a\x00b", "x" * 100_000, "日本語", 'quote"and\\backslash', "emoji 🧯"]
     codes = np.array([5, 4, 3, 2, 1, 0, 2], dtype=np.int32)
     got = _roundtrip(tmp_path, {}, {"s": (codes, table)})
     assert got["s"].to_pylist() == [table[c] for c in codes]
@@ -72,12 +73,19 @@ def test_cache_entry_matches_pyarrow_writer(tmp_path: Path) -> None:
     src = Path(__file__).parent / "data" / "real-traces" / "vllm_tp8_b200_rank_eager.json.gz"
     cols, _ = import_kineto_columns(src)
     ours = tmp_path / "ours.parquet"
-    write_columns(ours, {c: cols.ints[c] for c in INT_COLUMNS}, {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS},
-                  list(COLUMNS))
+    write_columns(ours, {c: cols.ints[c] for c in INT_COLUMNS}, {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS}, list(COLUMNS))
     theirs = tmp_path / "theirs.parquet"
-    pq.write_table(pa.table({c: cols.ints[c] if c in INT_COLUMNS else
-                             pa.DictionaryArray.from_arrays(pa.array(cols.codes[c], pa.int32()), pa.array(cols.tables[c]))
-                             for c in COLUMNS}), theirs)
+    pq.write_table(
+        pa.table(
+            {
+                c: cols.ints[c]
+                if c in INT_COLUMNS
+                else pa.DictionaryArray.from_arrays(pa.array(cols.codes[c], pa.int32()), pa.array(cols.tables[c]))
+                for c in COLUMNS
+            }
+        ),
+        theirs,
+    )
     a = pq.read_table(ours, read_dictionary=list(STR_COLUMNS)).to_pandas()
     b = pq.read_table(theirs, read_dictionary=list(STR_COLUMNS)).to_pandas()
     for c in COLUMNS:
@@ -96,9 +104,9 @@ def test_narrow_stores_small_int64_columns_as_int32(tmp_path: Path) -> None:
 
 
 def test_cache_reads_back_in_canonical_dtypes(tmp_path: Path) -> None:
-    from tests.bundle_factory import make_bundle
     from kat.tools.telemetry.bundle import open_bundle
     from kat.tools.telemetry.schema import INT_COLUMNS
+    from tests.bundle_factory import make_bundle
 
     root = make_bundle(tmp_path / "inc")
     open_bundle(root, cache_dir=tmp_path / "c")

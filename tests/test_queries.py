@@ -1,4 +1,5 @@
 """Event, metric and log queries: filters, budgets, echoed queries, honest 'no data'."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 The default suite runs one healthy and one faulty (GEMM on rank 2) case, ~10-15 s each on 2
 cores. The other faults run with `-m realtrace` or KAT_REALTRACE_ALL=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -181,8 +182,25 @@ def test_cli_writes_a_bundle(every_fault: None, tmp_path: Path) -> None:
     from kat.agent.cli import app
 
     out = tmp_path / "cli-case"
-    res = CliRunner().invoke(app, ["realtrace", "--fault", "slow_collective", "--rank", "1", "--steps", "3:5",
-                                   "--num-steps", "6", "--seed", "3", "--out", str(out), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "realtrace",
+            "--fault",
+            "slow_collective",
+            "--rank",
+            "1",
+            "--steps",
+            "3:5",
+            "--num-steps",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout)[0]
     assert row["fault"] == "slow_collective" and row["ranks"] == [1] and row["signature_ok"]

@@ -1,4 +1,5 @@
 """Real-trace generator pieces that need no rank processes: config, pinning, truth, hooks, CLI."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,8 +25,14 @@ def test_config_validates_window_rank_and_layer() -> None:
     cfg = RealTraceConfig(fault="gemm", rank=2, steps=(4, 7), num_steps=10)
     assert cfg.fault_steps == [4, 5, 6] and cfg.strength == 5.0
     assert RealTraceConfig(fault="none", steps=(4, 7), num_steps=10).fault_steps == []
-    for bad in ({"rank": 4}, {"steps": (0, 3)}, {"steps": (5, 5)}, {"steps": (5, 12), "num_steps": 10},
-                {"gemm_layer": 3}, {"fault": "thermal"}):
+    for bad in (
+        {"rank": 4},
+        {"steps": (0, 3)},
+        {"steps": (5, 5)},
+        {"steps": (5, 12), "num_steps": 10},
+        {"gemm_layer": 3},
+        {"fault": "thermal"},
+    ):
         with pytest.raises(ValidationError):
             RealTraceConfig(**{"num_steps": 10, "steps": (4, 7), **bad})
     assert RealTraceConfig(steps=(10, 11), num_steps=10).steps == (10, 11)  # last step may be faulty
@@ -71,11 +78,20 @@ def test_contention_hogs_start_on_window_and_die() -> None:
 
 def _run(fault: str, pinning: dict[int, list[int]] | None = None) -> RunReport:
     cfg = RealTraceConfig(fault=fault, rank=2, steps=(4, 7), num_steps=8)
-    ranks = [RankReport(rank=r, pid=100 + r, host="node-x", cores=[r % 2], trace_file=f"rank-{r}.json.gz",
-                        steps=[StepSpan(step=s, start_ns=s * 10**8, end_ns=s * 10**8 + (9 if 4 <= s < 7 else 5) * 10**6)
-                               for s in range(1, 9)]) for r in range(4)]
-    return RunReport(config=cfg, start_ns=0, end_ns=10**9, ranks=ranks,
-                     pinning=pinning or {r: [r % 2] for r in range(4)}, available_cores=[0, 1])
+    ranks = [
+        RankReport(
+            rank=r,
+            pid=100 + r,
+            host="node-x",
+            cores=[r % 2],
+            trace_file=f"rank-{r}.json.gz",
+            steps=[StepSpan(step=s, start_ns=s * 10**8, end_ns=s * 10**8 + (9 if 4 <= s < 7 else 5) * 10**6) for s in range(1, 9)],
+        )
+        for r in range(4)
+    ]
+    return RunReport(
+        config=cfg, start_ns=0, end_ns=10**9, ranks=ranks, pinning=pinning or {r: [r % 2] for r in range(4)}, available_cores=[0, 1]
+    )
 
 
 @pytest.mark.parametrize("fault", [f.value for f in FaultKind])
@@ -106,16 +122,19 @@ def test_ground_truth_per_fault(fault: str) -> None:
 
 def test_component_mapping_follows_taxonomy() -> None:
     comps = {f.value: TAXONOMY[f][2] for f in FaultKind}
-    assert comps == {"none": "-", "gemm": "gpu", "cpu_stall": "software", "cpu_contention": "host_cpu",
-                     "slow_collective": "network"}
+    assert comps == {"none": "-", "gemm": "gpu", "cpu_stall": "software", "cpu_contention": "host_cpu", "slow_collective": "network"}
     # No honest taxonomy category for extra compute: its own name, judged on the component.
     assert TAXONOMY[FaultKind.GEMM][0] == "gpu_compute_slowdown"
 
 
 def test_step_spans_use_trace_clock(tmp_path: Path) -> None:
-    doc = {"baseTimeNanoseconds": 1_700_000_000_000_000_000, "traceEvents": [
-        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "pid": 1, "tid": 1, "ts": 1000.5, "dur": 20.25},
-        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 1001, "dur": 1}]}
+    doc = {
+        "baseTimeNanoseconds": 1_700_000_000_000_000_000,
+        "traceEvents": [
+            {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "pid": 1, "tid": 1, "ts": 1000.5, "dur": 20.25},
+            {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 1001, "dur": 1},
+        ],
+    }
     p = tmp_path / "rank-0.json.gz"
     p.write_bytes(gzip.compress(orjson.dumps(doc)))
     assert step_spans(p) == {3: (1_700_000_000_001_000_500, 1_700_000_000_001_020_750)}
@@ -132,15 +151,21 @@ def test_signature_measurements_on_synthetic_events() -> None:
         for step in range(1, 5):
             base = step * 10**8
             faulty = rank == 1 and step == 3
-            rows.append((i, rank, "step", f"ProfilerStep#{step}", base, 9 * 10**7, step, -1)); i += 1
+            rows.append((i, rank, "step", f"ProfilerStep#{step}", base, 9 * 10**7, step, -1))
+            i += 1
             gap = 30 * 10**6 if faulty else 50_000
-            rows.append((i, rank, "annotation", "scheduler.schedule", base + gap, 10**5, step, i - 1)); i += 1
+            rows.append((i, rank, "annotation", "scheduler.schedule", base + gap, 10**5, step, i - 1))
+            i += 1
             span = i
-            rows.append((span, rank, "annotation", "layers.1.mlp.gate_up_proj", base + 10**6, (8 if faulty else 2) * 10**6, step, -1)); i += 1
+            rows.append((span, rank, "annotation", "layers.1.mlp.gate_up_proj", base + 10**6, (8 if faulty else 2) * 10**6, step, -1))
+            i += 1
             for k in range(4 if faulty else 1):
-                rows.append((i, rank, "cpu_op", "aten::mm", base + 10**6 + k * 2 * 10**6, 2 * 10**6, step, span)); i += 1
-            rows.append((i, rank, "annotation", "tp_all_reduce", base + 2 * 10**7, 10**6, step, -1)); i += 1
-            rows.append((i, rank, "collective", "gloo:all_reduce", base + 2 * 10**7 + (5 * 10**6 if faulty else 10**5), 10**6, step, -1)); i += 1
+                rows.append((i, rank, "cpu_op", "aten::mm", base + 10**6 + k * 2 * 10**6, 2 * 10**6, step, span))
+                i += 1
+            rows.append((i, rank, "annotation", "tp_all_reduce", base + 2 * 10**7, 10**6, step, -1))
+            i += 1
+            rows.append((i, rank, "collective", "gloo:all_reduce", base + 2 * 10**7 + (5 * 10**6 if faulty else 10**5), 10**6, step, -1))
+            i += 1
     ev = _events(rows)
     assert mm_per_gate_up(ev, 1, 1) == {1: 1, 2: 1, 3: 4, 4: 1}
     assert step_start_gaps_ms(ev, 1)[3] == pytest.approx(30.0) and step_start_gaps_ms(ev, 0)[3] == pytest.approx(0.05)

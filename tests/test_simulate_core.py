@@ -1,4 +1,5 @@
 """Simulator core: tasks as data, determinism, collective physics, CUDA-graph launches, CLI, suites."""
+
 from __future__ import annotations
 
 import gzip
@@ -119,8 +120,24 @@ def test_cli_single_and_errors(tmp_path: Path) -> None:
     register(app)
     app.command("noop")(lambda: None)  # typer flattens single-command apps; keep sub-commands
     runner = CliRunner()
-    res = runner.invoke(app, ["simulate", "--scenario", "pcie_link_degradation", "--task", TASK, "--seed", "5",
-                              "--size", "tiny", "--severity", "severe", "--out", str(tmp_path / "x")])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--scenario",
+            "pcie_link_degradation",
+            "--task",
+            TASK,
+            "--seed",
+            "5",
+            "--size",
+            "tiny",
+            "--severity",
+            "severe",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     gt = load_ground_truth(tmp_path / "x")
     assert gt.category == "pcie_link_degradation" and gt.severity == "severe" and gt.component == "pcie"

@@ -1,18 +1,30 @@
 """Every category yields a loadable bundle whose injected signature is present, and absent from `none`."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
 from kat.evals.simulate import Category, generate_incident, load_ground_truth
-from kat.evals.simulate.checks import (collective_ratio, compute_slowdown, copy_slowdown, counter_increase, cpu_slowdown,
-                                   group_collective_floor, in_window, log_hits, longest_python, max_kernel_ratio, metric,
-                                   step_start_lag, tokens_by_step)
+from kat.evals.simulate.checks import (
+    collective_ratio,
+    compute_slowdown,
+    copy_slowdown,
+    counter_increase,
+    cpu_slowdown,
+    group_collective_floor,
+    in_window,
+    log_hits,
+    longest_python,
+    max_kernel_ratio,
+    metric,
+    step_start_lag,
+    tokens_by_step,
+)
 from kat.evals.simulate.ground_truth import GroundTruth
 from kat.tools.telemetry import open_bundle
 from kat.tools.telemetry.bundle import Bundle
 
-TASK = "vllm-l70b-tp8-h100-decode-eager"          # 8 ranks, one host
+TASK = "vllm-l70b-tp8-h100-decode-eager"  # 8 ranks, one host
 NET_TASK = "sglang-l70b-tp8pp2-a100-prefill-eager"  # 16 ranks, PP across two hosts
 SEED = 11
 FAULT_LOGS = r"Xid|AER|NCCL WARN NET/IB|preempted|retracted|Clocks throttled|Power limit|NUMA node|GC pause|Loading LoRA|KV offload|nvme"
@@ -64,7 +76,9 @@ def sig_nvlink(b: Bundle, gt: GroundTruth, none: Bundle) -> bool:
     group = list(range(8))
     slow = group_collective_floor(b, group, gt.affected_steps) > 1.4 * group_collective_floor(none, group, gt.affected_steps)
     compute_ok = abs(compute_slowdown(b, gt) - 1.0) < 0.05
-    return slow and compute_ok and log_hits(b, r"Xid .*: 74") > 0 and counter_increase(b, "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL") > 0
+    return (
+        slow and compute_ok and log_hits(b, r"Xid .*: 74") > 0 and counter_increase(b, "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL") > 0
+    )
 
 
 def sig_pcie(b: Bundle, gt: GroundTruth) -> bool:
@@ -73,7 +87,9 @@ def sig_pcie(b: Bundle, gt: GroundTruth) -> bool:
 
 def sig_network(b: Bundle, gt: GroundTruth, none: Bundle) -> bool:
     ranks = list(range(16))
-    slow = group_collective_floor(b, ranks, gt.affected_steps, "SendRecv") > 1.3 * group_collective_floor(none, ranks, gt.affected_steps, "SendRecv")
+    slow = group_collective_floor(b, ranks, gt.affected_steps, "SendRecv") > 1.3 * group_collective_floor(
+        none, ranks, gt.affected_steps, "SendRecv"
+    )
     retrans = counter_increase(b, "node_netstat_Tcp_RetransSegs") > 5 * max(1.0, counter_increase(none, "node_netstat_Tcp_RetransSegs"))
     return slow and retrans and log_hits(b, "NCCL WARN NET/IB") > 0
 
@@ -119,11 +135,18 @@ def sig_shift(b: Bundle, gt: GroundTruth, none: Bundle) -> bool:
 
 
 SIGS = {
-    Category.GPU_THERMAL_THROTTLING: sig_thermal, Category.GPU_POWER_OR_CLOCK_CAP: sig_power,
-    Category.NVLINK_DEGRADATION: sig_nvlink, Category.PCIE_LINK_DEGRADATION: sig_pcie,
-    Category.NETWORK_CONGESTION: sig_network, Category.HOST_CPU_CONTENTION: sig_host_cpu,
-    Category.NUMA_MISBINDING: sig_numa, Category.KV_CACHE_PRESSURE: sig_kv, Category.GPU_HARDWARE_ERROR: sig_hw,
-    Category.RUNTIME_STALL: sig_runtime, Category.STORAGE_IO_STALL: sig_storage, Category.WORKLOAD_SHIFT: sig_shift,
+    Category.GPU_THERMAL_THROTTLING: sig_thermal,
+    Category.GPU_POWER_OR_CLOCK_CAP: sig_power,
+    Category.NVLINK_DEGRADATION: sig_nvlink,
+    Category.PCIE_LINK_DEGRADATION: sig_pcie,
+    Category.NETWORK_CONGESTION: sig_network,
+    Category.HOST_CPU_CONTENTION: sig_host_cpu,
+    Category.NUMA_MISBINDING: sig_numa,
+    Category.KV_CACHE_PRESSURE: sig_kv,
+    Category.GPU_HARDWARE_ERROR: sig_hw,
+    Category.RUNTIME_STALL: sig_runtime,
+    Category.STORAGE_IO_STALL: sig_storage,
+    Category.WORKLOAD_SHIFT: sig_shift,
 }
 NEEDS_NONE = {sig_nvlink, sig_network, sig_host_cpu, sig_kv, sig_shift}
 
@@ -174,8 +197,11 @@ def test_expected_detections_point_at_real_events(cases, cat: Category) -> None:
     b, gt, _ = _pair(cases, cat)
     df = b.all_events()
     for det in (d for d in gt.expected_detections if d.primary):
-        sel = df[(df["rank"] == det.rank) & (df["kind"].astype(str) == det.kind)
-                 & df["name"].astype(str).str.contains(det.name_pattern, regex=True)]
+        sel = df[
+            (df["rank"] == det.rank)
+            & (df["kind"].astype(str) == det.kind)
+            & df["name"].astype(str).str.contains(det.name_pattern, regex=True)
+        ]
         ends = sel["ts_ns"] + sel["dur_ns"]
         inside = sel[(ends >= det.window.start_ns) & (sel["ts_ns"] <= det.window.end_ns)]
         assert len(inside), f"{cat.value}: no {det.kind} matching {det.name_pattern!r} on rank {det.rank} in the window"

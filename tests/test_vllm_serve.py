@@ -6,6 +6,7 @@ model folder: KAT_VLLM_MODEL, default reports/finetune/tuned/merged, else report
 
     KAT_RUN_VLLM=1 .venv/bin/python -m pytest -m vllm tests/test_vllm_serve.py -s
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kat.evals.finetune.serve import DEFAULT_VENV, REPO, ServeSpec, VLLMServer
 from kat.agent.demo import DEMO_INCIDENT
+from kat.evals.finetune.serve import DEFAULT_VENV, REPO, ServeSpec, VLLMServer
 
 pytestmark = pytest.mark.vllm
 
@@ -35,8 +36,10 @@ def _skip_reason() -> str | None:
         return f"vLLM test: no {DEFAULT_VENV} (create it with `make vllm-venv`)"
     m = _model()
     if m is None or not (m / "config.json").exists():
-        return (f"vLLM test: no model folder ({m or ' or '.join(map(str, CANDIDATES))}); "
-                "run `kat finetune base --out reports/finetune/base` or set KAT_VLLM_MODEL")
+        return (
+            f"vLLM test: no model folder ({m or ' or '.join(map(str, CANDIDATES))}); "
+            "run `kat finetune base --out reports/finetune/base` or set KAT_VLLM_MODEL"
+        )
     return None
 
 
@@ -64,15 +67,15 @@ def test_one_diagnosis_through_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     bundle = DEMO_INCIDENT
     with VLLMServer(spec, tmp_path / "vllm.log", ready_timeout=900) as srv:
         pgid = os.getpgid(srv.proc.pid)
-        s = Session(bundle, "openai", base_url=srv.base_url, model=spec.served_name,
-                    config=AgentConfig(max_steps=3, time_budget_s=600), timeout=900)
+        s = Session(
+            bundle, "openai", base_url=srv.base_url, model=spec.served_name, config=AgentConfig(max_steps=3, time_budget_s=600), timeout=900
+        )
         d = s.diagnose()
         msgs = s.state(s.thread_id).get("messages") or []
         s.close()
     # Whatever the small model says, the graph ends with a schema-valid Diagnosis...
     assert d.status in ("complete", "partial") and d.root_cause.category
     # ...and it came from the server: at least one reply with usage counted by vLLM.
-    assert any((getattr(m, "usage_metadata", None) or {}).get("output_tokens") for m in msgs), \
-        (tmp_path / "vllm.log").read_text()[-3000:]
+    assert any((getattr(m, "usage_metadata", None) or {}).get("output_tokens") for m in msgs), (tmp_path / "vllm.log").read_text()[-3000:]
     with pytest.raises(ProcessLookupError):  # the whole server process group is gone
         os.killpg(pgid, 0)

@@ -1,4 +1,5 @@
 """One incident the tools read from: the bundle, opened once, and what is cached across calls."""
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ Name matching, filters and the echoed query come from `tools.telemetry.queries.q
 Series are split here by every label that varies (cpu, mode, device, ...), counters become
 rates, and each series is compared with its peers (the other series of the same metric).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,10 +15,12 @@ from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult
 from kat.tools.telemetry.queries import MetricQuery, query_metrics, summarize
 
 NAME = "metric_lookup"
-DESCRIPTION = ("Look up a metric (exact exporter name such as DCGM_FI_DEV_GPU_TEMP, "
-               "vllm:gpu_cache_usage_perc, node_netstat_Tcp_RetransSegs, or a regex) per host/gpu/rank. "
-               "Returns each series' summary, counters as per-second rates with their total increase, the "
-               "largest level shift (change point) and the series that stand out from their peers.")
+DESCRIPTION = (
+    "Look up a metric (exact exporter name such as DCGM_FI_DEV_GPU_TEMP, "
+    "vllm:gpu_cache_usage_perc, node_netstat_Tcp_RetransSegs, or a regex) per host/gpu/rank. "
+    "Returns each series' summary, counters as per-second rates with their total increase, the "
+    "largest level shift (change point) and the series that stand out from their peers."
+)
 
 _BASE_LABELS = ("host", "gpu", "rank")
 
@@ -104,8 +107,9 @@ def _outliers(rows: list[dict]) -> None:
 def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
     q = args.model_dump(exclude_none=True)
     try:
-        mq = MetricQuery(name=args.name, host=args.host, gpu=args.gpu, rank=args.rank, start_ns=args.start_ns,
-                         end_ns=args.end_ns, max_points=2)
+        mq = MetricQuery(
+            name=args.name, host=args.host, gpu=args.gpu, rank=args.rank, start_ns=args.start_ns, end_ns=args.end_ns, max_points=2
+        )
         bundle = ctx.bundle
         res = query_metrics(bundle, mq)
     except (ValidationError, ValueError) as exc:
@@ -125,8 +129,13 @@ def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
     extra = [c for c in m.columns if c not in ("ts_ns", "name", "value", *_BASE_LABELS)]
     for k, v in (args.labels or {}).items():
         if k not in m.columns:
-            return ToolResult(tool=NAME, status="error", query=q, range=res.searched,
-                              message=f"unknown label {k!r}; labels present: {list(_BASE_LABELS) + extra}")
+            return ToolResult(
+                tool=NAME,
+                status="error",
+                query=q,
+                range=res.searched,
+                message=f"unknown label {k!r}; labels present: {list(_BASE_LABELS) + extra}",
+            )
         mask &= (m[k].astype(str) == str(v)).to_numpy()
     sel = m.loc[mask]
     if sel.empty:
@@ -139,8 +148,13 @@ def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
         labels = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         ts, v = g["ts_ns"].to_numpy(), g["value"].to_numpy(dtype=float)
         row: dict = {"name": str(labels.pop("name"))}
-        row.update({k: (int(x) if k in ("gpu", "rank") else str(x)) for k, x in labels.items()
-                    if not (k in ("gpu", "rank") and int(x) < 0) and str(x) != ""})
+        row.update(
+            {
+                k: (int(x) if k in ("gpu", "rank") else str(x))
+                for k, x in labels.items()
+                if not (k in ("gpu", "rank") and int(x) < 0) and str(x) != ""
+            }
+        )
         counter = is_counter(row["name"], v)
         if counter and len(v) > 1:
             dt = np.maximum(np.diff(ts) / 1e9, 1e-9)
@@ -180,16 +194,18 @@ def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
             points["0"] = [(int(a), _r(b)) for a, b in zip(sel["ts_ns"].to_numpy()[::step], v[::step])]
         data["points"] = {k: p for k, p in points.items() if int(k) in shown}
     outl = [r for r in rows if "outlier" in r]
-    data["outliers"] = [{k: r[k] for k in r if k in ("name", "host", "gpu", "rank", *varying, "outlier", "increase")}
-                        for r in outl]
+    data["outliers"] = [{k: r[k] for k in r if k in ("name", "host", "gpu", "rank", *varying, "outlier", "increase")} for r in outl]
     more = ""
     if len(shown) < len(rows):
-        more = (f"{len(rows) - len(shown)} of {len(rows)} series not listed (outliers and shifted series come first): "
-                f"filter by host/gpu/rank/labels or raise max_series")
+        more = (
+            f"{len(rows) - len(shown)} of {len(rows)} series not listed (outliers and shifted series come first): "
+            f"filter by host/gpu/rank/labels or raise max_series"
+        )
     summary = f"{len(rows)} series of {', '.join(names)}"
     if outl:
         summary += "; stand out: " + "; ".join(
-            f"{r.get('host', '')} gpu={r.get('gpu', '-')} rank={r.get('rank', '-')} {r['outlier']}" for r in outl[:4])
+            f"{r.get('host', '')} gpu={r.get('gpu', '-')} rank={r.get('rank', '-')} {r['outlier']}" for r in outl[:4]
+        )
     else:
         summary += "; no series stands out from its peers"
     return ToolResult(tool=NAME, status="ok", query=q, range=res.searched, summary=summary, data=data, more=more)

@@ -1,4 +1,5 @@
 """`outpost_detect`: run Outpost over the incident's traces (cached per session)."""
+
 from __future__ import annotations
 
 import threading
@@ -13,13 +14,15 @@ from kat.tools.outpost import DetectorConfig, detect
 from kat.tools.telemetry import BundleError
 
 NAME = "outpost_detect"
-DESCRIPTION = ("Run Outpost, the trace anomaly detector, over every rank of the incident. Returns suspect ranks "
-               "(culprit first), anomalous kernels/ops with rank, component, method (inter = slower than peers, "
-               "intra = slower than its own repetitions, arrival = late to collectives), steps, time window and "
-               "observed/baseline ratio. Call this first.")
+DESCRIPTION = (
+    "Run Outpost, the trace anomaly detector, over every rank of the incident. Returns suspect ranks "
+    "(culprit first), anomalous kernels/ops with rank, component, method (inter = slower than peers, "
+    "intra = slower than its own repetitions, arrival = late to collectives), steps, time window and "
+    "observed/baseline ratio. Call this first."
+)
 
 
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE: OrderedDict[tuple, object] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
@@ -74,9 +77,20 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
     data = {
         "suspect_ranks": res.suspect_ranks,
         "anomalies": [
-            {"rank": a.rank, "component": a.component, "method": a.method, "kind": a.kind, "name": clip_text(a.name, 120),
-             "steps": _steps_text(a.steps), "n_steps": len(a.steps), "ratio": round(a.ratio, 2), "score": round(a.score, 1),
-             "start_ns": a.start_ns, "end_ns": a.end_ns, "detail": clip_text(a.detail, 200)}
+            {
+                "rank": a.rank,
+                "component": a.component,
+                "method": a.method,
+                "kind": a.kind,
+                "name": clip_text(a.name, 120),
+                "steps": _steps_text(a.steps),
+                "n_steps": len(a.steps),
+                "ratio": round(a.ratio, 2),
+                "score": round(a.score, 1),
+                "start_ns": a.start_ns,
+                "end_ns": a.end_ns,
+                "detail": clip_text(a.detail, 200),
+            }
             for a in shown
         ],
         "counts": [{"rank": r, "component": c, "method": m, "n": n} for (r, c, m), n in sorted(by.items())],
@@ -87,12 +101,24 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
     if len(anomalies) > len(shown):
         more = f"{len(anomalies) - len(shown)} more anomalies: call outpost_detect with max_anomalies or ranks"
     if not res.anomalies:
-        return ToolResult(tool=NAME, status="no_data", query=q, range=searched, data=data,
-                          message="no anomaly: every rank behaves like its peers and its own repetitions",
-                          summary="Outpost found no anomalous kernel or op on any rank")
+        return ToolResult(
+            tool=NAME,
+            status="no_data",
+            query=q,
+            range=searched,
+            data=data,
+            message="no anomaly: every rank behaves like its peers and its own repetitions",
+            summary="Outpost found no anomalous kernel or op on any rank",
+        )
     comps = Counter(a.component for a in anomalies)
-    summary = (f"suspect ranks {res.suspect_ranks}; {len(anomalies)} anomalies "
-               f"({', '.join(f'{c} x{n}' for c, n in comps.most_common())})")
-    return ToolResult(tool=NAME, status="ok" if anomalies else "no_data", query=q, range=searched, data=data,
-                      summary=summary, more=more,
-                      message="" if anomalies else f"no anomaly on ranks {args.ranks}")
+    summary = f"suspect ranks {res.suspect_ranks}; {len(anomalies)} anomalies ({', '.join(f'{c} x{n}' for c, n in comps.most_common())})"
+    return ToolResult(
+        tool=NAME,
+        status="ok" if anomalies else "no_data",
+        query=q,
+        range=searched,
+        data=data,
+        summary=summary,
+        more=more,
+        message="" if anomalies else f"no anomaly on ranks {args.ranks}",
+    )

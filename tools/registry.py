@@ -1,8 +1,10 @@
 """The agent's investigation tools for one incident: pydantic argument models, runners, LangChain tools."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,8 +44,12 @@ class AgentTool:
         try:
             return self.runner(self.ctx, parsed)
         except Exception as exc:  # a tool bug must reach the Analyzer as a result, not kill the session
-            return ToolResult(tool=self.name, status="error", query=parsed.model_dump(exclude_none=True),
-                              message=f"tool failed: {type(exc).__name__}: {exc}")
+            return ToolResult(
+                tool=self.name,
+                status="error",
+                query=parsed.model_dump(exclude_none=True),
+                message=f"tool failed: {type(exc).__name__}: {exc}",
+            )
 
     def as_langchain(self):  # type: ignore[no-untyped-def]
         """A LangChain StructuredTool with the same schema (for `bind_tools`)."""
@@ -52,8 +58,7 @@ class AgentTool:
         def _call(**kwargs: Any) -> str:
             return self.run(kwargs).render()
 
-        return StructuredTool.from_function(func=_call, name=self.name, description=self.description,
-                                            args_schema=self.args_model)
+        return StructuredTool.from_function(func=_call, name=self.name, description=self.description, args_schema=self.args_model)
 
 
 def make_tools(ctx: IncidentContext) -> dict[str, AgentTool]:

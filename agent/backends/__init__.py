@@ -1,4 +1,5 @@
 """Analyzer backends: `rules` (offline default), `openai` (any OpenAI-compatible server), `llamacpp` (optional)."""
+
 from __future__ import annotations
 
 from typing import Any

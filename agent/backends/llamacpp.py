@@ -4,6 +4,7 @@ llama-cpp-python is an optional extra (it compiles from source; see agent/README
 imported only when this backend is chosen. Tool calls use llama.cpp's OpenAI-style
 `create_chat_completion(tools=...)` with the `chatml-function-calling` chat format.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def _to_openai(m: BaseMessage) -> dict:
         return {"role": "tool", "content": str(m.content), "tool_call_id": m.tool_call_id}
     if isinstance(m, AIMessage):
         out: dict = {"role": "assistant", "content": str(m.content or "")}
-        calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["args"])}}
-                 for c in m.tool_calls]
+        calls = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["args"])}} for c in m.tool_calls
+        ]
         if calls:
             out["tool_calls"] = calls
         return out
@@ -69,17 +71,26 @@ class ChatLlamaCpp(BaseChatModel):
         if self.llm is None:
             from llama_cpp import Llama  # optional extra: imported only here
 
-            self.llm = Llama(model_path=self.model_path, n_ctx=self.n_ctx, chat_format="chatml-function-calling",
-                             verbose=False, n_threads=max(1, (os.cpu_count() or 2)))
+            self.llm = Llama(
+                model_path=self.model_path,
+                n_ctx=self.n_ctx,
+                chat_format="chatml-function-calling",
+                verbose=False,
+                n_threads=max(1, (os.cpu_count() or 2)),
+            )
         return self.llm
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> "ChatLlamaCpp":
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ChatLlamaCpp:
         return self.model_copy(update={"tools": [convert_to_openai_tool(t) for t in tools], "llm": self._client()})
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         out = self._client().create_chat_completion(
-            messages=[_to_openai(m) for m in messages], tools=self.tools or None,
-            tool_choice="auto" if self.tools else None, max_tokens=self.max_tokens, temperature=self.temperature)
+            messages=[_to_openai(m) for m in messages],
+            tools=self.tools or None,
+            tool_choice="auto" if self.tools else None,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
         msg = out["choices"][0]["message"]
         calls, invalid = [], []
         for i, c in enumerate(msg.get("tool_calls") or []):
@@ -90,8 +101,15 @@ class ChatLlamaCpp(BaseChatModel):
                     raise ValueError("arguments are not a JSON object")
                 calls.append({"name": fn.get("name", ""), "args": args, "id": c.get("id") or f"call_{i}", "type": "tool_call"})
             except ValueError as exc:
-                invalid.append({"name": fn.get("name"), "args": fn.get("arguments"), "id": c.get("id") or f"call_{i}",
-                                "error": str(exc), "type": "invalid_tool_call"})
+                invalid.append(
+                    {
+                        "name": fn.get("name"),
+                        "args": fn.get("arguments"),
+                        "id": c.get("id") or f"call_{i}",
+                        "error": str(exc),
+                        "type": "invalid_tool_call",
+                    }
+                )
         ai = AIMessage(content=msg.get("content") or "", tool_calls=calls, invalid_tool_calls=invalid)
         return ChatResult(generations=[ChatGeneration(message=ai)])
 

@@ -1,4 +1,5 @@
 """An Analyzer backed by any LangChain chat model with tool calling (openai, llamacpp, tests)."""
+
 from __future__ import annotations
 
 import json
@@ -82,15 +83,17 @@ def submit_tool() -> StructuredTool:
         return "accepted"
 
     return StructuredTool.from_function(
-        func=_submit, name=SUBMIT, args_schema=Diagnosis,
-        description="Finish: submit the Diagnosis. Cite only evidence ids that tools returned (e.g. 'ev-3').")
+        func=_submit,
+        name=SUBMIT,
+        args_schema=Diagnosis,
+        description="Finish: submit the Diagnosis. Cite only evidence ids that tools returned (e.g. 'ev-3').",
+    )
 
 
 class LLMAnalyzer:
     """System prompt + conversation -> chat model with the tools bound -> one AIMessage."""
 
-    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None,
-                 system_prompt: str | None = None):
+    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None, system_prompt: str | None = None):
         self.name = name
         self.model = model
         self.tool_result_chars = tool_result_chars if tool_result_chars is not None else _env_chars()

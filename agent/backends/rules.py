@@ -1,4 +1,5 @@
 """The `rules` Analyzer: emits the playbook's tool calls and answers, as AIMessages, through the graph."""
+
 from __future__ import annotations
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -34,11 +35,11 @@ class RulesAnalyzer:
         hyps = playbook.hypotheses(ledger, self.topo)
         if calls:
             names = sorted({c["name"] for c in calls})
-            return AnalyzerStep(message=AIMessage(content=f"Gathering evidence: {', '.join(names)}.", tool_calls=calls),
-                                hypotheses=hyps)
+            return AnalyzerStep(message=AIMessage(content=f"Gathering evidence: {', '.join(names)}.", tool_calls=calls), hypotheses=hyps)
         args = playbook.compose(ledger, self.topo)
-        return AnalyzerStep(message=AIMessage(content="Submitting the diagnosis.", tool_calls=[playbook.call(SUBMIT, args)]),
-                            hypotheses=hyps)
+        return AnalyzerStep(
+            message=AIMessage(content="Submitting the diagnosis.", tool_calls=[playbook.call(SUBMIT, args)]), hypotheses=hyps
+        )
 
     def _follow_up(self, state: AgentState, ledger) -> AnalyzerStep:  # type: ignore[no-untyped-def]
         msgs = state.get("messages") or []

@@ -1,9 +1,9 @@
 """`kat serve` and `kat slack` (registered through the kat.commands entry point)."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,14 +28,14 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="bind address (loopback by default)"),
         port: int = typer.Option(8080, "--port"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
-        db: Optional[Path] = typer.Option(None, "--db", help="SQLite file for jobs and threads (default: cache dir)"),
-        token: Optional[str] = typer.Option(None, "--token", envvar="KAT_API_TOKEN", help="require 'Authorization: Bearer <token>'"),
+        db: Path | None = typer.Option(None, "--db", help="SQLite file for jobs and threads (default: cache dir)"),
+        token: str | None = typer.Option(None, "--token", envvar="KAT_API_TOKEN", help="require 'Authorization: Bearer <token>'"),
         max_concurrent: int = typer.Option(2, "--max-concurrent", min=1, help="diagnoses running at once"),
         max_queue: int = typer.Option(100, "--max-queue", min=0, help="diagnoses waiting beyond that; more get 429"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per diagnosis (a request may ask for less)"),
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
-        model: Optional[str] = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
+        model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
     ) -> None:
         """HTTP API: start diagnoses, stream progress, ask follow-ups (OpenAPI docs at /docs)."""
         import uvicorn
@@ -43,9 +43,16 @@ def register(app: typer.Typer) -> None:
         from kat.agent.frontends.http_api import ServerSettings, create_app
 
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
-        settings = ServerSettings(incidents_root=_root(incidents_root), db=db or default_db(), token=token,
-                                  max_concurrent=max_concurrent, max_queue=max_queue, time_budget_s=time_budget,
-                                  max_steps=max_steps, backend_options=opts)
+        settings = ServerSettings(
+            incidents_root=_root(incidents_root),
+            db=db or default_db(),
+            token=token,
+            max_concurrent=max_concurrent,
+            max_queue=max_queue,
+            time_budget_s=time_budget,
+            max_steps=max_steps,
+            backend_options=opts,
+        )
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             typer.echo("warning: listening beyond loopback without --token", err=True)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
@@ -56,25 +63,32 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="bind address for the HTTP Events API"),
         port: int = typer.Option(3000, "--port", help="port for the HTTP Events API (POST /slack/events)"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
-        db: Optional[Path] = typer.Option(None, "--db", help="SQLite file for jobs, threads and seen events"),
+        db: Path | None = typer.Option(None, "--db", help="SQLite file for jobs, threads and seen events"),
         analyzer: str = typer.Option("rules", "--analyzer", help="rules | openai | llamacpp"),
         max_concurrent: int = typer.Option(2, "--max-concurrent", min=1),
         time_budget: float = typer.Option(300.0, "--time-budget"),
-        base_url: Optional[str] = typer.Option(None, "--base-url"),
-        model: Optional[str] = typer.Option(None, "--model"),
+        base_url: str | None = typer.Option(None, "--base-url"),
+        model: str | None = typer.Option(None, "--model"),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
-        from kat.agent.frontends.slack_transport import run_http, run_socket_mode
         from kat.agent.frontends.slack_bot import BotSettings
+        from kat.agent.frontends.slack_transport import run_http, run_socket_mode
 
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         bot_token = os.environ.get("SLACK_BOT_TOKEN", "")
         if not bot_token:
             typer.echo("error: set SLACK_BOT_TOKEN (xoxb-...)", err=True)
             raise typer.Exit(2)
-        settings = BotSettings(incidents_root=_root(incidents_root), db=db or default_db(), analyzer=analyzer,
-                               max_concurrent=max_concurrent, time_budget_s=time_budget, backend_options=opts,
-                               bot_token=bot_token, signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""))
+        settings = BotSettings(
+            incidents_root=_root(incidents_root),
+            db=db or default_db(),
+            analyzer=analyzer,
+            max_concurrent=max_concurrent,
+            time_budget_s=time_budget,
+            backend_options=opts,
+            bot_token=bot_token,
+            signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""),
+        )
         if socket:
             app_token = os.environ.get("SLACK_APP_TOKEN", "")
             if not app_token:

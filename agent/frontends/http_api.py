@@ -1,23 +1,25 @@
 """The HTTP API (FastAPI): start diagnoses, poll or stream them, ask follow-ups, list incidents.
 
-    POST /v1/diagnoses              {incident, analyzer?, time_budget_s?} -> 202 {id}
-    GET  /v1/diagnoses/{id}         status (queued|running|done|error) and the Diagnosis
-    GET  /v1/diagnoses/{id}/events  server-sent events: past events replayed, then live, then `end`
-    POST /v1/threads/{id}/messages  {text} -> the answer on that diagnosis's conversation
-    GET  /v1/incidents              bundles under the incidents root
-    GET  /healthz, /readyz, /docs
+POST /v1/diagnoses              {incident, analyzer?, time_budget_s?} -> 202 {id}
+GET  /v1/diagnoses/{id}         status (queued|running|done|error) and the Diagnosis
+GET  /v1/diagnoses/{id}/events  server-sent events: past events replayed, then live, then `end`
+POST /v1/threads/{id}/messages  {text} -> the answer on that diagnosis's conversation
+GET  /v1/incidents              bundles under the incidents root
+GET  /healthz, /readyz, /docs
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
-from fastapi import Depends, FastAPI, Header, Path as PathParam, Request
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
@@ -25,8 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kat.agent.frontends.incidents import IncidentError, IncidentRoot
 from kat.agent.frontends.jobs import Busy, JobRunner
-from kat.agent.frontends.models import (DiagnosisCreated, DiagnosisRequest, DiagnosisStatus, ErrorBody, IncidentList,
-                                    MessageReply, MessageRequest)
+from kat.agent.frontends.models import (
+    DiagnosisCreated,
+    DiagnosisRequest,
+    DiagnosisStatus,
+    ErrorBody,
+    IncidentList,
+    MessageReply,
+    MessageRequest,
+)
 from kat.agent.frontends.sessions import SharedCheckpointer
 from kat.agent.frontends.store import Store
 
@@ -61,9 +70,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.db)
         cp = SharedCheckpointer(settings.db)
-        runner = JobRunner(store, IncidentRoot(settings.incidents_root), cp, max_concurrent=settings.max_concurrent,
-                           max_queue=settings.max_queue, time_budget_s=settings.time_budget_s,
-                           max_steps=settings.max_steps, backend_options=settings.backend_options)
+        runner = JobRunner(
+            store,
+            IncidentRoot(settings.incidents_root),
+            cp,
+            max_concurrent=settings.max_concurrent,
+            max_queue=settings.max_queue,
+            time_budget_s=settings.time_budget_s,
+            max_steps=settings.max_steps,
+            backend_options=settings.backend_options,
+        )
         app.state.store, app.state.runner, app.state.root = store, runner, runner.root
         app.state.recovered = runner.recover()
         log.info("recovered jobs: %s", app.state.recovered)
@@ -72,8 +88,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         finally:
             runner.shutdown(wait=False)
 
-    app = FastAPI(title="KAT", version="1", lifespan=lifespan,
-                  description="Root-cause diagnoses of large-model distributed inference incidents.")
+    app = FastAPI(
+        title="KAT", version="1", lifespan=lifespan, description="Root-cause diagnoses of large-model distributed inference incidents."
+    )
 
     # -- errors: always JSON with a clear message, never a stack trace ---------------------------
     @app.exception_handler(ApiError)
@@ -131,8 +148,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except Exception as exc:
             problems.append(f"database: {exc}")
         r: JobRunner = st.runner
-        body = {"status": "ready" if not problems else "not ready", "problems": problems,
-                "in_flight": r.pending, "capacity": r.capacity, "max_concurrent": r.max_concurrent}
+        body = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+            "in_flight": r.pending,
+            "capacity": r.capacity,
+            "max_concurrent": r.max_concurrent,
+        }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     # -- incidents -------------------------------------------------------------------------------
@@ -142,8 +164,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return IncidentList(root=str(root.root), incidents=root.list())
 
     # -- diagnoses -------------------------------------------------------------------------------
-    @app.post("/v1/diagnoses", status_code=202, response_model=DiagnosisCreated, dependencies=v1, tags=["diagnoses"],
-              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody}})
+    @app.post(
+        "/v1/diagnoses",
+        status_code=202,
+        response_model=DiagnosisCreated,
+        dependencies=v1,
+        tags=["diagnoses"],
+        responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+    )
     def start(body: DiagnosisRequest, request: Request) -> DiagnosisCreated:
         r = runner(request)
         try:
@@ -154,19 +182,32 @@ def create_app(settings: ServerSettings) -> FastAPI:
             job_id = r.submit(path, body.analyzer, time_budget_s=body.time_budget_s)
         except Busy as exc:
             raise ApiError(429, str(exc), {"Retry-After": "5"})
-        return DiagnosisCreated(id=job_id, status="queued", thread_id=job_id,
-                                links={"self": f"/v1/diagnoses/{job_id}", "events": f"/v1/diagnoses/{job_id}/events",
-                                       "messages": f"/v1/threads/{job_id}/messages"})
+        return DiagnosisCreated(
+            id=job_id,
+            status="queued",
+            thread_id=job_id,
+            links={
+                "self": f"/v1/diagnoses/{job_id}",
+                "events": f"/v1/diagnoses/{job_id}/events",
+                "messages": f"/v1/threads/{job_id}/messages",
+            },
+        )
 
-    @app.get("/v1/diagnoses/{job_id}", response_model=DiagnosisStatus, dependencies=v1, tags=["diagnoses"],
-             responses={404: {"model": ErrorBody}})
+    @app.get(
+        "/v1/diagnoses/{job_id}", response_model=DiagnosisStatus, dependencies=v1, tags=["diagnoses"], responses={404: {"model": ErrorBody}}
+    )
     def status(request: Request, job_id: str = JobId) -> DiagnosisStatus:
         return DiagnosisStatus(**job_or_404(request, job_id).model_dump(exclude={"source"}))
 
-    @app.get("/v1/diagnoses/{job_id}/events", dependencies=v1, tags=["diagnoses"],
-             responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}})
-    async def events(request: Request, job_id: str = JobId,
-                     last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> StreamingResponse:
+    @app.get(
+        "/v1/diagnoses/{job_id}/events",
+        dependencies=v1,
+        tags=["diagnoses"],
+        responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}},
+    )
+    async def events(
+        request: Request, job_id: str = JobId, last_event_id: str | None = Header(None, alias="Last-Event-ID")
+    ) -> StreamingResponse:
         """Progress as server-sent events; reconnect with Last-Event-ID to resume. Ends with `event: end`."""
         job_or_404(request, job_id)
         store: Store = request.app.state.store
@@ -190,12 +231,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
                     return  # the diagnosis goes on; only this stream stops
                 await asyncio.sleep(SSE_POLL_S)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # -- follow-ups ------------------------------------------------------------------------------
-    @app.post("/v1/threads/{job_id}/messages", response_model=MessageReply, dependencies=v1, tags=["threads"],
-              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 504: {"model": ErrorBody}})
+    @app.post(
+        "/v1/threads/{job_id}/messages",
+        response_model=MessageReply,
+        dependencies=v1,
+        tags=["threads"],
+        responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 504: {"model": ErrorBody}},
+    )
     async def message(body: MessageRequest, request: Request, job_id: str = JobId) -> MessageReply:
         """A follow-up question on a finished diagnosis (the thread id is the diagnosis id)."""
         job = job_or_404(request, job_id)
@@ -210,7 +255,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise ApiError(504, f"the follow-up took longer than {budget:.0f} s")
         except IncidentError as exc:
             raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}")
-        return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer,
-                            events=[e for e in evs if e["kind"] != "answer"])
+        return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer, events=[e for e in evs if e["kind"] != "answer"])
 
     return app

@@ -4,6 +4,7 @@ A name is a bundle id (the manifest's `id`), a directory name, or a path relativ
 Nothing outside the root is reachable: absolute paths, `~`, `..` and symlinks that leave the
 root are refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-MAX_DEPTH = 3          # how deep under the root bundles are looked for
+MAX_DEPTH = 3  # how deep under the root bundles are looked for
 MAX_NAME = 512
 
 
@@ -26,7 +27,7 @@ class IncidentError(ValueError):
 
 class IncidentInfo(BaseModel):
     id: str
-    path: str              # relative to the incidents root, POSIX separators
+    path: str  # relative to the incidents root, POSIX separators
     title: str | None = None
     symptom: str | None = None
 
@@ -72,8 +73,7 @@ class IncidentRoot:
             if (d / "incident.json").is_file():
                 m = _manifest(d)
                 rel = d.relative_to(self.root).as_posix()
-                out.append(IncidentInfo(id=str(m.get("id") or d.name), path=rel,
-                                        title=m.get("title"), symptom=m.get("symptom")))
+                out.append(IncidentInfo(id=str(m.get("id") or d.name), path=rel, title=m.get("title"), symptom=m.get("symptom")))
                 dirnames[:] = []  # a bundle's subdirectories (traces/) are not bundles
             elif depth >= MAX_DEPTH:
                 dirnames[:] = []

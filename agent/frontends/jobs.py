@@ -5,22 +5,23 @@ go to the Store, so results survive a restart. At start, jobs a previous process
 `running` become `error: interrupted by restart` (their partial work is not trustworthy), and
 jobs still `queued` are queued again (they never started).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kat.agent.diagnosis import Diagnosis
-from kat.agent.graph import AgentConfig
-from kat.agent.session import ProgressEvent
-
 from kat.agent.frontends.incidents import IncidentRoot
 from kat.agent.frontends.sessions import SharedCheckpointer
 from kat.agent.frontends.store import Store
+from kat.agent.graph import AgentConfig
+from kat.agent.session import ProgressEvent
 
 log = logging.getLogger("kat.frontends")
 
@@ -36,9 +37,18 @@ class Busy(RuntimeError):
 
 
 class JobRunner:
-    def __init__(self, store: Store, root: IncidentRoot, checkpointer: SharedCheckpointer, *, max_concurrent: int = 2,
-                 max_queue: int = 100, time_budget_s: float = 300.0, max_steps: int = 24,
-                 backend_options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        root: IncidentRoot,
+        checkpointer: SharedCheckpointer,
+        *,
+        max_concurrent: int = 2,
+        max_queue: int = 100,
+        time_budget_s: float = 300.0,
+        max_steps: int = 24,
+        backend_options: dict[str, Any] | None = None,
+    ):
         self.store, self.root, self.cp = store, root, checkpointer
         self.max_concurrent, self.max_queue = max_concurrent, max_queue
         self.time_budget_s, self.max_steps = time_budget_s, max_steps
@@ -78,21 +88,30 @@ class JobRunner:
     def budget(self, requested: float | None) -> float:
         return min(requested, self.time_budget_s) if requested else self.time_budget_s
 
-    def submit(self, incident_path: Path, analyzer: str = "rules", *, time_budget_s: float | None = None,
-               thread_id: str | None = None, source: str = "http", listener: Listener | None = None,
-               on_done: DoneCallback | None = None) -> str:
+    def submit(
+        self,
+        incident_path: Path,
+        analyzer: str = "rules",
+        *,
+        time_budget_s: float | None = None,
+        thread_id: str | None = None,
+        source: str = "http",
+        listener: Listener | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> str:
         """Queue a diagnosis of a bundle under the root; returns the job id (also its thread id)."""
         with self._lock:
             if self._closed:
                 raise Busy("the server is shutting down")
             if self._pending >= self.capacity:
-                raise Busy(f"too many diagnoses in flight ({self._pending}; {self.max_concurrent} running at most, "
-                           f"{self.max_queue} queued at most); retry later")
+                raise Busy(
+                    f"too many diagnoses in flight ({self._pending}; {self.max_concurrent} running at most, "
+                    f"{self.max_queue} queued at most); retry later"
+                )
             self._pending += 1
         job_id = uuid.uuid4().hex[:16]
         try:
-            self.store.add_job(job_id, self.root.relative(incident_path), analyzer, thread_id or job_id,
-                               self.budget(time_budget_s), source)
+            self.store.add_job(job_id, self.root.relative(incident_path), analyzer, thread_id or job_id, self.budget(time_budget_s), source)
             self._schedule(job_id, listener, on_done)
         except BaseException:
             with self._lock:

@@ -1,4 +1,5 @@
 """Request and response bodies of the HTTP API."""
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -4,15 +4,15 @@
 sessions at once, so here every Session is built in memory and then rebound to one shared,
 thread-safe SqliteSaver on the front ends' database file (same file as the job store).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from kat.agent.frontends.store import connect
 from kat.agent.graph import AgentConfig, build_graph
 from kat.agent.session import Session
-
-from kat.agent.frontends.store import connect
 
 
 class SharedCheckpointer:

@@ -1,13 +1,14 @@
 """The Diagnosis as Slack Block Kit, and the progress line."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from kat.agent.diagnosis import Diagnosis
 
-TEXT_MAX = 2900        # Slack: 3000 characters per section text
+TEXT_MAX = 2900  # Slack: 3000 characters per section text
 HEADER_MAX = 150
-TOP = 5                # key evidence / ruled-out items shown; the rest is in the attached JSON
+TOP = 5  # key evidence / ruled-out items shown; the rest is in the attached JSON
 
 
 def _cut(s: str, n: int = TEXT_MAX) -> str:
@@ -28,12 +29,15 @@ def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
     partial = " (partial)" if d.status == "partial" else ""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(f"Root cause: {rc.category}{partial}", HEADER_MAX)}},
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Component*\n{_esc(rc.component or '-')}"},
-            {"type": "mrkdwn", "text": f"*Confidence*\n{d.confidence:.2f}"},
-            {"type": "mrkdwn", "text": f"*Ranks*\n{', '.join(map(str, rc.ranks)) or '-'}"},
-            {"type": "mrkdwn", "text": f"*Hosts*\n{_esc(', '.join(rc.hosts)) or '-'}"},
-        ]},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Component*\n{_esc(rc.component or '-')}"},
+                {"type": "mrkdwn", "text": f"*Confidence*\n{d.confidence:.2f}"},
+                {"type": "mrkdwn", "text": f"*Ranks*\n{', '.join(map(str, rc.ranks)) or '-'}"},
+                {"type": "mrkdwn", "text": f"*Hosts*\n{_esc(', '.join(rc.hosts)) or '-'}"},
+            ],
+        },
         _section(_esc(rc.summary) or "_no summary_"),
     ]
     if d.causal_chain:
@@ -48,8 +52,17 @@ def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
         blocks.append(_section("*Ruled out*\n" + "\n".join(lines)))
     if d.remediation:
         blocks.append(_section("*Remediation*\n" + "\n".join(f"• {_esc(r)}" for r in d.remediation)))
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
-        f"incident `{_esc(incident)}` · ask follow-up questions in this thread (mention me in channels)", 2000)}]})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": _cut(f"incident `{_esc(incident)}` · ask follow-up questions in this thread (mention me in channels)", 2000),
+                }
+            ],
+        }
+    )
     return blocks
 
 

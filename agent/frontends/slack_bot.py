@@ -8,14 +8,16 @@ Listeners only parse and enqueue: diagnoses run in the JobRunner's bounded pool,
 its acknowledgement at once. Each event_id is recorded in SQLite, so Slack's retries (or a
 replayed delivery) never start a second diagnosis.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 from slack_bolt import App, BoltResponse
@@ -31,11 +33,13 @@ from kat.agent.session import ProgressEvent
 
 log = logging.getLogger("kat.frontends.slack")
 
-HELP = ("Ask me about an incident bundle: `@kat diagnose <incident>` (a bundle id or a path under the incidents root), "
-        "`/kat <incident>`, or `/kat list`. Then ask follow-up questions in the same thread, e.g. "
-        "`@kat why not nvlink?` or `@kat show rank 4 around step 12`.")
+HELP = (
+    "Ask me about an incident bundle: `@kat diagnose <incident>` (a bundle id or a path under the incidents root), "
+    "`/kat <incident>`, or `/kat list`. Then ask follow-up questions in the same thread, e.g. "
+    "`@kat why not nvlink?` or `@kat show rank 4 around step 12`."
+)
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
-UPDATE_EVERY_S = 1.0   # chat.update is rate limited (about 1 per second per channel)
+UPDATE_EVERY_S = 1.0  # chat.update is rate limited (about 1 per second per channel)
 SNIPPET_MAX = 3500
 
 
@@ -63,7 +67,7 @@ def clean_text(text: str) -> str:
 class Request(BaseModel):
     """What a message asks for."""
 
-    kind: str               # help | list | diagnose | question
+    kind: str  # help | list | diagnose | question
     incident: str | None = None
     text: str = ""
 
@@ -115,26 +119,43 @@ class Progress:
         self.client.chat_update(channel=self.channel, ts=self.ts, text=progress_text(self.incident, self.calls, self.last))
 
     def finish(self, error: str | None = None) -> None:
-        self.client.chat_update(channel=self.channel, ts=self.ts,
-                                text=progress_text(self.incident, self.calls, self.last, done=error is None, error=error))
+        self.client.chat_update(
+            channel=self.channel, ts=self.ts, text=progress_text(self.incident, self.calls, self.last, done=error is None, error=error)
+        )
 
 
 class KatBot:
     """Slack listeners on top of the shared JobRunner."""
 
-    def __init__(self, settings: BotSettings, client: WebClient | None = None, *, runner: JobRunner | None = None,
-                 request_verification: bool = True, token_verification: bool = True):
+    def __init__(
+        self,
+        settings: BotSettings,
+        client: WebClient | None = None,
+        *,
+        runner: JobRunner | None = None,
+        request_verification: bool = True,
+        token_verification: bool = True,
+    ):
         self.settings = settings
         self.store = Store(settings.db)
         self.root = IncidentRoot(settings.incidents_root)
-        self.runner = runner or JobRunner(self.store, self.root, SharedCheckpointer(settings.db),
-                                          max_concurrent=settings.max_concurrent, max_queue=settings.max_queue,
-                                          time_budget_s=settings.time_budget_s, max_steps=settings.max_steps,
-                                          backend_options=settings.backend_options)
+        self.runner = runner or JobRunner(
+            self.store,
+            self.root,
+            SharedCheckpointer(settings.db),
+            max_concurrent=settings.max_concurrent,
+            max_queue=settings.max_queue,
+            time_budget_s=settings.time_budget_s,
+            max_steps=settings.max_steps,
+            backend_options=settings.backend_options,
+        )
         self.client = client or WebClient(token=settings.bot_token)
-        self.app = App(client=self.client, signing_secret=settings.signing_secret or None,
-                       request_verification_enabled=request_verification,
-                       token_verification_enabled=token_verification)
+        self.app = App(
+            client=self.client,
+            signing_secret=settings.signing_secret or None,
+            request_verification_enabled=request_verification,
+            token_verification_enabled=token_verification,
+        )
         self.app.middleware(self._dedupe)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
@@ -175,8 +196,9 @@ class KatBot:
             return
         ack(text=f"Looking into `{req.incident}`; I'll post in this channel.")  # within Slack's 3 s
         try:
-            r = self.client.chat_postMessage(channel=command["channel_id"],
-                                             text=f"<@{command.get('user_id', '')}> asked: `/kat {clean_text(text)}`")
+            r = self.client.chat_postMessage(
+                channel=command["channel_id"], text=f"<@{command.get('user_id', '')}> asked: `/kat {clean_text(text)}`"
+            )
         except Exception as exc:  # e.g. not_in_channel: tell the user privately
             respond(text=f"I can't post in this channel ({_slack_error(exc)}); invite me or DM me.", response_type="ephemeral")
             return
@@ -215,20 +237,25 @@ class KatBot:
                 self._post_diagnosis(channel, thread_ts, incident, d)
 
         try:
-            job_id = self.runner.submit(path, self.settings.analyzer, thread_id=key, source="slack",
-                                        listener=progress.on_event, on_done=done)
+            job_id = self.runner.submit(
+                path, self.settings.analyzer, thread_id=key, source="slack", listener=progress.on_event, on_done=done
+            )
         except Busy as exc:
             progress.finish(str(exc))
             return
         self.store.set_slack_thread(key, incident, job_id, channel, thread_ts)
 
     def _post_diagnosis(self, channel: str, thread_ts: str, incident: str, d: Diagnosis) -> None:
-        self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=diagnosis_fallback(d),
-                                     blocks=diagnosis_blocks(d, incident))
+        self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=diagnosis_fallback(d), blocks=diagnosis_blocks(d, incident))
         body = d.model_dump_json(indent=2)
         try:
-            self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=body,
-                                        filename=f"kat-diagnosis-{Path(incident).name}.json", title="Full diagnosis (JSON)")
+            self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                content=body,
+                filename=f"kat-diagnosis-{Path(incident).name}.json",
+                title="Full diagnosis (JSON)",
+            )
         except Exception as exc:  # no files:write scope, or uploads disabled: inline snippet instead
             log.info("file upload failed (%s); posting the JSON inline", _slack_error(exc))
             snippet = body if len(body) <= SNIPPET_MAX else body[:SNIPPET_MAX] + "\n… (truncated; GET /v1/diagnoses/<id> has it all)"
@@ -269,4 +296,3 @@ def _slack_error(exc: Exception) -> str:
         return str(resp["error"]) if resp is not None else type(exc).__name__
     except Exception:
         return type(exc).__name__
-

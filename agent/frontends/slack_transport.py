@@ -4,6 +4,7 @@ The HTTP transport is a FastAPI app with bolt's adapter at POST /slack/events (e
 commands); bolt verifies X-Slack-Signature with the signing secret and rejects timestamps more
 than 5 minutes off (replay protection) before any listener runs.
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request

@@ -3,6 +3,7 @@
 One connection guarded by a lock (jobs run in worker threads); WAL so readers never wait for
 the writer. The LangGraph checkpointer lives in the same file (its own tables, own connection).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ class JobRecord(BaseModel):
     incident: str
     analyzer: str
     thread_id: str
-    status: str                 # queued | running | done | error
+    status: str  # queued | running | done | error
     created: float
     started: float | None = None
     finished: float | None = None
@@ -84,29 +85,45 @@ class Store:
         return self._query("SELECT 1") == [(1,)]
 
     # -- jobs -----------------------------------------------------------------------------------
-    def add_job(self, job_id: str, incident: str, analyzer: str, thread_id: str, time_budget_s: float | None,
-                source: str = "http") -> None:
-        self._exec("INSERT INTO kat_jobs (id, incident, analyzer, thread_id, status, created, time_budget_s, source) "
-                   "VALUES (?,?,?,?, 'queued', ?, ?, ?)", (job_id, incident, analyzer, thread_id, time.time(), time_budget_s, source))
+    def add_job(self, job_id: str, incident: str, analyzer: str, thread_id: str, time_budget_s: float | None, source: str = "http") -> None:
+        self._exec(
+            "INSERT INTO kat_jobs (id, incident, analyzer, thread_id, status, created, time_budget_s, source) "
+            "VALUES (?,?,?,?, 'queued', ?, ?, ?)",
+            (job_id, incident, analyzer, thread_id, time.time(), time_budget_s, source),
+        )
 
     def mark_running(self, job_id: str) -> None:
         self._exec("UPDATE kat_jobs SET status='running', started=? WHERE id=?", (time.time(), job_id))
 
     def finish(self, job_id: str, result: dict[str, Any]) -> None:
-        self._exec("UPDATE kat_jobs SET status='done', finished=?, result=? WHERE id=?",
-                   (time.time(), json.dumps(result), job_id))
+        self._exec("UPDATE kat_jobs SET status='done', finished=?, result=? WHERE id=?", (time.time(), json.dumps(result), job_id))
 
     def fail(self, job_id: str, error: str) -> None:
         self._exec("UPDATE kat_jobs SET status='error', finished=?, error=? WHERE id=?", (time.time(), error, job_id))
 
     def job(self, job_id: str) -> JobRecord | None:
-        rows = self._query("SELECT id, incident, analyzer, thread_id, status, created, started, finished, time_budget_s, "
-                           "result, error, source FROM kat_jobs WHERE id=?", (job_id,))
+        rows = self._query(
+            "SELECT id, incident, analyzer, thread_id, status, created, started, finished, time_budget_s, "
+            "result, error, source FROM kat_jobs WHERE id=?",
+            (job_id,),
+        )
         if not rows:
             return None
         r = rows[0]
-        return JobRecord(id=r[0], incident=r[1], analyzer=r[2], thread_id=r[3], status=r[4], created=r[5], started=r[6],
-                         finished=r[7], time_budget_s=r[8], result=json.loads(r[9]) if r[9] else None, error=r[10], source=r[11])
+        return JobRecord(
+            id=r[0],
+            incident=r[1],
+            analyzer=r[2],
+            thread_id=r[3],
+            status=r[4],
+            created=r[5],
+            started=r[6],
+            finished=r[7],
+            time_budget_s=r[8],
+            result=json.loads(r[9]) if r[9] else None,
+            error=r[10],
+            source=r[11],
+        )
 
     def job_ids(self, status: str) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM kat_jobs WHERE status=? ORDER BY created", (status,))]
@@ -118,16 +135,19 @@ class Store:
     def add_event(self, job_id: str, node: str, kind: str, text: str, data: dict[str, Any] | None = None) -> int:
         with self._lock:
             (seq,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM kat_events WHERE job_id=?", (job_id,)).fetchone()
-            self._conn.execute("INSERT INTO kat_events VALUES (?,?,?,?,?,?,?)",
-                               (job_id, seq, time.time(), node, kind, text, json.dumps(data or {}, default=str)))
+            self._conn.execute(
+                "INSERT INTO kat_events VALUES (?,?,?,?,?,?,?)",
+                (job_id, seq, time.time(), node, kind, text, json.dumps(data or {}, default=str)),
+            )
             self._conn.commit()
             return int(seq)
 
     def events(self, job_id: str, after: int = 0) -> list[EventRecord]:
-        rows = self._query("SELECT seq, ts, node, kind, text, data FROM kat_events WHERE job_id=? AND seq>? ORDER BY seq",
-                           (job_id, after))
-        return [EventRecord(seq=r[0], ts=r[1], node=r[2] or "", kind=r[3] or "", text=r[4] or "",
-                            data=json.loads(r[5]) if r[5] else {}) for r in rows]
+        rows = self._query("SELECT seq, ts, node, kind, text, data FROM kat_events WHERE job_id=? AND seq>? ORDER BY seq", (job_id, after))
+        return [
+            EventRecord(seq=r[0], ts=r[1], node=r[2] or "", kind=r[3] or "", text=r[4] or "", data=json.loads(r[5]) if r[5] else {})
+            for r in rows
+        ]
 
     # -- Slack ------------------------------------------------------------------------------------
     def first_seen(self, key: str) -> bool:

@@ -4,6 +4,7 @@ Keyword routing, deterministic: "why not X" -> the alternatives ruled out (and X
 "rank N ... step S" -> a trace slice of that rank around that step; "logs ... rank N" -> a log
 search; "evidence"/"why" -> the causal chain. New tool results are cited by their evidence ids.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,8 +55,9 @@ def _diag_text(d: dict) -> str:
     return f"{rc['category']} on ranks {rc['ranks']} (confidence {d['confidence']})"
 
 
-def respond(question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Topo,
-            answered_call: LedgerEntry | None) -> tuple[str | None, list[dict]]:
+def respond(
+    question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Topo, answered_call: LedgerEntry | None
+) -> tuple[str | None, list[dict]]:
     """(text answer, tool calls): either a tool call to make first, or the answer."""
     intent, det = route(question)
     if intent == "trace":
@@ -66,14 +68,16 @@ def respond(question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Top
             if det["step"] is not None:
                 args["around_step"] = det["step"]
             return None, [call("trace_slice", args)]
-        return (f"{answered_call.summary or 'trace slice'} [{answered_call.id}]. "
-                f"Per name, the slowest relative to peers: {_top_vs_peers(answered_call)}. "
-                f"Current diagnosis: {_diag_text(diagnosis)}."), []
+        return (
+            f"{answered_call.summary or 'trace slice'} [{answered_call.id}]. "
+            f"Per name, the slowest relative to peers: {_top_vs_peers(answered_call)}. "
+            f"Current diagnosis: {_diag_text(diagnosis)}."
+        ), []
     if intent == "logs":
         if answered_call is None:
             return None, [call("log_search", {"rank": det["rank"], "min_level": "warning", "limit": 20})]
         groups = answered_call.data.get("groups", [])
-        lines = "; ".join(f"{g['count']}x \"{str(g['example'])[:120]}\"" for g in groups[:5]) or "no warning or error lines"
+        lines = "; ".join(f'{g["count"]}x "{str(g["example"])[:120]}"' for g in groups[:5]) or "no warning or error lines"
         return f"Logs of rank {det['rank']} (warning and above) [{answered_call.id}]: {lines}.", []
     if intent == "category":
         cat = det["category"]
@@ -85,7 +89,9 @@ def respond(question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Top
         fs = a.of(cat)
         if why is None:
             if fs:
-                why = f"weaker evidence (score {a.scores.get(cat, 0):g} vs {a.scores.get(rc, 0):g}): " + "; ".join(f"{f.text} [{f.ev}]" for f in fs[:3])
+                why = f"weaker evidence (score {a.scores.get(cat, 0):g} vs {a.scores.get(rc, 0):g}): " + "; ".join(
+                    f"{f.text} [{f.ev}]" for f in fs[:3]
+                )
             else:
                 checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(cat, [])) if e]
                 checks += [e.id for e in ledger if e.tool == "outpost_detect"][:1]
@@ -93,8 +99,10 @@ def respond(question: str, diagnosis: dict, ledger: list[LedgerEntry], topo: Top
         return f"Not {K.TITLE.get(cat, cat)}: {why}. The evidence points to {_diag_text(diagnosis)}.", []
     if intent == "explain":
         return _chain_text(diagnosis), []
-    return (f"Diagnosis: {_diag_text(diagnosis)}. {diagnosis['root_cause']['summary']} "
-            "Ask e.g. 'why not NVLink?', 'show rank 5 around step 12', 'logs of rank 3', or 'what is the evidence?'."), []
+    return (
+        f"Diagnosis: {_diag_text(diagnosis)}. {diagnosis['root_cause']['summary']} "
+        "Ask e.g. 'why not NVLink?', 'show rank 5 around step 12', 'logs of rank 3', or 'what is the evidence?'."
+    ), []
 
 
 def _chain_text(d: dict) -> str:

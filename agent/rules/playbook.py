@@ -7,14 +7,26 @@ Phases, each one Analyzer step emitting tool calls through the graph:
    from the trace (storage), and the knowledge base entry for the leading category.
 4. `submit_diagnosis` with a causal chain whose links cite the evidence ids found above.
 """
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 
 from kat.agent.rules import knowledge as K
-from kat.agent.rules.signals import (SIGNATURE_SEARCHES, LOG_SIGNATURES, STORAGE_OPS, SWEEP, Finding, log_findings,
-                                 metric_findings, outpost_findings, query_of, sweep_entry, trace_storage_ranks)
+from kat.agent.rules.signals import (
+    LOG_SIGNATURES,
+    SIGNATURE_SEARCHES,
+    STORAGE_OPS,
+    SWEEP,
+    Finding,
+    log_findings,
+    metric_findings,
+    outpost_findings,
+    query_of,
+    sweep_entry,
+    trace_storage_ranks,
+)
 from kat.agent.rules.topology import Topo
 from kat.agent.state import LedgerEntry
 
@@ -83,8 +95,7 @@ def plan_next(ledger: list[LedgerEntry], topo: Topo) -> list[dict] | None:
                 calls.append(call("log_search", {"pattern": LOG_SIGNATURES[c], "limit": 20}))
         if cat == "storage_io_stall":
             calls.append(call("trace_slice", {"name_pattern": STORAGE_OPS, "kinds": ["python"], "compare_peers": False}))
-        calls.append(call("knowledge_search", {"query": K.KB_QUERY[cat], "k": 2,
-                                               **({"category": cat} if cat in K.TITLE else {})}))
+        calls.append(call("knowledge_search", {"query": K.KB_QUERY[cat], "k": 2, **({"category": cat} if cat in K.TITLE else {})}))
         return calls
     return None
 
@@ -96,8 +107,14 @@ def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo) -
     logs = sorted({r for f in fs if f.kind == "log" for r in f.ranks})
     trace = sorted({r for f in fs if f.kind == "trace" for r in f.ranks})
     hosts = {h for f in fs if f.kind in ("metric", "log") for h in f.hosts if h}
-    if cat in ("gpu_thermal_throttling", "gpu_power_or_clock_cap", "gpu_hardware_error", "nvlink_degradation",
-               "pcie_link_degradation", "kv_cache_pressure"):
+    if cat in (
+        "gpu_thermal_throttling",
+        "gpu_power_or_clock_cap",
+        "gpu_hardware_error",
+        "nvlink_degradation",
+        "pcie_link_degradation",
+        "kv_cache_pressure",
+    ):
         return metric or logs or trace
     if cat == "network_congestion":
         hs = sorted({h for f in fs if f.kind == "metric" for h in f.hosts if h}) or sorted(hosts)
@@ -143,24 +160,35 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
             if e.tool == "trace_slice" and e.status == "ok" and e.id not in trace_ids:
                 trace_ids.append(e.id)
         where = f"rank(s) {ranks}" if ranks else "the affected workers"
-        chain.append({"cause": f"{K.TITLE[cat]} on {where}: " + "; ".join(f.text for f in direct[:3]),
-                      "effect": K.MECHANISM[cat], "evidence": _ids(direct)[:4]})
+        chain.append(
+            {
+                "cause": f"{K.TITLE[cat]} on {where}: " + "; ".join(f.text for f in direct[:3]),
+                "effect": K.MECHANISM[cat],
+                "evidence": _ids(direct)[:4],
+            }
+        )
         chain.append({"cause": K.MECHANISM[cat], "effect": K.SYMPTOM[cat], "evidence": trace_ids[:3] or _ids(direct)[:2]})
         if kb:
             chain[0]["evidence"].append(kb.id)
     elif cat == "workload_shift":
         fs = a.of(cat)
         ids = _ids(fs) + ([outpost.id] if outpost else [])
-        chain.append({"cause": "more and longer requests on every replica: " + "; ".join(f.text for f in fs[:3]),
-                      "effect": K.SYMPTOM[cat], "evidence": ids[:4]})
+        chain.append(
+            {
+                "cause": "more and longer requests on every replica: " + "; ".join(f.text for f in fs[:3]),
+                "effect": K.SYMPTOM[cat],
+                "evidence": ids[:4],
+            }
+        )
     else:
         checked = [e for e in (sweep_entry(ledger, k) for k in ("temp", "throttle", "kv_usage", "retrans")) if e and e.status == "ok"]
         ids = ([outpost.id] if outpost else []) + [e.id for e in checked]
         flagged = outpost.data.get("suspect_ranks", []) if outpost and outpost.status == "ok" else []
         if flagged:
             # Trace anomalies nothing else corroborates: report them as unconfirmed, lower confidence.
-            cause = (f"Outpost flags ranks {flagged} ({outpost.summary}), but no metric or log confirms a fault"
-                     + ("" if checked else "; the bundle has no metrics to check"))
+            cause = f"Outpost flags ranks {flagged} ({outpost.summary}), but no metric or log confirms a fault" + (
+                "" if checked else "; the bundle has no metrics to check"
+            )
             conf = min(conf, 0.5 if checked else 0.35)
         else:
             cause = "no rank deviates from its peers and no fault signal is present"
@@ -179,12 +207,22 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
                 why += "; the trace slowdown alone fits both, the metrics and logs decide"
         else:
             seen = "; ".join(f.text for f in a.of(other)[:2])
-            why = f"weaker evidence (score {s:g} vs {a.scores.get(cat, 0):g}): {seen}" + (f" ({', '.join(_ids(a.of(other))[:3])})" if a.of(other) else "")
+            why = f"weaker evidence (score {s:g} vs {a.scores.get(cat, 0):g}): {seen}" + (
+                f" ({', '.join(_ids(a.of(other))[:3])})" if a.of(other) else ""
+            )
         alts.append({"category": other, "why": why})
     top = "; ".join(f.text for f in a.of(cat)[:2]) if cat not in ("none",) else chain[0]["cause"]
     title = K.TITLE[cat][0].upper() + K.TITLE[cat][1:]
-    summary = f"{title}" + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "") + f": {top}. " + ("Treat the flagged ranks as leads to check, not as a diagnosis." if cat == "none" and "Outpost flags" in top
-                     else f"{K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}.")
+    summary = (
+        f"{title}"
+        + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "")
+        + f": {top}. "
+        + (
+            "Treat the flagged ranks as leads to check, not as a diagnosis."
+            if cat == "none" and "Outpost flags" in top
+            else f"{K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}."
+        )
+    )
     evidence = []
     for link in chain:
         for i in link["evidence"]:

@@ -4,6 +4,7 @@ Every finding names the evidence id it came from, so the causal chain cites what
 Thresholds are the usual operator rules of thumb (DCGM throttle-reason bits, counters that
 should stay at zero on a healthy fleet), applied per series and against peers.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,8 @@ LOG_SIGNATURES: dict[str, str] = {
     "kv_cache_pressure": r"not enough kv cache|is preempted|decode out of memory|retracted_reqs",
     "workload_shift": r"received request batch|\(avg prompt \d+ tokens\)",
 }
+
+
 def _chunks(patterns: list[str], limit: int = 250) -> list[str]:
     """Alternations of the signatures, each within the log tool's pattern length cap."""
     out: list[str] = []
@@ -69,9 +72,14 @@ SIGNATURE_SEARCHES = _chunks(list(LOG_SIGNATURES.values()))
 STORAGE_OPS = r"load_file|_load_adapter|load_lora_adapter|transfer_async|write_backup|safetensors|offload"
 
 OUTPOST_COMPONENT = {
-    "software": ["runtime_stall"], "host_cpu": ["host_cpu_contention"], "host_memory": ["numa_misbinding"],
-    "storage": ["storage_io_stall"], "pcie": ["pcie_link_degradation"], "nvlink": ["nvlink_degradation"],
-    "network": ["network_congestion"], "gpu_memory": ["kv_cache_pressure"],
+    "software": ["runtime_stall"],
+    "host_cpu": ["host_cpu_contention"],
+    "host_memory": ["numa_misbinding"],
+    "storage": ["storage_io_stall"],
+    "pcie": ["pcie_link_degradation"],
+    "nvlink": ["nvlink_degradation"],
+    "network": ["network_congestion"],
+    "gpu_memory": ["kv_cache_pressure"],
     "gpu": ["gpu_thermal_throttling", "gpu_power_or_clock_cap", "gpu_hardware_error"],
 }
 
@@ -79,7 +87,7 @@ OUTPOST_COMPONENT = {
 @dataclass
 class Finding:
     category: str
-    kind: str            # metric | log | trace
+    kind: str  # metric | log | trace
     strength: float
     ev: str
     text: str
@@ -130,20 +138,60 @@ def metric_findings(ledger: list[LedgerEntry], topo: Topo) -> list[Finding]:
     for e, row, r, host in gpu_rows("temp"):
         if r is not None and row.get("max", 0) >= 85:
             temp_hot[r] = row["max"]
-            out.append(Finding("gpu_thermal_throttling", "metric", 2.5, e.id, f"GPU temperature on rank {r} ({host} gpu {row.get('gpu')}) reached {row['max']:.0f} C", [r], [host]))
+            out.append(
+                Finding(
+                    "gpu_thermal_throttling",
+                    "metric",
+                    2.5,
+                    e.id,
+                    f"GPU temperature on rank {r} ({host} gpu {row.get('gpu')}) reached {row['max']:.0f} C",
+                    [r],
+                    [host],
+                )
+            )
     for e, row, r, host in gpu_rows("throttle"):
         bits = int(row.get("max", 0) or 0)
         if r is None or bits == 0:
             continue
         if bits & 0x60:
-            out.append(Finding("gpu_thermal_throttling", "metric", 3, e.id, f"thermal clock-throttle reason set on rank {r} (reasons bitmask {bits})", [r], [host]))
+            out.append(
+                Finding(
+                    "gpu_thermal_throttling",
+                    "metric",
+                    3,
+                    e.id,
+                    f"thermal clock-throttle reason set on rank {r} (reasons bitmask {bits})",
+                    [r],
+                    [host],
+                )
+            )
         elif bits & 0x4 or bits & 0x1:
-            out.append(Finding("gpu_power_or_clock_cap", "metric", 3, e.id, f"power-cap clock-throttle reason set on rank {r} (reasons bitmask {bits})", [r], [host]))
+            out.append(
+                Finding(
+                    "gpu_power_or_clock_cap",
+                    "metric",
+                    3,
+                    e.id,
+                    f"power-cap clock-throttle reason set on rank {r} (reasons bitmask {bits})",
+                    [r],
+                    [host],
+                )
+            )
     for e, row, r, host in gpu_rows("power_limit"):
         o = row.get("outlier", "")
         ch = row.get("change") or {}
         if r is not None and (o.startswith("low") or ch.get("rel_change", 0) < -0.1):
-            out.append(Finding("gpu_power_or_clock_cap", "metric", 3, e.id, f"power limit of rank {r} lowered to {_fmt(row['min'])} W ({o or 'level shift'})", [r], [host]))
+            out.append(
+                Finding(
+                    "gpu_power_or_clock_cap",
+                    "metric",
+                    3,
+                    e.id,
+                    f"power limit of rank {r} lowered to {_fmt(row['min'])} W ({o or 'level shift'})",
+                    [r],
+                    [host],
+                )
+            )
     for e, row, r, host in gpu_rows("xid"):
         v = int(row.get("max", 0) or 0)
         if r is not None and v > 0:
@@ -154,47 +202,115 @@ def metric_findings(ledger: list[LedgerEntry], topo: Topo) -> list[Finding]:
             out.append(Finding("gpu_hardware_error", "metric", 3, e.id, f"uncorrectable (DBE) ECC errors on rank {r}", [r], [host]))
     for e, row, r, host in gpu_rows("nvlink_crc"):
         if r is not None and (row.get("increase", 0) or 0) > 0:
-            out.append(Finding("nvlink_degradation", "metric", 3, e.id, f"NVLink CRC/replay errors rising on rank {r} (+{_fmt(row['increase'])})", [r], [host]))
+            out.append(
+                Finding(
+                    "nvlink_degradation",
+                    "metric",
+                    3,
+                    e.id,
+                    f"NVLink CRC/replay errors rising on rank {r} (+{_fmt(row['increase'])})",
+                    [r],
+                    [host],
+                )
+            )
     for e, row, r, host in gpu_rows("pcie_replay"):
         if r is not None and (row.get("increase", 0) or 0) > 0:
-            out.append(Finding("pcie_link_degradation", "metric", 3, e.id, f"PCIe replay counter rising on rank {r} (+{_fmt(row['increase'])})", [r], [host]))
+            out.append(
+                Finding(
+                    "pcie_link_degradation",
+                    "metric",
+                    3,
+                    e.id,
+                    f"PCIe replay counter rising on rank {r} (+{_fmt(row['increase'])})",
+                    [r],
+                    [host],
+                )
+            )
     for e, row, r, host in gpu_rows("pcie_gen"):
         if r is not None and str(row.get("outlier", "")).startswith("low"):
-            out.append(Finding("pcie_link_degradation", "metric", 2.5, e.id, f"PCIe link generation of rank {r} downgraded ({row['outlier']})", [r], [host]))
+            out.append(
+                Finding(
+                    "pcie_link_degradation",
+                    "metric",
+                    2.5,
+                    e.id,
+                    f"PCIe link generation of rank {r} downgraded ({row['outlier']})",
+                    [r],
+                    [host],
+                )
+            )
     # Host-level signals.
-    for key, cat, thr, what in (("ib_wait", "network_congestion", 1e5, "InfiniBand transmit wait"),
-                                ("retrans", "network_congestion", 100.0, "TCP retransmits"),
-                                ("numa_miss", "numa_misbinding", 1e5, "NUMA misses"),
-                                ("disk_io", "storage_io_stall", 0.5, "disk busy time"),
-                                ("schedstat", "host_cpu_contention", 0.1, "run-queue wait")):
+    for key, cat, thr, what in (
+        ("ib_wait", "network_congestion", 1e5, "InfiniBand transmit wait"),
+        ("retrans", "network_congestion", 100.0, "TCP retransmits"),
+        ("numa_miss", "numa_misbinding", 1e5, "NUMA misses"),
+        ("disk_io", "storage_io_stall", 0.5, "disk busy time"),
+        ("schedstat", "host_cpu_contention", 0.1, "run-queue wait"),
+    ):
         e = sweep_entry(ledger, key)
         for row in _rows(e):
             host = row.get("host", "")
             if (row.get("max", 0) or 0) > thr:
                 where = f"{host}" + (f" cpu {row['cpu']}" if row.get("cpu") else "")
-                out.append(Finding(cat, "metric", 3, e.id, f"{what} on {where} peaks at {_fmt(row['max'])}/s (healthy below {_fmt(thr)}/s)", [], [host]))
+                out.append(
+                    Finding(
+                        cat, "metric", 3, e.id, f"{what} on {where} peaks at {_fmt(row['max'])}/s (healthy below {_fmt(thr)}/s)", [], [host]
+                    )
+                )
     e = sweep_entry(ledger, "load")
     for row in _rows(e):
         ch = row.get("change") or {}
         if ch.get("rel_change", 0) > 0.5:
-            out.append(Finding("host_cpu_contention", "metric", 1.5, e.id, f"load average on {row.get('host')} rose from {ch['before']} to {ch['after']}", [], [row.get("host", "")]))
+            out.append(
+                Finding(
+                    "host_cpu_contention",
+                    "metric",
+                    1.5,
+                    e.id,
+                    f"load average on {row.get('host')} rose from {ch['before']} to {ch['after']}",
+                    [],
+                    [row.get("host", "")],
+                )
+            )
     # Engine: KV cache pressure vs workload shift.
     e = sweep_entry(ledger, "kv_usage")
     for row in _rows(e):
         if (row.get("max", 0) or 0) >= 0.95 and row.get("rank") is not None:
             r = row["rank"]
-            out.append(Finding("kv_cache_pressure", "metric", 2.5, e.id, f"KV cache usage of the replica driven by rank {r} reached {row['max']:.0%}", topo.replica(r), [row.get("host", "")]))
+            out.append(
+                Finding(
+                    "kv_cache_pressure",
+                    "metric",
+                    2.5,
+                    e.id,
+                    f"KV cache usage of the replica driven by rank {r} reached {row['max']:.0%}",
+                    topo.replica(r),
+                    [row.get("host", "")],
+                )
+            )
     e = sweep_entry(ledger, "preempt")
     for row in _rows(e):
         if (row.get("increase", 0) or 0) > 0 and row.get("rank") is not None:
             r = row["rank"]
-            out.append(Finding("kv_cache_pressure", "metric", 2.5, e.id, f"{_fmt(row['increase'])} preemptions on the replica driven by rank {r}", topo.replica(r), [row.get("host", "")]))
+            out.append(
+                Finding(
+                    "kv_cache_pressure",
+                    "metric",
+                    2.5,
+                    e.id,
+                    f"{_fmt(row['increase'])} preemptions on the replica driven by rank {r}",
+                    topo.replica(r),
+                    [row.get("host", "")],
+                )
+            )
     for key, what in (("running", "running requests"), ("waiting", "waiting requests")):
         e = sweep_entry(ledger, key)
         rows = _rows(e)
         ups = [r for r in rows if (r.get("change") or {}).get("rel_change", 0) > 0.15]
         if rows and len(ups) == len(rows) and (len(rows) > 1 or key == "running"):
-            out.append(Finding("workload_shift", "metric", 1.5, e.id, f"{what} rose on every replica ({len(rows)}) at the same time", [], []))
+            out.append(
+                Finding("workload_shift", "metric", 1.5, e.id, f"{what} rose on every replica ({len(rows)}) at the same time", [], [])
+            )
     return out
 
 
@@ -214,7 +330,11 @@ def log_findings(e: LedgerEntry, topo: Topo) -> list[Finding]:
                 ranks = [int(r) for r in g.get("ranks", [])]
                 if cat == "kv_cache_pressure":
                     ranks = sorted({x for r in ranks for x in topo.replica(r)})
-                out.append(Finding(cat, "log", strength, e.id, f"{g.get('count', 1)} log line(s) like \"{text[:160]}\"", ranks, list(g.get("hosts", []))))
+                out.append(
+                    Finding(
+                        cat, "log", strength, e.id, f'{g.get("count", 1)} log line(s) like "{text[:160]}"', ranks, list(g.get("hosts", []))
+                    )
+                )
                 break
     return out
 
@@ -233,9 +353,17 @@ def outpost_findings(e: LedgerEntry) -> list[Finding]:
         cats = OUTPOST_COMPONENT.get(comp, [])
         for cat in cats:
             strength = 1.0 if len(cats) > 1 else 2.0
-            out.append(Finding(cat, "trace", strength, e.id,
-                               f"Outpost: {comp} anomalies on ranks {ranks} ({', '.join(names)}; up to {worst.get('ratio')}x baseline, method {worst.get('method')})",
-                               ranks, []))
+            out.append(
+                Finding(
+                    cat,
+                    "trace",
+                    strength,
+                    e.id,
+                    f"Outpost: {comp} anomalies on ranks {ranks} ({', '.join(names)}; up to {worst.get('ratio')}x baseline, method {worst.get('method')})",
+                    ranks,
+                    [],
+                )
+            )
     return out
 
 

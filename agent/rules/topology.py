@@ -1,4 +1,5 @@
 """Who runs where: ranks, hosts, GPUs, replicas, host-crossing groups (from the manifest)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,11 +11,11 @@ from kat.tools.telemetry.manifest import IncidentManifest
 class Topo:
     host_of: dict[int, str] = field(default_factory=dict)
     rank_of_gpu: dict[tuple[str, int], int] = field(default_factory=dict)
-    groups: list[list[int]] = field(default_factory=list)      # tp + pp groups
+    groups: list[list[int]] = field(default_factory=list)  # tp + pp groups
     ranks: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_manifest(cls, m: IncidentManifest, ranks: list[int]) -> "Topo":
+    def from_manifest(cls, m: IncidentManifest, ranks: list[int]) -> Topo:
         t = cls(ranks=sorted(ranks))
         for w in m.topology.workers:
             if w.host:

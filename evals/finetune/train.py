@@ -8,6 +8,7 @@ and a 14B model on a GPU (bf16, gradient checkpointing). Layout of output_dir:
     loss.png                  train and validation loss curves
     adapter/ , merged/        written at the end (export), see evals/finetune/export.py
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -33,8 +35,8 @@ _CATEGORY = re.compile(r'"root_cause":\s*\{[^{}]*?"category":\s*"([^"]*)"')
 class Sample(BaseModel):
     input_ids: list[int]
     labels: list[int]
-    weights: list[float] | None = None   # per-token loss weight (None: all 1)
-    group: str = ""                      # the example's category, for the interleaved order
+    weights: list[float] | None = None  # per-token loss weight (None: all 1)
+    group: str = ""  # the example's category, for the interleaved order
 
 
 class StepLog(BaseModel):
@@ -56,10 +58,10 @@ class TrainerState(BaseModel):
     global_step: int = 0
     stage: str = "cpt"
     stage_step: int = 0
-    cursor: int = 0                      # samples consumed in the current stage
+    cursor: int = 0  # samples consumed in the current stage
     steps: list[StepLog] = Field(default_factory=list)
     evals: list[EvalLog] = Field(default_factory=list)
-    early_stops: dict[str, int] = Field(default_factory=dict)   # stage -> steps run when its time budget ran out
+    early_stops: dict[str, int] = Field(default_factory=dict)  # stage -> steps run when its time budget ran out
     seconds: float = 0.0
 
 
@@ -88,8 +90,14 @@ def category_token_weights(tokenizer: Any, text: str, weight: float) -> tuple[li
     return enc["input_ids"], [weight if s < b and e > a else 1.0 for s, e in enc["offset_mapping"]]
 
 
-def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, max_length: int,
-               template: str | None = None, category_weight: float = 1.0) -> Sample:
+def sft_sample(
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list[dict] | None,
+    max_length: int,
+    template: str | None = None,
+    category_weight: float = 1.0,
+) -> Sample:
     """Token ids and labels: loss only on assistant replies (each piece tokenized on its own, as vLLM
     sees the prompt up to `<|im_start|>assistant\\n` and the model writes the rest)."""
     full, spans = assistant_spans(tokenizer, messages, tools, template=template or tokenizer.chat_template)
@@ -110,8 +118,7 @@ def sft_sample(tokenizer: Any, messages: list[dict], tools: list[dict] | None, m
             labels += t if train else [IGNORE] * len(t)
             weights += w
         pos = b
-    return Sample(input_ids=ids[:max_length], labels=labels[:max_length],
-                  weights=weights[:max_length] if category_weight != 1.0 else None)
+    return Sample(input_ids=ids[:max_length], labels=labels[:max_length], weights=weights[:max_length] if category_weight != 1.0 else None)
 
 
 def sft_samples(tokenizer: Any, path: Path, max_length: int, category_weight: float = 1.0) -> list[Sample]:
@@ -133,8 +140,7 @@ def corpus_blocks(tokenizer: Any, path: Path, max_length: int) -> list[Sample]:
     eos = tokenizer.eos_token_id
     for r in _read_jsonl(path):
         ids += tokenizer(r["text"], add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
-    return [Sample(input_ids=ids[i:i + max_length], labels=ids[i:i + max_length])
-            for i in range(0, max(len(ids) - 16, 0), max_length)]
+    return [Sample(input_ids=ids[i : i + max_length], labels=ids[i : i + max_length]) for i in range(0, max(len(ids) - 16, 0), max_length)]
 
 
 def _order(n: int, seed: int, stage: str) -> Iterator[int]:
@@ -206,8 +212,9 @@ def load_tokenizer(base: Path, data_dir: Path | None = None):  # type: ignore[no
     from transformers import AutoTokenizer
 
     if not (Path(base) / "config.json").exists():
-        raise FileNotFoundError(f"base_model: {base} is not an HF model folder (no config.json); "
-                                "create one with `kat finetune base --out DIR`")
+        raise FileNotFoundError(
+            f"base_model: {base} is not an HF model folder (no config.json); create one with `kat finetune base --out DIR`"
+        )
     tok = AutoTokenizer.from_pretrained(str(base))
     tok.chat_template = template_of(data_dir) if data_dir else load_template()  # the data's template
     if tok.pad_token_id is None:
@@ -226,9 +233,15 @@ def build_model(cfg: TrainConfig, device: str):  # type: ignore[no-untyped-def]
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, layers_to_transform=cfg.lora.layers,
-                      task_type="CAUSAL_LM", bias="none")
+    lcfg = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        layers_to_transform=cfg.lora.layers,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     model = get_peft_model(model, lcfg)
     for p in model.parameters():  # LoRA weights train in fp32 even when the base is bf16
         if p.requires_grad and p.dtype != torch.float32:
@@ -314,8 +327,7 @@ def save_checkpoint(out: Path, model: Any, opt: Any, state: TrainerState, keep: 
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp))
-    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
-               tmp / "optimizer.pt")
+    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}, tmp / "optimizer.pt")
     (tmp / "trainer_state.json").write_text(state.model_dump_json(indent=1))
     if d.exists():
         shutil.rmtree(d)
@@ -346,8 +358,9 @@ class TrainResult(BaseModel):
     loss_png: str | None = None
 
 
-def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None,
-          say: Callable[[str], None] = print, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None, say: Callable[[str], None] = print, progress: bool = True
+) -> TrainResult:
     """Run (or continue) both stages; checkpoints every cfg.checkpoint_every steps."""
     import torch
     from tqdm.auto import tqdm
@@ -439,8 +452,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
                 ran += 1
                 dt = time.perf_counter() - t0
                 state.seconds += dt
-                state.steps.append(StepLog(step=state.global_step, stage=stage, loss=round(loss_sum, 5), lr=lr,
-                                           seconds=round(dt, 3), tokens=toks))
+                state.steps.append(
+                    StepLog(step=state.global_step, stage=stage, loss=round(loss_sum, 5), lr=lr, seconds=round(dt, 3), tokens=toks)
+                )
                 bar.update(1)
                 bar.set_postfix(stage=stage, loss=f"{loss_sum:.3f}", s_per_step=f"{dt:.1f}")
                 last = state.stage_step == st.steps
@@ -456,8 +470,9 @@ def train(cfg: TrainConfig, resume: bool = False, max_steps_this_run: int | None
     return _finish(cfg, out, state, model, tok, t_run, finished=True, say=say)
 
 
-def _finish(cfg: TrainConfig, out: Path, state: TrainerState, model: Any, tok: Any, t_run: float,
-            finished: bool, say: Callable[[str], None]) -> TrainResult:
+def _finish(
+    cfg: TrainConfig, out: Path, state: TrainerState, model: Any, tok: Any, t_run: float, finished: bool, say: Callable[[str], None]
+) -> TrainResult:
     from kat.evals.finetune.report import write_metrics
 
     metrics, png = write_metrics(out, cfg, state, finished)
@@ -465,5 +480,11 @@ def _finish(cfg: TrainConfig, out: Path, state: TrainerState, model: Any, tok: A
         from kat.evals.finetune.export import export_model
 
         export_model(model, tok, cfg.base_model, out, data_dir=cfg.data_dir, say=say)
-    return TrainResult(output_dir=str(out), global_step=state.global_step, finished=finished,
-                       seconds=round(time.perf_counter() - t_run, 1), metrics=str(metrics), loss_png=png)
+    return TrainResult(
+        output_dir=str(out),
+        global_step=state.global_step,
+        finished=finished,
+        seconds=round(time.perf_counter() - t_run, 1),
+        metrics=str(metrics),
+        loss_png=png,
+    )

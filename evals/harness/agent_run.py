@@ -1,4 +1,5 @@
 """Run the agent once on one bundle and record its trajectory next to the Diagnosis."""
+
 from __future__ import annotations
 
 import time
@@ -26,9 +27,15 @@ def _disable(session: Any, names: list[str]) -> None:
         if is_llm:
             del session.tools[name]
         else:
+
             def _off(ctx: Any, args: Any, _name: str = name) -> ToolResult:
-                return ToolResult(tool=_name, status="no_data", query=args.model_dump(exclude_none=True),
-                                  message="disabled for this evaluation (ablation)")
+                return ToolResult(
+                    tool=_name,
+                    status="no_data",
+                    query=args.model_dump(exclude_none=True),
+                    message="disabled for this evaluation (ablation)",
+                )
+
             session.tools[name] = AgentTool(tool.name, tool.description, tool.args_model, _off, tool.ctx)
     if is_llm:  # rebind the model to the reduced tool list
         session.analyzer = LLMAnalyzer(session.analyzer.model, session.tools, name=session.analyzer.name)
@@ -74,8 +81,18 @@ def run_agent(case_dir: Path, variant: Variant) -> tuple[dict[str, Any], Traject
         s.close()
     tin, tout = _tokens(state.get("messages") or [])
     tc = tool_call_stats(state.get("messages") or [], {n: t.args_model for n, t in s.tools.items()})
-    traj = Trajectory(tool_calls=sum(calls.values()), tool_calls_by_name=dict(calls), steps=int(state.get("turn_steps") or 0),
-                      tokens_in=tin, tokens_out=tout, wall_s=round(time.perf_counter() - t0, 3), rejected=rejected,
-                      status=d.status, calls_attempted=tc.attempted, calls_valid=tc.valid, valid_call_rate=tc.rate,
-                      tool_call_detail=tc.model_dump(exclude={"attempted", "valid"}))
+    traj = Trajectory(
+        tool_calls=sum(calls.values()),
+        tool_calls_by_name=dict(calls),
+        steps=int(state.get("turn_steps") or 0),
+        tokens_in=tin,
+        tokens_out=tout,
+        wall_s=round(time.perf_counter() - t0, 3),
+        rejected=rejected,
+        status=d.status,
+        calls_attempted=tc.attempted,
+        calls_valid=tc.valid,
+        valid_call_rate=tc.rate,
+        tool_call_detail=tc.model_dump(exclude={"attempted", "valid"}),
+    )
     return d.model_dump(mode="json"), traj

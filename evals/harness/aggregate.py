@@ -1,4 +1,5 @@
 """Tallies over runs: per variant, per category; confusion matrix; stability over repeats."""
+
 from __future__ import annotations
 
 import statistics
@@ -68,9 +69,12 @@ def tally(runs: list[CaseRun]) -> Tally:
     wall = [r.trajectory.wall_s for r in ok]
     att = [r.trajectory for r in runs if r.trajectory.calls_attempted is not None]
     return Tally(
-        runs=n, errors=n - len(ok),
-        top1=_r(sum(s.top1 for s in sc), n), top3=_r(sum(s.top3 for s in sc), n),
-        component=_r(sum(s.component_ok for s in sc), n), ranks_exact=_r(sum(s.ranks_exact for s in sc), n),
+        runs=n,
+        errors=n - len(ok),
+        top1=_r(sum(s.top1 for s in sc), n),
+        top3=_r(sum(s.top3 for s in sc), n),
+        component=_r(sum(s.component_ok for s in sc), n),
+        ranks_exact=_r(sum(s.ranks_exact for s in sc), n),
         rank_precision=_r(rtp, sum(len(s.ranks_predicted) for s in faults)),
         rank_recall=_r(rtp, sum(len(s.ranks_truth) for s in faults)),
         chain_precision=_r(sum(s.chain_matched for s in chained), sum(s.chain_predicted for s in chained)),
@@ -84,8 +88,10 @@ def tally(runs: list[CaseRun]) -> Tally:
         tool_calls_mean=round(statistics.mean(r.trajectory.tool_calls for r in ok), 2) if ok else None,
         valid_call_rate=_r(sum(t.calls_valid or 0 for t in att), sum(t.calls_attempted or 0 for t in att)),
         steps_mean=round(statistics.mean(r.trajectory.steps for r in ok), 2) if ok else None,
-        tokens_in=sum(tin) if tin else None, tokens_out=sum(tout) if tout else None,
-        wall_p50_s=_pct(wall, 0.5), wall_p95_s=_pct(wall, 0.95),
+        tokens_in=sum(tin) if tin else None,
+        tokens_out=sum(tout) if tout else None,
+        wall_p50_s=_pct(wall, 0.5),
+        wall_p95_s=_pct(wall, 0.95),
     )
 
 
@@ -134,6 +140,12 @@ def summarize(variant: str, runs: list[CaseRun]) -> VariantSummary:
         correct = conf[c][c]
         pr[c] = ClassPR(truth=truth, predicted=pred, correct=correct, precision=_r(correct, pred), recall=_r(correct, truth))
     stab = {case: stability_of(p) for case, p in sorted(by_case.items())}
-    return VariantSummary(variant=variant, overall=tally(runs), per_category={k: tally(v) for k, v in sorted(by_cat.items())},
-                          confusion={t: dict(c) for t, c in sorted(conf.items())}, class_pr=pr, stability=stab,
-                          stability_counts={s: sum(1 for v in stab.values() if v == s) for s in STABILITY})
+    return VariantSummary(
+        variant=variant,
+        overall=tally(runs),
+        per_category={k: tally(v) for k, v in sorted(by_cat.items())},
+        confusion={t: dict(c) for t, c in sorted(conf.items())},
+        class_pr=pr,
+        stability=stab,
+        stability_counts={s: sum(1 for v in stab.values() if v == s) for s in STABILITY},
+    )

@@ -5,6 +5,7 @@
 
 Checked against the Diagnosis's evidence list (what the answer cites), case-insensitively.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,15 @@ def load_answer(case_dir: Path) -> AnswerSpec | None:
 
 def check_answer(spec: AnswerSpec, category: str, evidence: list[dict]) -> AnswerCheck:
     """Which required evidence the diagnosis lacks, and whether its root cause is forbidden."""
+
     def present(item: str) -> bool:
         needle = item.strip().lower()
-        return any(str(e.get("tool", "")).lower() == needle or needle in str(e.get("query", "")).lower()
-                   for e in evidence)
+        return any(str(e.get("tool", "")).lower() == needle or needle in str(e.get("query", "")).lower() for e in evidence)
 
     forbidden = [c.strip().lower().replace("-", "_") for c in spec.forbidden_causes]
-    return AnswerCheck(required_evidence=spec.required_evidence,
-                       missing_evidence=[r for r in spec.required_evidence if not present(r)],
-                       forbidden_causes=spec.forbidden_causes, forbidden_hit=category in forbidden)
+    return AnswerCheck(
+        required_evidence=spec.required_evidence,
+        missing_evidence=[r for r in spec.required_evidence if not present(r)],
+        forbidden_causes=spec.forbidden_causes,
+        forbidden_hit=category in forbidden,
+    )

@@ -1,8 +1,9 @@
 """Resolve SUITE to a directory of bundles with ground truth; generate named suites once and cache them."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kat.evals.detection import case_dirs
 
@@ -35,8 +36,7 @@ def generate(suite: str, root: Path, say: Callable[[str], None] = lambda s: None
     (root / DONE_MARKER).write_text(suite + "\n")
 
 
-def resolve(suite: str, out: Path, cases: Path | None = None,
-            say: Callable[[str], None] = lambda s: None) -> tuple[str, Path]:
+def resolve(suite: str, out: Path, cases: Path | None = None, say: Callable[[str], None] = lambda s: None) -> tuple[str, Path]:
     """(suite label, root holding the bundles). A directory SUITE is used as is."""
     if cases is None and Path(suite).is_dir():
         return Path(suite).resolve().name, Path(suite)

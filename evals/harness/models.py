@@ -1,4 +1,5 @@
 """Pydantic models at the harness boundaries: per-run results, scores, trajectories."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,7 +20,9 @@ class Trajectory(BaseModel):
     calls_attempted: int | None = Field(None, description="tool calls attempted, incl. unparsed and in-text ones (toolcalls.py)")
     calls_valid: int | None = Field(None, description="attempted calls that parsed and validated against the tool's args schema")
     valid_call_rate: float | None = Field(None, description="calls_valid / calls_attempted; None when nothing was attempted")
-    tool_call_detail: dict[str, int] | None = Field(None, description="parsed, unparsed, in_text, unknown_tool, bad_args, replies, no_call_replies")
+    tool_call_detail: dict[str, int] | None = Field(
+        None, description="parsed, unparsed, in_text, unknown_tool, bad_args, replies, no_call_replies"
+    )
     status: str = Field("complete", description="Diagnosis.status, or 'error' when the run crashed")
 
 

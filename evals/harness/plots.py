@@ -1,4 +1,5 @@
 """PNG plots for the report: confusion matrix, per-category precision/recall, latency distribution."""
+
 from __future__ import annotations
 
 from pathlib import Path

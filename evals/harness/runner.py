@@ -1,11 +1,12 @@
 """Run every (variant, case, repeat): resumable (one JSON per finished run), optionally in parallel."""
+
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
 
 from kat.evals.harness.answers import load_answer
 from kat.evals.harness.models import CaseRun, Trajectory
@@ -24,7 +25,9 @@ def run_unit(case_dir: str, case_id: str, variant: dict, repeat: int) -> dict:
 
     v = Variant.model_validate(variant)
     gt = load_ground_truth(Path(case_dir))
-    run = CaseRun(case=case_id, variant=v.name, variant_key=v.key(), repeat=repeat, category=gt.category, severity=gt.severity, task=gt.task)
+    run = CaseRun(
+        case=case_id, variant=v.name, variant_key=v.key(), repeat=repeat, category=gt.category, severity=gt.severity, task=gt.task
+    )
     try:
         diag, traj = run_agent(Path(case_dir), v)
         run.diagnosis, run.trajectory = diag, traj
@@ -35,8 +38,15 @@ def run_unit(case_dir: str, case_id: str, variant: dict, repeat: int) -> dict:
     return run.model_dump(mode="json")
 
 
-def run_all(out: Path, cases: list[tuple[str, Path]], variants: list[Variant], repeats: int = 1, jobs: int = 1,
-            fresh: bool = False, progress: Callable[[CaseRun, int, int, bool], None] | None = None) -> list[CaseRun]:
+def run_all(
+    out: Path,
+    cases: list[tuple[str, Path]],
+    variants: list[Variant],
+    repeats: int = 1,
+    jobs: int = 1,
+    fresh: bool = False,
+    progress: Callable[[CaseRun, int, int, bool], None] | None = None,
+) -> list[CaseRun]:
     """Every run's result, reading finished ones from disk unless `fresh`. progress(run, done, total, cached)."""
     units = [(v, cid, cdir, r) for v in variants for cid, cdir in cases for r in range(repeats)]
     total, done = len(units), 0

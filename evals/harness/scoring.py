@@ -19,6 +19,7 @@ Definitions (all deterministic):
 * passed: category right; faults name at least one affected rank; controls name none; answer
   file checks (when present) pass.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,8 +74,7 @@ def faithful(link: dict, evidence: dict[str, dict], tag: str | None) -> bool:
     if any(i not in evidence and (_EV_ID.match(i) or not has_kb) for i in ids):
         return False
     comp = component_of(tag)
-    return any(tool_supports(str(evidence[i].get("tool", "")), str(evidence[i].get("query", "")), comp)
-               for i in ids if i in evidence)
+    return any(tool_supports(str(evidence[i].get("tool", "")), str(evidence[i].get("query", "")), comp) for i in ids if i in evidence)
 
 
 def score(diag: dict[str, Any], gt: GroundTruth, answer: AnswerSpec | None = None) -> CaseScores:
@@ -97,14 +97,27 @@ def score(diag: dict[str, Any], gt: GroundTruth, answer: AnswerSpec | None = Non
     check = check_answer(answer, pred, diag.get("evidence") or []) if answer else None
     passed = top1 and (bool(control_ok) if is_control else tp > 0) and (check is None or check.ok)
     return CaseScores(
-        truth=gt.category, predicted=pred, ranked=ranked, top1=top1, top3=bool(ok_cats & set(ranked[:3])),
-        component_ok=str(rc.get("component") or "-") == gt.component, is_control=is_control, control_ok=control_ok,
-        ranks_truth=truth_ranks, ranks_predicted=pred_ranks, ranks_exact=truth_ranks == pred_ranks,
+        truth=gt.category,
+        predicted=pred,
+        ranked=ranked,
+        top1=top1,
+        top3=bool(ok_cats & set(ranked[:3])),
+        component_ok=str(rc.get("component") or "-") == gt.component,
+        is_control=is_control,
+        control_ok=control_ok,
+        ranks_truth=truth_ranks,
+        ranks_predicted=pred_ranks,
+        ranks_exact=truth_ranks == pred_ranks,
         rank_precision=None if is_control else _ratio(tp, len(pred_ranks)),
         rank_recall=None if is_control else _ratio(tp, len(truth_ranks)),
-        chain_predicted=len(links), chain_truth=len(gt.causal_chain), chain_matched=matched,
+        chain_predicted=len(links),
+        chain_truth=len(gt.causal_chain),
+        chain_matched=matched,
         chain_precision=_ratio(matched, len(links)) if gt.causal_chain else None,
         chain_recall=_ratio(matched, len(gt.causal_chain)) if links else (0.0 if gt.causal_chain else None),
-        link_tags=[t or "-" for t in tags], faithful_links=n_faithful, faithfulness=_ratio(n_faithful, len(links)),
-        answer=check, passed=passed,
+        link_tags=[t or "-" for t in tags],
+        faithful_links=n_faithful,
+        faithfulness=_ratio(n_faithful, len(links)),
+        answer=check,
+        passed=passed,
     )

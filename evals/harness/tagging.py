@@ -6,6 +6,7 @@ category's vocabulary tags a predicted link with the category whose terms it use
 cause first, then its effect). Links that name no fault vocabulary are generic symptom links
 (tag None), like the untagged last link(s) of a ground-truth chain.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,22 +16,53 @@ from kat.agent.diagnosis import COMPONENT_OF
 # Order breaks ties (more specific first). Patterns are matched case-insensitively on word edges.
 LEXICON: dict[str, tuple[str, ...]] = {
     "nvlink_degradation": (r"nvlink", r"xid\W*74", r"crc", r"nvswitch", r"intra-node collective"),
-    "gpu_power_or_clock_cap": (r"power[- ]cap\w*", r"power limit", r"clock cap", r"clocks? locked", r"locked clocks?",
-                               r"application clocks?", r"power brake", r"capped"),
+    "gpu_power_or_clock_cap": (
+        r"power[- ]cap\w*",
+        r"power limit",
+        r"clock cap",
+        r"clocks? locked",
+        r"locked clocks?",
+        r"application clocks?",
+        r"power brake",
+        r"capped",
+    ),
     "gpu_thermal_throttling": (r"thermal", r"temperature", r"overheat\w*", r"heat", r"hot", r"cooling", r"airflow"),
-    "gpu_hardware_error": (r"xid", r"ecc", r"hardware (?:error|fault)s?", r"uncorrectable", r"retired pages?",
-                           r"row remap\w*", r"fell off the bus"),
-    "pcie_link_degradation": (r"pcie", r"aer", r"host<->device", r"h2d", r"d2h", r"link width", r"downtrain\w*",
-                              r"link gen\w*"),
-    "network_congestion": (r"network", r"nics?", r"retransmit\w*", r"infiniband", r"inter-node", r"net/ib", r"roce",
-                           r"congest\w*", r"fabric", r"cross(?:es|ing)? hosts"),
+    "gpu_hardware_error": (
+        r"xid",
+        r"ecc",
+        r"hardware (?:error|fault)s?",
+        r"uncorrectable",
+        r"retired pages?",
+        r"row remap\w*",
+        r"fell off the bus",
+    ),
+    "pcie_link_degradation": (r"pcie", r"aer", r"host<->device", r"h2d", r"d2h", r"link width", r"downtrain\w*", r"link gen\w*"),
+    "network_congestion": (
+        r"network",
+        r"nics?",
+        r"retransmit\w*",
+        r"infiniband",
+        r"inter-node",
+        r"net/ib",
+        r"roce",
+        r"congest\w*",
+        r"fabric",
+        r"cross(?:es|ing)? hosts",
+    ),
     "numa_misbinding": (r"numa", r"remote from its gpu", r"cross(?:es)? sockets?", r"wrong socket", r"remote memory"),
-    "host_cpu_contention": (r"contention", r"compet\w*", r"run-?queue", r"cpu-bound", r"noisy neighbou?r",
-                            r"cpu steal", r"launch gaps?", r"oversubscri\w*"),
+    "host_cpu_contention": (
+        r"contention",
+        r"compet\w*",
+        r"run-?queue",
+        r"cpu-bound",
+        r"noisy neighbou?r",
+        r"cpu steal",
+        r"launch gaps?",
+        r"oversubscri\w*",
+    ),
     "kv_cache_pressure": (r"kv[- ]cache", r"preempt\w*", r"recompute\w*", r"swap\w*", r"cache usage"),
     "runtime_stall": (r"gc", r"garbage collect\w*", r"gil", r"detokeni[sz]\w*", r"runtime stall", r"paus\w*"),
-    "storage_io_stall": (r"storage", r"disk", r"i/o", r"nfs", r"file reads?", r"offload\w*", r"weight/adapter loads?",
-                         r"adapter loads?"),
+    "storage_io_stall": (r"storage", r"disk", r"i/o", r"nfs", r"file reads?", r"offload\w*", r"weight/adapter loads?", r"adapter loads?"),
 }
 _PATTERNS = {cat: re.compile(r"\b(?:" + "|".join(p) + r")\b", re.IGNORECASE) for cat, p in LEXICON.items()}
 
@@ -61,13 +93,37 @@ def component_of(category: str | None) -> str | None:
 
 # Metric name fragments -> the components a metric can speak for (case-insensitive substrings).
 METRIC_COMPONENTS: tuple[tuple[str, str], ...] = (
-    ("NVLINK", "nvlink"), ("PCIE", "pcie"), ("TEMP", "gpu"), ("THERMAL", "gpu"), ("CLOCK", "gpu"), ("POWER", "gpu"),
-    ("THROTTLE", "gpu"), ("XID", "gpu"), ("ECC", "gpu"), ("GPU_UTIL", "gpu"), ("FB_USED", "gpu_memory"),
-    ("gpu_cache", "gpu_memory"), ("preempt", "gpu_memory"), ("kv", "gpu_memory"), ("num_requests", "gpu_memory"),
-    ("node_network", "network"), ("retrans", "network"), ("tcp", "network"), ("infiniband", "network"),
-    ("xmit", "network"), ("node_cpu", "host_cpu"), ("load", "host_cpu"), ("run_queue", "host_cpu"),
-    ("runqueue", "host_cpu"), ("schedstat", "host_cpu"), ("pressure_cpu", "host_cpu"), ("numa", "host_memory"),
-    ("node_disk", "storage"), ("disk", "storage"), ("filesystem", "storage"), ("io_time", "storage"),
+    ("NVLINK", "nvlink"),
+    ("PCIE", "pcie"),
+    ("TEMP", "gpu"),
+    ("THERMAL", "gpu"),
+    ("CLOCK", "gpu"),
+    ("POWER", "gpu"),
+    ("THROTTLE", "gpu"),
+    ("XID", "gpu"),
+    ("ECC", "gpu"),
+    ("GPU_UTIL", "gpu"),
+    ("FB_USED", "gpu_memory"),
+    ("gpu_cache", "gpu_memory"),
+    ("preempt", "gpu_memory"),
+    ("kv", "gpu_memory"),
+    ("num_requests", "gpu_memory"),
+    ("node_network", "network"),
+    ("retrans", "network"),
+    ("tcp", "network"),
+    ("infiniband", "network"),
+    ("xmit", "network"),
+    ("node_cpu", "host_cpu"),
+    ("load", "host_cpu"),
+    ("run_queue", "host_cpu"),
+    ("runqueue", "host_cpu"),
+    ("schedstat", "host_cpu"),
+    ("pressure_cpu", "host_cpu"),
+    ("numa", "host_memory"),
+    ("node_disk", "storage"),
+    ("disk", "storage"),
+    ("filesystem", "storage"),
+    ("io_time", "storage"),
 )
 # Tools whose results are incident data about any component (traces and logs carry every signature).
 ANY_COMPONENT_TOOLS = frozenset({"outpost_detect", "trace_slice", "log_search"})

@@ -20,6 +20,7 @@ Definition (per run; aggregated over runs as sum(valid) / sum(attempted)):
   cites unknown evidence ids is a valid call that the graph then rejects.
 * rate = valid / attempted; None only when there was no reply at all.
 """
+
 from __future__ import annotations
 
 import re

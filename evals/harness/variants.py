@@ -5,6 +5,7 @@ construction (evals may import everything): for an LLM Analyzer the tool is remo
 model never sees it; the rules playbook always calls its fixed tools, so there the tool is
 replaced by a stub that answers `no_data` ("disabled for this evaluation").
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field
 
 # Ablation name -> tools it takes away.
 ABLATIONS: dict[str, tuple[str, ...]] = {
-    "no-outpost": ("outpost_detect",),          # raw tools only: metrics, logs, trace slices, knowledge
+    "no-outpost": ("outpost_detect",),  # raw tools only: metrics, logs, trace slices, knowledge
     "no-knowledge": ("knowledge_search",),
 }
 # `--ablations` (all at once): every tool ablation, plus the LLM backend when one is configured.
@@ -36,8 +37,9 @@ class Variant(BaseModel):
         import hashlib
 
         # Unset optional settings stay out of the hash, so adding one does not invalidate cached runs.
-        return hashlib.sha1(self.model_dump_json(exclude={k for k in ("request_timeout_s",) if getattr(self, k) is None})
-                            .encode()).hexdigest()[:12]
+        return hashlib.sha1(
+            self.model_dump_json(exclude={k for k in ("request_timeout_s",) if getattr(self, k) is None}).encode()
+        ).hexdigest()[:12]
 
     def backend_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {k: v for k, v in (("base_url", self.base_url), ("model", self.model)) if v}

@@ -3,6 +3,7 @@
 A module of its own (not `launcher`, which the package imports) so runpy does not execute an
 already-imported module a second time.
 """
+
 from __future__ import annotations
 
 import sys

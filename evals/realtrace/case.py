@@ -1,4 +1,5 @@
 """Generate one real-trace incident bundle: run the ranks, then write incident.json and truth."""
+
 from __future__ import annotations
 
 import time
@@ -44,12 +45,16 @@ def _symptom(run: RunReport, window_start_ns: int | None) -> str:
     fault_set = set(cfg.fault_steps)
     healthy = step_ms(run, fault_set, inside=False)
     if not fault_set:
-        return (f"Routine profile of a {cfg.world}-way tensor-parallel decode group: median step time {healthy} ms "
-                f"over {cfg.num_steps} profiled steps; is anything wrong?")
+        return (
+            f"Routine profile of a {cfg.world}-way tensor-parallel decode group: median step time {healthy} ms "
+            f"over {cfg.num_steps} profiled steps; is anything wrong?"
+        )
     faulty = step_ms(run, fault_set, inside=True)
     when = rfc3339(window_start_ns)[11:23] if window_start_ns else "mid-run"
-    return (f"Decode step time of the {cfg.world}-way tensor-parallel group went from about {healthy} ms to "
-            f"{faulty} ms for a while from {when} UTC.")
+    return (
+        f"Decode step time of the {cfg.world}-way tensor-parallel group went from about {healthy} ms to "
+        f"{faulty} ms for a while from {when} UTC."
+    )
 
 
 def _manifest(run: RunReport, case_id: str, truth: GroundTruth) -> dict:
@@ -107,13 +112,20 @@ def generate_case(cfg: RealTraceConfig, out: Path | str, *, verify: bool = True)
     sig, counts = None, {}
     if verify:
         sig, counts = verify_case(out, run)
-        truth.parameters.update({"signature_value": round(sig.value, 3), "signature_threshold": sig.threshold,
-                                 "signature_present": int(sig.present), "signature_detail": sig.detail})
+        truth.parameters.update(
+            {
+                "signature_value": round(sig.value, 3),
+                "signature_threshold": sig.threshold,
+                "signature_present": int(sig.present),
+                "signature_detail": sig.detail,
+            }
+        )
         truth.events_total = sum(counts.values())
         write_ground_truth(truth, out)
     size = sum(p.stat().st_size for p in (out / "traces").iterdir() if p.is_file())
-    return CaseResult(out=out, case_id=cfg.name(), seconds=seconds, trace_bytes=size, trace_events=counts,
-                      ground_truth=truth, signature=sig)
+    return CaseResult(
+        out=out, case_id=cfg.name(), seconds=seconds, trace_bytes=size, trace_events=counts, ground_truth=truth, signature=sig
+    )
 
 
 __all__ = ["CaseResult", "generate_case", "verify_case", "write_bundle"]

@@ -1,4 +1,5 @@
 """`kat realtrace`: genuine torch.profiler traces of a 4-rank gloo TP decode run, with a fault."""
+
 from __future__ import annotations
 
 import sys
@@ -44,8 +45,9 @@ def register(app: typer.Typer) -> None:
             if suite:
                 results = generate_suite(suite, out, seed=seed, world=world)
             else:
-                cfg = RealTraceConfig(fault=fault, rank=rank, steps=_parse_steps(steps), world=world, seed=seed,
-                                      num_steps=num_steps, severity=severity)
+                cfg = RealTraceConfig(
+                    fault=fault, rank=rank, steps=_parse_steps(steps), world=world, seed=seed, num_steps=num_steps, severity=severity
+                )
                 results = [generate_case(cfg, out)]
         except (ValidationError, ValueError, RealTraceError) as exc:
             msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
@@ -54,16 +56,28 @@ def register(app: typer.Typer) -> None:
         if json_out:
             import orjson
 
-            rows = [{"id": r.case_id, "out": str(r.out), "seconds": r.seconds, "trace_bytes": r.trace_bytes,
-                     "events": r.trace_events, "fault": r.fault.value, "ranks": r.ground_truth.affected_ranks,
-                     "signature_ok": r.signature_ok} for r in results]
+            rows = [
+                {
+                    "id": r.case_id,
+                    "out": str(r.out),
+                    "seconds": r.seconds,
+                    "trace_bytes": r.trace_bytes,
+                    "events": r.trace_events,
+                    "fault": r.fault.value,
+                    "ranks": r.ground_truth.affected_ranks,
+                    "signature_ok": r.signature_ok,
+                }
+                for r in results
+            ]
             sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
             return
         for r in results:
             gt = r.ground_truth
             steps = gt.affected_steps[:1] + gt.affected_steps[-1:]
-            typer.echo(f"{r.case_id}: {r.fault.value} ({gt.category}/{gt.component}) ranks={gt.affected_ranks} steps={steps} "
-                       f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB {sum(r.trace_events.values())} events -> {r.out}")
+            typer.echo(
+                f"{r.case_id}: {r.fault.value} ({gt.category}/{gt.component}) ranks={gt.affected_ranks} steps={steps} "
+                f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB {sum(r.trace_events.values())} events -> {r.out}"
+            )
             if r.signature is not None:
                 mark = "ok" if r.signature_ok else "WARNING: not as injected"
                 typer.echo(f"  signature {mark}: {r.signature.detail}")

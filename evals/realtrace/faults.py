@@ -1,4 +1,5 @@
 """Fault injection on one rank and step window, as `StepHooks` for the decode workload."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,11 @@ class FaultHooks:
         # Started before profiling and parked on stdin, so the window starts on time.
         spec = ",".join(str(c) for c in self.cores)
         for _ in range(n):
-            self._hogs.append(subprocess.Popen([sys.executable, "-c", _HOG, spec], stdin=subprocess.PIPE,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self._hogs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _HOG, spec], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
 
     @property
     def hog_pids(self) -> list[int]:

@@ -5,6 +5,7 @@ that imports torch once and forks one process per rank: forking saves each rank 
 torch import on a 2-core machine, and the fresh parent keeps the fork clean (no OpenMP or
 BLAS thread pools from whatever process called us, e.g. pytest).
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -44,8 +45,7 @@ def launch(cfg: RealTraceConfig, trace_dir: Path) -> RunReport:
         cmd = [sys.executable, "-m", "kat.evals.realtrace._rank_runner", str(cfg_path), str(trace_dir), str(report_path)]
         # Own session, so a hung run can be stopped with every rank it forked (gloo peers of a
         # dead rank would otherwise block until their own timeout).
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             _, stderr = proc.communicate(timeout=cfg.timeout_s + 30)
         except subprocess.TimeoutExpired as exc:
@@ -67,10 +67,11 @@ def _rank_entry(rank: int, cfg: RealTraceConfig, port: int, cores: list[int], tr
 
 def run_all_ranks(cfg: RealTraceConfig, trace_dir: Path, report_path: Path) -> RunReport:
     """Fork one process per rank and wait for all; any failure stops the rest (gloo would hang)."""
-    import kat.evals.realtrace.worker  # noqa: F401  (torch imported once, before the fork)
     # The profiler's first start probes `torch._inductor`, a ~2 s pure-Python import; done here
     # once instead of in 4 ranks at once on 2 cores (which costs ~8 s).
     import torch._inductor  # noqa: F401
+
+    import kat.evals.realtrace.worker  # noqa: F401  (torch imported once, before the fork)
 
     trace_dir.mkdir(parents=True, exist_ok=True)
 
@@ -82,8 +83,9 @@ def run_all_ranks(cfg: RealTraceConfig, trace_dir: Path, report_path: Path) -> R
     start_ns = time.time_ns()
     procs = []
     for r in range(cfg.world):
-        p = ctx.Process(target=_rank_entry, args=(r, cfg, port, pinning[r], trace_dir, scratch / f"rank-{r}.report.json"),
-                        name=f"realtrace-rank{r}")
+        p = ctx.Process(
+            target=_rank_entry, args=(r, cfg, port, pinning[r], trace_dir, scratch / f"rank-{r}.report.json"), name=f"realtrace-rank{r}"
+        )
         p.start()
         procs.append(p)
     deadline = time.monotonic() + cfg.timeout_s
@@ -102,8 +104,7 @@ def run_all_ranks(cfg: RealTraceConfig, trace_dir: Path, report_path: Path) -> R
     if failed:
         raise RealTraceError(f"ranks {failed} failed or timed out (exit codes {[p.exitcode for p in procs]})")
     ranks = [RankReport.model_validate_json((scratch / f"rank-{r}.report.json").read_text()) for r in range(cfg.world)]
-    return RunReport(config=cfg, start_ns=start_ns, end_ns=time.time_ns(), ranks=ranks, pinning=pinning,
-                     available_cores=cores)
+    return RunReport(config=cfg, start_ns=start_ns, end_ns=time.time_ns(), ranks=ranks, pinning=pinning, available_cores=cores)
 
 
 def main(argv: list[str]) -> int:
@@ -116,4 +117,3 @@ def main(argv: list[str]) -> int:
         return 1
     report_path.write_text(run.model_dump_json())
     return 0
-

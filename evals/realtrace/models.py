@@ -1,4 +1,5 @@
 """Pydantic models at the real-trace generator's boundaries: run config, per-rank report, truth."""
+
 from __future__ import annotations
 
 from enum import Enum
@@ -18,9 +19,9 @@ class FaultKind(str, Enum):
 # 2-core machine (smaller faults drown in scheduler noise when 4 ranks share 2 cores).
 DEFAULT_SEVERITY: dict[FaultKind, float] = {
     FaultKind.NONE: 0.0,
-    FaultKind.GEMM: 5.0,             # the GEMM does 5x its work (4 extra matmuls of the same shape)
-    FaultKind.CPU_STALL: 30.0,       # ms of CPU-side pause before the step's first op
-    FaultKind.CPU_CONTENTION: 3.0,   # bursty CPU-bound processes pinned to the rank's core
+    FaultKind.GEMM: 5.0,  # the GEMM does 5x its work (4 extra matmuls of the same shape)
+    FaultKind.CPU_STALL: 30.0,  # ms of CPU-side pause before the step's first op
+    FaultKind.CPU_CONTENTION: 3.0,  # bursty CPU-bound processes pinned to the rank's core
     FaultKind.SLOW_COLLECTIVE: 4.0,  # ms of extra latency in each all-reduce of the rank
 }
 
@@ -34,8 +35,9 @@ class WorkloadShape(BaseModel):
     hidden: int = Field(1024, ge=16)
     intermediate: int = Field(4096, ge=16)
     kv_len: int = Field(128, ge=1, description="cached tokens per sequence (fixed, like a paged KV block table)")
-    batch_sizes: list[int] = Field(default_factory=lambda: [12, 14, 16],
-                                   description="decode batch sizes drawn per step (continuous batching)")
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [12, 14, 16], description="decode batch sizes drawn per step (continuous batching)"
+    )
     vocab_shard: int = Field(2048, ge=16)
 
 
@@ -57,7 +59,7 @@ class RealTraceConfig(BaseModel):
     timeout_s: float = Field(180.0, gt=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "RealTraceConfig":
+    def _check(self) -> RealTraceConfig:
         a, b = self.steps
         if self.rank >= self.world:
             raise ValueError(f"rank {self.rank} is outside world size {self.world}")

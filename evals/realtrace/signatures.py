@@ -5,6 +5,7 @@ and with its peers inside it, on canonical events (`Bundle.all_events()`), so a 
 can be verified before it is used and tests can assert presence / absence. Thresholds sit well
 below the default fault strength and well above what 4 ranks sharing 2 cores produce unaided.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
 
-def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int,
-               core_mates: list[int] | None = None) -> tuple[float, str]:
+def gemm_ratio(ev: pd.DataFrame, rank: int, steps: list[int], layer: int, core_mates: list[int] | None = None) -> tuple[float, str]:
     """How much longer the target's up-projection span is in the window, against three baselines:
     the peers in the window, its own other steps, and the ranks sharing its core in the window.
 
@@ -87,9 +87,13 @@ def comm_entry_delay_ms(ev: pd.DataFrame, rank: int) -> pd.DataFrame:
     wrap = r[r["name"] == "tp_all_reduce"].sort_values("ts_ns")
     coll = r[r["kind"] == "collective"].sort_values("ts_ns")
     n = min(len(wrap), len(coll))
-    return pd.DataFrame({"step": wrap["step"].to_numpy()[:n],
-                         "delay_ms": (coll["ts_ns"].to_numpy()[:n] - wrap["ts_ns"].to_numpy()[:n]) / 1e6,
-                         "coll_ms": coll["dur_ns"].to_numpy()[:n] / 1e6})
+    return pd.DataFrame(
+        {
+            "step": wrap["step"].to_numpy()[:n],
+            "delay_ms": (coll["ts_ns"].to_numpy()[:n] - wrap["ts_ns"].to_numpy()[:n]) / 1e6,
+            "coll_ms": coll["dur_ns"].to_numpy()[:n] / 1e6,
+        }
+    )
 
 
 def check_signature(ev: pd.DataFrame, cfg: RealTraceConfig, pinning: dict[int, list[int]] | None = None) -> SignatureCheck:
@@ -138,10 +142,20 @@ def check_signature(ev: pd.DataFrame, cfg: RealTraceConfig, pinning: dict[int, l
     else:
         from kat.evals.realtrace.models import DEFAULT_SEVERITY
 
-        parts = [(gemm(), "gemm"), (stall(DEFAULT_SEVERITY[FaultKind.CPU_STALL]), "stall"),
-                 (comm(DEFAULT_SEVERITY[FaultKind.SLOW_COLLECTIVE]), "comm")]
+        parts = [
+            (gemm(), "gemm"),
+            (stall(DEFAULT_SEVERITY[FaultKind.CPU_STALL]), "stall"),
+            (comm(DEFAULT_SEVERITY[FaultKind.SLOW_COLLECTIVE]), "comm"),
+        ]
         fired = [name for (v, t, _), name in parts if v >= t]
         worst = max(v / t for (v, t, _), _ in parts)
-        return SignatureCheck(fault=fault, rank=rank, steps=steps, value=worst, threshold=1.0, present=bool(fired),
-                              detail="; ".join(f"{name}: {d}" for (_, _, d), name in parts) + (f"; fired: {fired}" if fired else ""))
+        return SignatureCheck(
+            fault=fault,
+            rank=rank,
+            steps=steps,
+            value=worst,
+            threshold=1.0,
+            present=bool(fired),
+            detail="; ".join(f"{name}: {d}" for (_, _, d), name in parts) + (f"; fired: {fired}" if fired else ""),
+        )
     return SignatureCheck(fault=fault, rank=rank, steps=steps, value=v, threshold=t, present=bool(v >= t), detail=d)

@@ -1,4 +1,5 @@
 """Named sets of real-trace cases (healthy + each fault), for `kat realtrace --suite`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,11 +15,14 @@ def suite_configs(name: str, seed: int = 0, world: int = 4) -> list[RealTraceCon
     `standard`: two healthy seeds + every fault on two ranks and windows."""
     target = 2 % world  # the fault's rank (healthy cases carry it too: the config checks it fits the world)
     if name == "tiny":
-        return [RealTraceConfig(fault=FaultKind.NONE, rank=target, seed=seed, world=world, num_steps=12, steps=(4, 9)),
-                RealTraceConfig(fault=FaultKind.CPU_STALL, rank=target, seed=seed, world=world, num_steps=12, steps=(4, 9))]
+        return [
+            RealTraceConfig(fault=FaultKind.NONE, rank=target, seed=seed, world=world, num_steps=12, steps=(4, 9)),
+            RealTraceConfig(fault=FaultKind.CPU_STALL, rank=target, seed=seed, world=world, num_steps=12, steps=(4, 9)),
+        ]
     if name == "small":
         return [RealTraceConfig(fault=FaultKind.NONE, rank=target, seed=seed, world=world)] + [
-            RealTraceConfig(fault=f, rank=target, seed=seed, world=world) for f in _FAULTS]
+            RealTraceConfig(fault=f, rank=target, seed=seed, world=world) for f in _FAULTS
+        ]
     if name == "standard":
         out = [RealTraceConfig(fault=FaultKind.NONE, rank=target, seed=seed + s, world=world) for s in range(2)]
         for f in _FAULTS:

@@ -1,4 +1,5 @@
 """Read step spans straight from a Kineto trace, on the trace's own absolute clock."""
+
 from __future__ import annotations
 
 import gzip

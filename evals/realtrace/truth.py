@@ -5,6 +5,7 @@ harness and Outpost scoring load), so real and simulated cases are scored alike.
 real run has (target vs. collateral ranks, pinning, measured step times, the fault's own
 strength) goes into `parameters`.
 """
+
 from __future__ import annotations
 
 from statistics import median
@@ -26,21 +27,24 @@ TAXONOMY: dict[FaultKind, tuple[str, list[str], str]] = {
 }
 
 SEVERITY_UNIT: dict[FaultKind, str] = {
-    FaultKind.NONE: "", FaultKind.GEMM: "x GEMM work", FaultKind.CPU_STALL: "ms stall per step",
-    FaultKind.CPU_CONTENTION: "hog processes", FaultKind.SLOW_COLLECTIVE: "ms per all-reduce",
+    FaultKind.NONE: "",
+    FaultKind.GEMM: "x GEMM work",
+    FaultKind.CPU_STALL: "ms stall per step",
+    FaultKind.CPU_CONTENTION: "hog processes",
+    FaultKind.SLOW_COLLECTIVE: "ms per all-reduce",
 }
 
 _DESCRIPTION: dict[FaultKind, str] = {
     FaultKind.NONE: "Healthy control: no fault injected; every rank behaves like its peers (4 ranks share 2 cores, "
-                    "so step times vary with scheduling and batch size only).",
+    "so step times vary with scheduling and batch size only).",
     FaultKind.GEMM: "Rank {r}: layers.{L}.mlp.gate_up_proj runs its GEMM {k:g}x (same shapes), i.e. that GEMM takes "
-                    "~{k:g}x longer, in steps {a}..{b}.",
+    "~{k:g}x longer, in steps {a}..{b}.",
     FaultKind.CPU_STALL: "Rank {r}: an uninstrumented {k:g} ms CPU-side pause at the start of each of steps {a}..{b}, "
-                         "before the scheduler runs.",
+    "before the scheduler runs.",
     FaultKind.CPU_CONTENTION: "{k:g} bursty CPU-bound process(es) pinned to core(s) {cores} of rank {r} during steps "
-                              "{a}..{b}; ranks sharing that core: {shared}.",
+    "{a}..{b}; ranks sharing that core: {shared}.",
     FaultKind.SLOW_COLLECTIVE: "Rank {r}: {k:g} ms extra latency inside its communication path (in the tp_all_reduce "
-                               "span, before gloo) on every all-reduce of steps {a}..{b}.",
+    "span, before gloo) on every all-reduce of steps {a}..{b}.",
 }
 
 # fault -> (canonical kind, name regex, Outpost method) of what a correct detector reports.
@@ -53,18 +57,26 @@ _DETECTION: dict[FaultKind, tuple[str, str, str]] = {
 
 
 def _chain(fault: FaultKind, r: int, detail: str, category: str, component: str) -> list[ChainLink]:
-    late = ChainLink(cause=f"rank {r} reaches each TP all-reduce late",
-                     effect="peer ranks wait inside gloo:all_reduce (long collective spans on peers)")
-    slow = ChainLink(cause="every layer's all-reduce completes only when the slowest rank arrives",
-                     effect="decode step time (TPOT) rises on all ranks of the TP group")
+    late = ChainLink(
+        cause=f"rank {r} reaches each TP all-reduce late", effect="peer ranks wait inside gloo:all_reduce (long collective spans on peers)"
+    )
+    slow = ChainLink(
+        cause="every layer's all-reduce completes only when the slowest rank arrives",
+        effect="decode step time (TPOT) rises on all ranks of the TP group",
+    )
     if fault is FaultKind.NONE:
         return []
-    root = ChainLink(cause=detail, effect=f"rank {r}'s work before its collectives takes longer",
-                     category=category, component=component)
+    root = ChainLink(cause=detail, effect=f"rank {r}'s work before its collectives takes longer", category=category, component=component)
     if fault is FaultKind.SLOW_COLLECTIVE:
         root.effect = f"rank {r}'s contribution reaches the ring late in every all-reduce"
-        return [root, ChainLink(cause=f"peers block in gloo:all_reduce until rank {r}'s data arrives",
-                                effect="collective spans long on peers while compute is unchanged on all ranks"), slow]
+        return [
+            root,
+            ChainLink(
+                cause=f"peers block in gloo:all_reduce until rank {r}'s data arrives",
+                effect="collective spans long on peers while compute is unchanged on all ranks",
+            ),
+            slow,
+        ]
     return [root, late, slow]
 
 
@@ -74,8 +86,7 @@ def step_ms(run: RunReport, steps: set[int], inside: bool) -> float | None:
     return round(median(vals), 2) if vals else None
 
 
-def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, dict[int, tuple[int, int]]],
-                       symptom: str) -> GroundTruth:
+def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, dict[int, tuple[int, int]]], symptom: str) -> GroundTruth:
     """Ground truth of a finished run; `spans[rank][step]` are ProfilerStep spans on the trace clock."""
     cfg = run.config
     fault = cfg.fault
@@ -87,8 +98,9 @@ def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, dict[int, 
     shared = sorted(q for q, c in run.pinning.items() if c and set(c) & set(cores))
     collateral = [q for q in shared if q != r] if fault is FaultKind.CPU_CONTENTION else []
     all_spans = [se for per in spans.values() for se in per.values()]
-    trace_window = Window.of(min(s for s, _ in all_spans), max(e for _, e in all_spans)) if all_spans \
-        else Window.of(run.start_ns, run.end_ns)
+    trace_window = (
+        Window.of(min(s for s, _ in all_spans), max(e for _, e in all_spans)) if all_spans else Window.of(run.start_ns, run.end_ns)
+    )
     window = None
     if steps:
         own = spans.get(r, {})
@@ -105,31 +117,60 @@ def build_ground_truth(run: RunReport, case_id: str, spans: dict[int, dict[int, 
     dets = []
     if window is not None and fault in _DETECTION:
         kind, pattern, method = _DETECTION[fault]
-        dets = [ExpectedDetection(rank=q, component=component, window=window, kind=kind,
-                                  name_pattern=pattern.replace("{L}", str(cfg.gemm_layer)), method=method, steps=steps,
-                                  primary=q == r) for q in ranks]
+        dets = [
+            ExpectedDetection(
+                rank=q,
+                component=component,
+                window=window,
+                kind=kind,
+                name_pattern=pattern.replace("{L}", str(cfg.gemm_layer)),
+                method=method,
+                steps=steps,
+                primary=q == r,
+            )
+            for q in ranks
+        ]
     params: dict[str, float | int | str] = {
-        "source": "realtrace", "fault": fault.value, "acceptable_categories": ",".join(acceptable),
-        "world": cfg.world, "num_steps": cfg.num_steps, "gemm_layer": cfg.gemm_layer,
-        "severity_value": k, "severity_unit": SEVERITY_UNIT[fault],
+        "source": "realtrace",
+        "fault": fault.value,
+        "acceptable_categories": ",".join(acceptable),
+        "world": cfg.world,
+        "num_steps": cfg.num_steps,
+        "gemm_layer": cfg.gemm_layer,
+        "severity_value": k,
+        "severity_unit": SEVERITY_UNIT[fault],
         "pinning": ",".join(f"{q}:{'+'.join(map(str, c))}" for q, c in sorted(run.pinning.items())),
         "available_cores": ",".join(map(str, run.available_cores)),
         "wall_seconds": round((run.end_ns - run.start_ns) / 1e9, 2),
         "torch": run.ranks[0].torch_version if run.ranks else "",
     }
     if steps:
-        params.update({"injected_rank": r, "expected_culprit_rank": r,
-                       "collateral_ranks": ",".join(map(str, collateral))})
-    for key, val in (("step_ms_outside_window", step_ms(run, fault_set, inside=False)),
-                     ("step_ms_inside_window", step_ms(run, fault_set, inside=True) if steps else None)):
+        params.update({"injected_rank": r, "expected_culprit_rank": r, "collateral_ranks": ",".join(map(str, collateral))})
+    for key, val in (
+        ("step_ms_outside_window", step_ms(run, fault_set, inside=False)),
+        ("step_ms_inside_window", step_ms(run, fault_set, inside=True) if steps else None),
+    ):
         if val is not None:
             params[key] = val
     return GroundTruth(
-        incident_id=case_id, category=category, component=component, is_fault=bool(steps),
-        severity=f"{k:g} {SEVERITY_UNIT[fault]}" if steps else None, task=f"realtrace-tp{cfg.world}-gloo-decode",
-        seed=cfg.seed, size="real", affected_ranks=ranks, affected_hosts=sorted({host_of[q] for q in ranks if host_of.get(q)}),
-        affected_steps=steps, window=window, trace_window=trace_window, symptom=symptom, summary=detail,
-        causal_chain=_chain(fault, r, detail, category, component), expected_detections=dets, parameters=params,
+        incident_id=case_id,
+        category=category,
+        component=component,
+        is_fault=bool(steps),
+        severity=f"{k:g} {SEVERITY_UNIT[fault]}" if steps else None,
+        task=f"realtrace-tp{cfg.world}-gloo-decode",
+        seed=cfg.seed,
+        size="real",
+        affected_ranks=ranks,
+        affected_hosts=sorted({host_of[q] for q in ranks if host_of.get(q)}),
+        affected_steps=steps,
+        window=window,
+        trace_window=trace_window,
+        symptom=symptom,
+        summary=detail,
+        causal_chain=_chain(fault, r, detail, category, component),
+        expected_detections=dets,
+        parameters=params,
     )
 
 

@@ -1,4 +1,5 @@
 """One rank's process: pin, join the gloo group, run the profiled decode loop, export its trace."""
+
 from __future__ import annotations
 
 import os
@@ -61,7 +62,13 @@ def _profiled_loop(rank: int, cfg: RealTraceConfig, hooks: FaultHooks, trace_dir
             prof.step()
     dist.barrier()
     return RankReport(
-        rank=rank, pid=os.getpid(), host=socket.gethostname(), cores=[], trace_file=trace_path.name,
-        steps=[s for s in spans if s.step >= 1], fault_start_ns=hooks.start_ns, fault_end_ns=hooks.end_ns,
+        rank=rank,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        cores=[],
+        trace_file=trace_path.name,
+        steps=[s for s in spans if s.step >= 1],
+        fault_start_ns=hooks.start_ns,
+        fault_end_ns=hooks.end_ns,
         torch_version=torch.__version__,
     )

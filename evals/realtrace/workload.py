@@ -5,6 +5,7 @@ fixed-length KV cache, a row-parallel output GEMM and a TP all-reduce, then a co
 gate/up GEMM, SiLU-and-mul, a row-parallel down GEMM and a second all-reduce; then sampling.
 Spans are named after vLLM's modules so the trace tree reads like a real worker's.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,15 +49,17 @@ class TPDecodeModel:
         g = torch.Generator().manual_seed(seed * 1000 + rank)
         h, i, tp = shape.hidden, shape.intermediate, world
         head = max(h // tp, 1)
-        scale = h ** -0.5
+        scale = h**-0.5
 
         def w(*dims: int) -> torch.Tensor:
             return torch.randn(*dims, generator=g) * scale
 
         self.layers = [
             {
-                "qkv": w(h, 3 * head), "o": w(head, h),
-                "gate_up": w(h, 2 * max(i // tp, 1)), "down": w(max(i // tp, 1), h),
+                "qkv": w(h, 3 * head),
+                "o": w(head, h),
+                "gate_up": w(h, 2 * max(i // tp, 1)),
+                "down": w(max(i // tp, 1), h),
                 "k_cache": w(max(shape.batch_sizes), shape.kv_len, head),
                 "v_cache": w(max(shape.batch_sizes), shape.kv_len, head),
             }

@@ -1,4 +1,5 @@
 """The root-cause taxonomy (ARCHITECTURE.md) and the severity scale the simulator uses."""
+
 from __future__ import annotations
 
 from enum import Enum

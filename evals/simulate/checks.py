@@ -3,16 +3,16 @@
 Used by the tests (present in the fault bundle, absent from `none`) and handy when editing
 the simulator. Each check reads only what a user would have: traces, metrics, logs.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
-from kat.tools.telemetry.bundle import Bundle
-
 from kat.evals.simulate.ground_truth import GroundTruth
+from kat.tools.telemetry.bundle import Bundle
 
 COMPUTE = re.compile(r"gemm|nvjet|xmma|flash|fmha|RMSNorm|rms_norm|act_and_mul")
 

@@ -1,25 +1,25 @@
 """`kat simulate`: write simulated incident bundles (one, or a whole suite)."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def simulate(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (one bundle, or one sub-directory per suite case)"),
-    scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="fault category, 'none' or 'workload_shift'"),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="task configuration name (see --list-tasks)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output directory (one bundle, or one sub-directory per suite case)"),
+    scenario: str | None = typer.Option(None, "--scenario", "-s", help="fault category, 'none' or 'workload_shift'"),
+    task: str | None = typer.Option(None, "--task", "-t", help="task configuration name (see --list-tasks)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives a byte-identical bundle"),
-    severity: Optional[str] = typer.Option(None, "--severity", help="mild | moderate | severe (default: drawn from the seed)"),
+    severity: str | None = typer.Option(None, "--severity", help="mild | moderate | severe (default: drawn from the seed)"),
     size: str = typer.Option("small", "--size", help="tiny | small | medium | large (large: >= 10M events)"),
-    suite: Optional[str] = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
+    suite: str | None = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="list task configurations and exit"),
     json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
     metrics_format: str = typer.Option("parquet", "--metrics-format", help="parquet | csv (RFC 3339 timestamps)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
+    workers: int | None = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
     from kat.evals.simulate.tasks import load_tasks
@@ -51,8 +51,7 @@ def simulate(
 
     t0 = time.perf_counter()
     try:
-        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers,
-                               metrics_format=metrics_format)
+        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers, metrics_format=metrics_format)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -61,8 +60,10 @@ def simulate(
         typer.echo(gt.to_json().decode())
     else:
         ranks = ", ".join(map(str, gt.affected_ranks)) or "-"
-        typer.echo(f"{gt.incident_id}: {gt.category} ({gt.component}) ranks [{ranks}] severity {gt.severity or '-'}; "
-                   f"{gt.events_total:,d} events in {dt:.2f}s ({gt.events_total / max(dt, 1e-9):,.0f} events/s) -> {out}")
+        typer.echo(
+            f"{gt.incident_id}: {gt.category} ({gt.component}) ranks [{ranks}] severity {gt.severity or '-'}; "
+            f"{gt.events_total:,d} events in {dt:.2f}s ({gt.events_total / max(dt, 1e-9):,.0f} events/s) -> {out}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 Absolute numbers only need to be plausible; what matters is that durations scale with the
 batch (tokens, context) the way real kernels do, so like must be compared with like.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from kat.evals.simulate.kernels import GPU_SPEC
 from kat.evals.simulate.tasks import TaskConfig
 
-LAUNCH_NS = 2500.0   # fixed per-kernel cost (launch, tail effects)
+LAUNCH_NS = 2500.0  # fixed per-kernel cost (launch, tail effects)
 BF16 = 2
 
 # vLLM's default CUDA-graph capture sizes: 1, 2, 4, then multiples of 8 up to 512.
@@ -40,7 +41,7 @@ class Shapes:
     vocab_n: int
 
     @classmethod
-    def of(cls, task: TaskConfig) -> "Shapes":
+    def of(cls, task: TaskConfig) -> Shapes:
         m, tp = task.spec, task.tp
         hd = m.head_dim
         kv = max(1, m.kv_heads // tp)

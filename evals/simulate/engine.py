@@ -9,6 +9,7 @@ shortest collective kernel and its peers show long ones (they wait).
 Work is vectorised over the tensor-parallel ranks of one pipeline stage; replicas (dp) run
 independently, stages hand hidden states on with send/recv.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,22 @@ NCCL_STREAM = 24
 STEP_OFFSET = 0  # ProfilerStep#N numbering of the first captured step
 
 # Framework-op CPU cost (us) including its launch call, eager mode.
-CPU_US = {"embed": 8.0, "norm": 7.0, "qkv": 9.0, "rotary": 7.0, "cache": 8.0, "attn": 14.0, "o_proj": 9.0,
-          "gate_up": 9.0, "act": 6.0, "down": 9.0, "final_norm": 7.0, "lm_head": 9.0, "softmax": 6.0, "argmax": 6.0}
+CPU_US = {
+    "embed": 8.0,
+    "norm": 7.0,
+    "qkv": 9.0,
+    "rotary": 7.0,
+    "cache": 8.0,
+    "attn": 14.0,
+    "o_proj": 9.0,
+    "gate_up": 9.0,
+    "act": 6.0,
+    "down": 9.0,
+    "final_norm": 7.0,
+    "lm_head": 9.0,
+    "softmax": 6.0,
+    "argmax": 6.0,
+}
 LAYER_OPS = ("norm", "qkv", "rotary", "cache", "attn", "o_proj", "AR", "norm", "gate_up", "act", "down", "AR")
 GEMMS = {"qkv", "o_proj", "gate_up", "down", "lm_head"}
 
@@ -53,14 +68,14 @@ def _us_pair(start: np.ndarray, end: np.ndarray) -> tuple[list[float], list[floa
 class SimResult:
     """What metrics, logs and ground truth need from the run (times are ns from base)."""
 
-    step_start: np.ndarray       # [steps, world]
-    step_end: np.ndarray         # [steps, world]
-    busy: np.ndarray             # [steps, world] GPU busy ns
-    coll_wait: np.ndarray        # [steps, world] ns in collectives beyond the pure transfer
-    h2d_ns: np.ndarray           # [steps, world]
-    tokens: np.ndarray           # [steps, dp]
-    seqs: np.ndarray             # [steps, dp]
-    prefill: np.ndarray          # [steps, dp]
+    step_start: np.ndarray  # [steps, world]
+    step_end: np.ndarray  # [steps, world]
+    busy: np.ndarray  # [steps, world] GPU busy ns
+    coll_wait: np.ndarray  # [steps, world] ns in collectives beyond the pure transfer
+    h2d_ns: np.ndarray  # [steps, world]
+    tokens: np.ndarray  # [steps, dp]
+    seqs: np.ndarray  # [steps, dp]
+    prefill: np.ndarray  # [steps, dp]
     events: list[int] = field(default_factory=list)
 
     @property
@@ -85,9 +100,18 @@ class _Rank:
 
 
 class Simulator:
-    def __init__(self, lay: Layout, plan: FaultPlan, wl: Workload, rng: np.random.Generator,
-                 writers: dict[int, RankTraceWriter], pg_args: dict[int, dict[str, dict]], layers_per_stage: int,
-                 flows: bool = True, nccl_version: str = "2.26.2"):
+    def __init__(
+        self,
+        lay: Layout,
+        plan: FaultPlan,
+        wl: Workload,
+        rng: np.random.Generator,
+        writers: dict[int, RankTraceWriter],
+        pg_args: dict[int, dict[str, dict]],
+        layers_per_stage: int,
+        flows: bool = True,
+        nccl_version: str = "2.26.2",
+    ):
         self.lay, self.task, self.plan, self.wl, self.rng = lay, lay.task, plan, wl, rng
         self.eff = plan.effects
         self.cost = CostModel(lay.task)
@@ -104,9 +128,16 @@ class Simulator:
         self.emit = [w.rank in writers for w in lay.workers]
         self.pg = pg_args
         n, world = wl.n_steps, lay.world_size
-        self.res = SimResult(np.zeros((n, world)), np.zeros((n, world)), np.zeros((n, world)), np.zeros((n, world)),
-                             np.zeros((n, world)), np.zeros((n, lay.task.dp), np.int64), np.zeros((n, lay.task.dp), np.int64),
-                             np.zeros((n, lay.task.dp), np.int64))
+        self.res = SimResult(
+            np.zeros((n, world)),
+            np.zeros((n, world)),
+            np.zeros((n, world)),
+            np.zeros((n, world)),
+            np.zeros((n, world)),
+            np.zeros((n, lay.task.dp), np.int64),
+            np.zeros((n, lay.task.dp), np.int64),
+            np.zeros((n, lay.task.dp), np.int64),
+        )
         self.speed = 1.0 + rng.normal(0.0, 0.008, size=world)  # silicon lottery: static per-GPU spread
         self.layers_per_stage = layers_per_stage
         self.tp_cross = [lay.group_crosses_hosts(g) for g in lay.tp_groups]
@@ -127,8 +158,13 @@ class Simulator:
     def _dims(self, key: str, t: int) -> str:
         sh = self.sh
         if key in GEMMS:
-            k, n = {"qkv": (sh.hidden, sh.qkv_n), "o_proj": (sh.attn_out_k, sh.hidden), "gate_up": (sh.hidden, sh.gate_up_n),
-                    "down": (sh.down_k, sh.hidden), "lm_head": (sh.hidden, sh.vocab_n)}[key]
+            k, n = {
+                "qkv": (sh.hidden, sh.qkv_n),
+                "o_proj": (sh.attn_out_k, sh.hidden),
+                "gate_up": (sh.hidden, sh.gate_up_n),
+                "down": (sh.down_k, sh.hidden),
+                "lm_head": (sh.hidden, sh.vocab_n),
+            }[key]
             return f'"Input Dims":[[{t},{k}],[{k},{n}]],"Input type":["c10::BFloat16","c10::BFloat16"]'
         if key in ("norm", "final_norm"):
             return f'"Input Dims":[[{t},{sh.hidden}],[{t},{sh.hidden}],[{sh.hidden}],[]],"Input type":["c10::BFloat16","c10::BFloat16","c10::BFloat16","Scalar"]'
@@ -143,9 +179,17 @@ class Simulator:
     def _op_name(self, key: str) -> str:
         if key in GEMMS:
             return '"aten::mm"'
-        return {"norm": self.names["norm_op"], "final_norm": self.names["norm_op"], "rotary": self.names["rotary_op"],
-                "cache": self.names["cache_op"], "attn": self.names["attn_op"], "act": self.names["act_op"],
-                "embed": '"aten::embedding"', "softmax": '"aten::softmax"', "argmax": '"aten::argmax"'}[key]
+        return {
+            "norm": self.names["norm_op"],
+            "final_norm": self.names["norm_op"],
+            "rotary": self.names["rotary_op"],
+            "cache": self.names["cache_op"],
+            "attn": self.names["attn_op"],
+            "act": self.names["act_op"],
+            "embed": '"aten::embedding"',
+            "softmax": '"aten::softmax"',
+            "argmax": '"aten::argmax"',
+        }[key]
 
     def _kernel_name(self, key: str, t: int, prefill: int) -> str:
         kn = self.kn
@@ -166,8 +210,23 @@ class Simulator:
             rk = self.rk[r]
             rk.out.add(_x("python_function", name_js, rk.pid, rk.pid, si[j], ei[j]))
 
-    def _launch(self, ranks: list[int], op_js: str, op_args: str, op_s, op_e, rt_s, rt_e, k_js: str, k_s, k_e,
-                stream: int, cat: str = "kernel", kargs: str = "", rt_name: str = '"cudaLaunchKernel"') -> None:
+    def _launch(
+        self,
+        ranks: list[int],
+        op_js: str,
+        op_args: str,
+        op_s,
+        op_e,
+        rt_s,
+        rt_e,
+        k_js: str,
+        k_s,
+        k_e,
+        stream: int,
+        cat: str = "kernel",
+        kargs: str = "",
+        rt_name: str = '"cudaLaunchKernel"',
+    ) -> None:
         """cpu_op > cuda_runtime launch > GPU event, linked by correlation / External id (one string per rank)."""
         os_, od = _us_pair(op_s, op_e)
         rs, rd = _us_pair(rt_s, rt_e)
@@ -180,25 +239,31 @@ class Simulator:
             rk.ext += 1
             rk.corr += 1
             ext, c, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
-            text = (f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
-                    f'"args":{{"External id":{ext},{op_args}}}}},'
-                    f'{{"ph":"X","cat":"cuda_runtime","name":{rt_name},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
-                    f'"args":{{"External id":{ext},"cbid":211,"correlation":{c}}}}},'
-                    f'{{"ph":"X","cat":"{cat}","name":{k_js},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
-                    f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{stream},"correlation":{c}{kargs}}}}}')
+            text = (
+                f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
+                f'"args":{{"External id":{ext},{op_args}}}}},'
+                f'{{"ph":"X","cat":"cuda_runtime","name":{rt_name},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
+                f'"args":{{"External id":{ext},"cbid":211,"correlation":{c}}}}},'
+                f'{{"ph":"X","cat":"{cat}","name":{k_js},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
+                f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{stream},"correlation":{c}{kargs}}}}}'
+            )
             if flows:
-                text += (f',{{"ph":"s","id":{c},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
-                         f'{{"ph":"f","id":{c},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+                text += (
+                    f',{{"ph":"s","id":{c},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
+                    f'{{"ph":"f","id":{c},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}'
+                )
                 rk.out.add(text, 5)
             else:
                 rk.out.add(text, 3)
 
     def _coll_args(self, rank: int, coll: str, nelems: int, group: str) -> str:
         pg = self.pg[rank][group]
-        return (f'"Collective name":"{coll}","In msg nelems":{nelems},"Out msg nelems":{nelems},'
-                f'"Group size":{pg["size"]},"dtype":"BFloat16","In split size":"[]","Out split size":"[]",'
-                f'"Process Group Name":"{pg["name"]}","Process Group Description":"{pg["desc"]}",'
-                f'"Process Group Ranks":"{pg["ranks"]}"')
+        return (
+            f'"Collective name":"{coll}","In msg nelems":{nelems},"Out msg nelems":{nelems},'
+            f'"Group size":{pg["size"]},"dtype":"BFloat16","In split size":"[]","Out split size":"[]",'
+            f'"Process Group Name":"{pg["name"]}","Process Group Description":"{pg["desc"]}",'
+            f'"Process Group Ranks":"{pg["ranks"]}"'
+        )
 
     # ---- the run --------------------------------------------------------------------
     def run(self, t0: float) -> SimResult:
@@ -267,9 +332,22 @@ class Simulator:
             k_e = k_s + cp
             self._py(rs, fr["storage_load"], a, k_e + 6e3)
             self._py(rs, fr["storage_read"], a + 2e3, read_end)
-            self._launch(rs, '"aten::copy_"', f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
-                         read_end + 4e3, k_e + 5e3, read_end + 8e3, k_e + 3e3, _js(K.MEMCPY_H2D_PAGEABLE), k_s, k_e,
-                         COMPUTE_STREAM, cat="gpu_memcpy", kargs=f',"bytes":{nbytes}', rt_name='"cudaMemcpyAsync"')
+            self._launch(
+                rs,
+                '"aten::copy_"',
+                f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
+                read_end + 4e3,
+                k_e + 5e3,
+                read_end + 8e3,
+                k_e + 3e3,
+                _js(K.MEMCPY_H2D_PAGEABLE),
+                k_s,
+                k_e,
+                COMPUTE_STREAM,
+                cat="gpu_memcpy",
+                kargs=f',"bytes":{nbytes}',
+                rt_name='"cudaMemcpyAsync"',
+            )
             gpu[idx] = k_e
             cpu[idx] = k_e + 8e3
             self.res.busy[s, ranks[idx]] += cp
@@ -282,9 +360,22 @@ class Simulator:
             dur = self.cost.copy_ns(nbytes) * self.eff.h2d[s, ranks] * self.rng.lognormal(0, 0.05, size=tp)
             k_s = np.maximum(rt_s + 2e3, gpu)
             k_e = k_s + dur
-            self._launch(rl, '"aten::copy_"', f'"Input Dims":[[{tokens}],[{tokens}]],"Input type":["long int","long int"]',
-                         cpu, cpu + c, rt_s, rt_e, _js(K.MEMCPY_H2D), k_s, k_e, COMPUTE_STREAM, cat="gpu_memcpy",
-                         kargs=f',"bytes":{nbytes}', rt_name='"cudaMemcpyAsync"')
+            self._launch(
+                rl,
+                '"aten::copy_"',
+                f'"Input Dims":[[{tokens}],[{tokens}]],"Input type":["long int","long int"]',
+                cpu,
+                cpu + c,
+                rt_s,
+                rt_e,
+                _js(K.MEMCPY_H2D),
+                k_s,
+                k_e,
+                COMPUTE_STREAM,
+                cat="gpu_memcpy",
+                kargs=f',"bytes":{nbytes}',
+                rt_name='"cudaMemcpyAsync"',
+            )
             gpu[:] = k_e
             self.res.busy[s, ranks] += dur
             self.res.h2d_ns[s, ranks] += dur
@@ -298,9 +389,22 @@ class Simulator:
             k_s = np.maximum(cpu + 0.4 * c + 2e3, gpu)
             k_e = k_s + dur
             self._py(rl, fr["kv_swap"], cpu - 1e3, cpu + c + 1e3)
-            self._launch(rl, '"aten::copy_"', f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
-                         cpu, cpu + c, cpu + 0.4 * c, cpu + 0.8 * c, _js(K.MEMCPY_D2H_PINNED), k_s, k_e, COMPUTE_STREAM,
-                         cat="gpu_memcpy", kargs=f',"bytes":{nbytes}', rt_name='"cudaMemcpyAsync"')
+            self._launch(
+                rl,
+                '"aten::copy_"',
+                f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
+                cpu,
+                cpu + c,
+                cpu + 0.4 * c,
+                cpu + 0.8 * c,
+                _js(K.MEMCPY_D2H_PINNED),
+                k_s,
+                k_e,
+                COMPUTE_STREAM,
+                cat="gpu_memcpy",
+                kargs=f',"bytes":{nbytes}',
+                rt_name='"cudaMemcpyAsync"',
+            )
             gpu[:] = k_e
             self.res.busy[s, ranks] += dur
             cpu = cpu + c + 2e3
@@ -376,9 +480,22 @@ class Simulator:
             cp = self.cost.copy_ns(nbytes) * self.eff.h2d[s, ranks]
             k_e = k_s + cp
             rt_e = k_e + 3e3
-            self._launch(rl, '"aten::copy_"', f'"Input Dims":[[{seqs}],[{seqs}]],"Input type":["long int","long int"]',
-                         cpu, rt_e + 2e3, rt_s, rt_e, _js(K.MEMCPY_D2H), k_s, k_e, COMPUTE_STREAM, cat="gpu_memcpy",
-                         kargs=f',"bytes":{nbytes}', rt_name='"cudaMemcpyAsync"')
+            self._launch(
+                rl,
+                '"aten::copy_"',
+                f'"Input Dims":[[{seqs}],[{seqs}]],"Input type":["long int","long int"]',
+                cpu,
+                rt_e + 2e3,
+                rt_s,
+                rt_e,
+                _js(K.MEMCPY_D2H),
+                k_s,
+                k_e,
+                COMPUTE_STREAM,
+                cat="gpu_memcpy",
+                kargs=f',"bytes":{nbytes}',
+                rt_name='"cudaMemcpyAsync"',
+            )
             gpu[p] = k_e
             self.res.busy[s, ranks] += cp
             cpu = rt_e + 3e3
@@ -391,9 +508,13 @@ class Simulator:
             r_arr = recv_arr[p + 1]
             w = self.lay.workers
             crosses = np.array([w[a].host != w[b].host for a, b in zip(rl, nxt.tolist())])
-            f = np.where(crosses, np.maximum(self.eff.link_inter[s, [w[a].host_index for a in rl]],
-                                             self.eff.link_inter[s, [w[b].host_index for b in nxt.tolist()]]),
-                         np.maximum(self.eff.link_intra[s, ranks], self.eff.link_intra[s, nxt]))
+            f = np.where(
+                crosses,
+                np.maximum(
+                    self.eff.link_inter[s, [w[a].host_index for a in rl]], self.eff.link_inter[s, [w[b].host_index for b in nxt.tolist()]]
+                ),
+                np.maximum(self.eff.link_intra[s, ranks], self.eff.link_intra[s, nxt]),
+            )
             xfer = np.array([self.cost.p2p_ns(kt, bool(x)) for x in crosses]) * f
             end = np.maximum(arrival, r_arr) + xfer
             self._emit_p2p(rl, "send", cpu, c, rt_s, arrival, end, kt, p)
@@ -412,8 +533,9 @@ class Simulator:
                 if not self.emit[r]:
                     continue
                 rk = self.rk[r]
-                rk.out.add(_x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])),
-                              '{"cbid":131}'))
+                rk.out.add(
+                    _x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])), '{"cbid":131}')
+                )
             cpu = sync_e + 2e3
         end = cpu + 5e3
         self._py(rl, exec_js, exec_start, end)
@@ -448,8 +570,17 @@ class Simulator:
             add = rk.out.add
             add(_x("cpu_op", '"record_param_comms"', rk.pid, rk.pid, os_, oe, f'{{"External id":{ext},{a}}}'))
             add(_x("cuda_runtime", '"cudaLaunchKernel"', rk.pid, rk.pid, rs, re_, f'{{"External id":{ext},"cbid":211,"correlation":{cc}}}'))
-            add(_x("kernel", kn, rk.dev, NCCL_STREAM, ks, ke,
-                   f'{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}'))
+            add(
+                _x(
+                    "kernel",
+                    kn,
+                    rk.dev,
+                    NCCL_STREAM,
+                    ks,
+                    ke,
+                    f'{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}',
+                )
+            )
 
     def _eager_ops(self, s, ranks, keys, cpu, gpu, kernel_dur, ar_ns, nelems, kt, prefill) -> np.ndarray:
         rl = ranks.tolist()
@@ -483,8 +614,19 @@ class Simulator:
             k_s = np.maximum(rt_s + 2e3, gpu)
             kd = kernel_dur(key)
             k_e = k_s + kd
-            self._launch(rl, self._op_name(key), self._dims(key, kt), cpu, cpu + c, rt_s, rt_e,
-                         self._kernel_name(key, kt, prefill), k_s, k_e, COMPUTE_STREAM)
+            self._launch(
+                rl,
+                self._op_name(key),
+                self._dims(key, kt),
+                cpu,
+                cpu + c,
+                rt_s,
+                rt_e,
+                self._kernel_name(key, kt, prefill),
+                k_s,
+                k_e,
+                COMPUTE_STREAM,
+            )
             gpu[:] = k_e
             self.res.busy[s, ranks] += kd
             cpu = cpu + c + 1.5e3
@@ -508,17 +650,21 @@ class Simulator:
             rk.corr += 1
             ext, cc, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
             a = args[j]
-            text = (f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
-                    f'"args":{{"External id":{ext - 1},{dims}}}}},'
-                    f'{{"ph":"X","cat":"cpu_op","name":"record_param_comms","pid":{pid},"tid":{pid},"ts":{ps[j]:.3f},"dur":{pd_[j]:.3f},'
-                    f'"args":{{"External id":{ext},{a},{dims}}}}},'
-                    f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
-                    f'"args":{{"External id":{ext},"cbid":211,"correlation":{cc}}}}},'
-                    f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
-                    f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}}}')
+            text = (
+                f'{{"ph":"X","cat":"cpu_op","name":{op_js},"pid":{pid},"tid":{pid},"ts":{os_[j]:.3f},"dur":{od[j]:.3f},'
+                f'"args":{{"External id":{ext - 1},{dims}}}}},'
+                f'{{"ph":"X","cat":"cpu_op","name":"record_param_comms","pid":{pid},"tid":{pid},"ts":{ps[j]:.3f},"dur":{pd_[j]:.3f},'
+                f'"args":{{"External id":{ext},{a},{dims}}}}},'
+                f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"dur":{rd[j]:.3f},'
+                f'"args":{{"External id":{ext},"cbid":211,"correlation":{cc}}}}},'
+                f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"dur":{kd[j]:.3f},'
+                f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{NCCL_STREAM},"correlation":{cc},{a}}}}}'
+            )
             if flows:
-                text += (f',{{"ph":"s","id":{cc},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
-                         f'{{"ph":"f","id":{cc},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}')
+                text += (
+                    f',{{"ph":"s","id":{cc},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
+                    f'{{"ph":"f","id":{cc},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}'
+                )
                 rk.out.add(text, 6)
             else:
                 rk.out.add(text, 4)
@@ -555,8 +701,10 @@ class Simulator:
                     rk = self.rk[r]
                     ext, cc = ext_corr[j]
                     a = self._coll_args(r, "allreduce", nelems, "tp")
-                    per_rank[j].append(f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{rk.dev},"tid":{COMPUTE_STREAM},"ts":{ai[j]:.3f},"dur":{ad[j]:.3f},'
-                                       f'"args":{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc},{a}}}}}')
+                    per_rank[j].append(
+                        f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{rk.dev},"tid":{COMPUTE_STREAM},"ts":{ai[j]:.3f},"dur":{ad[j]:.3f},'
+                        f'"args":{{"External id":{ext},"device":{rk.dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc},{a}}}}}'
+                    )
                 self.res.busy[s, ranks] += end - arrival
                 self.res.coll_wait[s, ranks] += end - arrival - ar_ns
                 t = np.full(tp, end) + 800.0
@@ -569,8 +717,10 @@ class Simulator:
                     continue
                 dev = self.rk[r].dev
                 ext, cc = ext_corr[j]
-                per_rank[j].append(f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{COMPUTE_STREAM},"ts":{ks[j]:.3f},"dur":{kdur[j]:.3f},'
-                                   f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc}}}}}')
+                per_rank[j].append(
+                    f'{{"ph":"X","cat":"kernel","name":{kn},"pid":{dev},"tid":{COMPUTE_STREAM},"ts":{ks[j]:.3f},"dur":{kdur[j]:.3f},'
+                    f'"args":{{"External id":{ext},"device":{dev},"context":1,"stream":{COMPUTE_STREAM},"correlation":{cc}}}}}'
+                )
             self.res.busy[s, ranks] += kd
             t = t + kd + 800.0
         gpu[:] = t
@@ -583,9 +733,28 @@ class Simulator:
             rk = self.rk[r]
             ext, cc = ext_corr[j]
             # The captured batch size is the shape a detector should bucket graph steps by.
-            rk.out.add(_x("cpu_op", '"aten::copy_"', rk.pid, rk.pid, cs[j], cs[j] + max(1000, (rs[j] - cs[j]) // 2),
-                          f'{{"External id":{ext},"Input Dims":[[{kt}],[{kt}]],"Input type":["long int","long int"]}}'))
-            rk.out.add(_x("cuda_runtime", '"cudaGraphLaunch"', rk.pid, rk.pid, rs[j], re_[j], f'{{"External id":{ext},"cbid":311,"correlation":{cc}}}'))
+            rk.out.add(
+                _x(
+                    "cpu_op",
+                    '"aten::copy_"',
+                    rk.pid,
+                    rk.pid,
+                    cs[j],
+                    cs[j] + max(1000, (rs[j] - cs[j]) // 2),
+                    f'{{"External id":{ext},"Input Dims":[[{kt}],[{kt}]],"Input type":["long int","long int"]}}',
+                )
+            )
+            rk.out.add(
+                _x(
+                    "cuda_runtime",
+                    '"cudaGraphLaunch"',
+                    rk.pid,
+                    rk.pid,
+                    rs[j],
+                    re_[j],
+                    f'{{"External id":{ext},"cbid":311,"correlation":{cc}}}',
+                )
+            )
             if per_rank[j]:
                 rk.out.add(",".join(per_rank[j]), len(per_rank[j]))
         return cpu + c + 2e3

@@ -3,13 +3,14 @@
 A plan turns (category, severity, seed) into per-step, per-rank effect factors that the
 timing engine applies, plus the confounders that must not be mistaken for the fault.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from kat.evals.simulate.categories import Category, Severity, SEVERITY_INDEX
+from kat.evals.simulate.categories import SEVERITY_INDEX, Category, Severity
 from kat.evals.simulate.topology import Layout
 
 # (mild, moderate, severe) parameter triples per category.
@@ -35,34 +36,46 @@ class Effects:
 
     compute: np.ndarray
     cpu: np.ndarray
-    cpu_spiky: np.ndarray           # bool: contention also makes CPU cost bursty
+    cpu_spiky: np.ndarray  # bool: contention also makes CPU cost bursty
     h2d: np.ndarray
-    link_intra: np.ndarray          # factor on intra-node collective transfer for groups with this rank
-    link_inter: np.ndarray          # [step, host] factor on inter-node transfers touching the host
-    pause_ns: np.ndarray            # CPU pause before the step's work (runtime stall)
-    storage_ns: np.ndarray          # blocking weight/adapter read before the step's work
-    stall_prob: np.ndarray          # per-kernel probability of a long stall (GPU hardware error)
+    link_intra: np.ndarray  # factor on intra-node collective transfer for groups with this rank
+    link_inter: np.ndarray  # [step, host] factor on inter-node transfers touching the host
+    pause_ns: np.ndarray  # CPU pause before the step's work (runtime stall)
+    storage_ns: np.ndarray  # blocking weight/adapter read before the step's work
+    stall_prob: np.ndarray  # per-kernel probability of a long stall (GPU hardware error)
     stall_ns: float
-    stall_at: np.ndarray            # [step, rank] compute-kernel ordinal that surely stalls, -1 none
-    seq_scale: np.ndarray           # [step, dp] batch-size multiplier
-    extra_prefill: np.ndarray       # [step, dp] extra prefill tokens (recompute, longer prompts)
-    preempted: np.ndarray           # [step, dp] requests preempted this step
-    kv_swap_bytes: np.ndarray       # [step, dp] KV bytes swapped out this step
+    stall_at: np.ndarray  # [step, rank] compute-kernel ordinal that surely stalls, -1 none
+    seq_scale: np.ndarray  # [step, dp] batch-size multiplier
+    extra_prefill: np.ndarray  # [step, dp] extra prefill tokens (recompute, longer prompts)
+    preempted: np.ndarray  # [step, dp] requests preempted this step
+    kv_swap_bytes: np.ndarray  # [step, dp] KV bytes swapped out this step
 
     @classmethod
-    def healthy(cls, n_steps: int, world: int, n_hosts: int, dp: int) -> "Effects":
+    def healthy(cls, n_steps: int, world: int, n_hosts: int, dp: int) -> Effects:
         one = np.ones((n_steps, world))
         zero = np.zeros((n_steps, world))
-        return cls(one.copy(), one.copy(), np.zeros((n_steps, world), bool), one.copy(), one.copy(),
-                   np.ones((n_steps, n_hosts)), zero.copy(), zero.copy(), zero.copy(), 0.0,
-                   np.full((n_steps, world), -1, np.int64),
-                   np.ones((n_steps, dp)), np.zeros((n_steps, dp), np.int64), np.zeros((n_steps, dp), np.int64),
-                   np.zeros((n_steps, dp), np.int64))
+        return cls(
+            one.copy(),
+            one.copy(),
+            np.zeros((n_steps, world), bool),
+            one.copy(),
+            one.copy(),
+            np.ones((n_steps, n_hosts)),
+            zero.copy(),
+            zero.copy(),
+            zero.copy(),
+            0.0,
+            np.full((n_steps, world), -1, np.int64),
+            np.ones((n_steps, dp)),
+            np.zeros((n_steps, dp), np.int64),
+            np.zeros((n_steps, dp), np.int64),
+            np.zeros((n_steps, dp), np.int64),
+        )
 
 
 @dataclass
 class ConfounderSpec:
-    kind: str                 # log_warning | metric_spike | uneven_batches
+    kind: str  # log_warning | metric_spike | uneven_batches
     ranks: list[int] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     steps: tuple[int, int] | None = None
@@ -75,13 +88,13 @@ class FaultPlan:
     severity: Severity | None
     affected_ranks: list[int]
     affected_hosts: list[str]
-    steps: tuple[int, int]          # [s0, s1) affected trace steps; (0, 0) for none
+    steps: tuple[int, int]  # [s0, s1) affected trace steps; (0, 0) for none
     onset_before_trace: bool
     persists_after_trace: bool
     params: dict[str, float | int | str]
     effects: Effects
     confounders: list[ConfounderSpec]
-    replica: int = -1               # affected replica (kv pressure), else -1
+    replica: int = -1  # affected replica (kv pressure), else -1
 
     @property
     def is_fault(self) -> bool:
@@ -210,9 +223,18 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
         hit[0] = True  # pressure announces itself with a preemption
         n_pre = np.where(hit, rng.integers(1, 6, size=s1 - s0), 0)
         eff.preempted[sl, replica] = n_pre
-        eff.extra_prefill[sl, replica] = np.where(hit, (_p(cat, sev, "recompute_tokens") * rng.uniform(0.6, 1.4, s1 - s0)).astype(np.int64), 0)
+        eff.extra_prefill[sl, replica] = np.where(
+            hit, (_p(cat, sev, "recompute_tokens") * rng.uniform(0.6, 1.4, s1 - s0)).astype(np.int64), 0
+        )
         eff.seq_scale[sl, replica] = 0.8  # preempted requests leave the running batch
-        kv_bytes_per_tok = 2 * task.spec.kv_heads * task.spec.head_dim * 2 * max(1, task.spec.layers // task.pp) // max(1, min(task.tp, task.spec.kv_heads))
+        kv_bytes_per_tok = (
+            2
+            * task.spec.kv_heads
+            * task.spec.head_dim
+            * 2
+            * max(1, task.spec.layers // task.pp)
+            // max(1, min(task.tp, task.spec.kv_heads))
+        )
         eff.kv_swap_bytes[sl, replica] = np.where(hit & (rng.random(s1 - s0) < 0.5), n_pre * task.context_tokens * kv_bytes_per_tok, 0)
         params.update(preempt_prob=p, recompute_tokens=_p(cat, sev, "recompute_tokens"), replica=replica)
     elif cat == Category.RUNTIME_STALL:
@@ -237,7 +259,7 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
     elif cat == Category.WORKLOAD_SHIFT:
         ranks = []
         eff.seq_scale[sl, :] = _p(cat, sev, "batch_scale")
-        extra = (task.prompt_tokens * (_p(cat, sev, "prompt_scale") - 1.0))
+        extra = task.prompt_tokens * (_p(cat, sev, "prompt_scale") - 1.0)
         eff.extra_prefill[sl, :] = (extra * rng.uniform(0.7, 1.3, size=(s1 - s0, task.dp))).astype(np.int64)
         params.update(batch_scale=_p(cat, sev, "batch_scale"), prompt_scale=_p(cat, sev, "prompt_scale"))
     hosts = lay.hosts_of(ranks)

@@ -1,4 +1,5 @@
 """Generate one incident bundle: traces, metrics, logs, manifest and ground truth."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,7 @@ from kat.evals.simulate.workload import make_workload
 
 # Incidents happen on 2026-11-21 (UTC); the seed picks the minute so cases do not all collide.
 EPOCH_DAY_NS = 1_795_219_200 * 1_000_000_000
-GPU_FULL_NAME = {"A100": "NVIDIA A100-SXM4-80GB", "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200",
-                 "B200": "NVIDIA B200"}
+GPU_FULL_NAME = {"A100": "NVIDIA A100-SXM4-80GB", "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200", "B200": "NVIDIA B200"}
 GPU_CC = {"A100": (8, 0), "H100": (9, 0), "H200": (9, 0), "B200": (10, 0)}
 
 
@@ -64,8 +64,9 @@ def _process_groups(lay: Layout) -> tuple[dict[int, list[dict]], dict[int, dict[
     return cfg, args
 
 
-def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str,
-             only: list[int] | None = None) -> tuple[dict[int, RankTraceWriter], dict]:
+def _writers(
+    out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str, only: list[int] | None = None
+) -> tuple[dict[int, RankTraceWriter], dict]:
     cfg, args = _process_groups(lay)
     tdir = out / "traces"
     tdir.mkdir(parents=True, exist_ok=True)
@@ -78,12 +79,30 @@ def _writers(out: Path, lay: Layout, size: Size, base_ns: int, incident_id: str,
         major, minor = GPU_CC[lay.task.gpu]
         header = {
             "schemaVersion": 1,
-            "deviceProperties": [{"id": w.gpu, "name": GPU_FULL_NAME[lay.task.gpu], "totalGlobalMem": int(spec["mem_gb"] * 2**30),
-                                  "computeMajor": major, "computeMinor": minor}],
-            "cupti_version": 24, "cuda_runtime_version": 12080, "cuda_driver_version": 12080,
-            "distributedInfo": {"backend": "nccl", "rank": w.rank, "world_size": lay.world_size, "pg_count": len(cfg[w.rank]),
-                                "pg_config": cfg[w.rank], "nccl_version": size.nccl_version},
-            "record_shapes": 1, "with_stack": 1, "displayTimeUnit": "ms", "baseTimeNanoseconds": base_ns,
+            "deviceProperties": [
+                {
+                    "id": w.gpu,
+                    "name": GPU_FULL_NAME[lay.task.gpu],
+                    "totalGlobalMem": int(spec["mem_gb"] * 2**30),
+                    "computeMajor": major,
+                    "computeMinor": minor,
+                }
+            ],
+            "cupti_version": 24,
+            "cuda_runtime_version": 12080,
+            "cuda_driver_version": 12080,
+            "distributedInfo": {
+                "backend": "nccl",
+                "rank": w.rank,
+                "world_size": lay.world_size,
+                "pg_count": len(cfg[w.rank]),
+                "pg_config": cfg[w.rank],
+                "nccl_version": size.nccl_version,
+            },
+            "record_shapes": 1,
+            "with_stack": 1,
+            "displayTimeUnit": "ms",
+            "baseTimeNanoseconds": base_ns,
         }
         footer = {"traceName": f"/var/log/{lay.task.engine}/traces/{incident_id}/rank-{w.rank}.pt.trace.json"}
         writers[w.rank] = RankTraceWriter(tdir / f"rank-{w.rank}{suffix}", header, footer, compress=size.compress)
@@ -100,14 +119,17 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
     for r, w in writers.items():
         wk = lay.workers[r]
         # Process/thread names, as Kineto writes them (viewers use them; the importer skips "M" events).
-        meta = [{"name": "process_name", "ph": "M", "pid": wk.pid, "tid": 0, "args": {"name": f"python3 (rank {r})"}},
-                {"name": "thread_name", "ph": "M", "pid": wk.pid, "tid": wk.pid, "args": {"name": "thread 0 (python3)"}},
-                {"name": "process_name", "ph": "M", "pid": wk.gpu, "tid": 0, "args": {"name": f"GPU {wk.gpu}"}},
-                {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 7, "args": {"name": "stream 7"}},
-                {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 24, "args": {"name": "stream 24 (nccl)"}}]
+        meta = [
+            {"name": "process_name", "ph": "M", "pid": wk.pid, "tid": 0, "args": {"name": f"python3 (rank {r})"}},
+            {"name": "thread_name", "ph": "M", "pid": wk.pid, "tid": wk.pid, "args": {"name": "thread 0 (python3)"}},
+            {"name": "process_name", "ph": "M", "pid": wk.gpu, "tid": 0, "args": {"name": f"GPU {wk.gpu}"}},
+            {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 7, "args": {"name": "stream 7"}},
+            {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 24, "args": {"name": "stream 24 (nccl)"}},
+        ]
         w.add(",".join(orjson.dumps(m).decode() for m in meta), len(meta))
-    sim = Simulator(lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows,
-                    nccl_version=sz.nccl_version)
+    sim = Simulator(
+        lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows, nccl_version=sz.nccl_version
+    )
     try:
         res = sim.run(t0=1.0e6)
     finally:
@@ -116,9 +138,19 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
     return res, int(sum(w.count for w in writers.values()))
 
 
-def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: int, out: Path | str, *,
-                      severity: str | Severity | None = None, size: str = "small", incident_id: str | None = None,
-                      overwrite: bool = True, workers: int | None = None, metrics_format: str = "parquet") -> GroundTruth:
+def generate_incident(
+    scenario: str | Category,
+    task: str | TaskConfig,
+    seed: int,
+    out: Path | str,
+    *,
+    severity: str | Severity | None = None,
+    size: str = "small",
+    incident_id: str | None = None,
+    overwrite: bool = True,
+    workers: int | None = None,
+    metrics_format: str = "parquet",
+) -> GroundTruth:
     """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth."""
     t_begin = time.perf_counter()
     cat = scenario if isinstance(scenario, Category) else parse_category(scenario)
@@ -167,17 +199,21 @@ def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: in
         if c.kind in ("log_warning", "metric_spike"):
             st = metrics_start + int(crng.uniform(0.1, 0.8) * (metrics_end - metrics_start))
             c.detail.update(start_ns=st, end_ns=st + int(crng.uniform(3.0, 8.0) * 1e9))
-    gt = build_ground_truth(incident_id, cat, plan, lay, res, base_ns, metrics_start, metrics_end, seed, size,
-                            _rng(seed, "window"), total_events)
+    gt = build_ground_truth(
+        incident_id, cat, plan, lay, res, base_ns, metrics_start, metrics_end, seed, size, _rng(seed, "window"), total_events
+    )
     metrics = build_metrics(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "metrics"))
     write_metrics(metrics, out, fmt=metrics_format)
     logs = build_logs(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "logs"))
     write_logs(logs, out)
     title, symptom = incident_text(gt, lay, res, base_ns)
     manifest = {
-        "id": incident_id, "title": title, "symptom": symptom,
+        "id": incident_id,
+        "title": title,
+        "symptom": symptom,
         "window": {"start": _iso(metrics_start), "end": _iso(metrics_end)},
-        "model": task_cfg.spec.hf_name, "framework": task_cfg.engine,
+        "model": task_cfg.spec.hf_name,
+        "framework": task_cfg.engine,
         "topology": manifest_topology(lay),
         "generator": {"tool": "kat simulate", "task": task_cfg.name, "size": size, "seed": seed},
     }
@@ -189,4 +225,5 @@ def generate_incident(scenario: str | Category, task: str | TaskConfig, seed: in
 
 def _iso(ns: int) -> str:
     from kat.evals.simulate.ground_truth import rfc3339
+
     return rfc3339(ns)

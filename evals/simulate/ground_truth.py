@@ -3,6 +3,7 @@
 The eval harness and Outpost scoring import these models; tools and the agent never read the
 file (it only exists in generated cases).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ class Window(_Model):
     end: str
 
     @classmethod
-    def of(cls, start_ns: int, end_ns: int) -> "Window":
+    def of(cls, start_ns: int, end_ns: int) -> Window:
         return cls(start_ns=int(start_ns), end_ns=int(end_ns), start=rfc3339(start_ns), end=rfc3339(end_ns))
 
     def overlaps(self, start_ns: int, end_ns: int) -> bool:
@@ -100,8 +101,13 @@ class GroundTruth(_Model):
 
     def matches(self, rank: int, component: str, start_ns: int, end_ns: int) -> bool:
         """ARCHITECTURE.md detection unit: affected rank, injected component, overlapping window."""
-        return (self.is_fault and self.window is not None and rank in self.affected_ranks
-                and component == self.component and self.window.overlaps(start_ns, end_ns))
+        return (
+            self.is_fault
+            and self.window is not None
+            and rank in self.affected_ranks
+            and component == self.component
+            and self.window.overlaps(start_ns, end_ns)
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"

@@ -3,6 +3,7 @@
 Kernel names are taken from real vLLM / SGLang traces (see tests/data/real-traces/) so that
 detectors and importers see the strings they will meet in production.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,26 +24,37 @@ def nccl_kernel(name: str, nccl_version: str) -> str:
     major_minor = tuple(int(x) for x in nccl_version.split(".")[:2])
     return NCCL_LEGACY.get(name, name) if major_minor < (2, 19) else name
 
+
 MEMCPY_H2D = "Memcpy HtoD (Pinned -> Device)"
 MEMCPY_H2D_PAGEABLE = "Memcpy HtoD (Pageable -> Device)"
 MEMCPY_D2H = "Memcpy DtoH (Device -> Pageable)"
 MEMCPY_D2H_PINNED = "Memcpy DtoH (Device -> Pinned)"
 
-_EMBED = ("void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long, unsigned int, 2, 2, -2, true>"
-          "(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, at::cuda::detail::TensorInfo<c10::BFloat16 const, unsigned int>, "
-          "at::cuda::detail::TensorInfo<long const, unsigned int>, int, int, unsigned int, unsigned int, long)")
-_ARGMAX = ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<c10::BFloat16, at::native::ArgMaxOps<c10::BFloat16>, "
-           "unsigned int, long, 4> >(at::native::ReduceOp<c10::BFloat16, at::native::ArgMaxOps<c10::BFloat16>, unsigned int, long, 4>)")
-_SOFTMAX = ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, at::native::(anonymous namespace)::"
-            "SoftMaxForwardEpilogue>(float*, float const*, int)")
+_EMBED = (
+    "void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long, unsigned int, 2, 2, -2, true>"
+    "(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, at::cuda::detail::TensorInfo<c10::BFloat16 const, unsigned int>, "
+    "at::cuda::detail::TensorInfo<long const, unsigned int>, int, int, unsigned int, unsigned int, long)"
+)
+_ARGMAX = (
+    "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<c10::BFloat16, at::native::ArgMaxOps<c10::BFloat16>, "
+    "unsigned int, long, 4> >(at::native::ReduceOp<c10::BFloat16, at::native::ArgMaxOps<c10::BFloat16>, unsigned int, long, 4>)"
+)
+_SOFTMAX = (
+    "void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, at::native::(anonymous namespace)::"
+    "SoftMaxForwardEpilogue>(float*, float const*, int)"
+)
 
 _GEMM = {
     # (small-M decode tile, large-M prefill tile)
     "A100": ("ampere_bf16_s16816gemm_bf16_64x64_ldg8_f2f_stages_64x5_tn", "ampere_bf16_s16816gemm_bf16_256x128_ldg8_f2f_stages_64x3_tn"),
-    "H100": ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
-             "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off_kernel__5x_cublas"),
-    "H200": ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
-             "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off_kernel__5x_cublas"),
+    "H100": (
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off_kernel__5x_cublas",
+    ),
+    "H200": (
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off_kernel__5x_cublas",
+    ),
     "B200": ("nvjet_tst_64x16_64x16_2x4_2cta_h_bz_bias_TNT", "nvjet_tst_144x128_64x6_2x1_v_bz_bias_TNN"),
 }
 
@@ -102,8 +114,10 @@ def frames(engine: str, arch: str) -> Frames:
             layer=f"sglang/srt/models/{arch}.py(241): forward",
             all_reduce_py="sglang/srt/distributed/communication_op.py(11): tensor_model_parallel_all_reduce",
             all_reduce_op="sglang::inplace_all_reduce",
-            norm_op="sgl_kernel::fused_add_rmsnorm", rotary_op="sgl_kernel::apply_rope_pos_ids_cos_sin_cache",
-            cache_op="aten::index_put_", attn_op="sglang::unified_attention_with_output",
+            norm_op="sgl_kernel::fused_add_rmsnorm",
+            rotary_op="sgl_kernel::apply_rope_pos_ids_cos_sin_cache",
+            cache_op="aten::index_put_",
+            attn_op="sglang::unified_attention_with_output",
             act_op="sgl_kernel::silu_and_mul",
             sampler="sglang/srt/layers/sampler.py(65): forward",
             graph_replay="sglang/srt/model_executor/cuda_graph_runner.py(644): replay",
@@ -122,8 +136,10 @@ def frames(engine: str, arch: str) -> Frames:
         layer=f"vllm/model_executor/models/{arch}.py(318): forward",
         all_reduce_py="vllm/distributed/communication_op.py(12): tensor_model_parallel_all_reduce",
         all_reduce_op="vllm::all_reduce",
-        norm_op="_C::fused_add_rms_norm", rotary_op="_C::rotary_embedding",
-        cache_op="_C_cache_ops::reshape_and_cache_flash", attn_op="vllm::unified_attention_with_output",
+        norm_op="_C::fused_add_rms_norm",
+        rotary_op="_C::rotary_embedding",
+        cache_op="_C_cache_ops::reshape_and_cache_flash",
+        attn_op="vllm::unified_attention_with_output",
         act_op="_C::silu_and_mul",
         sampler="vllm/v1/sample/sampler.py(53): forward",
         graph_replay="torch/cuda/graphs.py(113): replay",

@@ -4,6 +4,7 @@ Inside the captured trace the values follow what the trace shows (GPU busy, step
 outside it, the same behaviour is extended over the fault window. Every series carries
 routine noise so that a fault has to be told apart from ordinary wiggle.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kat.evals.simulate.categories import Category, SEVERITY_INDEX
+from kat.evals.simulate.categories import SEVERITY_INDEX, Category
 from kat.evals.simulate.engine import SimResult
 from kat.evals.simulate.faults import FaultPlan
 from kat.evals.simulate.ground_truth import GroundTruth
@@ -25,12 +26,26 @@ STEP_NS = 1_000_000_000
 LABELS = ("host", "gpu", "rank", "cpu", "mode", "device", "node", "quantile")
 
 ENGINE_METRICS = {
-    "vllm": {"ttft": "vllm:time_to_first_token_seconds", "tpot": "vllm:time_per_output_token_seconds",
-             "kv": "vllm:gpu_cache_usage_perc", "preempt": "vllm:num_preemptions_total", "running": "vllm:num_requests_running",
-             "waiting": "vllm:num_requests_waiting", "gen": "vllm:generation_tokens_total", "prompt": "vllm:prompt_tokens_total"},
-    "sglang": {"ttft": "sglang:time_to_first_token_seconds", "tpot": "sglang:inter_token_latency_seconds",
-               "kv": "sglang:token_usage", "preempt": "sglang:num_retracted_reqs_total", "running": "sglang:num_running_reqs",
-               "waiting": "sglang:num_queue_reqs", "gen": "sglang:generation_tokens_total", "prompt": "sglang:prompt_tokens_total"},
+    "vllm": {
+        "ttft": "vllm:time_to_first_token_seconds",
+        "tpot": "vllm:time_per_output_token_seconds",
+        "kv": "vllm:gpu_cache_usage_perc",
+        "preempt": "vllm:num_preemptions_total",
+        "running": "vllm:num_requests_running",
+        "waiting": "vllm:num_requests_waiting",
+        "gen": "vllm:generation_tokens_total",
+        "prompt": "vllm:prompt_tokens_total",
+    },
+    "sglang": {
+        "ttft": "sglang:time_to_first_token_seconds",
+        "tpot": "sglang:inter_token_latency_seconds",
+        "kv": "sglang:token_usage",
+        "preempt": "sglang:num_retracted_reqs_total",
+        "running": "sglang:num_running_reqs",
+        "waiting": "sglang:num_queue_reqs",
+        "gen": "sglang:generation_tokens_total",
+        "prompt": "sglang:prompt_tokens_total",
+    },
 }
 
 
@@ -70,8 +85,9 @@ def _ramp(ts: np.ndarray, gt: GroundTruth, seconds: float) -> np.ndarray:
     return np.where(ts - STEP_NS < gt.window.end_ns, np.maximum(r, 0.35 * (ts > gt.window.start_ns)), 0.0)
 
 
-def build_metrics(lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth, base_ns: int, start_ns: int, end_ns: int,
-                  rng: np.random.Generator) -> pd.DataFrame:
+def build_metrics(
+    lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth, base_ns: int, start_ns: int, end_ns: int, rng: np.random.Generator
+) -> pd.DataFrame:
     ts = np.arange(start_ns, end_ns, STEP_NS, dtype=np.int64)
     n = len(ts)
     rows = _Rows(ts)
@@ -274,6 +290,7 @@ def write_metrics(df: pd.DataFrame, out: Path, fmt: str = "parquet") -> Path:
     """metrics.parquet (ts as epoch ns) or metrics.csv (ts as RFC 3339)."""
     if fmt == "csv":
         from kat.evals.simulate.ground_truth import rfc3339
+
         p = out / "metrics.csv"
         df2 = df.copy()
         df2["ts"] = [rfc3339(int(t)) for t in df2["ts"]]

@@ -1,4 +1,5 @@
 """Bundle sizes: how many steps and layers to simulate, and how much metric/log context."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,14 @@ from kat.evals.simulate.tasks import TaskConfig
 
 class Size(BaseModel):
     name: str
-    steps: int | None = None          # fixed step count, or None to hit `target_events`
-    max_layers: int | None = None     # simulated layers (whole model if None)
+    steps: int | None = None  # fixed step count, or None to hit `target_events`
+    max_layers: int | None = None  # simulated layers (whole model if None)
     target_events: int | None = None
-    lead_s: int = 20                  # metrics/logs before the trace starts
-    tail_s: int = 8                   # ... and after it ends
-    compress: bool = True             # gzip level 1 traces (plain .json for the largest)
-    flows: bool = True                # ac2g flow events, as torch.profiler writes them
-    nccl_version: str = "2.26.2"      # recorded in distributedInfo; < 2.19 means ncclKernel_* names
+    lead_s: int = 20  # metrics/logs before the trace starts
+    tail_s: int = 8  # ... and after it ends
+    compress: bool = True  # gzip level 1 traces (plain .json for the largest)
+    flows: bool = True  # ac2g flow events, as torch.profiler writes them
+    nccl_version: str = "2.26.2"  # recorded in distributedInfo; < 2.19 means ncclKernel_* names
 
 
 SIZES: dict[str, Size] = {
@@ -40,6 +41,7 @@ def events_per_rank_step(task: TaskConfig, layers: int) -> int:
     else:
         # Steps with prefill (or too many tokens for a captured graph) fall back to eager.
         from kat.evals.simulate.workload import PREFILL_PROB
+
         p_eager = PREFILL_PROB[task.workload]
         per_layer = 65.0 * p_eager + 12.0 * (1.0 - p_eager)
     return int(25 + layers * per_layer + 15)

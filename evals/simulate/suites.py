@@ -3,6 +3,7 @@
 A definition lists categories, how many cases each, the bundle size, and which tasks to draw
 from (by rank limits). Task, severity and seed of each case follow deterministically.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,7 +13,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from kat.evals.simulate.categories import ALL_CATEGORIES, Category, SEVERITIES, parse_category
+from kat.evals.simulate.categories import ALL_CATEGORIES, SEVERITIES, Category, parse_category
 from kat.evals.simulate.faults import supported
 from kat.evals.simulate.generate import generate_incident
 from kat.evals.simulate.tasks import load_tasks
@@ -83,12 +84,17 @@ def generate_suite(name: str, out: Path | str, *, progress=None) -> list[SuiteCa
     cases = plan_suite(spec)
     for c in cases:
         t = time.perf_counter()
-        gt = generate_incident(c.category, c.task, c.seed, out / c.path, severity=c.severity, size=c.size,
-                               incident_id=f"{spec.name}-{c.id}")
+        gt = generate_incident(
+            c.category, c.task, c.seed, out / c.path, severity=c.severity, size=c.size, incident_id=f"{spec.name}-{c.id}"
+        )
         c.events, c.seconds = gt.events_total, round(time.perf_counter() - t, 3)
         if progress:
             progress(c)
-    index = {"suite": spec.name, "description": spec.description, "size": spec.size,
-             "cases": [c.model_dump(exclude={"seconds"}) for c in cases]}
+    index = {
+        "suite": spec.name,
+        "description": spec.description,
+        "size": spec.size,
+        "cases": [c.model_dump(exclude={"seconds"}) for c in cases],
+    }
     (out / "suite.json").write_bytes(orjson.dumps(index, option=orjson.OPT_INDENT_2) + b"\n")
     return cases

@@ -3,6 +3,7 @@
 Tasks live in ``evals/tasks/*.yaml``: a ``models`` table of architectures and a ``tasks`` list
 that names a model and adds layout, hardware and workload. Adding a task is a data change.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,7 @@ class TaskConfig(BaseModel):
         return math.ceil(self.world_size / self.gpus_per_host)
 
     @model_validator(mode="after")
-    def _layout(self) -> "TaskConfig":
+    def _layout(self) -> TaskConfig:
         if self.spec is not None and self.spec.layers % self.pp:
             raise ValueError(f"task {self.name}: {self.spec.layers} layers do not split into pp={self.pp} stages")
         if self.world_size % self.gpus_per_host and self.world_size > self.gpus_per_host:

@@ -3,6 +3,7 @@
 Ranks follow vLLM's order: rank = (dp_index * pp + pp_stage) * tp + tp_rank, filling hosts
 in order, so TP groups stay inside a host whenever they fit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,11 +73,20 @@ def build_layout(task: TaskConfig, host_prefix: str = "gpu-node") -> Layout:
         dp = rank // (task.tp * task.pp)
         hi, gpu = divmod(rank, gph)
         board = gpu // 8
-        workers.append(Worker(
-            rank=rank, dp=dp, stage=stage, tp_rank=tp_rank, host=hosts[hi], host_index=hi, gpu=gpu,
-            pid=3100 + 37 * gpu + 1000 * hi, numa_node=(gpu % 8) // 4 + 2 * board,
-            pci_bus=f"0000:{int(_BUS_IDS[gpu % 8], 16) + 0x40 * board:02x}:00.0",
-        ))
+        workers.append(
+            Worker(
+                rank=rank,
+                dp=dp,
+                stage=stage,
+                tp_rank=tp_rank,
+                host=hosts[hi],
+                host_index=hi,
+                gpu=gpu,
+                pid=3100 + 37 * gpu + 1000 * hi,
+                numa_node=(gpu % 8) // 4 + 2 * board,
+                pci_bus=f"0000:{int(_BUS_IDS[gpu % 8], 16) + 0x40 * board:02x}:00.0",
+            )
+        )
     lay = Layout(task, workers, hosts)
     for d in range(task.dp):
         for s in range(task.pp):
@@ -96,11 +106,11 @@ def manifest_topology(lay: Layout) -> dict:
     gpu_model = lay.task.gpu
     hosts = []
     for h in lay.hosts:
-        gpus = [{"index": w.gpu, "model": gpu_model, "numa_node": w.numa_node, "pci_bus_id": w.pci_bus}
-                for w in lay.workers if w.host == h]
+        gpus = [{"index": w.gpu, "model": gpu_model, "numa_node": w.numa_node, "pci_bus_id": w.pci_bus} for w in lay.workers if w.host == h]
         hosts.append({"name": h, "gpus": gpus})
     workers = [{"rank": w.rank, "host": w.host, "gpu": w.gpu, "pid": w.pid} for w in lay.workers]
     return {
-        "hosts": hosts, "workers": workers,
+        "hosts": hosts,
+        "workers": workers,
         "groups": {"tp": lay.tp_groups if lay.task.tp > 1 else [], "pp": lay.pp_groups, "dp": lay.dp_groups},
     }

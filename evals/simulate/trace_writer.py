@@ -4,6 +4,7 @@ Events arrive as pre-rendered JSON strings, so writing costs one join and one co
 chunk; nothing holds a whole rank in memory. gzip uses mtime=0 so output is byte-identical
 for a seed.
 """
+
 from __future__ import annotations
 
 import gzip

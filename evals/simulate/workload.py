@@ -3,6 +3,7 @@
 Batch size drifts step to step as requests arrive and finish; some steps carry a chunk of
 prefill. Healthy kernel durations therefore vary with the step, as they do in production.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ PREFILL_PROB = {"decode_heavy": 0.15, "mixed": 0.5, "prefill_heavy": 0.9}
 class Workload:
     """Per (step, replica): decode sequences, prefill tokens, total context tokens."""
 
-    seqs: np.ndarray      # int64 [steps, dp]
-    prefill: np.ndarray   # int64 [steps, dp]
-    context: np.ndarray   # int64 [steps, dp]
+    seqs: np.ndarray  # int64 [steps, dp]
+    prefill: np.ndarray  # int64 [steps, dp]
+    context: np.ndarray  # int64 [steps, dp]
 
     @property
     def tokens(self) -> np.ndarray:

@@ -5,6 +5,7 @@ workers that arrived early and waited; the last to arrive shows the shortest one
 collective instance we measure each member's entry against the members' median entry; a rank
 that is last in most of a step's collectives, by a margin, is late in that step.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,11 +77,22 @@ def late_arrivals(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     if inst.empty:
         return pd.DataFrame()
     inst = inst.assign(late_pos=inst["late_ns"].clip(lower=0))
-    agg = inst.groupby(["gkey", "rank", "step"], sort=False).agg(
-        n=("late_ns", "size"), last_share=("is_last", "mean"), late_ns=("late_ns", "median"),
-        total_late=("late_pos", "sum"), blame_ns=("blame_ns", "sum"),
-        start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"), name_code=("name_code", "first"),
-        wait_ns=("dur_ns", "sum"), transfer_ns=("transfer_ns", "sum")).reset_index()
+    agg = (
+        inst.groupby(["gkey", "rank", "step"], sort=False)
+        .agg(
+            n=("late_ns", "size"),
+            last_share=("is_last", "mean"),
+            late_ns=("late_ns", "median"),
+            total_late=("late_pos", "sum"),
+            blame_ns=("blame_ns", "sum"),
+            start_ns=("ts_ns", "min"),
+            end_ns=("end_ns", "max"),
+            name_code=("name_code", "first"),
+            wait_ns=("dur_ns", "sum"),
+            transfer_ns=("transfer_ns", "sum"),
+        )
+        .reset_index()
+    )
     # Margin: both an absolute floor and a share of a typical collective, so jitter never counts.
     typical = inst.groupby(["gkey", "step"])["transfer_ns"].median()
     floor = np.maximum(cfg.arrival_min_ns, 0.5 * typical.reindex(pd.MultiIndex.from_frame(agg[["gkey", "step"]])).to_numpy())
@@ -131,19 +143,33 @@ def link_slowdowns(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     if inst.empty:
         return pd.DataFrame()
     per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])[
-        ["gkey", "step", "name_code", "occ", "transfer_ns", "msg_bytes", "ts_ns", "end_ns", "late_ns"]].copy()
+        ["gkey", "step", "name_code", "occ", "transfer_ns", "msg_bytes", "ts_ns", "end_ns", "late_ns"]
+    ].copy()
     lateness = inst.groupby(["gkey", "step", "name_code", "occ"])["late_ns"].max()
     per["max_late"] = lateness.reindex(pd.MultiIndex.from_frame(per[["gkey", "step", "name_code", "occ"]])).to_numpy()
     per["hist_med"], per["hist_n"] = _like_sized_baseline(per)
     per["ratio"] = per["transfer_ns"] / per["hist_med"].clip(lower=1.0)
-    step_ratio = per.groupby(["gkey", "step"]).agg(ratio=("ratio", "median"), n=("ratio", "size"),
-                                                  observed=("transfer_ns", "sum"), baseline=("hist_med", "sum"),
-                                                  start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
-                                                  name_code=("name_code", "first"), hist_n=("hist_n", "min")).reset_index()
+    step_ratio = (
+        per.groupby(["gkey", "step"])
+        .agg(
+            ratio=("ratio", "median"),
+            n=("ratio", "size"),
+            observed=("transfer_ns", "sum"),
+            baseline=("hist_med", "sum"),
+            start_ns=("ts_ns", "min"),
+            end_ns=("end_ns", "max"),
+            name_code=("name_code", "first"),
+            hist_n=("hist_n", "min"),
+        )
+        .reset_index()
+    )
     steps_per_group = step_ratio.groupby("gkey")["step"].transform("nunique")
-    hit = ((step_ratio["ratio"] >= 1.0 + cfg.link_effect) & (steps_per_group >= cfg.min_steps_for_baseline)
-           & (step_ratio["hist_n"] >= cfg.min_steps_for_baseline)
-           & (step_ratio["observed"] - step_ratio["baseline"] >= cfg.min_excess_ns))
+    hit = (
+        (step_ratio["ratio"] >= 1.0 + cfg.link_effect)
+        & (steps_per_group >= cfg.min_steps_for_baseline)
+        & (step_ratio["hist_n"] >= cfg.min_steps_for_baseline)
+        & (step_ratio["observed"] - step_ratio["baseline"] >= cfg.min_excess_ns)
+    )
     out = step_ratio[hit].copy()
     out["method"] = "intra"
     return out
@@ -157,11 +183,11 @@ def slow_groups(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     if inst.empty or inst["gkey"].nunique() < 2:
         return pd.DataFrame()
     per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])[
-        ["gkey", "step", "name_code", "transfer_ns", "msg_bytes", "ts_ns", "end_ns"]].copy()
+        ["gkey", "step", "name_code", "transfer_ns", "msg_bytes", "ts_ns", "end_ns"]
+    ].copy()
     per["members"] = per["gkey"].str.count(",") + 1
     per["bin"] = np.round(np.log2(np.maximum(per["msg_bytes"].to_numpy(dtype=np.float64), 1.0)) * 4).astype(np.int64)
-    med = (per.groupby(["members", "name_code", "bin", "gkey"], observed=True)["transfer_ns"]
-           .agg(median="median", n="size").reset_index())
+    med = per.groupby(["members", "name_code", "bin", "gkey"], observed=True)["transfer_ns"].agg(median="median", n="size").reset_index()
     peers = med.groupby(["members", "name_code", "bin"])["gkey"].transform("nunique")
     med = med[peers >= 2]
     if med.empty:
@@ -178,8 +204,17 @@ def slow_groups(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     if bad.empty:
         return pd.DataFrame()
     rows = per[per["gkey"].isin(bad["gkey"])]
-    agg = rows.groupby(["gkey", "step"]).agg(observed=("transfer_ns", "sum"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
-                                             name_code=("name_code", "first"), n=("transfer_ns", "size")).reset_index()
+    agg = (
+        rows.groupby(["gkey", "step"])
+        .agg(
+            observed=("transfer_ns", "sum"),
+            start_ns=("ts_ns", "min"),
+            end_ns=("end_ns", "max"),
+            name_code=("name_code", "first"),
+            n=("transfer_ns", "size"),
+        )
+        .reset_index()
+    )
     agg["ratio"] = agg["gkey"].map(bad.set_index("gkey")["ratio"])
     agg["baseline"] = agg["observed"] / agg["ratio"]
     agg["method"] = "inter"
@@ -255,11 +290,18 @@ def link_shifts(inst: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
     if inst.empty:
         return pd.DataFrame()
     per = inst.drop_duplicates(["gkey", "step", "name_code", "occ"])
-    steps = per.groupby(["gkey", "name_code", "step"]).agg(
-        y=("transfer_ns", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
-        x=("msg_bytes", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
-        observed=("transfer_ns", "sum"), n=("transfer_ns", "size"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
-    ).reset_index()
+    steps = (
+        per.groupby(["gkey", "name_code", "step"])
+        .agg(
+            y=("transfer_ns", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
+            x=("msg_bytes", lambda v: float(np.median(np.log(np.maximum(v.to_numpy(dtype=float), 1.0))))),
+            observed=("transfer_ns", "sum"),
+            n=("transfer_ns", "size"),
+            start_ns=("ts_ns", "min"),
+            end_ns=("end_ns", "max"),
+        )
+        .reset_index()
+    )
     min_side = cfg.min_steps_for_baseline
     rows = []
     for (gkey, code), g in steps.groupby(["gkey", "name_code"], sort=False):

@@ -1,5 +1,6 @@
 """Attribution: which hardware component an anomalous node points at, and for group-wide link
 slowdowns, which member's hardware counters explain it (when the bundle has metrics)."""
+
 from __future__ import annotations
 
 import re
@@ -10,10 +11,8 @@ import pandas as pd
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
 from kat.tools.telemetry.bundle import Bundle
 
-
 # Framework compute: on a CPU-only run (gloo) these stand in for the GPU kernels they launch.
-COMPUTE_OPS = re.compile(r"aten::(mm|bmm|addmm|matmul|linear|baddbmm|convolution)|gemm|_proj\b|proj$|attn|attention|mlp",
-                         re.IGNORECASE)
+COMPUTE_OPS = re.compile(r"aten::(mm|bmm|addmm|matmul|linear|baddbmm|convolution)|gemm|_proj\b|proj$|attn|attention|mlp", re.IGNORECASE)
 
 
 def node_component(cls: str, name: str, path: list[str], method: str, cpu_only: bool = False) -> str:
@@ -42,8 +41,10 @@ def h2d_slowdown(table: NodeTable, rank: int, steps: list[int]) -> float | None:
     the far NUMA node copies from far memory: its copies slow down along with its host code."""
     n = table.nodes
     h2d = np.fromiter((H2D.search(x) is not None for x in table.names), dtype=bool, count=len(table.names))
-    c = n.loc[(n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy(),
-              ["name_code", "shape_key", "rank", "value"]]
+    c = n.loc[
+        (n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy(),
+        ["name_code", "shape_key", "rank", "value"],
+    ]
     if c.empty:
         return None
     med = c.groupby(["name_code", "shape_key", "rank"], observed=True)["value"].agg(["median", "size"]).reset_index()
@@ -107,8 +108,9 @@ def _outlier_labels(values: pd.Series) -> list:
     return [k for k, v in values.items() if v >= thresh and v > med]
 
 
-def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, end_ns: int,
-             errors_only: bool = False) -> tuple[list[int], str]:
+def pin_link(
+    bundle: Bundle, members: list[int], component: str, start_ns: int, end_ns: int, errors_only: bool = False
+) -> tuple[list[int], str]:
     """Narrow a group-wide link slowdown to the members whose counters moved; all members if none did.
     errors_only: trust NVLink error counters only (traffic levels differ by role across hosts)."""
     try:
@@ -120,8 +122,12 @@ def pin_link(bundle: Bundle, members: list[int], component: str, start_ns: int, 
     topo = bundle.manifest.topology
     names = set(m["name"].cat.categories)
     if component == "nvlink":
-        for metric in ("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
-                       "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL"):
+        for metric in (
+            "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+            "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+            "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
+            "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
+        ):
             if metric not in names:
                 continue
             by_rank = _per_member(_counter_increase(m[m["name"] == metric], start_ns, end_ns), members, topo)

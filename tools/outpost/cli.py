@@ -1,4 +1,5 @@
 """`kat detect PATH`: Outpost from the command line (no LLM stack needed)."""
+
 from __future__ import annotations
 
 import sys
@@ -58,8 +59,16 @@ def register(app: typer.Typer) -> None:
                 t.add_column(col, overflow="ellipsis", no_wrap=col != "name")
             for a in res.anomalies:
                 steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
-                t.add_row(str(a.rank), a.component, a.method, f"{a.kind}: {a.name[:60]}", steps, _ms(a.observed),
-                          _ms(a.baseline), f"{a.ratio:.2f}")
+                t.add_row(
+                    str(a.rank),
+                    a.component,
+                    a.method,
+                    f"{a.kind}: {a.name[:60]}",
+                    steps,
+                    _ms(a.observed),
+                    _ms(a.baseline),
+                    f"{a.ratio:.2f}",
+                )
             con.print(t)
         for note in res.notes:
             con.print(f"note: {note}", highlight=False)

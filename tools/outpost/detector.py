@@ -1,4 +1,5 @@
 """Outpost facade: run every test over a bundle, attribute, merge repeats, rank suspects."""
+
 from __future__ import annotations
 
 import time
@@ -63,13 +64,25 @@ def _merge(rows: pd.DataFrame, table: NodeTable, kind_of: dict[int, str]) -> lis
             excess = observed - baseline
             local = int(top["local"]) if "local" in e and not pd.isna(top.get("local", np.nan)) else -1
             path = table.path_of(int(rank), local) if local >= 0 else [name]
-            out.append(Anomaly(
-                rank=int(rank), kind=kind_of.get(int(top["name_code"]), "kernel"), name=name, tree_path=path,
-                component=comp, method=method, start_ns=int(e["start_ns"].min()), end_ns=int(e["end_ns"].max()),
-                steps=[int(s) for s in ep if s >= 0], count=int(e["count"].sum()), observed=observed, baseline=baseline,
-                ratio=round(observed / max(baseline, 1.0), 4), score=round(max(excess, 0.0) / 1e6, 4),
-                detail=str(top.get("detail", "")),
-            ))
+            out.append(
+                Anomaly(
+                    rank=int(rank),
+                    kind=kind_of.get(int(top["name_code"]), "kernel"),
+                    name=name,
+                    tree_path=path,
+                    component=comp,
+                    method=method,
+                    start_ns=int(e["start_ns"].min()),
+                    end_ns=int(e["end_ns"].max()),
+                    steps=[int(s) for s in ep if s >= 0],
+                    count=int(e["count"].sum()),
+                    observed=observed,
+                    baseline=baseline,
+                    ratio=round(observed / max(baseline, 1.0), 4),
+                    score=round(max(excess, 0.0) / 1e6, 4),
+                    detail=str(top.get("detail", "")),
+                )
+            )
     return out
 
 
@@ -142,10 +155,10 @@ def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     for rank, local, cls, code in zip(occ["rank"], occ["local"], occ["cls"], occ["name_code"]):
         path = table.path_of(int(rank), int(local))
         comps.append(node_component(cls, str(table.names[code]), path[:-1], "intra"))
-    occ = occ.assign(component=comps, observed=occ["value"], count=1, start_ns=occ["ts_ns"],
-                     end_ns=occ["ts_ns"] + occ["dur_ns"])
-    occ["detail"] = [f"{v / b:.1f}x its own median" if b > 0 else f"{v / 1e6:.1f} ms blocking frame"
-                     for v, b in zip(occ["value"], occ["baseline"])]
+    occ = occ.assign(component=comps, observed=occ["value"], count=1, start_ns=occ["ts_ns"], end_ns=occ["ts_ns"] + occ["dur_ns"])
+    occ["detail"] = [
+        f"{v / b:.1f}x its own median" if b > 0 else f"{v / 1e6:.1f} ms blocking frame" for v, b in zip(occ["value"], occ["baseline"])
+    ]
     return occ
 
 
@@ -164,9 +177,14 @@ def _arrival_rows(table: NodeTable, late: pd.DataFrame, causes: pd.DataFrame, cf
     late = late.assign(component=same, near=near)
     # Baseline: the collectives' pure transfer time; observed adds the lateness peers waited for.
     measured = late[late["classic"]]
-    measured = measured.assign(observed=measured["transfer_ns"] + measured["total_late"], baseline=measured["transfer_ns"],
-                               count=measured["n"], local=-1, excess=measured["total_late"],
-                               detail=[f"last to arrive at {s:.0%} of its collectives" for s in measured["last_share"]])
+    measured = measured.assign(
+        observed=measured["transfer_ns"] + measured["total_late"],
+        baseline=measured["transfer_ns"],
+        count=measured["n"],
+        local=-1,
+        excess=measured["total_late"],
+        detail=[f"last to arrive at {s:.0%} of its collectives" for s in measured["last_share"]],
+    )
     # Untraced time is weaker evidence than a slow op: only for ranks that kept their peers
     # waiting far beyond the usual (blame outliers) and that no slow op in the step explains.
     gaps = uninstrumented_causes(table, late[late["blame_outlier"] & ~(late["classic"] & late["component"].notna())], cfg)
@@ -174,9 +192,15 @@ def _arrival_rows(table: NodeTable, late: pd.DataFrame, causes: pd.DataFrame, cf
     if not gaps.empty:
         keys = ["gkey", "rank", "step"]
         g = late.drop(columns=["component", "name_code"]).merge(gaps, on=keys)
-        rows.append(g.assign(count=g["n"], detail=[
-            f"peers waited {b / 1e6:.1f} ms on it; its own untraced time in this frame {o / 1e6:.1f} ms vs peers' {m / 1e6:.1f} ms"
-            for b, o, m in zip(g["blame_ns"], g["observed"], g["baseline"])]))
+        rows.append(
+            g.assign(
+                count=g["n"],
+                detail=[
+                    f"peers waited {b / 1e6:.1f} ms on it; its own untraced time in this frame {o / 1e6:.1f} ms vs peers' {m / 1e6:.1f} ms"
+                    for b, o, m in zip(g["blame_ns"], g["observed"], g["baseline"])
+                ],
+            )
+        )
         explained = set(zip(gaps["gkey"], gaps["rank"], gaps["step"]))
         rest = measured[np.array([k not in explained for k in zip(measured["gkey"], measured["rank"], measured["step"])], dtype=bool)]
     else:
@@ -217,8 +241,16 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
         versus = "its own history" if (g["method"] == "intra").all() else "the other groups'"
         notes.append(f"group [{gkey}]: collective transfer time {g['ratio'].median():.2f}x {versus}; {why}")
         for r in pinned:
-            rows.append(g.assign(rank=r, component=comp, count=g["n"], local=-1, excess=g["observed"] - g["baseline"],
-                                 detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x {versus}; {why}"))
+            rows.append(
+                g.assign(
+                    rank=r,
+                    component=comp,
+                    count=g["n"],
+                    local=-1,
+                    excess=g["observed"] - g["baseline"],
+                    detail=f"group [{gkey}] transfer {g['ratio'].median():.2f}x {versus}; {why}",
+                )
+            )
     rows = [r for r in rows if not r.empty]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
@@ -241,14 +273,34 @@ def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], lat
         pinned, why = pin_link(bundle, members, "network", int(g["ts_ns"].min()), int(g["end_ns"].max()))
         if pinned == members:
             continue
-        per = g.drop_duplicates(["step", "name_code", "occ"]).groupby("step").agg(
-            observed=("transfer_ns", "sum"), start_ns=("ts_ns", "min"), end_ns=("end_ns", "max"),
-            name_code=("name_code", "first"), n=("transfer_ns", "size")).reset_index()
+        per = (
+            g.drop_duplicates(["step", "name_code", "occ"])
+            .groupby("step")
+            .agg(
+                observed=("transfer_ns", "sum"),
+                start_ns=("ts_ns", "min"),
+                end_ns=("end_ns", "max"),
+                name_code=("name_code", "first"),
+                n=("transfer_ns", "size"),
+            )
+            .reset_index()
+        )
         detail = f"group [{gkey}] crosses hosts; {why}; no healthy period in the capture to compare transfer time with"
         notes.append(detail)
         for r in pinned:
-            rows.append(per.assign(rank=r, component="network", method="inter", count=per["n"], local=-1, baseline=per["observed"],
-                                   ratio=1.0, excess=0.0, detail=detail))
+            rows.append(
+                per.assign(
+                    rank=r,
+                    component="network",
+                    method="inter",
+                    count=per["n"],
+                    local=-1,
+                    baseline=per["observed"],
+                    ratio=1.0,
+                    excess=0.0,
+                    detail=detail,
+                )
+            )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
@@ -262,8 +314,7 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
     notes: list[str] = []
     n = table.nodes
     if n.empty:
-        return DetectionResult(stats=RunStats(events=0, ranks=len(bundle.ranks), seconds=time.perf_counter() - t0),
-                               notes=["no events"])
+        return DetectionResult(stats=RunStats(events=0, ranks=len(bundle.ranks), seconds=time.perf_counter() - t0), notes=["no events"])
     first = n.drop_duplicates("name_code")
     kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
     replicas = replica_groups(bundle)

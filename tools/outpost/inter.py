@@ -10,10 +10,11 @@ Every per-node quantity is computed a few steps at a time (`CHUNK_ROWS` compared
 pass) with one combined integer key per grouping: the node table of a ten-million-event trace
 is large, and pandas groupbys over several of its columns at once would be several times larger.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ class _Compared:
     peer_med: np.ndarray
     group_of: np.ndarray
 
-    def __getitem__(self, mask: np.ndarray) -> "_Compared":
+    def __getitem__(self, mask: np.ndarray) -> _Compared:
         return _Compared(self.rows[mask], self.peer_med[mask], self.group_of)
 
 
@@ -75,8 +76,9 @@ def _step_chunks(step: np.ndarray) -> Iterator[np.ndarray]:
         lo = hi + 1
 
 
-def _sustained(agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None,
-               full_effect: bool = False) -> pd.Series:
+def _sustained(
+    agg: pd.DataFrame, floor: np.ndarray, cfg: DetectorConfig, extra: list[str] | None = None, full_effect: bool = False
+) -> pd.Series:
     """Moderate deviations that persist over consecutive steps: each step alone is within noise,
     together (z summed over the run, divided by sqrt of its length) they are not. With
     full_effect every step must still clear the full effect size (noisier comparisons)."""
@@ -142,8 +144,9 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
         return pd.DataFrame()
     # Python frames (scheduling, batching, sampling) do work proportional to each replica's own
     # queue: across replicas only framework ops, launch calls and device work are comparable.
-    rows = np.flatnonzero(n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy()
-                          & (n["kind"] != "python").to_numpy()).astype(_rows_dtype(n))
+    rows = np.flatnonzero(
+        n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy() & (n["kind"] != "python").to_numpy()
+    ).astype(_rows_dtype(n))
     cls_cats = list(n["cls"].cat.categories)
     cls = n["cls"].array.codes[rows]
     cpu = cls == cls_cats.index(CLS_CPU)
@@ -177,9 +180,11 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
     # Copies of a few microseconds swing by a third between replicas with different batches.
     copy_cfg = device_cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_copy_effect)})
     host_cfg = cfg.model_copy(update={"min_effect": max(cfg.min_effect, cfg.replica_effect)})
-    parts = [_flag(n, comp[cls == cls_cats.index(c)], conf, sustained_only=True)
-             for c, conf in ((CLS_GPU, device_cfg), (CLS_COPY, copy_cfg), (CLS_CPU, host_cfg))
-             if c in cls_cats and (cls == cls_cats.index(c)).any()]
+    parts = [
+        _flag(n, comp[cls == cls_cats.index(c)], conf, sustained_only=True)
+        for c, conf in ((CLS_GPU, device_cfg), (CLS_COPY, copy_cfg), (CLS_CPU, host_cfg))
+        if c in cls_cats and (cls == cls_cats.index(c)).any()
+    ]
     parts = [x for x in parts if not x.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -188,12 +193,22 @@ def _chunk_frame(n: pd.DataFrame, comp: _Compared, pos: np.ndarray) -> pd.DataFr
     """The compared nodes at `pos` with what the tests sum over them."""
     r = comp.rows[pos]
     rank, value, peer_med = n["rank"].to_numpy()[r], n["value"].to_numpy()[r], comp.peer_med[pos]
-    return pd.DataFrame({
-        "group": comp.group_of[rank], "rank": rank, "step": n["step"].to_numpy()[r],
-        "cls": pd.Categorical.from_codes(n["cls"].array.codes[r], dtype=n["cls"].dtype), "name_code": n["name_code"].to_numpy()[r],
-        "value": value, "peer_med": peer_med, "excess": value - peer_med, "ts_ns": n["ts_ns"].to_numpy()[r],
-        "end": n["ts_ns"].to_numpy()[r] + n["dur_ns"].to_numpy()[r], "row": r,
-    }, copy=False)
+    return pd.DataFrame(
+        {
+            "group": comp.group_of[rank],
+            "rank": rank,
+            "step": n["step"].to_numpy()[r],
+            "cls": pd.Categorical.from_codes(n["cls"].array.codes[r], dtype=n["cls"].dtype),
+            "name_code": n["name_code"].to_numpy()[r],
+            "value": value,
+            "peer_med": peer_med,
+            "excess": value - peer_med,
+            "ts_ns": n["ts_ns"].to_numpy()[r],
+            "end": n["ts_ns"].to_numpy()[r] + n["dur_ns"].to_numpy()[r],
+            "row": r,
+        },
+        copy=False,
+    )
 
 
 def _aggregate(f: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -253,8 +268,11 @@ def _name_top(out: pd.DataFrame, n: pd.DataFrame, comp: _Compared) -> None:
     want = out[_RSC]
     step = n["step"].to_numpy()[comp.rows]
     flagged = np.isin(step, np.unique(out["step"].to_numpy()))
-    cand = [_chunk_frame(n, comp, pos).merge(want, on=_RSC)[_RSC + ["name_code", "excess", "row"]]
-            for pos in (p[flagged[p]] for p in _step_chunks(step)) if len(pos)]
+    cand = [
+        _chunk_frame(n, comp, pos).merge(want, on=_RSC)[_RSC + ["name_code", "excess", "row"]]
+        for pos in (p[flagged[p]] for p in _step_chunks(step))
+        if len(pos)
+    ]
     nodes = pd.concat(cand, ignore_index=True).sort_values("row", kind="stable").drop(columns="row")
     top = nodes.merge(want, on=_RSC).sort_values("excess", ascending=False).drop_duplicates(_RSC)
     named = out.merge(top[_RSC + ["name_code", "excess"]].rename(columns={"excess": "top_excess"}), on=_RSC, how="left")

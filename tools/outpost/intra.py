@@ -5,6 +5,7 @@ Decode steps and layers repeat the same kernels and frames many times. Compared 
 spike: a GC pause inside a Python frame, a GPU stalled by a hardware error, a blocking read.
 Spikes that hit (nearly) every rank at once are load, not a fault, and are dropped.
 """
+
 from __future__ import annotations
 
 import numpy as np

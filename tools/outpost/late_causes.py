@@ -11,6 +11,7 @@ against the same step of the peers:
   collective (a communicator wrapper), it is the communication path, `network` (host
   collectives are gloo over TCP); otherwise it is a pause, `software`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ def uninstrumented_causes(table: NodeTable, late: pd.DataFrame, cfg: DetectorCon
     return pd.DataFrame(out, columns=_COLS)
 
 
-def _spread(delays: dict[tuple[int, int, str], "_Delay"], members: list[int]) -> dict[str, float]:
+def _spread(delays: dict[tuple[int, int, str], _Delay], members: list[int]) -> dict[str, float]:
     """Per role: robust spread (1.4826 x MAD) of each member's delay minus the members' median
     in the same step, over every step: how much members normally differ."""
     by: dict[tuple[int, str], list[float]] = {}
@@ -127,4 +128,3 @@ def _rank_delays(table: NodeTable, rank: int) -> dict[tuple[int, str], _Delay]:
         else:
             out[(int(s), "entry")] = _Delay(total, "software", int(name_code[c]), int(c))
     return out
-

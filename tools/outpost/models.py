@@ -1,4 +1,5 @@
 """Pydantic models at Outpost's boundary: configuration in, anomalies out."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -15,8 +16,12 @@ class DetectorConfig(BaseModel):
     min_effect: float = Field(0.10, ge=0, description="inter-worker: minimum relative excess over the peer median")
     min_excess_ns: int = Field(20_000, ge=0, description="inter-worker: minimum absolute excess per rank and step")
     replica_effect: float = Field(0.25, ge=0, description="minimum relative excess when comparing data-parallel replicas")
-    replica_copy_effect: float = Field(0.5, ge=0, description="minimum relative excess of host<->device copies compared across "
-                                       "data-parallel replicas (tiny transfers whose batches differ)")
+    replica_copy_effect: float = Field(
+        0.5,
+        ge=0,
+        description="minimum relative excess of host<->device copies compared across "
+        "data-parallel replicas (tiny transfers whose batches differ)",
+    )
     min_copy_excess_ns: int = Field(2_000, ge=0, description="inter-worker floor for host<->device copies (small, low-noise)")
     z: float = Field(5.0, gt=0, description="robust z-score a deviation must exceed (MAD-scaled)")
     node_share: float = Field(0.05, ge=0, le=1, description="share of a rank-step's class time a single node needs to be tested alone")
@@ -25,8 +30,12 @@ class DetectorConfig(BaseModel):
     intra_min_ns: int = Field(200_000, ge=0, description="intra-worker: minimum absolute excess of one occurrence")
     arrival_share: float = Field(0.6, gt=0, le=1, description="share of a step's collectives a rank must reach last")
     arrival_min_ns: int = Field(15_000, ge=0, description="minimum lateness over the peers' median arrival")
-    blame_factor: float = Field(3.0, gt=1, description="a rank keeping its peers waiting this many times the group's usual "
-                                "worst wait per step is late (two thirds of it over sustained_steps steps in a row)")
+    blame_factor: float = Field(
+        3.0,
+        gt=1,
+        description="a rank keeping its peers waiting this many times the group's usual "
+        "worst wait per step is late (two thirds of it over sustained_steps steps in a row)",
+    )
     link_effect: float = Field(0.25, ge=0, description="group-wide collective transfer time rise to flag a link")
     min_steps_for_baseline: int = Field(4, ge=2, description="repetitions a node needs before its own history is trusted")
     max_anomalies: int = Field(50, ge=1, description="report at most this many anomalies (highest score first)")

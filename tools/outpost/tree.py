@@ -9,6 +9,7 @@ The table is built rank by rank from only the columns it needs, into arrays allo
 all ranks, with the narrowest dtypes that hold the values: at ten million events it is the
 largest thing Outpost keeps in memory.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,11 @@ WAIT_NAMES = re.compile(
     r"execute_context|record_param_comms|c10d::|nccl:|gloo:|all_reduce|all_gather|reduce_scatter|alltoall|all_to_all",
     re.IGNORECASE,
 )
-STORAGE_NAMES = re.compile(r"load_file|safetensors|_load_adapter|load_lora|load_weights|read_from_disk|pread|np\.load|"
-                           r"torch/serialization|Pageable -> Device", re.IGNORECASE)
+STORAGE_NAMES = re.compile(
+    r"load_file|safetensors|_load_adapter|load_lora|load_weights|read_from_disk|pread|np\.load|"
+    r"torch/serialization|Pageable -> Device",
+    re.IGNORECASE,
+)
 KV_NAMES = re.compile(r"preempt|swap_out|swap_in|recompute|evict|kv_offload|hiradix|transfer_async|write_backup", re.IGNORECASE)
 H2D = re.compile(r"HtoD|H2D|Host to Device", re.IGNORECASE)
 D2H = re.compile(r"DtoH|D2H|Device to Host", re.IGNORECASE)
@@ -168,9 +172,21 @@ class _Columns:
     """Column arrays for all ranks, allocated once when the row count is known up front, each
     in the narrowest integer type its values so far fit (widened when a rank needs more)."""
 
-    DTYPES = {"rank": np.int8, "kind": np.int8, "name_code": np.int16, "ts_ns": np.int64, "dur_ns": np.int64,
-              "step": np.int32, "parent": np.int32, "local": np.int32, "device": np.int8, "shape_key": np.int16,
-              "value": np.float64, "occ": np.int16, "cls": np.int8}
+    DTYPES = {
+        "rank": np.int8,
+        "kind": np.int8,
+        "name_code": np.int16,
+        "ts_ns": np.int64,
+        "dur_ns": np.int64,
+        "step": np.int32,
+        "parent": np.int32,
+        "local": np.int32,
+        "device": np.int8,
+        "shape_key": np.int16,
+        "value": np.float64,
+        "occ": np.int16,
+        "cls": np.int8,
+    }
 
     def __init__(self, capacity: int) -> None:
         self.rows = 0
@@ -190,11 +206,11 @@ class _Columns:
             if lo < np.iinfo(a.dtype).min or hi > np.iinfo(a.dtype).max:
                 wide = np.promote_types(a.dtype, np.promote_types(np.min_scalar_type(lo), np.min_scalar_type(hi)))
                 a = self.cols[col] = a.astype(wide)
-        a[self.rows:self.rows + len(values)] = values
+        a[self.rows : self.rows + len(values)] = values
 
     def finish(self) -> dict[str, np.ndarray]:
         if self.rows < len(self.cols["ts_ns"]):
-            self.cols = {c: a[:self.rows].copy() for c, a in self.cols.items()}
+            self.cols = {c: a[: self.rows].copy() for c, a in self.cols.items()}
         return self.cols
 
 
@@ -287,8 +303,9 @@ def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.C
     return pd.Categorical.from_codes(small, categories=pd.Index(cats, dtype=object))
 
 
-def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, shapes: _Interner, groups: _Interner,
-              wait_name: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _put_rank(
+    df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, shapes: _Interner, groups: _Interner, wait_name: list[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Write one rank's node columns (global codes for names and shapes) into `cols`, a column
     at a time; returns its collectives' (rows, message sizes, group codes)."""
     n = len(df)
@@ -302,7 +319,7 @@ def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, sha
     cols.put("value", _self_time(dur, parent, host_kind[kind] & (device < 0)))
     name_col = df["name"].array
     lut = names.lut(name_col.categories)
-    wait_name.extend(WAIT_NAMES.search(x) is not None for x in list(names.index)[len(wait_name):])
+    wait_name.extend(WAIT_NAMES.search(x) is not None for x in list(names.index)[len(wait_name) :])
     name_code = _map_codes(name_col.codes, lut)
     cols.put("cls", _classify(kind, np.array(wait_name, dtype=bool)[name_code] if n else np.zeros(0, bool)))
     shape_col = df["shape"].array
@@ -329,8 +346,7 @@ def _put_rank(df: pd.DataFrame, rank: int, cols: _Columns, names: _Interner, sha
     cols.put("local", np.arange(n, dtype=np.int32))
     cols.put("device", device)
     gr = df["group_ranks"].array
-    return (coll + cols.rows, df["msg_bytes"].to_numpy()[coll],
-            _map_codes(gr.codes[coll], groups.lut(gr.categories)))
+    return (coll + cols.rows, df["msg_bytes"].to_numpy()[coll], _map_codes(gr.codes[coll], groups.lut(gr.categories)))
 
 
 def _shape_codes(sb: np.ndarray, lut: np.ndarray, shapes: _Interner) -> np.ndarray:

@@ -3,6 +3,7 @@
 Attributes load lazily so that light users (import workers, the CLI's help) do not pay for
 pandas and pyarrow.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

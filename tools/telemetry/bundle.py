@@ -3,13 +3,13 @@
 Traces are imported once into canonical per-rank Parquet files in a cache directory, so a
 second open reads columnar files instead of re-parsing JSON.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import orjson
@@ -171,8 +171,7 @@ def write_canonical_parquet(df: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def read_canonical_parquet(path: Path, expected_rank: int | None = None,
-                           columns: list[str] | None = None) -> pd.DataFrame:
+def read_canonical_parquet(path: Path, expected_rank: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
     """A canonical Parquet trace (all columns, or `columns` plus the rank check) as a frame."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -223,8 +222,9 @@ def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
     return None
 
 
-def _import_into_cache(paths: list[Path], cache_root: Path, default_rank: int | None,
-                       loaded: dict[Path, pd.DataFrame]) -> dict[Path, KinetoMeta]:
+def _import_into_cache(
+    paths: list[Path], cache_root: Path, default_rank: int | None, loaded: dict[Path, pd.DataFrame]
+) -> dict[Path, KinetoMeta]:
     """Decode traces into the cache; frames that could not be cached stay in memory."""
     metas: dict[Path, KinetoMeta] = {}
     for p, meta, cols in import_many(paths, cache_root, default_rank):
@@ -293,8 +293,7 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
                 if root in frames:
                     loaded[meta.rank] = frames[root]
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
-        return Bundle(root.parent, None, traces, None, None, cache_root,
-                      is_bare_trace_dir=True, bare_id=root.name, _events=loaded)
+        return Bundle(root.parent, None, traces, None, None, cache_root, is_bare_trace_dir=True, bare_id=root.name, _events=loaded)
     manifest_path = root / "incident.json"
     if manifest_path.exists():
         from kat.tools.telemetry.manifest import load_manifest
@@ -305,15 +304,15 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
             raise BundleError("bundle has no traces/ directory", path=root, field="traces")
         loaded: dict[int, pd.DataFrame] = {}
         traces = _discover_traces(trace_dir, cache_root, loaded)
-        bundle = Bundle(root, manifest, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root,
-                        _events=loaded)
+        bundle = Bundle(root, manifest, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root, _events=loaded)
         _check_topology(bundle, manifest_path)
         return bundle
     trace_dir = root / "traces" if (root / "traces").is_dir() else root
     loaded = {}
     traces = _discover_traces(trace_dir, cache_root, loaded)
-    return Bundle(root, None, traces, _find_one(root, "metrics"), _find_one(root, "logs"),
-                  cache_root, is_bare_trace_dir=True, _events=loaded)
+    return Bundle(
+        root, None, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root, is_bare_trace_dir=True, _events=loaded
+    )
 
 
 def _synth_manifest(incident_id: str, traces: dict[int, TraceFile]) -> IncidentManifest:
@@ -333,5 +332,6 @@ def _check_topology(bundle: Bundle, manifest_path: Path) -> None:
         for group in getattr(bundle.manifest.topology.groups, gname):
             for r in group:
                 if known and r not in known:
-                    raise BundleError(f"group member rank {r} is not in topology.workers", path=manifest_path,
-                                      field=f"topology.groups.{gname}")
+                    raise BundleError(
+                        f"group member rank {r} is not in topology.workers", path=manifest_path, field=f"topology.groups.{gname}"
+                    )

@@ -1,4 +1,5 @@
 """Errors that name the file, field or value at fault."""
+
 from __future__ import annotations
 
 from pathlib import Path

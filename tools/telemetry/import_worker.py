@@ -3,6 +3,7 @@
 Decoding and the Parquet write run in the calling process, or in forked pool workers for big
 trace sets (KAT_IMPORT_WORKERS).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -39,8 +40,13 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
-        write_columns(tmp, {c: cols.ints[c] for c in INT_COLUMNS}, {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS},
-                      list(COLUMNS), narrow=True)
+        write_columns(
+            tmp,
+            {c: cols.ints[c] for c in INT_COLUMNS},
+            {c: (cols.codes[c], cols.tables[c]) for c in STR_COLUMNS},
+            list(COLUMNS),
+            narrow=True,
+        )
         os.replace(tmp, target)  # readers never see a half-written file
         target.with_suffix(".meta.json").write_bytes(orjson.dumps(meta.__dict__))
     except OSError:
@@ -58,8 +64,10 @@ _KEEP_FREE_BYTES = 128 * 2**20  # free heap a worker may keep between files
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
 
 
 _KNOWS_FREE = False  # glibc can tell how much free heap there is (mallinfo2, glibc >= 2.33)

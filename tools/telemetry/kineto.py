@@ -11,12 +11,14 @@ reference path (msgspec structs). The scanner hands any chunk it cannot read exa
 types, bad JSON, ...) to the reference path, so results and error messages are the same either
 way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -29,7 +31,6 @@ from kat.tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES,
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 # Integer ns must hold ts + dur + the trace's base time; these limits leave room for all three
 # (epoch-based Kineto timestamps are ~1.8e15 us today).
@@ -55,7 +56,8 @@ _CATEGORY_KIND: dict[str, str] = {
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 _CAT_CODE = {cat: _KIND_CODE[kind] for cat, kind in _CATEGORY_KIND.items()}
 K_PYTHON, K_CPU_OP, K_RUNTIME, K_KERNEL, K_MEMCPY, K_MEMSET, K_COLL, K_ANN, K_STEP = (
-    _KIND_CODE[k] for k in ("python", "cpu_op", "cuda_runtime", "kernel", "memcpy", "memset", "collective", "annotation", "step"))
+    _KIND_CODE[k] for k in ("python", "cpu_op", "cuda_runtime", "kernel", "memcpy", "memset", "collective", "annotation", "step")
+)
 
 _COLLECTIVE_KERNEL = re.compile(
     r"nccl(Dev)?Kernel|ncclKernel|multimem_all_reduce|cross_device_reduce|all_reduce_kernel|"
@@ -63,7 +65,9 @@ _COLLECTIVE_KERNEL = re.compile(
 )
 _NCCL_KERNEL_COLL = re.compile(r"nccl(?:Dev)?Kernel_([A-Za-z]+)")
 _COMM_OP = re.compile(r"^(nccl|gloo|mpi|ucc|c10d)[:_]+([A-Za-z_]+)")
-_CPU_COLLECTIVE_OP = re.compile(r"^(vllm|sglang|symm_mem|c10d|_c10d_functional)::.*(all_reduce|all_gather|reduce_scatter|all_to_all|send|recv|broadcast)")
+_CPU_COLLECTIVE_OP = re.compile(
+    r"^(vllm|sglang|symm_mem|c10d|_c10d_functional)::.*(all_reduce|all_gather|reduce_scatter|all_to_all|send|recv|broadcast)"
+)
 _PROFILER_STEP = re.compile(r"^ProfilerStep#(\d+)$")
 # vLLM's per-engine-step annotation, e.g. execute_context_1(888_788544)_generation_0(0).
 _VLLM_STEP = re.compile(r"^execute_context_\d+\(.*\)_generation_\d+\(.*\)$")
@@ -190,12 +194,12 @@ def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
     if rank is None:
         raise TraceImportError(
             "cannot tell which rank this trace is: no distributedInfo.rank and no rank-N/workerN in the file name",
-            path=path, field="distributedInfo.rank",
+            path=path,
+            field="distributedInfo.rank",
         )
     base = doc.baseTimeNanoseconds if doc.baseTimeNanoseconds is not None else 0
     if not isinstance(base, int) or isinstance(base, bool) or not 0 <= base <= MAX_BASE_NS:
-        raise TraceImportError(f"must be an integer from 0 to {MAX_BASE_NS:.0e} ns, got {base!r}", path=path,
-                               field="baseTimeNanoseconds")
+        raise TraceImportError(f"must be an integer from 0 to {MAX_BASE_NS:.0e} ns, got {base!r}", path=path, field="baseTimeNanoseconds")
     devs = doc.deviceProperties
     names = [str(d.get("name", "")) for d in devs if isinstance(d, dict)] if isinstance(devs, list) else []
     return KinetoMeta(str(path), rank, world, backend, base, groups, names, source)
@@ -269,14 +273,15 @@ def _containment_parents(pid: np.ndarray, tid: np.ndarray, ts: np.ndarray, end: 
         skip = lvl[cand[idx]] < e[idx]  # the whole block ends too early: none of it contains span i
         pos[idx[skip]] = cand[idx[skip]]
     j = pos - 1
-    has = (j >= seg_start)
+    has = j >= seg_start
     has[has] = e[j[has]] >= e[has]
     parent[order[has]] = order[j[has]]
     return parent
 
 
-def _inherit_collective_info(rows: np.ndarray, parent: np.ndarray, coll: np.ndarray, msg: np.ndarray,
-                             group: np.ndarray, max_hops: int = 8) -> None:
+def _inherit_collective_info(
+    rows: np.ndarray, parent: np.ndarray, coll: np.ndarray, msg: np.ndarray, group: np.ndarray, max_hops: int = 8
+) -> None:
     """Collective kernels (`rows`) take message size and group from the op that launched them:
     the nearest of up to `max_hops` ancestors that is a collective with a size or a group.
 
@@ -421,7 +426,7 @@ class EventColumns:
     def __len__(self) -> int:
         return len(self.ints["id"])
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         data: dict[str, Any] = {}
@@ -445,9 +450,26 @@ class _Builder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.strings = {c: _Strings() for c in ("name", "coll_name", "group_ranks", "shape")}
-        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (
-            "kind", "name", "ts_us", "dur_us", "pid", "tid", "correlation", "external_id", "device", "stream",
-            "coll_name", "msg_bytes", "group_ranks", "shape", "step")}
+        self.parts: dict[str, list[np.ndarray]] = {
+            c: []
+            for c in (
+                "kind",
+                "name",
+                "ts_us",
+                "dur_us",
+                "pid",
+                "tid",
+                "correlation",
+                "external_id",
+                "device",
+                "stream",
+                "coll_name",
+                "msg_bytes",
+                "group_ranks",
+                "shape",
+                "step",
+            )
+        }
         # ac2g flow ends in file order: lists of (is_f, (pid, tid, ts), id) from structs, or the
         # native scanner's arrays. Only read when some launch or kernel lacks a correlation id.
         self.flow_parts: list[Any] = []
@@ -494,8 +516,7 @@ class _Builder:
         names = [e.name for e in xs]
         if not all(nm.__class__ is str for nm in names):
             i = next(i for i, nm in enumerate(names) if nm.__class__ is not str)
-            raise TraceImportError(f"event {self.rows + i} has a non-string name {names[i]!r}", path=path,
-                                   field="traceEvents[].name")
+            raise TraceImportError(f"event {self.rows + i} has a non-string name {names[i]!r}", path=path, field="traceEvents[].name")
         table, ncode = self.strings["name"].codes, self.strings["name"].code
         name_codes = np.array([table[nm] if nm in table else ncode(nm) for nm in names], dtype=np.int32)
         ts_us = _float_column([e.ts for e in xs], path, "traceEvents[].ts")
@@ -515,9 +536,22 @@ class _Builder:
             device[gpu] = _int_column([xs[i].pid if args[i].device is None else args[i].device for i in gpu]).astype(np.int32)
             stream[gpu] = _int_column([xs[i].tid if args[i].stream is None else args[i].stream for i in gpu])
         coll_rows = [i for i, a in enumerate(args) if a.coll is not None]
-        kind, shape_rows = self._add_rows(kind, name_codes, ts_us, dur_us, pid, tid, correlation, external_id, device,
-                                          stream, coll_rows, args.__getitem__, lambda i: (xs[i].pid, xs[i].tid, xs[i].ts),
-                                          lambda rows: np.array([_bytes_from_dims(args[i]) for i in rows.tolist()], dtype=np.int64))
+        kind, shape_rows = self._add_rows(
+            kind,
+            name_codes,
+            ts_us,
+            dur_us,
+            pid,
+            tid,
+            correlation,
+            external_id,
+            device,
+            stream,
+            coll_rows,
+            args.__getitem__,
+            lambda i: (xs[i].pid, xs[i].tid, xs[i].ts),
+            lambda rows: np.array([_bytes_from_dims(args[i]) for i in rows.tolist()], dtype=np.int64),
+        )
         shape, scode = self.parts["shape"][-1], self.strings["shape"].code
         for i in shape_rows:
             dims = args[i].input_dims
@@ -528,9 +562,19 @@ class _Builder:
     def _add_native(self, chunk: NativeChunk) -> None:
         c = chunk.cols
         if c["flow_is_f"]:
-            self.flow_parts.append(tuple(np.frombuffer(c[k], dtype=t) for k, t in (
-                ("flow_is_f", np.uint8), ("flow_pid", np.int64), ("flow_tid", np.int64), ("flow_ts", np.float64),
-                ("flow_id", np.int64), ("flow_id_ok", np.uint8))))
+            self.flow_parts.append(
+                tuple(
+                    np.frombuffer(c[k], dtype=t)
+                    for k, t in (
+                        ("flow_is_f", np.uint8),
+                        ("flow_pid", np.int64),
+                        ("flow_tid", np.int64),
+                        ("flow_ts", np.float64),
+                        ("flow_id", np.int64),
+                        ("flow_id_ok", np.uint8),
+                    )
+                )
+            )
         kind = np.frombuffer(c["kind"], dtype=np.int8).copy()
         if len(kind) == 0:
             return
@@ -562,10 +606,21 @@ class _Builder:
 
         coll_rows = np.flatnonzero(np.frombuffer(c["coll"], dtype=np.uint8)).tolist()
         kind, shape_rows = self._add_rows(
-            kind, name_codes, ts_us, dur_us, pid, tid, np.frombuffer(c["correlation"], dtype=np.int64),
-            np.frombuffer(c["external_id"], dtype=np.int64), np.frombuffer(c["device"], dtype=np.int64).astype(np.int32),
-            np.frombuffer(c["stream"], dtype=np.int64), coll_rows, args_at,
-            lambda i: (int(pid[i]), int(tid[i]), float(ts_us[i])), dims_bytes)
+            kind,
+            name_codes,
+            ts_us,
+            dur_us,
+            pid,
+            tid,
+            np.frombuffer(c["correlation"], dtype=np.int64),
+            np.frombuffer(c["external_id"], dtype=np.int64),
+            np.frombuffer(c["device"], dtype=np.int64).astype(np.int32),
+            np.frombuffer(c["stream"], dtype=np.int64),
+            coll_rows,
+            args_at,
+            lambda i: (int(pid[i]), int(tid[i]), float(ts_us[i])),
+            dims_bytes,
+        )
         if not len(shape_rows):
             return
         # shape id per row: >= 0 an index into c["shapes"], -1 none, -2 decode the args here.
@@ -590,11 +645,23 @@ class _Builder:
             shape[rows] = codes[sid]
 
     # -- both paths -----------------------------------------------------------------------------
-    def _add_rows(self, kind: np.ndarray, name_codes: np.ndarray, ts_us: np.ndarray, dur_us: np.ndarray,
-                  pid: np.ndarray, tid: np.ndarray, correlation: np.ndarray, external_id: np.ndarray,
-                  device: np.ndarray, stream: np.ndarray, coll_rows: list[int], args_at: Callable[[int], _Args],
-                  key_at: Callable[[int], tuple[Any, Any, Any]],
-                  dims_bytes: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _add_rows(
+        self,
+        kind: np.ndarray,
+        name_codes: np.ndarray,
+        ts_us: np.ndarray,
+        dur_us: np.ndarray,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        correlation: np.ndarray,
+        external_id: np.ndarray,
+        device: np.ndarray,
+        stream: np.ndarray,
+        coll_rows: list[int],
+        args_at: Callable[[int], _Args],
+        key_at: Callable[[int], tuple[Any, Any, Any]],
+        dims_bytes: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Classify one chunk's rows and append its columns; returns (kind, rows whose shape to set)."""
         n = len(kind)
         linkable = (kind == K_RUNTIME) | (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET)
@@ -639,16 +706,37 @@ class _Builder:
         ops = np.flatnonzero((kind == K_ANN) | (kind == K_CPU_OP))
         if len(ops):
             self._mark_ops(ops, name_codes[ops], kind, coll, msg, step, dims_bytes)
-        for col, arr in (("kind", kind), ("name", name_codes), ("ts_us", ts_us), ("dur_us", dur_us), ("pid", pid),
-                         ("tid", tid), ("correlation", correlation), ("external_id", external_id), ("device", device),
-                         ("stream", stream), ("coll_name", coll), ("msg_bytes", msg), ("group_ranks", group),
-                         ("shape", shape), ("step", step)):
+        for col, arr in (
+            ("kind", kind),
+            ("name", name_codes),
+            ("ts_us", ts_us),
+            ("dur_us", dur_us),
+            ("pid", pid),
+            ("tid", tid),
+            ("correlation", correlation),
+            ("external_id", external_id),
+            ("device", device),
+            ("stream", stream),
+            ("coll_name", coll),
+            ("msg_bytes", msg),
+            ("group_ranks", group),
+            ("shape", shape),
+            ("step", step),
+        ):
             self.parts[col].append(arr)
         self.rows += n
         return kind, np.flatnonzero(kind == K_CPU_OP)
 
-    def _mark_ops(self, ops: np.ndarray, op_codes: np.ndarray, kind: np.ndarray, coll: np.ndarray, msg: np.ndarray,
-                  step: np.ndarray, dims_bytes: Callable[[np.ndarray], np.ndarray]) -> None:
+    def _mark_ops(
+        self,
+        ops: np.ndarray,
+        op_codes: np.ndarray,
+        kind: np.ndarray,
+        coll: np.ndarray,
+        msg: np.ndarray,
+        step: np.ndarray,
+        dims_bytes: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
         """Steps and communication ops among one chunk's framework ops and annotations.
 
         Each distinct name is classified once. Every row is changed on its own (no row reads
@@ -707,8 +795,11 @@ class _Builder:
         """Times must fit integer nanoseconds with room for the base time and durations."""
         bad = np.flatnonzero(np.abs(us) > MAX_TIME_US)
         if len(bad):
-            raise TraceImportError(f"{what} value {us[bad[0]]!r} us is out of range (beyond +-{MAX_TIME_US:.0e} us, "
-                                   f"~{MAX_TIME_US / 3.156e13:.0f} years)", path=self.path, field=f"traceEvents[].{what}")
+            raise TraceImportError(
+                f"{what} value {us[bad[0]]!r} us is out of range (beyond +-{MAX_TIME_US:.0e} us, ~{MAX_TIME_US / 3.156e13:.0f} years)",
+                path=self.path,
+                field=f"traceEvents[].{what}",
+            )
 
     def finish(self, rank: int, base_time_ns: int) -> EventColumns:
         cat: dict[str, np.ndarray] = {}
@@ -733,7 +824,7 @@ class _Builder:
         end = ts + dur
         pid, tid, device = cat["pid"], cat["tid"], cat["device"].astype(np.int32)
         coll, msg, group = cat["coll_name"].astype(np.int32), cat["msg_bytes"], cat["group_ranks"].astype(np.int32)
-        is_gpu = ((kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET) | ((kind == K_COLL) & (device >= 0)))
+        is_gpu = (kind == K_KERNEL) | (kind == K_MEMCPY) | (kind == K_MEMSET) | ((kind == K_COLL) & (device >= 0))
         parent = _containment_parents(pid, tid, ts, end, np.flatnonzero(~is_gpu))
         gpu_rows = np.flatnonzero(is_gpu)
         rt_rows = np.flatnonzero(kind == K_RUNTIME)
@@ -748,8 +839,9 @@ class _Builder:
             pos_c = np.clip(pos, 0, max(len(sorted_corr) - 1, 0))
             found = (gc >= 0) & (pos < len(sorted_corr)) & (sorted_corr[pos_c] == gc) if len(sorted_corr) else np.zeros(len(gc), bool)
             parent[gpu_rows[found]] = sorted_rows[pos_c[found]]
-            _inherit_collective_info(gpu_rows[(kind[gpu_rows] == K_COLL) & ((msg[gpu_rows] < 0) | (group[gpu_rows] == 0))],
-                                     parent, coll, msg, group)
+            _inherit_collective_info(
+                gpu_rows[(kind[gpu_rows] == K_COLL) & ((msg[gpu_rows] < 0) | (group[gpu_rows] == 0))], parent, coll, msg, group
+            )
         step = cat["step"] if n else np.array([], dtype=np.int64)
         step_rows = np.flatnonzero(kind == K_STEP)
         if len(step_rows):
@@ -763,13 +855,28 @@ class _Builder:
             g = gpu_rows[parent[gpu_rows] >= 0]
             step[g] = step[parent[g]]
         ints = {
-            "id": np.arange(n, dtype=np.int64), "rank": np.full(n, rank, dtype=np.int32), "pid": pid, "tid": tid,
-            "ts_ns": ts, "dur_ns": dur, "step": step, "device": device, "stream": cat["stream"],
-            "correlation": correlation, "external_id": cat["external_id"], "parent": parent, "msg_bytes": msg,
+            "id": np.arange(n, dtype=np.int64),
+            "rank": np.full(n, rank, dtype=np.int32),
+            "pid": pid,
+            "tid": tid,
+            "ts_ns": ts,
+            "dur_ns": dur,
+            "step": step,
+            "device": device,
+            "stream": cat["stream"],
+            "correlation": correlation,
+            "external_id": cat["external_id"],
+            "parent": parent,
+            "msg_bytes": msg,
         }
         ints = {k: np.ascontiguousarray(v, dtype=INT_COLUMNS[k]) for k, v in ints.items()}
-        codes = {"kind": kind.astype(np.int32), "name": cat["name"].astype(np.int32), "coll_name": coll,
-                 "group_ranks": group, "shape": cat["shape"].astype(np.int32)}
+        codes = {
+            "kind": kind.astype(np.int32),
+            "name": cat["name"].astype(np.int32),
+            "coll_name": coll,
+            "group_ranks": group,
+            "shape": cat["shape"].astype(np.int32),
+        }
         tables = {"kind": list(KINDS), **{c: s.values for c, s in self.strings.items()}}
         return EventColumns(ints, codes, tables)
 
@@ -788,13 +895,13 @@ def import_kineto_columns(path: Path | str, *, default_rank: int | None = None) 
     return cols, meta
 
 
-def import_kineto(path: Path | str, *, default_rank: int | None = None) -> tuple["pd.DataFrame", KinetoMeta]:
+def import_kineto(path: Path | str, *, default_rank: int | None = None) -> tuple[pd.DataFrame, KinetoMeta]:
     """Read one Kineto trace file into a canonical event table and its metadata."""
     cols, meta = import_kineto_columns(path, default_rank=default_rank)
     return cols.to_frame(), meta
 
 
-def normalize_column(col: str, values: "pd.Series") -> "np.ndarray | pd.Categorical":
+def normalize_column(col: str, values: pd.Series) -> np.ndarray | pd.Categorical:
     """One canonical column in its canonical dtype (strings as categoricals to keep memory low)."""
     import pandas as pd
 
@@ -805,7 +912,7 @@ def normalize_column(col: str, values: "pd.Series") -> "np.ndarray | pd.Categori
     return pd.Categorical(values.astype(object).where(values.notna(), ""))
 
 
-def normalize_events(df: "pd.DataFrame", columns: "tuple[str, ...] | list[str]" = COLUMNS) -> "pd.DataFrame":
+def normalize_events(df: pd.DataFrame, columns: tuple[str, ...] | list[str] = COLUMNS) -> pd.DataFrame:
     """Canonical column order and dtypes for `columns` (all of them by default)."""
     import pandas as pd
 

@@ -9,6 +9,7 @@ A chunk is decoded by the native scanner (tools/telemetry/_kineto_fast.c) when i
 the caller asks for it; the scanner answers None for anything it does not handle exactly, and
 the chunk then goes through msgspec as before.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -64,8 +65,9 @@ class _ByteSource:
         self._reader: Any = self._fh
         if head == b"\x1f\x8b":
             # Both readers check the CRC, read concatenated members and skip zero padding.
-            self._reader = (_IsalGzipReader(self._fh, GZIP_INPUT_BYTES) if _IsalGzipReader is not None
-                            else gzip.GzipFile(fileobj=self._fh, mode="rb"))
+            self._reader = (
+                _IsalGzipReader(self._fh, GZIP_INPUT_BYTES) if _IsalGzipReader is not None else gzip.GzipFile(fileobj=self._fh, mode="rb")
+            )
         self.total = 0
         self.eof = False
 
@@ -132,8 +134,7 @@ class EventStream:
     to the front. No other copy of the data is made.
     """
 
-    def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int = MAX_TRACE_BYTES,
-                 native: Any = None) -> None:
+    def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int = MAX_TRACE_BYTES, native: Any = None) -> None:
         self.path = path
         self._native = native
         self._events_decoder = msgspec.json.Decoder(list[event_type])  # type: ignore[valid-type]
@@ -161,7 +162,7 @@ class EventStream:
             # Grow in place (the buffer object stays the same) to just what is needed: a file's
             # chunks are alike, and the buffer is reused, so it settles at CHUNK_BYTES plus a fill.
             self._buf += bytes(need - len(self._buf))
-        got = self._src.readinto(memoryview(self._buf)[self._n:need])
+        got = self._src.readinto(memoryview(self._buf)[self._n : need])
         self._n += got
         return got > 0
 
@@ -170,9 +171,9 @@ class EventStream:
         k = self._n - pos
         if k <= pos:  # no overlap: one copy, no temporary
             with memoryview(self._buf) as mv:
-                mv[:k] = mv[pos:self._n]
+                mv[:k] = mv[pos : self._n]
         else:
-            self._buf[:k] = bytes(self._buf[pos:self._n])
+            self._buf[:k] = bytes(self._buf[pos : self._n])
         self._n = k
         self._offset += pos
 
@@ -197,15 +198,16 @@ class EventStream:
             if m:  # report the index within the whole file
                 idx = int(m.group(1)) + self.events_seen
                 msg = msg.replace(f"$[{m.group(1)}]", f"$.traceEvents[{idx}]")
-                raise TraceImportError(f"not a Kineto trace: {msg}", path=self.path,
-                                       field=_json_path(msg) or f"traceEvents[{idx}]") from exc
+                raise TraceImportError(
+                    f"not a Kineto trace: {msg}", path=self.path, field=_json_path(msg) or f"traceEvents[{idx}]"
+                ) from exc
             raise TraceImportError(f"not a Kineto trace: {msg}", path=self.path, field="traceEvents") from exc
         except msgspec.DecodeError:
             return None
 
     def _bad_json(self, pos: int) -> TraceImportError:
         try:
-            msgspec.json.decode(b"[" + bytes(self._buf[pos:self._n]) + b"]")
+            msgspec.json.decode(b"[" + bytes(self._buf[pos : self._n]) + b"]")
             detail = "event array is not closed"
         except msgspec.DecodeError as exc:
             detail = str(exc)
@@ -217,7 +219,7 @@ class EventStream:
         while True:
             more = self._fill()
             buf, n = self._buf, self._n
-            stripped = bytes(buf[:min(64, n)]).lstrip(_WS)
+            stripped = bytes(buf[: min(64, n)]).lstrip(_WS)
             if stripped[:1] == b"[":
                 return b"", buf.index(b"[", 0, n) + 1, True
             m = _EVENTS_KEY.search(buf, 0, n)
@@ -231,8 +233,9 @@ class EventStream:
                 except msgspec.DecodeError as exc:
                     raise TraceImportError(f"not valid JSON: {exc}", path=self.path) from exc
                 if isinstance(doc, dict) and "traceEvents" in doc:
-                    raise TraceImportError(f"'traceEvents' must be a list, got {type(doc['traceEvents']).__name__}",
-                                           path=self.path, field="traceEvents")
+                    raise TraceImportError(
+                        f"'traceEvents' must be a list, got {type(doc['traceEvents']).__name__}", path=self.path, field="traceEvents"
+                    )
                 raise TraceImportError("no 'traceEvents' list: not a Chrome/Kineto trace", path=self.path, field="traceEvents")
 
     def _run(self) -> Iterator[list[Any] | NativeChunk]:
@@ -268,7 +271,7 @@ class EventStream:
         # 3. The rest of the document: metadata may also follow the events.
         while self._fill():
             pass
-        tail = bytes(buf[tail_start:self._n])
+        tail = bytes(buf[tail_start : self._n])
         doc_bytes = b"[]" if bare else head + b'"traceEvents": []' + tail
         try:
             self.header = self._header_decoder.decode(doc_bytes if not bare else b"{}")

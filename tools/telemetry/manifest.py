@@ -1,4 +1,5 @@
 """The incident manifest (`incident.json`) and topology models."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -20,7 +21,7 @@ class TimeWindow(_Open):
     end: datetime
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TimeWindow":
+    def _ordered(self) -> TimeWindow:
         if self.end < self.start:
             raise ValueError(f"window end {self.end.isoformat()} is before start {self.start.isoformat()}")
         return self
@@ -62,7 +63,7 @@ class Topology(_Open):
     groups: Groups = Field(default_factory=Groups)
 
     @model_validator(mode="after")
-    def _unique_ranks(self) -> "Topology":
+    def _unique_ranks(self) -> Topology:
         seen: set[int] = set()
         for w in self.workers:
             if w.rank in seen:

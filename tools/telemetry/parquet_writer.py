@@ -8,6 +8,7 @@ integers, every page compressed with zstd, and the file metadata in Thrift's com
 Any Parquet reader (pyarrow in `read_canonical_parquet`) reads the result; tests compare it
 with what pyarrow itself writes.
 """
+
 from __future__ import annotations
 
 import struct
@@ -158,8 +159,9 @@ class _ColumnWriter:
         return len(head) + len(body), len(head) + len(packed)
 
 
-def write_columns(path: Path, ints: dict[str, np.ndarray], strings: dict[str, tuple[np.ndarray, list[str]]],
-                  order: list[str], narrow: bool = False) -> None:
+def write_columns(
+    path: Path, ints: dict[str, np.ndarray], strings: dict[str, tuple[np.ndarray, list[str]]], order: list[str], narrow: bool = False
+) -> None:
     """Writes one row group: `ints` as INT32/INT64 columns (by array dtype), `strings` as
     (codes, table) dictionary columns; `order` gives the column order. With `narrow`, int64
     columns whose values fit are stored as INT32 (readers widen them again): half the bytes
@@ -187,7 +189,7 @@ def write_columns(path: Path, ints: dict[str, np.ndarray], strings: dict[str, tu
                 encodings = [_PLAIN, _RLE]
                 data_offset = start
                 for lo in range(0, max(n_rows, 1), PAGE_VALUES):
-                    part = values[lo:lo + PAGE_VALUES]
+                    part = values[lo : lo + PAGE_VALUES]
                     r, p = w.page(_DATA_PAGE, part.tobytes(), len(part), _PLAIN)
                     raw, packed = raw + r, packed + p
             else:
@@ -207,7 +209,7 @@ def write_columns(path: Path, ints: dict[str, np.ndarray], strings: dict[str, tu
                 width = max(1, int(len(table) - 1).bit_length())
                 codes = np.asarray(codes, dtype=np.uint32)
                 for lo in range(0, max(n_rows, 1), PAGE_VALUES):
-                    part = codes[lo:lo + PAGE_VALUES]
+                    part = codes[lo : lo + PAGE_VALUES]
                     r, p = w.page(_DATA_PAGE, bytes([width]) + _bit_packed(part, width), len(part), _RLE_DICTIONARY)
                     raw, packed = raw + r, packed + p
             chunks.append((name, ptype, encodings, raw, packed, data_offset, start, dict_offset))

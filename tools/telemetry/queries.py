@@ -3,6 +3,7 @@
 Every result repeats the query it answers and says what was searched, so a caller (a person or
 the Analyzer) can see why it got nothing and correct itself.
 """
+
 from __future__ import annotations
 
 import re
@@ -105,8 +106,15 @@ def query_events(bundle: Bundle, q: EventQuery) -> EventQueryResult:
     missing = [r for r in ranks if r not in bundle.traces]
     searched = f"traces of ranks {ranks} in {bundle.root}"
     if missing:
-        return EventQueryResult(status="error", query=q, searched=searched, total_matches=0, returned=0, truncated=False,
-                                message=f"no trace for rank(s) {missing}; ranks present: {bundle.ranks}")
+        return EventQueryResult(
+            status="error",
+            query=q,
+            searched=searched,
+            total_matches=0,
+            returned=0,
+            truncated=False,
+            message=f"no trace for rank(s) {missing}; ranks present: {bundle.ranks}",
+        )
     parts = []
     pat = compile_pattern(q.name_pattern, "name_pattern") if q.name_pattern else None
     for r in ranks:
@@ -129,22 +137,45 @@ def query_events(bundle: Bundle, q: EventQuery) -> EventQueryResult:
         if mask.any():
             parts.append(df.loc[mask, _EVENT_ROW_COLUMNS])
     if not parts:
-        return EventQueryResult(status="no_data", query=q, searched=searched, total_matches=0, returned=0, truncated=False,
-                                message="no event matched every filter")
+        return EventQueryResult(
+            status="no_data",
+            query=q,
+            searched=searched,
+            total_matches=0,
+            returned=0,
+            truncated=False,
+            message="no event matched every filter",
+        )
     hits = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     total = len(hits)
     grouped = hits.groupby(["name", "kind"], observed=True)["dur_ns"]
     agg = grouped.agg(["count", "sum", "mean", "median", "max"]).reset_index().sort_values("sum", ascending=False)
     by_name = [
-        NameSummary(name=str(r["name"]), kind=str(r["kind"]), count=int(r["count"]), total_ns=int(r["sum"]),
-                    mean_ns=float(r["mean"]), p50_ns=float(r["median"]), max_ns=int(r["max"]))
+        NameSummary(
+            name=str(r["name"]),
+            kind=str(r["kind"]),
+            count=int(r["count"]),
+            total_ns=int(r["sum"]),
+            mean_ns=float(r["mean"]),
+            p50_ns=float(r["median"]),
+            max_ns=int(r["max"]),
+        )
         for _, r in agg.head(50).iterrows()
     ]
     shown = hits.sort_values(["ts_ns", "rank"], kind="stable").head(q.limit)
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()} for rec in shown.astype(object).to_dict("records")]
     msg = f"showing {len(rows)} of {total} matches; narrow the window, steps or name_pattern, or raise limit" if total > q.limit else ""
-    return EventQueryResult(status="ok", query=q, searched=searched, total_matches=total, returned=len(rows),
-                            truncated=total > q.limit, rows=rows, by_name=by_name, message=msg)
+    return EventQueryResult(
+        status="ok",
+        query=q,
+        searched=searched,
+        total_matches=total,
+        returned=len(rows),
+        truncated=total > q.limit,
+        rows=rows,
+        by_name=by_name,
+        message=msg,
+    )
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -190,8 +221,16 @@ def summarize(values: np.ndarray) -> SeriesSummary:
     v = values[~np.isnan(values)] if values.size else values
     if v.size == 0:
         return SeriesSummary(count=0, min=np.nan, max=np.nan, mean=np.nan, p50=np.nan, p95=np.nan, first=np.nan, last=np.nan)
-    return SeriesSummary(count=int(v.size), min=float(v.min()), max=float(v.max()), mean=float(v.mean()),
-                         p50=float(np.percentile(v, 50)), p95=float(np.percentile(v, 95)), first=float(v[0]), last=float(v[-1]))
+    return SeriesSummary(
+        count=int(v.size),
+        min=float(v.min()),
+        max=float(v.max()),
+        mean=float(v.mean()),
+        p50=float(np.percentile(v, 50)),
+        p95=float(np.percentile(v, 95)),
+        first=float(v[0]),
+        last=float(v[-1]),
+    )
 
 
 def _downsample(ts: np.ndarray, v: np.ndarray, max_points: int) -> tuple[list[tuple[int, float]], bool]:
@@ -220,8 +259,12 @@ def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
         chosen = [n for n in names if pat.search(n)]
     if not chosen:
         close = [n for n in names if any(tok in n.lower() for tok in re.split(r"[^a-z0-9]+", q.name.lower()) if len(tok) > 3)][:10]
-        return MetricQueryResult(status="no_data", query=q, searched=searched,
-                                 message=f"no metric named or matching {q.name!r}; similar names: {close or sorted(names)[:10]}")
+        return MetricQueryResult(
+            status="no_data",
+            query=q,
+            searched=searched,
+            message=f"no metric named or matching {q.name!r}; similar names: {close or sorted(names)[:10]}",
+        )
     mask = m["name"].isin(chosen).to_numpy().copy()  # pandas hands out read-only views
     if q.host is not None:
         mask &= (m["host"] == q.host).to_numpy()
@@ -235,8 +278,12 @@ def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
         mask &= (m["ts_ns"] < q.end_ns).to_numpy()
     sel = m.loc[mask]
     if sel.empty:
-        return MetricQueryResult(status="no_data", query=q, searched=searched,
-                                 message=f"metric(s) {chosen} exist but no sample matches the host/gpu/rank/window filters")
+        return MetricQueryResult(
+            status="no_data",
+            query=q,
+            searched=searched,
+            message=f"metric(s) {chosen} exist but no sample matches the host/gpu/rank/window filters",
+        )
     out = []
     # A series is one label set: extra label columns (cpu, mode, device...) split series too.
     extra = [c for c in sel.columns if c not in ("ts_ns", "name", "value", "host", "gpu", "rank")]
@@ -246,8 +293,18 @@ def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
         labels = {c: str(v) for c, v in zip(extra, key[4:]) if str(v) != ""}
         ts, v = g["ts_ns"].to_numpy(), g["value"].to_numpy(dtype=float)
         pts, down = _downsample(ts, v, q.max_points)
-        out.append(MetricSeries(name=str(name), host=str(host), gpu=int(gpu), rank=int(rank), labels=labels,
-                                summary=summarize(v), points=pts, downsampled=down))
+        out.append(
+            MetricSeries(
+                name=str(name),
+                host=str(host),
+                gpu=int(gpu),
+                rank=int(rank),
+                labels=labels,
+                summary=summarize(v),
+                points=pts,
+                downsampled=down,
+            )
+        )
     return MetricQueryResult(status="ok", query=q, searched=searched, series=out)
 
 
@@ -319,7 +376,7 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
     if q.rank is not None:
         mask &= (logs["rank"] == q.rank).to_numpy()
     if q.min_level:
-        allowed = set(LOG_LEVELS[LOG_LEVELS.index(q.min_level):])
+        allowed = set(LOG_LEVELS[LOG_LEVELS.index(q.min_level) :])
         mask &= logs["level"].isin(allowed).to_numpy()
     msgs = logs["message"]
     if q.pattern:
@@ -332,21 +389,37 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
         mask[idx] = [all(k in m.lower() for k in kws) for m in msgs.to_numpy()[idx]]
     sel = logs.loc[mask]
     if sel.empty:
-        return LogQueryResult(status="no_data", query=q, searched=searched, total_matches=0,
-                              message=f"no log line matched among {len(logs)} lines")
+        return LogQueryResult(
+            status="no_data", query=q, searched=searched, total_matches=0, message=f"no log line matched among {len(logs)} lines"
+        )
     templates = [_NUMBERS.sub("<n>", m) for m in sel["message"]]
     sel = sel.assign(template=templates)
     groups = []
     for tmpl, g in sel.groupby("template", sort=False):
         lv = g["level"].astype(str)
         worst = max(lv, key=lambda x: LOG_LEVELS.index(x) if x in LOG_LEVELS else -1)
-        groups.append(LogGroup(template=str(tmpl), example=str(g["message"].iloc[0]), count=len(g),
-                               first_ts_ns=int(g["ts_ns"].min()), last_ts_ns=int(g["ts_ns"].max()),
-                               hosts=sorted(set(g["host"].astype(str)) - {""}), ranks=sorted({int(r) for r in g["rank"] if r >= 0}),
-                               sources=sorted(set(g["source"].astype(str)) - {""}), level=worst))
+        groups.append(
+            LogGroup(
+                template=str(tmpl),
+                example=str(g["message"].iloc[0]),
+                count=len(g),
+                first_ts_ns=int(g["ts_ns"].min()),
+                last_ts_ns=int(g["ts_ns"].max()),
+                hosts=sorted(set(g["host"].astype(str)) - {""}),
+                ranks=sorted({int(r) for r in g["rank"] if r >= 0}),
+                sources=sorted(set(g["source"].astype(str)) - {""}),
+                level=worst,
+            )
+        )
     sev = {lv: i for i, lv in enumerate(LOG_LEVELS)}
     groups.sort(key=lambda g: (-sev.get(g.level, -1), g.first_ts_ns))
     truncated = len(groups) > q.limit
-    return LogQueryResult(status="ok", query=q, searched=searched, total_matches=len(sel), groups=groups[: q.limit],
-                          truncated=truncated,
-                          message=f"{len(groups)} distinct messages; showing {q.limit}" if truncated else "")
+    return LogQueryResult(
+        status="ok",
+        query=q,
+        searched=searched,
+        total_matches=len(sel),
+        groups=groups[: q.limit],
+        truncated=truncated,
+        message=f"{len(groups)} distinct messages; showing {q.limit}" if truncated else "",
+    )

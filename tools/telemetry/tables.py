@@ -1,4 +1,5 @@
 """Load the bundle's metrics and logs into normalised DataFrames."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,17 +20,29 @@ _LEVEL_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical", "crit"
 
 
 def empty_metrics() -> pd.DataFrame:
-    return pd.DataFrame({
-        "ts_ns": np.array([], dtype=np.int64), "name": pd.Categorical([]), "value": np.array([], dtype=float),
-        "host": pd.Categorical([]), "gpu": np.array([], dtype=np.int64), "rank": np.array([], dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "ts_ns": np.array([], dtype=np.int64),
+            "name": pd.Categorical([]),
+            "value": np.array([], dtype=float),
+            "host": pd.Categorical([]),
+            "gpu": np.array([], dtype=np.int64),
+            "rank": np.array([], dtype=np.int64),
+        }
+    )
 
 
 def empty_logs() -> pd.DataFrame:
-    return pd.DataFrame({
-        "ts_ns": np.array([], dtype=np.int64), "host": pd.Categorical([]), "rank": np.array([], dtype=np.int64),
-        "source": pd.Categorical([]), "level": pd.Categorical([]), "message": np.array([], dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "ts_ns": np.array([], dtype=np.int64),
+            "host": pd.Categorical([]),
+            "rank": np.array([], dtype=np.int64),
+            "source": pd.Categorical([]),
+            "level": pd.Categorical([]),
+            "message": np.array([], dtype=object),
+        }
+    )
 
 
 def _epoch_to_ns(v: np.ndarray) -> np.ndarray:
@@ -69,8 +82,9 @@ def parse_timestamps(values: pd.Series, path: Path, field: str = "ts") -> np.nda
         bad = parsed.isna().to_numpy()
         if bad.any():
             row = int(np.flatnonzero(~is_num)[np.flatnonzero(bad)[0]])
-            raise BundleError(f"unparseable timestamp {str(values.iloc[row])!r} at row {row} (want RFC 3339 or epoch ns)",
-                              path=path, field=field)
+            raise BundleError(
+                f"unparseable timestamp {str(values.iloc[row])!r} at row {row} (want RFC 3339 or epoch ns)", path=path, field=field
+            )
         out[~is_num] = parsed.astype("datetime64[ns, UTC]").astype("int64").to_numpy()
     return out
 
@@ -131,14 +145,16 @@ def load_metrics(path: Path | None) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise BundleError(f"not a number: {raw['value'].iloc[row]!r} at row {row}", path=path, field="value")
-    out = pd.DataFrame({
-        "ts_ns": parse_timestamps(raw["ts"], path),
-        "name": pd.Categorical(raw["name"].astype(str)),
-        "value": values.to_numpy(dtype=float),
-        "host": pd.Categorical(raw["host"].fillna("").astype(str) if "host" in raw else np.full(n, "")),
-        "gpu": _int_labels(raw.get("gpu"), n, path, "gpu"),
-        "rank": _int_labels(raw.get("rank"), n, path, "rank"),
-    })
+    out = pd.DataFrame(
+        {
+            "ts_ns": parse_timestamps(raw["ts"], path),
+            "name": pd.Categorical(raw["name"].astype(str)),
+            "value": values.to_numpy(dtype=float),
+            "host": pd.Categorical(raw["host"].fillna("").astype(str) if "host" in raw else np.full(n, "")),
+            "gpu": _int_labels(raw.get("gpu"), n, path, "gpu"),
+            "rank": _int_labels(raw.get("rank"), n, path, "rank"),
+        }
+    )
     for extra in raw.columns:
         if extra not in ("ts", "name", "value", "host", "gpu", "rank"):
             out[extra] = pd.Categorical(raw[extra].fillna("").astype(str))
@@ -161,12 +177,14 @@ def load_logs(path: Path | None) -> pd.DataFrame:
         if col not in raw.columns:
             raise BundleError(f"missing required column {col!r} (have {list(raw.columns)})", path=path, field=col)
     n = len(raw)
-    out = pd.DataFrame({
-        "ts_ns": parse_timestamps(raw["ts"], path),
-        "host": pd.Categorical(raw["host"].fillna("").astype(str) if "host" in raw else np.full(n, "")),
-        "rank": _int_labels(raw.get("rank"), n, path, "rank"),
-        "source": pd.Categorical(raw["source"].fillna("").astype(str) if "source" in raw else np.full(n, "")),
-        "level": pd.Categorical([normalize_level(x) for x in raw["level"]] if "level" in raw else np.full(n, "")),
-        "message": raw["message"].fillna("").astype(str).to_numpy(dtype=object),
-    })
+    out = pd.DataFrame(
+        {
+            "ts_ns": parse_timestamps(raw["ts"], path),
+            "host": pd.Categorical(raw["host"].fillna("").astype(str) if "host" in raw else np.full(n, "")),
+            "rank": _int_labels(raw.get("rank"), n, path, "rank"),
+            "source": pd.Categorical(raw["source"].fillna("").astype(str) if "source" in raw else np.full(n, "")),
+            "level": pd.Categorical([normalize_level(x) for x in raw["level"]] if "level" in raw else np.full(n, "")),
+            "message": raw["message"].fillna("").astype(str).to_numpy(dtype=object),
+        }
+    )
     return out.sort_values("ts_ns", kind="stable").reset_index(drop=True)
