@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench eval install clean vllm-venv finetune-install finetune-demo
+.PHONY: demo test lint sysdeps bench eval install clean vllm-venv finetune-install finetune-demo
 
 # torch goes in first and alone: anything that pulls it in later must find this CPU build
 # satisfied, or pip fetches the CUDA build (several GB).
@@ -26,7 +26,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/kat demo
 
-test: $(STAMP)
+# Debian packages the tests drive for real: Prometheus, Alertmanager, headless Chromium + ChromeDriver.
+# Installed with apt-get when missing and running as root (CI is root); otherwise the tests that
+# need them say what is missing and skip.
+SYSDEPS_BIN := /usr/bin/prometheus /usr/bin/prometheus-alertmanager /usr/bin/chromium /usr/bin/chromedriver
+sysdeps:
+	@missing=""; for b in $(SYSDEPS_BIN); do test -x $$b || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus prometheus-alertmanager chromium chromium-driver > /dev/null; \
+	  else echo "not root: tests needing$$missing will skip"; fi; fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) sysdeps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # HTA 0.5.0 (the peer in the benchmarks) needs pandas 2: it gets its own virtualenv.
