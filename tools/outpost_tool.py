@@ -76,6 +76,8 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
     by = Counter((a.rank, a.component, a.method) for a in anomalies)
     data = {
         "suspect_ranks": res.suspect_ranks,
+        "suspects": [s.model_dump() for s in res.suspects],
+        "noise_floor": res.noise_floor.model_dump() if res.noise_floor else None,
         "anomalies": [
             {
                 "rank": a.rank,

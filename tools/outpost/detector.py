@@ -13,7 +13,7 @@ from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_comp
 from kat.tools.outpost.inter import inter_replica, inter_worker
 from kat.tools.outpost.intra import episodic_frames, intra_worker
 from kat.tools.outpost.late_causes import uninstrumented_causes
-from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
+from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats, Suspect
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
 from kat.tools.telemetry.bundle import Bundle, open_bundle
 
@@ -342,6 +342,8 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
     score_by_rank: dict[int, float] = {}
     for a in anomalies:
         score_by_rank[a.rank] = score_by_rank.get(a.rank, 0.0) + a.score
-    suspects = [r for r, _ in sorted(score_by_rank.items(), key=lambda kv: -kv[1])]
+    ranked = sorted(score_by_rank.items(), key=lambda kv: -kv[1])
+    total = sum(score_by_rank.values()) or 1.0
+    suspects = [Suspect(rank=r, confidence=round(sc / total, 3), why=f"share {sc / total:.0%} of the anomaly score") for r, sc in ranked]
     stats = RunStats(events=table.events, ranks=len(bundle.ranks), seconds=round(time.perf_counter() - t0, 3), groups=groups)
-    return DetectionResult(suspect_ranks=suspects, anomalies=anomalies, stats=stats, notes=notes)
+    return DetectionResult(suspect_ranks=[r for r, _ in ranked], suspects=suspects, anomalies=anomalies, stats=stats, notes=notes)

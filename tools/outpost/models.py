@@ -59,6 +59,28 @@ class Anomaly(BaseModel):
     ratio: float
     score: float = Field(description="ranking score: excess time x confidence")
     detail: str = ""
+    effect_ms: float | None = Field(None, description="excess over the baseline, in ms (summed over the merged occurrences)")
+    effect_share: float | None = Field(None, description="excess as a share of the rank's step time over the same steps")
+    noise_floor_ms: float | None = Field(None, description="the spread of this test's null distribution it was judged against, ms")
+    p_value: float | None = Field(None, ge=0, le=1, description="calibrated p-value of the deviation under the capture's own noise")
+
+
+class Suspect(BaseModel):
+    """One rank Outpost blames, with how sure it is and which evidence decided."""
+
+    rank: int
+    confidence: float = Field(ge=0, le=1)
+    why: str = ""
+
+
+class NoiseFloor(BaseModel):
+    """What the capture's own noise looks like: how closely peers agree and the largest deviation seen."""
+
+    peer_spread_pct: float | None = Field(None, description="typical relative spread between peers at the same node per step, %")
+    largest_deviation_ms: float | None = None
+    largest_deviation_step: int | None = None
+    largest_deviation_p: float | None = None
+    summary: str = ""
 
 
 class RunStats(BaseModel):
@@ -72,6 +94,8 @@ class DetectionResult(BaseModel):
     """The `kat detect --json` contract (ARCHITECTURE.md)."""
 
     suspect_ranks: list[int] = Field(default_factory=list, description="most likely culprit first; empty when healthy")
+    suspects: list[Suspect] = Field(default_factory=list, description="the same ranks, in the same order, with confidence and why")
+    noise_floor: NoiseFloor | None = None
     anomalies: list[Anomaly] = Field(default_factory=list)
     stats: RunStats
     notes: list[str] = Field(default_factory=list)
