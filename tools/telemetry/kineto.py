@@ -26,7 +26,7 @@ import numpy.ma  # noqa: F401 - np.unique loads it on first use; load it before 
 import orjson
 
 from kat.tools.telemetry.errors import TraceImportError
-from kat.tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, NativeChunk, _ByteSource
+from kat.tools.telemetry.kineto_stream import EventStream, NativeChunk, _ByteSource
 from kat.tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def native_scanner() -> Any:
     return None if os.environ.get(NATIVE_ENV, "1") == "0" else _native
 
 
-def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
+def read_json_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """All inflated bytes of a (possibly gzip-compressed) file, with errors that name it."""
     src = _ByteSource(Path(path), max_bytes)
     try:
