@@ -36,7 +36,22 @@ _register_plugins()
 
 
 def main() -> None:
-    app()
+    """Run the CLI; an unexpected error is one line on stderr (KAT_DEBUG=1 shows the traceback)."""
+    import os
+    import sys
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    except Exception as exc:  # the last guard: no traceback reaches a user
+        if os.environ.get("KAT_DEBUG"):
+            raise
+        from kat.agent.errors import one_line
+
+        sys.stderr.write(f"error: {one_line(exc)}\n")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
