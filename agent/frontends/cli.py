@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -72,7 +73,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
-        from kat.agent.frontends.slack_transport import run_http, run_socket_mode
 
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         bot_token = os.environ.get("SLACK_BOT_TOKEN", "")
@@ -89,14 +89,25 @@ def register(app: typer.Typer) -> None:
             bot_token=bot_token,
             signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""),
         )
-        if socket:
-            app_token = os.environ.get("SLACK_APP_TOKEN", "")
-            if not app_token:
-                typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
-                raise typer.Exit(2)
-            run_socket_mode(settings, app_token)
-        else:
-            if not settings.signing_secret:
-                typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
-                raise typer.Exit(2)
-            run_http(settings, host, port)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            _run_slack(socket, settings, host, port)
+        except ConnectionError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+
+
+def _run_slack(socket: bool, settings, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    from kat.agent.frontends.slack_transport import run_http, run_socket_mode
+
+    if socket:
+        app_token = os.environ.get("SLACK_APP_TOKEN", "")
+        if not app_token:
+            typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
+            raise typer.Exit(2)
+        run_socket_mode(settings, app_token)
+    else:
+        if not settings.signing_secret:
+            typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
+            raise typer.Exit(2)
+        run_http(settings, host, port)

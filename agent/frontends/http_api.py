@@ -161,7 +161,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/v1/incidents", response_model=IncidentList, dependencies=v1, tags=["incidents"])
     def incidents(request: Request) -> IncidentList:
         root: IncidentRoot = request.app.state.root
-        return IncidentList(root=str(root.root), incidents=root.list())
+        items, problems = root.scan()
+        return IncidentList(root=str(root.root), incidents=items, skipped=problems)
 
     # -- diagnoses -------------------------------------------------------------------------------
     @app.post(

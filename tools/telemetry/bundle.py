@@ -10,18 +10,19 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kat.tools.telemetry.errors import BundleError, TraceImportError
 from kat.tools.telemetry.import_worker import cache_path, import_many
 from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
-from kat.tools.telemetry.quality import DataQuality, SourceQuality
 from kat.tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
 
 if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces needs neither
     import pandas as pd
+
+    from kat.tools.telemetry.quality import DataQuality, SourceQuality
 
     from kat.tools.telemetry.manifest import IncidentManifest
 
@@ -84,7 +85,7 @@ class Bundle:
     # Metrics/logs files refused before loading (e.g. a symlink out of the bundle): source -> reason.
     refused: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)  # JSON files that are not traces at all: file -> why
-    _quality: dict[str, SourceQuality] = field(default_factory=dict, repr=False)
+    _quality: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def manifest(self) -> IncidentManifest:
@@ -151,6 +152,7 @@ class Bundle:
     @cached_property
     def metrics(self) -> pd.DataFrame:
         """Metric samples: the good rows; what was left out is in quality().metrics."""
+        from kat.tools.telemetry.quality import SourceQuality
         from kat.tools.telemetry.tables import empty_metrics, load_metrics_checked
 
         if "metrics" in self.refused:
@@ -164,6 +166,7 @@ class Bundle:
     @cached_property
     def logs(self) -> pd.DataFrame:
         """Log lines: the good rows; what was left out is in quality().logs."""
+        from kat.tools.telemetry.quality import SourceQuality
         from kat.tools.telemetry.tables import empty_logs, load_logs_checked
 
         if "logs" in self.refused:
@@ -176,6 +179,8 @@ class Bundle:
 
     def quality(self) -> DataQuality:
         """Per-source data quality (loads metrics and logs if not loaded yet)."""
+        from kat.tools.telemetry.quality import DataQuality, SourceQuality
+
         _ = self.metrics, self.logs
         t = SourceQuality(unit="ranks", files=sorted(tf.path.name for tf in self.traces.values()) + sorted(self.skipped))
         t.kept = len(self.traces)
@@ -328,7 +333,7 @@ def _discover_traces(
             skipped[p.name] = "not a regular file (a FIFO, device or directory?)"
     if not files:
         why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise BundleError(f"no usable trace files (*.json, *.json.gz, *.parquet) in {trace_dir}" + (f" ({why})" if why else ""), path=trace_dir)
+        raise BundleError(f"no {'usable ' if why else ''}trace files (*.json, *.json.gz, *.parquet) in {trace_dir}" + (f" ({why})" if why else ""), path=trace_dir)
     default_rank = 0 if len(files) == 1 else None
     metas: dict[Path, KinetoMeta] = {}
     todo = []
@@ -365,7 +370,7 @@ def _discover_traces(
             loaded[tf.rank] = frames[p]
     if not traces:
         why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise BundleError(f"no trace file could be imported ({why})", path=trace_dir)
+        raise TraceImportError(f"no trace file could be imported ({why})", path=trace_dir)
     return traces
 
 
@@ -461,6 +466,11 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
 
 
 def _span(bundle: Bundle, rank: int) -> tuple[int, int] | None:
+    meta = bundle.traces[rank].meta
+    if meta is not None and meta.events_imported >= 0 and meta.end_ns >= meta.start_ns >= 0 and meta.end_ns > 0:
+        return (meta.start_ns, meta.end_ns)  # recorded at import: no need to read the events
+    if meta is not None and meta.events_imported == 0:
+        return None
     df = bundle.rank_columns(rank, ["ts_ns", "dur_ns"])
     if not len(df):
         return None

@@ -88,6 +88,8 @@ class KinetoMeta:
     rank_source: str = "distributedInfo"
     events_in_file: int = 0
     events_imported: int = -1
+    start_ns: int = -1  # first event start and last event end (absolute ns): the rank's clock span
+    end_ns: int = -1
 
 
 class _Args(msgspec.Struct, gc=False):
@@ -892,6 +894,9 @@ def import_kineto_columns(path: Path | str, *, default_rank: int | None = None) 
     meta.events_in_file = stream.events_seen
     cols = builder.finish(meta.rank, meta.base_time_ns)
     meta.events_imported = len(cols)
+    if len(cols):
+        ts, dur = cols.ints["ts_ns"], cols.ints["dur_ns"]
+        meta.start_ns, meta.end_ns = int(ts.min()), int((ts + np.maximum(dur, 0)).max())
     return cols, meta
 
 
