@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
         """Search the knowledge base."""
         from kat.knowledge.kb import KnowledgeBase
 
+        if mode != "lexical" and not json_out:
+            # A cold process loads the sentence-embedding model first (seconds); say so, not a silent wait.
+            _console(stderr=True).print("[dim]loading the embedding model (a warm process answers in well under a second)…[/]")
         res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component, mode=mode)  # type: ignore[arg-type]
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")

@@ -55,15 +55,16 @@ def register(app: typer.Typer) -> None:
         else:
             con.print(f"suspect ranks (most likely first): [bold]{res.suspect_ranks}[/]")
             t = Table()
-            for col in ("rank", "component", "method", "name", "steps", "obs ms", "base ms", "ratio"):
-                t.add_column(col, overflow="ellipsis", no_wrap=col != "name")
+            # observed/baseline are totals over the merged occurrences, not per call; names fold, never cut
+            for col in ("rank", "component", "method", "name", "steps", "obs ms (sum)", "base ms (sum)", "ratio"):
+                t.add_column(col, overflow="fold", no_wrap=not col.startswith("name"))
             for a in res.anomalies:
                 steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
                 t.add_row(
                     str(a.rank),
                     a.component,
                     a.method,
-                    f"{a.kind}: {a.name[:60]}",
+                    f"{a.kind}: {a.name}",
                     steps,
                     _ms(a.observed),
                     _ms(a.baseline),
