@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 import os
 import sys
 import uuid
@@ -29,10 +31,10 @@ def _session(
     try:
         return Session(path, analyzer, config=AgentConfig(max_steps=max_steps, time_budget_s=time_budget), db=db, **opts)
     except BundleError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2)
     except (ImportError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2)
 
 
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
         try:
             d = s.diagnose(on_event=_progress(quiet or json_out))
         except BackendUnreachable as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(3)
         finally:
             s.close()
@@ -117,7 +119,7 @@ def register(app: typer.Typer) -> None:
                 try:
                     d = s.diagnose(thread_id=tid, on_event=_progress(False))
                 except BackendUnreachable as exc:
-                    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                     raise typer.Exit(3)
                 print_diagnosis(out, d)
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -36,7 +38,15 @@ def bundle_summary(path: Path) -> dict:
             "collectives": int((df["kind"] == "collective").sum()),
             "span_ms": round((int((df["ts_ns"] + df["dur_ns"]).max()) - int(df["ts_ns"].min())) / 1e6, 3) if len(df) else 0.0,
         }
-    return {"id": b.manifest.id, "symptom": b.manifest.symptom, "ranks": ranks, "metrics": len(b.metrics), "logs": len(b.logs)}
+    q = b.quality()
+    return {
+        "id": b.manifest.id,
+        "symptom": b.manifest.symptom,
+        "ranks": ranks,
+        "metrics": len(b.metrics),
+        "logs": len(b.logs),
+        "data_quality": q.model_dump(),
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +76,7 @@ def register(app: typer.Typer) -> None:
             return
         t = Table(title=f"{summary['id']}: {len(summary['ranks'])} rank(s)")
         for col in ("rank", "file", "events", "steps", "collectives", "span ms", "kinds"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")  # wrap long names, never cut them
         for r, s in summary["ranks"].items():
             steps = s["steps"]
             step_txt = f"{steps[0]}..{steps[-1]} ({len(steps)})" if steps else "-"
@@ -74,6 +84,11 @@ def register(app: typer.Typer) -> None:
             t.add_row(str(r), s["file"], f"{s['events']:,}", step_txt, str(s["collectives"]), f"{s['span_ms']:.1f}", kinds)
         console.print(t)
         console.print(f"metrics rows: {summary['metrics']:,}   log lines: {summary['logs']:,}")
+        from kat.tools.telemetry.quality import DataQuality
+
+        q = DataQuality.model_validate(summary["data_quality"])
+        for line in q.lines():
+            console.print(f"data: {line}", style="yellow" if q.degraded else None, highlight=False, markup=False)
 
     @app.command("demo")
     def demo_cmd() -> None:

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         try:
             report = KnowledgeBase(index_dir).build(force=force)
         except (KnowledgeBaseError, CorpusError) as exc:
-            _console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2)
         if json_out:
             sys.stdout.write(report.model_dump_json(indent=2) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 import sys
 from pathlib import Path
 
@@ -37,12 +39,12 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
         except ValueError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         try:
             res = detect(path, cfg)
         except BundleError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")

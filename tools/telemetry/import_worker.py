@@ -126,6 +126,8 @@ def _import_one(path: Path, cache_root: Path, default_rank: int | None) -> tuple
         cols, meta = import_kineto_columns(path, default_rank=default_rank)
     except TraceImportError as exc:
         return exc, None
+    except UnicodeDecodeError as exc:  # JSON is UTF-8: name the offending byte
+        return TraceImportError(f"text is not UTF-8 (byte 0x{exc.object[exc.start]:02x}: {exc.reason})", path=path), None
     except RecursionError:
         return TraceImportError("JSON nested too deeply to be a Kineto trace", path=path), None
     except MemoryError:

@@ -98,7 +98,10 @@ class _ByteSource:
 
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
-        self.max_bytes = max_bytes = max_bytes if max_bytes is not None else max_trace_bytes()
+        try:
+            self.max_bytes = max_bytes = max_bytes if max_bytes is not None else max_trace_bytes()
+        except ValueError as exc:  # a bad setting is named, with the file it stopped
+            raise TraceImportError(str(exc), path=path) from exc
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

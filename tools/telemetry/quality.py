@@ -10,19 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kat.tools.telemetry.errors import short
+
 MAX_EXAMPLES = 5  # first few bad rows are quoted; the rest are counted
-MAX_VALUE_CHARS = 60
-
-
-def short(value: object) -> str:
-    """A value for a message: plain Python types (never `np.float64(...)`), clipped."""
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            pass
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
 
 
 class SourceQuality(BaseModel):
