@@ -82,6 +82,40 @@ def _ruled_out_backed(d: Diagnosis, known: dict[str, LedgerEntry]) -> tuple[list
     return kept, notes
 
 
+INT64 = 2**63
+
+
+def _out_of_range(value: Any, path: str = "") -> str | None:
+    """The first argument that cannot be stored (an int beyond 64 bits, nesting too deep), or None."""
+    stack = [(value, path, 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if depth > 32:
+            return f"{where or 'arguments'} nests too deeply"
+        if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+            return f"{where or 'argument'}={str(v)[:40]} is out of range"
+        if isinstance(v, dict):
+            stack += [(x, f"{where}.{k}" if where else str(k), depth + 1) for k, x in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+    return None
+
+
+def bounded_calls(msg: AIMessage) -> AIMessage:
+    """Tool calls whose arguments cannot be recorded become invalid calls (the checkpointer would
+    fail on them and end the turn in a crash); the Analyzer is told which value was at fault."""
+    bad, good = [], []
+    for c in msg.tool_calls or []:
+        why = _out_of_range(c.get("args") or {})
+        if why:
+            bad.append({"name": c["name"], "args": json.dumps(c.get("args"), default=str)[:200], "id": c.get("id"), "error": why, "type": "invalid_tool_call"})
+        else:
+            good.append(c)
+    if not bad:
+        return msg
+    return msg.model_copy(update={"tool_calls": good, "invalid_tool_calls": [*(msg.invalid_tool_calls or []), *bad]})
+
+
 def validate_diagnosis(args: dict, ledger: list[LedgerEntry], quality: DataQuality | None = None) -> tuple[Diagnosis | None, str]:
     """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason).
 
@@ -168,7 +202,7 @@ def build_graph(  # type: ignore[no-untyped-def]
         if reason:
             return {"stop_reason": reason}
         out = analyzer.step(state, cfg)
-        update: dict = {"messages": [out.message], "turn_steps": state.get("turn_steps", 0) + 1}
+        update: dict = {"messages": [bounded_calls(out.message)], "turn_steps": state.get("turn_steps", 0) + 1}
         if out.hypotheses is not None:
             update["hypotheses"] = out.hypotheses
         return update

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kat.tools.telemetry.errors import BundleError, short
 
 
+MAX_RANK = 2**31 - 1  # ranks (and GPU indexes) are int32 in the canonical trace schema
+
+
 class _Open(BaseModel):
     # Unknown fields are kept, never fatal: users add their own annotations.
     model_config = ConfigDict(extra="allow")
@@ -34,7 +37,7 @@ class TimeWindow(_Open):
 
 
 class GpuInfo(_Open):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=MAX_RANK)
     model: str | None = None
     numa_node: int | None = None
 
@@ -45,7 +48,7 @@ class HostInfo(_Open):
 
 
 class WorkerInfo(_Open):
-    rank: int = Field(ge=0)
+    rank: int = Field(ge=0, le=MAX_RANK)
     host: str | None = None
     gpu: int | None = None
     pid: int | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -75,6 +75,19 @@ def _exact_ns(x: object) -> int:
     return 0
 
 
+def _as_str(series: pd.Series) -> pd.Series:
+    """Text of a column, '' where empty (vectorised: no Python call per row)."""
+    if series.dtype == object and len(series) and not series.isna().any():
+        first = series.iloc[0]
+        if isinstance(first, str) and pd.api.types.infer_dtype(series, skipna=False) == "string":
+            return series
+    return series.where(series.notna(), "").astype(str)
+
+
+# Decimal integers that fit int64 exactly: up to 18 digits, or 19 starting 1-8.
+_INT64_TEXT = r"-?(?:\d{1,18}|[1-8]\d{18})"
+
+
 def parse_timestamps(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """RFC 3339 strings or epoch numbers (or a mix) -> (int64 ns, bad-row mask)."""
     n = len(values)
@@ -86,27 +99,32 @@ def parse_timestamps(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         v = values.to_numpy(dtype=np.int64)
         big = np.abs(v) > 10**17
         return np.where(big, v, _epoch_to_ns(v.astype(np.float64))), np.abs(v) > MAX_ABS_NS
-    obj = values.to_numpy(dtype=object)
-    is_bool = np.array([isinstance(x, bool) for x in obj], dtype=bool)
-    numeric = pd.to_numeric(pd.Series(np.where(is_bool, None, obj)), errors="coerce")
-    is_num = numeric.notna().to_numpy()
-    if is_num.any():
-        nums = numeric[is_num].to_numpy(dtype=np.float64)
-        as_int = np.array([_exact_ns(x) for x in obj[is_num]], dtype=np.int64)
-        scaled = _epoch_to_ns(nums)
-        out[is_num] = np.where(as_int != 0, as_int, scaled)
-        with np.errstate(over="ignore", invalid="ignore"):
-            range_bad = ~np.isfinite(nums) | (np.abs(nums) > MAX_ABS_NS)
-        bad[np.flatnonzero(is_num)[range_bad]] = True
-    rest = ~is_num
+    if pd.api.types.is_float_dtype(values):
+        f = values.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return _epoch_to_ns(np.nan_to_num(f)), ~np.isfinite(f) | (np.abs(f) > MAX_ABS_NS)
+    s = _as_str(values).str.strip()
+    digits = s.str.fullmatch(_INT64_TEXT).to_numpy(dtype=bool)
+    if digits.any():  # epoch integers, kept exact (ns do not fit a float)
+        iv = s[digits].astype(np.int64).to_numpy()
+        out[digits] = np.where(np.abs(iv) > 10**17, iv, _epoch_to_ns(iv.astype(np.float64)))
+        bad[digits] = np.abs(iv) > MAX_ABS_NS
+    rest = ~digits
     if rest.any():
-        text = pd.Series([x if isinstance(x, str) else "" for x in obj[rest]], dtype=object)
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        nat = parsed.isna().to_numpy()
+        num = pd.to_numeric(s[rest], errors="coerce").to_numpy(dtype=np.float64)
+        is_num = ~np.isnan(num)
         idx = np.flatnonzero(rest)
-        bad[idx[nat]] = True
-        good = idx[~nat]
-        out[good] = parsed[~nat].astype("datetime64[ns, UTC]").astype("int64").to_numpy()
+        if is_num.any():
+            f = num[is_num]
+            out[idx[is_num]] = _epoch_to_ns(f)
+            with np.errstate(invalid="ignore"):
+                bad[idx[is_num]] = ~np.isfinite(f) | (np.abs(f) > MAX_ABS_NS)
+        text_idx = idx[~is_num]
+        if len(text_idx):
+            parsed = pd.to_datetime(s.iloc[text_idx], utc=True, errors="coerce", format="ISO8601")
+            nat = parsed.isna().to_numpy()
+            bad[text_idx[nat]] = True
+            out[text_idx[~nat]] = parsed[~nat].astype("datetime64[ns, UTC]").astype("int64").to_numpy()
     return out, bad
 
 
@@ -114,9 +132,13 @@ def _int_labels(series: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarra
     """Integer labels (-1 where empty) and the mask of rows whose label is not a usable integer."""
     if series is None:
         return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
-    obj = series.to_numpy(dtype=object)
-    empty = np.array([x is None or (isinstance(x, float) and np.isnan(x)) or (isinstance(x, str) and not x.strip()) for x in obj])
-    num = pd.to_numeric(pd.Series(np.where(empty, None, obj)), errors="coerce").to_numpy(dtype=np.float64)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        num = series.to_numpy(dtype=np.float64)
+        empty = np.isnan(num)
+    else:
+        s = _as_str(series).str.strip()
+        empty = (s == "").to_numpy()
+        num = pd.to_numeric(s.where(~empty, "nan"), errors="coerce").to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
         bad = ~empty & (np.isnan(num) | (num != np.floor(num)) | (num < -1) | (num > MAX_LABEL))
     vals = np.where(empty | bad, -1, np.nan_to_num(num, nan=-1.0)).astype(np.int64)
@@ -147,18 +169,46 @@ def _split_lines(data: bytes) -> list[bytes]:
     return data.split(b"\n")
 
 
+def _read_csv_fast(path: Path) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """A clean CSV read by Arrow as text columns; None when any row is malformed or not UTF-8."""
+    import pyarrow.csv as pc
+
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.readline(1 << 16)
+        header = next(csv.reader([head.decode("utf-8-sig").rstrip("\r\n")]), [])
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+        return None
+    if not header:
+        return None
+    invalid: list[int] = []
+
+    def on_invalid(row: Any) -> str:
+        invalid.append(1)
+        return "skip"
+
+    try:
+        t = pc.read_csv(
+            path,
+            read_options=pc.ReadOptions(use_threads=False, block_size=1 << 24),
+            parse_options=pc.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pc.ConvertOptions(column_types={h: pa.string() for h in header}, strings_can_be_null=False),
+        )
+    except (pa.ArrowException, OSError, EOFError, ValueError):
+        return None
+    if invalid or t.num_columns != len(header):
+        return None
+    df = t.to_pandas()
+    df.columns = [str(c).strip() for c in header]
+    return df, np.arange(2, len(df) + 2)
+
+
 def _read_csv(path: Path, q: SourceQuality) -> tuple[pd.DataFrame, np.ndarray]:
     """(rows as strings, the line number of each row)."""
-    try:  # the fast path: a clean file
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        # Missing fields come back as NaN (nothing else can with keep_default_na=False): the
-        # careful path below names those lines.
-        if not df.isna().to_numpy().any():
-            return df, np.arange(2, len(df) + 2)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
-        pass
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(), np.array([], dtype=np.int64)
+    fast = _read_csv_fast(path)
+    if fast is not None:
+        return fast
     name = path.name
     raw_lines = _split_lines(_read_bytes(path))
     header: list[str] | None = None
@@ -169,7 +219,7 @@ def _read_csv(path: Path, q: SourceQuality) -> tuple[pd.DataFrame, np.ndarray]:
             continue
         text = _decode_line(raw.rstrip(b"\r"), f"{name} line {i}", q)
         try:
-            fields = next(csv.reader(io.StringIO(text)))
+            fields = next(csv.reader([text]))
         except (csv.Error, StopIteration) as exc:
             q.drop(f"{name} line {i}", "malformed CSV row", str(exc))
             continue
@@ -208,7 +258,8 @@ def _read_jsonl(path: Path, q: SourceQuality) -> tuple[pd.DataFrame, np.ndarray]
                     q.drop(where, "not valid JSON", exc2.msg)
                     continue
         if not isinstance(obj, dict):
-            q.drop(where, f"a JSON {'array' if isinstance(obj, list) else type(obj).__name__}, not an object", raw[:40].decode(errors="replace"))
+            kind = "array" if isinstance(obj, list) else type(obj).__name__
+            q.drop(where, f"a JSON {kind}, not an object", raw[:40].decode(errors="replace"))
             continue
         rows.append(obj)
         linenos.append(i)
@@ -276,7 +327,17 @@ def _drop_rows(raw: pd.DataFrame, lines: np.ndarray, bad: np.ndarray, path: Path
 def _text(raw: pd.DataFrame, col: str, n: int) -> np.ndarray:
     if col not in raw:
         return np.full(n, "", dtype=object)
-    return raw[col].map(lambda x: "" if x is None or (isinstance(x, float) and np.isnan(x)) else str(x)).to_numpy(dtype=object)
+    return _as_str(raw[col]).to_numpy(dtype=object)
+
+
+def _numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Float values (NaN where empty or 'nan') and the mask of rows that are not numbers."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=np.float64), np.zeros(len(series), dtype=bool)
+    s = _as_str(series).str.strip()
+    empty = s.str.lower().isin(["", "nan"]).to_numpy()
+    num = pd.to_numeric(s.where(~empty, "nan"), errors="coerce").to_numpy(dtype=np.float64)
+    return num, np.isnan(num) & ~empty
 
 
 def _prepare(path: Path, q: SourceQuality, required: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray, str] | None:
@@ -288,8 +349,7 @@ def _prepare(path: Path, q: SourceQuality, required: tuple[str, ...]) -> tuple[p
         return None
     unit = "row" if path.name.endswith(".parquet") else "line"
     if raw.empty:
-        if q.status == "ok":
-            q.missing(f"{path.name} has no rows")
+        q.missing(f"{path.name} has no usable rows" if q.dropped else f"{path.name} has no rows")
         return None
     raw.columns = [str(c).lstrip("\ufeff").strip() for c in raw.columns]
     missing = [c for c in required if c not in raw.columns]
@@ -309,23 +369,22 @@ def load_metrics_checked(path: Path | None) -> tuple[pd.DataFrame, SourceQuality
     if prep is None:
         return empty_metrics(), q
     raw, lines, unit = prep
-    v = raw["value"]
-    values = pd.to_numeric(v.map(lambda x: np.nan if isinstance(x, str) and x.strip().lower() in ("", "nan") else x), errors="coerce")
-    bad = (values.isna() & ~v.map(lambda x: x is None or (isinstance(x, str) and x.strip().lower() in ("", "nan")) or (isinstance(x, float) and np.isnan(x)))).to_numpy()
+    values, bad = _numbers(raw["value"])
     raw, lines = _drop_rows(raw, lines, bad, path, unit, "not a number", "value", q)
+    values = values[~bad]
     ts, bad = parse_timestamps(raw["ts"])
     raw, lines = _drop_rows(raw, lines, bad, path, unit, "unparseable timestamp (want RFC 3339 or epoch)", "ts", q)
-    ts = ts[~bad]
+    ts, values = ts[~bad], values[~bad]
     n = len(raw)
     names = _text(raw, "name", n)
     bad = names == ""
     raw, lines = _drop_rows(raw, lines, bad, path, unit, "empty metric name", "name", q)
-    ts, names = ts[~bad], names[~bad]
+    ts, names, values = ts[~bad], names[~bad], values[~bad]
     labels = {}
     for col in ("gpu", "rank"):
         vals, bad = _int_labels(raw[col] if col in raw else None, len(raw))
         raw, lines = _drop_rows(raw, lines, bad, path, unit, f"not an integer from -1 to {MAX_LABEL}", col, q)
-        ts, names = ts[~bad], names[~bad]
+        ts, names, values = ts[~bad], names[~bad], values[~bad]
         for k in labels:
             labels[k] = labels[k][~bad]
         labels[col] = vals[~bad]
@@ -334,7 +393,7 @@ def load_metrics_checked(path: Path | None) -> tuple[pd.DataFrame, SourceQuality
         {
             "ts_ns": ts,
             "name": pd.Categorical(names.astype(str)),
-            "value": pd.to_numeric(raw["value"].map(lambda x: np.nan if isinstance(x, str) and x.strip().lower() in ("", "nan") else x), errors="coerce").to_numpy(dtype=float),
+            "value": values,
             "host": pd.Categorical(_text(raw, "host", n).astype(str)),
             "gpu": labels["gpu"],
             "rank": labels["rank"],
@@ -381,7 +440,7 @@ def load_logs_checked(path: Path | None) -> tuple[pd.DataFrame, SourceQuality]:
             "host": pd.Categorical(_text(raw, "host", n).astype(str)),
             "rank": ranks,
             "source": pd.Categorical(_text(raw, "source", n).astype(str)),
-            "level": pd.Categorical([normalize_level(x) for x in _text(raw, "level", n)]),
+            "level": pd.Categorical(pd.Series(_text(raw, "level", n)).str.strip().str.lower().replace(_LEVEL_ALIASES).to_numpy()),
             "message": _text(raw, "message", n),
         }
     )
