@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
 
 
 def default_chat_db() -> Path:

@@ -14,7 +14,7 @@ from rich.table import Table
 from kat.tools.telemetry import BundleError, open_bundle
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -219,7 +219,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             while True:
                 for ev in await asyncio.to_thread(store.events, job_id, seq):
                     seq = ev.seq
-                    name = "end" if ev.kind == "end" else "progress"
+                    name = ev.kind if ev.kind in ("end", "error") else "progress"
                     yield f"id: {ev.seq}\nevent: {name}\ndata: {ev.model_dump_json()}\n\n"
                     if name == "end":
                         return

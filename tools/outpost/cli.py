@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from kat.tools.outpost import detect
         from kat.tools.telemetry import BundleError
 
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         try:
             cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
         except ValueError as exc:

@@ -55,6 +55,8 @@ class SourceQuality(BaseModel):
 
     def line(self, name: str) -> str:
         """One line for a terminal or chat message."""
+        if self.files and self.unit == "rows":
+            name = f"{name} ({', '.join(self.files)})"
         if self.status == "missing":
             why = "; ".join(self.reasons) or "not in the bundle"
             return f"{name}: missing ({why})"
