@@ -32,12 +32,12 @@ class ProgressEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def incident_brief(ctx: IncidentContext) -> str:
-    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+def incident_info(ctx: IncidentContext) -> dict[str, Any]:
+    """The manifest facts a reader needs first: ids, window, ranks, hosts, groups, data present."""
     b = ctx.bundle
     m = b.manifest
     topo = m.topology
-    info = {
+    return {
         "id": m.id,
         "title": getattr(m, "title", None),
         "symptom": m.symptom,
@@ -51,8 +51,12 @@ def incident_brief(ctx: IncidentContext) -> str:
         "has_metrics": b.metrics_path is not None,
         "has_logs": b.logs_path is not None,
     }
-    body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
-    return body
+
+
+def incident_brief(ctx: IncidentContext) -> str:
+    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+    info = incident_info(ctx)
+    return "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
 
 
 def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
