@@ -88,7 +88,7 @@ class Session:
         **backend_options: Any,
     ):
         self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
-        self.ctx.bundle  # fail early (BundleError) on a bad path
+        _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
         if chat_model is not None:  # tests and embedding apps pass their own chat model

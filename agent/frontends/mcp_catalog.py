@@ -39,7 +39,9 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
     try:
         rx = re.compile(args.pattern, re.IGNORECASE) if args.pattern else None
     except re.error as exc:
-        return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=f"pattern {args.pattern!r} is not a regex: {exc}")
+        return ToolResult(
+            tool=NAME, status="error", query=q, range=ctx.path.name, message=f"pattern {args.pattern!r} is not a regex: {exc}"
+        )
     try:
         bundle = ctx.bundle
         path = bundle.metrics_path
@@ -53,7 +55,11 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
     picked = [n for n in names if rx is None or rx.search(n)]
     if not picked:
         return ToolResult(
-            tool=NAME, status="no_data", query=q, range=searched, message=f"no metric name matches {args.pattern!r} ({len(names)} names present)"
+            tool=NAME,
+            status="no_data",
+            query=q,
+            range=searched,
+            message=f"no metric name matches {args.pattern!r} ({len(names)} names present)",
         )
     extra = [c for c in m.columns if c not in _BASE]
     sel = m[m["name"].astype(str).isin(picked[: args.limit])]
@@ -63,7 +69,9 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
         for c in extra:
             vals = sorted({str(v) for v in g[c].unique()} - {""})
             if vals:
-                labels[c] = [clip_text(v, 60) for v in vals[:_MAX_LABEL_VALUES]] + ([f"... {len(vals) - _MAX_LABEL_VALUES} more"] if len(vals) > _MAX_LABEL_VALUES else [])
+                labels[c] = [clip_text(v, 60) for v in vals[:_MAX_LABEL_VALUES]] + (
+                    [f"... {len(vals) - _MAX_LABEL_VALUES} more"] if len(vals) > _MAX_LABEL_VALUES else []
+                )
         keys = ["host", "gpu", "rank", *labels]
         rows.append(
             {

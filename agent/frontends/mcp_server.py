@@ -163,7 +163,7 @@ class KatMcp:
 
     def __init__(self, settings: McpSettings):
         self.settings = settings
-        self.root = IncidentRoot(settings.incidents_root)
+        self.root = IncidentRoot(settings.incidents_root, list_hint="the list_incidents tool lists them")
         self._contexts: dict[Path, IncidentContext] = {}
         self._tools: dict[Path, dict[str, AgentTool]] = {}
         self._store: Any = None
@@ -175,7 +175,9 @@ class KatMcp:
     def _agent_tools(self, ctx: IncidentContext) -> dict[str, AgentTool]:
         tools = make_tools(ctx)
         if mcp_catalog.NAME not in tools:  # tools/ has no catalogue of its own yet
-            tools[mcp_catalog.NAME] = AgentTool(mcp_catalog.NAME, mcp_catalog.DESCRIPTION, mcp_catalog.MetricCatalogArgs, mcp_catalog.run, ctx)
+            tools[mcp_catalog.NAME] = AgentTool(
+                mcp_catalog.NAME, mcp_catalog.DESCRIPTION, mcp_catalog.MetricCatalogArgs, mcp_catalog.run, ctx
+            )
         return tools
 
     def _specs(self) -> dict[str, ToolSpec]:
@@ -183,7 +185,9 @@ class KatMcp:
 
         result = _tool_result_schema()
         specs = [
-            ToolSpec("list_incidents", "List the incident bundles under the incidents root: id, path, title, symptom.", ListIncidentsArgs, result),
+            ToolSpec(
+                "list_incidents", "List the incident bundles under the incidents root: id, path, title, symptom.", ListIncidentsArgs, result
+            ),
             ToolSpec(
                 "open_incident",
                 "Summary of one incident: symptom, window, model, ranks, hosts, parallel groups, workers, and which data "
@@ -262,7 +266,9 @@ class KatMcp:
     def _list_incidents(self) -> ToolResult:
         items = [i.model_dump() for i in self.root.list()]
         if not self.root.exists():
-            return ToolResult(tool="list_incidents", status="error", query={}, message=f"incidents root {self.root.root} is not a directory")
+            return ToolResult(
+                tool="list_incidents", status="error", query={}, message=f"incidents root {self.root.root} is not a directory"
+            )
         status = "ok" if items else "no_data"
         return ToolResult(
             tool="list_incidents",
