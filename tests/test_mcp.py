@@ -240,6 +240,6 @@ def test_http_beyond_loopback_needs_a_token(root: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(
         app, ["mcp", "--transport", "http", "--host", "0.0.0.0", "--incidents-root", str(root)], env={"KAT_MCP_TOKEN": ""}
     )
-    assert res.exit_code == 2 and "--token" in res.output
+    assert res.exit_code == 2 and "beyond loopback: set --token" in " ".join(res.output.split()), res.output
     res = CliRunner().invoke(app, ["mcp", "--incidents-root", str(tmp_path / "missing")])
-    assert res.exit_code == 2 and "not a directory" in res.output
+    assert res.exit_code == 2 and "is not a directory" in " ".join(res.output.split()), res.output

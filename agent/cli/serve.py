@@ -22,9 +22,6 @@ def _root(incidents_root: Path) -> Path:
 
 def register(app: typer.Typer) -> None:
     """Front-end commands."""
-    from kat.agent.frontends.mcp_cli import register as register_mcp
-
-    register_mcp(app)
 
     @app.command("serve")
     def serve_cmd(

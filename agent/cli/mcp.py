@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from kat.agent.cli.common import fail
+
 
 def register(app: typer.Typer) -> None:
     @app.command("mcp")
@@ -26,18 +28,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """MCP server: list_incidents, open_incident, metric_catalog, outpost_detect, trace_slice, metric_lookup,
         log_search, knowledge_search and diagnose, plus incident manifests and diagnoses as resources."""
-        from kat.agent.frontends.cli import default_db
+        from kat.agent.cli.serve import default_db
         from kat.agent.frontends.mcp_server import LOOPBACK, McpSettings, serve_http, serve_stdio
 
         if transport not in ("stdio", "http"):
-            typer.echo(f"error: --transport {transport!r}: use stdio or http", err=True)
-            raise typer.Exit(2)
+            fail(f"--transport {transport!r}: use stdio or http")
         if not incidents_root.is_dir():
-            typer.echo(f"error: incidents root {incidents_root} is not a directory", err=True)
-            raise typer.Exit(2)
+            fail(f"incidents root {incidents_root} is not a directory")
         if transport == "http" and host not in LOOPBACK and not token:
-            typer.echo(f"error: --host {host} is beyond loopback: set --token (or KAT_MCP_TOKEN) so clients must authenticate", err=True)
-            raise typer.Exit(2)
+            fail(f"--host {host} is beyond loopback: set --token (or KAT_MCP_TOKEN) so clients must authenticate")
         if prometheus:
             typer.echo("note: --prometheus is recorded but not wired yet: metrics come from the bundles' files", err=True)
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
