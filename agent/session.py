@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -30,6 +30,11 @@ class ProgressEvent:
     kind: str  # tool_call | tool_result | rejected | accepted | answer | partial | note
     text: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def kb_mode_for(analyzer: str) -> Literal["hybrid", "lexical"]:
+    """Knowledge retrieval per Analyzer: the offline playbook searches by keywords, models by meaning too."""
+    return "lexical" if analyzer == "rules" else "hybrid"
 
 
 def incident_info(ctx: IncidentContext) -> dict[str, Any]:
@@ -87,7 +92,7 @@ class Session:
         chat_model: Any = None,
         **backend_options: Any,
     ):
-        self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer))
         _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()

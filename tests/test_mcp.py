@@ -20,7 +20,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from test_frontends_util import DEMO, LoopbackServer
 from typer.testing import CliRunner
 
-from kat.agent.frontends.mcp_server import McpSettings, http_app
+from kat.agent.frontends.mcp_server import McpSettings
+from kat.agent.frontends.mcp_transport import http_app
 from kat.tools.context import IncidentContext
 from kat.tools.registry import make_tools
 

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         """MCP server: list_incidents, open_incident, metric_catalog, outpost_detect, trace_slice, metric_lookup,
         log_search, knowledge_search and diagnose, plus incident manifests and diagnoses as resources."""
         from kat.agent.cli.serve import default_db
-        from kat.agent.frontends.mcp_server import LOOPBACK, McpSettings, serve_http, serve_stdio
+        from kat.agent.frontends.mcp_server import McpSettings
+        from kat.agent.frontends.mcp_transport import LOOPBACK, serve_http, serve_stdio
 
         if transport not in ("stdio", "http"):
             fail(f"--transport {transport!r}: use stdio or http")

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -168,7 +167,6 @@ class KatMcp:
         self._tools: dict[Path, dict[str, AgentTool]] = {}
         self._store: Any = None
         self._diag_slots = anyio.Semaphore(settings.max_concurrent)
-        self.kb_mode = "lexical" if settings.analyzer == "rules" else "hybrid"  # as agent.session.Session does
         self.specs = self._specs()
 
     # -- tool catalogue ------------------------------------------------------------------------
@@ -222,7 +220,9 @@ class KatMcp:
     def context(self, incident: str) -> IncidentContext:
         path = self.resolve(incident)
         if path not in self._contexts:
-            self._contexts[path] = IncidentContext(path, kb_mode=self.kb_mode)  # type: ignore[arg-type]
+            from kat.agent.session import kb_mode_for
+
+            self._contexts[path] = IncidentContext(path, kb_mode=kb_mode_for(self.settings.analyzer))
             self._tools[path] = self._agent_tools(self._contexts[path])
         return self._contexts[path]
 
@@ -492,57 +492,3 @@ def build_server(settings: McpSettings) -> Server[Any]:
     )
     server.kat = kat  # type: ignore[attr-defined]  # for embedding apps and tests
     return server
-
-
-# -- transports ------------------------------------------------------------------------------
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class BearerAuth:
-    """ASGI wrapper: every HTTP request needs `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: Any, token: str):
-        self.app, self.token = app, token.encode()
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), self.token):
-                body = json.dumps({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"}).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
-def http_app(settings: McpSettings, host: str = "127.0.0.1", token: str | None = None) -> Any:
-    """The streamable-HTTP ASGI app at /mcp; refuses to serve beyond loopback without a token."""
-    if host not in LOOPBACK and not token:
-        raise ValueError(f"binding to {host} needs a bearer token (--token or KAT_MCP_TOKEN); loopback (127.0.0.1) needs none")
-    app = build_server(settings).streamable_http_app(host=host)
-    return BearerAuth(app, token) if token else app
-
-
-def serve_stdio(settings: McpSettings) -> None:
-    from mcp.server.stdio import stdio_server
-
-    server = build_server(settings)
-
-    async def main() -> None:
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
-
-    anyio.run(main)
-
-
-def serve_http(settings: McpSettings, host: str, port: int, token: str | None) -> None:
-    import uvicorn
-
-    uvicorn.run(http_app(settings, host, token), host=host, port=port, log_level="warning")
