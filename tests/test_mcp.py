@@ -33,8 +33,8 @@ TOKEN = "s3cret-token-for-tests"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An incidents root with the demo bundle, plus two ways out of it: a symlinked bundle directory
-    and a bundle whose traces directory is a symlink to a directory outside the root."""
+    """An incidents root with the demo bundle, a bundle with a truncated trace, and two ways out of the
+    root: a symlinked bundle directory and a bundle whose traces directory links outside."""
     import shutil
 
     r = tmp_path / "incidents"
@@ -47,6 +47,10 @@ def root(tmp_path: Path) -> Path:
     sneaky.mkdir(parents=True)
     (sneaky / "incident.json").write_text(json.dumps({"id": "sneaky", "symptom": "slow"}))
     (sneaky / "traces").symlink_to(outside / "bundle" / "traces", target_is_directory=True)
+    broken = r / "team-c" / "broken"
+    (broken / "traces").mkdir(parents=True)
+    (broken / "incident.json").write_text(json.dumps({"id": "broken", "symptom": "slow"}))
+    (broken / "traces" / "rank-0.json").write_text('{"traceEvents": [')  # a truncated trace
     return r
 
 
@@ -71,7 +75,7 @@ async def _refused(client: Client, name: str, args: dict, *words: str) -> str:
     return msg
 
 
-async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[str, Any]:
+async def exercise(client: Client, root: Path) -> dict[str, Any]:
     """Every tool on the demo bundle, the refusals and the error results; returns what later checks need."""
     listed = (await client.list_tools()).tools
     by = {t.name: t for t in listed}
@@ -146,6 +150,9 @@ async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[s
     await _refused(client, "open_incident", {}, "'incident' is required")
     await _refused(client, "open_incident", {"incident": "no-such-incident"}, "no incident 'no-such-incident'", "list_incidents")
     await _refused(client, "no_such_tool", {}, "unknown tool")
+    await _refused(client, "outpost_detect", {"incident": "broken"}, "detection failed", "rank-0.json", "not valid JSON")
+    await _refused(client, "diagnose", {"incident": "broken"}, "diagnosis failed", "rank-0.json")
+    assert (await _ok(client, "list_incidents", {}))["status"] == "ok"  # still serving
 
     # Resources: the manifest always, the diagnosis once there is one.
     uris = {str(r.uri) for r in (await client.list_resources()).resources}
@@ -156,17 +163,15 @@ async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[s
     templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
     assert templates == {"kat://incident/{incident}/manifest", "kat://incident/{incident}/diagnosis"}
 
-    out: dict[str, Any] = {"culprit": culprit}
-    if with_diagnose:
-        progress.clear()
-        d = await _ok(client, "diagnose", {"incident": demo_id}, progress_callback=on_progress)
-        assert d["causal_chain"] and d["evidence"]
-        msgs = [m or "" for _, _, m in progress]
-        assert "calling outpost_detect" in msgs and msgs[-1].startswith("diagnosis done")
-        latest = json.loads((await client.read_resource("kat://incident/team-a%2Fdemo-incident/diagnosis")).contents[0].text)
-        assert latest["diagnosis"] == d and latest["source"] == "mcp"
-        out["diagnosis"] = d
-    return out
+    # diagnose: KAT's own agent, progress for every step, then the latest-diagnosis resource.
+    progress.clear()
+    d = await _ok(client, "diagnose", {"incident": demo_id}, progress_callback=on_progress)
+    assert d["causal_chain"] and d["evidence"] and culprit in d["root_cause"]["ranks"]
+    msgs = [m or "" for _, _, m in progress]
+    assert "calling outpost_detect" in msgs and msgs[-1].startswith("diagnosis done")
+    latest = json.loads((await client.read_resource("kat://incident/team-a%2Fdemo-incident/diagnosis")).contents[0].text)
+    assert latest["diagnosis"] == d and latest["source"] == "mcp"
+    return d
 
 
 def test_stdio_client_all_tools_and_diagnose_matches_cli(root: Path, tmp_path: Path) -> None:
@@ -189,20 +194,14 @@ def test_stdio_client_all_tools_and_diagnose_matches_cli(root: Path, tmp_path: P
         # The initialize handshake era (what most clients speak today); the HTTP test takes the modern one.
         async with Client(params, mode="legacy", read_timeout_seconds=120) as client:
             assert client.server_info is not None and client.server_info.name == "kat"
-            return await exercise(client, root, with_diagnose=True)
+            return await exercise(client, root)
 
-    out = anyio.run(run)
+    got = anyio.run(run)["root_cause"]
     stdout, stderr = cli.communicate(timeout=120)
     assert cli.returncode == 0, stderr
     want = json.loads(stdout)["root_cause"]
-    got = out["diagnosis"]["root_cause"]
-    assert (got["category"], got["component"], got["ranks"], got["hosts"]) == (
-        want["category"],
-        want["component"],
-        want["ranks"],
-        want["hosts"],
-    )
-    assert out["culprit"] in got["ranks"]
+    keys = ("category", "component", "ranks", "hosts")
+    assert [got[k] for k in keys] == [want[k] for k in keys]
 
 
 def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) -> None:
@@ -227,7 +226,7 @@ def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) 
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30, read=120)) as http:
                 async with Client(streamable_http_client(url, http_client=http)) as client:
                     assert client.protocol_version in MODERN_PROTOCOL_VERSIONS  # the 2026 era, no handshake
-                    return await exercise(client, root, with_diagnose=False)
+                    return await exercise(client, root)
 
         anyio.run(run)
 
