@@ -54,6 +54,12 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    inner = getattr(exc, "exceptions", None)
+    return [x for e in inner for x in _leaves(e)] if inner else [exc]
+
+
 def _text(res: Any) -> str:
     return "\n".join(c.text for c in res.content if getattr(c, "type", "") == "text")
 
@@ -213,14 +219,19 @@ def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) 
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             r = httpx.post(url, json=init, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
+        # On loopback the Host header must be a loopback name (DNS rebinding), even with the token.
+        ok = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(url, json=init, headers={**ok, "Host": "attacker.example"}, timeout=10)
+        assert r.status_code == 421, r.text
 
         async def denied() -> None:
             async with httpx2.AsyncClient(headers={"Authorization": "Bearer wrong"}) as http:
                 async with Client(streamable_http_client(url, http_client=http)) as client:
                     await client.list_tools()
 
-        with pytest.raises(BaseException):  # noqa: B017 - the SDK surfaces the 401 as its own error type
+        with pytest.raises(Exception) as refused:  # the SDK raises an MCPError inside its task groups
             anyio.run(denied)
+        assert any(isinstance(e, MCPError) for e in _leaves(refused.value)), refused.value
 
         async def run() -> dict[str, Any]:
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30, read=120)) as http:
