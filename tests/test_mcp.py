@@ -237,7 +237,22 @@ def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) 
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30, read=120)) as http:
                 async with Client(streamable_http_client(url, http_client=http)) as client:
                     assert client.protocol_version in MODERN_PROTOCOL_VERSIONS  # the 2026 era, no handshake
-                    return await exercise(client, root)
+                    d = await exercise(client, root)
+                    # An incident whose files change is read again, not served from the opened copy.
+                    args = {"incident": DEMO_PATH, "keywords": ["mcp-reload-check"]}
+                    assert (await _ok(client, "log_search", args))["status"] == "no_data"
+                    line = {
+                        "ts": "2026-11-21T03:38:40Z",
+                        "host": "h",
+                        "rank": 0,
+                        "source": "t",
+                        "level": "info",
+                        "message": "mcp-reload-check",
+                    }
+                    with open(root / DEMO_PATH / "logs.jsonl", "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    assert (await _ok(client, "log_search", args))["data"]["total_matches"] == 1
+                    return d
 
         anyio.run(run)
 
