@@ -376,6 +376,9 @@ class KatMcp:
             await progress(0, None, f"diagnosis of {rel} started (Analyzer {s.analyzer})")
             try:
                 d = await anyio.to_thread.run_sync(work)
+            except anyio.get_cancelled_exc_class():
+                store.fail(job_id, "cancelled by the client")
+                raise
             except Exception as exc:
                 log.warning("diagnosis %s failed", job_id, exc_info=True)
                 msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ''}"
