@@ -57,4 +57,11 @@ _register_plugins(app)
 
 
 def main() -> None:
+    from kat.knowledge.settings import SettingsError, settings
+
+    try:  # a wrong KAT_* value: one line naming it, before any command runs
+        settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     app()
