@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
     from kat.agent.cli_agent import register as register_agent
 
     register_agent(app)
+    from kat.agent.report.cli import register as register_report
+
+    register_report(app)
 
     @app.command("import")
     def import_cmd(
