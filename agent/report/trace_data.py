@@ -18,6 +18,7 @@ from kat.agent.report.model import (
     StepSpan,
 )
 from kat.tools.telemetry import Bundle
+from kat.tools.telemetry.collectives import collective_rows, match_instances
 
 
 def read_traces(bundle: Bundle) -> tuple[pd.DataFrame, str, pd.DataFrame]:
@@ -44,18 +45,7 @@ def read_traces(bundle: Bundle) -> tuple[pd.DataFrame, str, pd.DataFrame]:
             g["rank"] = r
             steps_parts.append(g)
         if c.any():
-            coll_parts.append(
-                pd.DataFrame(
-                    {
-                        "rank": r,
-                        "step": step[c],
-                        "ts_ns": ts[c],
-                        "dur_ns": df["dur_ns"].to_numpy()[c],
-                        "coll": df["coll_name"][c].astype(str).to_numpy(),
-                        "group": df["group_ranks"][c].astype(str).to_numpy(),
-                    }
-                )
-            )
+            coll_parts.append(collective_rows(df, r))
     coll = pd.concat(coll_parts, ignore_index=True) if coll_parts else pd.DataFrame(columns=["rank", "step", "ts_ns", "dur_ns", "coll", "group"])
     if not steps_parts:
         return pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns", "ms"]), "no steps in the traces", coll
@@ -189,23 +179,10 @@ def arrivals(c: pd.DataFrame) -> tuple[list[Arrival], list[LateSummary], int, li
     """
     if c.empty:
         return [], [], 0, ["no collective kernels in the traces: no arrival skew to show"]
-    c = c.sort_values(["rank", "ts_ns"], kind="stable")
-    c["ordinal"] = c.groupby(["rank", "group", "step", "coll"], sort=False).cumcount()
-    key = ["group", "step", "coll", "ordinal"]
-    c["inst"] = c.groupby(key, sort=False).ngroup()
-    g = c.groupby("inst", sort=False)["ts_ns"]
-    c["n"] = g.transform("size")
-    c = c[c["n"] >= 2].copy()
+    c = match_instances(c)
     if c.empty:
         return [], [], 0, ["collectives could not be matched across ranks (no two ranks share a group)"]
-    g = c.groupby("inst", sort=False)["ts_ns"]
-    c["last_ts"] = g.transform("max")
-    c["first_ts"] = g.transform("min")
-    c["wait"] = c["last_ts"] - c["ts_ns"]
-    c["skew"] = c["last_ts"] - c["first_ts"]
-    # The last arriver: the row whose start equals the instance's latest start (first such row).
-    last_rows = c[c["ts_ns"] == c["last_ts"]].drop_duplicates("inst")
-    inst = last_rows[["inst", "coll", "step", "rank", "skew", "first_ts"]].rename(columns={"rank": "last_rank"})
+    inst = c[c["is_last"]][["inst", "coll", "step", "rank", "skew", "first_ts"]].rename(columns={"rank": "last_rank"})
     waited = c.groupby("inst", sort=False)["wait"].sum().rename("waited").reset_index()
     inst = inst.merge(waited, on="inst")
     per_rank = c.groupby("rank")["ts_ns"].size()
