@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
+        public_base_url: str | None = typer.Option(
+            None, "--public-base-url", envvar="KAT_PUBLIC_BASE_URL", help="where `kat serve` is reachable: replies link to its report page"
+        ),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
@@ -88,6 +91,7 @@ def register(app: typer.Typer) -> None:
             backend_options=opts,
             bot_token=bot_token,
             signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""),
+            public_base_url=public_base_url,
         )
         if socket:
             app_token = os.environ.get("SLACK_APP_TOKEN", "")
