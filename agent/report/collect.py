@@ -81,7 +81,8 @@ def _quality_lines(bundle: Bundle, det: DetectionResult, d: Diagnosis | None) ->
 
 
 def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) -> ReportData:
-    suspects = list(dict.fromkeys([*(d.root_cause.ranks if d else []), *det.suspect_ranks]))
+    culprits = list(d.root_cause.ranks) if d is not None else det.suspect_ranks[:1]
+    suspects = list(dict.fromkeys([*culprits, *det.suspect_ranks]))
     findings = _findings(det)
     priority = suspects + [f.rank for f in findings]
     table, source, coll = read_traces(bundle)
@@ -112,7 +113,8 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         incident_id=man.id,
         title=man.title or man.id,
         symptom=man.symptom,
-        suspects=suspects,
+        culprits=culprits,
+        suspects=det.suspect_ranks,
         suspect_why={s.rank: s.why for s in det.suspects},
         heatmap=heat,
         timeline=timeline,

@@ -151,7 +151,8 @@ class ReportData(BaseModel):
     incident_id: str
     title: str
     symptom: str
-    suspects: list[int]
+    culprits: list[int] = Field(description="the Diagnosis's root-cause ranks; without one, Outpost's most likely suspect")
+    suspects: list[int] = Field(description="every rank Outpost suspects, most likely first")
     suspect_why: dict[int, str] = Field(default_factory=dict)
     heatmap: StepMatrix | None
     timeline: Timeline | None
@@ -161,3 +162,10 @@ class ReportData(BaseModel):
     data_quality: list[str]
     detection_notes: list[str]
     stats: str
+
+
+def rank_marks(r: ReportData) -> dict[int, str]:
+    """rank -> 'culprit' or 'suspect', as every panel labels it."""
+    marks = {s: "suspect" for s in r.suspects}
+    marks.update({c: "culprit" for c in r.culprits})
+    return marks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kat.agent.report.model import ReportData
+from kat.agent.report.model import ReportData, rank_marks
 from kat.agent.report.panel_chain import verdict_html
 from kat.agent.report.panel_heatmap import heatmap_html
 from kat.agent.report.panel_metrics import metrics_html
@@ -36,12 +36,15 @@ def render_html(r: ReportData) -> str:
         )
     else:
         head = "<p class='missing'>No Diagnosis given: showing Outpost's findings only.</p>"
-    why = "".join(f"<li>rank {r_} ◀ suspect: {esc(w)}</li>" for r_, w in r.suspect_why.items())
+    why = "".join(f"<li>rank {r_}: {esc(w)}</li>" for r_, w in r.suspect_why.items())
     suspects = (
-        f"<p>Outpost suspects (most likely first): <b class='culprit'>{esc(', '.join(f'rank {s}' for s in r.suspects))}</b></p><ul>{why}</ul>"
+        f"<p>Outpost suspects (most likely first): <b>{esc(', '.join(f'rank {s}' for s in r.suspects))}</b></p><ul>{why}</ul>"
         if r.suspects
         else "<p>Outpost found no suspect rank.</p>"
     )
+    if v is None and r.culprits:
+        suspects += f"<p>Most likely culprit (Outpost): <b class='culprit'>rank {r.culprits[0]}</b></p>"
+    marks = rank_marks(r)
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.noise_floor)
     dq = "".join(f"<li class='{'missing' if 'missing' in n else ''}'>{esc(n)}</li>" for n in r.data_quality)
     if v is not None and v.data_quality:
@@ -49,8 +52,8 @@ def render_html(r: ReportData) -> str:
     dn = "".join(f"<li>{esc(n)}</li>" for n in r.detection_notes)
     sections = [
         ("verdict", "Verdict", head + suspects, "verdict"),
-        ("heatmap", "Step time, rank × step", heatmap_html(r.heatmap, r.suspects, findings), ""),
-        ("timeline", "Timeline, findings and collective arrival skew", timeline_html(r.timeline, r.suspects), ""),
+        ("heatmap", "Step time, rank × step", heatmap_html(r.heatmap, marks, findings), ""),
+        ("timeline", "Timeline, findings and collective arrival skew", timeline_html(r.timeline, marks), ""),
         ("metrics", "Evidence metrics: suspect against its peers", metrics_html(r.metrics, v is not None), ""),
         ("chain", "Causal chain, evidence and alternatives", verdict_html(v), ""),
         (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kat.agent.report.model import Finding, StepMatrix
-from kat.agent.report.svg import FINDING, MUTED, SUSPECT, diverging, esc, rect, sequential, svg, text
+from kat.agent.report.svg import FINDING, MUTED, SUSPECT, diverging, esc, rank_label, rect, sequential, svg, text
 
 WIDTH = 940
 LEFT = 120
@@ -19,7 +19,7 @@ def _grid(
     values: list[list[float | None]],
     colour: Callable[[float | None], str],
     tip: Callable[[int, str, int, int], str],
-    suspects: list[int],
+    marks: dict[int, str],
     findings: list[Finding],
     legend: Callable[[float], list[str]],
     label: str,
@@ -32,24 +32,16 @@ def _grid(
     body: list[str] = []
     for i, r in enumerate(m.ranks):
         y = TOP + i * ch
-        is_s = r in suspects
-        if is_s or i % label_every == 0:
-            body.append(
-                text(
-                    LEFT - 6,
-                    y + ch / 2 + 4,
-                    f"rank {r}" + (" ◀ suspect" if is_s else ""),
-                    "end",
-                    SUSPECT if is_s else "#333",
-                    'font-weight="bold" class="suspect-label"' if is_s else "",
-                )
-            )
+        is_s = marks.get(r) == "culprit"
+        if r in marks or i % label_every == 0:
+            lab_text, lab_colour, lab_attrs = rank_label(r, marks)
+            body.append(text(LEFT - 6, y + ch / 2 + 4, lab_text, "end", lab_colour, lab_attrs))
         for j in range(n_s):
             body.append(rect(LEFT + j * cw, y, cw - (1 if cw > 6 else 0), ch - 1, colour(values[i][j]), tip(r, m.steps[j], i, j)))
             if any((r, s) in flagged for s in m.step_ids[j]):
                 body.append(rect(LEFT + j * cw + 1, y + 1, cw - 3, ch - 3, "none", extra=f'stroke="{FINDING}" stroke-width="1.5" class="finding-cell"'))
         if is_s:
-            body.append(rect(LEFT - 2, y - 1, n_s * cw + 3, ch + 1, "none", extra=f'stroke="{SUSPECT}" stroke-width="2" class="suspect-row"'))
+            body.append(rect(LEFT - 2, y - 1, n_s * cw + 3, ch + 1, "none", extra=f'stroke="{SUSPECT}" stroke-width="2" class="culprit-row"'))
     every = max(1, int(np.ceil(n_s / 25)))  # at most ~25 column labels, so they never overlap
     for j in range(0, n_s, every):
         body.append(text(LEFT + j * cw + cw / 2, TOP - 6, m.steps[j], "middle", MUTED))
@@ -66,7 +58,7 @@ def _ramp(ly: float, colour: Callable[[float], str], lo: float, hi: float, left:
     return out + [text(LEFT - 6, ly + 9, left, "end", MUTED), text(LEFT + 41 * 6 + 6, ly + 9, right, "start", MUTED)]
 
 
-def heatmap_svgs(m: StepMatrix, suspects: list[int], findings: list[Finding]) -> tuple[str, str]:
+def heatmap_svgs(m: StepMatrix, marks: dict[int, str], findings: list[Finding]) -> tuple[str, str]:
     ms = np.array([[np.nan if v is None else v for v in row] for row in m.ms], dtype=float)
     fin = ms[np.isfinite(ms)]
     lo, hi = (float(np.percentile(fin, 2)), float(np.percentile(fin, 98))) if fin.size else (0.0, 1.0)
@@ -87,7 +79,7 @@ def heatmap_svgs(m: StepMatrix, suspects: list[int], findings: list[Finding]) ->
         m.ms,
         lambda v: sequential(v, lo, hi),
         tip_ms,
-        suspects,
+        marks,
         findings,
         lambda ly: _ramp(ly, lambda v: sequential(v, lo, hi), lo, hi, f"{lo:.3g} ms", f"{hi:.3g} ms step time"),
         f"step time heatmap, {len(m.ranks)} ranks x {len(m.steps)} steps",
@@ -97,7 +89,7 @@ def heatmap_svgs(m: StepMatrix, suspects: list[int], findings: list[Finding]) ->
         m.deviation_pct,
         lambda v: diverging(v, limit),
         tip_dev,
-        suspects,
+        marks,
         findings,
         lambda ly: _ramp(ly, lambda v: diverging(v, limit), -limit, limit, f"-{limit:.0f}%", f"+{limit:.0f}% own work vs peers (red: slower)"),
         f"deviation heatmap, {len(m.ranks)} ranks x {len(m.steps)} steps",
@@ -105,16 +97,16 @@ def heatmap_svgs(m: StepMatrix, suspects: list[int], findings: list[Finding]) ->
     return a, b
 
 
-def heatmap_html(m: StepMatrix | None, suspects: list[int], findings: list[Finding]) -> str:
+def heatmap_html(m: StepMatrix | None, marks: dict[int, str], findings: list[Finding]) -> str:
     if m is None:
         return '<p class="missing">missing data: the traces have no steps, so there is no step-time heatmap.</p>'
-    a, b = heatmap_svgs(m, suspects, findings)
+    a, b = heatmap_svgs(m, marks, findings)
     notes = "".join(f'<li class="cap">{esc(n)}</li>' for n in m.notes)
     groups = "; ".join(",".join(map(str, g)) for g in m.groups[:12]) + (" …" if len(m.groups) > 12 else "")
     return (
         f'<p class="how">Step time from {esc(m.source)} (hover a cell for values). Ranks in one lock-step group wait for each other, '
         f"so their step times match; the second map removes the time spent in collectives and compares each rank's own work "
-        f"with its lock-step peers' median (groups: {esc(groups)}). Suspects are outlined in red.</p>"
+        f"with its lock-step peers' median (groups: {esc(groups)}). Culprit ranks are outlined in red; other ranks Outpost suspects are labelled in amber.</p>"
         f"<h3>Step time (ms)</h3>{a}<h3>Own work (step time minus collectives) against lock-step peers</h3>{b}"
         + (f"<ul>{notes}</ul>" if notes else "")
     )

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from kat.agent.report.model import ReportData
+from kat.agent.report.model import ReportData, rank_marks
 
 SUSPECT = "#c0392b"
 FINDING = "#e67e22"
@@ -20,18 +20,22 @@ def snapshot_png(r: ReportData, dpi: int = 110) -> bytes:
     from matplotlib.colors import TwoSlopeNorm
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7.5), gridspec_kw={"height_ratios": [1, 1.2]})
-    who = ", ".join(f"rank {s}" for s in r.suspects) or "none"
-    fig.suptitle(f"KAT: {r.incident_id} · suspect {who}", fontsize=12, fontweight="bold")
+    who = ", ".join(f"rank {s}" for s in r.culprits) or "none"
+    fig.suptitle(f"KAT: {r.incident_id} · culprit {who}", fontsize=12, fontweight="bold")
+    marks = rank_marks(r)
+
+    def label(rank: int) -> str:
+        return f"rank {rank}" + (f" ◀ {marks[rank]}" if rank in marks else "")
     m = r.heatmap
     if m is not None:
         vals = np.array([[np.nan if v is None else v for v in row] for row in m.deviation_pct], dtype=float)
         fin = np.abs(vals[np.isfinite(vals)])
         lim = float(max(10.0, np.percentile(fin, 95))) if fin.size else 10.0
         im = ax1.imshow(vals, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0, -lim, lim), interpolation="nearest")
-        ax1.set_yticks(range(len(m.ranks)), [f"rank {x}" + (" ◀ suspect" if x in r.suspects else "") for x in m.ranks], fontsize=8)
+        ax1.set_yticks(range(len(m.ranks)), [label(x) for x in m.ranks], fontsize=8)
         for lab in ax1.get_yticklabels():
-            if "suspect" in lab.get_text():
-                lab.set_color(SUSPECT)
+            if "◀" in lab.get_text():
+                lab.set_color(SUSPECT if "culprit" in lab.get_text() else "#b9770e")
                 lab.set_fontweight("bold")
         every = max(1, len(m.steps) // 20)
         ax1.set_xticks(range(0, len(m.steps), every), m.steps[::every], fontsize=8)
@@ -55,10 +59,10 @@ def snapshot_png(r: ReportData, dpi: int = 110) -> bytes:
         for a in t.arrivals:
             if a.last_rank in rows:
                 ax2.plot((a.ts_ns + a.skew_ns - t0) / 1e6, rows[a.last_rank] - 0.45, "v", color=SUSPECT, markersize=4)
-        ax2.set_yticks(range(len(t.ranks)), [f"rank {rt.rank}" + (" ◀ suspect" if rt.rank in r.suspects else "") for rt in t.ranks], fontsize=8)
+        ax2.set_yticks(range(len(t.ranks)), [label(rt.rank) for rt in t.ranks], fontsize=8)
         for lab in ax2.get_yticklabels():
-            if "suspect" in lab.get_text():
-                lab.set_color(SUSPECT)
+            if "◀" in lab.get_text():
+                lab.set_color(SUSPECT if "culprit" in lab.get_text() else "#b9770e")
                 lab.set_fontweight("bold")
         ax2.invert_yaxis()
         ax2.set_xlabel("ms since the capture's first step")

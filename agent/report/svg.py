@@ -105,3 +105,16 @@ def sequential(v: float | None, lo: float, hi: float) -> str:
     t = 0.0 if hi <= lo else max(0.0, min(1.0, (v - lo) / (hi - lo)))
     r, g, b = int(247 - 200 * t), int(251 - 150 * t), int(255 - 90 * t)
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+SUSPECT_ONLY = "#b9770e"
+
+
+def rank_label(rank: int, marks: dict[int, str]) -> tuple[str, str, str]:
+    """(text, colour, attributes) of a rank's row label: culprits red, other suspects amber."""
+    mark = marks.get(rank)
+    if mark == "culprit":
+        return f"rank {rank} ◀ culprit", SUSPECT, 'font-weight="bold" class="culprit-label"'
+    if mark == "suspect":
+        return f"rank {rank} ◀ suspect", SUSPECT_ONLY, 'font-weight="bold" class="suspect-label"'
+    return f"rank {rank}", "#333", ""
