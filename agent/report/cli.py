@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
             det = load_detection(detection) if detection else None
             html, data = build_report(path, d, det)
         except (ReportInputError, BundleError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
         try:
             out.write_text(html, encoding="utf-8")

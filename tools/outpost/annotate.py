@@ -187,7 +187,9 @@ def write_annotated(bundle: Bundle, det: DetectionResult, out: Path) -> dict[str
             bases[r] = int(base) if isinstance(base, (int, float)) else 0
         else:
             docs[r] = None
-            bases[r] = 0
+            # Whole seconds below the rank's first event keep microsecond floats exact.
+            first = bundle.rank_columns(r, ["ts_ns"])["ts_ns"]
+            bases[r] = int(first.min()) // 10**9 * 10**9 if len(first) else 0
     base_ns = min(bases.values(), default=0)
     threads = {r: _Threads() for r in bundle.ranks}
     counts = {"events": 0, "findings": 0, "flows": 0}
