@@ -61,7 +61,7 @@ def _find_job(store: Store, root: Any, ident: str) -> JobRecord | None:
         if job is not None:
             return job
     rel = root.relative(root.resolve(ident))  # IncidentError when unknown or refused
-    return store.latest_job(rel)
+    return store.latest_done(rel)
 
 
 def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int, str], Exception]) -> None:
@@ -82,7 +82,7 @@ def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int
         except IncidentError as exc:
             raise error(exc.status, str(exc))
         if job is None:
-            raise error(404, f"no diagnosis for {ident!r} yet: POST /v1/diagnoses starts one")
+            raise error(404, f"no finished diagnosis for {ident!r}: POST /v1/diagnoses starts one")
         if job.status != "done" or not job.result:
             raise error(409, f"diagnosis {job.id} is {job.status}; the report needs a finished diagnosis")
         try:

@@ -125,12 +125,9 @@ class Store:
             source=r[11],
         )
 
-    def latest_job(self, incident: str) -> JobRecord | None:
-        """The most recent finished diagnosis of an incident, else its most recent one."""
-        rows = self._query(
-            "SELECT id FROM kat_jobs WHERE incident=? ORDER BY (status='done') DESC, created DESC LIMIT 1",
-            (incident,),
-        )
+    def latest_done(self, incident: str) -> JobRecord | None:
+        """The most recent finished diagnosis of an incident (its path relative to the incidents root)."""
+        rows = self._query("SELECT id FROM kat_jobs WHERE incident=? AND status='done' ORDER BY finished DESC LIMIT 1", (incident,))
         return self.job(rows[0][0]) if rows else None
 
     def job_ids(self, status: str) -> list[str]:

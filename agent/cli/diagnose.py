@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -14,8 +13,9 @@ err = Console(stderr=True)
 
 
 def default_chat_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "chat.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("chat.sqlite")
 
 
 def _session(
@@ -30,10 +30,10 @@ def _session(
         return Session(path, analyzer, config=AgentConfig(max_steps=max_steps, time_budget_s=time_budget), db=db, **opts)
     except BundleError as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except (ImportError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def _progress(quiet: bool):  # type: ignore[no-untyped-def]
