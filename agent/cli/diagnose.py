@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -16,8 +15,9 @@ err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 
 
 
 def default_chat_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "chat.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("chat.sqlite")
 
 
 def _session(
@@ -32,10 +32,10 @@ def _session(
         return Session(path, analyzer, config=AgentConfig(max_steps=max_steps, time_budget_s=time_budget), db=db, **opts)
     except BundleError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except (ImportError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def _progress(quiet: bool):  # type: ignore[no-untyped-def]
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
                 except Exception as exc:  # one bad question must not end the conversation
                     from kat.agent.errors import one_line
 
-                    err.print(f"[bold red]error:[/] that question failed: {one_line(exc)}", highlight=False, markup=True)
+                    err.print(f"[bold red]error:[/] that question failed: {escape(one_line(exc))}", highlight=False, markup=True)
                     continue
                 out.print(answer, highlight=False, markup=False)
         finally:

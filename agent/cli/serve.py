@@ -1,17 +1,17 @@
-"""`kat serve` and `kat slack` (registered through the kat.commands entry point)."""
+"""`kat serve` (HTTP API) and `kat slack` (Slack bot): the long-running front ends."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
 
 
 def default_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "frontends.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("frontends.sqlite")
 
 
 def _root(incidents_root: Path) -> Path:
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8080, "--port"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
         db: Path | None = typer.Option(None, "--db", help="SQLite file for jobs and threads (default: cache dir)"),
-        token: str | None = typer.Option(None, "--token", envvar="KAT_API_TOKEN", help="require 'Authorization: Bearer <token>'"),
+        token: str | None = typer.Option(None, "--token", help="require 'Authorization: Bearer <token>' (default: $KAT_API_TOKEN)"),
         max_concurrent: int = typer.Option(2, "--max-concurrent", min=1, help="diagnoses running at once"),
         max_queue: int = typer.Option(100, "--max-queue", min=0, help="diagnoses waiting beyond that; more get 429"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per diagnosis (a request may ask for less)"),
@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from kat.agent.frontends.http_api import ServerSettings, create_app
+        from kat.knowledge.settings import settings
 
+        token = token or settings().api_token
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         settings = ServerSettings(
             incidents_root=_root(incidents_root),
@@ -70,12 +72,18 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
+        public_base_url: str | None = typer.Option(
+            None, "--public-base-url", help="where `kat serve` is reachable (default KAT_PUBLIC_BASE_URL): replies link to its report page"
+        ),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
+        from kat.agent.frontends.slack_transport import run_http, run_socket_mode
+        from kat.knowledge.settings import settings
 
+        env = settings()
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
-        bot_token = os.environ.get("SLACK_BOT_TOKEN", "")
+        bot_token = env.slack_bot_token
         if not bot_token:
             typer.echo("error: set SLACK_BOT_TOKEN (xoxb-...)", err=True)
             raise typer.Exit(2)
@@ -87,27 +95,22 @@ def register(app: typer.Typer) -> None:
             time_budget_s=time_budget,
             backend_options=opts,
             bot_token=bot_token,
-            signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""),
+            signing_secret=env.slack_signing_secret,
+            public_base_url=public_base_url or env.public_base_url or None,
         )
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            _run_slack(socket, settings, host, port)
-        except ConnectionError as exc:
+            if socket:
+                app_token = env.slack_app_token
+                if not app_token:
+                    typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
+                    raise typer.Exit(2)
+                run_socket_mode(settings, app_token)
+            else:
+                if not settings.signing_secret:
+                    typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
+                    raise typer.Exit(2)
+                run_http(settings, host, port)
+        except ConnectionError as exc:  # Slack unreachable after the retries: one line, no traceback
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(3)
-
-
-def _run_slack(socket: bool, settings, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
-    from kat.agent.frontends.slack_transport import run_http, run_socket_mode
-
-    if socket:
-        app_token = os.environ.get("SLACK_APP_TOKEN", "")
-        if not app_token:
-            typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
-            raise typer.Exit(2)
-        run_socket_mode(settings, app_token)
-    else:
-        if not settings.signing_secret:
-            typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
-            raise typer.Exit(2)
-        run_http(settings, host, port)
+            raise typer.Exit(3) from None
