@@ -108,7 +108,15 @@ def bounded_calls(msg: AIMessage) -> AIMessage:
     for c in msg.tool_calls or []:
         why = _out_of_range(c.get("args") or {})
         if why:
-            bad.append({"name": c["name"], "args": json.dumps(c.get("args"), default=str)[:200], "id": c.get("id"), "error": why, "type": "invalid_tool_call"})
+            bad.append(
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c.get("args"), default=str)[:200],
+                    "id": c.get("id"),
+                    "error": why,
+                    "type": "invalid_tool_call",
+                }
+            )
         else:
             good.append(c)
     if not bad:
@@ -140,7 +148,9 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry], quality: DataQuali
             return None, f"causal link(s) {empty} cite no evidence; every link must cite evidence ids"
     # The evidence list names the exact tool call behind each id (from the ledger, not the model's memory).
     items, seen = [], set()
-    cited = [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence] + [i for r in ruled_out for i in r["evidence"]]
+    cited = (
+        [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence] + [i for r in ruled_out for i in r["evidence"]]
+    )
     given = {e.id: e for e in d.evidence}
     for i in cited:
         if i in seen or i not in known:

@@ -48,7 +48,9 @@ def render_rich(d: Diagnosis) -> Panel:
         parts.append(Text("Remediation:\n" + "\n".join(f"  - {r}" for r in d.remediation)))
     if d.data_quality is not None:
         parts.append(
-            Text("Data quality:\n" + "\n".join(f"  - {x}" for x in d.data_quality.lines()), style="yellow" if d.data_quality.degraded else "")
+            Text(
+                "Data quality:\n" + "\n".join(f"  - {x}" for x in d.data_quality.lines()), style="yellow" if d.data_quality.degraded else ""
+            )
         )
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 import sys
 import uuid
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
 
@@ -80,7 +79,7 @@ def register(app: typer.Typer) -> None:
             d = s.diagnose(on_event=_progress(quiet or json_out))
         except BackendUnreachable as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(3)
+            raise typer.Exit(3) from None
         finally:
             s.close()
         if json_out:
@@ -120,7 +119,7 @@ def register(app: typer.Typer) -> None:
                     d = s.diagnose(thread_id=tid, on_event=_progress(False))
                 except BackendUnreachable as exc:
                     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-                    raise typer.Exit(3)
+                    raise typer.Exit(3) from None
                 print_diagnosis(out, d)
             else:
                 n = len(st.get("ledger") or [])

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 _INDEX_HELP = "index directory (default: $KAT_KB_DIR, $KAT_CACHE_DIR/kb or ~/.cache/kat/kb)"
 

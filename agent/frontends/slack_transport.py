@@ -112,7 +112,9 @@ def socket_mode_handler(bot: KatBot, app_token: str):  # type: ignore[no-untyped
 
 def run_socket_mode(settings: BotSettings, app_token: str) -> None:
     # Socket Mode frames come over an authenticated WebSocket: no signing secret involved.
-    bot = with_retries("connecting to Slack", lambda: KatBot(settings.model_copy(update={"signing_secret": ""}), request_verification=False))
+    bot = with_retries(
+        "connecting to Slack", lambda: KatBot(settings.model_copy(update={"signing_secret": ""}), request_verification=False)
+    )
     try:
         handler = socket_mode_handler(bot, app_token)
         with_retries("opening the Socket Mode connection", handler.connect)

@@ -75,20 +75,70 @@ def test_manifest_with_bom_and_unknown_fields_loads(tmp_path: Path) -> None:
 # -- metrics and logs: good rows kept, bad ones counted with file, line, reason ----------------------
 TABLES: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
     # name: (damage, source, expected status, a reason or example substring)
-    "metrics-short-row": (lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP"), "metrics", "degraded", "expected 6 fields, got 2"),
-    "metrics-non-utf8": (lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,61,node-\xff,0,0"), "metrics", "degraded", "non-UTF-8 byte 0xff"),
-    "metrics-not-a-number": (lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,hot,node-a,0,0"), "metrics", "degraded", "'hot'"),
-    "metrics-bad-ts": (lambda r: append_lines(r / "metrics.csv", b"yesterday,DCGM_FI_DEV_GPU_TEMP,61,node-a,0,0"), "metrics", "degraded", "unparseable timestamp"),
-    "metrics-rank-20-digits": (lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,61,node-a,0,99999999999999999999"), "metrics", "degraded", "'rank'"),
-    "metrics-missing-ts": (lambda r: (r / "metrics.csv").write_text("time,name,value\n1,a,2\n"), "metrics", "missing", "missing required column 'ts'"),
+    "metrics-short-row": (
+        lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP"),
+        "metrics",
+        "degraded",
+        "expected 6 fields, got 2",
+    ),
+    "metrics-non-utf8": (
+        lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,61,node-\xff,0,0"),
+        "metrics",
+        "degraded",
+        "non-UTF-8 byte 0xff",
+    ),
+    "metrics-not-a-number": (
+        lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,hot,node-a,0,0"),
+        "metrics",
+        "degraded",
+        "'hot'",
+    ),
+    "metrics-bad-ts": (
+        lambda r: append_lines(r / "metrics.csv", b"yesterday,DCGM_FI_DEV_GPU_TEMP,61,node-a,0,0"),
+        "metrics",
+        "degraded",
+        "unparseable timestamp",
+    ),
+    "metrics-rank-20-digits": (
+        lambda r: append_lines(r / "metrics.csv", b"1700000000000000000,DCGM_FI_DEV_GPU_TEMP,61,node-a,0,99999999999999999999"),
+        "metrics",
+        "degraded",
+        "'rank'",
+    ),
+    "metrics-missing-ts": (
+        lambda r: (r / "metrics.csv").write_text("time,name,value\n1,a,2\n"),
+        "metrics",
+        "missing",
+        "missing required column 'ts'",
+    ),
     "metrics-empty-file": (lambda r: (r / "metrics.csv").write_text(""), "metrics", "missing", "no rows"),
     "metrics-binary-garbage": (lambda r: (r / "metrics.csv").write_bytes(bytes(range(256)) * 50), "metrics", "missing", "metrics.csv"),
     "logs-bad-json-line": (lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1, "message": '), "logs", "degraded", "not valid JSON"),
-    "logs-array-line": (lambda r: append_lines(r / "logs.jsonl", b'[1, 2]'), "logs", "degraded", "a JSON array, not an object"),
-    "logs-non-utf8": (lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1700000000000000000, "message": "x\xff"}'), "logs", "degraded", "non-UTF-8 byte 0xff"),
-    "logs-deep-line": (lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1, "message": ' + b"[" * 5000 + b"]" * 5000 + b"}"), "logs", "degraded", "not valid JSON"),
-    "logs-rank-string": (lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1700000000000000000, "rank": "zero", "message": "m"}'), "logs", "degraded", "'rank'"),
-    "logs-missing-message": (lambda r: (r / "logs.jsonl").write_text('{"ts": 1}\n'), "logs", "missing", "missing required column 'message'"),
+    "logs-array-line": (lambda r: append_lines(r / "logs.jsonl", b"[1, 2]"), "logs", "degraded", "a JSON array, not an object"),
+    "logs-non-utf8": (
+        lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1700000000000000000, "message": "x\xff"}'),
+        "logs",
+        "degraded",
+        "non-UTF-8 byte 0xff",
+    ),
+    "logs-deep-line": (
+        lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1, "message": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        "logs",
+        "degraded",
+        "not valid JSON",
+    ),
+    "logs-rank-string": (
+        lambda r: append_lines(r / "logs.jsonl", b'{"ts": 1700000000000000000, "rank": "zero", "message": "m"}'),
+        "logs",
+        "degraded",
+        "'rank'",
+    ),
+    "logs-missing-message": (
+        lambda r: (r / "logs.jsonl").write_text('{"ts": 1}\n'),
+        "logs",
+        "missing",
+        "missing required column 'message'",
+    ),
 }
 
 
@@ -147,7 +197,11 @@ def _diagnose(root: Path) -> Diagnosis:
 
 
 def _same(a: Diagnosis, b: Diagnosis) -> None:
-    assert (a.root_cause.category, a.root_cause.ranks, a.root_cause.hosts) == (b.root_cause.category, b.root_cause.ranks, b.root_cause.hosts)
+    assert (a.root_cause.category, a.root_cause.ranks, a.root_cause.hosts) == (
+        b.root_cause.category,
+        b.root_cause.ranks,
+        b.root_cause.hosts,
+    )
     assert len(a.causal_chain) == len(b.causal_chain)
 
 

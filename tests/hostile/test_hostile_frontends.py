@@ -17,9 +17,9 @@ import httpx
 import orjson
 import pytest
 from hostile_corpus import append_lines, deep, demo_copy, fifo, one
+from slack_sdk import WebClient
 from test_frontends_slack import SECRET, SlackRecorder, event_body, signed
 from test_frontends_util import DEMO_ID, LoopbackServer, incidents_root
-from slack_sdk import WebClient
 
 from kat.agent.demo import DEMO_INCIDENT
 from kat.agent.frontends.http_api import ServerSettings, create_app
@@ -139,7 +139,10 @@ def test_slack_list_reports_broken_manifests(slack) -> None:  # type: ignore[no-
 def test_slack_final_answer_posted_when_progress_edits_fail(slack) -> None:  # type: ignore[no-untyped-def]
     rec, bot, post = slack
     rec.fail["chat.update"] = "ratelimited"
-    body = event_body({"type": "app_mention", "channel": "C9", "user": "U1", "ts": "1700000001.000100", "text": "<@UBOT> diagnose damaged-demo"}, "Ev-hostile-1")
+    body = event_body(
+        {"type": "app_mention", "channel": "C9", "user": "U1", "ts": "1700000001.000100", "text": "<@UBOT> diagnose damaged-demo"},
+        "Ev-hostile-1",
+    )
     assert post(body, signed(body)).status_code == 200
     rec.wait(lambda: any(a.get("blocks") for a in rec.of("chat.postMessage")), timeout=120)
     posted = next(a for a in rec.of("chat.postMessage") if a.get("blocks"))
@@ -160,8 +163,13 @@ def test_slack_follow_up_error_and_unreachable_backend(tmp_path: Path) -> None:
     bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"))
     try:
         with LoopbackServer(http_app(bot)) as srv:
-            body = event_body({"type": "app_mention", "channel": "C9", "user": "U1", "ts": "1700000002.000100", "text": "<@UBOT> diagnose damaged-demo"}, "Ev-hostile-2")
-            r = httpx.post(srv.url + "/slack/events", content=body, headers={**signed(body), "content-type": "application/json"}, timeout=10)
+            body = event_body(
+                {"type": "app_mention", "channel": "C9", "user": "U1", "ts": "1700000002.000100", "text": "<@UBOT> diagnose damaged-demo"},
+                "Ev-hostile-2",
+            )
+            r = httpx.post(
+                srv.url + "/slack/events", content=body, headers={**signed(body), "content-type": "application/json"}, timeout=10
+            )
             assert r.status_code == 200
             rec.wait(lambda: any("failed" in str(a.get("text")) for a in rec.of("chat.update")), timeout=60)
             err = next(a["text"] for a in rec.of("chat.update") if "failed" in str(a.get("text")))

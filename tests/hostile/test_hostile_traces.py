@@ -85,9 +85,7 @@ ERRORS = {
     "plain-over-cap": _bad(lambda t: one(t, step_trace()), "over the limit", {"KAT_MAX_TRACE_BYTES": "1K"}),
     "gzip-bomb-isize": _bad(lambda t: gzip_bomb(t, 64 * 2**20), "gzip trailer", {"KAT_MAX_TRACE_BYTES": "8M"}),
     "bad-cap-setting": _bad(lambda t: one(t, step_trace()), "KAT_MAX_TRACE_BYTES", {"KAT_MAX_TRACE_BYTES": "lots"}),
-    "two-runs-two-ranks": _bad(
-        lambda t: _two_runs(t, 2), "clocks do not overlap"
-    ),
+    "two-runs-two-ranks": _bad(lambda t: _two_runs(t, 2), "clocks do not overlap"),
     "duplicate-rank": _bad(lambda t: _dup_rank(t), "duplicate rank"),
 }
 

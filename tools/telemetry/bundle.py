@@ -22,9 +22,8 @@ from kat.tools.telemetry.schema import COLUMNS, STR_COLUMNS, arrow_schema
 if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces needs neither
     import pandas as pd
 
-    from kat.tools.telemetry.quality import DataQuality, SourceQuality
-
     from kat.tools.telemetry.manifest import IncidentManifest
+    from kat.tools.telemetry.quality import DataQuality
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 
@@ -186,9 +185,7 @@ class Bundle:
         if events == 0:
             t.missing("the trace(s) hold no events: insufficient data")
         notes = [f"ignored {name}: {why}" for name, why in self.ignored.items()]
-        return DataQuality(
-            traces=t, metrics=self._quality["metrics"].model_copy(), logs=self._quality["logs"].model_copy(), notes=notes
-        )
+        return DataQuality(traces=t, metrics=self._quality["metrics"].model_copy(), logs=self._quality["logs"].model_copy(), notes=notes)
 
     def resolve_inside(self, relative: str) -> Path:
         """A path inside the bundle; anything that escapes it is refused."""
@@ -329,7 +326,10 @@ def _discover_traces(
             skipped[p.name] = "not a regular file (a FIFO, device or directory?)"
     if not files:
         why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise BundleError(f"no {'usable ' if why else ''}trace files (*.json, *.json.gz, *.parquet) in {trace_dir}" + (f" ({why})" if why else ""), path=trace_dir)
+        raise BundleError(
+            f"no {'usable ' if why else ''}trace files (*.json, *.json.gz, *.parquet) in {trace_dir}" + (f" ({why})" if why else ""),
+            path=trace_dir,
+        )
     default_rank = 0 if len(files) == 1 else None
     metas: dict[Path, KinetoMeta] = {}
     todo = []

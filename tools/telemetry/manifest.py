@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from kat.tools.telemetry.errors import BundleError, short
 
-
 MAX_RANK = 2**31 - 1  # ranks (and GPU indexes) are int32 in the canonical trace schema
 
 
