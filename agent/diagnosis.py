@@ -129,12 +129,16 @@ class Diagnosis(_Strict):
         """Every evidence id cited (chain links, ruled-out entries) is in the evidence list.
 
         Knowledge-base ids (not `ev-N`) name corpus entries and are not listed. A draft (what an
-        Analyzer submits, before the graph's validator completes the list) is not checked.
+        Analyzer submits, before the graph's validator completes the list) is not checked. Records
+        without `data_quality` predate the ruled-out check (they load; a report marks such ids
+        missing): every Diagnosis KAT makes now carries data_quality, so the check always applies.
         """
         if info.context and info.context.get("draft"):
             return self
         listed = {e.id for e in self.evidence}
-        cited = {e for link in self.causal_chain for e in link.evidence} | {e for r in self.alternatives_ruled_out for e in r.cited()}
+        cited = {e for link in self.causal_chain for e in link.evidence}
+        if self.data_quality is not None:
+            cited |= {e for r in self.alternatives_ruled_out for e in r.cited()}
         bad = sorted(i for i in cited if EVIDENCE_ID.fullmatch(i) and i not in listed)
         if bad:
             raise ValueError(f"evidence id(s) {bad} are cited but not in the evidence list {sorted(listed)}")

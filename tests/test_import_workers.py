@@ -39,5 +39,12 @@ def test_worker_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (d / "rank-1.json.gz").write_bytes((d / "rank-1.json.gz").read_bytes()[:200])
     monkeypatch.setenv("KAT_IMPORT_WORKERS", "2")
     monkeypatch.setattr(iw, "PARALLEL_IMPORT_MIN_BYTES", 0)
+    # Issue 22: a damaged rank is left out with its reason (naming the file); the others are analysed.
+    b = open_bundle(d, cache_dir=tmp_path / "c")
+    assert 1 not in b.ranks and b.ranks
+    assert "truncated" in b.skipped["rank-1.json.gz"] or "gzip" in b.skipped["rank-1.json.gz"]
+    for p in d.iterdir():
+        if p.name != "rank-1.json.gz":
+            p.write_bytes(p.read_bytes()[:200])  # every rank damaged: an error naming the files
     with pytest.raises(TraceImportError, match="rank-1.json.gz"):
-        open_bundle(d, cache_dir=tmp_path / "c")
+        open_bundle(d, cache_dir=tmp_path / "c2")

@@ -127,7 +127,9 @@ def test_metric_series_are_bucketed(tmp_path: Path) -> None:
     lines = ["ts,name,value,host,gpu,rank"]
     for i in range(3000):
         for g in range(2):
-            lines.append(f"{1_700_000_000_000_000_000 + i * 10_000_000},DCGM_FI_DEV_GPU_TEMP,{60 + (30 if g == 1 and i > 1500 else 0)},node-a,{g},")
+            lines.append(
+                f"{1_700_000_000_000_000_000 + i * 10_000_000},DCGM_FI_DEV_GPU_TEMP,{60 + (30 if g == 1 and i > 1500 else 0)},node-a,{g},"
+            )
     (root / "metrics.csv").write_text("\n".join(lines) + "\n")
     from kat.agent.report.metric_data import metric_panel
 

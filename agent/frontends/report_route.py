@@ -91,4 +91,3 @@ def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int
             raise error(410, f"the incident of diagnosis {job.id} is no longer available: {exc}")
         html = await asyncio.to_thread(cache.get_or_render, job.id, lambda: render_job(path, job))
         return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
-

@@ -67,7 +67,8 @@ def render_html(r: ReportData) -> str:
     ]
     nav = "".join(f'<a href="#panel-{sid}">{esc(title.split(",")[0])}</a>' for sid, title, _, _ in sections)
     body = "".join(
-        f'<section id="panel-{sid}" data-panel="{sid}" class="{cls}"><h2>{esc(title)}</h2>{html}</section>' for sid, title, html, cls in sections
+        f'<section id="panel-{sid}" data-panel="{sid}" class="{cls}"><h2>{esc(title)}</h2>{html}</section>'
+        for sid, title, html, cls in sections
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -33,11 +33,19 @@ def chain_svg(v: Verdict) -> str:
             ax = W / 2
             body.append(line(ax, y, ax, y + 34, "#555", 2))
             body.append(polygon([(ax - 6, y + 28), (ax + 6, y + 28), (ax, y + 36)], "#555"))
-            parts = [f'<a href="#link-{into[0]}" class="chain-link">' + text(ax + 12, y + 16, f"link {into[0]} · evidence:", "start", MUTED) + "</a>"]
+            parts = [
+                f'<a href="#link-{into[0]}" class="chain-link">'
+                + text(ax + 12, y + 16, f"link {into[0]} · evidence:", "start", MUTED)
+                + "</a>"
+            ]
             ex = ax + 120
             for eid in link.evidence:
                 target = f"#{eid}" if eid in known else f"#link-{into[0]}"
-                parts.append(f'<a href="{esc(target)}" class="ev-ref">' + text(ex, y + 16, eid, "start", "#1a5276", 'text-decoration="underline"') + "</a>")
+                parts.append(
+                    f'<a href="{esc(target)}" class="ev-ref">'
+                    + text(ex, y + 16, eid, "start", "#1a5276", 'text-decoration="underline"')
+                    + "</a>"
+                )
                 ex += 8 + 7 * len(eid)
             if not link.evidence:
                 parts.append(text(ex, y + 16, "none cited", "start", SUSPECT))
@@ -77,7 +85,9 @@ def verdict_html(v: Verdict | None) -> str:
             f'<tr id="{esc(e.id)}" class="evidence"><td>{esc(e.id)}</td><td>{esc(e.tool)}</td><td><code>{esc(e.query)}</code></td><td>{esc(e.summary)}</td></tr>'
             for e in v.evidence
         )
-        parts.append(f"<h3>Evidence</h3><table class='evidence'><tr><th>id</th><th>tool</th><th>exact query</th><th>finding</th></tr>{rows}</table>")
+        parts.append(
+            f"<h3>Evidence</h3><table class='evidence'><tr><th>id</th><th>tool</th><th>exact query</th><th>finding</th></tr>{rows}</table>"
+        )
     ro = []
     for a in v.ruled_out:
         if a.evidence:
@@ -90,7 +100,11 @@ def verdict_html(v: Verdict | None) -> str:
             backing = '<span class="missing">missing data: no evidence cited</span>'
         ro.append(f"<tr><td>{esc(a.category)}</td><td>{esc(a.why)}</td><td>{backing}</td></tr>")
     if ro:
-        parts.append("<h3>Alternatives ruled out</h3><table class='ruled'><tr><th>category</th><th>why not</th><th>evidence</th></tr>" + "".join(ro) + "</table>")
+        parts.append(
+            "<h3>Alternatives ruled out</h3><table class='ruled'><tr><th>category</th><th>why not</th><th>evidence</th></tr>"
+            + "".join(ro)
+            + "</table>"
+        )
     else:
         parts.append('<p class="missing">No alternatives ruled out.</p>')
     if v.remediation:

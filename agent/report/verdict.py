@@ -46,7 +46,11 @@ def verdict(d: Diagnosis) -> Verdict:
     ruled = []
     for a in d.alternatives_ruled_out:
         cited = list(dict.fromkeys(EV_ID.findall(a.why)))
-        ruled.append(RuledOutRow(category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]))
+        ruled.append(
+            RuledOutRow(
+                category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]
+            )
+        )
     dq = getattr(d, "data_quality", None) or {}
     quality = {str(k): (v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in dict(dq).items()}
     rc = d.root_cause

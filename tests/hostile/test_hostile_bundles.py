@@ -280,6 +280,11 @@ def test_validator_rejects_unlisted_ids_and_drops_unbacked_ruled_out() -> None:
     }
     with pytest.raises(ValueError, match=r"ev-9"):
         Diagnosis.model_validate(base)
+    from kat.tools.telemetry.quality import DataQuality
+
+    ruled = {**base, "causal_chain": [], "alternatives_ruled_out": [{"category": "numa_misbinding", "why": "affinity fine (ev-4)"}]}
+    with pytest.raises(ValueError, match=r"ev-4"):
+        Diagnosis.model_validate({**ruled, "data_quality": DataQuality().model_dump()})
     ledger = [
         LedgerEntry(id="ev-1", tool="outpost_detect", query="{}", status="ok", summary="nothing"),
         LedgerEntry(id="ev-2", tool="metric_lookup", query='{"name": "DCGM_FI_DEV_POWER_USAGE"}', status="no_data", summary=""),
