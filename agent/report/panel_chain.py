@@ -83,9 +83,9 @@ def verdict_html(v: Verdict | None) -> str:
         if a.evidence:
             backing = _ev_links(a.evidence)
             if a.missing:
-                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the evidence list)</span>'
+                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the Diagnosis\'s evidence list)</span>'
         elif a.missing:
-            backing = f'<span class="missing">missing data: cites {esc(", ".join(a.missing))}, not in the evidence list</span>'
+            backing = f'<span class="missing">unbacked here: cites {esc(", ".join(a.missing))}, not in the Diagnosis\'s evidence list</span>'
         else:
             backing = '<span class="missing">missing data: no evidence cited</span>'
         ro.append(f"<tr><td>{esc(a.category)}</td><td>{esc(a.why)}</td><td>{backing}</td></tr>")

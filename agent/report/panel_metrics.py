@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from kat.agent.report.model import MetricPanel
 from kat.agent.report.svg import GRID, MUTED, SUSPECT, WINDOW, Scale, esc, line, polygon, polyline, rect, svg, text, ticks
 
-W, H = 460, 210
+W, H = 440, 210
 L, R, T, B = 56, 12, 24, 36
 
 
