@@ -77,7 +77,11 @@ def _quality_lines(bundle: Bundle, det: DetectionResult, d: Diagnosis | None) ->
         else "metrics: missing data (no metrics file in the bundle)"
     )
     lg = bundle.logs
-    out.append(f"logs: {len(lg):,} lines from {bundle.logs_path.name}" if bundle.logs_path is not None and not lg.empty else "logs: missing data (no logs file)")
+    out.append(
+        f"logs: {len(lg):,} lines from {bundle.logs_path.name}"
+        if bundle.logs_path is not None and not lg.empty
+        else "logs: missing data (no logs file)"
+    )
     if bundle.is_bare_trace_dir:
         out.append("a bare trace directory: no manifest, so no incident window or topology beyond the ranks")
     if d is None:
@@ -106,7 +110,11 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
     notes = span_notes + arr_notes
     if len(det.anomalies) > MAX_FINDINGS:
         notes.append(f"{len(det.anomalies)} findings: the {MAX_FINDINGS} highest-scoring are drawn")
-    timeline = Timeline(t0_ns=t0, t1_ns=t1, ranks=spans, findings=findings, arrivals=arr, late=late, collectives=n_coll, notes=notes) if t1 > t0 else None
+    timeline = (
+        Timeline(t0_ns=t0, t1_ns=t1, ranks=spans, findings=findings, arrivals=arr, late=late, collectives=n_coll, notes=notes)
+        if t1 > t0
+        else None
+    )
     win = bundle.manifest.window
     window = (win.start_ns(), win.end_ns()) if win is not None else None
     capture = (t0, t1) if t1 > t0 else None
