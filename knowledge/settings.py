@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
+    mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
     public_base_url: str = Field(
         "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"
     )
