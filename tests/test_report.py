@@ -167,9 +167,8 @@ def test_unranked_counters_are_split_by_their_labels(tmp_path: Path) -> None:
     lines = ["ts,name,value,host,cpu"]
     for i in range(50):
         for cpu in range(4):  # one busy CPU among four; samples of all CPUs share timestamps
-            lines.append(
-                f"{1_700_000_000_000_000_000 + i * 100_000_000},node_schedstat_waiting_seconds_total,{i * (0.5 if cpu == 2 else 0.01)},node-a,{cpu}"
-            )
+            rate = 0.5 if cpu == 2 else 0.01
+            lines.append(f"{1_700_000_000_000_000_000 + i * 100_000_000},node_schedstat_waiting_seconds_total,{i * rate},node-a,{cpu}")
     (root / "metrics.csv").write_text("\n".join(lines) + "\n")
     p = metric_panel(open_bundle(root), "node_schedstat_waiting_seconds_total", ["ev-1"], 1, None, None)
     assert p.peers == 4 and p.suspect is None
