@@ -56,7 +56,7 @@ def render_html(r: ReportData) -> str:
         ("verdict", "Verdict", head + suspects, "verdict"),
         ("heatmap", "Step time, rank × step", heatmap_html(r.heatmap, marks, findings), ""),
         ("timeline", "Timeline, findings and collective arrival skew", timeline_html(r.timeline, marks), ""),
-        ("metrics", "Evidence metrics: suspect against its peers", metrics_html(r.metrics, v is not None), ""),
+        ("metrics", "Evidence metrics: culprit against its peers", metrics_html(r.metrics, v is not None), ""),
         ("chain", "Causal chain, evidence and alternatives", verdict_html(v), ""),
         (
             "notes",
