@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
         z: float = typer.Option(defaults.z, help="robust z-score threshold"),
         intra_effect: float = typer.Option(defaults.intra_effect, help="intra-worker minimum relative excess"),
         arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
-        annotate: Path | None = typer.Option(None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"),
+        annotate: Path | None = typer.Option(
+            None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"
+        ),
     ) -> None:
         """Find anomalous kernels/ops, pinned to a worker, a window and a component."""
         from rich.console import Console
