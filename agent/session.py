@@ -72,7 +72,9 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
         return InMemorySaver()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
@@ -103,7 +105,7 @@ class Session:
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
