@@ -106,6 +106,8 @@ class Diagnosis(_Strict):
     remediation: list[str] = Field(default_factory=list)
     # Extension to the contract: a partial answer says so instead of pretending.
     status: Literal["complete", "partial"] = "complete"
+    # Sources that failed (e.g. "Prometheus at URL answered 503 for query Q"): missing data rules nothing out.
+    missing_data: list[str] = Field(default_factory=list)
 
     def cited_ids(self) -> set[str]:
         ids = {e for link in self.causal_chain for e in link.evidence}

@@ -46,6 +46,8 @@ def render_rich(d: Diagnosis) -> Panel:
         parts.append(t)
     if d.remediation:
         parts.append(Text("Remediation:\n" + "\n".join(f"  - {r}" for r in d.remediation)))
+    if d.missing_data:
+        parts.append(Text("Missing data:\n" + "\n".join(f"  - {m}" for m in d.missing_data), style="yellow"))
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
 
 
@@ -62,6 +64,8 @@ def render_text(d: Diagnosis) -> str:
         lines.append(f"  not {a.category}: {a.why}")
     for r in d.remediation:
         lines.append(f"  fix: {r}")
+    for m in d.missing_data:
+        lines.append(f"  missing data: {m}")
     return "\n".join(lines)
 
 

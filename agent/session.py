@@ -20,6 +20,7 @@ from kat.agent.graph import AgentConfig, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
 from kat.tools.registry import make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 
 @dataclass
@@ -48,7 +49,8 @@ def incident_brief(ctx: IncidentContext) -> str:
         "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None,
+        "has_metrics": b.metrics_path is not None or metric_source_of(b).kind != "file",
+        "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
     body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
@@ -81,9 +83,11 @@ class Session:
         config: AgentConfig | None = None,
         db: Path | str | None = None,
         chat_model: Any = None,
+        prometheus: str | None = None,
         **backend_options: Any,
     ):
-        self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
+        kb_mode = "lexical" if analyzer == "rules" else "hybrid"
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode, prometheus=prometheus)
         self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
@@ -132,7 +136,9 @@ class Session:
         d = self.state(self.thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return Diagnosis.model_validate(d)
+        diagnosis = Diagnosis.model_validate(d)
+        diagnosis.missing_data = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden
+        return diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):
