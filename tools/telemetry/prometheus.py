@@ -227,8 +227,10 @@ class PrometheusSource:
         start_s, end_s = start_ns / 1e9, end_ns / 1e9 - 0.001  # the window's end is exclusive, as in the file
         window_s = max(end_ns - start_ns, 1) / 1e9
         try:
-            probe = self.client.instant(f"count_over_time({promql}[{max(int(window_s * 1000), 1)}ms])", end_s)
-            counts = [int(float(r["value"][1])) for r in probe if r.get("value")]
+            counts = []
+            for n in chosen:  # one name at a time: count_over_time drops names, and series would clash
+                probe = self.client.instant(f"count_over_time({selector([n])}[{max(int(window_s * 1000), 1)}ms])", end_s)
+                counts += [int(float(r["value"][1])) for r in probe if r.get("value")]
             step = fit_step(window_s, max(counts, default=0), self.settings.min_step_s)
             result = self.client.range(promql, start_s, end_s, step)
         except PrometheusError as exc:
