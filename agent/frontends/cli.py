@@ -36,13 +36,19 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
         model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        prometheus: str | None = typer.Option(None, "--prometheus", envvar="KAT_PROMETHEUS_URL", help="metrics from this Prometheus"),
+        alert_channel: str | None = typer.Option(
+            None, "--alert-slack-channel", envvar="KAT_ALERTMANAGER_SLACK_CHANNEL", help="post alert investigations here"
+        ),
     ) -> None:
-        """HTTP API: start diagnoses, stream progress, ask follow-ups (OpenAPI docs at /docs)."""
+        """HTTP API: start diagnoses, stream progress, ask follow-ups, take Alertmanager webhooks (OpenAPI docs at /docs)."""
         import uvicorn
 
+        from kat.agent.frontends.alertmanager import AlertSettings
         from kat.agent.frontends.http_api import ServerSettings, create_app
 
-        opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+        opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
+        alerts = AlertSettings.from_env(prometheus=prometheus, slack_channel=alert_channel)
         settings = ServerSettings(
             incidents_root=_root(incidents_root),
             db=db or default_db(),
@@ -52,6 +58,7 @@ def register(app: typer.Typer) -> None:
             time_budget_s=time_budget,
             max_steps=max_steps,
             backend_options=opts,
+            alertmanager=alerts,
         )
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             typer.echo("warning: listening beyond loopback without --token", err=True)
@@ -69,12 +76,13 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
+        prometheus: str | None = typer.Option(None, "--prometheus", envvar="KAT_PROMETHEUS_URL", help="metrics from this Prometheus"),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
         from kat.agent.frontends.slack_transport import run_http, run_socket_mode
 
-        opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+        opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
         bot_token = os.environ.get("SLACK_BOT_TOKEN", "")
         if not bot_token:
             typer.echo("error: set SLACK_BOT_TOKEN (xoxb-...)", err=True)
