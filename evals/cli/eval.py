@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=json_out)
         if suite == "kb":
-            from kat.knowledge.cli import print_eval
+            from kat.agent.cli.kb import print_eval
 
             raise typer.Exit(print_eval(json_out=json_out))
         if suite == "detection" or detector:

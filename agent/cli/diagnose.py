@@ -39,10 +39,10 @@ def _session(
         return Session(path, analyzer, config=cfg, db=db, prometheus=prometheus, **opts)
     except BundleError as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except (ImportError, ValueError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def _progress(quiet: bool):  # type: ignore[no-untyped-def]

@@ -143,7 +143,7 @@ def build_app() -> typer.Typer:
             _fail(exc)
 
     try:  # serving/comparison commands live in their own module (another part of the pipeline)
-        from kat.evals.finetune.serve_cli import add_commands
+        from kat.evals.cli.finetune_serve import add_commands
     except ImportError:
         pass
     else:

@@ -1,4 +1,4 @@
-"""`kat serve` and `kat slack` (registered through the kat.commands entry point)."""
+"""`kat serve` (HTTP API) and `kat slack` (Slack bot): the long-running front ends."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             report = KnowledgeBase(index_dir).build(force=force)
         except (KnowledgeBaseError, CorpusError) as exc:
             _console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         if json_out:
             sys.stdout.write(report.model_dump_json(indent=2) + "\n")
             return
