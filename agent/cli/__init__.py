@@ -22,6 +22,7 @@ COMMANDS = (
     "kat.agent.cli.traces",  # import
     "kat.agent.cli.demo",  # demo
     "kat.agent.cli.serve",  # serve, slack
+    "kat.agent.cli.capture",  # capture
 )
 
 app = typer.Typer(
