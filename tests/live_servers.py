@@ -79,7 +79,9 @@ def backfill(metrics_file: Path, data_dir: Path) -> None:
     om = data_dir.parent / "metrics.om"
     om.write_text(openmetrics_text(load_metrics(metrics_file)))
     data_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)], check=True, capture_output=True, timeout=60
+    )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:

@@ -143,7 +143,12 @@ def test_webhook_auth_version_and_unmapped_alerts(stack: dict) -> None:
     assert r.status_code == 422 and "version" in r.json()["error"]
     r = httpx.post(url, json={"version": "4", "alerts": [{"status": "firing"}]}, headers=ok, timeout=10)
     assert r.status_code == 422 and "startsAt" in r.text
-    stray = {"status": "firing", "labels": {"alertname": "DiskFull", "instance": "unknown-host:9100"}, "startsAt": _iso(stack["starts"]), "fingerprint": "abcdef0123456789"}
+    stray = {
+        "status": "firing",
+        "labels": {"alertname": "DiskFull", "instance": "unknown-host:9100"},
+        "startsAt": _iso(stack["starts"]),
+        "fingerprint": "abcdef0123456789",
+    }
     r = httpx.post(url, json={**body, "alerts": [stray]}, headers=ok, timeout=10)
     assert r.status_code == 202 and r.json()["started"] == []
     assert "names no incident" in r.json()["ignored"][0]["why"]

@@ -186,21 +186,38 @@ def test_directory_capture_with_prometheus_metrics(generated: dict, tmp_path: Pa
 def test_prometheus_down_fails_the_capture_cleanly(generated: dict, tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     r = CliRunner().invoke(
-        app, ["capture", str(tmp_path / "out" / "c"), "--symptom", "s", "--trace-dir", str(generated["full"] / "traces"), "--prometheus", down]
+        app,
+        ["capture", str(tmp_path / "out" / "c"), "--symptom", "s", "--trace-dir", str(generated["full"] / "traces"), "--prometheus", down],
     )
     assert r.exit_code == 2
     assert f"capture failed, nothing written: Prometheus at {down} is unreachable" in " ".join(r.output.split())
     assert _leftovers(tmp_path / "out") == []
     with pytest.raises(CaptureError, match="already exists"):
         (tmp_path / "exists").mkdir()
-        capture(CaptureSpec(out=tmp_path / "exists", symptom="s", trace_dir=generated["full"] / "traces", prometheus=PrometheusSettings(url=down)))
+        capture(
+            CaptureSpec(
+                out=tmp_path / "exists", symptom="s", trace_dir=generated["full"] / "traces", prometheus=PrometheusSettings(url=down)
+            )
+        )
 
 
 def test_journal_records_to_log_rows() -> None:
     """journalctl --output=json record shapes: text, byte-array messages, kernel transport, priorities."""
     recs = [
-        {"__REALTIME_TIMESTAMP": "1795247095123456", "_HOSTNAME": "gpu-node-00", "PRIORITY": "4", "SYSLOG_IDENTIFIER": "vllm", "MESSAGE": "slow step"},
-        {"__REALTIME_TIMESTAMP": "1795247096000000", "_HOSTNAME": "gpu-node-00", "PRIORITY": "3", "_TRANSPORT": "kernel", "MESSAGE": [78, 86, 82, 77, 0xFF]},
+        {
+            "__REALTIME_TIMESTAMP": "1795247095123456",
+            "_HOSTNAME": "gpu-node-00",
+            "PRIORITY": "4",
+            "SYSLOG_IDENTIFIER": "vllm",
+            "MESSAGE": "slow step",
+        },
+        {
+            "__REALTIME_TIMESTAMP": "1795247096000000",
+            "_HOSTNAME": "gpu-node-00",
+            "PRIORITY": "3",
+            "_TRANSPORT": "kernel",
+            "MESSAGE": [78, 86, 82, 77, 0xFF],
+        },
         {"__REALTIME_TIMESTAMP": "x", "MESSAGE": "no time"},
         {"__REALTIME_TIMESTAMP": "1795247097000000", "_SYSTEMD_UNIT": "nvidia-fabricmanager.service", "MESSAGE": "ok"},
     ]

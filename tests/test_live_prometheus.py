@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from kat.agent.cli import app
@@ -25,7 +24,10 @@ from kat.tools.context import IncidentContext
 from kat.tools.telemetry.prometheus import PrometheusSettings, fit_step, selector
 from tests.live_servers import backfill, free_port, prometheus_server
 
-CASES = [("gpu_thermal_throttling", "vllm-l70b-tp8-h100-decode-eager", 4242), ("network_congestion", "sglang-l70b-tp8pp2-a100-prefill-eager", 4104)]
+CASES = [
+    ("gpu_thermal_throttling", "vllm-l70b-tp8-h100-decode-eager", 4242),
+    ("network_congestion", "sglang-l70b-tp8pp2-a100-prefill-eager", 4104),
+]
 
 
 @pytest.fixture(scope="module")

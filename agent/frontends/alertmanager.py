@@ -288,7 +288,9 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
         if token:
             scheme, _, given = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
-                return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"}, 401, {"WWW-Authenticate": "Bearer"})
+                return JSONResponse(
+                    {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"}, 401, {"WWW-Authenticate": "Bearer"}
+                )
         if payload.version != "4":
             return JSONResponse({"error": f"unsupported Alertmanager webhook version {payload.version!r}; expected '4'"}, 422)
         runner: JobRunner = request.app.state.runner
@@ -314,7 +316,9 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
                 log.warning("alert %s not investigated: %s", key, exc)
                 continue
             led.update(key, status="running", job_id=job_id, incident=incident)
-            started.append({"fingerprint": alert.fingerprint, "diagnosis": job_id, "incident": incident, "links": {"self": f"/v1/diagnoses/{job_id}"}})
+            started.append(
+                {"fingerprint": alert.fingerprint, "diagnosis": job_id, "incident": incident, "links": {"self": f"/v1/diagnoses/{job_id}"}}
+            )
         return {"started": started, "ignored": ignored}
 
     @app.get("/v1/alertmanager/alerts", tags=["alerts"])
@@ -340,4 +344,3 @@ def _on_done(led: AlertLedger, key: str, alert: Alert, incident: str, poster: Al
                 led.update(key, note=f"Slack post failed: {exc}")
 
     return done
-

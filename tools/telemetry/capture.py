@@ -267,7 +267,15 @@ def journal_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def read_journal(journalctl: str, start_ns: int, end_ns: int, units: list[str]) -> list[dict[str, Any]]:
-    cmd = [journalctl, "--output=json", "--no-pager", "--since", f"@{start_ns // 1_000_000_000}", "--until", f"@{-(-end_ns // 1_000_000_000)}"]
+    cmd = [
+        journalctl,
+        "--output=json",
+        "--no-pager",
+        "--since",
+        f"@{start_ns // 1_000_000_000}",
+        "--until",
+        f"@{-(-end_ns // 1_000_000_000)}",
+    ]
     for u in units:
         cmd += ["--unit", u]
     try:
@@ -353,7 +361,9 @@ def capture(spec: CaptureSpec, progress: Progress | None = None) -> Path:
             with open(tmp / "logs.jsonl", "w", encoding="utf-8") as fh:
                 for r in sorted(logs, key=lambda r: int(r["ts"])):
                     fh.write(json.dumps(r, default=str) + "\n")
-            manifest["capture"]["logs"] = f"{len(logs)} lines in the window" + (f"; {skipped} lines without a timestamp skipped" if skipped else "")
+            manifest["capture"]["logs"] = f"{len(logs)} lines in the window" + (
+                f"; {skipped} lines without a timestamp skipped" if skipped else ""
+            )
         (tmp / "incident.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         report("done", 1.0)
         os.replace(tmp, out)

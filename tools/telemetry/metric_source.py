@@ -81,9 +81,7 @@ class FileMetricSource:
         m = self.bundle.metrics
         return [str(c) for c in m["name"].cat.categories] if not m.empty else []
 
-    def select(
-        self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None
-    ) -> MetricSelection:
+    def select(self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None) -> MetricSelection:
         searched = f"metric {name!r} in {self.describe()}"
         m = self.bundle.metrics
         if m.empty:

@@ -47,7 +47,17 @@ class PrometheusSettings(BaseModel):
     rank_labels: list[str] = Field(default_factory=lambda: ["rank"])
     # Identity labels that say nothing the host/gpu labels do not (dropped from the frame).
     drop_labels: list[str] = Field(
-        default_factory=lambda: ["job", "UUID", "modelName", "pci_bus_id", "DCGM_FI_DRIVER_VERSION", "namespace", "container", "endpoint", "service"]
+        default_factory=lambda: [
+            "job",
+            "UUID",
+            "modelName",
+            "pci_bus_id",
+            "DCGM_FI_DRIVER_VERSION",
+            "namespace",
+            "container",
+            "endpoint",
+            "service",
+        ]
     )
     strip_port: bool = Field(True, description="instance 'node-a:9400' -> host 'node-a'")
     min_step_s: float = Field(1.0, gt=0, description="smallest step of a range query")
@@ -197,9 +207,7 @@ class PrometheusSource:
                 return []
         return self._names
 
-    def select(
-        self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None
-    ) -> MetricSelection:
+    def select(self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None) -> MetricSelection:
         w = self.window()
         start_ns = start_ns if start_ns is not None else (w[0] if w else None)
         end_ns = end_ns if end_ns is not None else (w[1] if w else None)
