@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import pandas as pd
 import pytest
 
-from kat.tools.telemetry.tables import load_metrics
+if TYPE_CHECKING:
+    import pandas as pd
 
 _BASE = ("ts_ns", "name", "value", "host", "gpu", "rank")
 
@@ -74,6 +75,8 @@ def openmetrics_text(metrics: pd.DataFrame) -> str:
 
 def backfill(metrics_file: Path, data_dir: Path) -> None:
     """Write the bundle's metrics as TSDB blocks Prometheus reads at start."""
+    from kat.tools.telemetry.tables import load_metrics
+
     promtool = need("promtool", "prometheus")
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     om = data_dir.parent / "metrics.om"
@@ -169,3 +172,42 @@ def alertmanager_server(workdir: Path, webhook_url: str, token: str) -> Iterator
             yield url
         finally:
             _stop(proc)
+
+
+# Incidents the live tests share: (category, task, seed), known to diagnose right with `rules`.
+LIVE_CASES = {
+    "gpu_thermal_throttling": ("vllm-l70b-tp8-h100-decode-eager", 4242),
+    "network_congestion": ("sglang-l70b-tp8pp2-a100-prefill-eager", 4104),
+    "kv_cache_pressure": ("vllm-l8b-tp4dp2-a100-prefill-graph", 4103),
+}
+
+
+@pytest.fixture(scope="session")
+def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One real Prometheus holding the metrics of every LIVE_CASES incident; each incident also
+    copied without its metrics file. Yields {"url", "cases": {category: {full, bare, gt, metrics}}}."""
+    import shutil
+
+    from kat.evals.simulate import generate_incident
+
+    need("prometheus", "prometheus")
+    root = tmp_path_factory.mktemp("live-prom")
+    data = root / "tsdb"
+    data.mkdir()
+    cases = {}
+    for cat, (task, seed) in LIVE_CASES.items():
+        full = root / cat / "full"
+        gt = generate_incident(cat, task, seed, full, size="tiny")
+        metrics = next(full.glob("metrics.*"))
+        bare = root / cat / "no-metrics"
+        shutil.copytree(full, bare)
+        (bare / metrics.name).unlink()
+        (bare / "ground_truth.json").unlink(missing_ok=True)
+        blocks = root / cat / "blocks"
+        backfill(metrics, blocks)
+        for block in blocks.iterdir():  # the incidents share no series and no times: one TSDB holds all
+            if block.is_dir():
+                shutil.move(str(block), data / block.name)
+        cases[cat] = {"full": full, "bare": bare, "gt": gt, "metrics": metrics}
+    with prometheus_server(data, root / "prometheus.log") as url:
+        yield {"url": url, "cases": cases}

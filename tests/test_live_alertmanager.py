@@ -18,8 +18,7 @@ from test_frontends_util import LoopbackServer
 
 from kat.agent.frontends.alertmanager import AlertSettings
 from kat.agent.frontends.http_api import ServerSettings, create_app
-from kat.evals.simulate import generate_incident
-from tests.live_servers import alertmanager_server, backfill, need, prometheus_server
+from tests.live_servers import alertmanager_server, need
 
 AM_TOKEN = "am-webhook-token-1"
 API_TOKEN = "api-token-2"
@@ -30,37 +29,31 @@ def _iso(dt: datetime) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def stack(live_prometheus: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     need("prometheus-alertmanager", "prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("live-am")
-    full = tmp / "full"
-    gt = generate_incident("gpu_thermal_throttling", "vllm-l70b-tp8-h100-decode-eager", 4242, full, size="tiny")
+    case = live_prometheus["cases"]["gpu_thermal_throttling"]
     root = tmp / "incidents"
-    bundle = root / "thermal-capture"
-    shutil.copytree(full, bundle)
-    metrics = next(full.glob("metrics.*"))
-    (bundle / metrics.name).unlink()
-    (bundle / "ground_truth.json").unlink(missing_ok=True)
-    manifest = json.loads((bundle / "incident.json").read_text())
+    shutil.copytree(case["bare"], root / "thermal-capture")  # traces and logs; metrics live in Prometheus
+    manifest = json.loads((root / "thermal-capture" / "incident.json").read_text())
     w0 = datetime.fromisoformat(manifest["window"]["start"].replace("Z", "+00:00"))
     w1 = datetime.fromisoformat(manifest["window"]["end"].replace("Z", "+00:00"))
     starts = w0 + timedelta(seconds=10)
-    backfill(metrics, tmp / "prom" / "data")
+    prom = live_prometheus["url"]
     rec = SlackRecorder()
-    with prometheus_server(tmp / "prom" / "data", tmp / "prometheus.log") as prom:
-        alerts = AlertSettings(
-            token=AM_TOKEN,
-            prometheus=prom,
-            before_s=10.0,
-            after_s=(w1 - starts).total_seconds(),  # the alert's window is the capture's window
-            slack_channel="C0ONCALL",
-            slack_token="xoxb-test-token",
-            slack_api_url=f"http://127.0.0.1:{rec.port}/api/",
-        )
-        settings = ServerSettings(incidents_root=root, db=tmp / "kat.sqlite", token=API_TOKEN, alertmanager=alerts)
-        with LoopbackServer(create_app(settings)) as srv:
-            with alertmanager_server(tmp / "am", f"{srv.url}/v1/alertmanager", AM_TOKEN) as am:
-                yield {"kat": srv.url, "am": am, "prom": prom, "slack": rec, "gt": gt, "starts": starts, "manifest": manifest}
+    alerts = AlertSettings(
+        token=AM_TOKEN,
+        prometheus=prom,
+        before_s=10.0,
+        after_s=(w1 - starts).total_seconds(),  # the alert's window is the capture's window
+        slack_channel="C0ONCALL",
+        slack_token="xoxb-test-token",
+        slack_api_url=f"http://127.0.0.1:{rec.port}/api/",
+    )
+    settings = ServerSettings(incidents_root=root, db=tmp / "kat.sqlite", token=API_TOKEN, alertmanager=alerts)
+    with LoopbackServer(create_app(settings)) as srv:
+        with alertmanager_server(tmp / "am", f"{srv.url}/v1/alertmanager", AM_TOKEN) as am:
+            yield {"kat": srv.url, "am": am, "prom": prom, "slack": rec, "gt": case["gt"], "starts": starts, "manifest": manifest}
     rec.close()
 
 

@@ -10,7 +10,6 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,25 +18,34 @@ import pytest
 from typer.testing import CliRunner
 
 from kat.agent.cli import app
-from kat.evals.simulate import generate_incident
 from kat.tools.telemetry import open_bundle
 from kat.tools.telemetry.capture import CaptureError, CaptureSpec, capture, journal_rows
 from kat.tools.telemetry.prometheus import PrometheusSettings
 from kat.tools.telemetry.tables import load_logs, load_metrics
 from tests.kineto_factory import step_trace, write_trace
-from tests.live_servers import backfill, free_port, prometheus_server
+from tests.live_servers import free_port
 
 
 class FakeVllm:
     """vLLM's two profiler endpoints: traces appear in the profiler dir when profiling stops."""
 
-    def __init__(self, trace_dir: Path, world: int = 2, status: int = 200):
+    def __init__(self, trace_dir: Path, world: int = 2, status: int = 200, log: Path | None = None):
         self.calls: list[tuple[str, float]] = []
         srv = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 srv.calls.append((self.path, time.time()))
+                if status == 200 and self.path == "/stop_profile" and log is not None:
+                    # what the server logged while it was being profiled
+                    during = (datetime.now() - timedelta(seconds=0.3)).astimezone()
+                    log.write_text(
+                        f"{during.isoformat()} WARNING scheduler: Sequence group 7 is preempted\n"
+                        "a line without a timestamp\n"
+                        "2001-01-01T00:00:00Z INFO outside the window\n"
+                        + json.dumps({"ts": during.isoformat(), "message": "KV cache usage 97%", "level": "warning", "source": "vllm"})
+                        + "\n"
+                    )
                 if status == 200 and self.path == "/stop_profile":
                     base = time.time_ns() - 2_000_000_000
                     for r in range(world):
@@ -72,16 +80,9 @@ def test_vllm_profile_capture_with_logs_and_journal(tmp_path: Path) -> None:
     import os
 
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    vllm = FakeVllm(prof)
-    now = (datetime.now() + timedelta(seconds=0.6)).astimezone()  # written while profiling
     log = tmp_path / "vllm.log"
-    log.write_text(
-        f"{now.isoformat()} WARNING scheduler: Sequence group 7 is preempted\n"
-        "a line without a timestamp\n"
-        "2001-01-01T00:00:00Z INFO outside the window\n"
-        + json.dumps({"ts": now.isoformat(), "message": "KV cache usage 97%", "level": "warning", "source": "vllm"})
-        + "\n"
-    )
+    log.write_text("")
+    vllm = FakeVllm(prof, log=log)
     try:
         out = capture(
             CaptureSpec(
@@ -129,14 +130,9 @@ def test_vllm_without_profiler_fails_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("live-cap")
-    full = root / "full"
-    generate_incident("kv_cache_pressure", "vllm-l8b-tp4dp2-a100-prefill-graph", 4103, full, size="tiny")
-    metrics = next(full.glob("metrics.*"))
-    backfill(metrics, root / "prom" / "data")
-    with prometheus_server(root / "prom" / "data", root / "prometheus.log") as url:
-        yield {"full": full, "metrics": metrics, "url": url, "root": root}
+def generated(live_prometheus: dict) -> dict:
+    case = live_prometheus["cases"]["kv_cache_pressure"]
+    return {"full": case["full"], "metrics": case["metrics"], "url": live_prometheus["url"]}
 
 
 def test_directory_capture_with_prometheus_metrics(generated: dict, tmp_path: Path) -> None:
