@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -33,12 +33,17 @@ class ProgressEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def incident_brief(ctx: IncidentContext) -> str:
-    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+def kb_mode_for(analyzer: str) -> Literal["hybrid", "lexical"]:
+    """Knowledge retrieval per Analyzer: the offline playbook searches by keywords, models by meaning too."""
+    return "lexical" if analyzer == "rules" else "hybrid"
+
+
+def incident_info(ctx: IncidentContext) -> dict[str, Any]:
+    """The manifest facts a reader needs first: ids, window, ranks, hosts, groups, data present."""
     b = ctx.bundle
     m = b.manifest
     topo = m.topology
-    info = {
+    return {
         "id": m.id,
         "title": getattr(m, "title", None),
         "symptom": m.symptom,
@@ -53,8 +58,12 @@ def incident_brief(ctx: IncidentContext) -> str:
         "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
-    body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
-    return body
+
+
+def incident_brief(ctx: IncidentContext) -> str:
+    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+    info = incident_info(ctx)
+    return "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
 
 
 def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
@@ -86,9 +95,8 @@ class Session:
         prometheus: str | None = None,
         **backend_options: Any,
     ):
-        kb_mode = "lexical" if analyzer == "rules" else "hybrid"
-        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode, prometheus=prometheus)
-        self.ctx.bundle  # fail early (BundleError) on a bad path
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
+        _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
         if chat_model is not None:  # tests and embedding apps pass their own chat model

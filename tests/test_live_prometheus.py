@@ -173,15 +173,17 @@ def test_cli_exit_code_when_prometheus_is_down(live: dict, tmp_path: Path) -> No
     assert r.exit_code == (0 if sufficed else 1), r.output[-1000:]
 
 
-def test_settings_from_env_and_step() -> None:
-    s = PrometheusSettings.from_env(
-        "https://prom.example:9090/",
-        env={"KAT_PROMETHEUS_USER": "u", "KAT_PROMETHEUS_PASSWORD": "hunter2-secret", "KAT_PROMETHEUS_TIMEOUT": "3"},
-    )
+def test_settings_from_env_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in {"KAT_PROMETHEUS_USER": "u", "KAT_PROMETHEUS_PASSWORD": "hunter2-secret", "KAT_PROMETHEUS_TIMEOUT": "3"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("KAT_PROMETHEUS_URL", raising=False)
+    s = PrometheusSettings.from_env("https://prom.example:9090/")
     assert s.url == "https://prom.example:9090" and s.verify_tls is True and s.timeout_s == 3.0
     assert s.password is not None and "hunter2" not in repr(s)
     with pytest.raises(ValueError, match="KAT_PROMETHEUS_URL"):
-        PrometheusSettings.from_env(None, env={})
+        PrometheusSettings.from_env(None)
+    monkeypatch.setenv("KAT_PROMETHEUS_VERIFY_TLS", "0")
+    assert PrometheusSettings.from_env("https://p").verify_tls is False
     assert fit_step(600, 40, 1.0) == 15.0  # a 15 s scrape over 10 min
     assert fit_step(29, 29, 1.0) == 1.0
     assert fit_step(86400 * 30, 10**7, 1.0) >= 86400 * 30 / 11000  # never over Prometheus's point limit

@@ -23,6 +23,7 @@ COMMANDS = (
     "kat.agent.cli.demo",  # demo
     "kat.agent.cli.serve",  # serve, slack
     "kat.agent.cli.capture",  # capture
+    "kat.agent.cli.mcp",  # mcp
 )
 
 app = typer.Typer(
@@ -57,4 +58,11 @@ _register_plugins(app)
 
 
 def main() -> None:
+    from kat.knowledge.settings import SettingsError, settings
+
+    try:  # a wrong KAT_* value: one line naming it, before any command runs
+        settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     app()

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         trace_dir: Path | None = typer.Option(None, "--trace-dir", help="profiler output directory (VLLM_TORCH_PROFILER_DIR)"),
         vllm: str | None = typer.Option(None, "--vllm", help="vLLM server URL: call /start_profile, wait --duration, /stop_profile"),
         duration: float = typer.Option(10.0, "--duration", help="seconds to profile"),
-        prometheus: str | None = typer.Option(None, "--prometheus", envvar="KAT_PROMETHEUS_URL", help="metrics for the window from here"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help="metrics for the window from here (default KAT_PROMETHEUS_URL)"),
         metric: list[str] = typer.Option([], "--metric", help="metric name or regex (repeatable; default: DCGM, vLLM, node families)"),
         log: list[Path] = typer.Option([], "--log", help="log file (JSON lines or text with ISO timestamps; repeatable)"),
         journal: bool = typer.Option(False, "--journal", help="logs of the window from journalctl --output=json"),
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from kat.knowledge.settings import settings
         from kat.tools.telemetry.capture import DEFAULT_METRICS, CaptureError, CaptureSpec, capture
         from kat.tools.telemetry.prometheus import PrometheusSettings
 
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 start=start.astimezone() if start else None,
                 end=end.astimezone() if end else None,
                 host=host,
-                prometheus=PrometheusSettings.from_env(prometheus) if prometheus else None,
+                prometheus=PrometheusSettings.from_env(prometheus) if prometheus or settings().prometheus_url else None,
                 metrics=metric or list(DEFAULT_METRICS),
                 log_files=log,
                 journal=journal,

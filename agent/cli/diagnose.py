@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -15,8 +14,9 @@ PROMETHEUS_HELP = "read metrics from this Prometheus (base URL) instead of the b
 
 
 def default_chat_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "chat.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("chat.sqlite")
 
 
 def _session(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 
 def default_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "frontends.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("frontends.sqlite")
 
 
 def _root(incidents_root: Path) -> Path:
@@ -29,16 +29,16 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8080, "--port"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
         db: Path | None = typer.Option(None, "--db", help="SQLite file for jobs and threads (default: cache dir)"),
-        token: str | None = typer.Option(None, "--token", envvar="KAT_API_TOKEN", help="require 'Authorization: Bearer <token>'"),
+        token: str | None = typer.Option(None, "--token", help="require 'Authorization: Bearer <token>' (default: $KAT_API_TOKEN)"),
         max_concurrent: int = typer.Option(2, "--max-concurrent", min=1, help="diagnoses running at once"),
         max_queue: int = typer.Option(100, "--max-queue", min=0, help="diagnoses waiting beyond that; more get 429"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds per diagnosis (a request may ask for less)"),
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
         model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
-        prometheus: str | None = typer.Option(None, "--prometheus", envvar="KAT_PROMETHEUS_URL", help="metrics from this Prometheus"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help="metrics from this Prometheus (default KAT_PROMETHEUS_URL)"),
         alert_channel: str | None = typer.Option(
-            None, "--alert-slack-channel", envvar="KAT_ALERTMANAGER_SLACK_CHANNEL", help="post alert investigations here"
+            None, "--alert-slack-channel", help="post alert investigations here (default KAT_ALERTMANAGER_SLACK_CHANNEL)"
         ),
     ) -> None:
         """HTTP API: start diagnoses, stream progress, ask follow-ups, take Alertmanager webhooks (OpenAPI docs at /docs)."""
@@ -46,7 +46,10 @@ def register(app: typer.Typer) -> None:
 
         from kat.agent.frontends.alertmanager import AlertSettings
         from kat.agent.frontends.http_api import ServerSettings, create_app
+        from kat.knowledge.settings import settings
 
+        token = token or settings().api_token
+        prometheus = prometheus or settings().prometheus_url
         opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
         alerts = AlertSettings.from_env(prometheus=prometheus, slack_channel=alert_channel)
         settings = ServerSettings(
@@ -76,14 +79,17 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
-        prometheus: str | None = typer.Option(None, "--prometheus", envvar="KAT_PROMETHEUS_URL", help="metrics from this Prometheus"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help="metrics from this Prometheus (default KAT_PROMETHEUS_URL)"),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
         from kat.agent.frontends.slack_transport import run_http, run_socket_mode
+        from kat.knowledge.settings import settings
 
+        env = settings()
+        prometheus = prometheus or env.prometheus_url
         opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
-        bot_token = os.environ.get("SLACK_BOT_TOKEN", "")
+        bot_token = env.slack_bot_token
         if not bot_token:
             typer.echo("error: set SLACK_BOT_TOKEN (xoxb-...)", err=True)
             raise typer.Exit(2)
@@ -95,10 +101,10 @@ def register(app: typer.Typer) -> None:
             time_budget_s=time_budget,
             backend_options=opts,
             bot_token=bot_token,
-            signing_secret=os.environ.get("SLACK_SIGNING_SECRET", ""),
+            signing_secret=env.slack_signing_secret,
         )
         if socket:
-            app_token = os.environ.get("SLACK_APP_TOKEN", "")
+            app_token = env.slack_app_token
             if not app_token:
                 typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
                 raise typer.Exit(2)

@@ -55,19 +55,20 @@ class AlertSettings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AlertSettings:
-        e = os.environ
+        from kat.knowledge.settings import settings
+
+        env = settings()
         vals: dict[str, Any] = {
-            "token": e.get("KAT_ALERTMANAGER_TOKEN") or None,
-            "slack_channel": e.get("KAT_ALERTMANAGER_SLACK_CHANNEL") or None,
-            "slack_token": e.get("SLACK_BOT_TOKEN") or None,
-            "slack_api_url": e.get("KAT_SLACK_API_URL") or None,
+            "token": env.alertmanager_token,
+            "slack_channel": env.alertmanager_slack_channel,
+            "slack_token": env.slack_bot_token or None,
+            "slack_api_url": env.slack_api_url,
+            "prometheus": env.prometheus_url,
+            "before_s": env.alertmanager_window_before,
+            "after_s": env.alertmanager_window_after,
         }
-        if e.get("KAT_ALERTMANAGER_WINDOW_BEFORE"):
-            vals["before_s"] = float(e["KAT_ALERTMANAGER_WINDOW_BEFORE"])
-        if e.get("KAT_ALERTMANAGER_WINDOW_AFTER"):
-            vals["after_s"] = float(e["KAT_ALERTMANAGER_WINDOW_AFTER"])
         vals.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**vals)
+        return cls(**{k: v for k, v in vals.items() if v is not None})
 
 
 class Alert(BaseModel):

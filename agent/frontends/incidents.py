@@ -54,8 +54,9 @@ def _manifest(d: Path) -> dict:
 class IncidentRoot:
     """Bundles under one directory."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, list_hint: str = "GET /v1/incidents lists them"):
         self.root = Path(root).expanduser().resolve()
+        self.list_hint = list_hint  # where the caller's front end lists valid names
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -99,7 +100,7 @@ class IncidentRoot:
             for info in self.list():
                 if info.id == name or PurePosixPath(info.path).name == name:
                     return self.resolve(info.path)
-        raise IncidentError(f"no incident {name!r} under the incidents root (GET /v1/incidents lists them)", 404)
+        raise IncidentError(f"no incident {name!r} under the incidents root ({self.list_hint})", 404)
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()

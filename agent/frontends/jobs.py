@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kat.agent.backends import BACKENDS
 from kat.agent.diagnosis import Diagnosis
 from kat.agent.frontends.incidents import IncidentRoot
 from kat.agent.frontends.sessions import SharedCheckpointer
@@ -26,7 +27,7 @@ from kat.agent.session import ProgressEvent
 log = logging.getLogger("kat.frontends")
 
 INTERRUPTED = "interrupted by restart"
-ANALYZERS = ("rules", "openai", "llamacpp")
+ANALYZERS = BACKENDS  # one list of Analyzer names (agent/backends)
 
 Listener = Callable[[str, ProgressEvent], None]
 DoneCallback = Callable[[str, "Diagnosis | None", "str | None"], None]

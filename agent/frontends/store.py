@@ -125,6 +125,11 @@ class Store:
             source=r[11],
         )
 
+    def latest_done(self, incident: str) -> JobRecord | None:
+        """The most recent finished diagnosis of an incident (its path relative to the incidents root)."""
+        rows = self._query("SELECT id FROM kat_jobs WHERE incident=? AND status='done' ORDER BY finished DESC LIMIT 1", (incident,))
+        return self.job(rows[0][0]) if rows else None
+
     def job_ids(self, status: str) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM kat_jobs WHERE status=? ORDER BY created", (status,))]
 

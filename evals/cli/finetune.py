@@ -57,7 +57,7 @@ def build_app() -> typer.Typer:
         trajectory: str = typer.Option(
             "short",
             "--trajectory",
-            help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories",
+            help="short: 3-step playbook for small models (evals/finetune/short_playbook.py) | full: whole rules trajectories",
         ),
         agent_steps: int = typer.Option(
             6,

@@ -6,7 +6,6 @@ second open reads columnar files instead of re-parsing JSON.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import BundleError, TraceImportError
 from kat.tools.telemetry.import_worker import cache_path, import_many
 from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces nee
     from kat.tools.telemetry.manifest import IncidentManifest
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
-CACHE_ENV = "KAT_CACHE_DIR"
 
 
 def _is_trace_file(p: Path) -> bool:
@@ -33,11 +32,8 @@ def _is_trace_file(p: Path) -> bool:
 
 
 def default_cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kat" / "traces"
+    """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
+    return settings().trace_cache_dir()
 
 
 @dataclass

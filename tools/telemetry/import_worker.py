@@ -18,11 +18,11 @@ from pathlib import Path
 
 import orjson
 
+from kat.knowledge.settings import settings
 from kat.tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from kat.tools.telemetry.parquet_writer import write_columns
 from kat.tools.telemetry.schema import COLUMNS, INT_COLUMNS, SCHEMA_VERSION, STR_COLUMNS
 
-IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
 # A worker pays ~0.5 s to start: only worth it when there is a lot to decode.
 PARALLEL_IMPORT_MIN_BYTES = 24 * 2**20
 
@@ -110,8 +110,7 @@ def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) ->
 
 
 def import_workers(n_files: int) -> int:
-    env = os.environ.get(IMPORT_WORKERS_ENV)
-    want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
+    want = settings().import_workers or os.cpu_count() or 1
     return max(1, min(want, n_files))
 
 

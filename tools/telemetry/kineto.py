@@ -9,7 +9,7 @@ Two decoders feed the same column builder: a native scanner (_kineto_fast.c, bui
 time when a C compiler is there) that reads a chunk's JSON once into typed buffers, and the
 reference path (msgspec structs). The scanner hands any chunk it cannot read exactly (odd value
 types, bad JSON, ...) to the reference path, so results and error messages are the same either
-way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path.
+way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path (kat.knowledge.settings).
 """
 
 from __future__ import annotations
@@ -127,7 +127,6 @@ class _Header(msgspec.Struct, gc=False):
 
 _EMPTY_ARGS = _Args()
 
-NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
 _NATIVE_VERSION = 2  # SCANNER_VERSION in _kineto_fast.c
 try:
     from kat.tools.telemetry import _kineto_fast as _native
@@ -142,9 +141,9 @@ else:
 
 def native_scanner() -> Any:
     """The native chunk scanner, or None when it is not built or KAT_KINETO_NATIVE=0."""
-    import os
+    from kat.knowledge.settings import settings
 
-    return None if os.environ.get(NATIVE_ENV, "1") == "0" else _native
+    return _native if settings().kineto_native else None
 
 
 def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:

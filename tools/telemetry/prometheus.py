@@ -10,7 +10,6 @@ exception out of a tool.
 from __future__ import annotations
 
 import math
-import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -63,21 +62,24 @@ class PrometheusSettings(BaseModel):
     min_step_s: float = Field(1.0, gt=0, description="smallest step of a range query")
 
     @classmethod
-    def from_env(cls, url: str | None = None, env: dict[str, str] | None = None) -> PrometheusSettings:
-        e = dict(os.environ) if env is None else env
-        u = url or e.get("KAT_PROMETHEUS_URL")
+    def from_env(cls, url: str | None = None) -> PrometheusSettings:
+        """URL from the caller or KAT_PROMETHEUS_URL; auth, TLS and timeout from KAT_PROMETHEUS_*."""
+        from kat.knowledge.settings import settings
+
+        env = settings()
+        u = url or env.prometheus_url
         if not u:
             raise ValueError("no Prometheus URL: pass --prometheus URL or set KAT_PROMETHEUS_URL")
-        verify: bool | str = e.get("KAT_PROMETHEUS_CA") or True
-        if e.get("KAT_PROMETHEUS_VERIFY_TLS", "").lower() in ("0", "false", "no", "off"):
+        verify: bool | str = str(env.prometheus_ca) if env.prometheus_ca else True
+        if not env.prometheus_verify_tls:
             verify = False
         return cls(
             url=u.rstrip("/"),
-            token=e.get("KAT_PROMETHEUS_TOKEN") or None,
-            user=e.get("KAT_PROMETHEUS_USER") or None,
-            password=e.get("KAT_PROMETHEUS_PASSWORD") or None,
+            token=env.prometheus_token or None,
+            user=env.prometheus_user or None,
+            password=env.prometheus_password or None,
             verify_tls=verify,
-            timeout_s=float(e.get("KAT_PROMETHEUS_TIMEOUT") or 10.0),
+            timeout_s=env.prometheus_timeout,
         )
 
 
