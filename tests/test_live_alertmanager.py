@@ -145,3 +145,62 @@ def test_webhook_auth_version_and_unmapped_alerts(stack: dict) -> None:
     r = httpx.post(url, json={**body, "alerts": [stray]}, headers=ok, timeout=10)
     assert r.status_code == 202 and r.json()["started"] == []
     assert "names no incident" in r.json()["ignored"][0]["why"]
+
+
+def test_unmatched_alert_is_captured_from_the_live_vllm_server(live_prometheus: dict, tmp_path: Path) -> None:
+    """No bundle holds the alert's host: KAT profiles the configured vLLM server, then investigates."""
+    from test_live_capture import FakeVllm
+
+    prof = tmp_path / "vllm-prof"
+    prof.mkdir()
+    vllm = FakeVllm(prof)
+    rec = SlackRecorder()
+    root = tmp_path / "incidents"
+    root.mkdir()
+    alerts = AlertSettings(
+        token=AM_TOKEN,
+        prometheus=live_prometheus["url"],
+        capture_vllm_url=vllm.url,
+        capture_trace_dir=prof,
+        capture_duration_s=0.5,
+        slack_channel="C0ONCALL",
+        slack_token="xoxb-test-token",
+        slack_api_url=f"http://127.0.0.1:{rec.port}/api/",
+    )
+    settings = ServerSettings(incidents_root=root, db=tmp_path / "kat.sqlite", alertmanager=alerts)
+    starts = datetime.now(UTC) - timedelta(seconds=30)
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "TPOTHigh", "instance": "node-a:8000"},
+        "annotations": {"summary": "p50 TPOT doubled"},
+        "startsAt": _iso(starts),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "0123456789abcdef",
+    }
+    try:
+        with LoopbackServer(create_app(settings)) as srv:
+            headers = {"Authorization": f"Bearer {AM_TOKEN}"}
+            r = httpx.post(f"{srv.url}/v1/alertmanager", json={"version": "4", "alerts": [alert]}, headers=headers, timeout=10)
+            assert r.status_code == 202 and r.json()["started"][0]["capture"] == vllm.url
+            rows = _wait(
+                lambda: [
+                    x
+                    for x in httpx.get(f"{srv.url}/v1/alertmanager/alerts", headers=headers).json()["alerts"]
+                    if x["status"] in ("done", "error")
+                ],
+                90,
+            )
+            assert rows[0]["status"] == "done", rows
+            job = httpx.get(f"{srv.url}/v1/diagnoses/{rows[0]['job_id']}").json()
+            assert job["status"] == "done" and job["result"]["root_cause"]["category"]
+            m = json.loads((root / job["incident"] / "incident.json").read_text())
+            assert m["alert"]["labels"]["alertname"] == "TPOTHigh" and m["prometheus"]["url"] == live_prometheus["url"]
+            assert m["window"]["start"] <= _iso(starts) and [w["rank"] for w in m["topology"]["workers"]] == [0, 1]
+            assert [c for c, _ in vllm.calls] == ["/start_profile", "/stop_profile"]
+            _wait(lambda: rec.of("chat.postMessage"), 30)
+            # a repeat notification neither profiles again nor investigates again
+            r = httpx.post(f"{srv.url}/v1/alertmanager", json={"version": "4", "alerts": [alert]}, headers=headers, timeout=10)
+            assert r.json()["started"] == [] and len(vllm.calls) == 2
+    finally:
+        vllm.close()
+        rec.close()

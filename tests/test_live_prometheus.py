@@ -22,6 +22,7 @@ from kat.agent.session import Session
 from kat.tools import metric_lookup
 from kat.tools.context import IncidentContext
 from kat.tools.outpost.attribution import pin_link
+from kat.tools.telemetry.metric_source import metric_source_of
 from kat.tools.telemetry.prometheus import PrometheusSettings, fit_step, selector
 from tests.live_servers import free_port
 
@@ -87,6 +88,10 @@ def test_every_sweep_lookup_matches_the_file(live: dict) -> None:
             assert p.range.startswith("PromQL ")
             compared += 1
     assert compared >= 5
+    # the catalogue: the same names from /api/v1/label/__name__/values (+ metadata where scraped)
+    file_cat = metric_source_of(file_ctx.bundle).catalog()
+    prom_cat = metric_source_of(prom_ctx.bundle).catalog()
+    assert sorted(prom_cat) == sorted(file_cat) and len(prom_cat) > 20
     # filters and windows work the same
     args = metric_lookup.MetricLookupArgs(name="DCGM_FI_DEV_GPU_TEMP", rank=0)
     assert metric_lookup.run(prom_ctx, args).data == metric_lookup.run(file_ctx, args).data

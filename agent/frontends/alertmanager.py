@@ -52,6 +52,10 @@ class AlertSettings(BaseModel):
     slack_channel: str | None = Field(None, description="channel for results (KAT_ALERTMANAGER_SLACK_CHANNEL)")
     slack_token: SecretStr | None = Field(None, description="bot token (SLACK_BOT_TOKEN)")
     slack_api_url: str | None = Field(None, description="Slack Web API base URL (KAT_SLACK_API_URL; default slack.com)")
+    # An alert no bundle matches can be captured live: profile this vLLM server now (kat capture).
+    capture_vllm_url: str | None = Field(None, description="vLLM server to profile when no bundle matches an alert")
+    capture_trace_dir: Path | None = Field(None, description="that server's VLLM_TORCH_PROFILER_DIR")
+    capture_duration_s: float = Field(10.0, gt=0, le=600)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AlertSettings:
@@ -307,7 +311,18 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
                 ignored.append({"fingerprint": alert.fingerprint, "why": "already investigated (repeat notification)"})
                 continue
             try:
-                base = base_bundle(alert, runner.root, settings)
+                try:
+                    base = base_bundle(alert, runner.root, settings)
+                except IncidentError:
+                    if not (settings.capture_vllm_url and settings.capture_trace_dir):
+                        raise
+                    # No bundle holds this alert: capture one from the live server, then investigate.
+                    led.update(key, status="capturing")
+                    threading.Thread(
+                        target=_capture_then_submit, args=(runner, led, key, alert, settings, poster), name="kat-alert-capture", daemon=True
+                    ).start()
+                    started.append({"fingerprint": alert.fingerprint, "capture": settings.capture_vllm_url})
+                    continue
                 path = write_alert_bundle(alert, base, runner.root, settings)
                 incident = runner.root.relative(path)
                 job_id = runner.submit(path, settings.analyzer, source="alertmanager", on_done=_on_done(led, key, alert, incident, poster))
@@ -331,6 +346,54 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
             if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), read_token.encode()):
                 return JSONResponse({"error": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})
         return {"alerts": ledger(request).rows()}
+
+
+def capture_alert_bundle(alert: Alert, root: IncidentRoot, settings: AlertSettings) -> Path:
+    """Profile the configured vLLM server now and write the alert's bundle with `kat capture`."""
+    from kat.tools.telemetry.capture import CaptureSpec, capture
+
+    start = alert.startsAt.astimezone(UTC) - timedelta(seconds=settings.before_s)
+    name = alert.labels.get("alertname", "alert")
+    summary = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    out = root.root / ALERTS_DIR / re.sub(r"[^0-9A-Za-z._-]", "_", alert_key(alert))
+    spec = CaptureSpec(
+        out=out,
+        symptom=f"alert {name} firing since {alert.startsAt.isoformat()}" + (f": {summary}" if summary else ""),
+        incident_id=f"alert-{alert.fingerprint[:16]}-capture",
+        title=f"Alertmanager: {name}",
+        trace_dir=settings.capture_trace_dir,
+        vllm_url=settings.capture_vllm_url,
+        duration_s=settings.capture_duration_s,
+        host=_host_of(alert.labels),
+    )
+    path = capture(spec)
+    # Metrics come from Prometheus at diagnosis time, over a window that reaches back to the
+    # alert's start; the traces cover the profile.
+    m = json.loads((path / "incident.json").read_text(encoding="utf-8"))
+    profiled = datetime.fromisoformat(m["window"]["start"].replace("Z", "+00:00"))
+    m["window"]["start"] = min(profiled, start).isoformat().replace("+00:00", "Z")
+    m["alert"] = {"labels": alert.labels, "annotations": alert.annotations, "fingerprint": alert.fingerprint}
+    if settings.prometheus:
+        m["prometheus"] = {"url": settings.prometheus}
+    (path / "incident.json").write_text(json.dumps(m, indent=2), encoding="utf-8")
+    return path
+
+
+def _capture_then_submit(runner: JobRunner, led: AlertLedger, key: str, alert: Alert, settings: AlertSettings, poster: AlertPoster) -> None:
+    try:
+        path = capture_alert_bundle(alert, runner.root, settings)
+        incident = runner.root.relative(path)
+        job_id = runner.submit(path, settings.analyzer, source="alertmanager", on_done=_on_done(led, key, alert, incident, poster))
+    except Exception as exc:  # the capture failed: say so where the result would have gone
+        log.warning("alert %s: capture failed: %s", key, exc)
+        led.update(key, status="error", note=f"capture failed: {exc}")
+        if poster.enabled():
+            try:
+                poster.post(alert, "-", None, f"capture failed: {exc}")
+            except Exception:
+                log.warning("posting alert %s to Slack failed", key, exc_info=True)
+        return
+    led.update(key, status="running", job_id=job_id, incident=incident)
 
 
 def _on_done(led: AlertLedger, key: str, alert: Alert, incident: str, poster: AlertPoster):  # type: ignore[no-untyped-def]

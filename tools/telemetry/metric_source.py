@@ -41,6 +41,8 @@ class MetricSource(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def catalog(self) -> dict[str, dict[str, str]]: ...
+
     def select(
         self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None
     ) -> MetricSelection: ...
@@ -80,6 +82,10 @@ class FileMetricSource:
     def names(self) -> list[str]:
         m = self.bundle.metrics
         return [str(c) for c in m["name"].cat.categories] if not m.empty else []
+
+    def catalog(self) -> dict[str, dict[str, str]]:
+        """name -> metadata; a file carries names only."""
+        return {n: {} for n in self.names()}
 
     def select(self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None) -> MetricSelection:
         searched = f"metric {name!r} in {self.describe()}"
