@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
+    mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
+    public_base_url: str = Field(
+        "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"
+    )
     # Slack's own variable names (the Slack SDK documents them), read here so there is one reader.
     slack_bot_token: str = Field("", validation_alias="SLACK_BOT_TOKEN", description="xoxb-... token of the Slack bot")
     slack_signing_secret: str = Field("", validation_alias="SLACK_SIGNING_SECRET", description="verifies Slack's HTTP requests")

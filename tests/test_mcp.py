@@ -25,16 +25,17 @@ from kat.agent.frontends.mcp_transport import http_app
 from kat.tools.context import IncidentContext
 from kat.tools.registry import make_tools
 
-AGENT_TOOLS = {"outpost_detect", "trace_slice", "metric_lookup", "log_search", "knowledge_search"}
-ALL_TOOLS = AGENT_TOOLS | {"list_incidents", "open_incident", "metric_catalog", "diagnose"}
+# The issue's tools; the agent's registry may add more, which the server then exposes as well.
+NAMED_TOOLS = {"list_incidents", "open_incident", "metric_catalog", "outpost_detect", "trace_slice", "metric_lookup"}
+NAMED_TOOLS |= {"log_search", "knowledge_search", "diagnose"}
 DEMO_PATH = "team-a/demo-incident"
 TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An incidents root with the demo bundle, plus two ways out of it: a symlinked bundle directory
-    and a bundle whose traces directory is a symlink to a directory outside the root."""
+    """An incidents root with the demo bundle, a bundle with a truncated trace, and two ways out of the
+    root: a symlinked bundle directory and a bundle whose traces directory links outside."""
     import shutil
 
     r = tmp_path / "incidents"
@@ -47,7 +48,17 @@ def root(tmp_path: Path) -> Path:
     sneaky.mkdir(parents=True)
     (sneaky / "incident.json").write_text(json.dumps({"id": "sneaky", "symptom": "slow"}))
     (sneaky / "traces").symlink_to(outside / "bundle" / "traces", target_is_directory=True)
+    broken = r / "team-c" / "broken"
+    (broken / "traces").mkdir(parents=True)
+    (broken / "incident.json").write_text(json.dumps({"id": "broken", "symptom": "slow"}))
+    (broken / "traces" / "rank-0.json").write_text('{"traceEvents": [')  # a truncated trace
     return r
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    inner = getattr(exc, "exceptions", None)
+    return [x for e in inner for x in _leaves(e)] if inner else [exc]
 
 
 def _text(res: Any) -> str:
@@ -71,18 +82,17 @@ async def _refused(client: Client, name: str, args: dict, *words: str) -> str:
     return msg
 
 
-async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[str, Any]:
+async def exercise(client: Client, root: Path) -> dict[str, Any]:
     """Every tool on the demo bundle, the refusals and the error results; returns what later checks need."""
     listed = (await client.list_tools()).tools
     by = {t.name: t for t in listed}
-    assert set(by) == ALL_TOOLS
     demo_id = json.loads((root / DEMO_PATH / "incident.json").read_text())["id"]
     ctx = IncidentContext(root / DEMO_PATH)
     agent = make_tools(ctx)
-    for name in AGENT_TOOLS | {"metric_catalog", "open_incident", "diagnose"}:
-        schema = by[name].input_schema
-        assert "incident" in schema["required"], name
-    for name in AGENT_TOOLS:  # the agent's own argument schema, plus `incident`
+    assert set(by) == NAMED_TOOLS | set(agent)
+    for name in set(by) - {"list_incidents"}:
+        assert "incident" in by[name].input_schema["required"], name
+    for name in agent:  # the agent's own argument schema, plus `incident`
         own = agent[name].args_model.model_json_schema()["properties"]
         assert set(by[name].input_schema["properties"]) == set(own) | {"incident"}, name
         assert by[name].output_schema["properties"]["status"]["enum"] == ["ok", "no_data", "error"]
@@ -98,8 +108,9 @@ async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[s
 
     cat = await _ok(client, "metric_catalog", {"incident": DEMO_PATH})
     names = sorted(str(n) for n in ctx.bundle.metrics["name"].unique())
-    assert [m["name"] for m in cat["data"]["metrics"]] == names
-    assert all(m["samples"] > 0 and m["first"] <= m["last"] for m in cat["data"]["metrics"])
+    assert cat["status"] == "ok" and cat["query"]["incident"] == DEMO_PATH
+    listed_text = json.dumps(cat["data"])
+    assert all(json.dumps(n) in listed_text for n in names)  # every metric of the bundle is catalogued
 
     # Outpost: progress notifications, then the agent tool's own result with the query echoed.
     progress: list[tuple[float, float | None, str | None]] = []
@@ -146,6 +157,9 @@ async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[s
     await _refused(client, "open_incident", {}, "'incident' is required")
     await _refused(client, "open_incident", {"incident": "no-such-incident"}, "no incident 'no-such-incident'", "list_incidents")
     await _refused(client, "no_such_tool", {}, "unknown tool")
+    await _refused(client, "outpost_detect", {"incident": "broken"}, "detection failed", "rank-0.json", "not valid JSON")
+    await _refused(client, "diagnose", {"incident": "broken"}, "diagnosis failed", "rank-0.json")
+    assert (await _ok(client, "list_incidents", {}))["status"] == "ok"  # still serving
 
     # Resources: the manifest always, the diagnosis once there is one.
     uris = {str(r.uri) for r in (await client.list_resources()).resources}
@@ -156,17 +170,15 @@ async def exercise(client: Client, root: Path, *, with_diagnose: bool) -> dict[s
     templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
     assert templates == {"kat://incident/{incident}/manifest", "kat://incident/{incident}/diagnosis"}
 
-    out: dict[str, Any] = {"culprit": culprit}
-    if with_diagnose:
-        progress.clear()
-        d = await _ok(client, "diagnose", {"incident": demo_id}, progress_callback=on_progress)
-        assert d["causal_chain"] and d["evidence"]
-        msgs = [m or "" for _, _, m in progress]
-        assert "calling outpost_detect" in msgs and msgs[-1].startswith("diagnosis done")
-        latest = json.loads((await client.read_resource("kat://incident/team-a%2Fdemo-incident/diagnosis")).contents[0].text)
-        assert latest["diagnosis"] == d and latest["source"] == "mcp"
-        out["diagnosis"] = d
-    return out
+    # diagnose: KAT's own agent, progress for every step, then the latest-diagnosis resource.
+    progress.clear()
+    d = await _ok(client, "diagnose", {"incident": demo_id}, progress_callback=on_progress)
+    assert d["causal_chain"] and d["evidence"] and culprit in d["root_cause"]["ranks"]
+    msgs = [m or "" for _, _, m in progress]
+    assert "calling outpost_detect" in msgs and msgs[-1].startswith("diagnosis done")
+    latest = json.loads((await client.read_resource("kat://incident/team-a%2Fdemo-incident/diagnosis")).contents[0].text)
+    assert latest["diagnosis"] == d and latest["source"] == "mcp"
+    return d
 
 
 def test_stdio_client_all_tools_and_diagnose_matches_cli(root: Path, tmp_path: Path) -> None:
@@ -189,20 +201,14 @@ def test_stdio_client_all_tools_and_diagnose_matches_cli(root: Path, tmp_path: P
         # The initialize handshake era (what most clients speak today); the HTTP test takes the modern one.
         async with Client(params, mode="legacy", read_timeout_seconds=120) as client:
             assert client.server_info is not None and client.server_info.name == "kat"
-            return await exercise(client, root, with_diagnose=True)
+            return await exercise(client, root)
 
-    out = anyio.run(run)
+    got = anyio.run(run)["root_cause"]
     stdout, stderr = cli.communicate(timeout=120)
     assert cli.returncode == 0, stderr
     want = json.loads(stdout)["root_cause"]
-    got = out["diagnosis"]["root_cause"]
-    assert (got["category"], got["component"], got["ranks"], got["hosts"]) == (
-        want["category"],
-        want["component"],
-        want["ranks"],
-        want["hosts"],
-    )
-    assert out["culprit"] in got["ranks"]
+    keys = ("category", "component", "ranks", "hosts")
+    assert [got[k] for k in keys] == [want[k] for k in keys]
 
 
 def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) -> None:
@@ -214,20 +220,40 @@ def test_streamable_http_all_tools_and_bearer_token(root: Path, tmp_path: Path) 
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             r = httpx.post(url, json=init, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
+        # On loopback the Host header must be a loopback name (DNS rebinding), even with the token.
+        ok = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(url, json=init, headers={**ok, "Host": "attacker.example"}, timeout=10)
+        assert r.status_code == 421, r.text
 
         async def denied() -> None:
             async with httpx2.AsyncClient(headers={"Authorization": "Bearer wrong"}) as http:
                 async with Client(streamable_http_client(url, http_client=http)) as client:
                     await client.list_tools()
 
-        with pytest.raises(BaseException):  # noqa: B017 - the SDK surfaces the 401 as its own error type
+        with pytest.raises(Exception) as refused:  # the SDK raises an MCPError inside its task groups
             anyio.run(denied)
+        assert any(isinstance(e, MCPError) for e in _leaves(refused.value)), refused.value
 
         async def run() -> dict[str, Any]:
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30, read=120)) as http:
                 async with Client(streamable_http_client(url, http_client=http)) as client:
                     assert client.protocol_version in MODERN_PROTOCOL_VERSIONS  # the 2026 era, no handshake
-                    return await exercise(client, root, with_diagnose=False)
+                    d = await exercise(client, root)
+                    # An incident whose files change is read again, not served from the opened copy.
+                    args = {"incident": DEMO_PATH, "keywords": ["mcp-reload-check"]}
+                    assert (await _ok(client, "log_search", args))["status"] == "no_data"
+                    line = {
+                        "ts": "2026-11-21T03:38:40Z",
+                        "host": "h",
+                        "rank": 0,
+                        "source": "t",
+                        "level": "info",
+                        "message": "mcp-reload-check",
+                    }
+                    with open(root / DEMO_PATH / "logs.jsonl", "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    assert (await _ok(client, "log_search", args))["data"]["total_matches"] == 1
+                    return d
 
         anyio.run(run)
 

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8765, "--port", help="HTTP port"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
         prometheus: str | None = typer.Option(None, "--prometheus", help="Prometheus-compatible API URL for metrics"),
-        token: str | None = typer.Option(None, "--token", envvar="KAT_MCP_TOKEN", help="HTTP: require 'Authorization: Bearer <token>'"),
+        token: str | None = typer.Option(None, "--token", help="HTTP: require 'Authorization: Bearer <token>' (default: $KAT_MCP_TOKEN)"),
         analyzer: str = typer.Option("rules", "--analyzer", help="Analyzer for the diagnose tool: rules | openai | llamacpp"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
         model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
         from kat.agent.cli.serve import default_db
         from kat.agent.frontends.mcp_server import McpSettings
         from kat.agent.frontends.mcp_transport import LOOPBACK, serve_http, serve_stdio
+        from kat.knowledge.settings import settings as kat_settings
 
+        token = token or kat_settings().mcp_token
         if transport not in ("stdio", "http"):
             fail(f"--transport {transport!r}: use stdio or http")
         if not incidents_root.is_dir():

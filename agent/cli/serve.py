@@ -91,6 +91,9 @@ def register(app: typer.Typer) -> None:
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
         prometheus: str | None = typer.Option(None, "--prometheus", help="metrics from this Prometheus (default KAT_PROMETHEUS_URL)"),
+        public_base_url: str | None = typer.Option(
+            None, "--public-base-url", help="where `kat serve` is reachable (default KAT_PUBLIC_BASE_URL): replies link to its report page"
+        ),
     ) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
@@ -113,6 +116,7 @@ def register(app: typer.Typer) -> None:
             backend_options=opts,
             bot_token=bot_token,
             signing_secret=env.slack_signing_secret,
+            public_base_url=public_base_url or env.public_base_url or None,
         )
         if socket:
             app_token = env.slack_app_token

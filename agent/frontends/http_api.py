@@ -5,6 +5,7 @@ GET  /v1/diagnoses/{id}         status (queued|running|done|error) and the Diagn
 GET  /v1/diagnoses/{id}/events  server-sent events: past events replayed, then live, then `end`
 POST /v1/threads/{id}/messages  {text} -> the answer on that diagnosis's conversation
 GET  /v1/incidents              bundles under the incidents root
+GET  /v1/incidents/{id}/report  the incident report page (HTML) of a finished diagnosis
 GET  /healthz, /readyz, /docs
 """
 
@@ -165,6 +166,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         root: IncidentRoot = request.app.state.root
         return IncidentList(root=str(root.root), incidents=root.list())
 
+    from kat.agent.frontends.report_route import add_report_route, report_path
+
+    add_report_route(app, v1, ApiError)
+
     # -- diagnoses -------------------------------------------------------------------------------
     @app.post(
         "/v1/diagnoses",
@@ -192,6 +197,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 "self": f"/v1/diagnoses/{job_id}",
                 "events": f"/v1/diagnoses/{job_id}/events",
                 "messages": f"/v1/threads/{job_id}/messages",
+                "report": report_path(job_id),
             },
         )
 

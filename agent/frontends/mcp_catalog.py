@@ -86,13 +86,14 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
                 "last": _iso(int(g["ts_ns"].max())),
             }
         )
+    span = {"start": _iso(int(m["ts_ns"].min())), "end": _iso(int(m["ts_ns"].max()))}
     data = {
         "names_total": len(names),
         "matched": len(picked),
-        "span": {"start": _iso(int(m["ts_ns"].min())), "end": _iso(int(m["ts_ns"].max()))},
+        "span": span,
         "label_columns": ["host", "gpu", "rank", *extra],
         "metrics": rows,
     }
     more = f"{len(picked) - len(rows)} more names: raise limit or narrow pattern" if len(picked) > len(rows) else ""
-    summary = f"{len(picked)} of {len(names)} metric names over {data['span']['start']} .. {data['span']['end']}"
+    summary = f"{len(picked)} of {len(names)} metric names over {span['start']} .. {span['end']}"
     return ToolResult(tool=NAME, status="ok", query=q, range=searched, summary=summary, data=data, more=more)

@@ -54,6 +54,9 @@ class BotSettings(BaseModel):
     time_budget_s: float = 300.0
     max_steps: int = 24
     backend_options: dict = {}
+    # Where `kat serve` is reachable for people in Slack (e.g. https://kat.example.com): replies
+    # then link to the report page; without it they carry a PNG of the heatmap and timeline.
+    public_base_url: str | None = None
 
 
 def clean_text(text: str) -> str:
@@ -235,6 +238,7 @@ class KatBot:
             progress.finish(error)
             if d is not None:
                 self._post_diagnosis(channel, thread_ts, incident, d)
+                self._post_report(channel, thread_ts, incident, path, job_id, d)
 
         try:
             job_id = self.runner.submit(
@@ -260,6 +264,15 @@ class KatBot:
             log.info("file upload failed (%s); posting the JSON inline", _slack_error(exc))
             snippet = body if len(body) <= SNIPPET_MAX else body[:SNIPPET_MAX] + "\n… (truncated; GET /v1/diagnoses/<id> has it all)"
             self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=f"```{snippet}```")
+
+    def _post_report(self, channel: str, thread_ts: str, incident: str, path: Path, job_id: str, d: Diagnosis) -> None:
+        """A link to the report page when the server is reachable, else a PNG snapshot."""
+        from kat.agent.frontends.report_links import post_report
+
+        try:
+            post_report(self.client, channel, thread_ts, incident, path, job_id, d, self.settings.public_base_url)
+        except Exception as exc:  # the diagnosis is already posted; a failed picture must not hide it
+            log.warning("report for %s not posted: %s", incident, _slack_error(exc))
 
     def _follow_up(self, job_id: str, text: str, say: Callable) -> None:
         job = self.store.job(job_id)

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         z: float = typer.Option(defaults.z, help="robust z-score threshold"),
         intra_effect: float = typer.Option(defaults.intra_effect, help="intra-worker minimum relative excess"),
         arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
+        annotate: Path | None = typer.Option(None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"),
     ) -> None:
         """Find anomalous kernels/ops, pinned to a worker, a window and a component."""
         from rich.console import Console
@@ -44,6 +45,15 @@ def register(app: typer.Typer) -> None:
         except BundleError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from exc
+        if annotate is not None:
+            from kat.tools.outpost.annotate import annotate_path
+
+            try:
+                note = annotate_path(path, res, annotate)
+            except (BundleError, OSError) as exc:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+                raise typer.Exit(2) from exc
+            err.print(note, highlight=False)
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")
             return
