@@ -34,8 +34,9 @@ TOKEN = "s3cret-token-for-tests"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An incidents root with the demo bundle, a bundle with a truncated trace, and two ways out of the
-    root: a symlinked bundle directory and a bundle whose traces directory links outside."""
+    """An incidents root with the demo bundle, a bundle with a truncated trace, one with a manifest that is
+    not an object, and two ways out of the root: a symlinked bundle directory and a bundle whose traces
+    directory links outside."""
     import shutil
 
     r = tmp_path / "incidents"
@@ -48,6 +49,9 @@ def root(tmp_path: Path) -> Path:
     sneaky.mkdir(parents=True)
     (sneaky / "incident.json").write_text(json.dumps({"id": "sneaky", "symptom": "slow"}))
     (sneaky / "traces").symlink_to(outside / "bundle" / "traces", target_is_directory=True)
+    bad = r / "team-d" / "bad-manifest"
+    bad.mkdir(parents=True)
+    (bad / "incident.json").write_text("[1, 2]")
     broken = r / "team-c" / "broken"
     (broken / "traces").mkdir(parents=True)
     (broken / "incident.json").write_text(json.dumps({"id": "broken", "symptom": "slow"}))
@@ -100,6 +104,7 @@ async def exercise(client: Client, root: Path) -> dict[str, Any]:
     inc = await _ok(client, "list_incidents", {})
     assert {(i["id"], i["path"]) for i in inc["data"]["incidents"]} >= {(demo_id, DEMO_PATH), ("sneaky", "team-b/sneaky")}
     assert "linked" not in {i["path"] for i in inc["data"]["incidents"]}  # the walk does not follow links out
+    assert inc["data"]["skipped"] == [{"path": "team-d/bad-manifest", "error": "incident.json is a JSON array, not an object"}]
 
     opened = await _ok(client, "open_incident", {"incident": demo_id})
     assert opened["data"]["path"] == DEMO_PATH and opened["data"]["ranks"] == ctx.bundle.ranks

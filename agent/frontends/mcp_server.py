@@ -282,20 +282,22 @@ class KatMcp:
             return _error(name, arguments, f"tool failed: {type(exc).__name__}: {exc}")
 
     def _list_incidents(self) -> ToolResult:
-        items = [i.model_dump() for i in self.root.list()]
         if not self.root.exists():
             return ToolResult(
                 tool="list_incidents", status="error", query={}, message=f"incidents root {self.root.root} is not a directory"
             )
-        status = "ok" if items else "no_data"
+        found, problems = self.root.scan()
+        items = [i.model_dump() for i in found]
+        skipped = [p.model_dump() for p in problems]
+        note = f"{len(skipped)} bundle(s) skipped or ambiguous: see data.skipped" if skipped else ""
         return ToolResult(
             tool="list_incidents",
-            status=status,
+            status="ok" if items else "no_data",
             query={},
             range=str(self.root.root),
             summary=f"{len(items)} incident bundle(s)",
-            message="" if items else "no bundle (a directory with incident.json) under the incidents root",
-            data={"incidents": items},
+            message=note if items else ("no usable bundle (a directory with incident.json) under the incidents root. " + note).strip(),
+            data={"incidents": items, "skipped": skipped},
         )
 
     def _open_incident(self, ctx: IncidentContext) -> ToolResult:
