@@ -118,6 +118,8 @@ class Diagnosis(_Strict):
     # A partial answer (budget, retries) or one computed from degraded data says so instead of pretending.
     status: Literal["complete", "degraded", "partial"] = "complete"
     data_quality: DataQuality | None = Field(None, description="filled by KAT from the bundle, not by the Analyzer")
+    # Sources that failed (e.g. "Prometheus at URL answered 503 for query Q"): missing data rules nothing out.
+    missing_data: list[str] = Field(default_factory=list)
 
     def cited_ids(self) -> set[str]:
         ids = {e for link in self.causal_chain for e in link.evidence}

@@ -52,6 +52,8 @@ def render_rich(d: Diagnosis) -> Panel:
                 "Data quality:\n" + "\n".join(f"  - {x}" for x in d.data_quality.lines()), style="yellow" if d.data_quality.degraded else ""
             )
         )
+    if d.missing_data:
+        parts.append(Text("Missing data:\n" + "\n".join(f"  - {m}" for m in d.missing_data), style="yellow"))
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
 
 
@@ -70,6 +72,8 @@ def render_text(d: Diagnosis) -> str:
         lines.append(f"  fix: {r}")
     if d.data_quality is not None:
         lines += [f"  data: {x}" for x in d.data_quality.lines()]
+    for m in d.missing_data:
+        lines.append(f"  missing data: {m}")
     return "\n".join(lines)
 
 

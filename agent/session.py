@@ -15,11 +15,12 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
-from kat.agent.diagnosis import Diagnosis
+from kat.agent.diagnosis import DEGRADED_SOURCE_FACTOR, Diagnosis
 from kat.agent.graph import AgentConfig, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
 from kat.tools.registry import make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 
 @dataclass
@@ -53,7 +54,8 @@ def incident_info(ctx: IncidentContext) -> dict[str, Any]:
         "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None,
+        "has_metrics": b.metrics_path is not None or metric_source_of(b).kind != "file",
+        "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
 
@@ -92,9 +94,10 @@ class Session:
         config: AgentConfig | None = None,
         db: Path | str | None = None,
         chat_model: Any = None,
+        prometheus: str | None = None,
         **backend_options: Any,
     ):
-        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer))
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
         _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
@@ -143,7 +146,14 @@ class Session:
         d = self.state(self.thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return Diagnosis.model_validate(d)
+        diagnosis = Diagnosis.model_validate(d)
+        problems = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden, and the answer is degraded
+        if problems:
+            diagnosis.missing_data = problems
+            diagnosis.confidence = round(diagnosis.confidence * DEGRADED_SOURCE_FACTOR, 2)
+            if diagnosis.status == "complete":
+                diagnosis.status = "degraded"
+        return diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):

@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     slack_signing_secret: str = Field("", validation_alias="SLACK_SIGNING_SECRET", description="verifies Slack's HTTP requests")
     slack_app_token: str = Field("", validation_alias="SLACK_APP_TOKEN", description="xapp-... token for Socket Mode")
 
+    # Live sources (docs/live.md): Prometheus for metrics, Alertmanager's webhook on `kat serve`.
+    prometheus_url: str | None = Field(None, description="Prometheus-compatible API read instead of the bundle's metrics file")
+    prometheus_token: str | None = Field(None, repr=False, description="bearer token for Prometheus")
+    prometheus_user: str | None = Field(None, description="basic-auth user for Prometheus (when no token)")
+    prometheus_password: str | None = Field(None, repr=False, description="basic-auth password for Prometheus")
+    prometheus_ca: Path | None = Field(None, description="CA bundle that verifies Prometheus's TLS certificate")
+    prometheus_verify_tls: bool = Field(True, description="verify Prometheus's TLS certificate (0: do not)")
+    prometheus_timeout: float = Field(10.0, gt=0, description="seconds per Prometheus request")
+    alertmanager_token: str | None = Field(None, repr=False, description="bearer token Alertmanager's webhook sends")
+    alertmanager_slack_channel: str | None = Field(None, description="Slack channel for alert investigations")
+    alertmanager_window_before: float = Field(600.0, ge=0, description="an alert's window starts this many seconds before startsAt")
+    alertmanager_window_after: float = Field(300.0, gt=0, description="an alert's window ends this many seconds after startsAt")
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL (default https://slack.com/api/)")
+
     @field_validator("analyzer_tools", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:

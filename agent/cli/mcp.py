@@ -40,8 +40,6 @@ def register(app: typer.Typer) -> None:
             fail(f"incidents root {incidents_root} is not a directory")
         if transport == "http" and host not in LOOPBACK and not token:
             fail(f"--host {host} is beyond loopback: set --token (or KAT_MCP_TOKEN) so clients must authenticate")
-        if prometheus:
-            typer.echo("note: --prometheus is recorded but not wired yet: metrics come from the bundles' files", err=True)
         opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
         settings = McpSettings(
             incidents_root=incidents_root.resolve(),

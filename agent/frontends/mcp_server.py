@@ -70,7 +70,7 @@ class McpSettings(BaseModel):
     max_steps: int = 24
     time_budget_s: float = 300.0
     max_concurrent: int = Field(2, ge=1, description="diagnoses running at once; more wait")
-    prometheus: str | None = Field(None, description="Prometheus-compatible API for metrics (not wired yet: stored only)")
+    prometheus: str | None = Field(None, description="Prometheus-compatible API for metrics instead of the bundles' files")
 
 
 class IncidentArg(BaseModel):
@@ -236,7 +236,7 @@ class KatMcp:
         with self._lock:
             cached = self._contexts.get(path)
             if cached is None or cached[0] != fingerprint:
-                ctx = IncidentContext(path, kb_mode=kb_mode_for(self.settings.analyzer))
+                ctx = IncidentContext(path, kb_mode=kb_mode_for(self.settings.analyzer), prometheus=self.settings.prometheus)
                 cached = (fingerprint, ctx, self._agent_tools(ctx))
                 self._contexts[path] = cached
             self._contexts.move_to_end(path)
@@ -367,7 +367,8 @@ class KatMcp:
             from kat.agent.graph import AgentConfig
             from kat.agent.session import Session
 
-            session = Session(path, s.analyzer, config=AgentConfig(max_steps=s.max_steps, time_budget_s=budget), **s.backend_options)
+            cfg = AgentConfig(max_steps=s.max_steps, time_budget_s=budget)
+            session = Session(path, s.analyzer, config=cfg, prometheus=s.prometheus, **s.backend_options)
             try:
                 return session.diagnose(thread_id=job_id, on_event=on_event)
             finally:
