@@ -209,6 +209,20 @@ class PrometheusSource:
                 return []
         return self._names
 
+    def catalog(self) -> dict[str, dict[str, str]]:
+        """name -> {type, help, unit} from the series metadata (/api/v1/metadata) where Prometheus has it."""
+        names = self.names()
+        try:
+            meta = self.client.metadata()
+        except PrometheusError as exc:
+            self._note(str(exc))
+            meta = {}
+        out: dict[str, dict[str, str]] = {}
+        for n in names:
+            first = (meta.get(n) or [{}])[0]
+            out[n] = {k: str(first[k]) for k in ("type", "help", "unit") if first.get(k)}
+        return out
+
     def select(self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None) -> MetricSelection:
         w = self.window()
         start_ns = start_ns if start_ns is not None else (w[0] if w else None)
