@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
-from kat.agent.diagnosis import Diagnosis
+from kat.agent.diagnosis import DEGRADED_SOURCE_FACTOR, Diagnosis
 from kat.agent.graph import AgentConfig, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
@@ -74,7 +74,9 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
         return InMemorySaver()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
@@ -106,7 +108,7 @@ class Session:
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
@@ -145,7 +147,12 @@ class Session:
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
         diagnosis = Diagnosis.model_validate(d)
-        diagnosis.missing_data = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden
+        problems = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden, and the answer is degraded
+        if problems:
+            diagnosis.missing_data = problems
+            diagnosis.confidence = round(diagnosis.confidence * DEGRADED_SOURCE_FACTOR, 2)
+            if diagnosis.status == "complete":
+                diagnosis.status = "degraded"
         return diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:

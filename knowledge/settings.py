@@ -89,11 +89,17 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
     def cache_root(self) -> Path:
-        """Where caches go: KAT_CACHE_DIR, else $XDG_CACHE_HOME/kat, else ~/.cache/kat."""
+        """Where caches go: KAT_CACHE_DIR, else $XDG_CACHE_HOME/kat, else ~/.cache/kat.
+
+        One that cannot be created or written (read-only, under a file) falls back to a private
+        temp dir with one warning on stderr: a cache must never stop a command.
+        """
         if self.cache_dir:
-            return self.cache_dir.expanduser()
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kat"
+            wanted = self.cache_dir.expanduser()
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            wanted = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kat"
+        return _writable_or_temp(wanted)
 
     def kb_index_dir(self) -> Path:
         return self.kb_dir.expanduser() if self.kb_dir else self.cache_root() / "kb"
@@ -104,6 +110,27 @@ class Settings(BaseSettings):
     def state_db(self, name: str) -> Path:
         """An SQLite file of the front ends (chat threads, jobs) in the cache root."""
         return self.cache_root() / name
+
+
+_WARNED: set[Path] = set()
+
+
+def _writable_or_temp(d: Path) -> Path:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        if os.access(d, os.W_OK | os.X_OK):
+            return d
+    except OSError:
+        pass
+    import sys
+    import tempfile
+
+    alt = Path(tempfile.gettempdir()) / f"kat-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    alt.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d not in _WARNED:
+        _WARNED.add(d)
+        sys.stderr.write(f"warning: {d} is not writable; using {alt} instead (set KAT_CACHE_DIR to a writable directory)\n")
+    return alt
 
 
 def _variables() -> tuple[str, ...]:

@@ -68,7 +68,7 @@ def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # typ
         for eid in link.evidence:
             assert f'href="#{eid}"' in chain and f'id="{eid}"' in chain
     # A ruled-out reason citing an id absent from the evidence says so.
-    assert "not in the evidence list" in chain
+    assert "not in the Diagnosis's evidence list" in chain
     assert "Noise floor" in _section(html, "notes") and "Data quality" in _section(html, "notes")
     # Self-contained: no script, no external URL, a CSP that forbids fetching anything.
     assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)

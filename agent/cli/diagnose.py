@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
 PROMETHEUS_HELP = "read metrics from this Prometheus (base URL) instead of the bundle's file; auth from KAT_PROMETHEUS_*"
 
 
@@ -38,10 +39,10 @@ def _session(
         cfg = AgentConfig(max_steps=max_steps, time_budget_s=time_budget)
         return Session(path, analyzer, config=cfg, db=db, prometheus=prometheus, **opts)
     except BundleError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except (ImportError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -81,9 +82,14 @@ def register(app: typer.Typer) -> None:
         prometheus: str | None = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     ) -> None:
         """Find the root cause of an incident and the causal chain behind it."""
+        from kat.agent.backends.llm import BackendUnreachable
+
         s = _session(path, analyzer, base_url, model, max_steps, time_budget, prometheus=prometheus)
         try:
             d = s.diagnose(on_event=_progress(quiet or json_out))
+        except BackendUnreachable as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
         finally:
             s.close()
         if json_out:
@@ -120,7 +126,13 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[bold red]error:[/] thread {tid} belongs to another incident ({st.get('bundle')})")
                 raise typer.Exit(2)
             if not st.get("diagnosis"):
-                d = s.diagnose(thread_id=tid, on_event=_progress(False))
+                from kat.agent.backends.llm import BackendUnreachable
+
+                try:
+                    d = s.diagnose(thread_id=tid, on_event=_progress(False))
+                except BackendUnreachable as exc:
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                    raise typer.Exit(3) from None
                 print_diagnosis(out, d)
             else:
                 n = len(st.get("ledger") or [])
@@ -140,7 +152,13 @@ def register(app: typer.Typer) -> None:
                     continue
                 if q.lower() in ("exit", "quit", ":q"):
                     break
-                answer = s.ask(q, tid, on_event=_progress(False))
+                try:
+                    answer = s.ask(q, tid, on_event=_progress(False))
+                except Exception as exc:  # one bad question must not end the conversation
+                    from kat.agent.errors import one_line
+
+                    err.print(f"[bold red]error:[/] that question failed: {escape(one_line(exc))}", highlight=False, markup=True)
+                    continue
                 out.print(answer, highlight=False, markup=False)
         finally:
             s.close()

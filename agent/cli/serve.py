@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -118,14 +119,19 @@ def register(app: typer.Typer) -> None:
             signing_secret=env.slack_signing_secret,
             public_base_url=public_base_url or env.public_base_url or None,
         )
-        if socket:
-            app_token = env.slack_app_token
-            if not app_token:
-                typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
-                raise typer.Exit(2)
-            run_socket_mode(settings, app_token)
-        else:
-            if not settings.signing_secret:
-                typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
-                raise typer.Exit(2)
-            run_http(settings, host, port)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            if socket:
+                app_token = env.slack_app_token
+                if not app_token:
+                    typer.echo("error: Socket Mode needs SLACK_APP_TOKEN (xapp-..., scope connections:write)", err=True)
+                    raise typer.Exit(2)
+                run_socket_mode(settings, app_token)
+            else:
+                if not settings.signing_secret:
+                    typer.echo("error: the HTTP Events API needs SLACK_SIGNING_SECRET", err=True)
+                    raise typer.Exit(2)
+                run_http(settings, host, port)
+        except ConnectionError as exc:  # Slack unreachable after the retries: one line, no traceback
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3) from None

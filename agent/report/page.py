@@ -17,7 +17,8 @@ section{background:#fff;border:1px solid #e5e7e9;border-radius:8px;padding:12px 
 h2{font-size:16px;margin:0 0 6px}h3{font-size:14px;margin:14px 0 4px}
 .verdict{border-left:6px solid #c0392b}.verdict .cat{font-size:18px;font-weight:bold;color:#c0392b}
 .how{color:#555;font-size:12.5px;margin:2px 0 8px}.cap{color:#7d6608}.missing{color:#a04000;font-weight:600}
-table{border-collapse:collapse;font-size:12.5px;width:100%}td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f6f7}tr.suspect td{color:#c0392b;font-weight:bold}tr:target{background:#fff3cd}
 code{font-size:11.5px;word-break:break-all}.bar{display:inline-block;height:8px;background:#c0392b;margin-left:6px}
 .metrics{display:flex;flex-wrap:wrap;gap:10px}figure.metric{margin:0;border:1px solid #eee;padding:4px}
@@ -32,7 +33,8 @@ def render_html(r: ReportData) -> str:
         head = (
             f'<div class="cat">{esc(v.category)}</div><p>component <b>{esc(v.component or "-")}</b> · ranks '
             f'<b class="culprit">{esc(", ".join(map(str, v.ranks)) or "-")}</b> · hosts {esc(", ".join(v.hosts) or "-")} · '
-            f"confidence {v.confidence:.2f}{' · <span class=missing>partial</span>' if v.status != 'complete' else ''}</p><p>{esc(v.summary)}</p>"
+            f"confidence {v.confidence:.2f}{' · <span class=missing>partial</span>' if v.status != 'complete' else ''}</p>"
+            f"<p>{esc(v.summary)}</p>"
         )
     else:
         head = "<p class='missing'>No Diagnosis given: showing Outpost's findings only.</p>"
@@ -67,7 +69,8 @@ def render_html(r: ReportData) -> str:
     ]
     nav = "".join(f'<a href="#panel-{sid}">{esc(title.split(",")[0])}</a>' for sid, title, _, _ in sections)
     body = "".join(
-        f'<section id="panel-{sid}" data-panel="{sid}" class="{cls}"><h2>{esc(title)}</h2>{html}</section>' for sid, title, html, cls in sections
+        f'<section id="panel-{sid}" data-panel="{sid}" class="{cls}"><h2>{esc(title)}</h2>{html}</section>'
+        for sid, title, html, cls in sections
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

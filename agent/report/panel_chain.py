@@ -33,11 +33,19 @@ def chain_svg(v: Verdict) -> str:
             ax = W / 2
             body.append(line(ax, y, ax, y + 34, "#555", 2))
             body.append(polygon([(ax - 6, y + 28), (ax + 6, y + 28), (ax, y + 36)], "#555"))
-            parts = [f'<a href="#link-{into[0]}" class="chain-link">' + text(ax + 12, y + 16, f"link {into[0]} · evidence:", "start", MUTED) + "</a>"]
+            parts = [
+                f'<a href="#link-{into[0]}" class="chain-link">'
+                + text(ax + 12, y + 16, f"link {into[0]} · evidence:", "start", MUTED)
+                + "</a>"
+            ]
             ex = ax + 120
             for eid in link.evidence:
                 target = f"#{eid}" if eid in known else f"#link-{into[0]}"
-                parts.append(f'<a href="{esc(target)}" class="ev-ref">' + text(ex, y + 16, eid, "start", "#1a5276", 'text-decoration="underline"') + "</a>")
+                parts.append(
+                    f'<a href="{esc(target)}" class="ev-ref">'
+                    + text(ex, y + 16, eid, "start", "#1a5276", 'text-decoration="underline"')
+                    + "</a>"
+                )
                 ex += 8 + 7 * len(eid)
             if not link.evidence:
                 parts.append(text(ex, y + 16, "none cited", "start", SUSPECT))
@@ -61,12 +69,16 @@ def _ev_links(ids: list[str]) -> str:
 
 def verdict_html(v: Verdict | None) -> str:
     if v is None:
-        return '<p class="missing">missing data: no Diagnosis given (pass <code>--diagnosis FILE.json</code> from <code>kat diagnose --json</code>).</p>'
+        return (
+            '<p class="missing">missing data: no Diagnosis given '
+            "(pass <code>--diagnosis FILE.json</code> from <code>kat diagnose --json</code>).</p>"
+        )
     parts = []
     if v.chain:
         parts.append(chain_svg(v))
         rows = "".join(
-            f'<tr id="link-{i}"><td>{i}</td><td>{esc(c.cause)}</td><td>{esc(c.effect)}</td><td>{_ev_links(c.evidence) or "<span class=missing>no evidence cited</span>"}</td></tr>'
+            f'<tr id="link-{i}"><td>{i}</td><td>{esc(c.cause)}</td><td>{esc(c.effect)}</td>'
+            f"<td>{_ev_links(c.evidence) or '<span class=missing>no evidence cited</span>'}</td></tr>"
             for i, c in enumerate(v.chain, 1)
         )
         parts.append(f"<table class='links'><tr><th>#</th><th>cause</th><th>effect</th><th>evidence</th></tr>{rows}</table>")
@@ -74,23 +86,32 @@ def verdict_html(v: Verdict | None) -> str:
         parts.append('<p class="missing">missing data: the Diagnosis has no causal chain.</p>')
     if v.evidence:
         rows = "".join(
-            f'<tr id="{esc(e.id)}" class="evidence"><td>{esc(e.id)}</td><td>{esc(e.tool)}</td><td><code>{esc(e.query)}</code></td><td>{esc(e.summary)}</td></tr>'
+            f'<tr id="{esc(e.id)}" class="evidence"><td>{esc(e.id)}</td><td>{esc(e.tool)}</td>'
+            f"<td><code>{esc(e.query)}</code></td><td>{esc(e.summary)}</td></tr>"
             for e in v.evidence
         )
-        parts.append(f"<h3>Evidence</h3><table class='evidence'><tr><th>id</th><th>tool</th><th>exact query</th><th>finding</th></tr>{rows}</table>")
+        parts.append(
+            f"<h3>Evidence</h3><table class='evidence'><tr><th>id</th><th>tool</th><th>exact query</th><th>finding</th></tr>{rows}</table>"
+        )
     ro = []
     for a in v.ruled_out:
         if a.evidence:
             backing = _ev_links(a.evidence)
             if a.missing:
-                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the evidence list)</span>'
+                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the Diagnosis\'s evidence list)</span>'
         elif a.missing:
-            backing = f'<span class="missing">missing data: cites {esc(", ".join(a.missing))}, not in the evidence list</span>'
+            backing = (
+                f'<span class="missing">unbacked here: cites {esc(", ".join(a.missing))}, not in the Diagnosis\'s evidence list</span>'
+            )
         else:
             backing = '<span class="missing">missing data: no evidence cited</span>'
         ro.append(f"<tr><td>{esc(a.category)}</td><td>{esc(a.why)}</td><td>{backing}</td></tr>")
     if ro:
-        parts.append("<h3>Alternatives ruled out</h3><table class='ruled'><tr><th>category</th><th>why not</th><th>evidence</th></tr>" + "".join(ro) + "</table>")
+        parts.append(
+            "<h3>Alternatives ruled out</h3><table class='ruled'><tr><th>category</th><th>why not</th><th>evidence</th></tr>"
+            + "".join(ro)
+            + "</table>"
+        )
     else:
         parts.append('<p class="missing">No alternatives ruled out.</p>')
     if v.remediation:

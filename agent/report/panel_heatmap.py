@@ -39,9 +39,20 @@ def _grid(
         for j in range(n_s):
             body.append(rect(LEFT + j * cw, y, cw - (1 if cw > 6 else 0), ch - 1, colour(values[i][j]), tip(r, m.steps[j], i, j)))
             if any((r, s) in flagged for s in m.step_ids[j]):
-                body.append(rect(LEFT + j * cw + 1, y + 1, cw - 3, ch - 3, "none", extra=f'stroke="{FINDING}" stroke-width="1.5" class="finding-cell"'))
+                body.append(
+                    rect(
+                        LEFT + j * cw + 1,
+                        y + 1,
+                        cw - 3,
+                        ch - 3,
+                        "none",
+                        extra=f'stroke="{FINDING}" stroke-width="1.5" class="finding-cell"',
+                    )
+                )
         if is_s:
-            body.append(rect(LEFT - 2, y - 1, n_s * cw + 3, ch + 1, "none", extra=f'stroke="{SUSPECT}" stroke-width="2" class="culprit-row"'))
+            body.append(
+                rect(LEFT - 2, y - 1, n_s * cw + 3, ch + 1, "none", extra=f'stroke="{SUSPECT}" stroke-width="2" class="culprit-row"')
+            )
     every = max(1, int(np.ceil(n_s / 25)))  # at most ~25 column labels, so they never overlap
     for j in range(0, n_s, every):
         body.append(text(LEFT + j * cw + cw / 2, TOP - 6, m.steps[j], "middle", MUTED))
@@ -91,7 +102,9 @@ def heatmap_svgs(m: StepMatrix, marks: dict[int, str], findings: list[Finding]) 
         tip_dev,
         marks,
         findings,
-        lambda ly: _ramp(ly, lambda v: diverging(v, limit), -limit, limit, f"-{limit:.0f}%", f"+{limit:.0f}% own work vs peers (red: slower)"),
+        lambda ly: _ramp(
+            ly, lambda v: diverging(v, limit), -limit, limit, f"-{limit:.0f}%", f"+{limit:.0f}% own work vs peers (red: slower)"
+        ),
         f"deviation heatmap, {len(m.ranks)} ranks x {len(m.steps)} steps",
     )
     return a, b
@@ -106,7 +119,8 @@ def heatmap_html(m: StepMatrix | None, marks: dict[int, str], findings: list[Fin
     return (
         f'<p class="how">Step time from {esc(m.source)} (hover a cell for values). Ranks in one lock-step group wait for each other, '
         f"so their step times match; the second map removes the time spent in collectives and compares each rank's own work "
-        f"with its lock-step peers' median (groups: {esc(groups)}). Culprit ranks are outlined in red; other ranks Outpost suspects are labelled in amber.</p>"
+        f"with its lock-step peers' median (groups: {esc(groups)}). "
+        "Culprit ranks are outlined in red; other ranks Outpost suspects are labelled in amber.</p>"
         f"<h3>Step time (ms)</h3>{a}<h3>Own work (step time minus collectives) against lock-step peers</h3>{b}"
         + (f"<ul>{notes}</ul>" if notes else "")
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from kat.agent.report.model import MetricPanel
 from kat.agent.report.svg import GRID, MUTED, SUSPECT, WINDOW, Scale, esc, line, polygon, polyline, rect, svg, text, ticks
 
-W, H = 460, 210
+W, H = 440, 210
 L, R, T, B = 56, 12, 24, 36
 
 
@@ -27,7 +27,9 @@ def metric_svg(p: MetricPanel) -> str:
     if p.window_ns:
         a, b = max(p.window_ns[0], t0), min(p.window_ns[1], t1)
         if b > a:
-            body.append(rect(x(a), T, x(b) - x(a), H - B - T, WINDOW, "incident window (from the manifest)", 'opacity="0.35" class="window"'))
+            body.append(
+                rect(x(a), T, x(b) - x(a), H - B - T, WINDOW, "incident window (from the manifest)", 'opacity="0.35" class="window"')
+            )
     if p.capture_ns and t0 <= p.capture_ns[1] and p.capture_ns[0] <= t1:
         xc0, xc1 = x(p.capture_ns[0]), x(p.capture_ns[1])
         body.append(rect(xc0, T, max(xc1 - xc0, 2), H - B - T, "#8e44ad", "the trace capture", 'opacity="0.35"'))
@@ -46,7 +48,16 @@ def metric_svg(p: MetricPanel) -> str:
         body.append(polyline([(x(t), y(v)) for t, v in zip(p.suspect.ts_ns, p.suspect.values)], SUSPECT, 2.0, 'class="suspect-series"'))
     body.append(text(L, 14, p.name, "start", "#222", 'font-weight="bold"'))
     lx = W - R
-    body.append(text(lx, H - 6, f"— {p.suspect_label} (suspect)   ▒ peers' range ({p.peers}), -- median   ▒ incident window", "end", MUTED, 'font-size="10"'))
+    body.append(
+        text(
+            lx,
+            H - 6,
+            f"— {p.suspect_label} (suspect)   ▒ peers' range ({p.peers}), -- median   ▒ incident window",
+            "end",
+            MUTED,
+            'font-size="10"',
+        )
+    )
     return svg(W, H, body, f"{p.name}: {p.suspect_label} against {p.peers} peers")
 
 
@@ -55,12 +66,19 @@ def metric_html(p: MetricPanel) -> str:
     notes = "".join(f'<li class="{"missing" if n.startswith("missing") else "cap"}">{esc(n)}</li>' for n in p.notes)
     drawable = bool(p.band_ts_ns or p.suspect)
     chart = metric_svg(p) if drawable else f'<p class="missing">missing data: nothing to draw for {esc(p.name)}.</p>'
-    return f'<figure class="metric" data-metric="{esc(p.name)}">{chart}<figcaption>evidence {refs}' + (f"<ul>{notes}</ul>" if notes else "") + "</figcaption></figure>"
+    return (
+        f'<figure class="metric" data-metric="{esc(p.name)}">{chart}<figcaption>evidence {refs}'
+        + (f"<ul>{notes}</ul>" if notes else "")
+        + "</figcaption></figure>"
+    )
 
 
 def metrics_html(panels: list[MetricPanel], have_diagnosis: bool) -> str:
     if not have_diagnosis:
-        return '<p class="missing">missing data: no Diagnosis given, so no evidence metrics (run <code>kat diagnose PATH --json &gt; d.json</code> and pass <code>--diagnosis d.json</code>).</p>'
+        return (
+            '<p class="missing">missing data: no Diagnosis given, so no evidence metrics '
+            "(run <code>kat diagnose PATH --json &gt; d.json</code> and pass <code>--diagnosis d.json</code>).</p>"
+        )
     if not panels:
         return '<p class="missing">missing data: the Diagnosis cites no metric lookups.</p>'
     return '<div class="metrics">' + "".join(metric_html(p) for p in panels) + "</div>"

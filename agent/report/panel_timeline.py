@@ -37,7 +37,8 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
         ly = y + lane * LANE
         tip = (
             f"#{f.index} rank {f.rank} {f.component} ({f.method}) {f.kind}: {f.name}\n{f.detail}\n"
-            f"steps {f.steps[0] if f.steps else '-'}..{f.steps[-1] if f.steps else '-'}, ratio {f.ratio:.2f}, window {_ms(f.end_ns - f.start_ns)}"
+            f"steps {f.steps[0] if f.steps else '-'}..{f.steps[-1] if f.steps else '-'}, ratio {f.ratio:.2f}, "
+            f"window {_ms(f.end_ns - f.start_ns)}"
         )
         body.append(rect(x0, ly - 4, x1 - x0, LANE - 3, FINDING, tip, 'opacity="0.85" class="finding-band"'))
         label = f"#{f.index} rank {f.rank} {f.component} · {f.method} · ×{f.ratio:.2f}"
@@ -47,7 +48,9 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
             body.append(text(x0 + 2, ly + 6, f"#{f.index}", "start", "#fff", 'font-size="10"'))
     y += max(len(lanes), 1) * LANE
     if hidden:
-        body.append(text(LEFT, y + 6, f"{hidden} more findings overlap the {MAX_LANES} lanes: they are boxed on their rank's row", "start", MUTED))
+        body.append(
+            text(LEFT, y + 6, f"{hidden} more findings overlap the {MAX_LANES} lanes: they are boxed on their rank's row", "start", MUTED)
+        )
         y += 12
     y += 10
     rows: dict[int, float] = {}
@@ -58,13 +61,40 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
         body.append(text(LEFT - 6, y + ROW / 2 + 3, label, "end", colour, attrs))
         for k, s in enumerate(rt.spans):
             fill = "#9db4c8" if k % 2 == 0 else "#c3d3e0"
-            body.append(rect(x(s.start_ns), y, max(x(s.end_ns) - x(s.start_ns), 0.5), ROW - 4, fill, f"rank {rt.rank} step {s.step}: {_ms(s.end_ns - s.start_ns)}"))
+            body.append(
+                rect(
+                    x(s.start_ns),
+                    y,
+                    max(x(s.end_ns) - x(s.start_ns), 0.5),
+                    ROW - 4,
+                    fill,
+                    f"rank {rt.rank} step {s.step}: {_ms(s.end_ns - s.start_ns)}",
+                )
+            )
         for f in t.findings:
             if f.rank == rt.rank:
-                body.append(rect(x(f.start_ns), y - 1, max(x(f.end_ns) - x(f.start_ns), 2), ROW - 2, "none", f"finding #{f.index}",
-                                 f'stroke="{FINDING}" stroke-width="2"'))
+                body.append(
+                    rect(
+                        x(f.start_ns),
+                        y - 1,
+                        max(x(f.end_ns) - x(f.start_ns), 2),
+                        ROW - 2,
+                        "none",
+                        f"finding #{f.index}",
+                        f'stroke="{FINDING}" stroke-width="2"',
+                    )
+                )
         if is_s:
-            body.append(rect(LEFT - 2, y - 3, WIDTH - RIGHT - LEFT + 4, ROW + 1, "none", extra=f'stroke="{SUSPECT}" stroke-width="1.5" class="culprit-row"'))
+            body.append(
+                rect(
+                    LEFT - 2,
+                    y - 3,
+                    WIDTH - RIGHT - LEFT + 4,
+                    ROW + 1,
+                    "none",
+                    extra=f'stroke="{SUSPECT}" stroke-width="1.5" class="culprit-row"',
+                )
+            )
         y += ROW
     # Arrival skew: each peer's wait drawn on its own row, ending where the last rank arrived.
     for a in t.arrivals:
@@ -72,7 +102,14 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
         if a.last_rank in rows:
             ly = rows[a.last_rank]
             xl = x(last_ts)
-            body.append(polygon([(xl - 3, ly - 4), (xl + 3, ly - 4), (xl, ly + 1)], SUSPECT, 'class="late-mark"', f"rank {a.last_rank} last at {a.coll} (step {a.step}); skew {_ms(a.skew_ns)}"))
+            body.append(
+                polygon(
+                    [(xl - 3, ly - 4), (xl + 3, ly - 4), (xl, ly + 1)],
+                    SUSPECT,
+                    'class="late-mark"',
+                    f"rank {a.last_rank} last at {a.coll} (step {a.step}); skew {_ms(a.skew_ns)}",
+                )
+            )
         for peer, w in a.waits_ns.items():
             if peer in rows and w > 0:
                 py = rows[peer] + ROW / 2 - 2
@@ -109,7 +146,10 @@ def _skew_table(t: Timeline) -> str:
     rows = []
     for a in t.arrivals[:10]:
         waits = ", ".join(f"rank {p} {w / 1e6:.3f} ms" for p, w in sorted(a.waits_ns.items()))
-        rows.append(f"<tr><td>{esc(a.coll)}</td><td>{a.step}</td><td>{esc(a.group)}</td><td>rank {a.last_rank}</td><td>{a.skew_ns / 1e6:.3f}</td><td>{esc(waits)}</td></tr>")
+        rows.append(
+            f"<tr><td>{esc(a.coll)}</td><td>{a.step}</td><td>{esc(a.group)}</td><td>rank {a.last_rank}</td>"
+            f"<td>{a.skew_ns / 1e6:.3f}</td><td>{esc(waits)}</td></tr>"
+        )
     return (
         "<h3>Largest arrival skews</h3><table><tr><th>collective</th><th>step</th><th>group</th><th>last</th><th>skew (ms)</th>"
         "<th>who waited, how long</th></tr>" + "".join(rows) + "</table>"

@@ -26,6 +26,7 @@ def snapshot_png(r: ReportData, dpi: int = 110) -> bytes:
 
     def label(rank: int) -> str:
         return f"rank {rank}" + (f" ◀ {marks[rank]}" if rank in marks else "")
+
     m = r.heatmap
     if m is not None:
         vals = np.array([[np.nan if v is None else v for v in row] for row in m.deviation_pct], dtype=float)

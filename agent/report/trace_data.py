@@ -40,13 +40,21 @@ def read_traces(bundle: Bundle) -> tuple[pd.DataFrame, str, pd.DataFrame]:
             pick = has
             used_events = used_events and not has.any()
         if pick.any():
-            g = pd.DataFrame({"step": step[pick], "start_ns": ts[pick], "end_ns": end[pick]}).groupby("step").agg(start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+            g = (
+                pd.DataFrame({"step": step[pick], "start_ns": ts[pick], "end_ns": end[pick]})
+                .groupby("step")
+                .agg(start_ns=("start_ns", "min"), end_ns=("end_ns", "max"))
+            )
             g = g.reset_index()
             g["rank"] = r
             steps_parts.append(g)
         if c.any():
             coll_parts.append(collective_rows(df, r))
-    coll = pd.concat(coll_parts, ignore_index=True) if coll_parts else pd.DataFrame(columns=["rank", "step", "ts_ns", "dur_ns", "coll", "group"])
+    coll = (
+        pd.concat(coll_parts, ignore_index=True)
+        if coll_parts
+        else pd.DataFrame(columns=["rank", "step", "ts_ns", "dur_ns", "coll", "group"])
+    )
     if not steps_parts:
         return pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns", "ms"]), "no steps in the traces", coll
     t = pd.concat(steps_parts, ignore_index=True)
@@ -162,7 +170,9 @@ def rank_spans(table: pd.DataFrame, priority: list[int]) -> tuple[list[RankTimel
         if len(t) > MAX_TIMELINE_STEPS:
             merged = True
             edges = np.linspace(0, len(t), MAX_TIMELINE_STEPS + 1).astype(int)
-            spans = [StepSpan(step=int(st[a]), start_ns=int(s0[a]), end_ns=int(s1[a:b].max())) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+            spans = [
+                StepSpan(step=int(st[a]), start_ns=int(s0[a]), end_ns=int(s1[a:b].max())) for a, b in zip(edges[:-1], edges[1:]) if b > a
+            ]
         else:
             spans = [StepSpan(step=int(a), start_ns=int(b), end_ns=int(c)) for a, b, c in zip(st, s0, s1)]
         out.append(RankTimeline(rank=r, spans=spans))

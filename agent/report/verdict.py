@@ -23,8 +23,9 @@ class ReportInputError(ValueError):
     """Bad input to the report (a file or field), said in one line."""
 
 
-def load_diagnosis(path: Path) -> Diagnosis:
+def load_diagnosis(path: Path | str) -> Diagnosis:
     """A `kat diagnose --json` file; errors name the file and the field."""
+    path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -46,7 +47,11 @@ def verdict(d: Diagnosis) -> Verdict:
     ruled = []
     for a in d.alternatives_ruled_out:
         cited = list(dict.fromkeys(EV_ID.findall(a.why)))
-        ruled.append(RuledOutRow(category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]))
+        ruled.append(
+            RuledOutRow(
+                category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]
+            )
+        )
     dq = getattr(d, "data_quality", None) or {}
     quality = {str(k): (v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in dict(dq).items()}
     rc = d.root_cause
@@ -83,10 +88,11 @@ def evidence_metrics(d: Diagnosis) -> dict[str, list[str]]:
     return out
 
 
-def load_detection(path: Path) -> DetectionResult:
+def load_detection(path: Path | str) -> DetectionResult:
     """A `kat detect --json` file; errors name the file and the field."""
     from kat.tools.outpost.models import DetectionResult
 
+    path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
