@@ -47,6 +47,8 @@ def _core(d) -> dict:  # type: ignore[no-untyped-def]
         "evidence_tools": sorted(e.tool for e in d.evidence),
         "chain": [len(link.evidence) for link in d.causal_chain],
         "ruled_out": sorted(a.category for a in d.alternatives_ruled_out),
+        "confidence": d.confidence,
+        "metrics_quality": d.data_quality.metrics.status if d.data_quality else None,
     }
 
 
@@ -180,7 +182,9 @@ def test_cli_exit_code_when_prometheus_is_down(live: dict, tmp_path: Path) -> No
     r = CliRunner().invoke(app, ["diagnose", str(case["bare"]), "--prometheus", down, "--json"])
     d = json.loads(r.stdout)
     assert any("unreachable" in m for m in d["missing_data"])
-    sufficed = d["status"] == "complete" and d["root_cause"]["category"] != "undetermined"
+    # degraded (a source missing, confidence lowered) still answers; partial or undetermined does not
+    assert d["data_quality"]["metrics"]["status"] == "missing" and d["status"] != "complete"
+    sufficed = d["status"] != "partial" and d["root_cause"]["category"] != "undetermined"
     assert r.exit_code == (0 if sufficed else 1), r.output[-1000:]
 
 
