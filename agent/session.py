@@ -108,7 +108,7 @@ class Session:
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.quality)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kat.tools.telemetry import Bundle, BundleError, open_bundle
-from kat.tools.telemetry.quality import DataQuality
 
 
 class PathOutsideBundle(ValueError):
@@ -51,21 +50,6 @@ class IncidentContext:
         if not p.exists():
             raise PathOutsideBundle(f"path {relative!r} does not exist in the incident bundle")
         return p
-
-    def quality(self) -> DataQuality:
-        """The bundle's data quality, with the metrics entry describing the live source when one is attached."""
-        from kat.tools.telemetry.metric_source import metric_source_of
-        from kat.tools.telemetry.quality import SourceQuality
-
-        q = self.bundle.quality()
-        src = metric_source_of(self.bundle)
-        if getattr(src, "kind", "file") != "file":
-            live = SourceQuality(files=[src.describe()])
-            for problem in src.problems:
-                live.reasons[problem] = live.reasons.get(problem, 0) + 1
-                live.status = "degraded"
-            q.metrics = live
-        return q
 
     def source_problems(self) -> list[str]:
         """What a live source failed to give (for the diagnosis's missing-data notes)."""
