@@ -20,6 +20,7 @@ from kat.agent.graph import AgentConfig, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
 from kat.tools.registry import make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 
 @dataclass
@@ -53,7 +54,8 @@ def incident_info(ctx: IncidentContext) -> dict[str, Any]:
         "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None,
+        "has_metrics": b.metrics_path is not None or metric_source_of(b).kind != "file",
+        "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
 
@@ -72,7 +74,9 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
         return InMemorySaver()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
@@ -90,9 +94,10 @@ class Session:
         config: AgentConfig | None = None,
         db: Path | str | None = None,
         chat_model: Any = None,
+        prometheus: str | None = None,
         **backend_options: Any,
     ):
-        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer))
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
         _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
@@ -103,7 +108,7 @@ class Session:
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
@@ -141,7 +146,10 @@ class Session:
         d = self.state(self.thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return Diagnosis.model_validate(d)
+        diagnosis = Diagnosis.model_validate(d)
+        # e.g. Prometheus down: said, not hidden (data_quality already marks the metrics source degraded)
+        diagnosis.missing_data = self.ctx.source_problems()
+        return diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):

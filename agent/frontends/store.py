@@ -55,7 +55,9 @@ class EventRecord(BaseModel):
 
 
 def connect(db: Path | str) -> sqlite3.Connection:
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")  # a read-only cache dir falls back to a temp dir
     conn = sqlite3.connect(str(db), check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

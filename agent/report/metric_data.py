@@ -65,7 +65,10 @@ def metric_panel(
     window_ns: tuple[int, int] | None,
     capture_ns: tuple[int, int] | None,
 ) -> MetricPanel:
-    m = bundle.metrics
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(bundle)  # the bundle's file or Prometheus
+    names = src.names()
     panel = MetricPanel(
         name=wanted,
         evidence_ids=evidence_ids,
@@ -74,16 +77,21 @@ def metric_panel(
         window_ns=window_ns,
         capture_ns=capture_ns,
     )
-    if m.empty:
-        panel.notes.append("missing data: the bundle has no metrics")
+    if not names:
+        why = "the bundle has no metrics" if src.kind == "file" else f"{src.describe()}: " + ("; ".join(src.problems) or "no metrics")
+        panel.notes.append(f"missing data: {why}")
         return panel
-    name, note = _resolve_name([str(n) for n in m["name"].cat.categories], wanted)
+    name, note = _resolve_name(names, wanted)
     if note:
         panel.notes.append(note)
     if name is None:
         return panel
     panel.name = name
-    sel = m[(m["name"] == name).to_numpy()]
+    got = src.select(name, exact=[name])
+    if got.status != "ok" or got.frame is None:
+        panel.notes.append(f"missing data: {got.message}")
+        return panel
+    sel = got.frame
     ranks = _rank_of_rows(bundle, sel)
     ts_all, v_all = sel["ts_ns"].to_numpy(dtype=np.int64), sel["value"].to_numpy(dtype=float)
     counter = name.endswith("_total")

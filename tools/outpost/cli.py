@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 
 def _ms(ns: float) -> str:
@@ -36,16 +37,16 @@ def register(app: typer.Typer) -> None:
         from kat.tools.outpost import detect
         from kat.tools.telemetry import BundleError
 
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         try:
             cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
         except ValueError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         try:
             res = detect(path, cfg)
         except BundleError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         if annotate is not None:
             from kat.tools.outpost.annotate import annotate_path
@@ -67,15 +68,16 @@ def register(app: typer.Typer) -> None:
         else:
             con.print(f"suspect ranks (most likely first): [bold]{res.suspect_ranks}[/]")
             t = Table()
-            for col in ("rank", "component", "method", "name", "steps", "obs ms", "base ms", "ratio"):
-                t.add_column(col, overflow="ellipsis", no_wrap=col != "name")
+            # observed/baseline are totals over the merged occurrences, not per call; names fold, never cut
+            for col in ("rank", "component", "method", "name", "steps", "obs ms (sum)", "base ms (sum)", "ratio"):
+                t.add_column(col, overflow="fold", no_wrap=not col.startswith("name"))
             for a in res.anomalies:
                 steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
                 t.add_row(
                     str(a.rank),
                     a.component,
                     a.method,
-                    f"{a.kind}: {a.name[:60]}",
+                    f"{a.kind}: {a.name}",
                     steps,
                     _ms(a.observed),
                     _ms(a.baseline),
