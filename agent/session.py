@@ -9,17 +9,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
 from kat.agent.diagnosis import Diagnosis
-from kat.agent.graph import AgentConfig, build_graph
+from kat.agent.graph import AgentConfig, Analyzer, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
-from kat.tools.registry import make_tools
+from kat.tools.registry import AgentTool, make_tools
 
 
 @dataclass
@@ -55,7 +56,18 @@ def incident_brief(ctx: IncidentContext) -> str:
     return body
 
 
-def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
+class DiagnosisRun(NamedTuple):
+    """A finished diagnosis and the thread it lives on (follow-ups go to the same thread)."""
+
+    thread_id: str
+    diagnosis: Diagnosis
+
+
+def new_thread_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def open_checkpointer(db: Path | str | None) -> BaseCheckpointSaver:
     """SQLite checkpointer on a file (threads survive restarts), or in-memory when db is None."""
     if db is None:
         from langgraph.checkpoint.memory import InMemorySaver
@@ -71,7 +83,12 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
 
 
 class Session:
-    """One incident, one Analyzer, one graph; threads live in the checkpointer."""
+    """One incident, one Analyzer, one graph; threads live in the checkpointer.
+
+    The checkpointer is either opened here (`db`: an SQLite file, or in memory when None) and
+    closed by `close()`, or given (`checkpointer`: e.g. one saver a server shares between
+    sessions), in which case the caller owns it and `close()` leaves it open.
+    """
 
     def __init__(
         self,
@@ -80,11 +97,14 @@ class Session:
         *,
         config: AgentConfig | None = None,
         db: Path | str | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
         chat_model: Any = None,
         **backend_options: Any,
     ):
+        if db is not None and checkpointer is not None:
+            raise ValueError("Session: give a db file or a checkpointer, not both")
         self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
-        self.ctx.bundle  # fail early (BundleError) on a bad path
+        _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
         if chat_model is not None:  # tests and embedding apps pass their own chat model
@@ -93,7 +113,14 @@ class Session:
             self.analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
-        self.checkpointer = open_checkpointer(db)
+        self._owns_checkpointer = checkpointer is None
+        self.checkpointer = checkpointer if checkpointer is not None else open_checkpointer(db)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+
+    def rebind(self, analyzer: Analyzer | None = None, tools: dict[str, AgentTool] | None = None) -> None:
+        """Run this session with another Analyzer and/or tool set (evaluations: ablations, scripted runs)."""
+        self.analyzer = analyzer or self.analyzer
+        self.tools = tools if tools is not None else self.tools
         self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
 
     # -- turns --------------------------------------------------------------------------------
@@ -107,15 +134,12 @@ class Session:
         snap = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         return dict(snap.values or {})
 
-    def stream_diagnosis(self, thread_id: str | None = None) -> Iterator[ProgressEvent]:
-        thread_id = thread_id or uuid.uuid4().hex[:12]
-        self.thread_id = thread_id
+    def stream_diagnosis(self, thread_id: str) -> Iterator[ProgressEvent]:
         brief = prompts.render("incident", incident=incident_brief(self.ctx), max_steps=str(self.config.max_steps))
         inp = self._turn_input(HumanMessage(content=brief), "diagnose", fresh=True)
         yield from self._stream(inp, thread_id)
 
     def stream_question(self, question: str, thread_id: str) -> Iterator[ProgressEvent]:
-        self.thread_id = thread_id
         inp = self._turn_input(HumanMessage(content=question), "chat", fresh=False)
         yield from self._stream(inp, thread_id)
 
@@ -125,14 +149,19 @@ class Session:
             for node, update in chunk.items():
                 yield from _events(node, update or {})
 
-    def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
+    def run_diagnosis(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> DiagnosisRun:
+        """Diagnose on `thread_id` (a new thread when None); returns the thread id and the Diagnosis."""
+        thread_id = thread_id or new_thread_id()
         for ev in self.stream_diagnosis(thread_id):
             if on_event:
                 on_event(ev)
-        d = self.state(self.thread_id).get("diagnosis")
+        d = self.state(thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return Diagnosis.model_validate(d)
+        return DiagnosisRun(thread_id, Diagnosis.model_validate(d))
+
+    def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
+        return self.run_diagnosis(thread_id, on_event).diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):
@@ -143,7 +172,8 @@ class Session:
         return str(last.content) if last is not None else ""
 
     def close(self) -> None:
-        conn = getattr(self.checkpointer, "conn", None)
+        """Close the checkpointer this session opened (a given one stays open)."""
+        conn = getattr(self.checkpointer, "conn", None) if self._owns_checkpointer else None
         if conn is not None:
             conn.close()
 

@@ -1,4 +1,4 @@
-"""One incident the tools read from: the bundle, opened once, and what is cached across calls."""
+"""One incident the tools read from: the bundle, opened once."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ class IncidentContext:
     kb_mode: Literal["hybrid", "lexical"] = "hybrid"
     _bundle: Bundle | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).resolve()

@@ -41,7 +41,7 @@ def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
         _section(_esc(rc.summary) or "_no summary_"),
     ]
     if d.causal_chain:
-        lines = [f"{i}. {_esc(l.cause)} → {_esc(l.effect)}  `{', '.join(l.evidence)}`" for i, l in enumerate(d.causal_chain, 1)]
+        lines = [f"{i}. {_esc(link.cause)} → {_esc(link.effect)}  `{', '.join(link.evidence)}`" for i, link in enumerate(d.causal_chain, 1)]
         blocks += [{"type": "divider"}, _section("*Causal chain*\n" + "\n".join(lines))]
     if d.evidence:
         lines = [f"• `{e.id}` *{_esc(e.tool)}* {_esc(_cut(e.summary, 300))}" for e in d.evidence[:TOP]]
