@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from kat.agent.session import ProgressEvent, Session
 
 err = Console(stderr=True)
 
@@ -20,7 +25,7 @@ def default_chat_db() -> Path:
 
 def _session(
     path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float, db: Path | None = None
-):  # type: ignore[no-untyped-def]
+) -> Session:
     from kat.agent.graph import AgentConfig
     from kat.agent.session import Session
     from kat.tools.telemetry import BundleError
@@ -36,8 +41,8 @@ def _session(
         raise typer.Exit(2) from None
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
-    def show(ev) -> None:  # type: ignore[no-untyped-def]
+def _progress(quiet: bool) -> Callable[[ProgressEvent], None]:
+    def show(ev: ProgressEvent) -> None:
         if quiet:
             return
         style = {

@@ -7,10 +7,15 @@ than 5 minutes off (replay protection) before any listener runs.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.fastapi import SlackRequestHandler
 
 from kat.agent.frontends.slack_bot import BotSettings, KatBot
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 
 def http_app(bot: KatBot) -> FastAPI:
@@ -18,7 +23,7 @@ def http_app(bot: KatBot) -> FastAPI:
     api = FastAPI(title="KAT Slack bot", docs_url=None, redoc_url=None)
 
     @api.post("/slack/events")
-    async def events(req: Request):  # type: ignore[no-untyped-def]
+    async def events(req: Request) -> Response:
         return await handler.handle(req)
 
     @api.get("/healthz")
@@ -38,7 +43,7 @@ def run_http(settings: BotSettings, host: str, port: int) -> None:
         bot.close()
 
 
-def socket_mode_handler(bot: KatBot, app_token: str):  # type: ignore[no-untyped-def]
+def socket_mode_handler(bot: KatBot, app_token: str) -> SocketModeHandler:
     """Bolt's Socket Mode handler for the bot (connect() / start() / close())."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
