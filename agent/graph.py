@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -19,10 +20,13 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, ValidationError
 
 from kat import prompts
-from kat.agent.diagnosis import COMPONENT_OF, Diagnosis
+from kat.agent.diagnosis import COMPONENT_OF, Diagnosis, with_data_quality
 from kat.agent.partial import partial_diagnosis
 from kat.agent.state import AgentState, LedgerEntry, ledger_entries
 from kat.tools.registry import AgentTool
+from kat.tools.telemetry.quality import DataQuality
+
+QualityFn = Callable[[], DataQuality]
 
 SUBMIT = "submit_diagnosis"
 
@@ -64,15 +68,79 @@ def _last_ai(state: AgentState) -> AIMessage | None:
     return None
 
 
-def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis | None, str]:
-    """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason)."""
+def _ruled_out_backed(d: Diagnosis, known: dict[str, LedgerEntry]) -> tuple[list[dict], list[str]]:
+    """Ruled-out entries backed by at least one successful lookup; the rest become notes.
+
+    A lookup that found no data (or failed) rules nothing out, whatever its text says.
+    """
+    kept, notes = [], []
+    for r in d.alternatives_ruled_out:
+        ids = [i for i in r.cited() if i in known]
+        ok = [i for i in ids if known[i].status == "ok"]
+        if ok:
+            kept.append({"category": r.category, "why": r.why, "evidence": ok})
+        else:
+            what = f"its lookups ({', '.join(ids)}) returned no data or failed" if ids else "no evidence was cited for it"
+            notes.append(f"{r.category} is not ruled out: {what}")
+    return kept, notes
+
+
+INT64 = 2**63
+
+
+def _out_of_range(value: Any, path: str = "") -> str | None:
+    """The first argument that cannot be stored (an int beyond 64 bits, nesting too deep), or None."""
+    stack = [(value, path, 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if depth > 32:
+            return f"{where or 'arguments'} nests too deeply"
+        if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+            return f"{where or 'argument'}={str(v)[:40]} is out of range"
+        if isinstance(v, dict):
+            stack += [(x, f"{where}.{k}" if where else str(k), depth + 1) for k, x in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+    return None
+
+
+def bounded_calls(msg: AIMessage) -> AIMessage:
+    """Tool calls whose arguments cannot be recorded become invalid calls (the checkpointer would
+    fail on them and end the turn in a crash); the Analyzer is told which value was at fault."""
+    bad, good = [], []
+    for c in msg.tool_calls or []:
+        why = _out_of_range(c.get("args") or {})
+        if why:
+            bad.append(
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c.get("args"), default=str)[:200],
+                    "id": c.get("id"),
+                    "error": why,
+                    "type": "invalid_tool_call",
+                }
+            )
+        else:
+            good.append(c)
+    if not bad:
+        return msg
+    return msg.model_copy(update={"tool_calls": good, "invalid_tool_calls": [*(msg.invalid_tool_calls or []), *bad]})
+
+
+def validate_diagnosis(args: dict, ledger: list[LedgerEntry], quality: DataQuality | None = None) -> tuple[Diagnosis | None, str]:
+    """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason).
+
+    With `quality`, the accepted Diagnosis carries it (status, confidence and claims adjusted).
+    """
     try:
-        d = Diagnosis.model_validate(args)
+        d = Diagnosis.model_validate(args, context={"draft": True})
     except ValidationError as exc:
         return None, f"the Diagnosis does not match the schema: {exc}"
     known = {e.id: e for e in ledger}
     kb_ids = {k for e in ledger for k in e.kb_ids}
-    bad = sorted(i for i in d.cited_ids() if i not in known and i not in kb_ids)
+    ruled_out, notes = _ruled_out_backed(d, known)
+    cited_chain = {i for link in d.causal_chain for i in link.evidence} | {e.id for e in d.evidence}
+    bad = sorted(i for i in cited_chain if i not in known and i not in kb_ids)
     if bad:
         return None, (f"evidence id(s) {bad} were not returned by any tool; cite only ids from tool results (known: {sorted(known)[:40]})")
     if d.root_cause.category not in ("none", "workload_shift", "undetermined"):
@@ -83,7 +151,9 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
             return None, f"causal link(s) {empty} cite no evidence; every link must cite evidence ids"
     # The evidence list names the exact tool call behind each id (from the ledger, not the model's memory).
     items, seen = [], set()
-    cited = [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence]
+    cited = (
+        [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence] + [i for r in ruled_out for i in r["evidence"]]
+    )
     given = {e.id: e for e in d.evidence}
     for i in cited:
         if i in seen or i not in known:
@@ -95,9 +165,33 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
         )
     data = d.model_dump()
     data["evidence"] = items
+    data["alternatives_ruled_out"] = ruled_out
+    data["data_quality"] = None
+    if data["status"] == "degraded":
+        data["status"] = "complete"  # set from the data quality below, never by the Analyzer
     if not data["root_cause"]["component"] or data["root_cause"]["component"] == "":
         data["root_cause"]["component"] = COMPONENT_OF.get(d.root_cause.category, "-")
-    return Diagnosis.model_validate(data), ""
+    try:
+        out = Diagnosis.model_validate(data)
+    except ValidationError as exc:
+        return None, f"the Diagnosis is not consistent: {exc.errors()[0]['msg']}"
+    if quality is not None:
+        q = quality.model_copy(deep=True)
+        q.notes += notes
+        out = with_data_quality(out, q)
+    return out, ""
+
+
+def data_quality(quality: QualityFn | None) -> DataQuality | None:
+    """The bundle's data quality, or a note saying why it could not be assessed (never an exception)."""
+    if quality is None:
+        return None
+    try:
+        return quality()
+    except Exception as exc:  # reporting quality must never end the graph in a crash
+        q = DataQuality()
+        q.notes.append(f"data quality could not be assessed: {type(exc).__name__}: {str(exc)[:200]}")
+        return q
 
 
 def over_budget(state: AgentState, cfg: AgentConfig) -> str:
@@ -117,7 +211,7 @@ def analyzer_node(state: AgentState, analyzer: Analyzer, cfg: AgentConfig) -> di
     if reason:
         return {"stop_reason": reason}
     out = analyzer.step(state, cfg)
-    update: dict = {"messages": [out.message], "turn_steps": state.get("turn_steps", 0) + 1}
+    update: dict = {"messages": [bounded_calls(out.message)], "turn_steps": state.get("turn_steps", 0) + 1}
     if out.hypotheses is not None:
         update["hypotheses"] = out.hypotheses
     return update
@@ -193,7 +287,7 @@ def tools_node(state: AgentState, tools: dict[str, AgentTool]) -> dict:
     return {"messages": replies, "ledger": new_entries, "failures": failures}
 
 
-def validate_node(state: AgentState) -> dict:
+def validate_node(state: AgentState, quality: QualityFn | None = None) -> dict:
     """Check a submitted Diagnosis against the ledger: accepted, or rejected with the reason."""
     msg = _last_ai(state)
     replies = _unparsed_replies(msg, "error: unparseable tool call")
@@ -206,7 +300,7 @@ def validate_node(state: AgentState) -> dict:
         if accepted is not None:
             replies.append(_error_reply("ignored: a diagnosis was already accepted", call["id"], SUBMIT))
             continue
-        d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state))
+        d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state), data_quality(quality))
         if d is None:
             replies.append(_error_reply(f"rejected: {reason}", call["id"], SUBMIT))
         else:
@@ -222,12 +316,15 @@ def nudge_node(state: AgentState) -> dict:
     return {"messages": [HumanMessage(content=prompts.load("nudge"))], "failures": state.get("failures", 0) + 1}
 
 
-def finalize_node(state: AgentState, cfg: AgentConfig) -> dict:
+def finalize_node(state: AgentState, cfg: AgentConfig, quality: QualityFn | None = None) -> dict:
     """The honest partial answer (or, in a chat turn, why no answer came)."""
     reason = state.get("stop_reason") or f"{cfg.max_failures} consecutive invalid tool calls or rejected answers"
     if state.get("mode") == "chat" and state.get("diagnosis"):
         return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
     d = partial_diagnosis(ledger_entries(state), reason)
+    q = data_quality(quality)
+    if q is not None:
+        d = with_data_quality(d, q)
     return {"diagnosis": d.model_dump(), "stop_reason": reason, "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
 
 
@@ -258,16 +355,21 @@ def after_validate(state: AgentState, cfg: AgentConfig) -> str:
 
 
 def build_graph(
-    analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentConfig | None = None, checkpointer: BaseCheckpointSaver | None = None
+    analyzer: Analyzer,
+    tools: dict[str, AgentTool],
+    config: AgentConfig | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    quality: QualityFn | None = None,
 ) -> CompiledStateGraph:
-    """Compile the agent graph for one incident's tools: the nodes above, bound to this Analyzer and budget."""
+    """Compile the agent graph for one incident's tools: the nodes above, bound to this Analyzer and
+    budget; `quality` gives the bundle's data quality."""
     cfg = config or AgentConfig()
     g = StateGraph(AgentState)
     g.add_node("analyzer", partial(analyzer_node, analyzer=analyzer, cfg=cfg))
     g.add_node("tools", partial(tools_node, tools=tools))
-    g.add_node("validate", validate_node)
+    g.add_node("validate", partial(validate_node, quality=quality))
     g.add_node("nudge", nudge_node)
-    g.add_node("finalize", partial(finalize_node, cfg=cfg))
+    g.add_node("finalize", partial(finalize_node, cfg=cfg, quality=quality))
     g.add_edge(START, "analyzer")
     g.add_conditional_edges("analyzer", partial(after_analyzer, cfg=cfg), ["tools", "validate", "nudge", "finalize", END])
     g.add_conditional_edges("tools", partial(after_tools, cfg=cfg), ["analyzer", "finalize"])

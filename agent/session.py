@@ -9,18 +9,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
-from kat.agent.diagnosis import Diagnosis
+from kat.agent.diagnosis import DEGRADED_SOURCE_FACTOR, Diagnosis
 from kat.agent.graph import AgentConfig, Analyzer, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
 from kat.tools.registry import AgentTool, make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 
 @dataclass
@@ -33,12 +35,17 @@ class ProgressEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def incident_brief(ctx: IncidentContext) -> str:
-    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+def kb_mode_for(analyzer: str) -> Literal["hybrid", "lexical"]:
+    """Knowledge retrieval per Analyzer: the offline playbook searches by keywords, models by meaning too."""
+    return "lexical" if analyzer == "rules" else "hybrid"
+
+
+def incident_info(ctx: IncidentContext) -> dict[str, Any]:
+    """The manifest facts a reader needs first: ids, window, ranks, hosts, groups, data present."""
     b = ctx.bundle
     m = b.manifest
     topo = m.topology
-    info = {
+    return {
         "id": m.id,
         "title": getattr(m, "title", None),
         "symptom": m.symptom,
@@ -49,11 +56,16 @@ def incident_brief(ctx: IncidentContext) -> str:
         "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None,
+        "has_metrics": b.metrics_path is not None or metric_source_of(b).kind != "file",
+        "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
-    body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
-    return body
+
+
+def incident_brief(ctx: IncidentContext) -> str:
+    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+    info = incident_info(ctx)
+    return "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
 
 
 class DiagnosisRun(NamedTuple):
@@ -75,7 +87,9 @@ def open_checkpointer(db: Path | str | None) -> BaseCheckpointSaver:
         return InMemorySaver()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
@@ -99,11 +113,12 @@ class Session:
         db: Path | str | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         chat_model: Any = None,
+        prometheus: str | None = None,
         **backend_options: Any,
     ):
         if db is not None and checkpointer is not None:
             raise ValueError("Session: give a db file or a checkpointer, not both")
-        self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
         _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
@@ -115,13 +130,16 @@ class Session:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self._owns_checkpointer = checkpointer is None
         self.checkpointer = checkpointer if checkpointer is not None else open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = self._build()
+
+    def _build(self) -> CompiledStateGraph:
+        return build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     def rebind(self, analyzer: Analyzer | None = None, tools: dict[str, AgentTool] | None = None) -> None:
         """Run this session with another Analyzer and/or tool set (evaluations: ablations, scripted runs)."""
         self.analyzer = analyzer or self.analyzer
         self.tools = tools if tools is not None else self.tools
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = self._build()
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
@@ -158,7 +176,14 @@ class Session:
         d = self.state(thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return DiagnosisRun(thread_id, Diagnosis.model_validate(d))
+        diagnosis = Diagnosis.model_validate(d)
+        problems = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden, and the answer is degraded
+        if problems:
+            diagnosis.missing_data = problems
+            diagnosis.confidence = round(diagnosis.confidence * DEGRADED_SOURCE_FACTOR, 2)
+            if diagnosis.status == "complete":
+                diagnosis.status = "degraded"
+        return DiagnosisRun(thread_id, diagnosis)
 
     def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
         return self.run_diagnosis(thread_id, on_event).diagnosis

@@ -53,10 +53,28 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
+    mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
+    public_base_url: str = Field(
+        "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"
+    )
     # Slack's own variable names (the Slack SDK documents them), read here so there is one reader.
     slack_bot_token: str = Field("", validation_alias="SLACK_BOT_TOKEN", description="xoxb-... token of the Slack bot")
     slack_signing_secret: str = Field("", validation_alias="SLACK_SIGNING_SECRET", description="verifies Slack's HTTP requests")
     slack_app_token: str = Field("", validation_alias="SLACK_APP_TOKEN", description="xapp-... token for Socket Mode")
+
+    # Live sources (docs/live.md): Prometheus for metrics, Alertmanager's webhook on `kat serve`.
+    prometheus_url: str | None = Field(None, description="Prometheus-compatible API read instead of the bundle's metrics file")
+    prometheus_token: str | None = Field(None, repr=False, description="bearer token for Prometheus")
+    prometheus_user: str | None = Field(None, description="basic-auth user for Prometheus (when no token)")
+    prometheus_password: str | None = Field(None, repr=False, description="basic-auth password for Prometheus")
+    prometheus_ca: Path | None = Field(None, description="CA bundle that verifies Prometheus's TLS certificate")
+    prometheus_verify_tls: bool = Field(True, description="verify Prometheus's TLS certificate (0: do not)")
+    prometheus_timeout: float = Field(10.0, gt=0, description="seconds per Prometheus request")
+    alertmanager_token: str | None = Field(None, repr=False, description="bearer token Alertmanager's webhook sends")
+    alertmanager_slack_channel: str | None = Field(None, description="Slack channel for alert investigations")
+    alertmanager_window_before: float = Field(600.0, ge=0, description="an alert's window starts this many seconds before startsAt")
+    alertmanager_window_after: float = Field(300.0, gt=0, description="an alert's window ends this many seconds after startsAt")
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL (default https://slack.com/api/)")
 
     @field_validator("analyzer_tools", mode="before")
     @classmethod
@@ -78,11 +96,17 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
     def cache_root(self) -> Path:
-        """Where caches go: KAT_CACHE_DIR, else $XDG_CACHE_HOME/kat, else ~/.cache/kat."""
+        """Where caches go: KAT_CACHE_DIR, else $XDG_CACHE_HOME/kat, else ~/.cache/kat.
+
+        One that cannot be created or written (read-only, under a file) falls back to a private
+        temp dir with one warning on stderr: a cache must never stop a command.
+        """
         if self.cache_dir:
-            return self.cache_dir.expanduser()
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kat"
+            wanted = self.cache_dir.expanduser()
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            wanted = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kat"
+        return _writable_or_temp(wanted)
 
     def kb_index_dir(self) -> Path:
         return self.kb_dir.expanduser() if self.kb_dir else self.cache_root() / "kb"
@@ -93,6 +117,27 @@ class Settings(BaseSettings):
     def state_db(self, name: str) -> Path:
         """An SQLite file of the front ends (chat threads, jobs) in the cache root."""
         return self.cache_root() / name
+
+
+_WARNED: set[Path] = set()
+
+
+def _writable_or_temp(d: Path) -> Path:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        if os.access(d, os.W_OK | os.X_OK):
+            return d
+    except OSError:
+        pass
+    import sys
+    import tempfile
+
+    alt = Path(tempfile.gettempdir()) / f"kat-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    alt.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d not in _WARNED:
+        _WARNED.add(d)
+        sys.stderr.write(f"warning: {d} is not writable; using {alt} instead (set KAT_CACHE_DIR to a writable directory)\n")
+    return alt
 
 
 def _variables() -> tuple[str, ...]:

@@ -74,6 +74,30 @@ def submit_tool() -> StructuredTool:
     )
 
 
+class BackendUnreachable(RuntimeError):
+    """The Analyzer's server cannot be reached (or refuses us): an error, not a partial answer."""
+
+
+def _fatal(exc: Exception, model: Any) -> BackendUnreachable | None:
+    """A connection / authentication / unknown-model error, as one line naming the URL; else None."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - only the openai backend raises these
+        return None
+    url = str(getattr(model, "openai_api_base", None) or getattr(getattr(model, "client", None), "base_url", None) or "?")
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        reason, seen, e = str(exc), set(), exc.__cause__ or exc.__context__
+        while e is not None and id(e) not in seen:  # the innermost error says why (refused, DNS, timeout)
+            seen.add(id(e))
+            if str(e).strip():
+                reason = f"{type(e).__name__}: {str(e).strip()}"
+            e = e.__cause__ or e.__context__
+        return BackendUnreachable(f"cannot reach the Analyzer server at {url}: {reason}")
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
+        return BackendUnreachable(f"the Analyzer server at {url} refused the request (HTTP {exc.status_code}): {str(exc)[:300]}")
+    return None
+
+
 class LLMAnalyzer:
     """System prompt + conversation -> chat model with the tools bound -> one AIMessage."""
 
@@ -103,7 +127,10 @@ class LLMAnalyzer:
         msgs = [SystemMessage(content=prompts.load(self.system_prompt)), *history]
         try:
             out = self.bound.invoke(msgs)
-        except Exception as exc:  # server down, context overflow, unparseable reply: the graph decides
+        except Exception as exc:  # context overflow, unparseable reply: the graph decides; server down: an error
+            fatal = _fatal(exc, self.model)
+            if fatal is not None:
+                raise fatal from exc
             return AnalyzerStep(message=AIMessage(content=f"(Analyzer model error: {type(exc).__name__}: {str(exc)[:300]})"))
         if not isinstance(out, AIMessage):
             out = AIMessage(content=str(getattr(out, "content", out)))

@@ -21,7 +21,10 @@ COMMANDS = (
     "kat.agent.cli.diagnose",  # diagnose, chat
     "kat.agent.cli.traces",  # import
     "kat.agent.cli.demo",  # demo
+    "kat.agent.report.cli",  # report
     "kat.agent.cli.serve",  # serve, slack
+    "kat.agent.cli.capture",  # capture
+    "kat.agent.cli.mcp",  # mcp
 )
 
 app = typer.Typer(
@@ -63,4 +66,17 @@ def main() -> None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    except Exception as exc:  # the last guard: no traceback reaches a user (KAT_DEBUG=1 shows it)
+        import os
+
+        if os.environ.get("KAT_DEBUG"):
+            raise
+        from kat.agent.errors import one_line
+
+        sys.stderr.write(f"error: {one_line(exc)}\n")
+        raise SystemExit(1) from None

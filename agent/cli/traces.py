@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
             return
         t = Table(title=f"{summary['id']}: {len(summary['ranks'])} rank(s)")
         for col in ("rank", "file", "events", "steps", "collectives", "span ms", "kinds"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")  # wrap long names, never cut them
         for r, s in summary["ranks"].items():
             steps = s["steps"]
             step_txt = f"{steps[0]}..{steps[-1]} ({len(steps)})" if steps else "-"
@@ -40,3 +40,8 @@ def register(app: typer.Typer) -> None:
             t.add_row(str(r), s["file"], f"{s['events']:,}", step_txt, str(s["collectives"]), f"{s['span_ms']:.1f}", kinds)
         console.print(t)
         console.print(f"metrics rows: {summary['metrics']:,}   log lines: {summary['logs']:,}")
+        from kat.tools.telemetry.quality import DataQuality
+
+        q = DataQuality.model_validate(summary["data_quality"])
+        for line in q.lines():
+            console.print(f"data: {line}", style="yellow" if q.degraded else None, highlight=False, markup=False)

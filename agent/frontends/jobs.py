@@ -153,6 +153,7 @@ class JobRunner:
             log.warning("diagnosis %s failed", job_id, exc_info=True)
             error = _short_error(exc)
             self.store.fail(job_id, error)
+            self.store.add_event(job_id, "server", "error", error)  # an error event in the stream, not only a status
         finally:
             with self._lock:
                 self._pending -= 1

@@ -24,4 +24,11 @@ def bundle_summary(path: Path) -> dict[str, Any]:
             "collectives": int((df["kind"] == "collective").sum()),
             "span_ms": round(span_ns / 1e6, 3) if len(df) else 0.0,
         }
-    return {"id": b.manifest.id, "symptom": b.manifest.symptom, "ranks": ranks, "metrics": len(b.metrics), "logs": len(b.logs)}
+    return {
+        "id": b.manifest.id,
+        "symptom": b.manifest.symptom,
+        "ranks": ranks,
+        "metrics": len(b.metrics),
+        "logs": len(b.logs),
+        "data_quality": b.quality().model_dump(),  # what was left out of each source, and why
+    }
