@@ -72,9 +72,7 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
     except Exception as exc:  # the last guard: no traceback reaches a user (KAT_DEBUG=1 shows it)
-        import os
-
-        if os.environ.get("KAT_DEBUG"):
+        if settings().debug:
             raise
         from kat.agent.errors import one_line
 

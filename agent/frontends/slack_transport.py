@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -80,7 +79,9 @@ def with_retries(what: str, fn: Callable[[], T], *, attempts: int | None = None,
     After `attempts` tries (env KAT_SLACK_RETRIES, default 8) the last error is raised as
     ConnectionError with a one-line message.
     """
-    n = attempts if attempts is not None else int(os.environ.get(RETRIES_ENV, "8") or 8)
+    from kat.knowledge.settings import settings
+
+    n = attempts if attempts is not None else settings().slack_retries
     delay = 1.0
     for i in range(1, n + 1):
         try:

@@ -66,7 +66,9 @@ def parse_size(text: str) -> int:
 
 def max_trace_bytes() -> int:
     """The inflated-size cap for one trace file (env KAT_MAX_TRACE_BYTES, else the default)."""
-    env = os.environ.get(MAX_TRACE_ENV, "").strip()
+    from kat.knowledge.settings import settings
+
+    env = (settings().max_trace_bytes or "").strip()
     if env:
         return parse_size(env)
     ram = _ram_bytes()
