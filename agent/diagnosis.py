@@ -67,8 +67,9 @@ class RootCause(_Strict):
     category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
     component: str = Field(
         "",
-        description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' "
-        "(filled from the category when empty)",
+        description=(
+            "gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)"
+        ),
     )
     ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
     hosts: list[str] = Field(default_factory=list)
@@ -118,6 +119,8 @@ class Diagnosis(_Strict):
     # A partial answer (budget, retries) or one computed from degraded data says so instead of pretending.
     status: Literal["complete", "degraded", "partial"] = "complete"
     data_quality: DataQuality | None = Field(None, description="filled by KAT from the bundle, not by the Analyzer")
+    # Sources that failed (e.g. "Prometheus at URL answered 503 for query Q"): missing data rules nothing out.
+    missing_data: list[str] = Field(default_factory=list)
 
     def cited_ids(self) -> set[str]:
         ids = {e for link in self.causal_chain for e in link.evidence}

@@ -52,25 +52,9 @@ def render_rich(d: Diagnosis) -> Panel:
                 "Data quality:\n" + "\n".join(f"  - {x}" for x in d.data_quality.lines()), style="yellow" if d.data_quality.degraded else ""
             )
         )
+    if d.missing_data:
+        parts.append(Text("Missing data:\n" + "\n".join(f"  - {m}" for m in d.missing_data), style="yellow"))
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
-
-
-def render_text(d: Diagnosis) -> str:
-    rc = d.root_cause
-    lines = [
-        f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
-        + (f" [{d.status}]" if d.status != "complete" else ""),
-        rc.summary,
-    ]
-    for i, link in enumerate(d.causal_chain, 1):
-        lines.append(f"  {i}. {link.cause} -> {link.effect} [{', '.join(link.evidence)}]")
-    for a in d.alternatives_ruled_out:
-        lines.append(f"  not {a.category}: {a.why}")
-    for r in d.remediation:
-        lines.append(f"  fix: {r}")
-    if d.data_quality is not None:
-        lines += [f"  data: {x}" for x in d.data_quality.lines()]
-    return "\n".join(lines)
 
 
 def print_diagnosis(console: Console, d: Diagnosis) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "KAT_"
 
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
+    debug: bool = Field(False, description="show the traceback of an unexpected error instead of one line")
+    max_trace_bytes: str | None = Field(None, description="cap on one trace's inflated size: bytes, or 512M, 8G (default: 4 GiB, <= RAM/4)")
+    slack_retries: int = Field(8, ge=1, description="attempts to reach Slack before giving up (backoff 1 s doubling, <= 60 s)")
     mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
     public_base_url: str = Field(
         "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"
@@ -67,6 +70,20 @@ class Settings(BaseSettings):
     slack_signing_secret: str = Field("", validation_alias="SLACK_SIGNING_SECRET", description="verifies Slack's HTTP requests")
     slack_app_token: str = Field("", validation_alias="SLACK_APP_TOKEN", description="xapp-... token for Socket Mode")
 
+    # Live sources (docs/live.md): Prometheus for metrics, Alertmanager's webhook on `kat serve`.
+    prometheus_url: str | None = Field(None, description="Prometheus-compatible API read instead of the bundle's metrics file")
+    prometheus_token: str | None = Field(None, repr=False, description="bearer token for Prometheus")
+    prometheus_user: str | None = Field(None, description="basic-auth user for Prometheus (when no token)")
+    prometheus_password: str | None = Field(None, repr=False, description="basic-auth password for Prometheus")
+    prometheus_ca: Path | None = Field(None, description="CA bundle that verifies Prometheus's TLS certificate")
+    prometheus_verify_tls: bool = Field(True, description="verify Prometheus's TLS certificate (0: do not)")
+    prometheus_timeout: float = Field(10.0, gt=0, description="seconds per Prometheus request")
+    alertmanager_token: str | None = Field(None, repr=False, description="bearer token Alertmanager's webhook sends")
+    alertmanager_slack_channel: str | None = Field(None, description="Slack channel for alert investigations")
+    alertmanager_window_before: float = Field(600.0, ge=0, description="an alert's window starts this many seconds before startsAt")
+    alertmanager_window_after: float = Field(300.0, gt=0, description="an alert's window ends this many seconds after startsAt")
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL (default https://slack.com/api/)")
+
     @field_validator("analyzer_tools", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
@@ -75,7 +92,14 @@ class Settings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def, override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment only: no .env file or secrets directory is read behind the user's back.
         return (init_settings, env_settings)
 

@@ -23,6 +23,7 @@ COMMANDS = (
     "kat.agent.cli.demo",  # demo
     "kat.agent.report.cli",  # report
     "kat.agent.cli.serve",  # serve, slack
+    "kat.agent.cli.capture",  # capture
     "kat.agent.cli.mcp",  # mcp
 )
 

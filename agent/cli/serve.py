@@ -37,15 +37,33 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),
         model: str | None = typer.Option(None, "--model", help="model name (openai) or GGUF path (llamacpp)"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help="metrics from this Prometheus (default KAT_PROMETHEUS_URL)"),
+        alert_channel: str | None = typer.Option(
+            None, "--alert-slack-channel", help="post alert investigations here (default KAT_ALERTMANAGER_SLACK_CHANNEL)"
+        ),
+        alert_capture_vllm: str | None = typer.Option(
+            None, "--alert-capture-vllm", help="vLLM server to profile when no bundle matches an alert (needs --alert-capture-trace-dir)"
+        ),
+        alert_capture_trace_dir: Path | None = typer.Option(
+            None, "--alert-capture-trace-dir", help="that server's VLLM_TORCH_PROFILER_DIR"
+        ),
     ) -> None:
-        """HTTP API: start diagnoses, stream progress, ask follow-ups (OpenAPI docs at /docs)."""
+        """HTTP API: start diagnoses, stream progress, ask follow-ups, take Alertmanager webhooks (OpenAPI docs at /docs)."""
         import uvicorn
 
+        from kat.agent.frontends.alertmanager import AlertSettings
         from kat.agent.frontends.http_api import ServerSettings, create_app
         from kat.knowledge.settings import settings
 
         token = token or settings().api_token
-        opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+        prometheus = prometheus or settings().prometheus_url
+        opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
+        alerts = AlertSettings.from_env(
+            prometheus=prometheus,
+            slack_channel=alert_channel,
+            capture_vllm_url=alert_capture_vllm,
+            capture_trace_dir=alert_capture_trace_dir,
+        )
         settings = ServerSettings(
             incidents_root=_root(incidents_root),
             db=db or default_db(),
@@ -55,6 +73,7 @@ def register(app: typer.Typer) -> None:
             time_budget_s=time_budget,
             max_steps=max_steps,
             backend_options=opts,
+            alertmanager=alerts,
         )
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             typer.echo("warning: listening beyond loopback without --token", err=True)
@@ -72,6 +91,7 @@ def register(app: typer.Typer) -> None:
         time_budget: float = typer.Option(300.0, "--time-budget"),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help="metrics from this Prometheus (default KAT_PROMETHEUS_URL)"),
         public_base_url: str | None = typer.Option(
             None, "--public-base-url", help="where `kat serve` is reachable (default KAT_PUBLIC_BASE_URL): replies link to its report page"
         ),
@@ -82,7 +102,8 @@ def register(app: typer.Typer) -> None:
         from kat.knowledge.settings import settings
 
         env = settings()
-        opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+        prometheus = prometheus or env.prometheus_url
+        opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
         bot_token = env.slack_bot_token
         if not bot_token:
             typer.echo("error: set SLACK_BOT_TOKEN (xoxb-...)", err=True)

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
@@ -55,6 +56,7 @@ class ServerSettings(BaseModel):
     time_budget_s: float = 300.0
     max_steps: int = 24
     backend_options: dict = {}
+    alertmanager: Any = None  # AlertSettings: POST /v1/alertmanager (agent/frontends/alertmanager.py)
 
 
 class ApiError(Exception):
@@ -264,4 +266,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}") from None
         return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer, events=[e for e in evs if e["kind"] != "answer"])
 
+    if settings.alertmanager is not None:
+        from kat.agent.frontends.alertmanager import register as register_alertmanager
+
+        register_alertmanager(app, settings.alertmanager, settings.token)
     return app

@@ -80,7 +80,7 @@ def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int
         try:
             job = await asyncio.to_thread(_find_job, st.store, st.root, ident)
         except IncidentError as exc:
-            raise error(exc.status, str(exc))
+            raise error(exc.status, str(exc)) from exc
         if job is None:
             raise error(404, f"no finished diagnosis for {ident!r}: POST /v1/diagnoses starts one")
         if job.status != "done" or not job.result:
@@ -88,6 +88,6 @@ def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int
         try:
             path = st.root.resolve(job.incident)
         except IncidentError as exc:
-            raise error(410, f"the incident of diagnosis {job.id} is no longer available: {exc}")
+            raise error(410, f"the incident of diagnosis {job.id} is no longer available: {exc}") from exc
         html = await asyncio.to_thread(cache.get_or_render, job.id, lambda: render_job(path, job))
         return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from kat.agent.diagnosis import Diagnosis
 from kat.agent.report.metric_data import metric_panel
-from kat.agent.report.model import MAX_FINDINGS, MAX_METRICS, Finding, ReportData, Timeline
+from kat.agent.report.model import MAX_FINDINGS, MAX_METRICS, Finding, ReportData, StepMatrix, Timeline
 from kat.agent.report.trace_data import arrivals, rank_spans, read_traces, step_matrix, sync_groups
 from kat.agent.report.verdict import evidence_metrics, verdict
 from kat.tools.outpost.models import DetectionResult
@@ -36,7 +35,7 @@ def _findings(det: DetectionResult) -> list[Finding]:
     ]
 
 
-def _noise_lines(det: DetectionResult, table: pd.DataFrame) -> list[str]:
+def _noise_lines(det: DetectionResult, heat: StepMatrix | None, exclude: set[int]) -> list[str]:
     out = []
     nf = det.noise_floor
     if nf is not None:
@@ -50,25 +49,40 @@ def _noise_lines(det: DetectionResult, table: pd.DataFrame) -> list[str]:
             out.append(f"Outpost: largest deviation seen {nf.largest_deviation_ms:.3f} ms{where}{p}")
     else:
         out.append("Outpost reported no noise floor for this capture")
-    if not table.empty and table["rank"].nunique() > 1:
-        g = table.groupby("step")["ms"]
-        spread = ((g.quantile(0.75) - g.quantile(0.25)) / g.median().replace(0, np.nan)).dropna()
-        if len(spread):
+    if heat is not None:
+        # A suspect's lock-step peers mirror it (they wait while it works), so the noise comes
+        # from groups with no suspect when there are any.
+        tainted = {p for g in heat.groups if exclude & set(g) for p in g} | exclude
+        clean = [r for r in heat.ranks if r not in tainted]
+        scope = "in lock-step groups without a suspect"
+        if not clean:
+            clean, scope = [r for r in heat.ranks if r not in exclude], "not suspected (their waits may mirror a suspect's)"
+        rows = [row for r, row in zip(heat.ranks, heat.deviation_pct) if r in clean]
+        vals = np.abs(np.array([v for row in rows for v in row if v is not None], dtype=float))
+        if vals.size:
             out.append(
-                f"step time across ranks at the same step: interquartile spread {float(spread.median()) * 100:.2f}% of the median "
-                f"(median over {len(spread)} steps; largest {float(spread.max()) * 100:.2f}%)"
+                f"own work of the {len(clean)} rank(s) {scope} stays within {np.median(vals):.2f}% of their lock-step peers "
+                f"(median |deviation| over {vals.size} rank-steps; 95th percentile {np.percentile(vals, 95):.2f}%): "
+                "deviations of this size are the capture's own noise"
             )
     return out
 
 
 def _quality_lines(bundle: Bundle, det: DetectionResult, d: Diagnosis | None) -> list[str]:
     out = [f"traces: {len(bundle.ranks)} rank(s), {det.stats.events:,} events"]
-    m = bundle.metrics
-    out.append(
-        f"metrics: {len(m):,} samples of {m['name'].nunique()} metric(s) from {bundle.metrics_path.name}"
-        if bundle.metrics_path is not None and not m.empty
-        else "metrics: missing data (no metrics file in the bundle)"
-    )
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(bundle)
+    if src.kind != "file":  # Prometheus: what it served, or why not
+        names = src.names()
+        out.append(f"metrics: {len(names)} metric name(s) from {src.describe()}" + "".join(f"; missing data: {p}" for p in src.problems))
+    else:
+        m = bundle.metrics
+        out.append(
+            f"metrics: {len(m):,} samples of {m['name'].nunique()} metric(s) from {bundle.metrics_path.name}"
+            if bundle.metrics_path is not None and not m.empty
+            else "metrics: missing data (no metrics file in the bundle)"
+        )
     lg = bundle.logs
     out.append(
         f"logs: {len(lg):,} lines from {bundle.logs_path.name}"
@@ -116,6 +130,9 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         wanted = list(evidence_metrics(d).items())
         focus = suspects[0] if suspects else None
         metrics = [metric_panel(bundle, name, ids, focus, window, capture) for name, ids in wanted[:MAX_METRICS]]
+        role = "culprit" if focus in culprits else "suspect"
+        for p in metrics:
+            p.suspect_label = f"rank {focus} ({role})" if focus is not None else "-"
     man = bundle.manifest
     return ReportData(
         incident_id=man.id,
@@ -128,7 +145,7 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         timeline=timeline,
         metrics=metrics,
         verdict=verdict(d) if d is not None else None,
-        noise_floor=_noise_lines(det, table),
+        noise_floor=_noise_lines(det, heat, set(suspects)),
         data_quality=_quality_lines(bundle, det, d),
         detection_notes=list(det.notes),
         stats=f"{det.stats.events:,} events, {det.stats.ranks} ranks; Outpost ran in {det.stats.seconds:.2f} s",

@@ -17,7 +17,8 @@ section{background:#fff;border:1px solid #e5e7e9;border-radius:8px;padding:12px 
 h2{font-size:16px;margin:0 0 6px}h3{font-size:14px;margin:14px 0 4px}
 .verdict{border-left:6px solid #c0392b}.verdict .cat{font-size:18px;font-weight:bold;color:#c0392b}
 .how{color:#555;font-size:12.5px;margin:2px 0 8px}.cap{color:#7d6608}.missing{color:#a04000;font-weight:600}
-table{border-collapse:collapse;font-size:12.5px;width:100%}td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f6f7}tr.suspect td{color:#c0392b;font-weight:bold}tr:target{background:#fff3cd}
 code{font-size:11.5px;word-break:break-all}.bar{display:inline-block;height:8px;background:#c0392b;margin-left:6px}
 .metrics{display:flex;flex-wrap:wrap;gap:10px}figure.metric{margin:0;border:1px solid #eee;padding:4px}
@@ -32,7 +33,8 @@ def render_html(r: ReportData) -> str:
         head = (
             f'<div class="cat">{esc(v.category)}</div><p>component <b>{esc(v.component or "-")}</b> · ranks '
             f'<b class="culprit">{esc(", ".join(map(str, v.ranks)) or "-")}</b> · hosts {esc(", ".join(v.hosts) or "-")} · '
-            f"confidence {v.confidence:.2f}{' · <span class=missing>partial</span>' if v.status != 'complete' else ''}</p><p>{esc(v.summary)}</p>"
+            f"confidence {v.confidence:.2f}{' · <span class=missing>partial</span>' if v.status != 'complete' else ''}</p>"
+            f"<p>{esc(v.summary)}</p>"
         )
     else:
         head = "<p class='missing'>No Diagnosis given: showing Outpost's findings only.</p>"
@@ -48,13 +50,13 @@ def render_html(r: ReportData) -> str:
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.noise_floor)
     dq = "".join(f"<li class='{'missing' if 'missing' in n else ''}'>{esc(n)}</li>" for n in r.data_quality)
     if v is not None and v.data_quality:
-        dq += "".join(f"<li>{esc(k)}: {esc(s)}</li>" for k, s in v.data_quality.items())
+        dq += "".join(f"<li class='{'' if ': ok' in n else 'missing'}'>Diagnosis: {esc(n)}</li>" for n in v.data_quality)
     dn = "".join(f"<li>{esc(n)}</li>" for n in r.detection_notes)
     sections = [
         ("verdict", "Verdict", head + suspects, "verdict"),
         ("heatmap", "Step time, rank × step", heatmap_html(r.heatmap, marks, findings), ""),
         ("timeline", "Timeline, findings and collective arrival skew", timeline_html(r.timeline, marks), ""),
-        ("metrics", "Evidence metrics: suspect against its peers", metrics_html(r.metrics, v is not None), ""),
+        ("metrics", "Evidence metrics: culprit against its peers", metrics_html(r.metrics, v is not None), ""),
         ("chain", "Causal chain, evidence and alternatives", verdict_html(v), ""),
         (
             "notes",

@@ -69,12 +69,16 @@ def _ev_links(ids: list[str]) -> str:
 
 def verdict_html(v: Verdict | None) -> str:
     if v is None:
-        return '<p class="missing">missing data: no Diagnosis given (pass <code>--diagnosis FILE.json</code> from <code>kat diagnose --json</code>).</p>'
+        return (
+            '<p class="missing">missing data: no Diagnosis given '
+            "(pass <code>--diagnosis FILE.json</code> from <code>kat diagnose --json</code>).</p>"
+        )
     parts = []
     if v.chain:
         parts.append(chain_svg(v))
         rows = "".join(
-            f'<tr id="link-{i}"><td>{i}</td><td>{esc(c.cause)}</td><td>{esc(c.effect)}</td><td>{_ev_links(c.evidence) or "<span class=missing>no evidence cited</span>"}</td></tr>'
+            f'<tr id="link-{i}"><td>{i}</td><td>{esc(c.cause)}</td><td>{esc(c.effect)}</td>'
+            f"<td>{_ev_links(c.evidence) or '<span class=missing>no evidence cited</span>'}</td></tr>"
             for i, c in enumerate(v.chain, 1)
         )
         parts.append(f"<table class='links'><tr><th>#</th><th>cause</th><th>effect</th><th>evidence</th></tr>{rows}</table>")
@@ -82,7 +86,8 @@ def verdict_html(v: Verdict | None) -> str:
         parts.append('<p class="missing">missing data: the Diagnosis has no causal chain.</p>')
     if v.evidence:
         rows = "".join(
-            f'<tr id="{esc(e.id)}" class="evidence"><td>{esc(e.id)}</td><td>{esc(e.tool)}</td><td><code>{esc(e.query)}</code></td><td>{esc(e.summary)}</td></tr>'
+            f'<tr id="{esc(e.id)}" class="evidence"><td>{esc(e.id)}</td><td>{esc(e.tool)}</td>'
+            f"<td><code>{esc(e.query)}</code></td><td>{esc(e.summary)}</td></tr>"
             for e in v.evidence
         )
         parts.append(
@@ -93,9 +98,11 @@ def verdict_html(v: Verdict | None) -> str:
         if a.evidence:
             backing = _ev_links(a.evidence)
             if a.missing:
-                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the evidence list)</span>'
+                backing += f' <span class="missing">(also cites {esc(", ".join(a.missing))}: not in the Diagnosis\'s evidence list)</span>'
         elif a.missing:
-            backing = f'<span class="missing">missing data: cites {esc(", ".join(a.missing))}, not in the evidence list</span>'
+            backing = (
+                f'<span class="missing">unbacked here: cites {esc(", ".join(a.missing))}, not in the Diagnosis\'s evidence list</span>'
+            )
         else:
             backing = '<span class="missing">missing data: no evidence cited</span>'
         ro.append(f"<tr><td>{esc(a.category)}</td><td>{esc(a.why)}</td><td>{backing}</td></tr>")

@@ -119,7 +119,8 @@ def heatmap_html(m: StepMatrix | None, marks: dict[int, str], findings: list[Fin
     return (
         f'<p class="how">Step time from {esc(m.source)} (hover a cell for values). Ranks in one lock-step group wait for each other, '
         f"so their step times match; the second map removes the time spent in collectives and compares each rank's own work "
-        f"with its lock-step peers' median (groups: {esc(groups)}). Culprit ranks are outlined in red; other ranks Outpost suspects are labelled in amber.</p>"
+        f"with its lock-step peers' median (groups: {esc(groups)}). "
+        "Culprit ranks are outlined in red; other ranks Outpost suspects are labelled in amber.</p>"
         f"<h3>Step time (ms)</h3>{a}<h3>Own work (step time minus collectives) against lock-step peers</h3>{b}"
         + (f"<ul>{notes}</ul>" if notes else "")
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from kat.agent.report.model import MetricPanel
 from kat.agent.report.svg import GRID, MUTED, SUSPECT, WINDOW, Scale, esc, line, polygon, polyline, rect, svg, text, ticks
 
-W, H = 460, 210
+W, H = 420, 210
 L, R, T, B = 56, 12, 24, 36
 
 
@@ -52,7 +52,7 @@ def metric_svg(p: MetricPanel) -> str:
         text(
             lx,
             H - 6,
-            f"— {p.suspect_label} (suspect)   ▒ peers' range ({p.peers}), -- median   ▒ incident window",
+            f"— {p.suspect_label}   ▒ peers' range ({p.peers}), -- median   ▒ incident window",
             "end",
             MUTED,
             'font-size="10"',
@@ -75,7 +75,10 @@ def metric_html(p: MetricPanel) -> str:
 
 def metrics_html(panels: list[MetricPanel], have_diagnosis: bool) -> str:
     if not have_diagnosis:
-        return '<p class="missing">missing data: no Diagnosis given, so no evidence metrics (run <code>kat diagnose PATH --json &gt; d.json</code> and pass <code>--diagnosis d.json</code>).</p>'
+        return (
+            '<p class="missing">missing data: no Diagnosis given, so no evidence metrics '
+            "(run <code>kat diagnose PATH --json &gt; d.json</code> and pass <code>--diagnosis d.json</code>).</p>"
+        )
     if not panels:
         return '<p class="missing">missing data: the Diagnosis cites no metric lookups.</p>'
     return '<div class="metrics">' + "".join(metric_html(p) for p in panels) + "</div>"

@@ -37,7 +37,8 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
         ly = y + lane * LANE
         tip = (
             f"#{f.index} rank {f.rank} {f.component} ({f.method}) {f.kind}: {f.name}\n{f.detail}\n"
-            f"steps {f.steps[0] if f.steps else '-'}..{f.steps[-1] if f.steps else '-'}, ratio {f.ratio:.2f}, window {_ms(f.end_ns - f.start_ns)}"
+            f"steps {f.steps[0] if f.steps else '-'}..{f.steps[-1] if f.steps else '-'}, ratio {f.ratio:.2f}, "
+            f"window {_ms(f.end_ns - f.start_ns)}"
         )
         body.append(rect(x0, ly - 4, x1 - x0, LANE - 3, FINDING, tip, 'opacity="0.85" class="finding-band"'))
         label = f"#{f.index} rank {f.rank} {f.component} · {f.method} · ×{f.ratio:.2f}"
@@ -146,7 +147,8 @@ def _skew_table(t: Timeline) -> str:
     for a in t.arrivals[:10]:
         waits = ", ".join(f"rank {p} {w / 1e6:.3f} ms" for p, w in sorted(a.waits_ns.items()))
         rows.append(
-            f"<tr><td>{esc(a.coll)}</td><td>{a.step}</td><td>{esc(a.group)}</td><td>rank {a.last_rank}</td><td>{a.skew_ns / 1e6:.3f}</td><td>{esc(waits)}</td></tr>"
+            f"<tr><td>{esc(a.coll)}</td><td>{a.step}</td><td>{esc(a.group)}</td><td>rank {a.last_rank}</td>"
+            f"<td>{a.skew_ns / 1e6:.3f}</td><td>{esc(waits)}</td></tr>"
         )
     return (
         "<h3>Largest arrival skews</h3><table><tr><th>collective</th><th>step</th><th>group</th><th>last</th><th>skew (ms)</th>"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,6 @@ from kat.agent.report.model import ChainLink, EvidenceRow, RuledOutRow, Verdict
 if TYPE_CHECKING:
     from kat.tools.outpost.models import DetectionResult
 
-EV_ID = re.compile(r"\bev-\d+\b")
 METRIC_TOOLS = ("metric_lookup",)
 
 
@@ -23,8 +21,9 @@ class ReportInputError(ValueError):
     """Bad input to the report (a file or field), said in one line."""
 
 
-def load_diagnosis(path: Path) -> Diagnosis:
+def load_diagnosis(path: Path | str) -> Diagnosis:
     """A `kat diagnose --json` file; errors name the file and the field."""
+    path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -45,14 +44,14 @@ def verdict(d: Diagnosis) -> Verdict:
     known = {e.id for e in d.evidence}
     ruled = []
     for a in d.alternatives_ruled_out:
-        cited = list(dict.fromkeys(EV_ID.findall(a.why)))
+        cited = a.cited()
         ruled.append(
             RuledOutRow(
                 category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]
             )
         )
-    dq = getattr(d, "data_quality", None) or {}
-    quality = {str(k): (v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in dict(dq).items()}
+    quality = d.data_quality.lines() if d.data_quality is not None else []
+    quality += [f"missing data: {m}" for m in d.missing_data]
     rc = d.root_cause
     return Verdict(
         category=rc.category,
@@ -87,10 +86,11 @@ def evidence_metrics(d: Diagnosis) -> dict[str, list[str]]:
     return out
 
 
-def load_detection(path: Path) -> DetectionResult:
+def load_detection(path: Path | str) -> DetectionResult:
     """A `kat detect --json` file; errors name the file and the field."""
     from kat.tools.outpost.models import DetectionResult
 
+    path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
