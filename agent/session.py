@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
-from kat.agent.diagnosis import DEGRADED_SOURCE_FACTOR, Diagnosis
+from kat.agent.diagnosis import Diagnosis
 from kat.agent.graph import AgentConfig, Analyzer, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
@@ -177,12 +177,8 @@ class Session:
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
         diagnosis = Diagnosis.model_validate(d)
-        problems = self.ctx.source_problems()  # e.g. Prometheus down: said, not hidden, and the answer is degraded
-        if problems:
-            diagnosis.missing_data = problems
-            diagnosis.confidence = round(diagnosis.confidence * DEGRADED_SOURCE_FACTOR, 2)
-            if diagnosis.status == "complete":
-                diagnosis.status = "degraded"
+        # e.g. Prometheus down: said, not hidden (data_quality already marks the metrics source degraded)
+        diagnosis.missing_data = self.ctx.source_problems()
         return DiagnosisRun(thread_id, diagnosis)
 
     def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     kb_dir: Path | None = Field(None, description="knowledge-base index (default: <cache_dir>/kb)")
     kb_threads: int = Field(1, ge=1, description="torch threads for sentence embeddings")
     import_workers: int | None = Field(None, ge=1, description="processes importing traces (default: CPU count)")
+    debug: bool = Field(False, description="show the Python traceback of an unexpected error instead of one line")
+    max_trace_bytes: str | None = Field(
+        None, description="inflated-size cap of one trace file, bytes or 512M / 8G (default: 4G, at most a quarter of RAM)"
+    )
+    slack_retries: int = Field(8, ge=1, description="attempts `kat slack` makes to reach Slack (backoff 1 s doubling, at most 60 s)")
     kineto_native: bool = Field(True, description="use the C trace scanner when it is built (0: pure-Python path)")
     openai_base_url: str = Field(
         "http://127.0.0.1:8000/v1",

@@ -32,6 +32,12 @@ def live(live_prometheus: dict) -> dict:
     return live_prometheus
 
 
+@pytest.fixture(scope="module")
+def file_diagnosis(live: dict):  # type: ignore[no-untyped-def]
+    """The thermal incident diagnosed from its metrics file (the reference)."""
+    return Session(live["cases"]["gpu_thermal_throttling"]["full"], "rules").diagnose("file")
+
+
 def _core(d) -> dict:  # type: ignore[no-untyped-def]
     return {
         "category": d.root_cause.category,
@@ -41,13 +47,15 @@ def _core(d) -> dict:  # type: ignore[no-untyped-def]
         "evidence_tools": sorted(e.tool for e in d.evidence),
         "chain": [len(link.evidence) for link in d.causal_chain],
         "ruled_out": sorted(a.category for a in d.alternatives_ruled_out),
+        "confidence": d.confidence,
+        "metrics_quality": d.data_quality.metrics.status if d.data_quality else None,
     }
 
 
-def test_diagnosis_through_prometheus_equals_the_file(live: dict) -> None:
+def test_diagnosis_through_prometheus_equals_the_file(live: dict, file_diagnosis) -> None:  # type: ignore[no-untyped-def]
     """`kat diagnose BARE --prometheus URL --json` gives the diagnosis of the full bundle."""
     case = live["cases"]["gpu_thermal_throttling"]
-    a = Session(case["full"], "rules").diagnose("file")
+    a = file_diagnosis
     assert a.root_cause.category == case["gt"].category
     r = CliRunner().invoke(app, ["diagnose", str(case["bare"]), "--prometheus", live["url"], "--json"])
     assert r.exit_code == 0, r.output[-2000:]
@@ -174,7 +182,9 @@ def test_cli_exit_code_when_prometheus_is_down(live: dict, tmp_path: Path) -> No
     r = CliRunner().invoke(app, ["diagnose", str(case["bare"]), "--prometheus", down, "--json"])
     d = json.loads(r.stdout)
     assert any("unreachable" in m for m in d["missing_data"])
-    sufficed = d["status"] == "complete" and d["root_cause"]["category"] != "undetermined"
+    # degraded (a source missing, confidence lowered) still answers; partial or undetermined does not
+    assert d["data_quality"]["metrics"]["status"] == "missing" and d["status"] != "complete"
+    sufficed = d["status"] != "partial" and d["root_cause"]["category"] != "undetermined"
     assert r.exit_code == (0 if sufficed else 1), r.output[-1000:]
 
 
@@ -194,3 +204,16 @@ def test_settings_from_env_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fit_step(86400 * 30, 10**7, 1.0) >= 86400 * 30 / 11000  # never over Prometheus's point limit
     assert selector(["vllm:num_requests_running"]) == "vllm:num_requests_running"
     assert selector(["a_total", "b_total"]) == '{__name__=~"a_total|b_total"}'
+
+
+def test_report_page_draws_metrics_from_prometheus(live: dict, file_diagnosis) -> None:  # type: ignore[no-untyped-def]
+    """The report's evidence-metric panels are the same drawn from Prometheus as from the file."""
+    from kat.agent.report import build_report
+
+    case = live["cases"]["gpu_thermal_throttling"]
+    d = file_diagnosis
+    _, from_file = build_report(case["full"], d)
+    _, from_prom = build_report(case["bare"], d, prometheus=live["url"])
+    assert from_file.metrics, "the diagnosis cites metric evidence"
+    assert [p.model_dump() for p in from_prom.metrics] == [p.model_dump() for p in from_file.metrics]
+    assert any(p.suspect is not None for p in from_prom.metrics)

@@ -20,7 +20,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from test_frontends_util import DEMO, LoopbackServer
 from typer.testing import CliRunner
 
-from kat.agent.frontends.mcp_server import McpSettings
+from kat.agent.frontends.mcp_server import McpSettings, build_server
 from kat.agent.frontends.mcp_transport import http_app
 from kat.tools.context import IncidentContext
 from kat.tools.registry import make_tools
@@ -34,8 +34,9 @@ TOKEN = "s3cret-token-for-tests"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An incidents root with the demo bundle, a bundle with a truncated trace, and two ways out of the
-    root: a symlinked bundle directory and a bundle whose traces directory links outside."""
+    """An incidents root with the demo bundle, a bundle with a truncated trace, one with a manifest that is
+    not an object, and two ways out of the root: a symlinked bundle directory and a bundle whose traces
+    directory links outside."""
     import shutil
 
     r = tmp_path / "incidents"
@@ -48,6 +49,9 @@ def root(tmp_path: Path) -> Path:
     sneaky.mkdir(parents=True)
     (sneaky / "incident.json").write_text(json.dumps({"id": "sneaky", "symptom": "slow"}))
     (sneaky / "traces").symlink_to(outside / "bundle" / "traces", target_is_directory=True)
+    bad = r / "team-d" / "bad-manifest"
+    bad.mkdir(parents=True)
+    (bad / "incident.json").write_text("[1, 2]")
     broken = r / "team-c" / "broken"
     (broken / "traces").mkdir(parents=True)
     (broken / "incident.json").write_text(json.dumps({"id": "broken", "symptom": "slow"}))
@@ -100,6 +104,7 @@ async def exercise(client: Client, root: Path) -> dict[str, Any]:
     inc = await _ok(client, "list_incidents", {})
     assert {(i["id"], i["path"]) for i in inc["data"]["incidents"]} >= {(demo_id, DEMO_PATH), ("sneaky", "team-b/sneaky")}
     assert "linked" not in {i["path"] for i in inc["data"]["incidents"]}  # the walk does not follow links out
+    assert inc["data"]["skipped"] == [{"path": "team-d/bad-manifest", "error": "incident.json is a JSON array, not an object"}]
 
     opened = await _ok(client, "open_incident", {"incident": demo_id})
     assert opened["data"]["path"] == DEMO_PATH and opened["data"]["ranks"] == ctx.bundle.ranks
@@ -269,3 +274,37 @@ def test_http_beyond_loopback_needs_a_token(root: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "beyond loopback: set --token" in " ".join(res.output.split()), res.output
     res = CliRunner().invoke(app, ["mcp", "--incidents-root", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "is not a directory" in " ".join(res.output.split()), res.output
+
+
+def test_prometheus_metrics_through_mcp(root: Path, tmp_path: Path) -> None:
+    """`kat mcp --prometheus URL`: a real Prometheus holding the demo's metrics serves a copy of the bundle
+    without its metrics file, with the same series as the file and the PromQL echoed."""
+    import shutil
+
+    from tests.live_servers import backfill, prometheus_server
+
+    demo = root / DEMO_PATH
+    metrics = next(demo.glob("metrics.*"))
+    bare = root / "team-a" / "bare"
+    shutil.copytree(demo, bare)
+    (bare / metrics.name).unlink()
+    manifest = json.loads((bare / "incident.json").read_text())
+    (bare / "incident.json").write_text(json.dumps({**manifest, "id": "demo-bare"}))
+    backfill(metrics, tmp_path / "prom" / "tsdb")
+    file_tools = make_tools(IncidentContext(demo))
+    names = sorted(str(n) for n in IncidentContext(demo).bundle.metrics["name"].unique())
+    with prometheus_server(tmp_path / "prom" / "tsdb", tmp_path / "prom.log") as url:
+        settings = McpSettings(incidents_root=root, db=tmp_path / "mcp.sqlite", prometheus=url)
+
+        async def run() -> None:
+            async with Client(build_server(settings)) as client:
+                opened = await _ok(client, "open_incident", {"incident": "demo-bare"})
+                assert opened["data"]["data"]["metrics"]["source"] == "prometheus"
+                for name in ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_SM_CLOCK"):
+                    got = await _ok(client, "metric_lookup", {"incident": "demo-bare", "name": name})
+                    assert name in got["query"]["promql"] and got["range"].startswith("PromQL ")
+                    assert got["data"] == json.loads(json.dumps(file_tools["metric_lookup"].run({"name": name}).data))
+                cat = await _ok(client, "metric_catalog", {"incident": "demo-bare"})
+                assert all(json.dumps(n) in json.dumps(cat["data"]) for n in names)
+
+        anyio.run(run)

@@ -67,8 +67,10 @@ def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # typ
     for link in d.causal_chain:
         for eid in link.evidence:
             assert f'href="#{eid}"' in chain and f'id="{eid}"' in chain
-    # A ruled-out reason citing an id absent from the evidence says so.
-    assert "not in the Diagnosis's evidence list" in chain
+    # Each alternative ruled out links to the evidence it cites.
+    ruled = chain[chain.index("Alternatives ruled out") :]
+    for a in d.alternatives_ruled_out:
+        assert a.cited() and all(f'href="#{eid}"' in ruled for eid in a.cited()), a.category
     assert "Noise floor" in _section(html, "notes") and "Data quality" in _section(html, "notes")
     # Self-contained: no script, no external URL, a CSP that forbids fetching anything.
     assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)
@@ -89,6 +91,13 @@ def test_missing_data_is_said(tmp_path: Path, demo) -> None:  # type: ignore[no-
     html, data = build_report(bare, unsupported, det)
     assert all("missing data: the bundle has no metrics" in p.notes for p in data.metrics)
     assert "missing data: no evidence cited" in _section(html, "chain")
+    # The Diagnosis's own per-source data quality is shown too.
+    from kat.tools.telemetry.quality import DataQuality
+
+    q = DataQuality()
+    q.metrics.missing("no metrics file in the bundle")
+    html, _ = build_report(bare, unsupported.model_copy(update={"data_quality": q}), det)
+    assert "Diagnosis: metrics: missing (no metrics file in the bundle)" in _section(html, "notes")
 
 
 def test_caps_on_a_large_capture() -> None:
@@ -127,7 +136,9 @@ def test_metric_series_are_bucketed(tmp_path: Path) -> None:
     lines = ["ts,name,value,host,gpu,rank"]
     for i in range(3000):
         for g in range(2):
-            lines.append(f"{1_700_000_000_000_000_000 + i * 10_000_000},DCGM_FI_DEV_GPU_TEMP,{60 + (30 if g == 1 and i > 1500 else 0)},node-a,{g},")
+            lines.append(
+                f"{1_700_000_000_000_000_000 + i * 10_000_000},DCGM_FI_DEV_GPU_TEMP,{60 + (30 if g == 1 and i > 1500 else 0)},node-a,{g},"
+            )
     (root / "metrics.csv").write_text("\n".join(lines) + "\n")
     from kat.agent.report.metric_data import metric_panel
 
@@ -155,3 +166,20 @@ def test_bad_inputs_are_named_not_tracebacks(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "root_cause.summary" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_unranked_counters_are_split_by_their_labels(tmp_path: Path) -> None:
+    from kat.agent.report.metric_data import metric_panel
+    from tests.bundle_factory import make_bundle
+
+    root = make_bundle(tmp_path / "b")
+    lines = ["ts,name,value,host,cpu"]
+    for i in range(50):
+        for cpu in range(4):  # one busy CPU among four; samples of all CPUs share timestamps
+            rate = 0.5 if cpu == 2 else 0.01
+            lines.append(f"{1_700_000_000_000_000_000 + i * 100_000_000},node_schedstat_waiting_seconds_total,{i * rate},node-a,{cpu}")
+    (root / "metrics.csv").write_text("\n".join(lines) + "\n")
+    p = metric_panel(open_bundle(root), "node_schedstat_waiting_seconds_total", ["ev-1"], 1, None, None)
+    assert p.peers == 4 and p.suspect is None
+    assert max(p.band_hi) == pytest.approx(5.0) and min(p.band_lo) == pytest.approx(0.1)  # rates per second, per CPU
+    assert any("no rank" in n for n in p.notes) and any("rate" in n for n in p.notes)

@@ -16,7 +16,11 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind address (loopback by default; elsewhere needs --token)"),
         port: int = typer.Option(8765, "--port", help="HTTP port"),
         incidents_root: Path = typer.Option(Path("."), "--incidents-root", help="directory holding incident bundles"),
-        prometheus: str | None = typer.Option(None, "--prometheus", help="Prometheus-compatible API URL for metrics"),
+        prometheus: str | None = typer.Option(
+            None,
+            "--prometheus",
+            help="read metrics from this Prometheus (base URL) instead of the bundles' files; auth from KAT_PROMETHEUS_*",
+        ),
         token: str | None = typer.Option(None, "--token", help="HTTP: require 'Authorization: Bearer <token>' (default: $KAT_MCP_TOKEN)"),
         analyzer: str = typer.Option("rules", "--analyzer", help="Analyzer for the diagnose tool: rules | openai | llamacpp"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (analyzer openai)"),

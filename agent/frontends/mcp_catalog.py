@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult, clip_text
 from kat.tools.telemetry import BundleError
+from kat.tools.telemetry.metric_source import MetricSource, metric_source_of
 
 NAME = "metric_catalog"
 DESCRIPTION = (
@@ -34,6 +36,21 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _from_source(source: MetricSource, rx: re.Pattern[str] | None, args: MetricCatalogArgs, q: dict[str, Any]) -> ToolResult:
+    """A live source (Prometheus): the names it has for the incident window; per-series detail is metric_lookup's."""
+    names = sorted(source.names())
+    searched = source.describe()
+    if not names:
+        why = "; ".join(source.problems) or "it lists no metric for the incident window"
+        return ToolResult(tool=NAME, status="error" if source.problems else "no_data", query=q, range=searched, message=why)
+    picked = [n for n in names if rx is None or rx.search(n)]
+    rows = [{"name": clip_text(n, 120)} for n in picked[: args.limit]]
+    data = {"names_total": len(names), "matched": len(picked), "source": source.kind, "metrics": rows}
+    more = f"{len(picked) - len(rows)} more names: raise limit or narrow pattern" if len(picked) > len(rows) else ""
+    summary = f"{len(picked)} of {len(names)} metric names in {source.kind}; hosts, ranks and values per series: metric_lookup"
+    return ToolResult(tool=NAME, status="ok" if picked else "no_data", query=q, range=searched, summary=summary, data=data, more=more)
+
+
 def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
     q = args.model_dump(exclude_none=True)
     try:
@@ -44,6 +61,9 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
         )
     try:
         bundle = ctx.bundle
+        source = metric_source_of(bundle)
+        if source.kind != "file":
+            return _from_source(source, rx, args, q)
         path = bundle.metrics_path
         m = bundle.metrics if path is not None else None
     except (BundleError, ValueError, OSError) as exc:

@@ -42,6 +42,7 @@ from kat.agent.frontends.incidents import IncidentError, IncidentRoot
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
 from kat.tools.registry import AgentTool, make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 log = logging.getLogger("kat.frontends.mcp")
 
@@ -70,7 +71,7 @@ class McpSettings(BaseModel):
     max_steps: int = 24
     time_budget_s: float = 300.0
     max_concurrent: int = Field(2, ge=1, description="diagnoses running at once; more wait")
-    prometheus: str | None = Field(None, description="Prometheus-compatible API for metrics instead of the bundles' files")
+    prometheus: str | None = Field(None, description="metrics from this Prometheus-compatible API instead of the bundles' files")
 
 
 class IncidentArg(BaseModel):
@@ -282,20 +283,22 @@ class KatMcp:
             return _error(name, arguments, f"tool failed: {type(exc).__name__}: {exc}")
 
     def _list_incidents(self) -> ToolResult:
-        items = [i.model_dump() for i in self.root.list()]
         if not self.root.exists():
             return ToolResult(
                 tool="list_incidents", status="error", query={}, message=f"incidents root {self.root.root} is not a directory"
             )
-        status = "ok" if items else "no_data"
+        found, problems = self.root.scan()
+        items = [i.model_dump() for i in found]
+        skipped = [p.model_dump() for p in problems]
+        note = f"{len(skipped)} bundle(s) skipped or ambiguous: see data.skipped" if skipped else ""
         return ToolResult(
             tool="list_incidents",
-            status=status,
+            status="ok" if items else "no_data",
             query={},
             range=str(self.root.root),
             summary=f"{len(items)} incident bundle(s)",
-            message="" if items else "no bundle (a directory with incident.json) under the incidents root",
-            data={"incidents": items},
+            message=note if items else ("no usable bundle (a directory with incident.json) under the incidents root. " + note).strip(),
+            data={"incidents": items, "skipped": skipped},
         )
 
     def _open_incident(self, ctx: IncidentContext) -> ToolResult:
@@ -303,11 +306,20 @@ class KatMcp:
 
         info = incident_info(ctx)
         b = ctx.bundle
+        source = metric_source_of(b)
+        metrics: dict[str, Any] | None = None
+        if source.kind != "file":  # e.g. Prometheus: names only; samples are fetched per query
+            metrics = {"source": source.kind, "at": source.describe(), "names": len(source.names())}
+        elif b.metrics_path:
+            metrics = {
+                "source": "file",
+                "file": b.metrics_path.name,
+                "samples": int(len(b.metrics)),
+                "names": int(b.metrics["name"].nunique()),
+            }
         present: dict[str, Any] = {
             "traces": {"files": len(b.traces), "formats": sorted({t.fmt for t in b.traces.values()})},
-            "metrics": {"file": b.metrics_path.name, "samples": int(len(b.metrics)), "names": int(b.metrics["name"].nunique())}
-            if b.metrics_path
-            else None,
+            "metrics": metrics,
             "logs": {"file": b.logs_path.name, "lines": int(len(b.logs))} if b.logs_path else None,
         }
         info["data"] = present

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kat.slack")
 T = TypeVar("T")
-RETRIES_ENV = "KAT_SLACK_RETRIES"
 MAX_BACKOFF_S = 60.0
 
 

@@ -70,12 +70,19 @@ def _noise_lines(det: DetectionResult, heat: StepMatrix | None, exclude: set[int
 
 def _quality_lines(bundle: Bundle, det: DetectionResult, d: Diagnosis | None) -> list[str]:
     out = [f"traces: {len(bundle.ranks)} rank(s), {det.stats.events:,} events"]
-    m = bundle.metrics
-    out.append(
-        f"metrics: {len(m):,} samples of {m['name'].nunique()} metric(s) from {bundle.metrics_path.name}"
-        if bundle.metrics_path is not None and not m.empty
-        else "metrics: missing data (no metrics file in the bundle)"
-    )
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(bundle)
+    if src.kind != "file":  # Prometheus: what it served, or why not
+        names = src.names()
+        out.append(f"metrics: {len(names)} metric name(s) from {src.describe()}" + "".join(f"; missing data: {p}" for p in src.problems))
+    else:
+        m = bundle.metrics
+        out.append(
+            f"metrics: {len(m):,} samples of {m['name'].nunique()} metric(s) from {bundle.metrics_path.name}"
+            if bundle.metrics_path is not None and not m.empty
+            else "metrics: missing data (no metrics file in the bundle)"
+        )
     lg = bundle.logs
     out.append(
         f"logs: {len(lg):,} lines from {bundle.logs_path.name}"
@@ -123,6 +130,9 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         wanted = list(evidence_metrics(d).items())
         focus = suspects[0] if suspects else None
         metrics = [metric_panel(bundle, name, ids, focus, window, capture) for name, ids in wanted[:MAX_METRICS]]
+        role = "culprit" if focus in culprits else "suspect"
+        for p in metrics:
+            p.suspect_label = f"rank {focus} ({role})" if focus is not None else "-"
     man = bundle.manifest
     return ReportData(
         incident_id=man.id,

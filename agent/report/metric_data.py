@@ -65,7 +65,10 @@ def metric_panel(
     window_ns: tuple[int, int] | None,
     capture_ns: tuple[int, int] | None,
 ) -> MetricPanel:
-    m = bundle.metrics
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(bundle)  # the bundle's file or Prometheus
+    names = src.names()
     panel = MetricPanel(
         name=wanted,
         evidence_ids=evidence_ids,
@@ -74,16 +77,21 @@ def metric_panel(
         window_ns=window_ns,
         capture_ns=capture_ns,
     )
-    if m.empty:
-        panel.notes.append("missing data: the bundle has no metrics")
+    if not names:
+        why = "the bundle has no metrics" if src.kind == "file" else f"{src.describe()}: " + ("; ".join(src.problems) or "no metrics")
+        panel.notes.append(f"missing data: {why}")
         return panel
-    name, note = _resolve_name([str(n) for n in m["name"].cat.categories], wanted)
+    name, note = _resolve_name(names, wanted)
     if note:
         panel.notes.append(note)
     if name is None:
         return panel
     panel.name = name
-    sel = m[(m["name"] == name).to_numpy()]
+    got = src.select(name, exact=[name])
+    if got.status != "ok" or got.frame is None:
+        panel.notes.append(f"missing data: {got.message}")
+        return panel
+    sel = got.frame
     ranks = _rank_of_rows(bundle, sel)
     ts_all, v_all = sel["ts_ns"].to_numpy(dtype=np.int64), sel["value"].to_numpy(dtype=float)
     counter = name.endswith("_total")
@@ -92,17 +100,27 @@ def metric_panel(
     labelled = ranks >= 0
     if not labelled.any():
         panel.notes.append("samples carry no rank (or host+gpu) label: all series form the band, no suspect series")
-    keys = np.where(labelled, ranks, -1)
-    per: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for k in np.unique(keys):
-        mask = keys == k
+    # One fine series per label set (rank, host, gpu, cpu, ...); counters become rates within it.
+    extra = [c for c in sel.columns if c not in ("ts_ns", "name", "value", "rank")]
+    fine = pd.Series(ranks.astype(str))
+    for c in extra:
+        fine = fine + "|" + sel[c].astype(str).to_numpy()
+    per: dict[int | str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, mask in fine.groupby(fine, sort=True).indices.items():
         ts, v = ts_all[mask], v_all[mask]
         order = np.argsort(ts, kind="stable")
         ts, v = ts[order], v[order]
         if counter:
             ts, v = _as_rate(ts, v)
-        if len(ts):
-            per[int(k)] = (ts, v)
+        ok = ~np.isnan(v)
+        ts, v = ts[ok], v[ok]
+        if not len(ts):
+            continue
+        # Series of one rank are pooled (bucket means average them); unranked ones stay apart.
+        owner: int | str = int(ranks[mask][0]) if ranks[mask][0] >= 0 else str(key)
+        if owner in per:
+            ts, v = np.concatenate([per[owner][0], ts]), np.concatenate([per[owner][1], v])
+        per[owner] = (ts, v)
     if not per:
         panel.notes.append("missing data: no samples")
         return panel

@@ -209,6 +209,22 @@ def test_gzip_bomb_under_the_trailer_check_stops_at_the_cap(tmp_path: Path) -> N
     assert time.perf_counter() - t0 < 15
 
 
+def test_2gb_gzip_bomb_fails_fast_with_the_default_cap(tmp_path: Path) -> None:
+    """Issue 22: a 2 GB gzip bomb took 107 s and 2.3 GB of RAM. Multi-member, so the trailer
+    names only its last member: the inflate ratio stops it after 64 MB."""
+    member = gzip.compress(b" " * 2**20, compresslevel=9)
+    p = tmp_path / "rank-0.json.gz"
+    with open(p, "wb") as fh:
+        fh.write(gzip.compress(b'{"traceEvents": ['))
+        for _ in range(2048):  # 2 GiB inflated, ~2 MB on disk
+            fh.write(member)
+        fh.write(gzip.compress(b"]}"))
+    t0 = time.perf_counter()
+    r = kat("import", p)
+    assert r.exit_code == 2 and "gzip bomb" in r.stderr
+    assert time.perf_counter() - t0 < 15
+
+
 def test_symlinked_trace_out_of_bundle_is_refused_and_not_read(tmp_path: Path) -> None:
     root = small_bundle(tmp_path)
     outside = tmp_path / "elsewhere"

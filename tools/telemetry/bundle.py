@@ -185,7 +185,10 @@ class Bundle:
         if events == 0:
             t.missing("the trace(s) hold no events: insufficient data")
         notes = [f"ignored {name}: {why}" for name, why in self.ignored.items()]
-        return DataQuality(traces=t, metrics=self._quality["metrics"].model_copy(), logs=self._quality["logs"].model_copy(), notes=notes)
+        from kat.tools.telemetry.metric_source import live_quality
+
+        metrics = live_quality(self) or self._quality["metrics"].model_copy()  # Prometheus, when it is the source
+        return DataQuality(traces=t, metrics=metrics, logs=self._quality["logs"].model_copy(), notes=notes)
 
     def resolve_inside(self, relative: str) -> Path:
         """A path inside the bundle; anything that escapes it is refused."""

@@ -75,6 +75,12 @@ def max_trace_bytes() -> int:
     return min(_DEFAULT_TRACE_BYTES, ram // _RAM_FRACTION) if ram else _DEFAULT_TRACE_BYTES
 
 
+# A gzip trace that inflates more than this many times its size is a bomb: the real traces in
+# tests/data compress 16-19x (JSON of repeated kernel names), deflate's ceiling is ~1032x.
+MAX_GZIP_RATIO = 200
+_DEFLATE_MAX_RATIO = 1032
+_RATIO_AFTER_BYTES = 64 * 2**20  # judged once this much is inflated: small files are never refused by ratio
+
 MAX_TRACE_BYTES = _DEFAULT_TRACE_BYTES  # kept for callers that pass an explicit cap
 # A chunk is cut at the first event boundary CHUNK_BYTES on; the buffer is topped up READ_BYTES
 # at a time, so what is left after a cut (moved to the front) stays under READ_BYTES + one event.
@@ -89,6 +95,7 @@ _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _BOUNDARY = re.compile(rb"\}\s*,\s*(?=\{)")
 _ARRAY_END = re.compile(rb"\}\s*\]")
 _WS = b" \t\r\n"
+_WS_RUN = re.compile(rb"[ \t\r\n]*")
 # The buffer of a finished stream, for the next one: its pages are already mapped (a fresh
 # multi-MB buffer per file costs page faults and regrowth copies). Larger ones are let go.
 _SPARE: list[bytearray] = []
@@ -126,7 +133,9 @@ class _ByteSource:
             # bound of the real size, so a bomb is refused before a byte is inflated.
             self._fh.seek(st.st_size - 4)
             isize = int.from_bytes(self._fh.read(4), "little")
-            if isize > max_bytes:
+            # A cut-off file ends inside the deflate data: its "trailer" is noise. Deflate cannot
+            # inflate more than ~1032x, so a trailer claiming more is not one.
+            if max_bytes < isize <= _DEFLATE_MAX_RATIO * st.st_size:
                 self._fh.close()
                 raise TraceImportError(f"decompresses to at least {isize:,} bytes (gzip trailer), over {limit}; refusing", path=path)
         self._fh.seek(0)
@@ -150,6 +159,12 @@ class _ByteSource:
             raise TraceImportError(f"corrupt gzip data ({exc})", path=self.path) from exc
         self.eof = not n
         self.total += n
+        if self._reader is not self._fh and self.total > _RATIO_AFTER_BYTES and self.total > MAX_GZIP_RATIO * max(self._fh.tell(), 1):
+            raise TraceImportError(
+                f"inflates over {MAX_GZIP_RATIO}x ({self._fh.tell():,} compressed bytes -> {self.total:,} so far): "
+                "a gzip bomb, not a trace; refusing",
+                path=self.path,
+            )
         if self.total > self.max_bytes:
             raise TraceImportError(
                 f"decompresses to more than {self.max_bytes:,} bytes, the limit ({MAX_TRACE_ENV}); refusing", path=self.path
@@ -325,9 +340,11 @@ class EventStream:
         buf = self._buf  # grows in place: always the same object
         while True:
             n = self._n
-            while pos < n and buf[pos] in _WS:
-                pos += 1
+            pos = _WS_RUN.match(buf, pos, n).end()  # type: ignore[union-attr] - matches the empty string too
             if pos >= n:
+                # Only whitespace so far: forget it before reading on, so padding cannot grow the buffer.
+                self._drop_front(pos)
+                pos = 0
                 if not self._fill():
                     raise self._bad_json(pos)
                 continue

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kat.tools.telemetry.bundle import Bundle
+    from kat.tools.telemetry.quality import SourceQuality
 
 Status = Literal["ok", "no_data", "error"]
 MAX_PATTERN_LEN = 500
@@ -119,3 +120,11 @@ def metric_source_of(bundle: Bundle) -> MetricSource:
         src = FileMetricSource(bundle)
         setattr(bundle, _SOURCE_ATTR, src)
     return src
+
+
+def live_quality(bundle: Bundle) -> SourceQuality | None:
+    """The metrics' data quality when a live source (not the file) serves them; None otherwise."""
+    src = getattr(bundle, _SOURCE_ATTR, None)
+    if src is None or src.kind == "file":
+        return None
+    return src.quality()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kat.tools.telemetry.bundle import Bundle
+    from kat.tools.telemetry.quality import SourceQuality
 
 # Prometheus refuses range queries of more than 11,000 points per series (promql engine limit).
 MAX_POINTS = 11_000
@@ -186,6 +187,8 @@ class PrometheusSource:
         self.client = client or PrometheusClient(settings)
         self.problems: list[str] = []
         self._names: list[str] | None = None
+        self._answered = 0  # queries Prometheus answered
+        self._samples = 0
 
     def describe(self) -> str:
         return f"Prometheus at {self.settings.url}"
@@ -208,6 +211,20 @@ class PrometheusSource:
                 self._note(str(exc))
                 return []
         return self._names
+
+    def catalog(self) -> dict[str, dict[str, str]]:
+        """name -> {type, help, unit} from the series metadata (/api/v1/metadata) where Prometheus has it."""
+        names = self.names()
+        try:
+            meta = self.client.metadata()
+        except PrometheusError as exc:
+            self._note(str(exc))
+            meta = {}
+        out: dict[str, dict[str, str]] = {}
+        for n in names:
+            first = (meta.get(n) or [{}])[0]
+            out[n] = {k: str(first[k]) for k in ("type", "help", "unit") if first.get(k)}
+        return out
 
     def select(self, name: str, start_ns: int | None = None, end_ns: int | None = None, exact: list[str] | None = None) -> MetricSelection:
         w = self.window()
@@ -250,6 +267,8 @@ class PrometheusSource:
         echo = {"promql": promql, "range": rng, "source": self.settings.url}
         searched = f"PromQL {promql} over {rng} at {self.settings.url}"
         frame = self.to_frame(result)
+        self._answered += 1
+        self._samples += len(frame)
         if frame.empty:
             return MetricSelection("no_data", searched, chosen=chosen, message="Prometheus returned no samples in the window", echo=echo)
         return MetricSelection("ok", searched, frame=frame, chosen=chosen, echo=echo)
@@ -318,6 +337,17 @@ class PrometheusSource:
         for key in sorted(extras):
             out[key] = pd.Categorical(extras[key])
         return out.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+    def quality(self) -> SourceQuality:
+        """ok when every query was answered; missing when none was; degraded in between."""
+        from kat.tools.telemetry.quality import SourceQuality
+
+        q = SourceQuality(files=[self.settings.url], kept=self._samples)
+        for p in self.problems:
+            q.reasons[p] = q.reasons.get(p, 0) + 1
+        if self.problems:
+            q.status = "degraded" if self._answered else "missing"
+        return q
 
     def close(self) -> None:
         self.client.close()
