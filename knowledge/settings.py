@@ -58,9 +58,6 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
-    debug: bool = Field(False, description="show the traceback of an unexpected error instead of one line")
-    max_trace_bytes: str | None = Field(None, description="cap on one trace's inflated size: bytes, or 512M, 8G (default: 4 GiB, <= RAM/4)")
-    slack_retries: int = Field(8, ge=1, description="attempts to reach Slack before giving up (backoff 1 s doubling, <= 60 s)")
     mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
     public_base_url: str = Field(
         "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"

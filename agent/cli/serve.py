@@ -53,10 +53,10 @@ def register(app: typer.Typer) -> None:
 
         from kat.agent.frontends.alertmanager import AlertSettings
         from kat.agent.frontends.http_api import ServerSettings, create_app
-        from kat.knowledge.settings import settings
+        from kat.knowledge.settings import settings as kat_settings
 
-        token = token or settings().api_token
-        prometheus = prometheus or settings().prometheus_url
+        token = token or kat_settings().api_token
+        prometheus = prometheus or kat_settings().prometheus_url
         opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
         alerts = AlertSettings.from_env(
             prometheus=prometheus,
@@ -99,9 +99,9 @@ def register(app: typer.Typer) -> None:
         """Slack bot: @kat mentions, DMs and /kat. Tokens from SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN."""
         from kat.agent.frontends.slack_bot import BotSettings
         from kat.agent.frontends.slack_transport import run_http, run_socket_mode
-        from kat.knowledge.settings import settings
+        from kat.knowledge.settings import settings as kat_settings
 
-        env = settings()
+        env = kat_settings()
         prometheus = prometheus or env.prometheus_url
         opts = {k: v for k, v in (("base_url", base_url), ("model", model), ("prometheus", prometheus)) if v}
         bot_token = env.slack_bot_token
