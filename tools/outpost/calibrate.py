@@ -140,6 +140,10 @@ def _noise_floor(tests: pd.DataFrame, step_time: pd.Series, quiet: bool) -> Nois
     return nf
 
 
+def _material(a: Anomaly, cfg: DetectorConfig) -> bool:
+    return (a.effect_ms or 0.0) >= cfg.min_effect_ms and (a.effect_share is None or a.effect_share >= cfg.min_effect_share)
+
+
 def _background(dropped: list[Anomaly], table: NodeTable, notes: list[str]) -> None:
     if not dropped:
         return
@@ -168,18 +172,23 @@ def calibrate(
     suspects, best = _suspects(tests)
     keep, dropped = [], []
     peered = {r for g in groups if len(g) > 1 for r in g}
+    sig = tests[tests["significant"]] if not tests.empty else tests
+    own = {(int(r), str(lbl)): row for (r, lbl), row in zip(zip(sig.get("rank", []), sig.get("label", [])), sig.to_dict("records"))}
     for a in anomalies:
+        mine = own.get((a.rank, f"op[{a.name}]"))
         if a.rank in best:
             keep.append(_fill(a, step_time, best[a.rank]))
+        elif mine is not None and _material(_fill(a, step_time, pd.Series(mine)), cfg):
+            keep.append(a)  # its own op is significantly slower on this rank over the capture, by a material effect
         elif a.rank not in peered and len(a.steps) >= cfg.sustained_steps:
             keep.append(_fill(a, step_time, None))  # no peers to judge against: only a sustained excess speaks
         elif a.component in ("storage", "gpu_memory") and a.method == "intra":
             keep.append(_fill(a, step_time, None))  # episodic frames (a blocking load, a KV swap) hold every rank alike
         else:
             dropped.append(a)
-    for rank, test in best.items():
-        if not any(a.rank == rank for a in keep):
-            keep.append(_fill(_from_test(rank, test, table), step_time, test))
+    if suspects and not any(a.rank == suspects[0].rank for a in keep):
+        top = suspects[0].rank  # the culprit always carries its evidence as a finding
+        keep.append(_fill(_from_test(top, best[top], table), step_time, best[top]))
     keep += [_fill(a, step_time, None) for a in link]
     keep.sort(key=lambda a: (a.rank not in best, -a.score))
     _background(dropped, table, notes)

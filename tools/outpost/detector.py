@@ -10,10 +10,10 @@ import pandas as pd
 
 from kat.tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
 from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
+from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.inter import inter_replica, inter_worker
 from kat.tools.outpost.intra import episodic_frames, intra_worker
 from kat.tools.outpost.late_causes import uninstrumented_causes
-from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from kat.tools.outpost.significance import rank_tests
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
