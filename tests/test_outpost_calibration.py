@@ -93,3 +93,23 @@ def test_real_multi_process_runs(run: str) -> None:
         assert 0.0 < top.confidence <= 1.0 and top.why
         mine = [a for a in res.anomalies if a.rank == top.rank]
         assert mine and all(a.p_value is not None and a.effect_ms is not None for a in mine)
+
+
+def test_recorded_runs_are_scored_on_rank_and_step_window() -> None:
+    from kat.evals.detection import RunTruth, run_dirs, score_run
+    from kat.tools.outpost.models import Anomaly, DetectionResult, RunStats, Suspect
+
+    def res(rank: int, steps: list[int]) -> DetectionResult:
+        a = Anomaly(rank=rank, kind="cpu_op", name="x", component="host_cpu", method="inter", start_ns=0, end_ns=1, steps=steps,
+                    observed=2.0, baseline=1.0, ratio=2.0, score=1.0)  # fmt: skip
+        return DetectionResult(suspect_ranks=[rank], suspects=[Suspect(rank=rank, confidence=0.9)], anomalies=[a],
+                               stats=RunStats(events=1, ranks=2, seconds=0.0))  # fmt: skip
+
+    truth = RunTruth(mode="busy", culprit=1, acceptable_first=[1], window_profiler_steps=[10, 20])
+    hit = score_run("r", truth, res(1, [15]), 0.0)
+    assert hit.true_positive == 1 and hit.culprit_first and not hit.false_alarm
+    miss = score_run("r", truth, res(0, [15]), 0.0)
+    assert miss.true_positive == 0 and miss.culprit_first is False
+    healthy = score_run("h", RunTruth(mode="none"), res(0, [3]), 0.0)
+    assert healthy.category == "none" and healthy.false_alarm
+    assert {p.name for p in run_dirs(REAL)} == set(RUNS)

@@ -118,10 +118,12 @@ def _noise_floor(tests: pd.DataFrame, step_time: pd.Series, quiet: bool) -> Nois
     if tests.empty:
         return None
     mean_step = float(step_time.groupby(level=0).mean().mean()) if len(step_time) else np.nan
-    work = tests[tests["kind"] == "work"]
-    spread = float(work["noise_floor_ms"].median()) if len(work) else float(tests["noise_floor_ms"].median())
+    # The spread of each rank's total traced work per step (class tests): ops' spreads are tiny.
+    work = tests[tests["label"].str.startswith("class[")]
+    spread = float(work["noise_floor_ms"].max()) if len(work) else float(tests["noise_floor_ms"].median())
     pct = 100.0 * spread * 1e6 / mean_step if mean_step and not np.isnan(mean_step) else None
-    top = tests.sort_values("z", ascending=False).iloc[0]
+    # The largest excess in time (a tiny op can have the largest z and no weight).
+    top = tests.sort_values("T", ascending=False).iloc[0]
     nf = NoiseFloor(
         peer_spread_pct=round(pct, 2) if pct is not None else None,
         largest_deviation_ms=round(float(max(top["T"], 0.0)) / 1e6, 3),
@@ -151,10 +153,12 @@ def _background(dropped: list[Anomaly], table: NodeTable, notes: list[str]) -> N
     steps = n.loc[n["step"].to_numpy() >= 0].groupby("rank")["step"].nunique()
     per = pd.Series([a.rank for a in dropped]).value_counts().sort_index()
     rates = ", ".join(f"rank {r}: {c} in {int(steps.get(r, 0))} steps" for r, c in per.items())
-    ranks = f"{len(per)} of {len(table.ranks)} ranks"
+    if len(table.ranks) == 1:
+        notes.append(f"background: {len(dropped)} transient deviation(s) from the rank's own repetitions, none sustained: {rates}")
+        return
     notes.append(
-        f"background: {len(dropped)} transient deviation(s) on {ranks} not significant under the capture's own noise "
-        f"(hiccups every rank has at similar rates, host scheduling noise): {rates}"
+        f"background: {len(dropped)} transient deviation(s) on {len(per)} of {len(table.ranks)} ranks, not significant under "
+        f"the capture's own noise (hiccups every rank has at similar rates: host scheduling noise): {rates}"
     )
 
 
@@ -192,7 +196,6 @@ def calibrate(
     keep += [_fill(a, step_time, None) for a in link]
     keep.sort(key=lambda a: (a.rank not in best, -a.score))
     _background(dropped, table, notes)
-    if not peered and not suspects:
-        sustained = sorted({a.rank for a in keep})
-        suspects = [Suspect(rank=r, confidence=0.5, why="sustained excess over its own history (no peers to compare)") for r in sustained]
+    if not peered and keep:
+        notes.append("no peers to compare with: findings are sustained excesses over the rank's own repetitions, without a p-value")
     return Calibrated(suspects=suspects, anomalies=keep, noise_floor=_noise_floor(tests, step_time, quiet=not suspects and not keep))
