@@ -46,17 +46,17 @@ class DetectorConfig(BaseModel):
         description="false discovery rate controlled (Benjamini-Hochberg) over all rank-level tests of a capture",
     )
     min_effect_ms: float = Field(
-        2.0,
+        0.1,
         ge=0,
-        description="a significant finding is material only if its excess over the episode reaches this many ms "
-        "(below it, scheduler jitter on a busy host)",
+        description="a significant finding is material only if its excess over its episode reaches this many ms "
+        "(a tenth of a millisecond: below it, timer and scheduler granularity)",
     )
     min_effect_share: float = Field(
-        0.02,
+        0.01,
         ge=0,
         le=1,
-        description="... and this share of the rank's step time over the same steps (a 2%% slowdown is the least "
-        "worth an on-call engineer's time)",
+        description="... and this share of the rank's step time over the same steps (1%: the smallest loss of "
+        "step throughput worth an on-call engineer's time)",
     )
 
 

@@ -96,16 +96,25 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     if not len(sel):
         return None
     step, value = n["step"].to_numpy()[sel], n["value"].to_numpy()[sel].astype(float)
-    # Class totals get test keys past the op names: one slowdown spread thin over many ops.
     name = n["name_code"].to_numpy()[sel].astype(np.int64)
-    cls_key = n["cls"].array.codes[sel].astype(np.int64) + len(table.names)
-    parts = []
-    for key in (name, cls_key):
-        ids = group_ids(group, key, step, rank)
-        v = np.bincount(ids, weights=value)
-        first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
-        parts.append((group[first], key[first], step[first], rank[first], v))
-    g, key, st, rk, v = (np.concatenate(x) for x in zip(*parts))
+    cls = n["cls"].array.codes[sel].astype(np.int64)
+    ids = group_ids(group, name, step, rank)
+    v = np.bincount(ids, weights=value)
+    first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
+    g, nm, st, rk, cl = group[first], name[first], step[first], rank[first], cls[first]
+    # Only ops every member ran in that step: work one rank alone does (a scheduler rank's
+    # extra frames) is not comparable, for the op tests nor for the class totals below.
+    sizes = np.array([len(x) for x in groups])
+    node = group_ids(g, nm, st)
+    full = np.bincount(node)[node] == sizes[g]
+    g, nm, st, rk, cl, v = g[full], nm[full], st[full], rk[full], cl[full], v[full]
+    # Class totals get test keys past the op names: one slowdown spread thin over many ops.
+    ck = cl + len(table.names)
+    cids = group_ids(g, ck, st, rk)
+    cfirst = pd.Series(np.arange(len(cids))).groupby(cids).first().to_numpy()
+    g, key, st, rk, v = (
+        np.concatenate(x) for x in ((g, g[cfirst]), (nm, ck[cfirst]), (st, st[cfirst]), (rk, rk[cfirst]), (v, np.bincount(cids, weights=v)))
+    )
     test = group_ids(g, key)
     first = pd.Series(np.arange(len(test))).groupby(test).first().to_numpy()
     cats = list(n["cls"].cat.categories)
@@ -266,7 +275,8 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         if id(s) not in cache:
             # Once per sample table: each row's excess over its stratum mean, rows by (test, rank).
             df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value, "step": s.step})
-            df["d"] = df["v"] - df.groupby("stratum", sort=False)["v"].transform("mean")
+            df["m"] = df.groupby("stratum", sort=False)["v"].transform("mean")
+            df["d"] = df["v"] - df["m"]
             df = df.sort_values(["test", "rank", "stratum"], kind="stable")
             cache[id(s)] = (df, df.groupby(["test", "rank"], sort=False).indices)
         df, idx = cache[id(s)]
@@ -279,4 +289,9 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         res.at[i, "effect_share"] = share
         res.at[i, "first_step"] = int(min(steps)) if steps else -1
         res.at[i, "last_step"] = int(max(steps)) if steps else -1
-        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and (np.isnan(share) or share >= cfg.min_effect_share))
+        # Material: enough absolute time, and either a real share of the step or (for slow work)
+        # a real relative slowdown of that work against the peers (`min_effect`): a link or a
+        # copy path at half speed is a fault even when copies are a sliver of the step.
+        base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
+        relative = row["kind"] == "work" and base > 0 and best / base >= cfg.min_effect
+        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and (np.isnan(share) or share >= cfg.min_effect_share or relative))
