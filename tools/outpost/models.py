@@ -52,11 +52,11 @@ class DetectorConfig(BaseModel):
         "(a tenth of a millisecond: below it, timer and scheduler granularity)",
     )
     min_effect_share: float = Field(
-        0.01,
+        0.02,
         ge=0,
         le=1,
-        description="... and this share of the rank's step time over the same steps (1%: the smallest loss of "
-        "step throughput worth an on-call engineer's time)",
+        description="cause evidence (peers waiting on a rank, its untraced time) is material from this share of the "
+        "rank's step time over the episode (2%); slow-work evidence needs min_effect (relative to the peers)",
     )
 
 

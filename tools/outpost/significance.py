@@ -214,7 +214,11 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     step_time = _step_time(table)
     out = []
     gsize = np.array([len(g) for g in groups])
-    kinds = [("blame", _blame_samples(inst, per_instance=few))]
+    # Arrival order is exchangeable only within a lock-step group: pipeline send/recv pairs always
+    # see the earlier stage first.
+    sync_keys = {",".join(map(str, sorted(g))) for g in groups}
+    sync_inst = inst[inst["gkey"].isin(sync_keys)] if not inst.empty else inst
+    kinds = [("blame", _blame_samples(sync_inst, per_instance=few))]
     if not few:
         kinds += [("untraced", _untraced_samples(table, groups)), ("work", _work_samples(table, groups))]
     for kind, s in kinds:
@@ -289,9 +293,13 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         res.at[i, "effect_share"] = share
         res.at[i, "first_step"] = int(min(steps)) if steps else -1
         res.at[i, "last_step"] = int(max(steps)) if steps else -1
-        # Material: enough absolute time, and either a real share of the step or (for slow work)
-        # a real relative slowdown of that work against the peers (`min_effect`): a link or a
-        # copy path at half speed is a fault even when copies are a sliver of the step.
+        # Material: enough absolute time, and for cause evidence (blame, untraced time) a real share
+        # of the step; for slow work a real relative slowdown of that work against the peers
+        # (`min_effect`, the inter-worker effect size): a copy path at half speed is a fault even
+        # when copies are a sliver of the step, a 1% longer compute total is not.
         base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
-        relative = row["kind"] == "work" and base > 0 and best / base >= cfg.min_effect
-        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and (np.isnan(share) or share >= cfg.min_effect_share or relative))
+        if row["kind"] == "work":
+            big = base > 0 and best / base >= cfg.min_effect
+        else:
+            big = np.isnan(share) or share >= cfg.min_effect_share
+        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and big)
