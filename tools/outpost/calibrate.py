@@ -25,6 +25,7 @@ from kat.tools.outpost.significance import CAUSE_TESTS
 from kat.tools.outpost.tree import CLS_STEP, NodeTable
 
 VICTIM_WEIGHT = 0.5  # confidence factor for a rank with only slow-op evidence beside a rank with cause evidence
+PEAK_WEIGHT = 0.5  # ... and for a rank whose only evidence is one event (its tail model is the weakest assumption)
 _WHAT = {
     "blame": "peers waited on it at collectives",
     "untraced": "untraced time in its steps (a pause or spin outside any traced op)",
@@ -40,7 +41,10 @@ class Calibrated:
 
 
 def _why(row: pd.Series) -> str:
-    what = _WHAT[row["kind"]] if row["kind"] != "work" else f"its {row['label']} ran longer than its peers'"
+    kind = str(row["kind"]).removeprefix("peak_")
+    what = _WHAT[kind] if kind != "work" else f"its {row['label']} ran longer than its peers'"
+    if str(row["kind"]).startswith("peak_"):
+        what = f"one-off, beyond every other rank's tail: {what}"
     share = "" if np.isnan(row["effect_share"]) else f", {row['effect_share']:.1%} of its step time"
     return (
         f"{what}: +{row['effect_ms']:.1f} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "
@@ -52,22 +56,27 @@ def _suspects(tests: pd.DataFrame) -> tuple[list[Suspect], dict[int, pd.Series]]
     hits = tests[tests["significant"] & tests["material"]] if not tests.empty else tests
     if hits.empty:
         return [], {}
-    hits = hits.assign(cause=hits["kind"].isin(CAUSE_TESTS))
-    any_cause = bool(hits["cause"].any())
+    # Evidence order: a sustained excess (over many strata) beats a one-off peak; within each,
+    # cause evidence (the rank made others wait) beats slow work (possibly a victim).
+    hits = hits.assign(cause=hits["kind"].isin(CAUSE_TESTS), sustained=~hits["kind"].str.startswith("peak_"))
+    any_cause = bool((hits["cause"] & hits["sustained"]).any())
     rows = []
     best: dict[int, pd.Series] = {}
     for rank, g in hits.groupby("rank"):
-        g = g.sort_values(["cause", "z"], ascending=False)
+        g = g.sort_values(["sustained", "cause", "z"], ascending=False)
         top = g.iloc[0]
         best[int(rank)] = top
-        weight = 1.0 if top["cause"] or not any_cause else VICTIM_WEIGHT
+        weight = 1.0 if (top["cause"] or not any_cause) else VICTIM_WEIGHT
         why = _why(top)
-        if weight < 1.0:
+        if not top["sustained"]:
+            weight *= PEAK_WEIGHT
+        elif weight < 1.0:
             why += "; no cause evidence of its own while another rank has some: possibly a victim sharing its CPU"
         conf = float(np.clip(weight * (1.0 - float(top["q"])) * float(1.0 - np.exp(-top["z"] / 4.0)), 0.0, 1.0))
-        rows.append((bool(top["cause"]), float(top["z"]), Suspect(rank=int(rank), confidence=round(conf, 3), why=why)))
-    rows.sort(key=lambda x: (not x[0], -x[1]))
-    return [s for *_, s in rows], best
+        key = (not bool(top["sustained"]), not bool(top["cause"]), -float(top["z"]))
+        rows.append((key, Suspect(rank=int(rank), confidence=round(conf, 3), why=why)))
+    rows.sort(key=lambda x: x[0])
+    return [s for _, s in rows], best
 
 
 def _step_time(table: NodeTable) -> pd.Series:
@@ -101,7 +110,7 @@ def _from_test(rank: int, test: pd.Series, table: NodeTable) -> Anomaly:
         kind="step",
         name=str(test["label"]),
         component=comp,
-        method="arrival" if test["kind"] == "blame" else "inter",
+        method="arrival" if str(test["kind"]).endswith("blame") else "inter",
         start_ns=start,
         end_ns=end,
         steps=list(range(lo, hi + 1)) if lo >= 0 else [],

@@ -30,7 +30,7 @@ from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
-CAUSE_TESTS = ("blame", "untraced")  # evidence that a rank *made* others wait, not that it was slowed
+CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced")  # evidence that a rank *made* others wait, not that it was slowed
 _TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
 
@@ -149,6 +149,55 @@ def stratified_z(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
     return agg
 
 
+# Peaks over threshold: the others' deviations above this quantile model the tail. It must be
+# high: real hosts mix ordinary jitter with rare preemption hiccups, and only a threshold above
+# the jitter makes the exceedances the hiccups' tail (an exponential fit to the jitter would make
+# every hiccup look impossible). At least TAIL_MIN exceedances are used.
+TAIL_Q = 0.98
+TAIL_MIN = 5
+
+
+def peak_tests(s: Samples, sizes: np.ndarray, tests: np.ndarray) -> pd.DataFrame:
+    """One-off events: is a rank's largest deviation (value minus stratum mean) beyond what the
+    *other* ranks' deviations in the same test reach? Null: the others' deviations, their upper
+    tail modelled as exponential above their 98th percentile (peaks over threshold); the p-value
+    of the largest of S strata is 1 - (1 - p1)^S. A hiccup every rank has is inside the others'
+    tail; a stall far beyond anything the others show is not. Only `tests` (few, broad ones)."""
+    df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value})
+    df = df[np.isin(df["test"].to_numpy(), tests)]
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby("stratum", sort=False)["v"]
+    df = df[g.transform("size").to_numpy() == sizes[df["test"].to_numpy()]]
+    if df.empty:
+        return pd.DataFrame()
+    df["d"] = df["v"] - df.groupby("stratum", sort=False)["v"].transform("mean")
+    rows = []
+    for rank in np.unique(df["rank"].to_numpy()):
+        mine = df[df["rank"].to_numpy() == rank]
+        others = df[df["rank"].to_numpy() != rank].groupby("test")["d"]
+        u = others.quantile(TAIL_Q)
+        n_all = others.size()
+        top = mine.loc[mine.groupby("test")["d"].idxmax()]
+        for t, dmax, strata in zip(top["test"], top["d"], mine.groupby("test").size().reindex(top["test"]).to_numpy()):
+            od = df.loc[(df["test"].to_numpy() == t) & (df["rank"].to_numpy() != rank), "d"].to_numpy()
+            ut = float(u.get(t, np.nan))
+            if not len(od) or np.isnan(ut):
+                continue
+            if (od > ut).sum() < TAIL_MIN and len(od) > TAIL_MIN:
+                ut = float(np.sort(od)[-TAIL_MIN - 1])
+            over = od[od > ut]
+            beta = max(float((over - ut).mean()) if len(over) else 0.0, 1.0)  # 1 ns: timer resolution
+            p1 = (len(over) + 1) / (int(n_all.get(t, len(od))) + 1)
+            if dmax > ut:
+                p1 *= float(np.exp(-(dmax - ut) / beta))
+            else:
+                p1 = float(np.mean(od >= dmax))
+            p = float(-np.expm1(strata * np.log1p(-min(p1, 1.0 - 1e-16))))
+            rows.append((t, rank, float(dmax), int(strata), (dmax - ut) / beta, p, beta))
+    return pd.DataFrame(rows, columns=["test", "rank", "T", "strata", "z", "p", "floor_ns"])
+
+
 def _popvar(df: pd.DataFrame) -> np.ndarray:
     """Population variance of each row's stratum (vectorised: E[v^2] - E[v]^2)."""
     g = df.groupby("stratum", sort=False)["v"]
@@ -235,6 +284,14 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
         z["label"] = [s.labels[t] for t in z["test"]]
         z["samples"] = [s] * len(z)
         out.append(z)
+        broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
+        if not few and len(broad):
+            pk = peak_tests(s, sizes, broad)
+            if not pk.empty:
+                pk["kind"] = f"peak_{kind}"
+                pk["label"] = [s.labels[t] for t in pk["test"]]
+                pk["samples"] = [s] * len(pk)
+                out.append(pk)
     if not out:
         return pd.DataFrame()
     res = pd.concat(out, ignore_index=True)
@@ -298,7 +355,7 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         # (`min_effect`, the inter-worker effect size): a copy path at half speed is a fault even
         # when copies are a sliver of the step, a 1% longer compute total is not.
         base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
-        if row["kind"] == "work":
+        if row["kind"] in ("work", "peak_work"):
             big = base > 0 and best / base >= cfg.min_effect
         else:
             big = np.isnan(share) or share >= cfg.min_effect_share
