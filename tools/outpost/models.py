@@ -55,8 +55,8 @@ class DetectorConfig(BaseModel):
         0.02,
         ge=0,
         le=1,
-        description="cause evidence (peers waiting on a rank, its untraced time) is material from this share of the "
-        "rank's step time over the episode (2%); slow-work evidence needs min_effect (relative to the peers)",
+        description="a significant finding is material from this share of the rank's step time over its episode (2%); "
+        "slow work is also material at min_effect relative to the peers' time in that work",
     )
 
 

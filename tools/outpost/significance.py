@@ -350,13 +350,11 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         res.at[i, "effect_share"] = share
         res.at[i, "first_step"] = int(min(steps)) if steps else -1
         res.at[i, "last_step"] = int(max(steps)) if steps else -1
-        # Material: enough absolute time, and for cause evidence (blame, untraced time) a real share
-        # of the step; for slow work a real relative slowdown of that work against the peers
-        # (`min_effect`, the inter-worker effect size): a copy path at half speed is a fault even
-        # when copies are a sliver of the step, a 1% longer compute total is not.
+        # Material: enough absolute time, and a real share of the step; slow work may instead show
+        # a real relative slowdown against the peers (`min_effect`, the inter-worker effect size):
+        # a copy path at half speed is a fault even when copies are a sliver of the step.
         base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
+        big = bool(np.isnan(share) or share >= cfg.min_effect_share)
         if row["kind"] in ("work", "peak_work"):
-            big = base > 0 and best / base >= cfg.min_effect
-        else:
-            big = np.isnan(share) or share >= cfg.min_effect_share
+            big = big or (base > 0 and best / base >= cfg.min_effect)
         res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and big)
