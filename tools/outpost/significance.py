@@ -174,28 +174,36 @@ def peak_tests(s: Samples, sizes: np.ndarray, tests: np.ndarray) -> pd.DataFrame
     df["d"] = df["v"] - df.groupby("stratum", sort=False)["v"].transform("mean")
     rows = []
     for rank in np.unique(df["rank"].to_numpy()):
-        mine = df[df["rank"].to_numpy() == rank]
-        others = df[df["rank"].to_numpy() != rank].groupby("test")["d"]
-        u = others.quantile(TAIL_Q)
-        n_all = others.size()
-        top = mine.loc[mine.groupby("test")["d"].idxmax()]
-        for t, dmax, strata in zip(top["test"], top["d"], mine.groupby("test").size().reindex(top["test"]).to_numpy()):
-            od = df.loc[(df["test"].to_numpy() == t) & (df["rank"].to_numpy() != rank), "d"].to_numpy()
-            ut = float(u.get(t, np.nan))
-            if not len(od) or np.isnan(ut):
-                continue
-            if (od > ut).sum() < TAIL_MIN and len(od) > TAIL_MIN:
-                ut = float(np.sort(od)[-TAIL_MIN - 1])
-            over = od[od > ut]
-            beta = max(float((over - ut).mean()) if len(over) else 0.0, 1.0)  # 1 ns: timer resolution
-            p1 = (len(over) + 1) / (int(n_all.get(t, len(od))) + 1)
-            if dmax > ut:
-                p1 *= float(np.exp(-(dmax - ut) / beta))
-            else:
-                p1 = float(np.mean(od >= dmax))
-            p = float(-np.expm1(strata * np.log1p(-min(p1, 1.0 - 1e-16))))
-            rows.append((t, rank, float(dmax), int(strata), (dmax - ut) / beta, p, beta))
-    return pd.DataFrame(rows, columns=["test", "rank", "T", "strata", "z", "p", "floor_ns"])
+        own = df["rank"].to_numpy() == rank
+        mine, o = df[own], df[~own]
+        if o.empty or mine.empty:
+            continue
+        by = o.groupby("test")["d"]
+        u = by.quantile(TAIL_Q)
+        kth = by.apply(lambda x: float(np.sort(x.to_numpy())[-TAIL_MIN - 1]) if len(x) > TAIL_MIN else float(x.min()))
+        over_n = (o["d"].to_numpy() > o["test"].map(u).to_numpy()).astype(int)
+        few = pd.Series(over_n).groupby(o["test"].to_numpy()).sum() < TAIL_MIN
+        u = u.where(~few.reindex(u.index, fill_value=False), kth)
+        ut = o["test"].map(u).to_numpy()
+        over = o["d"].to_numpy() > ut
+        excess = pd.Series(np.where(over, o["d"].to_numpy() - ut, 0.0)).groupby(o["test"].to_numpy()).sum()
+        n_over = pd.Series(over.astype(int)).groupby(o["test"].to_numpy()).sum()
+        n_all = by.size()
+        top = mine.groupby("test")["d"].agg(["max", "size"])
+        dmax = o["test"].map(top["max"]).to_numpy()
+        at_least = pd.Series((o["d"].to_numpy() >= dmax).astype(float)).groupby(o["test"].to_numpy()).mean()
+        t = top.index.to_numpy()
+        uu = u.reindex(t).to_numpy()
+        beta = np.maximum((excess.reindex(t) / n_over.reindex(t).clip(lower=1)).to_numpy(), 1.0)  # 1 ns: timer resolution
+        d = top["max"].to_numpy()
+        tail = (n_over.reindex(t).to_numpy() + 1) / (n_all.reindex(t).to_numpy() + 1) * np.exp(-np.maximum(d - uu, 0.0) / beta)
+        p1 = np.where(d > uu, tail, at_least.reindex(t).to_numpy())
+        strata = top["size"].to_numpy()
+        p = -np.expm1(strata * np.log1p(-np.minimum(p1, 1.0 - 1e-16)))
+        rows.append(pd.DataFrame({"test": t, "rank": rank, "T": d, "strata": strata, "z": (d - uu) / beta, "p": p, "floor_ns": beta}))
+    if not rows:
+        return pd.DataFrame()
+    return pd.concat(rows, ignore_index=True)
 
 
 def _popvar(df: pd.DataFrame) -> np.ndarray:
