@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kat.tools.context import IncidentContext
+
+if TYPE_CHECKING:
+    from kat.agent.graph import Analyzer
+    from kat.tools.registry import AgentTool
 
 BACKENDS = ("rules", "openai", "llamacpp")
 
 
-def make_analyzer(name: str, ctx: IncidentContext, tools: dict, **options: Any):  # type: ignore[no-untyped-def]
+def make_analyzer(name: str, ctx: IncidentContext, tools: dict[str, AgentTool], **options: Any) -> Analyzer:
     """Build the named Analyzer for one incident; heavy imports happen only for the chosen one."""
     if name == "rules":
         from kat.agent.backends.rules import RulesAnalyzer
 
         return RulesAnalyzer(ctx)
-    if name == "openai":
-        from kat.agent.backends.llm import LLMAnalyzer
-        from kat.agent.backends.openai_backend import make_chat_model
-
-        return LLMAnalyzer(make_chat_model(**options), tools, name="openai", tool_result_chars=options.get("tool_result_chars"))
-    if name == "llamacpp":
-        from kat.agent.backends.llamacpp import make_chat_model as make_llama
+    if name in ("openai", "llamacpp"):
+        from kat.agent.backends.contract import AnalyzerContract
         from kat.agent.backends.llm import LLMAnalyzer
 
-        return LLMAnalyzer(make_llama(**options), tools, name="llamacpp", tool_result_chars=options.get("tool_result_chars"))
+        contract = options.pop("contract", None) or AnalyzerContract.from_settings()
+        if name == "openai":
+            from kat.agent.backends.openai_backend import make_chat_model
+        else:
+            from kat.agent.backends.llamacpp import make_chat_model
+        model = make_chat_model(**{"max_tokens": contract.max_tokens, **options})
+        return LLMAnalyzer(model, tools, name=name, tool_result_chars=options.get("tool_result_chars"), contract=contract)
     raise ValueError(f"unknown analyzer {name!r}; choose one of {', '.join(BACKENDS)}")

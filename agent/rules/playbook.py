@@ -198,7 +198,8 @@ def compose(ledger: list[LedgerEntry], topo: Topo) -> dict:
     for other in K.LOOKALIKES.get(cat, []):
         if other == cat:
             continue
-        checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(other, [])) if e]
+        # Only lookups that returned data can rule anything out (no_data / error never do).
+        checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(other, [])) if e and e.status == "ok"]
         s = a.scores.get(other, 0.0)
         own = [f for f in a.of(other) if f.kind in ("metric", "log")]
         if s == 0 or not own:
