@@ -205,6 +205,18 @@ def calibrate(
     keep += [_fill(a, step_time, None) for a in link]
     keep.sort(key=lambda a: (a.rank not in best, -a.score))
     _background(dropped, table, notes)
+    if peered and keep:
+        # Ranks named only by group-level or per-op findings (a slow link, a KV swap, one op
+        # significantly slower): after the rank-level suspects, by their findings' excess.
+        named = {x.rank for x in suspects}
+        score: dict[int, float] = {}
+        for a in keep:
+            if a.rank not in named:
+                score[a.rank] = score.get(a.rank, 0.0) + a.score
+        suspects += [
+            Suspect(rank=r, confidence=0.5, why="named by its own findings (link, episodic frame or a significantly slower op)")
+            for r, _ in sorted(score.items(), key=lambda kv: -kv[1])
+        ]
     if not peered and keep:
         notes.append("no peers to compare with: findings are sustained excesses over the rank's own repetitions, without a p-value")
     return Calibrated(suspects=suspects, anomalies=keep, noise_floor=_noise_floor(tests, step_time, quiet=not suspects and not keep))
