@@ -39,6 +39,25 @@ class DetectorConfig(BaseModel):
     link_effect: float = Field(0.25, ge=0, description="group-wide collective transfer time rise to flag a link")
     min_steps_for_baseline: int = Field(4, ge=2, description="repetitions a node needs before its own history is trusted")
     max_anomalies: int = Field(50, ge=1, description="report at most this many anomalies (highest score first)")
+    fdr: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="false discovery rate controlled (Benjamini-Hochberg) over all rank-level tests of a capture",
+    )
+    min_effect_ms: float = Field(
+        0.1,
+        ge=0,
+        description="a significant finding is material only if its excess over its episode reaches this many ms "
+        "(a tenth of a millisecond: below it, timer and scheduler granularity)",
+    )
+    min_effect_share: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="a significant finding is material from this share of the rank's step time over its episode (2%); "
+        "slow work is also material at min_effect relative to the peers' time in that work",
+    )
 
 
 class Anomaly(BaseModel):

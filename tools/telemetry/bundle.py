@@ -28,8 +28,13 @@ if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces nee
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 
 
+# JSON files beside traces that are not traces: the manifest and evaluation answer keys
+# (a generated bundle's ground_truth.json, a recorded run's truth.json; tools never read them).
+NOT_TRACES = frozenset({"incident.json", "ground_truth.json", "truth.json"})
+
+
 def _is_trace_name(p: Path) -> bool:
-    return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".")
+    return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".") and p.name not in NOT_TRACES
 
 
 def _is_trace_file(p: Path) -> bool:
