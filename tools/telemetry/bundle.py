@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import BundleError, TraceImportError
 from kat.tools.telemetry.import_worker import cache_path, import_many
 from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
@@ -54,6 +53,8 @@ def _check_inside(root: Path, p: Path, what: str) -> None:
 
 def default_cache_root() -> Path:
     """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
+    from kat.knowledge.settings import settings  # pydantic stays out of a plain trace import
+
     return settings().trace_cache_dir()
 
 

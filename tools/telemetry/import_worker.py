@@ -18,7 +18,6 @@ from pathlib import Path
 
 import orjson
 
-from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import TraceImportError
 from kat.tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from kat.tools.telemetry.parquet_writer import write_columns
@@ -111,6 +110,8 @@ def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) ->
 
 
 def import_workers(n_files: int) -> int:
+    from kat.knowledge.settings import settings  # pydantic stays out of a plain trace import
+
     want = settings().import_workers or os.cpu_count() or 1
     return max(1, min(want, n_files))
 
