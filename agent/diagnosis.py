@@ -6,54 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CATEGORIES = (
-    "gpu_thermal_throttling",
-    "gpu_power_or_clock_cap",
-    "nvlink_degradation",
-    "pcie_link_degradation",
-    "network_congestion",
-    "host_cpu_contention",
-    "numa_misbinding",
-    "kv_cache_pressure",
-    "gpu_hardware_error",
-    "runtime_stall",
-    "storage_io_stall",
-    "none",
-    "workload_shift",
-)
-# "undetermined" only appears in an honest partial answer (budget or repeated tool-call failure).
-Category = Literal[
-    "gpu_thermal_throttling",
-    "gpu_power_or_clock_cap",
-    "nvlink_degradation",
-    "pcie_link_degradation",
-    "network_congestion",
-    "host_cpu_contention",
-    "numa_misbinding",
-    "kv_cache_pressure",
-    "gpu_hardware_error",
-    "runtime_stall",
-    "storage_io_stall",
-    "none",
-    "workload_shift",
-    "undetermined",
-]
-COMPONENT_OF = {
-    "gpu_thermal_throttling": "gpu",
-    "gpu_power_or_clock_cap": "gpu",
-    "nvlink_degradation": "nvlink",
-    "pcie_link_degradation": "pcie",
-    "network_congestion": "network",
-    "host_cpu_contention": "host_cpu",
-    "numa_misbinding": "host_memory",
-    "kv_cache_pressure": "gpu_memory",
-    "gpu_hardware_error": "gpu",
-    "runtime_stall": "software",
-    "storage_io_stall": "storage",
-    "none": "-",
-    "workload_shift": "-",
-    "undetermined": "-",
-}
+from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, CategoryName, normalize_label
+
+CATEGORIES = TAXONOMY
+Category = CategoryName
 
 
 class _Strict(BaseModel):
@@ -73,7 +29,7 @@ class RootCause(_Strict):
     @field_validator("category", mode="before")
     @classmethod
     def _norm(cls, v: object) -> object:
-        return v.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
+        return normalize_label(v) if isinstance(v, str) else v
 
 
 class CausalLink(_Strict):
