@@ -47,11 +47,11 @@ LOG_FAMILIES: dict[str, LogFamily] = {
         (("storage_io_stall", 2.0),),
     ),
     "numa": LogFamily(r"numa node \d+.*(remote|mismatch|wrong)|affinity .*numa", (("numa_misbinding", 1.5),)),
-    "gc": LogFamily(r"\bgc: (collecting|done)|garbage collect|gc pause|gc\.(freeze|collect|set_debug)", (("runtime_stall", 2.0),), min_count=2),
+    "gc": LogFamily(r"\bgc: (collecting|done)|garbage collect|gc pause|gc\.(freeze|collect|set_debug)", (("runtime_stall", 2.5),), min_count=2),
     "gil": LogFamily(r"waiting for the GIL|take_gil|GIL (held|contention)", (("runtime_stall", 2.5),)),
     "worker_hotpath": LogFamily(
         r"(took|in) \d+(\.\d+)? ?ms|detokeniz|py-spy|attached to pid|log level .*DEBUG|set_debug|capture enabled|reporter thread",
-        (("runtime_stall", 1.0),),
+        (("runtime_stall", 1.5),),
         min_count=2,
     ),
     "process_start": LogFamily(

@@ -111,6 +111,7 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
                 "rel_change": _r(st["rel"]),
                 "peer_z": _r(pz),
                 "peers": len(group) - 1,
+                "window_share": _r(min(1.0, (win[1] - win[0]) / max(1, int(s.ts[-1] - s.ts[0])))),
             }
             if s.detail:
                 row["reason"] = s.detail

@@ -23,7 +23,10 @@ class RulesConfig(BaseModel):
     trace_weight: float = Field(1.0, description="calibration: weight of Outpost support (never a fault on its own)")
     fault_min: float = Field(2.5, description="calibration: score a fault needs, from metric or log evidence")
     margin: float = Field(1.0, description="calibration: lead over the runner-up to stop early / for full confidence")
+    sustained_share: float = Field(0.25, description="calibration: share of the series span a load change must last")
     workload_min: float = Field(1.5, description="calibration: score of engine-wide load rise to call a workload shift")
+    repeated_lines: int = Field(5, description="calibration: lines of one signature that make it repeated, not a one-off")
+    concentrated_boost: float = Field(1.7, description="calibration: weight of a repeated signature that only one worker logs")
     max_steps: int = Field(5, description="budget: Analyzer steps before submitting")
 
 

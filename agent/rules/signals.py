@@ -135,12 +135,20 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
                 add("host_cpu_contention", 1.0, row)
             elif fam == "cpu_usage" and up:
                 add("runtime_stall", 1.0, row)
-    # Engine-wide load rise on every series at once: a workload change, not a fault.
+    # Engine-wide sustained load change on every replica at once: a workload change, not a fault.
+    # A step change is found as either its low or its high part, so both signs count; a short
+    # blip (under a quarter of the span) is batching noise.
     if fam in ("request_rate", "prompt_length"):
-        engine = [r for r in rows if not re.search(r"_count$|_sum$|success|finished", r["metric"]) or fam == "prompt_length"]
-        ups = [r for r in engine if (r.get("z") or 0) >= cfg.z_min and (r.get("rel_change") or 0) >= cfg.load_rise_min]
-        if engine and len(ups) >= max(1, len(engine) // 2):
-            out.append(Finding("workload_shift", "metric", 1.5, e.id, f"{fam.replace('_', ' ')} rose across the engine: " + "; ".join(_txt(r) for r in ups[:2]), [], [], fam))
+        steps = [
+            r
+            for r in rows
+            if abs(r.get("z") or 0) >= cfg.z_min and abs(r.get("rel_change") or 0) >= cfg.load_rise_min and (r.get("window_share") or 0) >= cfg.sustained_share
+        ]
+        hosts = {r.get("host") for r in rows}
+        if len(steps) >= max(2, len(rows) // 2) and {r.get("host") for r in steps} == hosts:
+            out.append(
+                Finding("workload_shift", "metric", 1.5, e.id, f"{fam.replace('_', ' ')} shifted on every replica for most of the window: " + "; ".join(_txt(r) for r in steps[:2]), [], [], fam)
+            )
     return out
 
 
@@ -162,6 +170,8 @@ def log_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> list[
             for cat, s in cats.items():
                 if spec.min_count > count:
                     s *= 0.3
+                elif len(ranks) == 1 and len(topo.ranks) > 1 and count >= cfg.repeated_lines:
+                    s *= cfg.concentrated_boost  # repeated, and from one worker only: points at that worker
                 out.append(Finding(cat, "log", s, e.id, f'{fam} log: {count} line(s) like "{text[:160]}"', ranks, list(g.get("hosts", [])), fam))
             break
     return out
