@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, CategoryName, normalize_label
 
@@ -36,6 +36,21 @@ class CausalLink(_Strict):
     cause: str
     effect: str
     evidence: list[str] = Field(description="evidence ids (e.g. 'ev-3') returned by tools")
+    # Tags the scorer and the front ends read instead of the wording: the category the link is
+    # about ('none' = a generic symptom link) and its component. Optional for LLM Analyzers.
+    category: CategoryName | None = Field(None, description="taxonomy category this link is about; 'none' for a generic symptom link")
+    component: str | None = Field(None, description="component of that category (filled from it when empty)")
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _norm_cat(cls, v: object) -> object:
+        return normalize_label(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fill_component(self) -> CausalLink:
+        if self.category and not self.component:
+            self.component = COMPONENT_OF[self.category]
+        return self
 
 
 class EvidenceItem(_Strict):

@@ -201,14 +201,35 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         direct = [f for f in fs if f.kind in ("metric", "log")] or fs
         trace_ids = _ids([f for f in fs if f.kind == "trace"]) or ([outpost.id] if outpost and outpost.status == "ok" else [])
         where = f"rank(s) {ranks}" if ranks else "the affected workers"
+        comp = COMPONENT_OF[cat]
+        latency = next((e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok" and query_of(e).get("family") == "latency"), None)
         chain.append(
             {
                 "cause": f"{K.TITLE[cat]} on {where}: " + "; ".join(f.text for f in direct[:3]),
                 "effect": K.MECHANISM[cat],
                 "evidence": _ids(direct)[:4],
+                "category": cat,
+                "component": comp,
             }
         )
-        chain.append({"cause": K.MECHANISM[cat], "effect": K.SYMPTOM[cat], "evidence": trace_ids[:2] or _ids(direct)[:2]})
+        chain.append(
+            {
+                "cause": K.MECHANISM[cat],
+                "effect": f"the work of {where} takes longer than its peers' in the same steps",
+                "evidence": (_ids(direct)[:1] + trace_ids[:1]) or _ids(direct)[:2],
+                "category": cat,
+                "component": comp,
+            }
+        )
+        chain.append({"cause": f"{where} late at the collectives", "effect": K.SYMPTOM[cat], "evidence": trace_ids[:2] or _ids(direct)[:2], "category": cat, "component": comp})
+        chain.append(
+            {
+                "cause": "every decode step waits for the slowest worker",
+                "effect": "step time and time per output token rise for the whole group",
+                "evidence": [latency] if latency else (trace_ids[:1] or _ids(direct)[:1]),
+                "category": "none",
+            }
+        )
         if kb:
             chain[0]["evidence"].append(kb.id)
     elif cat == "workload_shift":
@@ -218,6 +239,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
                 "cause": "more and longer requests on every replica: " + "; ".join(f.text for f in fs[:3]),
                 "effect": K.SYMPTOM[cat],
                 "evidence": _ids(fs)[:4],
+                "category": "workload_shift",
             }
         )
     else:
@@ -229,7 +251,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
             conf = min(conf, 0.6)
         else:
             cause = "no metric family changes on one GPU/host/process against its peers and no fault signature is logged"
-        chain.append({"cause": cause, "effect": K.SYMPTOM["none"], "evidence": ids[:4]})
+        chain.append({"cause": cause, "effect": K.SYMPTOM["none"], "evidence": ids[:4], "category": "none"})
     hosts = sorted({topo.host_of[r] for r in ranks if r in topo.host_of})
     alts = _ruled_out(cat, a, ledger)
     top = "; ".join(f.text for f in a.of(cat)[:2]) if cat in FAULT_CATEGORIES or cat == "workload_shift" else chain[0]["cause"]
