@@ -64,7 +64,7 @@ LOG_FAMILIES: dict[str, LogFamily] = {
 # usually raised by the application and are not by themselves a hardware fault.
 XID_HARDWARE = {48, 61, 62, 63, 64, 79, 92, 94, 95, 119, 120, 140}
 XID_NVLINK = {74}
-_XID = re.compile(r"\bXid\b[^:]*\):\s*(\d+)", re.IGNORECASE)
+_XID = re.compile(r"\bXid\b\s*(?:\([^)]*\))?:?\s*(\d+)", re.IGNORECASE)
 
 
 def xid_kind(text: str) -> str:

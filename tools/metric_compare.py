@@ -35,7 +35,7 @@ class MetricCompareArgs(BaseModel):
     token_budget: int = Field(2000, ge=200, le=8000)
 
 
-def _segment(ts: np.ndarray, v: np.ndarray) -> tuple[int, int] | None:
+def _segment(ts: np.ndarray, v: np.ndarray, events: bool = False) -> tuple[int, int] | None:
     """(start_ns, end_ns) of the contiguous run whose mean differs most from the rest (>= 2 samples)."""
     n = len(v)
     if n < 6:
@@ -60,6 +60,12 @@ def _segment(ts: np.ndarray, v: np.ndarray) -> tuple[int, int] | None:
     if arg is None:
         return None
     i, j = arg
+    touches_end = i == 0 or j == n
+    inside_high = (c[j] - c[i]) / (j - i) >= (total - (c[j] - c[i])) / max(1, n - (j - i))
+    if touches_end and ((events and not inside_high) or (not events and j - i > n // 2)):
+        # A step change: the window is the shorter side, or for event counters (errors,
+        # preemptions) the side where events happen.
+        i, j = (j, n) if i == 0 else (0, i)
     end = int(ts[j]) if j < n else int(ts[-1]) + 1
     return int(ts[i]), end
 
@@ -83,7 +89,7 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
     for s in series:
         by_name.setdefault(s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k.lower() in ("mode", "generation", "quantile", "le", "ctxswitchtype", "cpu_mode")), []).append(s)
     for group in by_name.values():
-        wins = {id(s): ((start_ns, end_ns) if start_ns is not None and end_ns is not None else _segment(s.ts, s.values)) for s in group}
+        wins = {id(s): ((start_ns, end_ns) if start_ns is not None and end_ns is not None else _segment(s.ts, s.values, s.counter)) for s in group}
         stats: list[tuple[Series, dict, tuple[int, int]]] = []
         for s in group:
             win = wins[id(s)]

@@ -100,6 +100,11 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
         elif fam == "power_limit" and not up and rel <= -cfg.clock_drop_min:
             add("gpu_power_or_clock_cap", 3.0, row)
             add("gpu_thermal_throttling", -1.0, row)
+        elif fam == "ecc_xid" and up and re.search(r"xid", row["series"], re.I):
+            # DCGM_FI_DEV_XID_ERRORS is a gauge of the last Xid code: read it with the Xid catalogue.
+            kind = xid_kind(f"Xid {int(row.get('inside_max') or 0)}")
+            if kind in ("hardware", "nvlink"):
+                add("gpu_hardware_error" if kind == "hardware" else "nvlink_degradation", 3.0, row, f"Xid {int(row.get('inside_max') or 0)} ({kind}) reported on {_where(row)} inside the window")
         elif fam == "ecc_xid" and up:
             add("gpu_hardware_error", 3.0, row)
         elif fam == "nvlink" and up and re.search(r"crc|replay|recovery|error", row["series"], re.I):
@@ -114,7 +119,7 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
             add("storage_io_stall", 1.5, row, ranks=[])
         elif fam == "preemptions" and up:
             add("kv_cache_pressure", 2.5, row, ranks=sorted({x for r in topo.ranks for x in topo.replica(r)}) if row.get("rank") is None else topo.replica(row["rank"]))
-        elif fam == "kv_cache" and up and (row.get("inside_max") or 0) >= cfg.kv_full:
+        elif fam == "kv_cache" and max(row.get("inside_max") or 0, row.get("outside_median") or 0) >= cfg.kv_full:
             add("kv_cache_pressure", 1.5, row, ranks=[])
         elif fam == "runtime_gc" and up and _is_worker(row):
             add("runtime_stall", 2.5, row)
