@@ -165,7 +165,15 @@ def plan_next(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) 
 # -- writing the diagnosis --------------------------------------------------------------------
 def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig) -> list[int]:
     fs = a.of(cat)
-    direct = sorted({r for f in fs if f.kind in ("metric", "log") for r in f.ranks})
+    # Each rank's support (strongest finding per evidence family); weakly supported ranks drop out.
+    per: dict[int, dict[str, float]] = {}
+    for f in fs:
+        if f.kind in ("metric", "log"):
+            for r in f.ranks:
+                per.setdefault(r, {})[f.family] = max(per.get(r, {}).get(f.family, 0.0), f.strength)
+    rank_score = {r: sum(v.values()) for r, v in per.items()}
+    top = max(rank_score.values(), default=0.0)
+    direct = sorted(r for r, sc in rank_score.items() if sc >= cfg.rank_share * top)
     if cat == "host_cpu_contention":
         # The starved workers (their own CPU down, involuntary switches up) or the confident suspects on that host.
         hosts = {h for f in fs for h in f.hosts if h}

@@ -114,7 +114,7 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
         elif fam == "nic_retransmits" and up:
             add("network_congestion", 2.5, row, ranks=topo.on_host(row.get("host") or ""))
         elif fam == "numa" and up and re.search(r"miss|foreign", row["series"], re.I):
-            add("numa_misbinding", 2.0, row, ranks=topo.on_host(row.get("host") or ""))
+            add("numa_misbinding", 2.0, row, ranks=[])  # host-level: the workers come from their own evidence
         elif fam == "disk_io" and up:
             add("storage_io_stall", 1.5, row, ranks=[])
         elif fam == "preemptions" and up:
@@ -171,7 +171,10 @@ def log_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> list[
                 kind = xid_kind(text)
                 cats = {"gpu_hardware_error": 2.5} if kind == "hardware" else {"nvlink_degradation": 2.5} if kind == "nvlink" else {}
             count = int(g.get("count", 1))
-            ranks = sorted({int(r) for r in g.get("ranks", [])} | set(topo.ranks_named_in(text, g.get("hosts", []))))
+            if fam == "numa" and len(set(re.findall(r"numa node (\d+)", text, re.IGNORECASE))) < 2:
+                continue  # a worker on the same node as its GPU is the healthy binding
+            # Host-level lines (no rank) are joined to the ranks whose GPU or rank they name.
+            ranks = sorted({int(r) for r in g.get("ranks", [])}) or topo.ranks_named_in(text, g.get("hosts", []))
             for cat, s in cats.items():
                 if spec.min_count > count:
                     s *= 0.3

@@ -18,7 +18,7 @@ class Topo:
     rank_of_gpu: dict[tuple[str, int], int] = field(default_factory=dict)
     groups: list[list[int]] = field(default_factory=list)  # tp + pp groups
     ranks: list[int] = field(default_factory=list)
-    rank_of_pci: dict[str, int] = field(default_factory=dict)  # 'bb:dd.f' -> rank
+    rank_of_pci: dict[tuple[str, str], int] = field(default_factory=dict)  # (host, 'bb:dd.f') -> rank
 
     @classmethod
     def from_manifest(cls, m: IncidentManifest, ranks: list[int]) -> Topo:
@@ -34,7 +34,7 @@ class Topo:
                 bus = str((g.model_extra or {}).get("pci_bus_id") or "").lower()
                 if bus:
                     pci[(h.name, g.index)] = bus[-7:]
-        t.rank_of_pci = {pci[k]: r for k, r in t.rank_of_gpu.items() if k in pci}
+        t.rank_of_pci = {(k[0], pci[k]): r for k, r in t.rank_of_gpu.items() if k in pci}
         t.groups = [list(g) for g in m.topology.groups.tp + m.topology.groups.pp if g]
         return t
 
@@ -74,9 +74,10 @@ class Topo:
         """Ranks a host-level line names: 'rank N', the PCI bus id of a worker's GPU, or 'GPU N' on its host."""
         out = {int(m.group(1)) for m in _RANK_RE.finditer(text) if int(m.group(1)) in self.ranks}
         for m in _PCI_RE.finditer(text):
-            r = self.rank_of_pci.get(m.group(2).lower())
-            if r is not None:
-                out.add(r)
+            bus = m.group(2).lower()
+            hits = {r for (h, b), r in self.rank_of_pci.items() if b == bus and (not hosts or h in hosts)}
+            if len(hits) == 1:  # the same bus id on several hosts names nobody
+                out |= hits
         if not out:
             for m in _GPU_RE.finditer(text):
                 g = int(m.group(1))
