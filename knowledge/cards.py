@@ -27,6 +27,7 @@ class Card(BaseModel):
     supports: list[str] = Field(default_factory=list, description="metric families that support it when they change at the suspect")
     refutes: list[str] = Field(default_factory=list, description="metric families whose change points elsewhere")
     logs: list[str] = Field(default_factory=list, description="log families that support it")
+    lookalikes: list[str] = Field(default_factory=list, description="categories with a similar symptom, to rule out")
     kb_query: str = ""
     facts: list[Fact] = Field(default_factory=list)
 
@@ -34,6 +35,8 @@ class Card(BaseModel):
     def _known(self) -> Card:
         if self.category not in TAXONOMY:
             raise ValueError(f"card category {self.category!r} is not in the taxonomy")
+        if any(c not in TAXONOMY for c in self.lookalikes):
+            raise ValueError(f"card {self.category}: unknown look-alikes {self.lookalikes}")
         bad = [f for f in (*self.supports, *self.refutes) if f not in FAMILIES] + [f for f in self.logs if f not in LOG_FAMILIES]
         if bad:
             raise ValueError(f"card {self.category}: unknown families {bad}")

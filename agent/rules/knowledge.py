@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kat.knowledge.cards import CARDS
+
 TITLE = {
     "gpu_thermal_throttling": "GPU thermal throttling",
     "gpu_power_or_clock_cap": "GPU power or clock cap",
@@ -50,22 +52,6 @@ SYMPTOM = {
     "none": "no anomaly beyond normal step-to-step variation from continuous batching",
 }
 
-# Which sweep checks speak for or against a category.
-CHECKS = {
-    "gpu_thermal_throttling": ["temp", "throttle"],
-    "gpu_power_or_clock_cap": ["power_limit", "throttle"],
-    "gpu_hardware_error": ["xid", "ecc"],
-    "nvlink_degradation": ["nvlink_crc", "xid"],
-    "pcie_link_degradation": ["pcie_replay", "pcie_gen"],
-    "network_congestion": ["retrans", "ib_wait"],
-    "host_cpu_contention": ["schedstat", "load"],
-    "numa_misbinding": ["numa_miss"],
-    "storage_io_stall": ["disk_io"],
-    "kv_cache_pressure": ["kv_usage", "preempt"],
-    "workload_shift": ["running", "waiting"],
-    "runtime_stall": [],
-}
-
 NEGATIVE = {
     "gpu_thermal_throttling": "no GPU runs hot and no thermal throttle reason is set",
     "gpu_power_or_clock_cap": "power limits are unchanged and no power-cap throttle reason is set",
@@ -82,21 +68,8 @@ NEGATIVE = {
     "none": "there are fault signals (see the causal chain)",
 }
 
-LOOKALIKES = {
-    "gpu_thermal_throttling": ["gpu_power_or_clock_cap", "gpu_hardware_error", "workload_shift"],
-    "gpu_power_or_clock_cap": ["gpu_thermal_throttling", "gpu_hardware_error", "workload_shift"],
-    "nvlink_degradation": ["network_congestion", "gpu_hardware_error", "gpu_thermal_throttling"],
-    "network_congestion": ["nvlink_degradation", "host_cpu_contention", "workload_shift"],
-    "host_cpu_contention": ["runtime_stall", "numa_misbinding", "gpu_thermal_throttling"],
-    "runtime_stall": ["host_cpu_contention", "storage_io_stall", "gpu_hardware_error"],
-    "pcie_link_degradation": ["numa_misbinding", "host_cpu_contention", "storage_io_stall"],
-    "numa_misbinding": ["pcie_link_degradation", "host_cpu_contention", "runtime_stall"],
-    "kv_cache_pressure": ["workload_shift", "storage_io_stall", "none"],
-    "gpu_hardware_error": ["nvlink_degradation", "gpu_thermal_throttling", "runtime_stall"],
-    "storage_io_stall": ["runtime_stall", "pcie_link_degradation", "kv_cache_pressure"],
-    "workload_shift": ["kv_cache_pressure", "none", "gpu_thermal_throttling"],
-    "none": ["workload_shift", "kv_cache_pressure", "gpu_thermal_throttling"],
-}
+# Look-alikes come from the signature cards (knowledge/cards/*.yaml).
+LOOKALIKES = {cat: list(card.lookalikes) for cat, card in CARDS.items()}
 
 REMEDIATION = {
     "gpu_thermal_throttling": [
