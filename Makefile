@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint sysdeps bench eval install clean vllm-venv finetune-install finetune-demo
+.PHONY: demo test lint sysdeps bench eval install clean vllm-venv finetune-install finetune-demo report-screenshot
 
 # torch goes in first and alone: anything that pulls it in later must find this CPU build
 # satisfied, or pip fetches the CUDA build (several GB).
@@ -44,6 +44,10 @@ lint: $(STAMP)
 
 test: $(STAMP) sysdeps lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The README's screenshot: the browser test (real Chromium, real `kat serve`) saves it.
+report-screenshot: $(STAMP) sysdeps
+	KAT_REPORT_SCREENSHOT=docs/report-demo.png $(PY) -m pytest -q -p no:cacheprovider tests/test_report_browser.py
 
 # HTA 0.5.0 (the peer in the benchmarks) needs pandas 2: it gets its own virtualenv.
 HTA_VENV := .venv-hta

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from kat.tools.telemetry.quality import DataQuality
 
 from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, CategoryName, normalize_label
 
@@ -20,7 +23,8 @@ class RootCause(_Strict):
     category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
     component: str = Field(
         "",
-        description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)",
+        description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' "
+        "(filled from the category when empty)",
     )
     ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
     hosts: list[str] = Field(default_factory=list)
@@ -61,9 +65,16 @@ class EvidenceItem(_Strict):
     summary: str = ""
 
 
+EVIDENCE_ID = re.compile(r"\bev-\d+\b")
+
+
 class RuledOut(_Strict):
     category: str
     why: str
+    evidence: list[str] = Field(default_factory=list, description="evidence ids that rule it out (ids named in `why` count too)")
+
+    def cited(self) -> list[str]:
+        return list(dict.fromkeys([*self.evidence, *EVIDENCE_ID.findall(self.why)]))
 
 
 class Diagnosis(_Strict):
@@ -75,9 +86,62 @@ class Diagnosis(_Strict):
     confidence: float = Field(ge=0.0, le=1.0)
     alternatives_ruled_out: list[RuledOut] = Field(default_factory=list)
     remediation: list[str] = Field(default_factory=list)
-    # Extension to the contract: a partial answer says so instead of pretending.
-    status: Literal["complete", "partial"] = "complete"
+    # A partial answer (budget, retries) or one computed from degraded data says so instead of pretending.
+    status: Literal["complete", "degraded", "partial"] = "complete"
+    data_quality: DataQuality | None = Field(None, description="filled by KAT from the bundle, not by the Analyzer")
+    # Sources that failed (e.g. "Prometheus at URL answered 503 for query Q"): missing data rules nothing out.
+    missing_data: list[str] = Field(default_factory=list)
 
     def cited_ids(self) -> set[str]:
         ids = {e for link in self.causal_chain for e in link.evidence}
+        ids |= {e for r in self.alternatives_ruled_out for e in r.cited()}
         return ids | {e.id for e in self.evidence}
+
+    @model_validator(mode="after")
+    def _cited_ids_exist(self, info: ValidationInfo) -> Diagnosis:
+        """Every evidence id cited (chain links, ruled-out entries) is in the evidence list.
+
+        Knowledge-base ids (not `ev-N`) name corpus entries and are not listed. A draft (what an
+        Analyzer submits, before the graph's validator completes the list) is not checked.
+        """
+        if info.context and info.context.get("draft"):
+            return self
+        listed = {e.id for e in self.evidence}
+        cited = {e for link in self.causal_chain for e in link.evidence} | {e for r in self.alternatives_ruled_out for e in r.cited()}
+        bad = sorted(i for i in cited if EVIDENCE_ID.fullmatch(i) and i not in listed)
+        if bad:
+            raise ValueError(f"evidence id(s) {bad} are cited but not in the evidence list {sorted(listed)}")
+        return self
+
+
+# Confidence under imperfect data: each source that is missing costs 30% of the confidence,
+# each degraded one 10%. A policy, not a measurement: fewer sources, fewer look-alikes told apart.
+MISSING_SOURCE_FACTOR = 0.7
+DEGRADED_SOURCE_FACTOR = 0.9
+
+
+def with_data_quality(d: Diagnosis, q: DataQuality) -> Diagnosis:
+    """The Diagnosis with its data quality attached: status, confidence and claims adjusted.
+
+    Empty traces are insufficient data, never a healthy run.
+    """
+    data = d.model_dump()
+    conf = d.confidence
+    for src in q.sources().values():
+        conf *= MISSING_SOURCE_FACTOR if src.status == "missing" else DEGRADED_SOURCE_FACTOR if src.status == "degraded" else 1.0
+    if q.traces.status == "missing" and d.root_cause.category in ("none", "workload_shift"):
+        data["root_cause"] = {
+            "category": "undetermined",
+            "component": "-",
+            "ranks": [],
+            "hosts": [],
+            "summary": "Insufficient data: the traces hold no events, so KAT cannot tell whether the run was healthy. "
+            "Capture a profile that covers the slow period and diagnose again.",
+        }
+        data["causal_chain"], data["alternatives_ruled_out"] = [], []
+        conf = 0.0
+    data["confidence"] = round(conf, 2)
+    data["data_quality"] = q.model_dump()
+    if d.status != "partial":
+        data["status"] = "degraded" if q.degraded else "complete"
+    return Diagnosis.model_validate(data)

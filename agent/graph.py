@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -16,10 +17,13 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, ValidationError
 
 from kat import prompts
-from kat.agent.diagnosis import COMPONENT_OF, Diagnosis
+from kat.agent.diagnosis import COMPONENT_OF, Diagnosis, with_data_quality
 from kat.agent.partial import partial_diagnosis
 from kat.agent.state import AgentState, LedgerEntry, ledger_entries
 from kat.tools.registry import AgentTool
+from kat.tools.telemetry.quality import DataQuality
+
+QualityFn = Callable[[], DataQuality]
 
 SUBMIT = "submit_diagnosis"
 
@@ -61,15 +65,79 @@ def _last_ai(state: AgentState) -> AIMessage | None:
     return None
 
 
-def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis | None, str]:
-    """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason)."""
+def _ruled_out_backed(d: Diagnosis, known: dict[str, LedgerEntry]) -> tuple[list[dict], list[str]]:
+    """Ruled-out entries backed by at least one successful lookup; the rest become notes.
+
+    A lookup that found no data (or failed) rules nothing out, whatever its text says.
+    """
+    kept, notes = [], []
+    for r in d.alternatives_ruled_out:
+        ids = [i for i in r.cited() if i in known]
+        ok = [i for i in ids if known[i].status == "ok"]
+        if ok:
+            kept.append({"category": r.category, "why": r.why, "evidence": ok})
+        else:
+            what = f"its lookups ({', '.join(ids)}) returned no data or failed" if ids else "no evidence was cited for it"
+            notes.append(f"{r.category} is not ruled out: {what}")
+    return kept, notes
+
+
+INT64 = 2**63
+
+
+def _out_of_range(value: Any, path: str = "") -> str | None:
+    """The first argument that cannot be stored (an int beyond 64 bits, nesting too deep), or None."""
+    stack = [(value, path, 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if depth > 32:
+            return f"{where or 'arguments'} nests too deeply"
+        if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+            return f"{where or 'argument'}={str(v)[:40]} is out of range"
+        if isinstance(v, dict):
+            stack += [(x, f"{where}.{k}" if where else str(k), depth + 1) for k, x in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+    return None
+
+
+def bounded_calls(msg: AIMessage) -> AIMessage:
+    """Tool calls whose arguments cannot be recorded become invalid calls (the checkpointer would
+    fail on them and end the turn in a crash); the Analyzer is told which value was at fault."""
+    bad, good = [], []
+    for c in msg.tool_calls or []:
+        why = _out_of_range(c.get("args") or {})
+        if why:
+            bad.append(
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c.get("args"), default=str)[:200],
+                    "id": c.get("id"),
+                    "error": why,
+                    "type": "invalid_tool_call",
+                }
+            )
+        else:
+            good.append(c)
+    if not bad:
+        return msg
+    return msg.model_copy(update={"tool_calls": good, "invalid_tool_calls": [*(msg.invalid_tool_calls or []), *bad]})
+
+
+def validate_diagnosis(args: dict, ledger: list[LedgerEntry], quality: DataQuality | None = None) -> tuple[Diagnosis | None, str]:
+    """Parse a submitted Diagnosis and check every cited id against the ledger; (diagnosis, reason).
+
+    With `quality`, the accepted Diagnosis carries it (status, confidence and claims adjusted).
+    """
     try:
-        d = Diagnosis.model_validate(args)
+        d = Diagnosis.model_validate(args, context={"draft": True})
     except ValidationError as exc:
         return None, f"the Diagnosis does not match the schema: {exc}"
     known = {e.id: e for e in ledger}
     kb_ids = {k for e in ledger for k in e.kb_ids}
-    bad = sorted(i for i in d.cited_ids() if i not in known and i not in kb_ids)
+    ruled_out, notes = _ruled_out_backed(d, known)
+    cited_chain = {i for link in d.causal_chain for i in link.evidence} | {e.id for e in d.evidence}
+    bad = sorted(i for i in cited_chain if i not in known and i not in kb_ids)
     if bad:
         return None, (f"evidence id(s) {bad} were not returned by any tool; cite only ids from tool results (known: {sorted(known)[:40]})")
     if d.root_cause.category not in ("none", "workload_shift", "undetermined"):
@@ -80,7 +148,9 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
             return None, f"causal link(s) {empty} cite no evidence; every link must cite evidence ids"
     # The evidence list names the exact tool call behind each id (from the ledger, not the model's memory).
     items, seen = [], set()
-    cited = [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence]
+    cited = (
+        [i for link in d.causal_chain for i in link.evidence] + [e.id for e in d.evidence] + [i for r in ruled_out for i in r["evidence"]]
+    )
     given = {e.id: e for e in d.evidence}
     for i in cited:
         if i in seen or i not in known:
@@ -92,14 +162,42 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry]) -> tuple[Diagnosis
         )
     data = d.model_dump()
     data["evidence"] = items
+    data["alternatives_ruled_out"] = ruled_out
+    data["data_quality"] = None
+    if data["status"] == "degraded":
+        data["status"] = "complete"  # set from the data quality below, never by the Analyzer
     if not data["root_cause"]["component"] or data["root_cause"]["component"] == "":
         data["root_cause"]["component"] = COMPONENT_OF.get(d.root_cause.category, "-")
-    return Diagnosis.model_validate(data), ""
+    try:
+        out = Diagnosis.model_validate(data)
+    except ValidationError as exc:
+        return None, f"the Diagnosis is not consistent: {exc.errors()[0]['msg']}"
+    if quality is not None:
+        q = quality.model_copy(deep=True)
+        q.notes += notes
+        out = with_data_quality(out, q)
+    return out, ""
 
 
-def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentConfig | None = None, checkpointer: Any = None):  # type: ignore[no-untyped-def]
-    """Compile the agent graph for one incident's tools."""
+def build_graph(  # type: ignore[no-untyped-def]
+    analyzer: Analyzer,
+    tools: dict[str, AgentTool],
+    config: AgentConfig | None = None,
+    checkpointer: Any = None,
+    quality: QualityFn | None = None,
+):
+    """Compile the agent graph for one incident's tools; `quality` gives the bundle's data quality."""
     cfg = config or AgentConfig()
+
+    def data_quality() -> DataQuality | None:
+        if quality is None:
+            return None
+        try:
+            return quality()
+        except Exception as exc:  # reporting quality must never end the graph in a crash
+            q = DataQuality()
+            q.notes.append(f"data quality could not be assessed: {type(exc).__name__}: {str(exc)[:200]}")
+            return q
 
     def over_budget(state: AgentState) -> str:
         if state.get("turn_steps", 0) >= cfg.max_steps:
@@ -114,7 +212,7 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
         if reason:
             return {"stop_reason": reason}
         out = analyzer.step(state, cfg)
-        update: dict = {"messages": [out.message], "turn_steps": state.get("turn_steps", 0) + 1}
+        update: dict = {"messages": [bounded_calls(out.message)], "turn_steps": state.get("turn_steps", 0) + 1}
         if out.hypotheses is not None:
             update["hypotheses"] = out.hypotheses
         return update
@@ -214,7 +312,7 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
                     ToolMessage(content="ignored: a diagnosis was already accepted", tool_call_id=call["id"], name=SUBMIT, status="error")
                 )
                 continue
-            d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state))
+            d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state), data_quality())
             if d is None:
                 replies.append(ToolMessage(content=f"rejected: {reason}", tool_call_id=call["id"], name=SUBMIT, status="error"))
             else:
@@ -232,6 +330,9 @@ def build_graph(analyzer: Analyzer, tools: dict[str, AgentTool], config: AgentCo
         if state.get("mode") == "chat" and state.get("diagnosis"):
             return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
         d = partial_diagnosis(ledger_entries(state), reason)
+        q = data_quality()
+        if q is not None:
+            d = with_data_quality(d, q)
         return {"diagnosis": d.model_dump(), "stop_reason": reason, "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
 
     def after_analyzer(state: AgentState) -> str:

@@ -26,7 +26,8 @@ def partial_diagnosis(ledger: list[LedgerEntry], reason: str) -> Diagnosis:
     return Diagnosis(
         root_cause=RootCause(category="undetermined", component="-", ranks=ranks, hosts=[], summary=summary),
         causal_chain=chain,
-        evidence=[EvidenceItem(id=e.id, tool=e.tool, query=e.query, summary=e.summary) for e in ok[:20]],
+        evidence=[EvidenceItem(id=e.id, tool=e.tool, query=e.query, summary=e.summary) for e in ok[:20] if e is not outpost]
+        + ([EvidenceItem(id=outpost.id, tool=outpost.tool, query=outpost.query, summary=outpost.summary)] if outpost else []),
         confidence=0.1 if ranks else 0.0,
         alternatives_ruled_out=[],
         remediation=["Re-run with a larger budget (--max-steps / --time-budget) or inspect the evidence listed."],

@@ -16,7 +16,7 @@ def render_rich(d: Diagnosis) -> Panel:
     head.append(f"{rc.category}", style="bold red" if rc.category not in ("none", "workload_shift") else "bold green")
     head.append(
         f"  component {rc.component}  ranks {rc.ranks or '-'}  hosts {', '.join(rc.hosts) or '-'}  "
-        f"confidence {d.confidence:.2f}" + ("  (PARTIAL)" if d.status == "partial" else "")
+        f"confidence {d.confidence:.2f}" + (f"  ({d.status.upper()})" if d.status != "complete" else "")
     )
     parts: list = [head, Text(rc.summary)]
     if d.causal_chain:
@@ -24,28 +24,36 @@ def render_rich(d: Diagnosis) -> Panel:
         t.add_column("#", width=3)
         t.add_column("cause")
         t.add_column("effect")
-        t.add_column("evidence", width=14)
+        t.add_column("evidence", min_width=6, overflow="fold")
         for i, link in enumerate(d.causal_chain, 1):
             t.add_row(str(i), link.cause, link.effect, ", ".join(link.evidence))
         parts.append(t)
     if d.evidence:
         t = Table(title="Evidence", expand=True)
-        t.add_column("id", width=6)
-        t.add_column("tool", width=16)
-        t.add_column("query")
-        t.add_column("finding")
+        t.add_column("id", no_wrap=True)
+        t.add_column("tool", overflow="fold")
+        t.add_column("query", overflow="fold")
+        t.add_column("finding", overflow="fold")
         for e in d.evidence:
-            t.add_row(e.id, e.tool, e.query[:90], e.summary[:160])
+            t.add_row(e.id, e.tool, e.query, e.summary)
         parts.append(t)
     if d.alternatives_ruled_out:
         t = Table(title="Ruled out", expand=True)
-        t.add_column("category", width=24)
-        t.add_column("why")
+        t.add_column("category", overflow="fold")
+        t.add_column("why", overflow="fold")
         for a in d.alternatives_ruled_out:
-            t.add_row(a.category, a.why[:300])
+            t.add_row(a.category, a.why)
         parts.append(t)
     if d.remediation:
         parts.append(Text("Remediation:\n" + "\n".join(f"  - {r}" for r in d.remediation)))
+    if d.data_quality is not None:
+        parts.append(
+            Text(
+                "Data quality:\n" + "\n".join(f"  - {x}" for x in d.data_quality.lines()), style="yellow" if d.data_quality.degraded else ""
+            )
+        )
+    if d.missing_data:
+        parts.append(Text("Missing data:\n" + "\n".join(f"  - {m}" for m in d.missing_data), style="yellow"))
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
 
 
@@ -53,7 +61,7 @@ def render_text(d: Diagnosis) -> str:
     rc = d.root_cause
     lines = [
         f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
-        + (" [partial]" if d.status == "partial" else ""),
+        + (f" [{d.status}]" if d.status != "complete" else ""),
         rc.summary,
     ]
     for i, link in enumerate(d.causal_chain, 1):
@@ -62,6 +70,10 @@ def render_text(d: Diagnosis) -> str:
         lines.append(f"  not {a.category}: {a.why}")
     for r in d.remediation:
         lines.append(f"  fix: {r}")
+    if d.data_quality is not None:
+        lines += [f"  data: {x}" for x in d.data_quality.lines()]
+    for m in d.missing_data:
+        lines.append(f"  missing data: {m}")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -20,6 +20,7 @@ from kat.agent.graph import AgentConfig, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
 from kat.tools.registry import make_tools
+from kat.tools.telemetry.metric_source import metric_source_of
 
 
 @dataclass
@@ -32,12 +33,17 @@ class ProgressEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def incident_brief(ctx: IncidentContext) -> str:
-    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+def kb_mode_for(analyzer: str) -> Literal["hybrid", "lexical"]:
+    """Knowledge retrieval per Analyzer: the offline playbook searches by keywords, models by meaning too."""
+    return "lexical" if analyzer == "rules" else "hybrid"
+
+
+def incident_info(ctx: IncidentContext) -> dict[str, Any]:
+    """The manifest facts a reader needs first: ids, window, ranks, hosts, groups, data present."""
     b = ctx.bundle
     m = b.manifest
     topo = m.topology
-    info = {
+    return {
         "id": m.id,
         "title": getattr(m, "title", None),
         "symptom": m.symptom,
@@ -48,11 +54,16 @@ def incident_brief(ctx: IncidentContext) -> str:
         "hosts": sorted({w.host for w in topo.workers if w.host}),
         "groups": {"tp": topo.groups.tp, "pp": topo.groups.pp, "dp": topo.groups.dp},
         "workers": [{"rank": w.rank, "host": w.host, "gpu": w.gpu} for w in topo.workers][:64],
-        "has_metrics": b.metrics_path is not None,
+        "has_metrics": b.metrics_path is not None or metric_source_of(b).kind != "file",
+        "metrics_source": metric_source_of(b).describe(),
         "has_logs": b.logs_path is not None,
     }
-    body = "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
-    return body
+
+
+def incident_brief(ctx: IncidentContext) -> str:
+    """The manifest as the Analyzer sees it: quoted data, never instructions."""
+    info = incident_info(ctx)
+    return "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
 
 
 def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
@@ -63,7 +74,9 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
         return InMemorySaver()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
@@ -81,10 +94,11 @@ class Session:
         config: AgentConfig | None = None,
         db: Path | str | None = None,
         chat_model: Any = None,
+        prometheus: str | None = None,
         **backend_options: Any,
     ):
-        self.ctx = IncidentContext(Path(path), kb_mode="lexical" if analyzer == "rules" else "hybrid")
-        self.ctx.bundle  # fail early (BundleError) on a bad path
+        self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
+        _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
         self.config = config or AgentConfig()
         if chat_model is not None:  # tests and embedding apps pass their own chat model
@@ -94,7 +108,7 @@ class Session:
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer)
+        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
@@ -132,7 +146,10 @@ class Session:
         d = self.state(self.thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
-        return Diagnosis.model_validate(d)
+        diagnosis = Diagnosis.model_validate(d)
+        # e.g. Prometheus down: said, not hidden (data_quality already marks the metrics source degraded)
+        diagnosis.missing_data = self.ctx.source_problems()
+        return diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):

@@ -38,7 +38,7 @@ class CaseScore(BaseModel):
     events: int
 
 
-class Tally(BaseModel):
+class DetectionTally(BaseModel):
     cases: int = 0
     precision: float | None = None
     recall: float | None = None
@@ -51,8 +51,8 @@ class Tally(BaseModel):
 
 class DetectionReport(BaseModel):
     suite: str
-    overall: Tally
-    per_category: dict[str, Tally]
+    overall: DetectionTally
+    per_category: dict[str, DetectionTally]
     cases: list[CaseScore]
     seconds: float
     events: int
@@ -89,7 +89,7 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def tally(cases: list[CaseScore]) -> Tally:
+def tally(cases: list[CaseScore]) -> DetectionTally:
     faults = [c for c in cases if c.category not in CONTROLS]
     controls = [c for c in cases if c.category in CONTROLS]
     reported = sum(c.reported for c in cases)
@@ -99,7 +99,7 @@ def tally(cases: list[CaseScore]) -> Tally:
     f1 = round(2 * p * r / (p + r), 4) if p and r else (0.0 if p is not None and r is not None else None)
     rtp, rfp, rfn = (sum(getattr(c, k) for c in cases) for k in ("rank_tp", "rank_fp", "rank_fn"))
     culprit = [c.culprit_first for c in faults if c.culprit_first is not None]
-    return Tally(
+    return DetectionTally(
         cases=len(cases),
         precision=p,
         recall=r,

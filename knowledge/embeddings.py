@@ -6,6 +6,8 @@ import os
 import threading
 from typing import Any
 
+from kat.knowledge.settings import settings
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 _lock = threading.Lock()
 _model: Any = None
@@ -32,13 +34,6 @@ def _load() -> Any:
     return _model
 
 
-def _threads() -> int:
-    try:
-        return max(1, int(os.environ.get("KAT_KB_THREADS", "1")))
-    except ValueError:
-        return 1
-
-
 def embed(texts: list[str], batch_size: int = 32) -> list[list[float]]:
     """Unit-length vectors, so cosine distance in the store is 1 - dot product.
 
@@ -54,7 +49,7 @@ def embed(texts: list[str], batch_size: int = 32) -> list[list[float]]:
 
     with _lock:
         before = torch.get_num_threads()
-        torch.set_num_threads(_threads())
+        torch.set_num_threads(settings().kb_threads)
         try:
             vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
         finally:

@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from tests.live_servers import live_prometheus  # noqa: E402, F401 - one real Prometheus shared by the live-source tests
+
 DATA = Path(__file__).parent / "data"
 REAL_TRACES = DATA / "real-traces"
 

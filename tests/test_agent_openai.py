@@ -37,7 +37,12 @@ def test_openai_backend_drives_the_graph_over_http() -> None:
     assert any(m["role"] == "tool" and "<untrusted_data>" in m["content"] and "ev-1" in m["content"] for m in second)
 
 
-def test_openai_backend_server_down_ends_in_partial_answer() -> None:
+def test_openai_backend_server_down_is_an_error_naming_the_url() -> None:
+    """Issue 22: an unreachable server is an error with the URL and the reason, not a partial answer."""
+    import pytest
+
+    from kat.agent.backends.llm import BackendUnreachable
+
     s = Session(
         DEMO,
         "openai",
@@ -45,9 +50,9 @@ def test_openai_backend_server_down_ends_in_partial_answer() -> None:
         model="x",
         config=__import__("kat.agent.graph", fromlist=["AgentConfig"]).AgentConfig(max_failures=2),
     )
-    d = s.diagnose("o2")
+    with pytest.raises(BackendUnreachable, match=r"http://127\.0\.0\.1:9/v1.*Connection refused"):
+        s.diagnose("o2")
     s.close()
-    assert d.status == "partial" and d.root_cause.category == "undetermined"
 
 
 def test_diagnosis_schema_is_sent_as_the_submit_tool() -> None:

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kat.evals.eval_cli import register
+from kat.evals.cli.eval import register
 from kat.evals.harness.aggregate import stability_of, summarize
 from kat.evals.harness.models import CaseRun, CaseScores
 

@@ -176,7 +176,7 @@ def short(tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no-untyped-def]
     from kat import prompts
     from kat.agent.diagnosis import Diagnosis
-    from kat.evals.finetune import playbook as pb
+    from kat.evals.finetune import short_playbook as pb
 
     gt, traj = short
     assert traj.category == gt.category
@@ -204,7 +204,7 @@ def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no
 
 def test_findings_quote_only_what_the_model_sees() -> None:
     from kat.agent.state import LedgerEntry
-    from kat.evals.finetune.playbook import findings
+    from kat.evals.finetune.short_playbook import findings
 
     def e(i: str, tool: str, summary: str, data: dict) -> LedgerEntry:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary=summary, data=data)
@@ -234,7 +234,7 @@ def test_findings_quote_only_what_the_model_sees() -> None:
 
 def test_system_small_spells_out_the_playbook_calls() -> None:
     from kat import prompts
-    from kat.evals.finetune import playbook as pb
+    from kat.evals.finetune import short_playbook as pb
 
     text = prompts.load(pb.SYSTEM_PROMPT)
     assert json.dumps({"name": pb.METRICS_RE}) in text and json.dumps({"pattern": pb.LOGS_RE}) in text
@@ -242,7 +242,7 @@ def test_system_small_spells_out_the_playbook_calls() -> None:
 
 def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
     from kat.agent.state import LedgerEntry
-    from kat.evals.finetune.playbook import remap_diagnosis
+    from kat.evals.finetune.short_playbook import remap_diagnosis
 
     def e(i: str, tool: str) -> LedgerEntry:
         return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary="s", data={})

@@ -110,7 +110,8 @@ def test_shipped_configs_validate() -> None:
 
 
 def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
-    from kat.evals.finetune.train import latest_checkpoint, train
+    from kat.evals.finetune.artifacts import latest_checkpoint
+    from kat.evals.finetune.train import train
 
     root, cfg_path = setup
     cfg = load_config(cfg_path)
@@ -173,7 +174,7 @@ def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyp
 def test_cli_reports_bad_input_by_name(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from kat.evals.finetune.cli import build_app
+    from kat.evals.cli.finetune import build_app
 
     app = build_app()
     runner = CliRunner()
@@ -221,7 +222,8 @@ def test_sample_order_falls_back_to_shuffle_without_groups() -> None:
 
 
 def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[no-untyped-def]
-    from kat.evals.finetune.train import IGNORE, load_tokenizer, sft_sample
+    from kat.evals.finetune.artifacts import load_tokenizer
+    from kat.evals.finetune.train import IGNORE, sft_sample
 
     root, _ = setup
     tok = load_tokenizer(root / "base")

@@ -22,9 +22,9 @@ def _traces(d: Path, n: int = 3) -> Path:
 def test_worker_pool_matches_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: str) -> None:
     monkeypatch.setenv("KAT_KINETO_NATIVE", native)
     d = _traces(tmp_path / "traces")
-    monkeypatch.setenv(iw.IMPORT_WORKERS_ENV, "1")
+    monkeypatch.setenv("KAT_IMPORT_WORKERS", "1")
     one = open_bundle(d, cache_dir=tmp_path / "c1")
-    monkeypatch.setenv(iw.IMPORT_WORKERS_ENV, "2")
+    monkeypatch.setenv("KAT_IMPORT_WORKERS", "2")
     monkeypatch.setattr(iw, "PARALLEL_IMPORT_MIN_BYTES", 0)
     two = open_bundle(d, cache_dir=tmp_path / "c2")
     assert sorted(one.ranks) == sorted(two.ranks) == [0, 1, 2]
@@ -37,7 +37,7 @@ def test_worker_pool_matches_in_process(tmp_path: Path, monkeypatch: pytest.Monk
 def test_worker_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _traces(tmp_path / "traces")
     (d / "rank-1.json.gz").write_bytes((d / "rank-1.json.gz").read_bytes()[:200])
-    monkeypatch.setenv(iw.IMPORT_WORKERS_ENV, "2")
+    monkeypatch.setenv("KAT_IMPORT_WORKERS", "2")
     monkeypatch.setattr(iw, "PARALLEL_IMPORT_MIN_BYTES", 0)
     with pytest.raises(TraceImportError, match="rank-1.json.gz"):
         open_bundle(d, cache_dir=tmp_path / "c")

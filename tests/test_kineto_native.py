@@ -37,7 +37,7 @@ def test_native_scanner_is_built_where_a_compiler_exists() -> None:
 
 def _run(path: Path, use_native: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any, Any, dict[str, int]]:
     """('ok', cols, meta) or ('error', type, message), plus how many chunks each path decoded."""
-    monkeypatch.setenv(kineto.NATIVE_ENV, "1" if use_native else "0")
+    monkeypatch.setenv("KAT_KINETO_NATIVE", "1" if use_native else "0")
     counts = {"native": 0, "reference": 0}
     add_native, add_structs = kineto._Builder._add_native, kineto._Builder._add_structs
 

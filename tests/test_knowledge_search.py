@@ -181,7 +181,7 @@ def test_cli_group(index_dir):
     import typer
     from typer.testing import CliRunner
 
-    from kat.knowledge.cli import register
+    from kat.agent.cli.kb import register
 
     app = typer.Typer()
     register(app)

@@ -20,6 +20,7 @@ class IncidentContext:
 
     path: Path
     kb_mode: Literal["hybrid", "lexical"] = "hybrid"
+    prometheus: str | None = None  # metrics from this Prometheus URL instead of the bundle's file
     _bundle: Bundle | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -32,6 +33,9 @@ class IncidentContext:
         with self._lock:
             if self._bundle is None:
                 self._bundle = open_bundle(self.path)
+                from kat.tools.telemetry.prometheus import use_prometheus
+
+                use_prometheus(self._bundle, self.prometheus)  # --prometheus, else incident.json
             return self._bundle
 
     def inside(self, relative: str) -> Path:
@@ -46,6 +50,14 @@ class IncidentContext:
         if not p.exists():
             raise PathOutsideBundle(f"path {relative!r} does not exist in the incident bundle")
         return p
+
+    def source_problems(self) -> list[str]:
+        """What a live source failed to give (for the diagnosis's missing-data notes)."""
+        from kat.tools.telemetry.metric_source import metric_source_of
+
+        if self._bundle is None:
+            return []
+        return list(metric_source_of(self._bundle).problems)
 
     def workers(self) -> dict[int, dict[str, Any]]:
         """rank -> {host, gpu} from the manifest topology."""

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult
-from kat.tools.telemetry.queries import MetricQuery, query_metrics, summarize
+from kat.tools.telemetry.metric_source import metric_source_of
+from kat.tools.telemetry.queries import MetricQuery, summarize
 
 NAME = "metric_lookup"
 DESCRIPTION = (
@@ -107,25 +108,29 @@ def _outliers(rows: list[dict]) -> None:
 def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
     q = args.model_dump(exclude_none=True)
     try:
-        mq = MetricQuery(
-            name=args.name, host=args.host, gpu=args.gpu, rank=args.rank, start_ns=args.start_ns, end_ns=args.end_ns, max_points=2
-        )
-        bundle = ctx.bundle
-        res = query_metrics(bundle, mq)
+        MetricQuery(name=args.name, host=args.host, gpu=args.gpu, rank=args.rank, start_ns=args.start_ns, end_ns=args.end_ns, max_points=2)
+        # The bundle's file or Prometheus, one API; Prometheus echoes its PromQL and range.
+        got = metric_source_of(ctx.bundle).select(args.name, args.start_ns, args.end_ns)
     except (ValidationError, ValueError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
-    if res.status != "ok":
-        return ToolResult(tool=NAME, status=res.status, query=q, range=res.searched, message=res.message)
-    m = bundle.metrics
-    names = sorted({s.name for s in res.series})
-    mask = m["name"].isin(names).to_numpy().copy()
+    q.update(got.echo)
+    if got.status != "ok" or got.frame is None:
+        return ToolResult(tool=NAME, status=got.status, query=q, range=got.searched, message=got.message)
+    m = got.frame
+    names = list(got.chosen)
+    mask = np.ones(len(m), dtype=bool)
     for col, val in (("host", args.host), ("gpu", args.gpu), ("rank", args.rank)):
         if val is not None:
             mask &= (m[col] == val).to_numpy()
-    if args.start_ns is not None:
-        mask &= (m["ts_ns"] >= args.start_ns).to_numpy()
-    if args.end_ns is not None:
-        mask &= (m["ts_ns"] < args.end_ns).to_numpy()
+    if not mask.any():
+        return ToolResult(
+            tool=NAME,
+            status="no_data",
+            query=q,
+            range=got.searched,
+            message=f"metric(s) {names} exist but no sample matches the host/gpu/rank/window filters",
+        )
+    res = got
     extra = [c for c in m.columns if c not in ("ts_ns", "name", "value", *_BASE_LABELS)]
     for k, v in (args.labels or {}).items():
         if k not in m.columns:
@@ -140,6 +145,7 @@ def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
     sel = m.loc[mask]
     if sel.empty:
         return ToolResult(tool=NAME, status="no_data", query=q, range=res.searched, message="no sample matches the label filters")
+    names = sorted({str(n) for n in sel["name"].unique()})
     varying = [c for c in extra if sel[c].astype(str).nunique() > 1]
     keys = ["name", *_BASE_LABELS, *varying]
     rows: list[dict] = []

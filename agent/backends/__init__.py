@@ -15,14 +15,15 @@ def make_analyzer(name: str, ctx: IncidentContext, tools: dict, **options: Any):
         from kat.agent.backends.rules import RulesAnalyzer
 
         return RulesAnalyzer(ctx)
-    if name == "openai":
-        from kat.agent.backends.llm import LLMAnalyzer
-        from kat.agent.backends.openai_backend import make_chat_model
-
-        return LLMAnalyzer(make_chat_model(**options), tools, name="openai", tool_result_chars=options.get("tool_result_chars"))
-    if name == "llamacpp":
-        from kat.agent.backends.llamacpp import make_chat_model as make_llama
+    if name in ("openai", "llamacpp"):
+        from kat.agent.backends.contract import AnalyzerContract
         from kat.agent.backends.llm import LLMAnalyzer
 
-        return LLMAnalyzer(make_llama(**options), tools, name="llamacpp", tool_result_chars=options.get("tool_result_chars"))
+        contract = options.pop("contract", None) or AnalyzerContract.from_settings()
+        if name == "openai":
+            from kat.agent.backends.openai_backend import make_chat_model
+        else:
+            from kat.agent.backends.llamacpp import make_chat_model
+        model = make_chat_model(**{"max_tokens": contract.max_tokens, **options})
+        return LLMAnalyzer(model, tools, name=name, tool_result_chars=options.get("tool_result_chars"), contract=contract)
     raise ValueError(f"unknown analyzer {name!r}; choose one of {', '.join(BACKENDS)}")

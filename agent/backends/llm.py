@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 
 from kat import prompts
+from kat.agent.backends.contract import AnalyzerContract
 from kat.agent.diagnosis import Diagnosis
 from kat.agent.graph import SUBMIT, AgentConfig, AnalyzerStep
 from kat.agent.state import AgentState
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_OPEN, neutralise
 
 # Small models (8k context) cannot take full tool results (~1k tokens each, 20+ per diagnosis):
-# with a budget set (option tool_result_chars or env KAT_TOOL_RESULT_CHARS) the model sees each
-# result compacted: id, tool, status, summary, and the payload cut to that many characters.
-TOOL_RESULT_CHARS_ENV = "KAT_TOOL_RESULT_CHARS"
-# A model fine-tuned on a short playbook (evals/finetune) is run with the prompt and tool list it was
-# trained on: env KAT_SYSTEM_PROMPT names a prompts/ file (default "system"), KAT_ANALYZER_TOOLS a
-# comma-separated subset of the tools to bind (default: all). Unset, nothing changes.
-SYSTEM_PROMPT_ENV = "KAT_SYSTEM_PROMPT"
-ANALYZER_TOOLS_ENV = "KAT_ANALYZER_TOOLS"
+# with a budget set (the contract's tool_result_chars) the model sees each result compacted: id,
+# tool, status, summary, and the payload cut to that many characters. A model fine-tuned on a short
+# playbook is run with the prompt and tool list it was trained on (backends/contract.py).
 
 
 def compact_tool_result(content: str, artifact: Any, payload_chars: int) -> str:
@@ -54,26 +49,15 @@ def compact_messages(messages: list, payload_chars: int | None) -> list:
     return out
 
 
-def _env_chars() -> int | None:
-    v = os.environ.get(TOOL_RESULT_CHARS_ENV, "").strip()
-    if not v:
-        return None
-    try:
-        return max(0, int(v))
-    except ValueError:
-        raise ValueError(f"{TOOL_RESULT_CHARS_ENV}={v!r} is not an integer") from None
-
-
-def _env_tools(tools: dict) -> dict:
-    """The tools named in KAT_ANALYZER_TOOLS (all when unset); an unknown name is an error."""
-    v = os.environ.get(ANALYZER_TOOLS_ENV, "").strip()
-    if not v:
+def bound_tools(tools: dict, names: tuple[str, ...]) -> dict:
+    """The tools a contract names (all when it names none); an unknown name is an error."""
+    wanted = [n for n in names if n != SUBMIT]
+    if not wanted:
         return tools
-    names = [n.strip() for n in v.split(",") if n.strip() and n.strip() != SUBMIT]
-    unknown = [n for n in names if n not in tools]
+    unknown = [n for n in wanted if n not in tools]
     if unknown:
-        raise ValueError(f"{ANALYZER_TOOLS_ENV}: unknown tool(s) {unknown}; tools: {sorted(tools)}")
-    return {n: tools[n] for n in tools if n in names}
+        raise ValueError(f"analyzer tools (KAT_ANALYZER_TOOLS): unknown tool(s) {unknown}; tools: {sorted(tools)}")
+    return {n: tools[n] for n in tools if n in wanted}
 
 
 def submit_tool() -> StructuredTool:
@@ -90,16 +74,49 @@ def submit_tool() -> StructuredTool:
     )
 
 
+class BackendUnreachable(RuntimeError):
+    """The Analyzer's server cannot be reached (or refuses us): an error, not a partial answer."""
+
+
+def _fatal(exc: Exception, model: Any) -> BackendUnreachable | None:
+    """A connection / authentication / unknown-model error, as one line naming the URL; else None."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - only the openai backend raises these
+        return None
+    url = str(getattr(model, "openai_api_base", None) or getattr(getattr(model, "client", None), "base_url", None) or "?")
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        reason, seen, e = str(exc), set(), exc.__cause__ or exc.__context__
+        while e is not None and id(e) not in seen:  # the innermost error says why (refused, DNS, timeout)
+            seen.add(id(e))
+            if str(e).strip():
+                reason = f"{type(e).__name__}: {str(e).strip()}"
+            e = e.__cause__ or e.__context__
+        return BackendUnreachable(f"cannot reach the Analyzer server at {url}: {reason}")
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
+        return BackendUnreachable(f"the Analyzer server at {url} refused the request (HTTP {exc.status_code}): {str(exc)[:300]}")
+    return None
+
+
 class LLMAnalyzer:
     """System prompt + conversation -> chat model with the tools bound -> one AIMessage."""
 
-    def __init__(self, model: Any, tools: dict, name: str = "llm", tool_result_chars: int | None = None, system_prompt: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tools: dict,
+        name: str = "llm",
+        tool_result_chars: int | None = None,
+        system_prompt: str | None = None,
+        contract: AnalyzerContract | None = None,
+    ):
         self.name = name
         self.model = model
-        self.tool_result_chars = tool_result_chars if tool_result_chars is not None else _env_chars()
-        self.system_prompt = system_prompt or os.environ.get(SYSTEM_PROMPT_ENV, "").strip() or "system"
+        self.contract = contract or AnalyzerContract.from_settings()
+        self.tool_result_chars = tool_result_chars if tool_result_chars is not None else self.contract.tool_result_chars
+        self.system_prompt = system_prompt or self.contract.system_prompt
         prompts.load(self.system_prompt)  # fail early on a missing prompt file
-        lc_tools = [t.as_langchain() for t in _env_tools(tools).values()] + [submit_tool()]
+        lc_tools = [t.as_langchain() for t in bound_tools(tools, self.contract.tools).values()] + [submit_tool()]
         try:
             self.bound = model.bind_tools(lc_tools)
         except NotImplementedError:  # a model without native tool calling still gets the messages
@@ -110,7 +127,10 @@ class LLMAnalyzer:
         msgs = [SystemMessage(content=prompts.load(self.system_prompt)), *history]
         try:
             out = self.bound.invoke(msgs)
-        except Exception as exc:  # server down, context overflow, unparseable reply: the graph decides
+        except Exception as exc:  # context overflow, unparseable reply: the graph decides; server down: an error
+            fatal = _fatal(exc, self.model)
+            if fatal is not None:
+                raise fatal from exc
             return AnalyzerStep(message=AIMessage(content=f"(Analyzer model error: {type(exc).__name__}: {str(exc)[:300]})"))
         if not isinstance(out, AIMessage):
             out = AIMessage(content=str(getattr(out, "content", out)))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+from kat.knowledge.settings import settings
 
 
 def make_chat_model(
@@ -14,16 +13,19 @@ def make_chat_model(
     api_key: str | None = None,
     timeout: float = 120.0,
     temperature: float = 0.0,
+    max_tokens: int | None = None,
     **_: Any,
 ):  # type: ignore[no-untyped-def]
-    """ChatOpenAI against `base_url` (env KAT_OPENAI_BASE_URL / OPENAI_BASE_URL, default local vLLM)."""
+    """ChatOpenAI against `base_url` (default: KAT_OPENAI_BASE_URL / OPENAI_BASE_URL, else a local vLLM)."""
     from langchain_openai import ChatOpenAI
 
+    env = settings()
     return ChatOpenAI(
-        base_url=base_url or os.environ.get("KAT_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
-        model=model or os.environ.get("KAT_OPENAI_MODEL") or "kat-analyzer",
-        api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",  # vLLM accepts any key unless --api-key is set
+        base_url=base_url or env.openai_base_url,
+        model=model or env.openai_model,
+        api_key=api_key or env.openai_api_key,  # vLLM accepts any key unless --api-key is set
         temperature=temperature,
+        max_tokens=max_tokens,  # the contract's reply cap (None: the server's)
         timeout=timeout,
         max_retries=1,
     )

@@ -5,6 +5,7 @@ GET  /v1/diagnoses/{id}         status (queued|running|done|error) and the Diagn
 GET  /v1/diagnoses/{id}/events  server-sent events: past events replayed, then live, then `end`
 POST /v1/threads/{id}/messages  {text} -> the answer on that diagnosis's conversation
 GET  /v1/incidents              bundles under the incidents root
+GET  /v1/incidents/{id}/report  the incident report page (HTML) of a finished diagnosis
 GET  /healthz, /readyz, /docs
 """
 
@@ -17,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
@@ -54,6 +56,7 @@ class ServerSettings(BaseModel):
     time_budget_s: float = 300.0
     max_steps: int = 24
     backend_options: dict = {}
+    alertmanager: Any = None  # AlertSettings: POST /v1/alertmanager (agent/frontends/alertmanager.py)
 
 
 class ApiError(Exception):
@@ -161,7 +164,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/v1/incidents", response_model=IncidentList, dependencies=v1, tags=["incidents"])
     def incidents(request: Request) -> IncidentList:
         root: IncidentRoot = request.app.state.root
-        return IncidentList(root=str(root.root), incidents=root.list())
+        items, problems = root.scan()
+        return IncidentList(root=str(root.root), incidents=items, skipped=problems)
+
+    from kat.agent.frontends.report_route import add_report_route, report_path
+
+    add_report_route(app, v1, ApiError)
 
     # -- diagnoses -------------------------------------------------------------------------------
     @app.post(
@@ -177,11 +185,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         try:
             path = r.root.resolve(body.incident)
         except IncidentError as exc:
-            raise ApiError(exc.status, str(exc))
+            raise ApiError(exc.status, str(exc)) from None
         try:
             job_id = r.submit(path, body.analyzer, time_budget_s=body.time_budget_s)
         except Busy as exc:
-            raise ApiError(429, str(exc), {"Retry-After": "5"})
+            raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
         return DiagnosisCreated(
             id=job_id,
             status="queued",
@@ -190,6 +198,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 "self": f"/v1/diagnoses/{job_id}",
                 "events": f"/v1/diagnoses/{job_id}/events",
                 "messages": f"/v1/threads/{job_id}/messages",
+                "report": report_path(job_id),
             },
         )
 
@@ -218,7 +227,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             while True:
                 for ev in await asyncio.to_thread(store.events, job_id, seq):
                     seq = ev.seq
-                    name = "end" if ev.kind == "end" else "progress"
+                    name = ev.kind if ev.kind in ("end", "error") else "progress"
                     yield f"id: {ev.seq}\nevent: {name}\ndata: {ev.model_dump_json()}\n\n"
                     if name == "end":
                         return
@@ -252,9 +261,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         try:
             answer = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=budget)
         except asyncio.TimeoutError:
-            raise ApiError(504, f"the follow-up took longer than {budget:.0f} s")
+            raise ApiError(504, f"the follow-up took longer than {budget:.0f} s") from None
         except IncidentError as exc:
-            raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}")
+            raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}") from None
         return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer, events=[e for e in evs if e["kind"] != "answer"])
 
+    if settings.alertmanager is not None:
+        from kat.agent.frontends.alertmanager import register as register_alertmanager
+
+        register_alertmanager(app, settings.alertmanager, settings.token)
     return app

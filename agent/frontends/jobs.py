@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kat.agent.backends import BACKENDS
 from kat.agent.diagnosis import Diagnosis
 from kat.agent.frontends.incidents import IncidentRoot
 from kat.agent.frontends.sessions import SharedCheckpointer
@@ -26,7 +27,7 @@ from kat.agent.session import ProgressEvent
 log = logging.getLogger("kat.frontends")
 
 INTERRUPTED = "interrupted by restart"
-ANALYZERS = ("rules", "openai", "llamacpp")
+ANALYZERS = BACKENDS  # one list of Analyzer names (agent/backends)
 
 Listener = Callable[[str, ProgressEvent], None]
 DoneCallback = Callable[[str, "Diagnosis | None", "str | None"], None]
@@ -152,6 +153,7 @@ class JobRunner:
             log.warning("diagnosis %s failed", job_id, exc_info=True)
             error = _short_error(exc)
             self.store.fail(job_id, error)
+            self.store.add_event(job_id, "server", "error", error)  # an error event in the stream, not only a status
         finally:
             with self._lock:
                 self._pending -= 1

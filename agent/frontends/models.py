@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kat.agent.frontends.incidents import IncidentInfo
+from kat.agent.frontends.incidents import IncidentInfo, IncidentProblem
 
 
 class _In(BaseModel):
@@ -54,6 +54,7 @@ class MessageReply(BaseModel):
 class IncidentList(BaseModel):
     root: str
     incidents: list[IncidentInfo]
+    skipped: list[IncidentProblem] = Field(default_factory=list, description="bundles left out of the list, and why")
 
 
 class ErrorBody(BaseModel):

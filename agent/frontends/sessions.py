@@ -27,7 +27,7 @@ class SharedCheckpointer:
     def open(self, path: Path, analyzer: str, config: AgentConfig, **backend_options: Any) -> Session:
         s = Session(path, analyzer, config=config, db=None, **backend_options)
         s.checkpointer = self.saver
-        s.graph = build_graph(s.analyzer, s.tools, s.config, checkpointer=self.saver)
+        s.graph = build_graph(s.analyzer, s.tools, s.config, checkpointer=self.saver, quality=s.ctx.bundle.quality)
         return s
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ def _section(text: str) -> dict[str, Any]:
 
 def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
     rc = d.root_cause
-    partial = " (partial)" if d.status == "partial" else ""
+    partial = f" ({d.status})" if d.status != "complete" else ""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(f"Root cause: {rc.category}{partial}", HEADER_MAX)}},
         {
@@ -41,7 +41,7 @@ def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
         _section(_esc(rc.summary) or "_no summary_"),
     ]
     if d.causal_chain:
-        lines = [f"{i}. {_esc(l.cause)} → {_esc(l.effect)}  `{', '.join(l.evidence)}`" for i, l in enumerate(d.causal_chain, 1)]
+        lines = [f"{i}. {_esc(c.cause)} → {_esc(c.effect)}  `{', '.join(c.evidence)}`" for i, c in enumerate(d.causal_chain, 1)]
         blocks += [{"type": "divider"}, _section("*Causal chain*\n" + "\n".join(lines))]
     if d.evidence:
         lines = [f"• `{e.id}` *{_esc(e.tool)}* {_esc(_cut(e.summary, 300))}" for e in d.evidence[:TOP]]
@@ -52,6 +52,9 @@ def diagnosis_blocks(d: Diagnosis, incident: str) -> list[dict[str, Any]]:
         blocks.append(_section("*Ruled out*\n" + "\n".join(lines)))
     if d.remediation:
         blocks.append(_section("*Remediation*\n" + "\n".join(f"• {_esc(r)}" for r in d.remediation)))
+    if d.data_quality is not None:
+        icon = ":warning: " if d.data_quality.degraded else ""
+        blocks.append(_section(f"*{icon}Data quality*\n" + "\n".join(f"• {_esc(_cut(x, 300))}" for x in d.data_quality.lines()[:8])))
     blocks.append(
         {
             "type": "context",

@@ -54,6 +54,9 @@ class BotSettings(BaseModel):
     time_budget_s: float = 300.0
     max_steps: int = 24
     backend_options: dict = {}
+    # Where `kat serve` is reachable for people in Slack (e.g. https://kat.example.com): replies
+    # then link to the report page; without it they carry a PNG of the heatmap and timeline.
+    public_base_url: str | None = None
 
 
 def clean_text(text: str) -> str:
@@ -104,8 +107,12 @@ class Progress:
         self.client, self.channel, self.thread_ts, self.incident = client, channel, thread_ts, incident
         self.calls, self.last, self._sent = 0, "", 0.0
         self._lock = threading.Lock()
-        r = client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=progress_text(incident, 0, ""))
-        self.ts = r["ts"]
+        self.ts: str | None = None
+        try:
+            r = client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=progress_text(incident, 0, ""))
+            self.ts = r["ts"]
+        except Exception as exc:  # progress is a courtesy: the diagnosis still runs and is posted
+            log.warning("could not post the progress message (%s)", _slack_error(exc))
 
     def on_event(self, _job_id: str, ev: ProgressEvent) -> None:
         if ev.kind != "tool_call":
@@ -116,12 +123,27 @@ class Progress:
             if time.monotonic() - self._sent < UPDATE_EVERY_S:
                 return
             self._sent = time.monotonic()
-        self.client.chat_update(channel=self.channel, ts=self.ts, text=progress_text(self.incident, self.calls, self.last))
+        if self.ts is None:
+            return
+        try:
+            self.client.chat_update(channel=self.channel, ts=self.ts, text=progress_text(self.incident, self.calls, self.last))
+        except Exception as exc:  # e.g. rate limited: skip this edit, the next one may work
+            log.info("progress edit failed (%s)", _slack_error(exc))
 
     def finish(self, error: str | None = None) -> None:
-        self.client.chat_update(
-            channel=self.channel, ts=self.ts, text=progress_text(self.incident, self.calls, self.last, done=error is None, error=error)
-        )
+        """Final state of the progress message; an error that cannot be shown by an edit is posted."""
+        text = progress_text(self.incident, self.calls, self.last, done=error is None, error=error)
+        try:
+            if self.ts is None:
+                raise RuntimeError("no progress message")
+            self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+        except Exception as exc:
+            log.info("final progress edit failed (%s)", _slack_error(exc))
+            if error is not None:
+                try:
+                    self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text)
+                except Exception as exc2:
+                    log.warning("could not post the error either (%s)", _slack_error(exc2))
 
 
 class KatBot:
@@ -232,9 +254,12 @@ class KatBot:
         progress = Progress(self.client, channel, thread_ts, incident)
 
         def done(job_id: str, d: Diagnosis | None, error: str | None) -> None:
-            progress.finish(error)
-            if d is not None:
-                self._post_diagnosis(channel, thread_ts, incident, d)
+            try:
+                progress.finish(error)
+            finally:  # the answer is posted even when the progress edit failed
+                if d is not None:
+                    self._post_diagnosis(channel, thread_ts, incident, d)
+                    self._post_report(channel, thread_ts, incident, path, job_id, d)
 
         try:
             job_id = self.runner.submit(
@@ -261,6 +286,15 @@ class KatBot:
             snippet = body if len(body) <= SNIPPET_MAX else body[:SNIPPET_MAX] + "\n… (truncated; GET /v1/diagnoses/<id> has it all)"
             self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=f"```{snippet}```")
 
+    def _post_report(self, channel: str, thread_ts: str, incident: str, path: Path, job_id: str, d: Diagnosis) -> None:
+        """A link to the report page when the server is reachable, else a PNG snapshot."""
+        from kat.agent.frontends.report_links import post_report
+
+        try:
+            post_report(self.client, channel, thread_ts, incident, path, job_id, d, self.settings.public_base_url)
+        except Exception as exc:  # the diagnosis is already posted; a failed picture must not hide it
+            log.warning("report for %s not posted: %s", incident, _slack_error(exc))
+
     def _follow_up(self, job_id: str, text: str, say: Callable) -> None:
         job = self.store.job(job_id)
         if job is None or job.status in ("queued", "running"):
@@ -275,16 +309,22 @@ class KatBot:
             try:
                 say(f.result() or "(no answer)")
             except Exception as exc:
-                say(f":x: I could not answer that: {type(exc).__name__}")
+                from kat.agent.errors import one_line
+
+                try:
+                    say(f":x: I could not answer that: {one_line(exc)[:300]}")
+                except Exception:
+                    log.warning("could not post a follow-up error", exc_info=True)
 
         fut.add_done_callback(reply)
 
     def _list_text(self) -> str:
-        items = self.root.list()
+        items, problems = self.root.scan()
+        skipped = "".join(f"\n:warning: skipped `{p.path}`: {p.error}" for p in problems[:10])
         if not items:
-            return "No incident bundles under the incidents root."
+            return "No incident bundles under the incidents root." + skipped
         lines = [f"• `{i.id}` ({i.path}) {(i.title or '')[:80]}" for i in items[:30]]
-        return "Incidents:\n" + "\n".join(lines) + (f"\n…and {len(items) - 30} more" if len(items) > 30 else "")
+        return "Incidents:\n" + "\n".join(lines) + (f"\n…and {len(items) - 30} more" if len(items) > 30 else "") + skipped
 
     def close(self, wait: bool = False) -> None:
         self.runner.shutdown(wait=wait)

@@ -55,7 +55,9 @@ class EventRecord(BaseModel):
 
 
 def connect(db: Path | str) -> sqlite3.Connection:
-    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    from kat.tools.telemetry.cachedir import writable_file
+
+    db = writable_file(Path(db), "db")  # a read-only cache dir falls back to a temp dir
     conn = sqlite3.connect(str(db), check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -124,6 +126,11 @@ class Store:
             error=r[10],
             source=r[11],
         )
+
+    def latest_done(self, incident: str) -> JobRecord | None:
+        """The most recent finished diagnosis of an incident (its path relative to the incidents root)."""
+        rows = self._query("SELECT id FROM kat_jobs WHERE incident=? AND status='done' ORDER BY finished DESC LIMIT 1", (incident,))
+        return self.job(rows[0][0]) if rows else None
 
     def job_ids(self, status: str) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM kat_jobs WHERE status=? ORDER BY created", (status,))]

@@ -271,8 +271,9 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         + f"{K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}."
     )
     evidence = []
-    for link in chain:
-        for i in link["evidence"]:
+    cited = [i for link in chain for i in link["evidence"]] + [i for alt in alts for i in alt["evidence"]]
+    for i in cited:
+        if True:
             e = next((x for x in ledger if x.id == i), None)
             if e and all(i != x["id"] for x in evidence):
                 evidence.append({"id": i, "tool": e.tool, "query": e.query, "summary": e.summary[:300]})
@@ -299,12 +300,13 @@ def _ruled_out(cat: str, a: Assessment, ledger: list[LedgerEntry]) -> list[dict]
         own = a.of(other)
         if own:
             why = f"weaker evidence (score {a.scores.get(other, 0):g} vs {a.scores.get(cat, 0):g}): " + "; ".join(f.text for f in own[:2])
-            why += f" ({', '.join(_ids(own)[:3])})"
+            ids = _ids(own)[:3]
         elif checked:
-            why = K.NEGATIVE[other] + " (" + ", ".join(f"{f}: {i}" for f, i in checked[:3]) + ")"
+            why = K.NEGATIVE[other] + " (checked: " + ", ".join(f for f, _ in checked[:3]) + ")"
+            ids = [i for _, i in checked[:3]]
         else:
             continue  # nothing was measured for it: missing data rules nothing out
-        out.append({"category": other, "why": why})
+        out.append({"category": other, "why": why + f" ({', '.join(ids)})", "evidence": ids})
     return out
 
 

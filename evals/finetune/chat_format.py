@@ -16,10 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kat.agent.backends.contract import DEFAULT, SMALL
+
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = REPO / "prompts" / "analyzer_chat_template.jinja"
-# The short playbook's template (evals/finetune/playbook.py): same format, shorter tool list.
-SMALL_TEMPLATE_PATH = REPO / "prompts" / "analyzer_chat_template_small.jinja"
+TEMPLATE_PATH = REPO / "prompts" / DEFAULT.chat_template
+# The short playbook's template (evals/finetune/short_playbook.py): same format, shorter tool list.
+SMALL_TEMPLATE_PATH = REPO / "prompts" / SMALL.chat_template
 # vLLM's hermes parser: a closed block, or an unclosed one running to the end of the text.
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 

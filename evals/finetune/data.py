@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from kat.agent.backends.contract import SMALL
 from kat.evals.finetune.chat_format import (
     REPO,
     SMALL_TEMPLATE_PATH,
@@ -43,7 +44,7 @@ from kat.evals.finetune.chat_format import (
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 MANIFEST = "manifest.json"
-DEFAULT_TOOL_RESULT_CHARS = 300  # the short playbook's sweeps show their outliers / first log groups
+DEFAULT_TOOL_RESULT_CHARS: int = SMALL.tool_result_chars or 0  # the short playbook's sweeps show their outliers / first log groups
 
 # Cases per category in each split, by preset.
 SIZES: dict[str, dict[str, int]] = {
@@ -59,7 +60,8 @@ _SPLIT_SEED_BASE = {"train": 500_000, "validation": 600_000, "test": 700_000}
 class DataConfig(BaseModel):
     size: str = Field("demo", description=f"cases per category and split: {', '.join(SIZES)}")
     trajectory: Literal["short", "full"] = Field(
-        "short", description="short: the 3-step playbook of evals/finetune/playbook.py (small models); full: the whole rules trajectory"
+        "short",
+        description="short: the 3-step playbook of evals/finetune/short_playbook.py (small models); full: the whole rules trajectory",
     )
     max_steps: int = Field(6, ge=3, description="Analyzer step budget stated in the incident message (short trajectories)")
     jobs: int = Field(2, ge=1, description="cases generated in parallel (processes)")
@@ -238,10 +240,10 @@ def _conversation(state: dict, tool_result_chars: int | None, system: str) -> li
 
 
 def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6, findings: bool = False) -> Trajectory:
-    """The short playbook (evals/finetune/playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
+    """The short playbook (evals/finetune/short_playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
     from kat import prompts
     from kat.agent.graph import AgentConfig, validate_diagnosis
-    from kat.evals.finetune import playbook as pb
+    from kat.evals.finetune import short_playbook as pb
 
     d_full, _, _, full_ledger = _rules_run(bundle)
     target = d_full.model_dump()
@@ -511,7 +513,7 @@ def build_data(
 def serve_env(cfg: DataConfig) -> dict[str, str]:
     """The agent environment the tuned model must run with: the compaction and, for short
     trajectories, the system prompt and tool list it was trained on."""
-    from kat.evals.finetune.playbook import SHORT_ENV
+    from kat.evals.finetune.short_playbook import SHORT_ENV
 
     env = {"KAT_TOOL_RESULT_CHARS": str(cfg.tool_result_chars)}
     return {**env, **SHORT_ENV} if cfg.trajectory == "short" else env

@@ -68,8 +68,8 @@ def export_checkpoint(train_dir: Path, checkpoint: Path | None = None, say: Call
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from kat.evals.finetune.artifacts import latest_checkpoint, load_tokenizer
     from kat.evals.finetune.config import TrainConfig
-    from kat.evals.finetune.train import latest_checkpoint, load_tokenizer
 
     train_dir = Path(train_dir)
     cfg_path = train_dir / "config.json"

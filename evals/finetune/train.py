@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kat.evals.finetune.chat_format import assistant_spans, load_template, template_of
+from kat.evals.finetune.artifacts import checkpoint_dir, latest_checkpoint, load_tokenizer
+from kat.evals.finetune.chat_format import assistant_spans
 from kat.evals.finetune.config import StageSettings, TrainConfig
 
 IGNORE = -100
@@ -208,20 +209,6 @@ def _device(cfg: TrainConfig) -> str:
     return cfg.device
 
 
-def load_tokenizer(base: Path, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
-    from transformers import AutoTokenizer
-
-    if not (Path(base) / "config.json").exists():
-        raise FileNotFoundError(
-            f"base_model: {base} is not an HF model folder (no config.json); create one with `kat finetune base --out DIR`"
-        )
-    tok = AutoTokenizer.from_pretrained(str(base))
-    tok.chat_template = template_of(data_dir) if data_dir else load_template()  # the data's template
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
 def build_model(cfg: TrainConfig, device: str):  # type: ignore[no-untyped-def]
     import torch
     from peft import LoraConfig, get_peft_model
@@ -310,19 +297,10 @@ def evaluate(model: Any, samples: list[Sample], pad_id: int, device: str) -> flo
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def _ckpt_dir(out: Path) -> Path:
-    return out / "checkpoints"
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    cks = sorted(p for p in _ckpt_dir(out).glob("step-*") if (p / "trainer_state.json").exists())
-    return cks[-1] if cks else None
-
-
 def save_checkpoint(out: Path, model: Any, opt: Any, state: TrainerState, keep: int) -> Path:
     import torch
 
-    d = _ckpt_dir(out) / f"step-{state.global_step:06d}"
+    d = checkpoint_dir(out) / f"step-{state.global_step:06d}"
     tmp = d.with_name(d.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -332,7 +310,7 @@ def save_checkpoint(out: Path, model: Any, opt: Any, state: TrainerState, keep: 
     if d.exists():
         shutil.rmtree(d)
     tmp.rename(d)
-    for old in sorted(_ckpt_dir(out).glob("step-*"))[:-keep]:
+    for old in sorted(checkpoint_dir(out).glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return d
 

@@ -16,7 +16,7 @@ def _r(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
 
 
-class Tally(BaseModel):
+class DiagnosisTally(BaseModel):
     """Figures over a set of runs (micro-averaged where a ratio has a natural denominator)."""
 
     runs: int = 0
@@ -55,7 +55,7 @@ def _is_fault(category: str) -> bool:
     return category not in ("none", "workload_shift", "undetermined")
 
 
-def tally(runs: list[CaseRun]) -> Tally:
+def tally(runs: list[CaseRun]) -> DiagnosisTally:
     sc = [r.scores for r in runs if r.scores is not None]
     n = len(runs)  # errors count as wrong: the denominator is every run
     faults = [s for s in sc if not s.is_control]
@@ -68,7 +68,7 @@ def tally(runs: list[CaseRun]) -> Tally:
     tout = [r.trajectory.tokens_out for r in ok if r.trajectory.tokens_out is not None]
     wall = [r.trajectory.wall_s for r in ok]
     att = [r.trajectory for r in runs if r.trajectory.calls_attempted is not None]
-    return Tally(
+    return DiagnosisTally(
         runs=n,
         errors=n - len(ok),
         top1=_r(sum(s.top1 for s in sc), n),
@@ -107,8 +107,8 @@ class ClassPR(BaseModel):
 
 class VariantSummary(BaseModel):
     variant: str
-    overall: Tally
-    per_category: dict[str, Tally]
+    overall: DiagnosisTally
+    per_category: dict[str, DiagnosisTally]
     confusion: dict[str, dict[str, int]] = Field(description="truth category -> predicted category -> runs")
     class_pr: dict[str, ClassPR]
     stability: dict[str, str] = Field(description="case -> stable-pass | flaky-pass | flaky-fail | stable-fail")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kat.evals.harness.aggregate import STABILITY, Tally, VariantSummary, summarize
+from kat.evals.harness.aggregate import STABILITY, DiagnosisTally, VariantSummary, summarize
 from kat.evals.harness.models import CaseRun
 from kat.evals.harness.variants import Variant
 
@@ -79,7 +79,7 @@ def _fmt(v: Any, key: str = "") -> str:
     return str(v)
 
 
-def table(rows: list[tuple[str, Tally]], first: str) -> list[str]:
+def table(rows: list[tuple[str, DiagnosisTally]], first: str) -> list[str]:
     head = [first] + [h for h, _ in HEADLINE]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(HEADLINE)) + "|"]
     for name, t in rows:
@@ -134,7 +134,7 @@ def write(rep: EvalReport, out: Path) -> tuple[Path, Path]:
             "|---|" + "---:|" * len(rep.summaries),
         ]
         for cat in base.per_category:
-            md.append(f"| {cat} | " + " | ".join(_fmt(s.per_category.get(cat, Tally()).top1) for s in rep.summaries) + " |")
+            md.append(f"| {cat} | " + " | ".join(_fmt(s.per_category.get(cat, DiagnosisTally()).top1) for s in rep.summaries) + " |")
         md.append("")
     if rep.detection:
         md += _detection_section(rep.detection)

@@ -108,19 +108,44 @@ def _outlier_labels(values: pd.Series) -> list:
     return [k for k, v in values.items() if v >= thresh and v > med]
 
 
+_LINK_METRICS = (
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
+    "DCGM_FI_PROF_NVLINK_TX_BYTES",
+    "DCGM_FI_PROF_NVLINK_RX_BYTES",
+    "node_netstat_Tcp_RetransSegs",
+    "node_infiniband_port_transmit_wait_total",
+)
+
+
+def _link_metrics(bundle: Bundle) -> pd.DataFrame:
+    """The link counters pin_link reads, from the bundle's metric source (file or Prometheus)."""
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(bundle)
+    if not src.names():
+        return pd.DataFrame()
+    got = src.select("link counters", exact=list(_LINK_METRICS))
+    if got.status != "ok" or got.frame is None:
+        return pd.DataFrame({"name": pd.Series(["(none)"], dtype=str)})  # metrics exist, none of these
+    return got.frame
+
+
 def pin_link(
     bundle: Bundle, members: list[int], component: str, start_ns: int, end_ns: int, errors_only: bool = False
 ) -> tuple[list[int], str]:
     """Narrow a group-wide link slowdown to the members whose counters moved; all members if none did.
     errors_only: trust NVLink error counters only (traffic levels differ by role across hosts)."""
     try:
-        m = bundle.metrics
+        m = _link_metrics(bundle)
     except Exception:  # noqa: BLE001 - a broken metrics file must not stop trace-based detection
         return members, "metrics unreadable; reporting every group member"
     if m.empty:
         return members, "no metrics in the bundle; reporting every group member"
     topo = bundle.manifest.topology
-    names = set(m["name"].cat.categories)
+    names = set(m["name"].astype(str).unique())
     if component == "nvlink":
         for metric in (
             "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",

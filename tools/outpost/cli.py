@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 
 def _ms(ns: float) -> str:
@@ -25,6 +26,9 @@ def register(app: typer.Typer) -> None:
         z: float = typer.Option(defaults.z, help="robust z-score threshold"),
         intra_effect: float = typer.Option(defaults.intra_effect, help="intra-worker minimum relative excess"),
         arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
+        annotate: Path | None = typer.Option(
+            None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"
+        ),
     ) -> None:
         """Find anomalous kernels/ops, pinned to a worker, a window and a component."""
         from rich.console import Console
@@ -33,17 +37,26 @@ def register(app: typer.Typer) -> None:
         from kat.tools.outpost import detect
         from kat.tools.telemetry import BundleError
 
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         try:
             cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
         except ValueError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         try:
             res = detect(path, cfg)
         except BundleError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
+        if annotate is not None:
+            from kat.tools.outpost.annotate import annotate_path
+
+            try:
+                note = annotate_path(path, res, annotate)
+            except (BundleError, OSError) as exc:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+                raise typer.Exit(2) from exc
+            err.print(note, highlight=False)
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")
             return
@@ -55,15 +68,16 @@ def register(app: typer.Typer) -> None:
         else:
             con.print(f"suspect ranks (most likely first): [bold]{res.suspect_ranks}[/]")
             t = Table()
-            for col in ("rank", "component", "method", "name", "steps", "obs ms", "base ms", "ratio"):
-                t.add_column(col, overflow="ellipsis", no_wrap=col != "name")
+            # observed/baseline are totals over the merged occurrences, not per call; names fold, never cut
+            for col in ("rank", "component", "method", "name", "steps", "obs ms (sum)", "base ms (sum)", "ratio"):
+                t.add_column(col, overflow="fold", no_wrap=not col.startswith("name"))
             for a in res.anomalies:
                 steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
                 t.add_row(
                     str(a.rank),
                     a.component,
                     a.method,
-                    f"{a.kind}: {a.name[:60]}",
+                    f"{a.kind}: {a.name}",
                     steps,
                     _ms(a.observed),
                     _ms(a.baseline),

@@ -6,14 +6,14 @@ second open reads columnar files instead of re-parsing JSON.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import BundleError, TraceImportError
 from kat.tools.telemetry.import_worker import cache_path, import_many
 from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
@@ -23,21 +23,33 @@ if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces nee
     import pandas as pd
 
     from kat.tools.telemetry.manifest import IncidentManifest
+    from kat.tools.telemetry.quality import DataQuality
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
-CACHE_ENV = "KAT_CACHE_DIR"
+
+
+def _is_trace_name(p: Path) -> bool:
+    return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".")
 
 
 def _is_trace_file(p: Path) -> bool:
-    return p.is_file() and p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".")
+    return p.is_file() and _is_trace_name(p)
+
+
+def inside(root: Path, p: Path) -> bool:
+    """True when p's real path (symlinks followed) lies inside root's real path."""
+    real, base = p.resolve(), root.resolve()
+    return real == base or base in real.parents
+
+
+def _check_inside(root: Path, p: Path, what: str) -> None:
+    if not inside(root, p):
+        raise BundleError(f"{what} is a symlink to {p.resolve()}, outside the bundle; refused", path=p)
 
 
 def default_cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kat" / "traces"
+    """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
+    return settings().trace_cache_dir()
 
 
 @dataclass
@@ -63,6 +75,12 @@ class Bundle:
     is_bare_trace_dir: bool = False
     bare_id: str = ""  # incident id of a bare trace directory or file (its name)
     _events: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)
+    # Trace files left out (damaged, truncated, outside the bundle, another run's clock): file -> reason.
+    skipped: dict[str, str] = field(default_factory=dict)
+    # Metrics/logs files refused before loading (e.g. a symlink out of the bundle): source -> reason.
+    refused: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)  # JSON files that are not traces at all: file -> why
+    _quality: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def manifest(self) -> IncidentManifest:
@@ -128,15 +146,49 @@ class Bundle:
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        from kat.tools.telemetry.tables import load_metrics
+        """Metric samples: the good rows; what was left out is in quality().metrics."""
+        from kat.tools.telemetry.quality import SourceQuality
+        from kat.tools.telemetry.tables import empty_metrics, load_metrics_checked
 
-        return load_metrics(self.metrics_path)
+        if "metrics" in self.refused:
+            q = SourceQuality()
+            q.missing(self.refused["metrics"])
+            self._quality["metrics"] = q
+            return empty_metrics()
+        df, self._quality["metrics"] = load_metrics_checked(self.metrics_path)
+        return df
 
     @cached_property
     def logs(self) -> pd.DataFrame:
-        from kat.tools.telemetry.tables import load_logs
+        """Log lines: the good rows; what was left out is in quality().logs."""
+        from kat.tools.telemetry.quality import SourceQuality
+        from kat.tools.telemetry.tables import empty_logs, load_logs_checked
 
-        return load_logs(self.logs_path)
+        if "logs" in self.refused:
+            q = SourceQuality()
+            q.missing(self.refused["logs"])
+            self._quality["logs"] = q
+            return empty_logs()
+        df, self._quality["logs"] = load_logs_checked(self.logs_path)
+        return df
+
+    def quality(self) -> DataQuality:
+        """Per-source data quality (loads metrics and logs if not loaded yet)."""
+        from kat.tools.telemetry.quality import DataQuality, SourceQuality
+
+        _ = self.metrics, self.logs
+        t = SourceQuality(unit="ranks", files=sorted(tf.path.name for tf in self.traces.values()) + sorted(self.skipped))
+        t.kept = len(self.traces)
+        for name, reason in self.skipped.items():
+            t.drop(name, reason)
+        events = self.total_events
+        if events == 0:
+            t.missing("the trace(s) hold no events: insufficient data")
+        notes = [f"ignored {name}: {why}" for name, why in self.ignored.items()]
+        from kat.tools.telemetry.metric_source import live_quality
+
+        metrics = live_quality(self) or self._quality["metrics"].model_copy()  # Prometheus, when it is the source
+        return DataQuality(traces=t, metrics=metrics, logs=self._quality["logs"].model_copy(), notes=notes)
 
     def resolve_inside(self, relative: str) -> Path:
         """A path inside the bundle; anything that escapes it is refused."""
@@ -223,21 +275,64 @@ def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
 
 
 def _import_into_cache(
-    paths: list[Path], cache_root: Path, default_rank: int | None, loaded: dict[Path, pd.DataFrame]
+    paths: list[Path], cache_root: Path, default_rank: int | None, loaded: dict[Path, pd.DataFrame], failed: dict[Path, str] | None = None
 ) -> dict[Path, KinetoMeta]:
-    """Decode traces into the cache; frames that could not be cached stay in memory."""
+    """Decode traces into the cache; frames that could not be cached stay in memory.
+
+    A file that cannot be imported is recorded in `failed` (path -> reason) when given, else raised.
+    """
     metas: dict[Path, KinetoMeta] = {}
     for p, meta, cols in import_many(paths, cache_root, default_rank):
+        if isinstance(meta, TraceImportError):
+            if failed is None:
+                raise meta
+            failed[p] = _reason(meta, p)
+            continue
         metas[p] = meta
         if cols is not None:
             loaded[p] = cols.to_frame()
     return metas
 
 
-def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.DataFrame]) -> dict[int, TraceFile]:
-    files = sorted(p for p in trace_dir.iterdir() if _is_trace_file(p))
+def _reason(exc: BundleError, p: Path) -> str:
+    """The error without the file name in front (the file is named beside it)."""
+    text = str(exc)
+    prefix = f"{exc.path}" + (f" [field {exc.field!r}]" if exc.field else "")
+    return text[len(prefix) :].lstrip(": ").strip() if exc.path and text.startswith(prefix) else text
+
+
+_NOT_A_TRACE = "no 'traceEvents' list"
+
+
+def _discover_traces(
+    trace_dir: Path,
+    cache_root: Path,
+    loaded: dict[int, pd.DataFrame],
+    skipped: dict[str, str],
+    root: Path | None = None,
+    ignored: dict[str, str] | None = None,
+) -> dict[int, TraceFile]:
+    """Import the trace files of a directory; files that cannot be used go to `skipped` with the reason."""
+    root = root or trace_dir
+    ignored = {} if ignored is None else ignored
+    try:
+        names = sorted(p for p in trace_dir.iterdir() if _is_trace_name(p))
+    except OSError as exc:
+        raise BundleError(f"cannot list the directory ({exc.strerror})", path=trace_dir) from exc
+    files = []
+    for p in names:
+        if not inside(root, p):
+            skipped[p.name] = f"symlink to {p.resolve()}, outside the bundle: refused"
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():
+            skipped[p.name] = "not a regular file (a FIFO, device or directory?)"
     if not files:
-        raise BundleError(f"no trace files (*.json, *.json.gz, *.parquet) in {trace_dir}", path=trace_dir)
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise BundleError(
+            f"no {'usable ' if why else ''}trace files (*.json, *.json.gz, *.parquet) in {trace_dir}" + (f" ({why})" if why else ""),
+            path=trace_dir,
+        )
     default_rank = 0 if len(files) == 1 else None
     metas: dict[Path, KinetoMeta] = {}
     todo = []
@@ -249,11 +344,22 @@ def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.Dat
             else:
                 metas[p] = m
     frames: dict[Path, pd.DataFrame] = {}
-    metas.update(_import_into_cache(todo, cache_root, default_rank, frames))
+    failed: dict[Path, str] = {}
+    metas.update(_import_into_cache(todo, cache_root, default_rank, frames, failed))
     traces: dict[int, TraceFile] = {}
     for p in files:
+        if p in failed:
+            if failed[p].startswith(_NOT_A_TRACE):  # e.g. a truth.json beside the traces: not a rank
+                ignored[p.name] = failed[p]
+            else:
+                skipped[p.name] = failed[p]
+            continue
         if p.name.endswith(".parquet"):
-            tf = TraceFile(p, _parquet_rank(p), "parquet")
+            try:
+                tf = TraceFile(p, _parquet_rank(p), "parquet")
+            except BundleError as exc:
+                skipped[p.name] = _reason(exc, p)
+                continue
         else:
             tf = TraceFile(p, metas[p].rank, "kineto", metas[p])
         if tf.rank in traces:
@@ -261,14 +367,24 @@ def _discover_traces(trace_dir: Path, cache_root: Path, loaded: dict[int, pd.Dat
         traces[tf.rank] = tf
         if p in frames:
             loaded[tf.rank] = frames[p]
+    if not traces:
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise TraceImportError(f"no trace file could be imported ({why})", path=trace_dir)
     return traces
 
 
-def _find_one(root: Path, stem: str) -> Path | None:
+def _find_one(root: Path, stem: str, refused: dict[str, str]) -> Path | None:
     for suffix in (".parquet", ".csv", ".jsonl", ".csv.gz", ".jsonl.gz"):
         p = root / f"{stem}{suffix}"
-        if p.is_file():
-            return p
+        if not p.exists() and not p.is_symlink():
+            continue
+        if not inside(root, p):
+            refused[stem] = f"{p.name} is a symlink to {p.resolve()}, outside the bundle: refused"
+            return None
+        if not p.is_file():
+            refused[stem] = f"{p.name} is not a regular file"
+            return None
+        return p
     return None
 
 
@@ -277,6 +393,8 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
     root = Path(path)
     if not root.exists():
         raise BundleError("no such file or directory", path=root)
+    if not root.is_file() and not root.is_dir():
+        raise BundleError("not a regular file or directory (a FIFO, device or socket?)", path=root)
     cache_root = Path(cache_dir) if cache_dir else default_cache_root()
     if root.is_file():
         if not _is_trace_file(root):
@@ -289,30 +407,114 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
             meta = _cached_meta(root, cache_root)
             if meta is None:
                 frames: dict[Path, pd.DataFrame] = {}
-                meta = _import_into_cache([root], cache_root, 0, frames)[root]
+                meta = _import_into_cache([root], cache_root, 0, frames)[root]  # one file: its error is the error
                 if root in frames:
                     loaded[meta.rank] = frames[root]
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
         return Bundle(root.parent, None, traces, None, None, cache_root, is_bare_trace_dir=True, bare_id=root.name, _events=loaded)
     manifest_path = root / "incident.json"
-    if manifest_path.exists():
+    skipped: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    ignored: dict[str, str] = {}
+    if manifest_path.exists() or manifest_path.is_symlink():
         from kat.tools.telemetry.manifest import load_manifest
 
+        _check_inside(root, manifest_path, "incident.json")
         manifest = load_manifest(manifest_path)
         trace_dir = root / "traces"
         if not trace_dir.is_dir():
             raise BundleError("bundle has no traces/ directory", path=root, field="traces")
+        _check_inside(root, trace_dir, "traces/")
         loaded: dict[int, pd.DataFrame] = {}
-        traces = _discover_traces(trace_dir, cache_root, loaded)
-        bundle = Bundle(root, manifest, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root, _events=loaded)
+        traces = _discover_traces(trace_dir, cache_root, loaded, skipped, root, ignored)
+        bundle = Bundle(
+            root,
+            manifest,
+            traces,
+            _find_one(root, "metrics", refused),
+            _find_one(root, "logs", refused),
+            cache_root,
+            _events=loaded,
+            skipped=skipped,
+            refused=refused,
+            ignored=ignored,
+        )
         _check_topology(bundle, manifest_path)
+        check_clocks(bundle)
         return bundle
     trace_dir = root / "traces" if (root / "traces").is_dir() else root
+    if trace_dir != root:
+        _check_inside(root, trace_dir, "traces/")
     loaded = {}
-    traces = _discover_traces(trace_dir, cache_root, loaded)
-    return Bundle(
-        root, None, traces, _find_one(root, "metrics"), _find_one(root, "logs"), cache_root, is_bare_trace_dir=True, _events=loaded
+    traces = _discover_traces(trace_dir, cache_root, loaded, skipped, root, ignored)
+    bundle = Bundle(
+        root,
+        None,
+        traces,
+        _find_one(root, "metrics", refused),
+        _find_one(root, "logs", refused),
+        cache_root,
+        is_bare_trace_dir=True,
+        _events=loaded,
+        skipped=skipped,
+        refused=refused,
+        ignored=ignored,
     )
+    check_clocks(bundle)
+    return bundle
+
+
+def _span(bundle: Bundle, rank: int) -> tuple[int, int] | None:
+    meta = bundle.traces[rank].meta
+    if meta is not None and meta.events_imported >= 0 and meta.end_ns >= meta.start_ns >= 0 and meta.end_ns > 0:
+        return (meta.start_ns, meta.end_ns)  # recorded at import: no need to read the events
+    if meta is not None and meta.events_imported == 0:
+        return None
+    df = bundle.rank_columns(rank, ["ts_ns", "dur_ns"])
+    if not len(df):
+        return None
+    return int(df["ts_ns"].min()), int((df["ts_ns"] + df["dur_ns"].clip(lower=0)).max())
+
+
+def check_clocks(bundle: Bundle) -> None:
+    """Ranks must share one clock: a rank whose time span is far from every other rank's is
+    another run's (or an unaligned clock's) and would yield absurd cross-rank timings.
+
+    Two spans "meet" when the gap between them is under the longer span: captures of one run
+    start a little apart, another run is hours or days away. A rank that meets no other is left
+    out (reason names both files); when no two ranks meet at all, the bundle is refused.
+    """
+    spans = {r: s for r in bundle.ranks if (s := _span(bundle, r)) is not None}
+    if len(spans) < 2:
+        return
+
+    def meet(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        slack = max(a[1] - a[0], b[1] - b[0], 1)
+        return a[0] <= b[1] + slack and b[0] <= a[1] + slack
+
+    lonely = [r for r, s in spans.items() if not any(meet(s, o) for q, o in spans.items() if q != r)]
+    if not lonely:
+        return
+
+    def desc(r: int) -> str:
+        a, b = spans[r]
+        return f"rank {r} ({bundle.traces[r].path.name}: {a / 1e9:.3f} s to {b / 1e9:.3f} s on its clock)"
+
+    if len(lonely) == len(spans):
+        r0, r1 = sorted(spans)[:2]
+        raise BundleError(
+            f"the ranks' clocks do not overlap: {desc(r0)} vs {desc(r1)}, {abs(spans[r1][0] - spans[r0][0]) / 1e9:,.0f} s apart; "
+            "are these traces from the same run?",
+            path=bundle.root,
+        )
+    ref = next(r for r in sorted(spans) if r not in lonely)
+    for r in lonely:
+        bundle.skipped[bundle.traces[r].path.name] = (
+            f"clock does not overlap the other ranks': {desc(r)} vs {desc(ref)}, "
+            f"{abs(spans[r][0] - spans[ref][0]) / 1e9:,.0f} s apart (another run?): left out"
+        )
+        del bundle.traces[r]
+        bundle._events.pop(r, None)
 
 
 def _synth_manifest(incident_id: str, traces: dict[int, TraceFile]) -> IncidentManifest:

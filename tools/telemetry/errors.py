@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+MAX_VALUE_CHARS = 60
+
+
+def short(value: object) -> str:
+    """A value for a message: plain Python types (never `np.float64(...)`), clipped."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            pass
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+
 
 class BundleError(ValueError):
     """An incident bundle (or one of its files) is invalid."""

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import orjson
 
+from kat.knowledge.settings import settings
+from kat.tools.telemetry.errors import TraceImportError
 from kat.tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from kat.tools.telemetry.parquet_writer import write_columns
 from kat.tools.telemetry.schema import COLUMNS, INT_COLUMNS, SCHEMA_VERSION, STR_COLUMNS
 
-IMPORT_WORKERS_ENV = "KAT_IMPORT_WORKERS"
 # A worker pays ~0.5 s to start: only worth it when there is a lot to decode.
 PARALLEL_IMPORT_MIN_BYTES = 24 * 2**20
 
@@ -102,7 +103,7 @@ def _give_back_memory() -> None:
         _LIBC.malloc_trim(0)  # type: ignore[attr-defined]
 
 
-def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta, EventColumns | None]:
+def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta | TraceImportError, EventColumns | None]:
     try:
         return _import_one(path, cache_root, default_rank)
     finally:
@@ -110,19 +111,33 @@ def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) ->
 
 
 def import_workers(n_files: int) -> int:
-    env = os.environ.get(IMPORT_WORKERS_ENV)
-    want = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
+    want = settings().import_workers or os.cpu_count() or 1
     return max(1, min(want, n_files))
 
 
-def _import_one(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta, EventColumns | None]:
-    """Decode one trace and store it; the columns come back only if the cache is not writable."""
-    cols, meta = import_kineto_columns(path, default_rank=default_rank)
+def _import_one(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta | TraceImportError, EventColumns | None]:
+    """Decode one trace and store it; the columns come back only if the cache is not writable.
+
+    A file that cannot be imported comes back as its TraceImportError, so one damaged rank
+    does not stop the others.
+    """
+    try:
+        cols, meta = import_kineto_columns(path, default_rank=default_rank)
+    except TraceImportError as exc:
+        return exc, None
+    except UnicodeDecodeError as exc:  # JSON is UTF-8: name the offending byte
+        return TraceImportError(f"text is not UTF-8 (byte 0x{exc.object[exc.start]:02x}: {exc.reason})", path=path), None
+    except RecursionError:
+        return TraceImportError("JSON nested too deeply to be a Kineto trace", path=path), None
+    except MemoryError:
+        return TraceImportError("not enough memory to import this file (see KAT_MAX_TRACE_BYTES)", path=path), None
     return meta, (None if store(cols, meta, cache_root, path) else cols)
 
 
-def import_many(paths: list[Path], cache_root: Path, default_rank: int | None) -> Iterator[tuple[Path, KinetoMeta, EventColumns | None]]:
-    """Import traces into the cache, one at a time or one per worker process for big inputs."""
+def import_many(
+    paths: list[Path], cache_root: Path, default_rank: int | None
+) -> Iterator[tuple[Path, KinetoMeta | TraceImportError, EventColumns | None]]:
+    """Import traces into the cache, one at a time or one per worker process for big inputs (errors per file)."""
     workers = import_workers(len(paths))
     if workers <= 1 or sum(p.stat().st_size for p in paths) < PARALLEL_IMPORT_MIN_BYTES:
         for p in paths:

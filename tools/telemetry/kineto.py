@@ -9,7 +9,7 @@ Two decoders feed the same column builder: a native scanner (_kineto_fast.c, bui
 time when a C compiler is there) that reads a chunk's JSON once into typed buffers, and the
 reference path (msgspec structs). The scanner hands any chunk it cannot read exactly (odd value
 types, bad JSON, ...) to the reference path, so results and error messages are the same either
-way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path.
+way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path (kat.knowledge.settings).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 import numpy.ma  # noqa: F401 - np.unique loads it on first use; load it before import workers fork
 import orjson
 
-from kat.tools.telemetry.errors import TraceImportError
-from kat.tools.telemetry.kineto_stream import MAX_TRACE_BYTES, EventStream, NativeChunk, _ByteSource
+from kat.tools.telemetry.errors import TraceImportError, short
+from kat.tools.telemetry.kineto_stream import EventStream, NativeChunk, _ByteSource
 from kat.tools.telemetry.schema import COLLECTIVE_ALIASES, COLUMNS, DTYPE_BYTES, INT_COLUMNS, KINDS, STR_COLUMNS
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # (epoch-based Kineto timestamps are ~1.8e15 us today).
 MAX_TIME_US = 2.5e15
 MAX_BASE_NS = 4 * 10**18
+MAX_RANK = 2**31 - 1  # ranks are stored as int32 (canonical schema)
 
 
 _CATEGORY_KIND: dict[str, str] = {
@@ -88,6 +89,8 @@ class KinetoMeta:
     rank_source: str = "distributedInfo"
     events_in_file: int = 0
     events_imported: int = -1
+    start_ns: int = -1  # first event start and last event end (absolute ns): the rank's clock span
+    end_ns: int = -1
 
 
 class _Args(msgspec.Struct, gc=False):
@@ -127,7 +130,6 @@ class _Header(msgspec.Struct, gc=False):
 
 _EMPTY_ARGS = _Args()
 
-NATIVE_ENV = "KAT_KINETO_NATIVE"  # "0": decode with the pure-Python reference path only
 _NATIVE_VERSION = 2  # SCANNER_VERSION in _kineto_fast.c
 try:
     from kat.tools.telemetry import _kineto_fast as _native
@@ -142,12 +144,12 @@ else:
 
 def native_scanner() -> Any:
     """The native chunk scanner, or None when it is not built or KAT_KINETO_NATIVE=0."""
-    import os
+    from kat.knowledge.settings import settings
 
-    return None if os.environ.get(NATIVE_ENV, "1") == "0" else _native
+    return _native if settings().kineto_native else None
 
 
-def read_json_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
+def read_json_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """All inflated bytes of a (possibly gzip-compressed) file, with errors that name it."""
     src = _ByteSource(Path(path), max_bytes)
     try:
@@ -179,8 +181,10 @@ def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
     if isinstance(dist, dict):
         r = dist.get("rank")
         if r is not None:
-            if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-                raise TraceImportError(f"rank must be a non-negative integer, got {r!r}", path=path, field="distributedInfo.rank")
+            if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= MAX_RANK:
+                raise TraceImportError(
+                    f"rank must be an integer from 0 to {MAX_RANK}, got {short(r)}", path=path, field="distributedInfo.rank"
+                )
             rank = r
         ws = dist.get("world_size")
         world = ws if isinstance(ws, int) and not isinstance(ws, bool) and ws > 0 else None
@@ -199,7 +203,9 @@ def _meta(path: Path, doc: _Header, default_rank: int | None) -> KinetoMeta:
         )
     base = doc.baseTimeNanoseconds if doc.baseTimeNanoseconds is not None else 0
     if not isinstance(base, int) or isinstance(base, bool) or not 0 <= base <= MAX_BASE_NS:
-        raise TraceImportError(f"must be an integer from 0 to {MAX_BASE_NS:.0e} ns, got {base!r}", path=path, field="baseTimeNanoseconds")
+        raise TraceImportError(
+            f"must be an integer from 0 to {MAX_BASE_NS:.0e} ns, got {short(base)}", path=path, field="baseTimeNanoseconds"
+        )
     devs = doc.deviceProperties
     names = [str(d.get("name", "")) for d in devs if isinstance(d, dict)] if isinstance(devs, list) else []
     return KinetoMeta(str(path), rank, world, backend, base, groups, names, source)
@@ -796,7 +802,7 @@ class _Builder:
         bad = np.flatnonzero(np.abs(us) > MAX_TIME_US)
         if len(bad):
             raise TraceImportError(
-                f"{what} value {us[bad[0]]!r} us is out of range (beyond +-{MAX_TIME_US:.0e} us, ~{MAX_TIME_US / 3.156e13:.0f} years)",
+                f"{what} value {short(us[bad[0]])} us is out of range (beyond +-{MAX_TIME_US:.0e} us, ~{MAX_TIME_US / 3.156e13:.0f} years)",
                 path=self.path,
                 field=f"traceEvents[].{what}",
             )
@@ -892,6 +898,9 @@ def import_kineto_columns(path: Path | str, *, default_rank: int | None = None) 
     meta.events_in_file = stream.events_seen
     cols = builder.finish(meta.rank, meta.base_time_ns)
     meta.events_imported = len(cols)
+    if len(cols):
+        ts, dur = cols.ints["ts_ns"], cols.ints["dur_ns"]
+        meta.start_ns, meta.end_ns = int(ts.min()), int((ts + np.maximum(dur, 0)).max())
     return cols, meta
 
 

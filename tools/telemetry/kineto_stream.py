@@ -13,7 +13,9 @@ the chunk then goes through msgspec as before.
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,56 @@ except ImportError:  # pragma: no cover - isal is a dependency, but keep working
     _IsalGzipReader = None
     _IsalError = zlib.error
 
-MAX_TRACE_BYTES = 16 * 1024**3  # refuse to inflate more than this: a hostile .gz can expand 1000x
+# Refuse to inflate more than this: a hostile .gz can expand 1000x. Default: 4x a 1 GiB per-rank
+# trace (a long torch.profiler capture; the largest real trace in the test data inflates to 54 MB),
+# and never more than a quarter of RAM. KAT_MAX_TRACE_BYTES overrides it (bytes, or 512M, 8G).
+MAX_TRACE_ENV = "KAT_MAX_TRACE_BYTES"
+_DEFAULT_TRACE_BYTES = 4 * 1024**3
+_RAM_FRACTION = 4
+# The document before the event array (Kineto: schemaVersion, deviceProperties, distributedInfo)
+# is a few KB; a file without `"traceEvents"` in its first 64 MB is not a trace.
+MAX_HEADER_BYTES = 64 * 2**20
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parse_size(text: str) -> int:
+    """'1048576', '512M', '8G' -> bytes; ValueError naming the value otherwise."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    num = t[:-1] if mult > 1 else t
+    try:
+        n = int(float(num) * mult)
+    except ValueError:
+        raise ValueError(f"{MAX_TRACE_ENV}={text!r} is not a size (bytes, or e.g. 512M, 8G)") from None
+    if n <= 0:
+        raise ValueError(f"{MAX_TRACE_ENV}={text!r} must be positive")
+    return n
+
+
+def max_trace_bytes() -> int:
+    """The inflated-size cap for one trace file (env KAT_MAX_TRACE_BYTES, else the default)."""
+    from kat.knowledge.settings import settings
+
+    env = (settings().max_trace_bytes or "").strip()
+    if env:
+        return parse_size(env)
+    ram = _ram_bytes()
+    return min(_DEFAULT_TRACE_BYTES, ram // _RAM_FRACTION) if ram else _DEFAULT_TRACE_BYTES
+
+
+# A gzip trace that inflates more than this many times its size is a bomb: the real traces in
+# tests/data compress 16-19x (JSON of repeated kernel names), deflate's ceiling is ~1032x.
+MAX_GZIP_RATIO = 200
+_DEFLATE_MAX_RATIO = 1032
+_RATIO_AFTER_BYTES = 64 * 2**20  # judged once this much is inflated: small files are never refused by ratio
+
+MAX_TRACE_BYTES = _DEFAULT_TRACE_BYTES  # kept for callers that pass an explicit cap
 # A chunk is cut at the first event boundary CHUNK_BYTES on; the buffer is topped up READ_BYTES
 # at a time, so what is left after a cut (moved to the front) stays under READ_BYTES + one event.
 # The cuts depend on CHUNK_BYTES only (not on READ_BYTES): string tables are coded chunk by chunk,
@@ -44,6 +95,7 @@ _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _BOUNDARY = re.compile(rb"\}\s*,\s*(?=\{)")
 _ARRAY_END = re.compile(rb"\}\s*\]")
 _WS = b" \t\r\n"
+_WS_RUN = re.compile(rb"[ \t\r\n]*")
 # The buffer of a finished stream, for the next one: its pages are already mapped (a fresh
 # multi-MB buffer per file costs page faults and regrowth copies). Larger ones are let go.
 _SPARE: list[bytearray] = []
@@ -53,16 +105,40 @@ _SPARE_MAX_BYTES = 32 * 2**20
 class _ByteSource:
     """Inflated bytes of a plain or gzip file, read into the caller's buffer, with a total-size guard."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
-        self.max_bytes = max_bytes
         try:
-            self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+            self.max_bytes = max_bytes = max_bytes if max_bytes is not None else max_trace_bytes()
+        except ValueError as exc:  # a bad setting is named, with the file it stopped
+            raise TraceImportError(str(exc), path=path) from exc
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
             raise TraceImportError(f"cannot read file ({exc.strerror})", path=path) from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise TraceImportError("not a regular file (a FIFO, device or socket?)", path=path)
+        os.set_blocking(fd, True)
+        self._fh = os.fdopen(fd, "rb")
         head = self._fh.read(2)
-        self._fh.seek(0)
         self._reader: Any = self._fh
+        limit = f"the limit of {max_bytes:,} bytes ({MAX_TRACE_ENV})"
+        if head != b"\x1f\x8b" and st.st_size > max_bytes:
+            self._fh.close()
+            raise TraceImportError(f"file is {st.st_size:,} bytes, over {limit}; refusing", path=path)
+        if head == b"\x1f\x8b" and st.st_size >= 18:
+            # The gzip trailer holds the inflated size mod 2**32 of the last member: a lower
+            # bound of the real size, so a bomb is refused before a byte is inflated.
+            self._fh.seek(st.st_size - 4)
+            isize = int.from_bytes(self._fh.read(4), "little")
+            # A cut-off file ends inside the deflate data: its "trailer" is noise. Deflate cannot
+            # inflate more than ~1032x, so a trailer claiming more is not one.
+            if max_bytes < isize <= _DEFLATE_MAX_RATIO * st.st_size:
+                self._fh.close()
+                raise TraceImportError(f"decompresses to at least {isize:,} bytes (gzip trailer), over {limit}; refusing", path=path)
+        self._fh.seek(0)
         if head == b"\x1f\x8b":
             # Both readers check the CRC, read concatenated members and skip zero padding.
             self._reader = (
@@ -83,8 +159,16 @@ class _ByteSource:
             raise TraceImportError(f"corrupt gzip data ({exc})", path=self.path) from exc
         self.eof = not n
         self.total += n
+        if self._reader is not self._fh and self.total > _RATIO_AFTER_BYTES and self.total > MAX_GZIP_RATIO * max(self._fh.tell(), 1):
+            raise TraceImportError(
+                f"inflates over {MAX_GZIP_RATIO}x ({self._fh.tell():,} compressed bytes -> {self.total:,} so far): "
+                "a gzip bomb, not a trace; refusing",
+                path=self.path,
+            )
         if self.total > self.max_bytes:
-            raise TraceImportError(f"decompresses to more than {self.max_bytes} bytes; refusing", path=self.path)
+            raise TraceImportError(
+                f"decompresses to more than {self.max_bytes:,} bytes, the limit ({MAX_TRACE_ENV}); refusing", path=self.path
+            )
         return n
 
     def read(self) -> bytes:
@@ -134,7 +218,7 @@ class EventStream:
     to the front. No other copy of the data is made.
     """
 
-    def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int = MAX_TRACE_BYTES, native: Any = None) -> None:
+    def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int | None = None, native: Any = None) -> None:
         self.path = path
         self._native = native
         self._events_decoder = msgspec.json.Decoder(list[event_type])  # type: ignore[valid-type]
@@ -216,15 +300,26 @@ class EventStream:
 
     def _find_events(self) -> tuple[bytes, int, bool]:
         """(document text before the event array, position of its first event, a bare array?)."""
+        self._fill()
+        if bytes(self._buf[:3]) == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark is not JSON: skip it
+            self._drop_front(3)
+        searched = 0  # bytes already searched: each byte is looked at about once (linear, not quadratic)
         while True:
             more = self._fill()
             buf, n = self._buf, self._n
             stripped = bytes(buf[: min(64, n)]).lstrip(_WS)
             if stripped[:1] == b"[":
                 return b"", buf.index(b"[", 0, n) + 1, True
-            m = _EVENTS_KEY.search(buf, 0, n)
+            m = _EVENTS_KEY.search(buf, max(0, searched - 64), n)  # 64: the key and its `:` may straddle fills
+            searched = n
             if m:
                 return bytes(buf[: m.start()]), m.end(), False
+            if more and n > MAX_HEADER_BYTES:
+                raise TraceImportError(
+                    f"no 'traceEvents' list in the first {MAX_HEADER_BYTES // 2**20} MB: not a Chrome/Kineto trace",
+                    path=self.path,
+                    field="traceEvents",
+                )
             if not more:
                 if not bytes(buf[:n]).strip(_WS):
                     raise TraceImportError("file is empty", path=self.path)
@@ -245,9 +340,11 @@ class EventStream:
         buf = self._buf  # grows in place: always the same object
         while True:
             n = self._n
-            while pos < n and buf[pos] in _WS:
-                pos += 1
+            pos = _WS_RUN.match(buf, pos, n).end()  # type: ignore[union-attr] - matches the empty string too
             if pos >= n:
+                # Only whitespace so far: forget it before reading on, so padding cannot grow the buffer.
+                self._drop_front(pos)
+                pos = 0
                 if not self._fill():
                     raise self._bad_json(pos)
                 continue

@@ -8,7 +8,9 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kat.tools.telemetry.errors import BundleError
+from kat.tools.telemetry.errors import BundleError, short
+
+MAX_RANK = 2**31 - 1  # ranks (and GPU indexes) are int32 in the canonical trace schema
 
 
 class _Open(BaseModel):
@@ -34,7 +36,7 @@ class TimeWindow(_Open):
 
 
 class GpuInfo(_Open):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=MAX_RANK)
     model: str | None = None
     numa_node: int | None = None
 
@@ -45,7 +47,7 @@ class HostInfo(_Open):
 
 
 class WorkerInfo(_Open):
-    rank: int = Field(ge=0)
+    rank: int = Field(ge=0, le=MAX_RANK)
     host: str | None = None
     gpu: int | None = None
     pid: int | None = None
@@ -92,14 +94,23 @@ class IncidentManifest(_Open):
 def load_manifest(path: Path) -> IncidentManifest:
     """Parse and validate `incident.json`; errors name the file and the field."""
     try:
-        raw = orjson.loads(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the manifest ({exc.strerror})", path=path) from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark (Windows editors) is not part of the JSON
+    try:
+        raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BundleError(f"not valid JSON ({exc})", path=path) from exc
     if not isinstance(raw, dict):
-        raise BundleError(f"expected a JSON object, got {type(raw).__name__}", path=path)
+        kind = {"list": "an array", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}.get(
+            type(raw).__name__, "null"
+        )
+        raise BundleError(f"the manifest must be a JSON object ({{...}}), but it is {kind}", path=path)
     try:
         return IncidentManifest.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
-        raise BundleError(f"{err['msg']} (got {str(err.get('input'))[:80]!r})", path=path, field=field) from exc
+        raise BundleError(f"{err['msg']} (got {short(err.get('input'))})", path=path, field=field) from exc

@@ -243,39 +243,21 @@ def _downsample(ts: np.ndarray, v: np.ndarray, max_points: int) -> tuple[list[tu
 
 
 def query_metrics(bundle: Bundle, q: MetricQuery) -> MetricQueryResult:
-    m = bundle.metrics
-    src = str(bundle.metrics_path) if bundle.metrics_path else f"{bundle.root} (no metrics file)"
-    searched = f"metric {q.name!r} in {src}"
-    if m.empty:
-        return MetricQueryResult(status="no_data", query=q, searched=searched, message="the bundle has no metrics")
-    names = m["name"].cat.categories
-    if q.name in names:
-        chosen = [q.name]
-    else:
-        try:
-            pat = compile_pattern(q.name, "name")
-        except ValueError as exc:
-            return MetricQueryResult(status="error", query=q, searched=searched, message=str(exc))
-        chosen = [n for n in names if pat.search(n)]
-    if not chosen:
-        close = [n for n in names if any(tok in n.lower() for tok in re.split(r"[^a-z0-9]+", q.name.lower()) if len(tok) > 3)][:10]
-        return MetricQueryResult(
-            status="no_data",
-            query=q,
-            searched=searched,
-            message=f"no metric named or matching {q.name!r}; similar names: {close or sorted(names)[:10]}",
-        )
-    mask = m["name"].isin(chosen).to_numpy().copy()  # pandas hands out read-only views
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    # The bundle's file or Prometheus: one API (tools/telemetry/metric_source.py).
+    got = metric_source_of(bundle).select(q.name, q.start_ns, q.end_ns)
+    searched = got.searched
+    if got.status != "ok" or got.frame is None:
+        return MetricQueryResult(status=got.status, query=q, searched=searched, message=got.message)
+    chosen, m = got.chosen, got.frame
+    mask = np.ones(len(m), dtype=bool)
     if q.host is not None:
         mask &= (m["host"] == q.host).to_numpy()
     if q.gpu is not None:
         mask &= (m["gpu"] == q.gpu).to_numpy()
     if q.rank is not None:
         mask &= (m["rank"] == q.rank).to_numpy()
-    if q.start_ns is not None:
-        mask &= (m["ts_ns"] >= q.start_ns).to_numpy()
-    if q.end_ns is not None:
-        mask &= (m["ts_ns"] < q.end_ns).to_numpy()
     sel = m.loc[mask]
     if sel.empty:
         return MetricQueryResult(

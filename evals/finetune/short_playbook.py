@@ -16,8 +16,9 @@ what decides the case in two Analyzer replies, both run for real through the age
    knowledge-base ids are dropped). The graph's own validator checks the remapped Diagnosis
    against the short trajectory's evidence ledger.
 
-Run the tuned model with the same prompt and tools: the env of `SHORT_ENV` (KAT_SYSTEM_PROMPT,
-KAT_ANALYZER_TOOLS; agent/backends/llm.py), recorded in the data manifest's `serve_env`.
+Run the tuned model with the same prompt and tools: the agent's `SMALL` serving contract
+(agent/backends/contract.py); `SHORT_ENV` states it as KAT_SYSTEM_PROMPT and KAT_ANALYZER_TOOLS,
+recorded in the data manifest's `serve_env`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import json
 import re
 from typing import Any
 
-SYSTEM_PROMPT = "system_small"
-TOOLS = ("outpost_detect", "metric_lookup", "log_search")
+from kat.agent.backends.contract import SMALL
+
+SYSTEM_PROMPT = SMALL.system_prompt
+TOOLS = SMALL.tools
 # Exactly as written in prompts/system_small.md (tests check it).
 METRICS_RE = (
     "TEMP|THROTTLE|SM_CLOCK|POWER_MGMT|XID|ECC_DBE|NVLINK_CRC|PCIE_REPLAY|LINK_GEN|Retrans|transmit_wait|"
@@ -37,7 +40,7 @@ LOGS_RE = (
     "thermal|power limit|clocks locked|xid|double bit|nvlink|aer:|pcie bus|net/ib|rt throttling|affinity|"
     "gc pause|gil|detokenizer|nvme|lora adapter|offload|not enough kv|preempted|request batch|avg prompt [0-9]+ tokens"
 )
-SHORT_ENV = {"KAT_SYSTEM_PROMPT": SYSTEM_PROMPT, "KAT_ANALYZER_TOOLS": ",".join(TOOLS)}
+SHORT_ENV = SMALL.model_copy(update={"tool_result_chars": None}).env()  # compaction comes from the data config
 # Which short-trajectory step's evidence stands in for a full-trajectory tool (None: dropped).
 _KIND = {"outpost_detect": 0, "trace_slice": 0, "metric_lookup": 1, "log_search": 2, "knowledge_search": None}
 

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
+PROMETHEUS_HELP = "read metrics from this Prometheus (base URL) instead of the bundle's file; auth from KAT_PROMETHEUS_*"
 
 
 def default_chat_db() -> Path:
-    base = os.environ.get("KAT_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "kat")
-    return Path(base) / "chat.sqlite"
+    from kat.knowledge.settings import settings
+
+    return settings().state_db("chat.sqlite")
 
 
 def _session(
-    path: Path, analyzer: str, base_url: str | None, model: str | None, max_steps: int, time_budget: float, db: Path | None = None
+    path: Path,
+    analyzer: str,
+    base_url: str | None,
+    model: str | None,
+    max_steps: int,
+    time_budget: float,
+    db: Path | None = None,
+    prometheus: str | None = None,
 ):  # type: ignore[no-untyped-def]
     from kat.agent.graph import AgentConfig
     from kat.agent.session import Session
@@ -27,13 +36,14 @@ def _session(
 
     opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
     try:
-        return Session(path, analyzer, config=AgentConfig(max_steps=max_steps, time_budget_s=time_budget), db=db, **opts)
+        cfg = AgentConfig(max_steps=max_steps, time_budget_s=time_budget)
+        return Session(path, analyzer, config=cfg, db=db, prometheus=prometheus, **opts)
     except BundleError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     except (ImportError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _progress(quiet: bool):  # type: ignore[no-untyped-def]
@@ -69,19 +79,27 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(24, "--max-steps", help="Analyzer step budget"),
         time_budget: float = typer.Option(300.0, "--time-budget", help="seconds"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     ) -> None:
         """Find the root cause of an incident and the causal chain behind it."""
-        s = _session(path, analyzer, base_url, model, max_steps, time_budget)
+        from kat.agent.backends.llm import BackendUnreachable
+
+        s = _session(path, analyzer, base_url, model, max_steps, time_budget, prometheus=prometheus)
         try:
             d = s.diagnose(on_event=_progress(quiet or json_out))
+        except BackendUnreachable as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
         finally:
             s.close()
         if json_out:
             sys.stdout.write(d.model_dump_json(indent=2) + "\n")
-            return
-        from kat.agent.render import print_diagnosis
+        else:
+            from kat.agent.render import print_diagnosis
 
-        print_diagnosis(Console(), d)
+            print_diagnosis(Console(), d)
+        if d.missing_data and (d.status == "partial" or d.root_cause.category == "undetermined"):
+            raise typer.Exit(1)  # a source failed and the rest of the evidence did not suffice
 
     @app.command("chat")
     def chat_cmd(
@@ -93,13 +111,14 @@ def register(app: typer.Typer) -> None:
         db: Path | None = typer.Option(None, "--db", help="SQLite file for conversations (default: cache dir)"),
         max_steps: int = typer.Option(24, "--max-steps"),
         time_budget: float = typer.Option(300.0, "--time-budget"),
+        prometheus: str | None = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     ) -> None:
         """Diagnose, then answer follow-up questions (one per line on stdin; 'exit' or EOF ends). Resumable."""
         from kat.agent.diagnosis import Diagnosis
         from kat.agent.render import print_diagnosis
 
         out = Console()
-        s = _session(path, analyzer, base_url, model, max_steps, time_budget, db=db or default_chat_db())
+        s = _session(path, analyzer, base_url, model, max_steps, time_budget, db=db or default_chat_db(), prometheus=prometheus)
         try:
             tid = thread or uuid.uuid4().hex[:12]
             st = s.state(tid)
@@ -107,7 +126,13 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[bold red]error:[/] thread {tid} belongs to another incident ({st.get('bundle')})")
                 raise typer.Exit(2)
             if not st.get("diagnosis"):
-                d = s.diagnose(thread_id=tid, on_event=_progress(False))
+                from kat.agent.backends.llm import BackendUnreachable
+
+                try:
+                    d = s.diagnose(thread_id=tid, on_event=_progress(False))
+                except BackendUnreachable as exc:
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                    raise typer.Exit(3) from None
                 print_diagnosis(out, d)
             else:
                 n = len(st.get("ledger") or [])
@@ -127,7 +152,13 @@ def register(app: typer.Typer) -> None:
                     continue
                 if q.lower() in ("exit", "quit", ":q"):
                     break
-                answer = s.ask(q, tid, on_event=_progress(False))
+                try:
+                    answer = s.ask(q, tid, on_event=_progress(False))
+                except Exception as exc:  # one bad question must not end the conversation
+                    from kat.agent.errors import one_line
+
+                    err.print(f"[bold red]error:[/] that question failed: {escape(one_line(exc))}", highlight=False, markup=True)
+                    continue
                 out.print(answer, highlight=False, markup=False)
         finally:
             s.close()

@@ -1,4 +1,4 @@
-"""`kat finetune serve` and `kat finetune compare` (added to the `finetune` app by evals/finetune/cli.py)."""
+"""`kat finetune serve` and `kat finetune compare` (added to the `finetune` app by evals/cli/finetune.py)."""
 
 from __future__ import annotations
 

@@ -61,11 +61,12 @@ def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, co
 
 def _llm_reachable(base_url: str | None) -> str | None:
     """None when an OpenAI-compatible server answers /models, else why not (a quick probe, 3 s)."""
-    import os
     import urllib.error
     import urllib.request
 
-    url = (base_url or os.environ.get("KAT_OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/") + "/models"
+    from kat.knowledge.settings import settings
+
+    url = (base_url or settings().openai_base_url).rstrip("/") + "/models"
     try:
         urllib.request.urlopen(url, timeout=3).read(64)  # noqa: S310 - a user-given local endpoint
         return None
@@ -101,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=json_out)
         if suite == "kb":
-            from kat.knowledge.cli import print_eval
+            from kat.agent.cli.kb import print_eval
 
             raise typer.Exit(print_eval(json_out=json_out))
         if suite == "detection" or detector:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 _INDEX_HELP = "index directory (default: $KAT_KB_DIR, $KAT_CACHE_DIR/kb or ~/.cache/kat/kb)"
 
@@ -34,8 +35,8 @@ def register(app: typer.Typer) -> None:
         try:
             report = KnowledgeBase(index_dir).build(force=force)
         except (KnowledgeBaseError, CorpusError) as exc:
-            _console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2)
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
         if json_out:
             sys.stdout.write(report.model_dump_json(indent=2) + "\n")
             return
@@ -59,6 +60,9 @@ def register(app: typer.Typer) -> None:
         """Search the knowledge base."""
         from kat.knowledge.kb import KnowledgeBase
 
+        if mode != "lexical" and not json_out:
+            # A cold process loads the sentence-embedding model first (seconds); say so, not a silent wait.
+            _console(stderr=True).print("[dim]loading the embedding model (a warm process answers in well under a second)…[/]")
         res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component, mode=mode)  # type: ignore[arg-type]
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")

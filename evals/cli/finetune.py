@@ -57,7 +57,7 @@ def build_app() -> typer.Typer:
         trajectory: str = typer.Option(
             "short",
             "--trajectory",
-            help="short: 3-step playbook for small models (evals/finetune/playbook.py) | full: whole rules trajectories",
+            help="short: 3-step playbook for small models (evals/finetune/short_playbook.py) | full: whole rules trajectories",
         ),
         agent_steps: int = typer.Option(
             6,
@@ -143,7 +143,7 @@ def build_app() -> typer.Typer:
             _fail(exc)
 
     try:  # serving/comparison commands live in their own module (another part of the pipeline)
-        from kat.evals.finetune.serve_cli import add_commands
+        from kat.evals.cli.finetune_serve import add_commands
     except ImportError:
         pass
     else:

@@ -1,0 +1,8 @@
+"""The hostile corpus runs commands in-process (fast) and a few as real subprocesses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
