@@ -273,10 +273,9 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
     evidence = []
     cited = [i for link in chain for i in link["evidence"]] + [i for alt in alts for i in alt["evidence"]]
     for i in cited:
-        if True:
-            e = next((x for x in ledger if x.id == i), None)
-            if e and all(i != x["id"] for x in evidence):
-                evidence.append({"id": i, "tool": e.tool, "query": e.query, "summary": e.summary[:300]})
+        e = next((x for x in ledger if x.id == i), None)
+        if e and all(i != x["id"] for x in evidence):
+            evidence.append({"id": i, "tool": e.tool, "query": e.query, "summary": e.summary[:300]})
     return {
         "root_cause": {"category": cat, "component": COMPONENT_OF[cat], "ranks": ranks, "hosts": hosts, "summary": summary},
         "causal_chain": chain,

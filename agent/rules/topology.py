@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from kat.tools.telemetry.manifest import IncidentManifest
 
 _RANK_RE = re.compile(r"\brank[ =#:]*(\d+)", re.IGNORECASE)
-_PCI_RE = re.compile(r"(?:PCI:)?([0-9a-f]{4,8}:)?([0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f])", re.IGNORECASE)
+# NVRM writes 'PCI:0000:3b:00' (domain:bus:device), the kernel '0000:3b:00.0': compare bus:device.
+_PCI_RE = re.compile(r"(?:PCI:)?(?:[0-9a-f]{4,8}:)?([0-9a-f]{2}:[0-9a-f]{2})(?:\.[0-9a-f])?\b", re.IGNORECASE)
 _GPU_RE = re.compile(r"\bGPU\s*#?(\d+)\b")
 
 
@@ -18,7 +19,7 @@ class Topo:
     rank_of_gpu: dict[tuple[str, int], int] = field(default_factory=dict)
     groups: list[list[int]] = field(default_factory=list)  # tp + pp groups
     ranks: list[int] = field(default_factory=list)
-    rank_of_pci: dict[tuple[str, str], int] = field(default_factory=dict)  # (host, 'bb:dd.f') -> rank
+    rank_of_pci: dict[tuple[str, str], int] = field(default_factory=dict)  # (host, 'bb:dd') -> rank
 
     @classmethod
     def from_manifest(cls, m: IncidentManifest, ranks: list[int]) -> Topo:
@@ -33,7 +34,7 @@ class Topo:
             for g in h.gpus:
                 bus = str((g.model_extra or {}).get("pci_bus_id") or "").lower()
                 if bus:
-                    pci[(h.name, g.index)] = bus[-7:]
+                    pci[(h.name, g.index)] = bus[-7:-2]  # bus:device
         t.rank_of_pci = {(k[0], pci[k]): r for k, r in t.rank_of_gpu.items() if k in pci}
         t.groups = [list(g) for g in m.topology.groups.tp + m.topology.groups.pp if g]
         return t
@@ -74,7 +75,7 @@ class Topo:
         """Ranks a host-level line names: 'rank N', the PCI bus id of a worker's GPU, or 'GPU N' on its host."""
         out = {int(m.group(1)) for m in _RANK_RE.finditer(text) if int(m.group(1)) in self.ranks}
         for m in _PCI_RE.finditer(text):
-            bus = m.group(2).lower()
+            bus = m.group(1).lower()
             hits = {r for (h, b), r in self.rank_of_pci.items() if b == bus and (not hosts or h in hosts)}
             if len(hits) == 1:  # the same bus id on several hosts names nobody
                 out |= hits
