@@ -70,6 +70,26 @@ def _segment(ts: np.ndarray, v: np.ndarray, events: bool = False) -> tuple[int, 
     return int(ts[i]), end
 
 
+def _against_peers(s: Series, win: tuple[int, int], peers: list[Series]) -> tuple[int, int]:
+    """For a step change, the side of the step where the series departs most from its peers."""
+    t0, t1 = int(s.ts[0]), int(s.ts[-1]) + 1
+    if win[0] > t0 and win[1] < t1:
+        return win  # a bump inside the series: no ambiguity
+    other = (win[1], t1) if win[0] <= t0 else (t0, win[0])
+    if other[1] <= other[0]:
+        return win
+
+    def gap(w: tuple[int, int]) -> float:
+        own = s.values[(s.ts >= w[0]) & (s.ts < w[1])]
+        vals = [p.values[(p.ts >= w[0]) & (p.ts < w[1])] for p in peers]
+        ref = [float(np.nanmean(v)) for v in vals if v.size]
+        if own.size == 0 or not ref:
+            return 0.0
+        return abs(float(np.nanmean(own)) - float(np.median(ref)))
+
+    return other if gap(other) > 1.5 * gap(win) else win
+
+
 def _bits(v: np.ndarray) -> set[str]:
     out: set[str] = set()
     for x in v[~np.isnan(v)]:
@@ -90,6 +110,10 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
         by_name.setdefault(s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k.lower() in ("mode", "generation", "quantile", "le", "ctxswitchtype", "cpu_mode")), []).append(s)
     for group in by_name.values():
         wins = {id(s): ((start_ns, end_ns) if start_ns is not None and end_ns is not None else _segment(s.ts, s.values, s.counter)) for s in group}
+        if start_ns is None and len(group) > 1:
+            for s in group:
+                if wins[id(s)] is not None:
+                    wins[id(s)] = _against_peers(s, wins[id(s)], [p for p in group if p is not s])
         stats: list[tuple[Series, dict, tuple[int, int]]] = []
         for s in group:
             win = wins[id(s)]

@@ -177,8 +177,13 @@ def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo, c
     if cat == "host_cpu_contention":
         # The starved workers (their own CPU down, involuntary switches up) or the confident suspects on that host.
         hosts = {h for f in fs for h in f.hosts if h}
-        sus = [r for r, _ in suspects(ledger, cfg) if not hosts or topo.host_of.get(r) in hosts]
-        return direct or sus[:1]
+        e = next((x for x in ledger if x.tool == "outpost_detect" and x.status == "ok"), None)
+        conf = {int(x["rank"]): float(x.get("confidence", 0)) for x in (e.data.get("suspects", []) if e else [])}
+        top = max(conf.values(), default=0.0)
+        # Several workers can share the contended cores: every suspect near the leading one, on that host.
+        flagged = {int(x["rank"]) for x in (e.data.get("anomalies", []) if e else []) if x.get("component") == "host_cpu"}
+        sus = sorted(r for r in flagged if top >= cfg.suspect_conf_min and (not hosts or topo.host_of.get(r) in hosts))
+        return direct or sus
     if direct:
         return direct
     return [r for r, _ in suspects(ledger, cfg)][:1]
