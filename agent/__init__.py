@@ -6,10 +6,13 @@ d = diagnose("path/to/incident", analyzer="rules")   # -> agent.diagnosis.Diagno
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kat.agent.diagnosis import Diagnosis
 
 
-def diagnose(path: Any, analyzer: str = "rules", **options: Any):  # type: ignore[no-untyped-def]
+def diagnose(path: Any, analyzer: str = "rules", **options: Any) -> Diagnosis:
     """Diagnose one incident bundle (lazy import: the CLI's help stays light)."""
     from kat.agent.session import diagnose as _diagnose
 

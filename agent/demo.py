@@ -29,13 +29,13 @@ def run_demo(console: Console) -> int:
             )
     console.rule("KAT demo 2/2: diagnose a simulated incident with the offline `rules` Analyzer")
     from kat.agent.render import print_diagnosis
-    from kat.agent.session import Session
+    from kat.agent.session import ProgressEvent, Session
 
     t0 = time.time()
     s = Session(DEMO_INCIDENT, "rules")
     console.print(f"incident: {s.ctx.bundle.manifest.id}: {s.ctx.bundle.manifest.symptom}", highlight=False)
 
-    def show(ev) -> None:  # type: ignore[no-untyped-def]
+    def show(ev: ProgressEvent) -> None:
         if ev.kind in ("tool_call", "accepted", "rejected", "partial"):
             console.print(f"  {'->' if ev.kind == 'tool_call' else '  '} {ev.text}", highlight=False, markup=False)
 

@@ -23,8 +23,9 @@ class RootCause(_Strict):
     category: Category = Field(description="taxonomy category; 'none' = healthy, 'workload_shift' = legitimate load change")
     component: str = Field(
         "",
-        description="gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' "
-        "(filled from the category when empty)",
+        description=(
+            "gpu, gpu_memory, nvlink, pcie, network, host_cpu, host_memory, storage, software or '-' (filled from the category when empty)"
+        ),
     )
     ranks: list[int] = Field(default_factory=list, description="affected ranks (the culprits, not the peers that wait)")
     hosts: list[str] = Field(default_factory=list)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field, ValidationError
 
 from kat import prompts
@@ -179,196 +182,198 @@ def validate_diagnosis(args: dict, ledger: list[LedgerEntry], quality: DataQuali
     return out, ""
 
 
-def build_graph(  # type: ignore[no-untyped-def]
+def data_quality(quality: QualityFn | None) -> DataQuality | None:
+    """The bundle's data quality, or a note saying why it could not be assessed (never an exception)."""
+    if quality is None:
+        return None
+    try:
+        return quality()
+    except Exception as exc:  # reporting quality must never end the graph in a crash
+        q = DataQuality()
+        q.notes.append(f"data quality could not be assessed: {type(exc).__name__}: {str(exc)[:200]}")
+        return q
+
+
+def over_budget(state: AgentState, cfg: AgentConfig) -> str:
+    """Why this turn must stop (step or time budget), or "" while it may go on."""
+    if state.get("turn_steps", 0) >= cfg.max_steps:
+        return f"step budget exhausted ({cfg.max_steps} Analyzer steps)"
+    started = state.get("turn_started") or time.time()
+    if time.time() - started > cfg.time_budget_s:
+        return f"time budget exhausted ({cfg.time_budget_s:.0f} s)"
+    return ""
+
+
+# -- nodes -------------------------------------------------------------------------------------
+def analyzer_node(state: AgentState, analyzer: Analyzer, cfg: AgentConfig) -> dict:
+    """One Analyzer step (text and/or tool calls), unless a budget is spent."""
+    reason = over_budget(state, cfg)
+    if reason:
+        return {"stop_reason": reason}
+    out = analyzer.step(state, cfg)
+    update: dict = {"messages": [bounded_calls(out.message)], "turn_steps": state.get("turn_steps", 0) + 1}
+    if out.hypotheses is not None:
+        update["hypotheses"] = out.hypotheses
+    return update
+
+
+def _error_reply(content: str, call_id: str, name: str) -> ToolMessage:
+    return ToolMessage(content=content, tool_call_id=call_id, name=name, status="error")
+
+
+def _unparsed_replies(msg: AIMessage | None, what: str) -> list[ToolMessage]:
+    """An error reply for each call the model's output could not be parsed into."""
+    return [
+        _error_reply(
+            f"{what}: {call.get('error') or 'malformed arguments'}", call.get("id") or "invalid", str(call.get("name") or "unknown")
+        )
+        for call in _invalid(msg)
+    ]
+
+
+def run_tool_call(call: dict, tools: dict[str, AgentTool], evidence_id: str) -> tuple[ToolMessage, LedgerEntry | None]:
+    """One tool call: the reply, and the ledger entry when the tool ran (arguments are validated here, once)."""
+    name, args = call["name"], call.get("args") or {}
+    tool = tools.get(name)
+    if tool is None:
+        return _error_reply(f"error: unknown tool {name!r}; tools: {sorted(tools) + [SUBMIT]}", call["id"], name), None
+    try:
+        parsed = tool.validate(args)
+    except ValidationError as exc:
+        return _error_reply(f"error: invalid arguments for {name}: {exc}. Correct them and call again.", call["id"], name), None
+    res = tool.call(parsed)
+    res.evidence_id = evidence_id
+    kb = [h.get("kb_id") for h in res.data.get("hits", []) if isinstance(h, dict) and h.get("kb_id")]
+    entry = LedgerEntry(
+        id=evidence_id,
+        tool=name,
+        query=json.dumps(res.query, sort_keys=True, default=str),
+        status=res.status,
+        summary=res.summary or res.message,
+        data=res.data,
+        kb_ids=kb,
+    )
+    reply = ToolMessage(
+        content=res.render(),
+        tool_call_id=call["id"],
+        name=name,
+        artifact=res.model_dump(),
+        status="error" if res.status == "error" else "success",
+    )
+    return reply, entry
+
+
+def tools_node(state: AgentState, tools: dict[str, AgentTool]) -> dict:
+    """Run the last Analyzer message's tool calls; each executed call gets the next evidence id."""
+    msg = _last_ai(state)
+    n = len(state.get("ledger") or [])
+    replies: list[ToolMessage] = [
+        _error_reply(
+            f"error: the call to {call.get('name')!r} could not be parsed: {call.get('error') or 'malformed arguments'}. "
+            f"Send the arguments as a JSON object matching the tool's schema.",
+            call.get("id") or "invalid",
+            str(call.get("name") or "unknown"),
+        )
+        for call in _invalid(msg)
+    ]
+    new_entries: list[dict] = []
+    for call in _calls(msg):
+        reply, entry = run_tool_call(call, tools, f"ev-{n + 1}")
+        replies.append(reply)
+        if entry is not None:
+            n += 1
+            new_entries.append(entry.model_dump())
+    failures = 0 if new_entries else state.get("failures", 0) + 1
+    return {"messages": replies, "ledger": new_entries, "failures": failures}
+
+
+def validate_node(state: AgentState, quality: QualityFn | None = None) -> dict:
+    """Check a submitted Diagnosis against the ledger: accepted, or rejected with the reason."""
+    msg = _last_ai(state)
+    replies = _unparsed_replies(msg, "error: unparseable tool call")
+    accepted = None
+    for call in _calls(msg):
+        if call["name"] != SUBMIT:
+            why = f"not run: {call['name']} was sent together with submit_diagnosis; submit_diagnosis must be the only call"
+            replies.append(_error_reply(why, call["id"], call["name"]))
+            continue
+        if accepted is not None:
+            replies.append(_error_reply("ignored: a diagnosis was already accepted", call["id"], SUBMIT))
+            continue
+        d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state), data_quality(quality))
+        if d is None:
+            replies.append(_error_reply(f"rejected: {reason}", call["id"], SUBMIT))
+        else:
+            accepted = d
+            replies.append(ToolMessage(content="accepted", tool_call_id=call["id"], name=SUBMIT))
+    if accepted is not None:
+        return {"messages": replies, "diagnosis": accepted.model_dump(), "failures": 0, "stop_reason": ""}
+    return {"messages": replies, "failures": state.get("failures", 0) + 1}
+
+
+def nudge_node(state: AgentState) -> dict:
+    """Remind an Analyzer that answered in text during a diagnosis to submit one."""
+    return {"messages": [HumanMessage(content=prompts.load("nudge"))], "failures": state.get("failures", 0) + 1}
+
+
+def finalize_node(state: AgentState, cfg: AgentConfig, quality: QualityFn | None = None) -> dict:
+    """The honest partial answer (or, in a chat turn, why no answer came)."""
+    reason = state.get("stop_reason") or f"{cfg.max_failures} consecutive invalid tool calls or rejected answers"
+    if state.get("mode") == "chat" and state.get("diagnosis"):
+        return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
+    d = partial_diagnosis(ledger_entries(state), reason)
+    q = data_quality(quality)
+    if q is not None:
+        d = with_data_quality(d, q)
+    return {"diagnosis": d.model_dump(), "stop_reason": reason, "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
+
+
+# -- routes ------------------------------------------------------------------------------------
+def after_analyzer(state: AgentState, cfg: AgentConfig) -> str:
+    if state.get("stop_reason"):
+        return "finalize"
+    msg = _last_ai(state)
+    calls = _calls(msg)
+    if any(c["name"] == SUBMIT for c in calls):
+        return "validate"
+    if calls or _invalid(msg):
+        return "tools"
+    if state.get("mode") == "chat" and state.get("diagnosis"):
+        return END  # a plain-text answer to a follow-up question
+    return "finalize" if state.get("failures", 0) + 1 >= cfg.max_failures else "nudge"
+
+
+def after_tools(state: AgentState, cfg: AgentConfig) -> str:
+    return "finalize" if state.get("failures", 0) >= cfg.max_failures else "analyzer"
+
+
+def after_validate(state: AgentState, cfg: AgentConfig) -> str:
+    msg = state["messages"][-1]
+    if isinstance(msg, ToolMessage) and state.get("diagnosis") and state.get("failures", 0) == 0:
+        return END
+    return "finalize" if state.get("failures", 0) >= cfg.max_failures else "analyzer"
+
+
+def build_graph(
     analyzer: Analyzer,
     tools: dict[str, AgentTool],
     config: AgentConfig | None = None,
-    checkpointer: Any = None,
+    checkpointer: BaseCheckpointSaver | None = None,
     quality: QualityFn | None = None,
-):
-    """Compile the agent graph for one incident's tools; `quality` gives the bundle's data quality."""
+) -> CompiledStateGraph:
+    """Compile the agent graph for one incident's tools: the nodes above, bound to this Analyzer and
+    budget; `quality` gives the bundle's data quality."""
     cfg = config or AgentConfig()
-
-    def data_quality() -> DataQuality | None:
-        if quality is None:
-            return None
-        try:
-            return quality()
-        except Exception as exc:  # reporting quality must never end the graph in a crash
-            q = DataQuality()
-            q.notes.append(f"data quality could not be assessed: {type(exc).__name__}: {str(exc)[:200]}")
-            return q
-
-    def over_budget(state: AgentState) -> str:
-        if state.get("turn_steps", 0) >= cfg.max_steps:
-            return f"step budget exhausted ({cfg.max_steps} Analyzer steps)"
-        started = state.get("turn_started") or time.time()
-        if time.time() - started > cfg.time_budget_s:
-            return f"time budget exhausted ({cfg.time_budget_s:.0f} s)"
-        return ""
-
-    def analyzer_node(state: AgentState) -> dict:
-        reason = over_budget(state)
-        if reason:
-            return {"stop_reason": reason}
-        out = analyzer.step(state, cfg)
-        update: dict = {"messages": [bounded_calls(out.message)], "turn_steps": state.get("turn_steps", 0) + 1}
-        if out.hypotheses is not None:
-            update["hypotheses"] = out.hypotheses
-        return update
-
-    def tools_node(state: AgentState) -> dict:
-        msg = _last_ai(state)
-        ledger = state.get("ledger") or []
-        n = len(ledger)
-        new_entries, replies, ok = [], [], 0
-        for call in _invalid(msg):
-            replies.append(
-                ToolMessage(
-                    content=f"error: the call to {call.get('name')!r} could not be parsed: {call.get('error') or 'malformed arguments'}. "
-                    f"Send the arguments as a JSON object matching the tool's schema.",
-                    tool_call_id=call.get("id") or "invalid",
-                    name=str(call.get("name") or "unknown"),
-                    status="error",
-                )
-            )
-        for call in _calls(msg):
-            name, args = call["name"], call.get("args") or {}
-            tool = tools.get(name)
-            if tool is None:
-                replies.append(
-                    ToolMessage(
-                        content=f"error: unknown tool {name!r}; tools: {sorted(tools) + [SUBMIT]}",
-                        tool_call_id=call["id"],
-                        name=name,
-                        status="error",
-                    )
-                )
-                continue
-            try:
-                tool.validate(args)
-            except ValidationError as exc:
-                replies.append(
-                    ToolMessage(
-                        content=f"error: invalid arguments for {name}: {exc}. Correct them and call again.",
-                        tool_call_id=call["id"],
-                        name=name,
-                        status="error",
-                    )
-                )
-                continue
-            res = tool.run(args)
-            n += 1
-            res.evidence_id = f"ev-{n}"
-            kb = [h.get("kb_id") for h in res.data.get("hits", []) if isinstance(h, dict) and h.get("kb_id")]
-            entry = LedgerEntry(
-                id=res.evidence_id,
-                tool=name,
-                query=json.dumps(res.query, sort_keys=True, default=str),
-                status=res.status,
-                summary=res.summary or res.message,
-                data=res.data,
-                kb_ids=kb,
-            )
-            new_entries.append(entry.model_dump())
-            replies.append(
-                ToolMessage(
-                    content=res.render(),
-                    tool_call_id=call["id"],
-                    name=name,
-                    artifact=res.model_dump(),
-                    status="error" if res.status == "error" else "success",
-                )
-            )
-            ok += 1
-        failures = 0 if ok else state.get("failures", 0) + 1
-        return {"messages": replies, "ledger": new_entries, "failures": failures}
-
-    def validate_node(state: AgentState) -> dict:
-        msg = _last_ai(state)
-        replies, accepted = [], None
-        for call in _invalid(msg):
-            replies.append(
-                ToolMessage(
-                    content=f"error: unparseable tool call: {call.get('error') or 'malformed arguments'}",
-                    tool_call_id=call.get("id") or "invalid",
-                    name=str(call.get("name") or "unknown"),
-                    status="error",
-                )
-            )
-        for call in _calls(msg):
-            if call["name"] != SUBMIT:
-                replies.append(
-                    ToolMessage(
-                        content=f"not run: {call['name']} was sent together with submit_diagnosis; submit_diagnosis must be the only call",
-                        tool_call_id=call["id"],
-                        name=call["name"],
-                        status="error",
-                    )
-                )
-                continue
-            if accepted is not None:
-                replies.append(
-                    ToolMessage(content="ignored: a diagnosis was already accepted", tool_call_id=call["id"], name=SUBMIT, status="error")
-                )
-                continue
-            d, reason = validate_diagnosis(call.get("args") or {}, ledger_entries(state), data_quality())
-            if d is None:
-                replies.append(ToolMessage(content=f"rejected: {reason}", tool_call_id=call["id"], name=SUBMIT, status="error"))
-            else:
-                accepted = d
-                replies.append(ToolMessage(content="accepted", tool_call_id=call["id"], name=SUBMIT))
-        if accepted is not None:
-            return {"messages": replies, "diagnosis": accepted.model_dump(), "failures": 0, "stop_reason": ""}
-        return {"messages": replies, "failures": state.get("failures", 0) + 1}
-
-    def nudge_node(state: AgentState) -> dict:
-        return {"messages": [HumanMessage(content=prompts.load("nudge"))], "failures": state.get("failures", 0) + 1}
-
-    def finalize_node(state: AgentState) -> dict:
-        reason = state.get("stop_reason") or f"{cfg.max_failures} consecutive invalid tool calls or rejected answers"
-        if state.get("mode") == "chat" and state.get("diagnosis"):
-            return {"messages": [AIMessage(content=f"I stopped before answering: {reason}.")], "stop_reason": reason}
-        d = partial_diagnosis(ledger_entries(state), reason)
-        q = data_quality()
-        if q is not None:
-            d = with_data_quality(d, q)
-        return {"diagnosis": d.model_dump(), "stop_reason": reason, "messages": [AIMessage(content=f"Partial answer: {reason}.")]}
-
-    def after_analyzer(state: AgentState) -> str:
-        if state.get("stop_reason"):
-            return "finalize"
-        msg = _last_ai(state)
-        calls = _calls(msg)
-        if any(c["name"] == SUBMIT for c in calls):
-            return "validate"
-        if calls or _invalid(msg):
-            return "tools"
-        if state.get("mode") == "chat" and state.get("diagnosis"):
-            return END  # a plain-text answer to a follow-up question
-        return "finalize" if state.get("failures", 0) + 1 >= cfg.max_failures else "nudge"
-
-    def after_tools(state: AgentState) -> str:
-        if state.get("failures", 0) >= cfg.max_failures:
-            return "finalize"
-        return "analyzer"
-
-    def after_validate(state: AgentState) -> str:
-        msg = state["messages"][-1]
-        if isinstance(msg, ToolMessage) and state.get("diagnosis") and state.get("failures", 0) == 0:
-            return END
-        return "finalize" if state.get("failures", 0) >= cfg.max_failures else "analyzer"
-
     g = StateGraph(AgentState)
-    g.add_node("analyzer", analyzer_node)
-    g.add_node("tools", tools_node)
-    g.add_node("validate", validate_node)
+    g.add_node("analyzer", partial(analyzer_node, analyzer=analyzer, cfg=cfg))
+    g.add_node("tools", partial(tools_node, tools=tools))
+    g.add_node("validate", partial(validate_node, quality=quality))
     g.add_node("nudge", nudge_node)
-    g.add_node("finalize", finalize_node)
+    g.add_node("finalize", partial(finalize_node, cfg=cfg, quality=quality))
     g.add_edge(START, "analyzer")
-    g.add_conditional_edges("analyzer", after_analyzer, ["tools", "validate", "nudge", "finalize", END])
-    g.add_conditional_edges("tools", after_tools, ["analyzer", "finalize"])
-    g.add_conditional_edges("validate", after_validate, ["analyzer", "finalize", END])
+    g.add_conditional_edges("analyzer", partial(after_analyzer, cfg=cfg), ["tools", "validate", "nudge", "finalize", END])
+    g.add_conditional_edges("tools", partial(after_tools, cfg=cfg), ["analyzer", "finalize"])
+    g.add_conditional_edges("validate", partial(after_validate, cfg=cfg), ["analyzer", "finalize", END])
     g.add_edge("nudge", "analyzer")
     g.add_edge("finalize", END)
     return g.compile(checkpointer=checkpointer)

@@ -57,25 +57,5 @@ def render_rich(d: Diagnosis) -> Panel:
     return Panel(Group(*parts), title="KAT diagnosis", border_style="cyan")
 
 
-def render_text(d: Diagnosis) -> str:
-    rc = d.root_cause
-    lines = [
-        f"Root cause: {rc.category} ({rc.component}) ranks {rc.ranks} hosts {rc.hosts} confidence {d.confidence:.2f}"
-        + (f" [{d.status}]" if d.status != "complete" else ""),
-        rc.summary,
-    ]
-    for i, link in enumerate(d.causal_chain, 1):
-        lines.append(f"  {i}. {link.cause} -> {link.effect} [{', '.join(link.evidence)}]")
-    for a in d.alternatives_ruled_out:
-        lines.append(f"  not {a.category}: {a.why}")
-    for r in d.remediation:
-        lines.append(f"  fix: {r}")
-    if d.data_quality is not None:
-        lines += [f"  data: {x}" for x in d.data_quality.lines()]
-    for m in d.missing_data:
-        lines.append(f"  missing data: {m}")
-    return "\n".join(lines)
-
-
 def print_diagnosis(console: Console, d: Diagnosis) -> None:
     console.print(render_rich(d))

@@ -9,17 +9,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
 
 from kat import prompts
 from kat.agent.backends import make_analyzer
 from kat.agent.diagnosis import Diagnosis
-from kat.agent.graph import AgentConfig, build_graph
+from kat.agent.graph import AgentConfig, Analyzer, build_graph
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import UNTRUSTED_CLOSE, UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise
-from kat.tools.registry import make_tools
+from kat.tools.registry import AgentTool, make_tools
 from kat.tools.telemetry.metric_source import metric_source_of
 
 
@@ -66,7 +68,18 @@ def incident_brief(ctx: IncidentContext) -> str:
     return "\n".join([UNTRUSTED_NOTE, UNTRUSTED_OPEN, neutralise(json.dumps(info, default=str)), UNTRUSTED_CLOSE])
 
 
-def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
+class DiagnosisRun(NamedTuple):
+    """A finished diagnosis and the thread it lives on (follow-ups go to the same thread)."""
+
+    thread_id: str
+    diagnosis: Diagnosis
+
+
+def new_thread_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def open_checkpointer(db: Path | str | None) -> BaseCheckpointSaver:
     """SQLite checkpointer on a file (threads survive restarts), or in-memory when db is None."""
     if db is None:
         from langgraph.checkpoint.memory import InMemorySaver
@@ -84,7 +97,12 @@ def open_checkpointer(db: Path | str | None):  # type: ignore[no-untyped-def]
 
 
 class Session:
-    """One incident, one Analyzer, one graph; threads live in the checkpointer."""
+    """One incident, one Analyzer, one graph; threads live in the checkpointer.
+
+    The checkpointer is either opened here (`db`: an SQLite file, or in memory when None) and
+    closed by `close()`, or given (`checkpointer`: e.g. one saver a server shares between
+    sessions), in which case the caller owns it and `close()` leaves it open.
+    """
 
     def __init__(
         self,
@@ -93,10 +111,13 @@ class Session:
         *,
         config: AgentConfig | None = None,
         db: Path | str | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
         chat_model: Any = None,
         prometheus: str | None = None,
         **backend_options: Any,
     ):
+        if db is not None and checkpointer is not None:
+            raise ValueError("Session: give a db file or a checkpointer, not both")
         self.ctx = IncidentContext(Path(path), kb_mode=kb_mode_for(analyzer), prometheus=prometheus)
         _ = self.ctx.bundle  # fail early (BundleError) on a bad path
         self.tools = make_tools(self.ctx)
@@ -107,8 +128,18 @@ class Session:
             self.analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
-        self.checkpointer = open_checkpointer(db)
-        self.graph = build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
+        self._owns_checkpointer = checkpointer is None
+        self.checkpointer = checkpointer if checkpointer is not None else open_checkpointer(db)
+        self.graph = self._build()
+
+    def _build(self) -> CompiledStateGraph:
+        return build_graph(self.analyzer, self.tools, self.config, checkpointer=self.checkpointer, quality=self.ctx.bundle.quality)
+
+    def rebind(self, analyzer: Analyzer | None = None, tools: dict[str, AgentTool] | None = None) -> None:
+        """Run this session with another Analyzer and/or tool set (evaluations: ablations, scripted runs)."""
+        self.analyzer = analyzer or self.analyzer
+        self.tools = tools if tools is not None else self.tools
+        self.graph = self._build()
 
     # -- turns --------------------------------------------------------------------------------
     def _turn_input(self, message: HumanMessage, mode: str, fresh: bool) -> dict:
@@ -121,15 +152,12 @@ class Session:
         snap = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         return dict(snap.values or {})
 
-    def stream_diagnosis(self, thread_id: str | None = None) -> Iterator[ProgressEvent]:
-        thread_id = thread_id or uuid.uuid4().hex[:12]
-        self.thread_id = thread_id
+    def stream_diagnosis(self, thread_id: str) -> Iterator[ProgressEvent]:
         brief = prompts.render("incident", incident=incident_brief(self.ctx), max_steps=str(self.config.max_steps))
         inp = self._turn_input(HumanMessage(content=brief), "diagnose", fresh=True)
         yield from self._stream(inp, thread_id)
 
     def stream_question(self, question: str, thread_id: str) -> Iterator[ProgressEvent]:
-        self.thread_id = thread_id
         inp = self._turn_input(HumanMessage(content=question), "chat", fresh=False)
         yield from self._stream(inp, thread_id)
 
@@ -139,17 +167,22 @@ class Session:
             for node, update in chunk.items():
                 yield from _events(node, update or {})
 
-    def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
+    def run_diagnosis(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> DiagnosisRun:
+        """Diagnose on `thread_id` (a new thread when None); returns the thread id and the Diagnosis."""
+        thread_id = thread_id or new_thread_id()
         for ev in self.stream_diagnosis(thread_id):
             if on_event:
                 on_event(ev)
-        d = self.state(self.thread_id).get("diagnosis")
+        d = self.state(thread_id).get("diagnosis")
         if not d:  # the graph always ends with one; guard against a broken backend anyway
             raise RuntimeError("the agent ended without a diagnosis")
         diagnosis = Diagnosis.model_validate(d)
         # e.g. Prometheus down: said, not hidden (data_quality already marks the metrics source degraded)
         diagnosis.missing_data = self.ctx.source_problems()
-        return diagnosis
+        return DiagnosisRun(thread_id, diagnosis)
+
+    def diagnose(self, thread_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None) -> Diagnosis:
+        return self.run_diagnosis(thread_id, on_event).diagnosis
 
     def ask(self, question: str, thread_id: str, on_event: Callable[[ProgressEvent], None] | None = None) -> str:
         for ev in self.stream_question(question, thread_id):
@@ -160,7 +193,8 @@ class Session:
         return str(last.content) if last is not None else ""
 
     def close(self) -> None:
-        conn = getattr(self.checkpointer, "conn", None)
+        """Close the checkpointer this session opened (a given one stays open)."""
+        conn = getattr(self.checkpointer, "conn", None) if self._owns_checkpointer else None
         if conn is not None:
             conn.close()
 

@@ -1,9 +1,9 @@
 """Run a function in a fresh process and measure wall time and peak memory of its process tree.
 
 Memory is PSS (proportional set size), summed over the process and its children, so pages that
-forked workers share with their parent are not counted twice. A fresh process per measurement keeps one tool's imports and caches from colouring the other's
-figures; the sampler sums PSS over the child and its own children (HTA parses ranks in a
-process pool).
+forked workers share with their parent are not counted twice. A fresh process per measurement
+keeps one tool's imports and caches from colouring the other's figures; the sampler sums PSS over
+the child and its own children (HTA parses ranks in a process pool).
 """
 
 from __future__ import annotations

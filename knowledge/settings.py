@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "KAT_"
 
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     )
     tool_result_chars: int | None = Field(None, ge=0, description="compact tool results to this many payload characters")
     api_token: str | None = Field(None, description="bearer token the HTTP API requires")
+    debug: bool = Field(False, description="show the traceback of an unexpected error instead of one line")
+    max_trace_bytes: str | None = Field(None, description="cap on one trace's inflated size: bytes, or 512M, 8G (default: 4 GiB, <= RAM/4)")
+    slack_retries: int = Field(8, ge=1, description="attempts to reach Slack before giving up (backoff 1 s doubling, <= 60 s)")
     mcp_token: str | None = Field(None, description="bearer token the MCP server's HTTP transport requires")
     public_base_url: str = Field(
         "", description="where people reach `kat serve` (e.g. https://kat.example.com): Slack replies link to its report page"
@@ -89,7 +92,14 @@ class Settings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def, override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment only: no .env file or secrets directory is read behind the user's back.
         return (init_settings, env_settings)
 

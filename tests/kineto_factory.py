@@ -27,7 +27,7 @@ def step_trace(
     gpu_t = base_us
     for s in range(steps):
         step_start = t
-        for layer in range(layers):
+        for _layer in range(layers):
             for opname, kname, coll in (
                 ("aten::mm", "sm90_xmma_gemm_bf16bf16_bf16f32", False),
                 ("record_param_comms", "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)", True),

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import orjson
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from kat.agent.demo import DEMO_INCIDENT
 from kat.agent.graph import AgentConfig
@@ -103,7 +103,7 @@ def test_text_without_submit_is_nudged_then_gives_up() -> None:
     assert any("submit_diagnosis" in str(x.content) for x in m.seen[-1])
 
 
-def _susceptible(messages) -> AIMessage:  # type: ignore[no-untyped-def]
+def _susceptible(messages: list[BaseMessage]) -> AIMessage:
     """A naive model: obeys 'ignore previous instructions' if it ever sees it outside quoted data."""
     for msg in messages[1:]:
         text = str(msg.content)

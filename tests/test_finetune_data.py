@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,9 +14,15 @@ from kat.evals.finetune.chat_format import assistant_spans, parse_tool_calls, re
 from kat.evals.finetune.data import SIZES, DataConfig, plan_cases, rules_trajectory  # noqa: E402
 from kat.evals.finetune.train import IGNORE, sft_sample  # noqa: E402
 
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
+
+    from kat.evals.finetune.data import Trajectory
+    from kat.evals.simulate.ground_truth import GroundTruth
+
 
 @pytest.fixture(scope="module")
-def tiny_tok(tmp_path_factory):  # type: ignore[no-untyped-def]
+def tiny_tok(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from transformers import AutoTokenizer
 
     from kat.evals.finetune.tiny import build_tiny_base
@@ -24,7 +31,7 @@ def tiny_tok(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def trajectory(tmp_path_factory):  # type: ignore[no-untyped-def]
+def trajectory(tmp_path_factory: pytest.TempPathFactory) -> tuple[GroundTruth, Trajectory]:
     from kat.evals.simulate import generate_incident
 
     d = tmp_path_factory.mktemp("inc") / "b"
@@ -54,7 +61,7 @@ def test_bad_config_names_the_field() -> None:
         DataConfig(tool_result_chars=-1)
 
 
-def test_trajectory_is_what_the_llm_analyzer_sees(trajectory) -> None:  # type: ignore[no-untyped-def]
+def test_trajectory_is_what_the_llm_analyzer_sees(trajectory: tuple[GroundTruth, Trajectory]) -> None:
     from kat import prompts
 
     gt, traj = trajectory
@@ -73,7 +80,7 @@ def test_trajectory_is_what_the_llm_analyzer_sees(trajectory) -> None:  # type: 
     assert calls == [x["tool_call_id"] for x in tool_msgs]
 
 
-def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -> None:  # type: ignore[no-untyped-def]
+def test_assistant_text_round_trips_through_hermes_parse(tiny_tok: Any, trajectory: tuple[GroundTruth, Trajectory]) -> None:
     _, traj = trajectory
     full, spans = assistant_spans(tiny_tok, traj.messages, traj.tools)
     assistants = [x for x in traj.messages if x["role"] == "assistant"]
@@ -91,7 +98,7 @@ def test_assistant_text_round_trips_through_hermes_parse(tiny_tok, trajectory) -
     Diagnosis.model_validate(calls[-1].arguments)
 
 
-def test_labels_cover_only_assistant_tokens(tiny_tok) -> None:  # type: ignore[no-untyped-def]
+def test_labels_cover_only_assistant_tokens(tiny_tok: Any) -> None:
     msgs = [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "diagnose"},
@@ -124,7 +131,7 @@ def test_labels_cover_only_assistant_tokens(tiny_tok) -> None:  # type: ignore[n
     assert len(cut.input_ids) == first + 3 and sum(lab != IGNORE for lab in cut.labels) == 3
 
 
-def test_template_accepts_string_arguments_like_vllm_history(tiny_tok) -> None:  # type: ignore[no-untyped-def]
+def test_template_accepts_string_arguments_like_vllm_history(tiny_tok: Any) -> None:
     as_dict = [
         {"role": "user", "content": "u"},
         {
@@ -147,7 +154,9 @@ def test_hermes_parse_rejects_what_vllm_rejects() -> None:
     assert calls[0].arguments == {"a": 1}
 
 
-def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_compact_tool_result_is_what_llm_analyzer_sends(
+    trajectory: tuple[GroundTruth, Trajectory], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from langchain_core.messages import ToolMessage
 
     from kat.agent.backends.llm import compact_messages, compact_tool_result
@@ -164,7 +173,7 @@ def test_compact_tool_result_is_what_llm_analyzer_sends(trajectory, monkeypatch)
 
 # -- the short playbook (small models) ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def short(tmp_path_factory):  # type: ignore[no-untyped-def]
+def short(tmp_path_factory: pytest.TempPathFactory) -> tuple[GroundTruth, Trajectory]:
     from kat.evals.finetune.data import short_trajectory
     from kat.evals.simulate import generate_incident
 
@@ -173,7 +182,7 @@ def short(tmp_path_factory):  # type: ignore[no-untyped-def]
     return gt, short_trajectory(d, tool_result_chars=300, max_steps=6, findings=True)
 
 
-def test_short_trajectory_is_two_real_replies(short) -> None:  # type: ignore[no-untyped-def]
+def test_short_trajectory_is_two_real_replies(short: tuple[GroundTruth, Trajectory]) -> None:
     from kat import prompts
     from kat.agent.diagnosis import Diagnosis
     from kat.evals.finetune import short_playbook as pb
@@ -275,7 +284,7 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
     assert out["confidence"] == 0.9
 
 
-def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[no-untyped-def]
+def test_short_data_env_and_template(tiny_tok: Any, short: tuple[GroundTruth, Trajectory]) -> None:
     from kat.evals.finetune.chat_format import SMALL_TEMPLATE_PATH, TEMPLATE_PATH, load_template
     from kat.evals.finetune.data import DataConfig, serve_env
 
@@ -293,13 +302,13 @@ def test_short_data_env_and_template(tiny_tok, short) -> None:  # type: ignore[n
     assert small.rsplit("</tools>", 1)[1] == std.rsplit("</tools>", 1)[1]
 
 
-def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch, short) -> None:  # type: ignore[no-untyped-def]
+def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch: pytest.MonkeyPatch, short: tuple[GroundTruth, Trajectory]) -> None:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
     from kat.agent.backends.llm import LLMAnalyzer
 
     class M(GenericFakeChatModel):
-        def bind_tools(self, tools, **kw):  # type: ignore[no-untyped-def]
+        def bind_tools(self, tools: list[Any], **kw: Any) -> M:
             self.__dict__["bound_names"] = [t.name for t in tools]
             return self
 
@@ -309,7 +318,7 @@ def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch, short) -> Non
         def __init__(self, n: str) -> None:
             self.n = n
 
-        def as_langchain(self):  # type: ignore[no-untyped-def]
+        def as_langchain(self) -> StructuredTool:
             from langchain_core.tools import StructuredTool
 
             return StructuredTool.from_function(func=lambda: "", name=self.n, description=self.n)

@@ -48,7 +48,7 @@ def _conv(i: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from kat.evals.finetune.tiny import build_tiny_base
 
     root = tmp_path_factory.mktemp("ft")
@@ -109,7 +109,7 @@ def test_shipped_configs_validate() -> None:
         assert cfg.sft.steps > 0
 
 
-def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
+def test_train_resume_and_export(setup: tuple[Path, Path]) -> None:
     from kat.evals.finetune.artifacts import latest_checkpoint
     from kat.evals.finetune.train import train
 
@@ -144,7 +144,7 @@ def test_train_resume_and_export(setup) -> None:  # type: ignore[no-untyped-def]
     assert merged.config.vocab_size == base.config.vocab_size
 
 
-def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyped-def]
+def test_export_command_from_checkpoint(setup: tuple[Path, Path]) -> None:
     from kat.evals.finetune.export import export_checkpoint
 
     root, cfg_path = setup
@@ -157,7 +157,7 @@ def test_export_command_from_checkpoint(setup) -> None:  # type: ignore[no-untyp
         export_checkpoint(root, say=lambda s: None)
 
 
-def test_time_budget_ends_a_stage_early(setup) -> None:  # type: ignore[no-untyped-def]
+def test_time_budget_ends_a_stage_early(setup: tuple[Path, Path]) -> None:
     from kat.evals.finetune.train import train
 
     root, cfg_path = setup
@@ -221,7 +221,7 @@ def test_sample_order_falls_back_to_shuffle_without_groups() -> None:
     assert list(itertools.islice(sample_order(plain, st, 0, "sft"), 5)) == list(itertools.islice(_order(5, 0, "sft"), 5))
 
 
-def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[no-untyped-def]
+def test_category_tokens_carry_the_loss_weight(setup: tuple[Path, Path]) -> None:
     from kat.evals.finetune.artifacts import load_tokenizer
     from kat.evals.finetune.train import IGNORE, sft_sample
 
@@ -237,7 +237,7 @@ def test_category_tokens_carry_the_loss_weight(setup) -> None:  # type: ignore[n
     assert set(s.weights or []) == {1.0, 4.0}
 
 
-def test_weighted_loss_and_order_train(setup) -> None:  # type: ignore[no-untyped-def]
+def test_weighted_loss_and_order_train(setup: tuple[Path, Path]) -> None:
     import torch
 
     from kat.evals.finetune.train import Sample, _loss, build_model, train

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from kat.agent.frontends.http_api import ServerSettings, create_app
 from kat.agent.frontends.store import Store
 
 
-def settings(tmp_path: Path, **kw) -> ServerSettings:  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, **kw: Any) -> ServerSettings:
     root = tmp_path / "incidents"
     if not root.exists():
         root = incidents_root(tmp_path)
@@ -34,7 +36,7 @@ def wait_done(c: httpx.Client, job_id: str, timeout: float = 60) -> dict:
 
 
 @pytest.fixture
-def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def server(tmp_path: Path) -> Iterator[LoopbackServer]:
     with LoopbackServer(create_app(settings(tmp_path))) as srv:
         yield srv
 

@@ -8,7 +8,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,12 @@ def event_body(event: dict[str, Any], event_id: str) -> bytes:
     ).encode()
 
 
+# What the fixture hands a test: the fake Slack API, the bot, and a poster of signed events.
+SlackFixture = tuple["SlackRecorder", KatBot, Callable[..., httpx.Response]]
+
+
 @pytest.fixture
-def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
+def slack(tmp_path: Path) -> Iterator[SlackFixture]:
     rec = SlackRecorder()
     settings = BotSettings(
         incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test", signing_secret=SECRET
@@ -131,7 +135,7 @@ def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
     rec.close()
 
 
-def test_mention_diagnoses_then_follow_up_in_thread_and_retries_are_deduplicated(slack) -> None:  # type: ignore[no-untyped-def]
+def test_mention_diagnoses_then_follow_up_in_thread_and_retries_are_deduplicated(slack: SlackFixture) -> None:
     rec, bot, post = slack
     ev = {"type": "app_mention", "user": "U1", "channel": "C1", "ts": "100.000001", "text": f"<@UBOT> diagnose {DEMO_ID}"}
     body = event_body(ev, "Ev001")
@@ -168,7 +172,7 @@ def test_mention_diagnoses_then_follow_up_in_thread_and_retries_are_deduplicated
     assert bot.store.count("done") == 1
 
 
-def test_bad_signature_and_stale_timestamp_are_rejected(slack) -> None:  # type: ignore[no-untyped-def]
+def test_bad_signature_and_stale_timestamp_are_rejected(slack: SlackFixture) -> None:
     rec, bot, post = slack
     body = event_body({"type": "app_mention", "channel": "C1", "ts": "1.1", "text": f"<@UBOT> diagnose {DEMO_ID}"}, "Ev9")
     assert post(body, signed(body, secret="wrong")).status_code == 401
@@ -183,7 +187,7 @@ def test_bad_signature_and_stale_timestamp_are_rejected(slack) -> None:  # type:
     rec.wait(lambda: len(rec.of("chat.postMessage")) >= 1)
 
 
-def test_slash_command_acks_fast_and_posts_the_diagnosis(slack) -> None:  # type: ignore[no-untyped-def]
+def test_slash_command_acks_fast_and_posts_the_diagnosis(slack: SlackFixture) -> None:
     rec, bot, post = slack
     form = {
         "command": "/kat",
@@ -212,7 +216,7 @@ def test_slash_command_acks_fast_and_posts_the_diagnosis(slack) -> None:  # type
     assert bot.store.count("done") == 1
 
 
-def test_dm_and_refusals_and_bot_messages(slack) -> None:  # type: ignore[no-untyped-def]
+def test_dm_and_refusals_and_bot_messages(slack: SlackFixture) -> None:
     rec, bot, post = slack
     mine = event_body({"type": "message", "channel_type": "im", "channel": "D1", "ts": "5.1", "bot_id": "BBOT", "text": DEMO_ID}, "Ev20")
     assert post(mine, signed(mine)).status_code == 200
@@ -258,7 +262,7 @@ def test_socket_mode_transport(tmp_path: Path) -> None:
     ws_port = free_port()
     stop = threading.Event()
 
-    async def link(ws) -> None:  # type: ignore[no-untyped-def]
+    async def link(ws: Any) -> None:
         await ws.send(json.dumps({"type": "hello", "num_connections": 1}))
         for n, env_id in enumerate(("env-1", "env-2")):  # env-2: Slack's retry of the same event
             await ws.send(

@@ -237,18 +237,18 @@ def test_hostile_inputs_same_result_or_error(case: int, tmp_path: Path, monkeypa
 
 RAW_CASES: dict[str, bytes] = {
     "invalid-utf8-in-name": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a\xffb", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
-    "invalid-utf8-skipped": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "ab", "x": "\xff", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
+    "invalid-utf8-skipped": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "ab", "x": "\xff", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',  # noqa: E501 - one raw JSON document per case
     "lone-surrogate": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a\\ud800b", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
     "surrogate-pair": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a\\ud83d\\ude80b", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
     "escaped-key": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "n\\u0061me": "ab", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
     "escaped-cat": b'{"traceEvents": [{"ph": "X", "cat": "cpu\\u005fop", "name": "ab", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
     "duplicate-key": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "name": "b", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
-    "duplicate-arg": b'{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", "pid": 1, "tid": 1, "ts": 1, "dur": 1, "args": {"device": 1, "device": 2}}]}',
+    "duplicate-arg": b'{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", "pid": 1, "tid": 1, "ts": 1, "dur": 1, "args": {"device": 1, "device": 2}}]}',  # noqa: E501 - one raw JSON document per case
     "control-char": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a\x01b", "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
-    "huge-float-skipped": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "x": 1e400, "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',
+    "huge-float-skipped": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "x": 1e400, "pid": 1, "tid": 1, "ts": 1, "dur": 1}]}',  # noqa: E501 - one raw JSON document per case
     "huge-float-ts": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1e400, "dur": 1}]}',
     "tiny-float": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1e-400, "dur": 1.5E+2}]}',
-    "long-float": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1669783687464181.12345678901234567890123, "dur": 0.1000000000000000055511151231257827}]}',
+    "long-float": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1669783687464181.12345678901234567890123, "dur": 0.1000000000000000055511151231257827}]}',  # noqa: E501 - one raw JSON document per case
     "leading-zero": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 01, "dur": 1}]}',
     "trailing-comma": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1,}]}',
     "not-object": b'{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "pid": 1, "tid": 1, "ts": 1, "dur": 1}, 42]}',

@@ -67,8 +67,10 @@ def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # typ
     for link in d.causal_chain:
         for eid in link.evidence:
             assert f'href="#{eid}"' in chain and f'id="{eid}"' in chain
-    # A ruled-out reason citing an id absent from the evidence says so.
-    assert "not in the Diagnosis's evidence list" in chain
+    # Each alternative ruled out links to the evidence it cites.
+    ruled = chain[chain.index("Alternatives ruled out") :]
+    for a in d.alternatives_ruled_out:
+        assert a.cited() and all(f'href="#{eid}"' in ruled for eid in a.cited()), a.category
     assert "Noise floor" in _section(html, "notes") and "Data quality" in _section(html, "notes")
     # Self-contained: no script, no external URL, a CSP that forbids fetching anything.
     assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)
@@ -89,6 +91,13 @@ def test_missing_data_is_said(tmp_path: Path, demo) -> None:  # type: ignore[no-
     html, data = build_report(bare, unsupported, det)
     assert all("missing data: the bundle has no metrics" in p.notes for p in data.metrics)
     assert "missing data: no evidence cited" in _section(html, "chain")
+    # The Diagnosis's own per-source data quality is shown too.
+    from kat.tools.telemetry.quality import DataQuality
+
+    q = DataQuality()
+    q.metrics.missing("no metrics file in the bundle")
+    html, _ = build_report(bare, unsupported.model_copy(update={"data_quality": q}), det)
+    assert "Diagnosis: metrics: missing (no metrics file in the bundle)" in _section(html, "notes")
 
 
 def test_caps_on_a_large_capture() -> None:

@@ -40,7 +40,16 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     port = free_port()
     env = {**os.environ, "KAT_CACHE_DIR": str(tmp / "cache")}
     kat = Path(sys.executable).with_name("kat")  # the console script (plugins register through it)
-    cmd = [str(kat) if kat.exists() else shutil.which("kat") or "kat", "serve", "--port", str(port), "--incidents-root", str(root), "--db", str(tmp / "kat.sqlite")]
+    cmd = [
+        str(kat) if kat.exists() else shutil.which("kat") or "kat",
+        "serve",
+        "--port",
+        str(port),
+        "--incidents-root",
+        str(root),
+        "--db",
+        str(tmp / "kat.sqlite"),
+    ]
     log = open(tmp / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

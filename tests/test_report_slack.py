@@ -29,7 +29,9 @@ def rec():  # type: ignore[no-untyped-def]
 
 def test_reply_links_to_the_report_when_a_public_url_is_set(tmp_path: Path, rec: SlackRecorder) -> None:
     root = incidents_root(tmp_path)
-    settings = BotSettings(incidents_root=root, db=tmp_path / "kat.sqlite", bot_token="xoxb-test", public_base_url="https://kat.example.com/")
+    settings = BotSettings(
+        incidents_root=root, db=tmp_path / "kat.sqlite", bot_token="xoxb-test", public_base_url="https://kat.example.com/"
+    )
     bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"))
     try:
         bot._post_report("C1", "100.000001", "team-a/demo-incident", root / "team-a" / "demo-incident", JOB, load_diagnosis(DIAGNOSIS))
@@ -44,7 +46,9 @@ def test_reply_links_to_the_report_when_a_public_url_is_set(tmp_path: Path, rec:
 def test_reply_attaches_a_png_without_one(tmp_path: Path, rec: SlackRecorder) -> None:
     root = incidents_root(tmp_path)
     client = WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/")
-    how = post_report(client, "C1", "100.000001", "team-a/demo-incident", root / "team-a" / "demo-incident", JOB, load_diagnosis(DIAGNOSIS), None)
+    how = post_report(
+        client, "C1", "100.000001", "team-a/demo-incident", root / "team-a" / "demo-incident", JOB, load_diagnosis(DIAGNOSIS), None
+    )
     assert how == "png"
     assert len(rec.uploads) == 1 and rec.uploads[0][:8] == b"\x89PNG\r\n\x1a\n" and len(rec.uploads[0]) > 20_000
     (done,) = rec.of("files.completeUploadExternal")

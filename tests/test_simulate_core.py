@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kat.evals.simulate import generate_incident, load_ground_truth, load_tasks
 from kat.evals.cli.simulate import register
+from kat.evals.simulate import generate_incident, load_ground_truth, load_tasks
 from kat.evals.simulate.suites import SUITES_DIR, load_suite, plan_suite
 from kat.evals.simulate.topology import build_layout
 from kat.tools.telemetry import open_bundle

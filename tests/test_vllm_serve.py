@@ -70,8 +70,8 @@ def test_one_diagnosis_through_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         s = Session(
             bundle, "openai", base_url=srv.base_url, model=spec.served_name, config=AgentConfig(max_steps=3, time_budget_s=600), timeout=900
         )
-        d = s.diagnose()
-        msgs = s.state(s.thread_id).get("messages") or []
+        thread_id, d = s.run_diagnosis()
+        msgs = s.state(thread_id).get("messages") or []
         s.close()
     # Whatever the small model says, the graph ends with a schema-valid Diagnosis...
     assert d.status in ("complete", "partial") and d.root_cause.category

@@ -1,4 +1,4 @@
-"""One incident the tools read from: the bundle, opened once, and what is cached across calls."""
+"""One incident the tools read from: the bundle, opened once."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ class IncidentContext:
     prometheus: str | None = None  # metrics from this Prometheus URL instead of the bundle's file
     _bundle: Bundle | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).resolve()

@@ -73,10 +73,6 @@ def neutralise(text: str) -> str:
     return text.replace(UNTRUSTED_CLOSE, "</untrusted-data>").replace(UNTRUSTED_OPEN, "<untrusted-data>")
 
 
-def error_result(tool: str, query: dict[str, Any], message: str, range_: str = "") -> ToolResult:
-    return ToolResult(tool=tool, status="error", query=query, range=range_, message=message)
-
-
 def clip_text(text: str, limit: int = 240) -> str:
     """Shorten one text field, saying so."""
     return text if len(text) <= limit else text[:limit] + f"...[+{len(text) - limit} chars]"

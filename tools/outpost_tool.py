@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult, clip_text
-from kat.tools.outpost import DetectorConfig, detect
+from kat.tools.outpost import DetectionResult, DetectorConfig, detect
 from kat.tools.telemetry import BundleError
 
 NAME = "outpost_detect"
@@ -22,7 +22,7 @@ DESCRIPTION = (
 )
 
 
-_CACHE: OrderedDict[tuple, object] = OrderedDict()
+_CACHE: OrderedDict[tuple, DetectionResult] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
@@ -33,8 +33,9 @@ def _key(path: Path) -> tuple:
     return (str(path), tuple(files))
 
 
-def _detect(ctx: IncidentContext):  # type: ignore[no-untyped-def]
-    """Detection is deterministic and costs seconds: reuse it within the process (chat turns, sessions)."""
+def _detect(ctx: IncidentContext) -> DetectionResult:
+    """Detection is deterministic and costs seconds: the one cache of its results, for the whole
+    process (chat turns, sessions, the HTTP server's jobs), keyed on the trace files' sizes and mtimes."""
     key = _key(ctx.path)
     with _CACHE_LOCK:
         if key in _CACHE:
@@ -64,10 +65,7 @@ def _steps_text(steps: list[int]) -> str:
 def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
     q = args.model_dump()
     try:
-        res = ctx.cache.get("outpost")
-        if res is None:
-            res = _detect(ctx)
-            ctx.cache["outpost"] = res
+        res = _detect(ctx)
     except (BundleError, ValueError, OSError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=str(ctx.path), message=f"detection failed: {exc}")
     searched = f"traces of {res.stats.ranks} ranks ({res.stats.events:,} events) in {ctx.path.name}"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from kat.tools import knowledge_tool, log_search, metric_catalog, metric_compare, metric_lookup, outpost_tool, trace_slice
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
+
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
 
 _MODULES = (outpost_tool, metric_catalog, metric_compare, trace_slice, metric_lookup, log_search, knowledge_tool)
 _ARGS = {
@@ -39,10 +42,15 @@ class AgentTool:
         return self.args_model.model_validate(args or {})
 
     def run(self, args: dict[str, Any]) -> ToolResult:
+        """Validate raw arguments, then run (LangChain's path; the graph validates itself and calls `call`)."""
         try:
             parsed = self.validate(args)
         except ValidationError as exc:
             return ToolResult(tool=self.name, status="error", query=dict(args or {}), message=f"invalid arguments: {exc}")
+        return self.call(parsed)
+
+    def call(self, parsed: BaseModel) -> ToolResult:
+        """Run on arguments `validate` already parsed."""
         try:
             return self.runner(self.ctx, parsed)
         except Exception as exc:  # a tool bug must reach the Analyzer as a result, not kill the session
@@ -53,7 +61,7 @@ class AgentTool:
                 message=f"tool failed: {type(exc).__name__}: {exc}",
             )
 
-    def as_langchain(self):  # type: ignore[no-untyped-def]
+    def as_langchain(self) -> StructuredTool:
         """A LangChain StructuredTool with the same schema (for `bind_tools`)."""
         from langchain_core.tools import StructuredTool
 

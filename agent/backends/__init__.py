@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kat.tools.context import IncidentContext
+
+if TYPE_CHECKING:
+    from kat.agent.graph import Analyzer
+    from kat.tools.registry import AgentTool
 
 BACKENDS = ("rules", "openai", "llamacpp")
 
 
-def make_analyzer(name: str, ctx: IncidentContext, tools: dict, **options: Any):  # type: ignore[no-untyped-def]
+def make_analyzer(name: str, ctx: IncidentContext, tools: dict[str, AgentTool], **options: Any) -> Analyzer:
     """Build the named Analyzer for one incident; heavy imports happen only for the chosen one."""
     if name == "rules":
         from kat.agent.backends.rules import RulesAnalyzer

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kat.knowledge.settings import settings
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 
 def make_chat_model(
@@ -15,7 +18,7 @@ def make_chat_model(
     temperature: float = 0.0,
     max_tokens: int | None = None,
     **_: Any,
-):  # type: ignore[no-untyped-def]
+) -> ChatOpenAI:
     """ChatOpenAI against `base_url` (default: KAT_OPENAI_BASE_URL / OPENAI_BASE_URL, else a local vLLM)."""
     from langchain_openai import ChatOpenAI
 

@@ -7,7 +7,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from kat.agent.graph import SUBMIT, AgentConfig, AnalyzerStep
 from kat.agent.rules import followup, playbook
 from kat.agent.rules.topology import Topo
-from kat.agent.state import AgentState, ledger_entries
+from kat.agent.state import AgentState, LedgerEntry, ledger_entries
 from kat.tools.context import IncidentContext
 
 
@@ -41,7 +41,7 @@ class RulesAnalyzer:
             message=AIMessage(content="Submitting the diagnosis.", tool_calls=[playbook.call(SUBMIT, args)]), hypotheses=hyps
         )
 
-    def _follow_up(self, state: AgentState, ledger) -> AnalyzerStep:  # type: ignore[no-untyped-def]
+    def _follow_up(self, state: AgentState, ledger: list[LedgerEntry]) -> AnalyzerStep:
         msgs = state.get("messages") or []
         question, answered = "", None
         # The question is the last human message; a tool result after it answers our own call.

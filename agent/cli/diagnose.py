@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from kat.agent.session import ProgressEvent, Session
 
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, never wrapped at 80 columns
 PROMETHEUS_HELP = "read metrics from this Prometheus (base URL) instead of the bundle's file; auth from KAT_PROMETHEUS_*"
@@ -29,7 +34,7 @@ def _session(
     time_budget: float,
     db: Path | None = None,
     prometheus: str | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Session:
     from kat.agent.graph import AgentConfig
     from kat.agent.session import Session
     from kat.tools.telemetry import BundleError
@@ -46,8 +51,8 @@ def _session(
         raise typer.Exit(2) from None
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
-    def show(ev) -> None:  # type: ignore[no-untyped-def]
+def _progress(quiet: bool) -> Callable[[ProgressEvent], None]:
+    def show(ev: ProgressEvent) -> None:
         if quiet:
             return
         style = {

@@ -22,7 +22,7 @@ from kat.agent.frontends.incidents import IncidentRoot
 from kat.agent.frontends.sessions import SharedCheckpointer
 from kat.agent.frontends.store import Store
 from kat.agent.graph import AgentConfig
-from kat.agent.session import ProgressEvent
+from kat.agent.session import ProgressEvent, Session
 
 log = logging.getLogger("kat.frontends")
 
@@ -147,7 +147,7 @@ class JobRunner:
             try:
                 d = s.diagnose(thread_id=job.thread_id, on_event=emit)
             finally:
-                s.checkpointer = None  # shared: never closed by a session
+                s.close()  # the shared checkpointer stays open
             self.store.finish(job_id, d.model_dump(mode="json"))
         except Exception as exc:  # the job fails, the server does not; no stack trace reaches a client
             log.warning("diagnosis %s failed", job_id, exc_info=True)
@@ -164,7 +164,7 @@ class JobRunner:
                 except Exception:
                     log.warning("completion callback failed for %s", job_id, exc_info=True)
 
-    def _open(self, incident: str, analyzer: str, time_budget_s: float | None):  # type: ignore[no-untyped-def]
+    def _open(self, incident: str, analyzer: str, time_budget_s: float | None) -> Session:
         path = self.root.resolve(incident)
         config = AgentConfig(max_steps=self.max_steps, time_budget_s=time_budget_s or self.time_budget_s)
         return self.cp.open(path, analyzer, config, **self.backend_options)
@@ -178,7 +178,10 @@ class JobRunner:
 
         def run() -> str:
             s = self._open(job.incident, job.analyzer, job.time_budget_s)
-            return s.ask(text, job.thread_id, on_event=listener)
+            try:
+                return s.ask(text, job.thread_id, on_event=listener)
+            finally:
+                s.close()
 
         return self._ask_pool.submit(run)
 

@@ -1,8 +1,7 @@
 """Sessions that share one checkpointer.
 
-`agent.session.Session` opens its own SQLite connection per instance; a server runs many
-sessions at once, so here every Session is built in memory and then rebound to one shared,
-thread-safe SqliteSaver on the front ends' database file (same file as the job store).
+A server runs many sessions at once: every Session is given one shared, thread-safe SqliteSaver
+on the front ends' database file (same file as the job store), which the sessions never close.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kat.agent.frontends.store import connect
-from kat.agent.graph import AgentConfig, build_graph
+from kat.agent.graph import AgentConfig
 from kat.agent.session import Session
 
 
@@ -25,10 +24,7 @@ class SharedCheckpointer:
         self.saver.setup()
 
     def open(self, path: Path, analyzer: str, config: AgentConfig, **backend_options: Any) -> Session:
-        s = Session(path, analyzer, config=config, db=None, **backend_options)
-        s.checkpointer = self.saver
-        s.graph = build_graph(s.analyzer, s.tools, s.config, checkpointer=self.saver, quality=s.ctx.bundle.quality)
-        return s
+        return Session(path, analyzer, config=config, checkpointer=self.saver, **backend_options)
 
     def close(self) -> None:
         self.saver.conn.close()

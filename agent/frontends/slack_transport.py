@@ -11,14 +11,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.fastapi import SlackRequestHandler
 
 from kat.agent.frontends.slack_bot import BotSettings, KatBot
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 log = logging.getLogger("kat.slack")
 T = TypeVar("T")
@@ -52,7 +55,7 @@ def http_app(bot: KatBot) -> FastAPI:
     api = FastAPI(title="KAT Slack bot", docs_url=None, redoc_url=None)
 
     @api.post("/slack/events")
-    async def events(req: Request):  # type: ignore[no-untyped-def]
+    async def events(req: Request) -> Response:
         problem = body_problem(await req.body(), req.headers.get("content-type", ""))
         if problem:
             return JSONResponse({"error": f"bad request: {problem}"}, status_code=400)
@@ -103,7 +106,7 @@ def run_http(settings: BotSettings, host: str, port: int) -> None:
         bot.close()
 
 
-def socket_mode_handler(bot: KatBot, app_token: str):  # type: ignore[no-untyped-def]
+def socket_mode_handler(bot: KatBot, app_token: str) -> SocketModeHandler:
     """Bolt's Socket Mode handler for the bot (connect() / start() / close())."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 

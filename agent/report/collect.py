@@ -130,6 +130,9 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         wanted = list(evidence_metrics(d).items())
         focus = suspects[0] if suspects else None
         metrics = [metric_panel(bundle, name, ids, focus, window, capture) for name, ids in wanted[:MAX_METRICS]]
+        role = "culprit" if focus in culprits else "suspect"
+        for p in metrics:
+            p.suspect_label = f"rank {focus} ({role})" if focus is not None else "-"
     man = bundle.manifest
     return ReportData(
         incident_id=man.id,

@@ -144,7 +144,7 @@ class Verdict(BaseModel):
     evidence: list[EvidenceRow]
     ruled_out: list[RuledOutRow]
     remediation: list[str]
-    data_quality: dict[str, str] = Field(default_factory=dict, description="source -> status and reason, when the Diagnosis has it")
+    data_quality: list[str] = Field(default_factory=list, description="the Diagnosis's per-source data quality, one line each")
 
 
 class ReportData(BaseModel):

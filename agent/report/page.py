@@ -50,13 +50,13 @@ def render_html(r: ReportData) -> str:
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.noise_floor)
     dq = "".join(f"<li class='{'missing' if 'missing' in n else ''}'>{esc(n)}</li>" for n in r.data_quality)
     if v is not None and v.data_quality:
-        dq += "".join(f"<li>{esc(k)}: {esc(s)}</li>" for k, s in v.data_quality.items())
+        dq += "".join(f"<li class='{'' if ': ok' in n else 'missing'}'>Diagnosis: {esc(n)}</li>" for n in v.data_quality)
     dn = "".join(f"<li>{esc(n)}</li>" for n in r.detection_notes)
     sections = [
         ("verdict", "Verdict", head + suspects, "verdict"),
         ("heatmap", "Step time, rank × step", heatmap_html(r.heatmap, marks, findings), ""),
         ("timeline", "Timeline, findings and collective arrival skew", timeline_html(r.timeline, marks), ""),
-        ("metrics", "Evidence metrics: suspect against its peers", metrics_html(r.metrics, v is not None), ""),
+        ("metrics", "Evidence metrics: culprit against its peers", metrics_html(r.metrics, v is not None), ""),
         ("chain", "Causal chain, evidence and alternatives", verdict_html(v), ""),
         (
             "notes",

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from kat.agent.report.model import MetricPanel
 from kat.agent.report.svg import GRID, MUTED, SUSPECT, WINDOW, Scale, esc, line, polygon, polyline, rect, svg, text, ticks
 
-W, H = 440, 210
+W, H = 420, 210
 L, R, T, B = 56, 12, 24, 36
 
 
@@ -52,7 +52,7 @@ def metric_svg(p: MetricPanel) -> str:
         text(
             lx,
             H - 6,
-            f"— {p.suspect_label} (suspect)   ▒ peers' range ({p.peers}), -- median   ▒ incident window",
+            f"— {p.suspect_label}   ▒ peers' range ({p.peers}), -- median   ▒ incident window",
             "end",
             MUTED,
             'font-size="10"',

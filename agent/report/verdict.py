@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,6 @@ from kat.agent.report.model import ChainLink, EvidenceRow, RuledOutRow, Verdict
 if TYPE_CHECKING:
     from kat.tools.outpost.models import DetectionResult
 
-EV_ID = re.compile(r"\bev-\d+\b")
 METRIC_TOOLS = ("metric_lookup",)
 
 
@@ -46,14 +44,14 @@ def verdict(d: Diagnosis) -> Verdict:
     known = {e.id for e in d.evidence}
     ruled = []
     for a in d.alternatives_ruled_out:
-        cited = list(dict.fromkeys(EV_ID.findall(a.why)))
+        cited = a.cited()
         ruled.append(
             RuledOutRow(
                 category=a.category, why=a.why, evidence=[i for i in cited if i in known], missing=[i for i in cited if i not in known]
             )
         )
-    dq = getattr(d, "data_quality", None) or {}
-    quality = {str(k): (v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in dict(dq).items()}
+    quality = d.data_quality.lines() if d.data_quality is not None else []
+    quality += [f"missing data: {m}" for m in d.missing_data]
     rc = d.root_cause
     return Verdict(
         category=rc.category,

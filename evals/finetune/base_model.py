@@ -10,6 +10,7 @@ import json
 import shutil
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -48,13 +49,13 @@ def smollm2_gguf() -> Path:
     raise FileNotFoundError(f"{SMOLLM2_FILE} not found in the installed {SMOLLM2_PACKAGE} package")
 
 
-def write_template(tokenizer, out: Path, template: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def write_template(tokenizer: Any, out: Path, template: str | None = None) -> None:
     """Store our chat template (default: the standard one) in the tokenizer and save it."""
     tokenizer.chat_template = template or load_template()
     tokenizer.save_pretrained(str(out))
 
 
-def _dequantized(gguf: Path, dtype):  # type: ignore[no-untyped-def]
+def _dequantized(gguf: Path, dtype: Any) -> tuple[Any, Any]:
     """(model, tokenizer) from a GGUF: transformers dequantizes; the weights move into a plain model."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

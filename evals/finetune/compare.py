@@ -271,6 +271,150 @@ def _all_cached(out: Path, v: Any, cases: list[tuple[str, Path]]) -> bool:
     return True
 
 
+class _CompareRun:
+    """The rows, runs and notes of one comparison, and the three ways of serving its models."""
+
+    def __init__(
+        self,
+        out: Path,
+        cases: list[tuple[str, Path]],
+        jobs: int,
+        resume: bool,
+        say: Callable[[str], None],
+        max_steps: int,
+        time_budget_s: float,
+        request_timeout_s: float | None,
+    ):
+        self.out, self.cases, self.jobs, self.resume, self.say = out, cases, jobs, resume, say
+        self.budget = {"max_steps": max_steps, "time_budget_s": time_budget_s}
+        self.request_timeout_s = request_timeout_s
+        self.rows: list[CompareRow] = []
+        self.all_runs: list[Any] = []
+        self.variants: list[Any] = []
+        self.notes: list[str] = []
+
+    def variant(self, name: str, analyzer: str, base_url: str | None = None, model: str | None = None) -> Any:
+        from kat.evals.harness.variants import Variant
+
+        if analyzer == "rules":
+            return Variant(name=name, analyzer=analyzer, **self.budget)
+        return Variant(
+            name=name, analyzer=analyzer, base_url=base_url, model=model, request_timeout_s=self.request_timeout_s, **self.budget
+        )
+
+    def progress(self, run: Any, done: int, total: int, cached: bool) -> None:
+        sc, tr = run.scores, run.trajectory
+        what = (
+            f"error: {(run.error or '').splitlines()[0][:100]}"
+            if run.error
+            else f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
+        )
+        self.say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
+
+    def serving_failed(self, exc: Exception, failed: list[ModelUnderTest], what: str, where: str) -> None:
+        """Models that could not be served get a skipped row each, and the report a note."""
+        msg = str(exc)
+        self.say(f"models: FAILED: {msg}")
+        self.notes.append(f"{what}: {msg.splitlines()[0]} ({where})")
+        done = {r.variant for r in self.rows}
+        self.rows.extend(
+            CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
+            for m in failed
+            if m.name not in done
+        )
+
+    def run_variants(self, vs: list[Any], start_s: float | dict[str, float | None] | None, n_jobs: int = 1) -> None:
+        from kat.evals.harness.runner import run_all
+
+        if not self.resume:
+            for v in vs:
+                shutil.rmtree(self.out / "runs" / v.name, ignore_errors=True)
+        runs = run_all(self.out, self.cases, vs, jobs=n_jobs, progress=self.progress)
+        for v in vs:
+            self.variants.append(v)
+            mine = [r for r in runs if r.variant == v.name]
+            self.all_runs.extend(mine)
+            self.rows.append(row_of(v, mine, start_s.get(v.name) if isinstance(start_s, dict) else start_s))
+
+    def run_variant(self, v: Any, start_s: float | None) -> None:
+        # CPU-bound (rules, or a model on a server of its own): no more processes than cores.
+        self.run_variants([v], start_s, min(self.jobs, os.cpu_count() or 1))
+
+    def _cached(self, vs: list[Any]) -> bool:
+        if self.resume and all(_all_cached(self.out, v, self.cases) for v in vs):
+            self.say("every case already has a result (--resume); not serving")
+            self.run_variants(vs, None)
+            return True
+        return False
+
+    def one_server(self, server: ServeSpec, models: list[ModelUnderTest]) -> None:
+        """One vLLM server (e.g. the base + the adapter as a LoRA module) for every model, started once."""
+        vs = [self.variant(m.name, "openai", server.base_url, m.spec.served_name) for m in models]
+        log = self.out / "logs" / "vllm.log"
+        t0 = time.monotonic()
+        if self._cached(vs):
+            return
+        self.say(
+            f"serving {server.model}{' + LoRA ' + str(server.adapter) if server.adapter else ''} on {server.base_url} "
+            f"for {', '.join(m.name + '=' + m.spec.served_name for m in models)} (log {log}) ..."
+        )
+        try:
+            with VLLMServer(server, log) as srv:
+                self.say(f"server ready in {srv.ready_s:.0f} s; {len(self.cases)} case(s) x {len(vs)} model(s), {self.jobs} at a time")
+                self.run_variants(vs, srv.ready_s, self.jobs)
+        except Exception as exc:  # reported in the table, not fatal for the rules row
+            self.serving_failed(exc, models, "server", f"after {time.monotonic() - t0:.0f} s; log {log}")
+
+    def parallel_servers(self, models: list[ModelUnderTest]) -> None:
+        """A server per model (own port), all up at once; their runs go through the harness together."""
+        vs = [self.variant(m.name, "openai", m.spec.base_url, m.spec.served_name) for m in models]
+        if len({m.spec.base_url for m in models}) < len(models):
+            raise ValueError("parallel servers need one port per model")
+        t0 = time.monotonic()
+        if self._cached(vs):
+            return
+        srvs = [VLLMServer(m.spec, self.out / "logs" / f"vllm-{m.name}.log") for m in models]
+        try:
+            for m, srv in zip(models, srvs):  # all boot at once
+                self.say(
+                    f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on "
+                    f"{m.spec.base_url} (log {srv.log}) ..."
+                )
+                srv.start()
+            for m, srv in zip(models, srvs):
+                srv.wait_ready()
+                self.say(f"{m.name}: server ready in {srv.ready_s:.0f} s")
+            self.say(f"{len(self.cases)} case(s) x {len(vs)} model(s), {self.jobs} at a time")
+            self.run_variants(vs, {m.name: srv.ready_s for m, srv in zip(models, srvs)}, self.jobs)
+        except Exception as exc:  # reported in the table, not fatal for the rules row
+            self.serving_failed(exc, models, "servers", f"after {time.monotonic() - t0:.0f} s; logs {self.out / 'logs'}")
+        finally:
+            for srv in srvs:
+                srv.stop()
+
+    def own_server(self, m: ModelUnderTest) -> None:
+        """One model on a server of its own, after the others."""
+        log = self.out / "logs" / f"vllm-{m.name}.log"
+        v = self.variant(m.name, "openai", m.spec.base_url, m.spec.served_name)
+        t0 = time.monotonic()
+        if self.resume and _all_cached(self.out, v, self.cases):  # nothing left to run: no server needed
+            self.say(f"{m.name}: every case already has a result (--resume); not serving")
+            self.run_variant(v, None)
+            return
+        self.say(
+            f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} (log {log}) ..."
+        )
+        try:
+            with VLLMServer(m.spec, log) as srv:
+                self.say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(self.cases)} case(s)")
+                self.run_variant(v, srv.ready_s)
+        except Exception as exc:  # a model that cannot be served is reported, not fatal for the others
+            msg = str(exc)
+            self.say(f"{m.name}: FAILED: {msg}")
+            self.notes.append(f"{m.name}: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
+            self.rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
+
+
 def run_compare(
     out: Path,
     cases: list[tuple[str, Path]],
@@ -300,156 +444,27 @@ def run_compare(
     harness together, `jobs` at a time.
     """
     from kat.evals.harness import report as rep_mod
-    from kat.evals.harness.runner import run_all
-    from kat.evals.harness.variants import Variant
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     all_models = list(models)
     for k, val in (agent_env or {}).items():  # the prompt, tools and compaction the model was trained on
         os.environ[k] = str(val)
-    if tool_result_chars is not None:  # the compact tool results the model was trained on (LLMAnalyzer reads the env)
+    if tool_result_chars is not None:  # the compact tool results the model was trained on (the agent's settings read it)
         os.environ["KAT_TOOL_RESULT_CHARS"] = str(tool_result_chars)
-    rows: list[CompareRow] = []
-    all_runs: list[Any] = []
-    variants: list[Variant] = []
-    notes: list[str] = []
-
-    def progress(run: Any, done: int, total: int, cached: bool) -> None:
-        sc, tr = run.scores, run.trajectory
-        what = (
-            f"error: {(run.error or '').splitlines()[0][:100]}"
-            if run.error
-            else f"{run.category} -> {sc.predicted}; calls {tr.calls_valid}/{tr.calls_attempted} valid; {tr.steps} steps"
-        )
-        say(f"  [{done}/{total}] {run.variant} {run.case}: {what} ({'cached' if cached else f'{tr.wall_s:.0f} s'})")
-
-    def serving_failed(exc: Exception, failed: list[ModelUnderTest], what: str, where: str) -> None:
-        """Models that could not be served get a skipped row each, and the report a note."""
-        msg = str(exc)
-        say(f"models: FAILED: {msg}")
-        notes.append(f"{what}: {msg.splitlines()[0]} ({where})")
-        done = {r.variant for r in rows}
-        rows.extend(
-            CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0])
-            for m in failed
-            if m.name not in done
-        )
-
-    def run_variants(vs: list[Variant], start_s: float | dict[str, float | None] | None, n_jobs: int = 1) -> None:
-        if not resume:
-            for v in vs:
-                shutil.rmtree(out / "runs" / v.name, ignore_errors=True)
-        runs = run_all(out, cases, vs, jobs=n_jobs, progress=progress)
-        for v in vs:
-            variants.append(v)
-            mine = [r for r in runs if r.variant == v.name]
-            all_runs.extend(mine)
-            rows.append(row_of(v, mine, start_s.get(v.name) if isinstance(start_s, dict) else start_s))
-
-    def run_variant(v: Variant, start_s: float | None) -> None:
-        # CPU-bound (rules, or a model on a server of its own): no more processes than cores.
-        run_variants([v], start_s, min(jobs, os.cpu_count() or 1))
-
+    run = _CompareRun(out, cases, jobs, resume, say, max_steps, time_budget_s, request_timeout_s)
+    rows, notes, all_runs, variants = run.rows, run.notes, run.all_runs, run.variants
     if rules:
         say(f"rules: {len(cases)} case(s)")
-        run_variant(Variant(name="rules", analyzer="rules", max_steps=max_steps, time_budget_s=time_budget_s), None)
+        run.run_variant(run.variant("rules", "rules"), None)
     if server is not None and models:
-        vs = [
-            Variant(
-                name=m.name,
-                analyzer="openai",
-                base_url=server.base_url,
-                model=m.spec.served_name,
-                max_steps=max_steps,
-                time_budget_s=time_budget_s,
-                request_timeout_s=request_timeout_s,
-            )
-            for m in models
-        ]
-        log = out / "logs" / "vllm.log"
-        t0 = time.monotonic()
-        if resume and all(_all_cached(out, v, cases) for v in vs):
-            say("every case already has a result (--resume); not serving")
-            run_variants(vs, None)
-            models = []
-        else:
-            say(
-                f"serving {server.model}{' + LoRA ' + str(server.adapter) if server.adapter else ''} on {server.base_url} "
-                f"for {', '.join(m.name + '=' + m.spec.served_name for m in models)} (log {log}) ..."
-            )
-            try:
-                with VLLMServer(server, log) as srv:
-                    say(f"server ready in {srv.ready_s:.0f} s; {len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
-                    run_variants(vs, srv.ready_s, jobs)
-            except Exception as exc:  # reported in the table, not fatal for the rules row
-                serving_failed(exc, models, "server", f"after {time.monotonic() - t0:.0f} s; log {log}")
-            models = []
+        run.one_server(server, models)
+        models = []
     if parallel and len(models) > 1:
-        vs = [
-            Variant(
-                name=m.name,
-                analyzer="openai",
-                base_url=m.spec.base_url,
-                model=m.spec.served_name,
-                max_steps=max_steps,
-                time_budget_s=time_budget_s,
-                request_timeout_s=request_timeout_s,
-            )
-            for m in models
-        ]
-        if len({m.spec.base_url for m in models}) < len(models):
-            raise ValueError("parallel servers need one port per model")
-        t0 = time.monotonic()
-        if resume and all(_all_cached(out, v, cases) for v in vs):
-            say("every case already has a result (--resume); not serving")
-            run_variants(vs, None)
-        else:
-            srvs = [VLLMServer(m.spec, out / "logs" / f"vllm-{m.name}.log") for m in models]
-            try:
-                for m, srv in zip(models, srvs):  # all boot at once
-                    say(
-                        f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on "
-                        f"{m.spec.base_url} (log {srv.log}) ..."
-                    )
-                    srv.start()
-                for m, srv in zip(models, srvs):
-                    srv.wait_ready()
-                    say(f"{m.name}: server ready in {srv.ready_s:.0f} s")
-                say(f"{len(cases)} case(s) x {len(vs)} model(s), {jobs} at a time")
-                run_variants(vs, {m.name: srv.ready_s for m, srv in zip(models, srvs)}, jobs)
-            except Exception as exc:  # reported in the table, not fatal for the rules row
-                serving_failed(exc, models, "servers", f"after {time.monotonic() - t0:.0f} s; logs {out / 'logs'}")
-            finally:
-                for srv in srvs:
-                    srv.stop()
+        run.parallel_servers(models)
         models = []
     for m in models:
-        log = out / "logs" / f"vllm-{m.name}.log"
-        v = Variant(
-            name=m.name,
-            analyzer="openai",
-            base_url=m.spec.base_url,
-            model=m.spec.served_name,
-            max_steps=max_steps,
-            time_budget_s=time_budget_s,
-            request_timeout_s=request_timeout_s,
-        )
-        t0 = time.monotonic()
-        if resume and _all_cached(out, v, cases):  # nothing left to run: no server needed
-            say(f"{m.name}: every case already has a result (--resume); not serving")
-            run_variant(v, None)
-            continue
-        say(f"{m.name}: serving {m.spec.model}{' + ' + str(m.spec.adapter) if m.spec.adapter else ''} on {m.spec.base_url} (log {log}) ...")
-        try:
-            with VLLMServer(m.spec, log) as srv:
-                say(f"{m.name}: server ready in {srv.ready_s:.0f} s; {len(cases)} case(s)")
-                run_variant(v, srv.ready_s)
-        except Exception as exc:  # a model that cannot be served is reported, not fatal for the others
-            msg = str(exc)
-            say(f"{m.name}: FAILED: {msg}")
-            notes.append(f"{m.name}: {msg.splitlines()[0]} (after {time.monotonic() - t0:.0f} s; log {log})")
-            rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
+        run.own_server(m)
 
     settings = {
         "max_steps": max_steps,

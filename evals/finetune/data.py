@@ -206,17 +206,15 @@ class Trajectory(BaseModel):
 
 def _rules_run(bundle: Path, config: Any = None, analyzer: Any = None) -> tuple[Any, dict, list[dict], list[Any]]:
     """(Diagnosis, final state, OpenAI tools, ledger) of one Session on `bundle` (rules, or a scripted Analyzer)."""
-    from kat.agent.graph import build_graph
     from kat.agent.session import Session
     from kat.agent.state import ledger_entries
 
     s = Session(bundle, "rules", config=config)
     try:
         if analyzer is not None:
-            s.analyzer = analyzer
-            s.graph = build_graph(analyzer, s.tools, s.config, checkpointer=s.checkpointer)
-        d = s.diagnose()
-        state = s.state(s.thread_id)
+            s.rebind(analyzer=analyzer)
+        thread_id, d = s.run_diagnosis()
+        state = s.state(thread_id)
         tools = analyzer_tools(s.tools)
     finally:
         s.close()
@@ -281,8 +279,8 @@ def rules_trajectory(bundle: Path, tool_result_chars: int | None) -> Trajectory:
 
     s = Session(bundle, "rules")
     try:
-        d = s.diagnose()
-        state = s.state(s.thread_id)
+        thread_id, d = s.run_diagnosis()
+        state = s.state(thread_id)
         tools = analyzer_tools(s.tools)
     finally:
         s.close()

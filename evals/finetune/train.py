@@ -180,7 +180,7 @@ def sample_order(samples: list[Sample], settings: StageSettings, seed: int, stag
     return _order(len(samples), seed, stage)
 
 
-def _collate(batch: list[Sample], pad_id: int):  # type: ignore[no-untyped-def]
+def _collate(batch: list[Sample], pad_id: int) -> tuple[Any, Any, Any, Any]:
     import torch
 
     n = max(len(s.input_ids) for s in batch)
@@ -209,7 +209,7 @@ def _device(cfg: TrainConfig) -> str:
     return cfg.device
 
 
-def build_model(cfg: TrainConfig, device: str):  # type: ignore[no-untyped-def]
+def build_model(cfg: TrainConfig, device: str) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

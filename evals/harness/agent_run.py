@@ -5,27 +5,30 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kat.evals.harness.models import Trajectory
 from kat.evals.harness.toolcalls import tool_call_stats
 from kat.evals.harness.variants import Variant
 
+if TYPE_CHECKING:
+    from kat.agent.session import Session
 
-def _disable(session: Any, names: list[str]) -> None:
+
+def _disable(session: Session, names: list[str]) -> None:
     """Take tools away from a built Session (see variants.py for why this lives here)."""
     from kat.agent.backends.llm import LLMAnalyzer
-    from kat.agent.graph import build_graph
     from kat.tools.evidence import ToolResult
     from kat.tools.registry import AgentTool
 
     is_llm = isinstance(session.analyzer, LLMAnalyzer)
+    tools = dict(session.tools)
     for name in names:
-        tool = session.tools.get(name)
+        tool = tools.get(name)
         if tool is None:
             continue
         if is_llm:
-            del session.tools[name]
+            del tools[name]
         else:
 
             def _off(ctx: Any, args: Any, _name: str = name) -> ToolResult:
@@ -36,10 +39,11 @@ def _disable(session: Any, names: list[str]) -> None:
                     message="disabled for this evaluation (ablation)",
                 )
 
-            session.tools[name] = AgentTool(tool.name, tool.description, tool.args_model, _off, tool.ctx)
-    if is_llm:  # rebind the model to the reduced tool list
-        session.analyzer = LLMAnalyzer(session.analyzer.model, session.tools, name=session.analyzer.name)
-    session.graph = build_graph(session.analyzer, session.tools, session.config, checkpointer=session.checkpointer)
+            tools[name] = AgentTool(tool.name, tool.description, tool.args_model, _off, tool.ctx)
+    analyzer = session.analyzer
+    if isinstance(analyzer, LLMAnalyzer):  # rebind the model to the reduced tool list
+        analyzer = LLMAnalyzer(analyzer.model, tools, name=analyzer.name, contract=analyzer.contract)
+    session.rebind(analyzer=analyzer, tools=tools)
 
 
 def _tokens(messages: list[Any]) -> tuple[int | None, int | None]:
@@ -75,8 +79,8 @@ def run_agent(case_dir: Path, variant: Variant) -> tuple[dict[str, Any], Traject
             elif ev.kind == "rejected":
                 rejected += 1
 
-        d = s.diagnose(on_event=on_event)
-        state = s.state(s.thread_id)
+        thread_id, d = s.run_diagnosis(on_event=on_event)
+        state = s.state(thread_id)
     finally:
         s.close()
     tin, tout = _tokens(state.get("messages") or [])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 from kat.evals.harness.aggregate import VariantSummary
 from kat.evals.harness.models import CaseRun
 
 
-def _plt():  # type: ignore[no-untyped-def]
+def _plt() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: CI and servers have no display

@@ -54,7 +54,7 @@ def ranked_categories(diag: dict[str, Any]) -> list[str]:
 
 def match_chain(links: list[dict], gt: GroundTruth, prefer: str | None) -> tuple[list[str | None], int]:
     """Tag each predicted link; count one-to-one matches with ground-truth links by (category, component)."""
-    tags = [link_tag(l, prefer) for l in links]
+    tags = [link_tag(link, prefer) for link in links]
     free = [(g.category, g.component) for g in gt.causal_chain]
     matched = 0
     for t in tags:
@@ -90,7 +90,7 @@ def score(diag: dict[str, Any], gt: GroundTruth, answer: AnswerSpec | None = Non
     links = diag.get("causal_chain") or []
     tags, matched = match_chain(links, gt, pred if pred not in CONTROLS else None)
     evidence = {str(e.get("id")): e for e in diag.get("evidence") or []}
-    n_faithful = sum(faithful(l, evidence, t) for l, t in zip(links, tags))
+    n_faithful = sum(faithful(link, evidence, t) for link, t in zip(links, tags))
 
     top1 = pred in ok_cats
     control_ok = (pred in CONTROLS and not pred_ranks) if is_control else None

@@ -27,20 +27,6 @@ class StepHooks(Protocol):
     def after_step(self, step: int) -> None: ...
 
 
-class NoHooks:
-    def before_step(self, step: int) -> None:
-        pass
-
-    def gemm_repeats(self, step: int, layer: int) -> int:
-        return 1
-
-    def in_all_reduce(self, step: int, layer: int) -> None:
-        pass
-
-    def after_step(self, step: int) -> None:
-        pass
-
-
 class TPDecodeModel:
     """Weight shards of one TP rank; `step()` runs one decode step and its collectives."""
 

@@ -12,6 +12,7 @@ independently, stages hand hidden states on with send/recv.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,11 +168,17 @@ class Simulator:
             }[key]
             return f'"Input Dims":[[{t},{k}],[{k},{n}]],"Input type":["c10::BFloat16","c10::BFloat16"]'
         if key in ("norm", "final_norm"):
-            return f'"Input Dims":[[{t},{sh.hidden}],[{t},{sh.hidden}],[{sh.hidden}],[]],"Input type":["c10::BFloat16","c10::BFloat16","c10::BFloat16","Scalar"]'
+            return (
+                f'"Input Dims":[[{t},{sh.hidden}],[{t},{sh.hidden}],[{sh.hidden}],[]],'
+                '"Input type":["c10::BFloat16","c10::BFloat16","c10::BFloat16","Scalar"]'
+            )
         if key == "attn":
             q = sh.q_heads * sh.head_dim
             kv = sh.kv_heads * sh.head_dim
-            return f'"Input Dims":[[{t},{q}],[{t},{kv}],[{t},{kv}],[{t},{q}]],"Input type":["c10::BFloat16","c10::BFloat16","c10::BFloat16","c10::BFloat16"]'
+            return (
+                f'"Input Dims":[[{t},{q}],[{t},{kv}],[{t},{kv}],[{t},{q}]],'
+                '"Input type":["c10::BFloat16","c10::BFloat16","c10::BFloat16","c10::BFloat16"]'
+            )
         if key == "act":
             return f'"Input Dims":[[{t},{sh.down_k}],[{t},{sh.gate_up_n}]],"Input type":["c10::BFloat16","c10::BFloat16"]'
         return f'"Input Dims":[[{t}],[{t},{sh.hidden}]],"Input type":["long int","c10::BFloat16"]'
@@ -256,6 +263,25 @@ class Simulator:
             else:
                 rk.out.add(text, 3)
 
+    def _copy(self, ranks: list[int], dims: str, op_s, op_e, rt_s, rt_e, k_js: str, k_s, k_e, nbytes: int) -> None:
+        """aten::copy_ > cudaMemcpyAsync > the memcpy on the compute stream (host <-> device copies)."""
+        self._launch(
+            ranks,
+            '"aten::copy_"',
+            dims,
+            op_s,
+            op_e,
+            rt_s,
+            rt_e,
+            k_js,
+            k_s,
+            k_e,
+            COMPUTE_STREAM,
+            cat="gpu_memcpy",
+            kargs=f',"bytes":{nbytes}',
+            rt_name='"cudaMemcpyAsync"',
+        )
+
     def _coll_args(self, rank: int, coll: str, nelems: int, group: str) -> str:
         pg = self.pg[rank][group]
         return (
@@ -332,9 +358,8 @@ class Simulator:
             k_e = k_s + cp
             self._py(rs, fr["storage_load"], a, k_e + 6e3)
             self._py(rs, fr["storage_read"], a + 2e3, read_end)
-            self._launch(
+            self._copy(
                 rs,
-                '"aten::copy_"',
                 f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
                 read_end + 4e3,
                 k_e + 5e3,
@@ -343,10 +368,7 @@ class Simulator:
                 _js(K.MEMCPY_H2D_PAGEABLE),
                 k_s,
                 k_e,
-                COMPUTE_STREAM,
-                cat="gpu_memcpy",
-                kargs=f',"bytes":{nbytes}',
-                rt_name='"cudaMemcpyAsync"',
+                nbytes,
             )
             gpu[idx] = k_e
             cpu[idx] = k_e + 8e3
@@ -360,9 +382,8 @@ class Simulator:
             dur = self.cost.copy_ns(nbytes) * self.eff.h2d[s, ranks] * self.rng.lognormal(0, 0.05, size=tp)
             k_s = np.maximum(rt_s + 2e3, gpu)
             k_e = k_s + dur
-            self._launch(
+            self._copy(
                 rl,
-                '"aten::copy_"',
                 f'"Input Dims":[[{tokens}],[{tokens}]],"Input type":["long int","long int"]',
                 cpu,
                 cpu + c,
@@ -371,10 +392,7 @@ class Simulator:
                 _js(K.MEMCPY_H2D),
                 k_s,
                 k_e,
-                COMPUTE_STREAM,
-                cat="gpu_memcpy",
-                kargs=f',"bytes":{nbytes}',
-                rt_name='"cudaMemcpyAsync"',
+                nbytes,
             )
             gpu[:] = k_e
             self.res.busy[s, ranks] += dur
@@ -389,9 +407,8 @@ class Simulator:
             k_s = np.maximum(cpu + 0.4 * c + 2e3, gpu)
             k_e = k_s + dur
             self._py(rl, fr["kv_swap"], cpu - 1e3, cpu + c + 1e3)
-            self._launch(
+            self._copy(
                 rl,
-                '"aten::copy_"',
                 f'"Input Dims":[[{nbytes // 2}],[{nbytes // 2}]],"Input type":["c10::BFloat16","c10::BFloat16"]',
                 cpu,
                 cpu + c,
@@ -400,10 +417,7 @@ class Simulator:
                 _js(K.MEMCPY_D2H_PINNED),
                 k_s,
                 k_e,
-                COMPUTE_STREAM,
-                cat="gpu_memcpy",
-                kargs=f',"bytes":{nbytes}',
-                rt_name='"cudaMemcpyAsync"',
+                nbytes,
             )
             gpu[:] = k_e
             self.res.busy[s, ranks] += dur
@@ -420,30 +434,34 @@ class Simulator:
         return cpu, recv, exec_start + 1e3
 
     def _body(self, s, d, p, stage_ranks, cpu, exec_start, gpu, shape, recv_arr, recv_launch) -> np.ndarray:
+        """One stage's forward pass of step `s`, then sampling (last stage) or the send to the next stage."""
         tokens, prefill, context, seqs, g = shape
-        task = self.task
         ranks = stage_ranks[p]
         rl = ranks.tolist()
-        tp = len(rl)
-        fr = self.names
-        last = p == task.pp - 1
+        last = p == self.task.pp - 1
         kt = g or tokens  # graphs run the padded batch they were captured for
         if p > 0 and p not in recv_arr:
             raise AssertionError("receive not posted")
+        kernel_dur = self._kernel_timer(s, ranks, kt, prefill, context, seqs)
+        ar_ns = self._allreduce_ns(s, ranks, kt)
+        nelems = kt * self.sh.hidden
+        keys = self._stage_keys(p, len(rl), last)
+        ops = self._eager_ops if g is None else self._graph_ops
+        cpu = ops(s, ranks, keys, cpu, gpu[p], kernel_dur, ar_ns, nelems, kt, prefill)
+        if last:
+            cpu = self._sample(s, ranks, cpu, gpu, p, kernel_dur, ar_ns, nelems, seqs)
+        else:
+            cpu = self._send_to_next(s, p, stage_ranks, cpu, gpu, kt, recv_arr, recv_launch)
+        return self._close_step(s, ranks, exec_start, cpu)
+
+    def _kernel_timer(self, s: int, ranks: np.ndarray, kt: int, prefill: int, context: int, seqs: int) -> Callable[[str], np.ndarray]:
+        """Duration of the stage's next kernel of a kind, per rank: cost x slowdowns x noise, plus stalls."""
         dur = {key: self.cost.kernel_ns(key, kt, prefill, context, seqs) for key in CPU_US}
         comp = self.eff.compute[s, ranks] * self.speed[ranks]
         stall_p = self.eff.stall_prob[s, ranks]
         stall_at = self.eff.stall_at[s, ranks]
+        tp = len(ranks)
         ordinal = [0]
-        tp_idx = next(i for i, grp in enumerate(self.lay.tp_groups) if grp[0] == rl[0])
-        cross = self.tp_cross[tp_idx]
-        link = float(self.eff.link_intra[s, ranks].max())
-        if cross:
-            hosts = sorted({self.lay.workers[r].host_index for r in rl})
-            link = max(link, float(self.eff.link_inter[s, hosts].max()))
-        ar_ns = self.cost.allreduce_ns(kt, tp, cross) * link
-        nelems = kt * self.sh.hidden
-        exec_js = fr["execute"]
 
         def kernel_dur(key: str) -> np.ndarray:
             k = dur[key] * comp * self.rng.lognormal(0.0, 0.03, size=tp)
@@ -455,90 +473,107 @@ class Simulator:
             ordinal[0] += 1
             return k
 
+        return kernel_dur
+
+    def _allreduce_ns(self, s: int, ranks: np.ndarray, kt: int) -> float:
+        """The TP group's all-reduce time, slowed by the worst link it crosses."""
+        rl = ranks.tolist()
+        tp_idx = next(i for i, grp in enumerate(self.lay.tp_groups) if grp[0] == rl[0])
+        cross = self.tp_cross[tp_idx]
+        link = float(self.eff.link_intra[s, ranks].max())
+        if cross:
+            hosts = sorted({self.lay.workers[r].host_index for r in rl})
+            link = max(link, float(self.eff.link_inter[s, hosts].max()))
+        return self.cost.allreduce_ns(kt, len(rl), cross) * link
+
+    def _stage_keys(self, p: int, tp: int, last: bool) -> list[str]:
+        """The ops of one stage in order; "|" marks a layer boundary."""
         keys: list[str] = []
         if p == 0:
             keys.append("embed")
         for _ in range(self.layers_per_stage):
             keys.extend(LAYER_OPS if tp > 1 else [k for k in LAYER_OPS if k != "AR"])
-            keys.append("|")  # layer boundary
+            keys.append("|")
         if last:
             keys.append("final_norm")
+        return keys
 
-        if g is None:
-            cpu = self._eager_ops(s, ranks, keys, cpu, gpu[p], kernel_dur, ar_ns, nelems, kt, prefill)
-        else:
-            cpu = self._graph_ops(s, ranks, keys, cpu, gpu[p], kernel_dur, ar_ns, nelems, kt, prefill)
+    def _sample(self, s, ranks, cpu, gpu, p, kernel_dur, ar_ns, nelems, seqs) -> np.ndarray:
+        """The last stage: lm_head, softmax, argmax, and the sampled ids copied back to the host."""
+        rl = ranks.tolist()
+        samp_s = cpu.copy()
+        cpu = self._eager_ops(s, ranks, ["lm_head", "softmax", "argmax"], cpu, gpu[p], kernel_dur, ar_ns, nelems, seqs, 0)
+        # Sampled token ids go back to the host: a pageable copy, so the CPU waits for the GPU.
+        nbytes = 8 * seqs
+        c = self._cpu(8.0, ranks, s)
+        rt_s = cpu + 0.3 * c
+        k_s = np.maximum(rt_s + 2e3, gpu[p])
+        cp = self.cost.copy_ns(nbytes) * self.eff.h2d[s, ranks]
+        k_e = k_s + cp
+        rt_e = k_e + 3e3
+        self._copy(
+            rl,
+            f'"Input Dims":[[{seqs}],[{seqs}]],"Input type":["long int","long int"]',
+            cpu,
+            rt_e + 2e3,
+            rt_s,
+            rt_e,
+            _js(K.MEMCPY_D2H),
+            k_s,
+            k_e,
+            nbytes,
+        )
+        gpu[p] = k_e
+        self.res.busy[s, ranks] += cp
+        cpu = rt_e + 3e3
+        self._py(rl, self.names["sampler"], samp_s - 1e3, cpu)
+        return cpu
 
-        if last:
-            samp_s = cpu.copy()
-            cpu = self._eager_ops(s, ranks, ["lm_head", "softmax", "argmax"], cpu, gpu[p], kernel_dur, ar_ns, nelems, seqs, 0)
-            # Sampled token ids go back to the host: a pageable copy, so the CPU waits for the GPU.
-            nbytes = 8 * seqs
-            c = self._cpu(8.0, ranks, s)
-            rt_s = cpu + 0.3 * c
-            k_s = np.maximum(rt_s + 2e3, gpu[p])
-            cp = self.cost.copy_ns(nbytes) * self.eff.h2d[s, ranks]
-            k_e = k_s + cp
-            rt_e = k_e + 3e3
-            self._launch(
-                rl,
-                '"aten::copy_"',
-                f'"Input Dims":[[{seqs}],[{seqs}]],"Input type":["long int","long int"]',
-                cpu,
-                rt_e + 2e3,
-                rt_s,
-                rt_e,
-                _js(K.MEMCPY_D2H),
-                k_s,
-                k_e,
-                COMPUTE_STREAM,
-                cat="gpu_memcpy",
-                kargs=f',"bytes":{nbytes}',
-                rt_name='"cudaMemcpyAsync"',
+    def _send_to_next(self, s, p, stage_ranks, cpu, gpu, kt, recv_arr, recv_launch) -> np.ndarray:
+        """Pipeline send of the hidden states to stage p+1 (completing its posted receive), then sync."""
+        ranks, nxt = stage_ranks[p], stage_ranks[p + 1]
+        rl = ranks.tolist()
+        c = self._cpu(16.0, ranks, s)
+        rt_s = cpu + 0.6 * c
+        arrival = np.maximum(rt_s + 2e3, gpu[p])
+        r_arr = recv_arr[p + 1]
+        w = self.lay.workers
+        crosses = np.array([w[a].host != w[b].host for a, b in zip(rl, nxt.tolist())])
+        f = np.where(
+            crosses,
+            np.maximum(
+                self.eff.link_inter[s, [w[a].host_index for a in rl]], self.eff.link_inter[s, [w[b].host_index for b in nxt.tolist()]]
+            ),
+            np.maximum(self.eff.link_intra[s, ranks], self.eff.link_intra[s, nxt]),
+        )
+        xfer = np.array([self.cost.p2p_ns(kt, bool(x)) for x in crosses]) * f
+        end = np.maximum(arrival, r_arr) + xfer
+        self._emit_p2p(rl, "send", cpu, c, rt_s, arrival, end, kt, p)
+        rc_cpu, rc_c, rc_rt = recv_launch[p + 1]
+        self._emit_p2p(nxt.tolist(), "recv", rc_cpu, rc_c, rc_rt, r_arr, end, kt, p + 1)
+        self.res.busy[s, ranks] += end - arrival
+        self.res.busy[s, nxt] += end - r_arr
+        self.res.coll_wait[s, ranks] += np.maximum(0.0, r_arr - arrival)
+        self.res.coll_wait[s, nxt] += np.maximum(0.0, arrival - r_arr)
+        gpu[p] = end
+        gpu[p + 1] = np.maximum(gpu[p + 1], end)
+        cpu = cpu + c + 2e3
+        # The worker returns its output only once the send has drained.
+        sync_e = np.maximum(cpu + 3e3, gpu[p] + 2e3)
+        for j, r in enumerate(rl):
+            if not self.emit[r]:
+                continue
+            rk = self.rk[r]
+            rk.out.add(
+                _x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])), '{"cbid":131}')
             )
-            gpu[p] = k_e
-            self.res.busy[s, ranks] += cp
-            cpu = rt_e + 3e3
-            self._py(rl, fr["sampler"], samp_s - 1e3, cpu)
-        else:
-            nxt = stage_ranks[p + 1]
-            c = self._cpu(16.0, ranks, s)
-            rt_s = cpu + 0.6 * c
-            arrival = np.maximum(rt_s + 2e3, gpu[p])
-            r_arr = recv_arr[p + 1]
-            w = self.lay.workers
-            crosses = np.array([w[a].host != w[b].host for a, b in zip(rl, nxt.tolist())])
-            f = np.where(
-                crosses,
-                np.maximum(
-                    self.eff.link_inter[s, [w[a].host_index for a in rl]], self.eff.link_inter[s, [w[b].host_index for b in nxt.tolist()]]
-                ),
-                np.maximum(self.eff.link_intra[s, ranks], self.eff.link_intra[s, nxt]),
-            )
-            xfer = np.array([self.cost.p2p_ns(kt, bool(x)) for x in crosses]) * f
-            end = np.maximum(arrival, r_arr) + xfer
-            self._emit_p2p(rl, "send", cpu, c, rt_s, arrival, end, kt, p)
-            rc_cpu, rc_c, rc_rt = recv_launch[p + 1]
-            self._emit_p2p(nxt.tolist(), "recv", rc_cpu, rc_c, rc_rt, r_arr, end, kt, p + 1)
-            self.res.busy[s, ranks] += end - arrival
-            self.res.busy[s, nxt] += end - r_arr
-            self.res.coll_wait[s, ranks] += np.maximum(0.0, r_arr - arrival)
-            self.res.coll_wait[s, nxt] += np.maximum(0.0, arrival - r_arr)
-            gpu[p] = end
-            gpu[p + 1] = np.maximum(gpu[p + 1], end)
-            cpu = cpu + c + 2e3
-            # The worker returns its output only once the send has drained.
-            sync_e = np.maximum(cpu + 3e3, gpu[p] + 2e3)
-            for j, r in enumerate(rl):
-                if not self.emit[r]:
-                    continue
-                rk = self.rk[r]
-                rk.out.add(
-                    _x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])), '{"cbid":131}')
-                )
-            cpu = sync_e + 2e3
+        return sync_e + 2e3
+
+    def _close_step(self, s: int, ranks: np.ndarray, exec_start, cpu) -> np.ndarray:
+        """execute_model's span and the ProfilerStep annotation around the whole step."""
+        rl = ranks.tolist()
         end = cpu + 5e3
-        self._py(rl, exec_js, exec_start, end)
+        self._py(rl, self.names["execute"], exec_start, end)
         step_end = end + 4e3
         self.res.step_end[s, ranks] = step_end
         se, ss = self._i(step_end), self._i(self.res.step_start[s, ranks])
@@ -726,7 +761,7 @@ class Simulator:
         gpu[:] = t
         self._py(rl, fr["graph_replay"], cpu - 1e3, cpu + c + 1e3)
         rs, re_ = self._i(rt_s), self._i(rt_e)
-        cs, ce = self._i(cpu), self._i(cpu + c)
+        cs = self._i(cpu)
         for j, r in enumerate(rl):
             if not self.emit[r]:
                 continue

@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,6 @@ from kat.evals.simulate.workload import make_workload
 EPOCH_DAY_NS = 1_795_219_200 * 1_000_000_000
 GPU_FULL_NAME = {"A100": "NVIDIA A100-SXM4-80GB", "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200", "B200": "NVIDIA B200"}
 GPU_CC = {"A100": (8, 0), "H100": (9, 0), "H200": (9, 0), "B200": (10, 0)}
-
-
-@dataclass
-class GenerateStats:
-    events: int
-    seconds: float
-    bytes: int
 
 
 def _rng(seed: int, *parts: str) -> np.random.Generator:

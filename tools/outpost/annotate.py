@@ -194,7 +194,11 @@ def write_annotated(bundle: Bundle, det: DetectionResult, out: Path) -> dict[str
     threads = {r: _Threads() for r in bundle.ranks}
     counts = {"events": 0, "findings": 0, "flows": 0}
     with _open_out(out) as fh:
-        head = {"displayTimeUnit": "ms", "baseTimeNanoseconds": base_ns, "otherData": {"producer": "kat detect --annotate", "ranks": bundle.ranks}}
+        head = {
+            "displayTimeUnit": "ms",
+            "baseTimeNanoseconds": base_ns,
+            "otherData": {"producer": "kat detect --annotate", "ranks": bundle.ranks},
+        }
         fh.write(orjson.dumps(head)[:-1] + b',"traceEvents":[\n')
         w = _Writer(fh)
         for r in bundle.ranks:
@@ -209,7 +213,9 @@ def write_annotated(bundle: Bundle, det: DetectionResult, out: Path) -> dict[str
         w.event({"ph": "M", "name": "process_sort_index", "pid": FINDINGS_PID, "args": {"sort_index": 0}})
         for i, a in enumerate(det.anomalies, 1):
             # One thread per finding: windows of different findings overlap and slices on one thread must nest.
-            w.event({"ph": "M", "name": "thread_name", "pid": FINDINGS_PID, "tid": i, "args": {"name": f"#{i} rank {a.rank} {a.component}"}})
+            w.event(
+                {"ph": "M", "name": "thread_name", "pid": FINDINGS_PID, "tid": i, "args": {"name": f"#{i} rank {a.rank} {a.component}"}}
+            )
             w.event(
                 {
                     "ph": "X",
@@ -233,4 +239,6 @@ def annotate_path(path: Path, det: DetectionResult, out: Path) -> str:
     from kat.tools.telemetry import open_bundle
 
     c = write_annotated(open_bundle(path), det, out)
-    return f"wrote {out}: {c['events']:,} original events of {det.stats.ranks} rank(s), {c['findings']} finding(s), {c['flows']} wait arrow(s)"
+    return (
+        f"wrote {out}: {c['events']:,} original events of {det.stats.ranks} rank(s), {c['findings']} finding(s), {c['flows']} wait arrow(s)"
+    )

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from kat.tools.telemetry.bundle import Bundle
 from kat.tools.telemetry.schema import KINDS
@@ -37,7 +37,7 @@ class _Window(BaseModel):
 
     @field_validator("end_ns")
     @classmethod
-    def _ordered(cls, v: int | None, info):  # type: ignore[no-untyped-def]
+    def _ordered(cls, v: int | None, info: ValidationInfo) -> int | None:
         start = info.data.get("start_ns")
         if v is not None and start is not None and v < start:
             raise ValueError(f"end_ns {v} is before start_ns {start}")
