@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from kat.knowledge.metric_families import FAMILIES
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
-from kat.tools.metric_series import load_series
+from kat.tools.metric_series import series_of
 from kat.tools.telemetry import BundleError
 
 NAME = "metric_catalog"
@@ -37,10 +37,7 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
     if args.family is not None and args.family not in FAMILIES:
         return ToolResult(tool=NAME, status="error", query=q, message=f"unknown family {args.family!r}; families: {list(FAMILIES)}")
     try:
-        series = ctx.cache.get("metric_series")
-        if series is None:
-            series = load_series(ctx.bundle)
-            ctx.cache["metric_series"] = series
+        series = series_of(ctx.bundle)
     except (BundleError, ValueError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
     src = str(ctx.bundle.metrics_path or "")

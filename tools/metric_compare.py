@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from kat.knowledge.metric_families import FAMILIES, THROTTLE_BITS
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult
-from kat.tools.metric_series import Series, load_series, peer_z, window_stats
+from kat.tools.metric_series import Series, peer_z, series_of, window_stats
 from kat.tools.telemetry import BundleError
 
 NAME = "metric_compare"
@@ -161,10 +161,7 @@ def run(ctx: IncidentContext, args: MetricCompareArgs) -> ToolResult:
     if (args.start_ns is None) != (args.end_ns is None) or (args.start_ns is not None and args.end_ns <= args.start_ns):  # type: ignore[operator]
         return ToolResult(tool=NAME, status="error", query=q, message="give both start_ns and end_ns (start before end), or neither")
     try:
-        allser = ctx.cache.get("metric_series")
-        if allser is None:
-            allser = load_series(ctx.bundle)
-            ctx.cache["metric_series"] = allser
+        allser = series_of(ctx.bundle)
     except (BundleError, ValueError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
     series = [s for s in allser if s.family == args.family and (args.name is None or s.name == args.name)]

@@ -206,3 +206,18 @@ def to_frame(series: list[Series]) -> pd.DataFrame:
             for s in series
         ]
     )
+
+
+_SERIES_CACHE: dict[int, tuple[Bundle, list[Series]]] = {}
+
+
+def series_of(bundle: Bundle) -> list[Series]:
+    """Every series of a bundle, built once per open bundle (catalogue and comparisons share it)."""
+    hit = _SERIES_CACHE.get(id(bundle))
+    if hit is not None and hit[0] is bundle:
+        return hit[1]
+    out = load_series(bundle)
+    if len(_SERIES_CACHE) >= 8:
+        _SERIES_CACHE.pop(next(iter(_SERIES_CACHE)))
+    _SERIES_CACHE[id(bundle)] = (bundle, out)
+    return out
