@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from kat.tools.telemetry.quality import DataQuality
-
 from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, CategoryName, normalize_label
+from kat.tools.telemetry.quality import DataQuality
 
 CATEGORIES = TAXONOMY
 Category = CategoryName

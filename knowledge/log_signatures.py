@@ -43,11 +43,14 @@ LOG_FAMILIES: dict[str, LogFamily] = {
     ),
     "kv_preempt": LogFamily(r"preempted|not enough KV cache|retract\w* \d+ req", (("kv_cache_pressure", 2.0),), min_count=2),
     "slow_io": LogFamily(
-        r"nvme\w*:? .*timeout|I/O error|blk_update_request|blocked for more than \d+ seconds|nfs: server .* not responding|slow (read|write|load)",
+        r"nvme\w*:? .*timeout|I/O error|blk_update_request|blocked for more than \d+ seconds|"
+        r"nfs: server .* not responding|slow (read|write|load)",
         (("storage_io_stall", 2.0),),
     ),
     "numa": LogFamily(r"numa node \d+.*(remote|mismatch|wrong)|affinity .*numa", (("numa_misbinding", 1.5),)),
-    "gc": LogFamily(r"\bgc: (collecting|done)|garbage collect|gc pause|gc\.(freeze|collect|set_debug)", (("runtime_stall", 2.5),), min_count=2),
+    "gc": LogFamily(
+        r"\bgc: (collecting|done)|garbage collect|gc pause|gc\.(freeze|collect|set_debug)", (("runtime_stall", 2.5),), min_count=2
+    ),
     "gil": LogFamily(r"waiting for the GIL|take_gil|GIL (held|contention)", (("runtime_stall", 2.5),)),
     "worker_hotpath": LogFamily(
         r"(took|in) \d+(\.\d+)? ?ms|detokeniz|py-spy|attached to pid|log level .*DEBUG|set_debug|capture enabled|reporter thread",

@@ -111,7 +111,10 @@ _RULES: list[tuple[str, str]] = [
     ("preemptions", r"^(vllm:num_preemptions|sglang:num_retracted)"),
     ("prompt_length", r"^vllm:(request_)?prompt_tokens|^sglang:prompt_tokens"),
     ("latency", r"^(vllm|sglang):(time_to_first_token|time_per_output_token|inter_token_latency|e2e_request_latency|request_latency)"),
-    ("request_rate", r"^(vllm|sglang):(num_requests_(running|waiting|swapped)|num_running_reqs|num_queue_reqs|request_success|gen_throughput|generation_tokens)"),
+    (
+        "request_rate",
+        r"^(vllm|sglang):(num_requests_(running|waiting|swapped)|num_running_reqs|num_queue_reqs|request_success|gen_throughput|generation_tokens)",
+    ),
     # Generic heuristics: an unknown exporter still lands somewhere sensible.
     ("throttle_reasons", r"thrott.*reason|clock.*event.*reason"),
     ("cpu_throttling", r"cpu.*thrott"),

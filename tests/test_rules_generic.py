@@ -56,7 +56,12 @@ def test_xid_codes_follow_the_catalogue() -> None:
 
 
 def test_host_level_kernel_line_is_joined_to_the_rank_of_its_gpu() -> None:
-    group = {"example": "NVRM: Xid (PCI:0000:1a:00): 48, pid=9, An uncorrectable double bit error", "count": 2, "ranks": [], "hosts": ["node-x"]}
+    group = {
+        "example": "NVRM: Xid (PCI:0000:1a:00): 48, pid=9, An uncorrectable double bit error",
+        "count": 2,
+        "ranks": [],
+        "hosts": ["node-x"],
+    }
     fs = log_findings(_entry("log_search", {"pattern": "xid"}, {"groups": [group]}), _topo())
     assert [(f.category, f.ranks) for f in fs] == [("gpu_hardware_error", [2])]
     app = dict(group, example="NVRM: Xid (PCI:0000:1a:00): 13, pid=9, Graphics Exception")
@@ -64,7 +69,16 @@ def test_host_level_kernel_line_is_joined_to_the_rank_of_its_gpu() -> None:
 
 
 def test_no_data_and_errors_yield_no_findings() -> None:
-    row = {"series": "DCGM_FI_DEV_GPU_TEMP", "metric": "DCGM_FI_DEV_GPU_TEMP", "rank": 1, "host": "node-x", "z": 30, "peer_z": 30, "peers": 3, "rel_change": 0.3}
+    row = {
+        "series": "DCGM_FI_DEV_GPU_TEMP",
+        "metric": "DCGM_FI_DEV_GPU_TEMP",
+        "rank": 1,
+        "host": "node-x",
+        "z": 30,
+        "peer_z": 30,
+        "peers": 3,
+        "rel_change": 0.3,
+    }
     for status in ("no_data", "error"):
         assert metric_findings(_entry("metric_compare", {"family": "gpu_temperature"}, {"series": [row]}, status), _topo()) == []
     fs = metric_findings(_entry("metric_compare", {"family": "gpu_temperature"}, {"series": [row]}), _topo())

@@ -107,9 +107,21 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
     rows: list[dict] = []
     by_name: dict[str, list[Series]] = {}
     for s in series:
-        by_name.setdefault(s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k.lower() in ("mode", "generation", "quantile", "le", "ctxswitchtype", "cpu_mode")), []).append(s)
+        by_name.setdefault(
+            s.name
+            + "|"
+            + ",".join(
+                f"{k}={v}"
+                for k, v in sorted(s.labels.items())
+                if k.lower() in ("mode", "generation", "quantile", "le", "ctxswitchtype", "cpu_mode")
+            ),
+            [],
+        ).append(s)
     for group in by_name.values():
-        wins = {id(s): ((start_ns, end_ns) if start_ns is not None and end_ns is not None else _segment(s.ts, s.values, s.counter)) for s in group}
+        wins = {
+            id(s): ((start_ns, end_ns) if start_ns is not None and end_ns is not None else _segment(s.ts, s.values, s.counter))
+            for s in group
+        }
         if start_ns is None and len(group) > 1:
             for s in group:
                 if wins[id(s)] is not None:
@@ -181,6 +193,11 @@ def run(ctx: IncidentContext, args: MetricCompareArgs) -> ToolResult:
         used += size
     top = rows[0]
     where = f"rank {top['rank']}" if top["rank"] is not None else (top["host"] or "-")
-    summary = f"{len(rows)} series of {args.family}; largest change: {top['series']} on {where} z={top['z']} (x{_r(1 + (top['rel_change'] or 0))}), peer z={top['peer_z']}"
+    ratio = _r(1 + (top["rel_change"] or 0))
+    summary = (
+        f"{len(rows)} series of {args.family}; largest change: {top['series']} on {where} z={top['z']} (x{ratio}), peer z={top['peer_z']}"
+    )
     more = f"{len(rows) - len(shown)} more series: pass name= to narrow" if len(shown) < len(rows) else ""
-    return ToolResult(tool=NAME, status="ok", query=q, range=src, summary=summary, data={"series_total": len(rows), "series": shown}, more=more)
+    return ToolResult(
+        tool=NAME, status="ok", query=q, range=src, summary=summary, data={"series_total": len(rows), "series": shown}, more=more
+    )

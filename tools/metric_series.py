@@ -142,7 +142,9 @@ def load_series(bundle: Bundle, families: set[str] | None = None, names: set[str
             ts, v = ts[1:], np.diff(v) / dt
         else:
             counter = False
-        show = {k: v2 for k, v2 in labels.items() if k.lower() not in ("uuid", "modelname", "model_name", "pci_bus_id", "hostname", "device")}
+        show = {
+            k: v2 for k, v2 in labels.items() if k.lower() not in ("uuid", "modelname", "model_name", "pci_bus_id", "hostname", "device")
+        }
         ident = bare + ("{" + ",".join(f'{k}="{v2}"' for k, v2 in sorted(show.items())) + "}" if show else "")
         out.append(Series(ident, bare, c.family, c.exporter, c.detail, labels, h, gg, r, ts, v, counter))
     return _with_means(out)
@@ -161,7 +163,22 @@ def _with_means(out: list[Series]) -> list[Series]:
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(c.values > 0, s.values / np.maximum(c.values, 1e-12), np.nan)
         base = s.name[: -len("_sum")]
-        extra.append(Series(s.key.replace("_sum", "_mean", 1), base + "_mean", s.family, s.exporter, s.detail, s.labels, s.host, s.gpu, s.rank, s.ts, mean, False))
+        extra.append(
+            Series(
+                s.key.replace("_sum", "_mean", 1),
+                base + "_mean",
+                s.family,
+                s.exporter,
+                s.detail,
+                s.labels,
+                s.host,
+                s.gpu,
+                s.rank,
+                s.ts,
+                mean,
+                False,
+            )
+        )
     return out + extra
 
 

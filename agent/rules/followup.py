@@ -105,7 +105,7 @@ def respond(
 
 
 def _chain_text(d: dict) -> str:
-    links = [f"{i + 1}. {l['cause']} -> {l['effect']} [{', '.join(l['evidence'])}]" for i, l in enumerate(d.get("causal_chain", []))]
+    links = [f"{i + 1}. {k['cause']} -> {k['effect']} [{', '.join(k['evidence'])}]" for i, k in enumerate(d.get("causal_chain", []))]
     return "Causal chain: " + (" ".join(links) if links else "(none: no fault)")
 
 

@@ -22,7 +22,8 @@ TITLE = {
 
 MECHANISM = {
     "gpu_thermal_throttling": "the GPU lowers its SM clock to shed heat, so its compute kernels run slower",
-    "gpu_power_or_clock_cap": "the GPU runs at a lowered power limit / clock cap, so its compute kernels run slower while temperature stays normal",
+    "gpu_power_or_clock_cap": "the GPU runs at a lowered power limit / clock cap, so its compute kernels run slower"
+    " while temperature stays normal",
     "nvlink_degradation": "a degraded NVLink retrains and replays traffic, so intra-node collectives touching this GPU slow down",
     "pcie_link_degradation": "the GPU's PCIe link runs downgraded with replays, so host<->device copies on it slow down",
     "network_congestion": "the host's NICs retransmit and wait, so inter-node collectives and pipeline send/recv slow down",
@@ -37,8 +38,10 @@ MECHANISM = {
 }
 
 SYMPTOM = {
-    "gpu_thermal_throttling": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
-    "gpu_power_or_clock_cap": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
+    "gpu_thermal_throttling": "the slow rank arrives late at every collective; its peers wait in all-reduce and step"
+    " time (TPOT) rises for the whole group",
+    "gpu_power_or_clock_cap": "the slow rank arrives late at every collective; its peers wait in all-reduce and step"
+    " time (TPOT) rises for the whole group",
     "nvlink_degradation": "all-reduce / all-gather kernels of the group take longer each step, so step time (TPOT) rises",
     "pcie_link_degradation": "input preparation and copies on that rank take longer, delaying its steps and its peers in collectives",
     "network_congestion": "collectives and send/recv that cross hosts take longer, so step time rises for the affected groups",
@@ -74,7 +77,8 @@ LOOKALIKES = {cat: list(card.lookalikes) for cat, card in CARDS.items()}
 REMEDIATION = {
     "gpu_thermal_throttling": [
         "Check the node's cooling (fans, airflow, inlet temperature, blocked heatsink) for the hot GPU.",
-        "Drain the rank's replica or move the workload until temperature is back to normal; confirm with DCGM_FI_DEV_GPU_TEMP and throttle reasons.",
+        "Drain the rank's replica or move the workload until temperature is back to normal; "
+        "confirm with the GPU temperature and throttle-reason series.",
     ],
     "gpu_power_or_clock_cap": [
         "Restore the default power limit / unlock clocks (nvidia-smi -pl <default>, nvidia-smi -rgc) on the capped GPU(s).",

@@ -215,7 +215,9 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         trace_ids = _ids([f for f in fs if f.kind == "trace"]) or ([outpost.id] if outpost and outpost.status == "ok" else [])
         where = f"rank(s) {ranks}" if ranks else "the affected workers"
         comp = COMPONENT_OF[cat]
-        latency = next((e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok" and query_of(e).get("family") == "latency"), None)
+        latency = next(
+            (e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok" and query_of(e).get("family") == "latency"), None
+        )
         chain.append(
             {
                 "cause": f"{K.TITLE[cat]} on {where}: " + "; ".join(f.text for f in direct[:3]),
@@ -234,7 +236,15 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
                 "component": comp,
             }
         )
-        chain.append({"cause": f"{where} late at the collectives", "effect": K.SYMPTOM[cat], "evidence": trace_ids[:2] or _ids(direct)[:2], "category": cat, "component": comp})
+        chain.append(
+            {
+                "cause": f"{where} late at the collectives",
+                "effect": K.SYMPTOM[cat],
+                "evidence": trace_ids[:2] or _ids(direct)[:2],
+                "category": cat,
+                "component": comp,
+            }
+        )
         chain.append(
             {
                 "cause": "every decode step waits for the slowest worker",
@@ -257,7 +267,11 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         )
     else:
         checked = [e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok"][:3]
-        ids = ([outpost.id] if outpost and outpost.status == "ok" else []) + ([catalog.id] if catalog and catalog.status == "ok" else []) + checked
+        ids = (
+            ([outpost.id] if outpost and outpost.status == "ok" else [])
+            + ([catalog.id] if catalog and catalog.status == "ok" else [])
+            + checked
+        )
         sus = suspects(ledger, cfg)
         if sus:
             cause = f"Outpost leans on rank(s) {[r for r, _ in sus]}, but no metric or log confirms a fault"
@@ -317,7 +331,9 @@ def _ruled_out(cat: str, a: Assessment, ledger: list[LedgerEntry]) -> list[dict]
 def hypotheses(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) -> list[dict]:
     """Open hypotheses with their scores (supports minus refutes), best first."""
     if not any(e.tool in ("metric_compare", "log_search") for e in ledger):
-        return [{"category": "undetermined", "status": "open", "note": "waiting for Outpost, the metric catalogue and the first comparisons"}]
+        return [
+            {"category": "undetermined", "status": "open", "note": "waiting for Outpost, the metric catalogue and the first comparisons"}
+        ]
     a = assess(ledger, topo, cfg)
     cat, _ = decide(a, cfg)
     out = []

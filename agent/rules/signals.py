@@ -49,7 +49,9 @@ def _sig(row: dict, cfg: RulesConfig) -> bool:
 
 def _where(row: dict) -> str:
     r = row.get("rank")
-    return (f"rank {r} " if r is not None else "") + f"({row.get('host') or '?'}{'' if row.get('gpu') is None else ' gpu ' + str(row['gpu'])})"
+    return (
+        f"rank {r} " if r is not None else ""
+    ) + f"({row.get('host') or '?'}{'' if row.get('gpu') is None else ' gpu ' + str(row['gpu'])})"
 
 
 def _txt(row: dict) -> str:
@@ -83,10 +85,20 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
             if row.get("reason") and sig and up:
                 reasons = {row["reason"]}
             if reasons & set(THERMAL_REASONS):
-                add("gpu_thermal_throttling", 3.0, row, f"thermal clock-throttle reason raised on {_where(row)} inside the window ({row['series']})")
+                add(
+                    "gpu_thermal_throttling",
+                    3.0,
+                    row,
+                    f"thermal clock-throttle reason raised on {_where(row)} inside the window ({row['series']})",
+                )
                 add("gpu_power_or_clock_cap", -1.0, row)
             if reasons & set(POWER_REASONS):
-                add("gpu_power_or_clock_cap", 3.0, row, f"power-cap clock-throttle reason raised on {_where(row)} inside the window ({row['series']})")
+                add(
+                    "gpu_power_or_clock_cap",
+                    3.0,
+                    row,
+                    f"power-cap clock-throttle reason raised on {_where(row)} inside the window ({row['series']})",
+                )
                 add("gpu_thermal_throttling", -1.0, row)
         elif not sig:
             continue
@@ -104,12 +116,19 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
             # DCGM_FI_DEV_XID_ERRORS is a gauge of the last Xid code: read it with the Xid catalogue.
             kind = xid_kind(f"Xid {int(row.get('inside_max') or 0)}")
             if kind in ("hardware", "nvlink"):
-                add("gpu_hardware_error" if kind == "hardware" else "nvlink_degradation", 3.0, row, f"Xid {int(row.get('inside_max') or 0)} ({kind}) reported on {_where(row)} inside the window")
+                add(
+                    "gpu_hardware_error" if kind == "hardware" else "nvlink_degradation",
+                    3.0,
+                    row,
+                    f"Xid {int(row.get('inside_max') or 0)} ({kind}) reported on {_where(row)} inside the window",
+                )
         elif fam == "ecc_xid" and up:
             add("gpu_hardware_error", 3.0, row)
         elif fam == "nvlink" and up and re.search(r"crc|replay|recovery|error", row["series"], re.I):
             add("nvlink_degradation", 3.0, row)
-        elif fam == "pcie" and ((up and re.search(r"replay|error", row["series"], re.I)) or (not up and re.search(r"gen|width", row["series"], re.I))):
+        elif fam == "pcie" and (
+            (up and re.search(r"replay|error", row["series"], re.I)) or (not up and re.search(r"gen|width", row["series"], re.I))
+        ):
             add("pcie_link_degradation", 3.0, row)
         elif fam == "nic_retransmits" and up:
             add("network_congestion", 2.5, row, ranks=topo.on_host(row.get("host") or ""))
@@ -118,7 +137,12 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
         elif fam == "disk_io" and up:
             add("storage_io_stall", 1.5, row, ranks=[])
         elif fam == "preemptions" and up:
-            add("kv_cache_pressure", 2.5, row, ranks=sorted({x for r in topo.ranks for x in topo.replica(r)}) if row.get("rank") is None else topo.replica(row["rank"]))
+            add(
+                "kv_cache_pressure",
+                2.5,
+                row,
+                ranks=sorted({x for r in topo.ranks for x in topo.replica(r)}) if row.get("rank") is None else topo.replica(row["rank"]),
+            )
         elif fam == "kv_cache" and max(row.get("inside_max") or 0, row.get("outside_median") or 0) >= cfg.kv_full:
             add("kv_cache_pressure", 1.5, row, ranks=[])
         elif fam == "runtime_gc" and up and _is_worker(row):
@@ -147,12 +171,23 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
         steps = [
             r
             for r in rows
-            if abs(r.get("z") or 0) >= cfg.z_min and abs(r.get("rel_change") or 0) >= cfg.load_rise_min and (r.get("window_share") or 0) >= cfg.sustained_share
+            if abs(r.get("z") or 0) >= cfg.z_min
+            and abs(r.get("rel_change") or 0) >= cfg.load_rise_min
+            and (r.get("window_share") or 0) >= cfg.sustained_share
         ]
         hosts = {r.get("host") for r in rows}
         if len(steps) >= max(2, len(rows) // 2) and {r.get("host") for r in steps} == hosts:
             out.append(
-                Finding("workload_shift", "metric", 1.5, e.id, f"{fam.replace('_', ' ')} shifted on every replica for most of the window: " + "; ".join(_txt(r) for r in steps[:2]), [], [], fam)
+                Finding(
+                    "workload_shift",
+                    "metric",
+                    1.5,
+                    e.id,
+                    f"{fam.replace('_', ' ')} shifted on every replica for most of the window: " + "; ".join(_txt(r) for r in steps[:2]),
+                    [],
+                    [],
+                    fam,
+                )
             )
     return out
 
@@ -180,7 +215,9 @@ def log_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> list[
                     s *= 0.3
                 elif len(ranks) == 1 and len(topo.ranks) > 1 and count >= cfg.repeated_lines:
                     s *= cfg.concentrated_boost  # repeated, and from one worker only: points at that worker
-                out.append(Finding(cat, "log", s, e.id, f'{fam} log: {count} line(s) like "{text[:160]}"', ranks, list(g.get("hosts", [])), fam))
+                out.append(
+                    Finding(cat, "log", s, e.id, f'{fam} log: {count} line(s) like "{text[:160]}"', ranks, list(g.get("hosts", [])), fam)
+                )
             break
     return out
 
@@ -199,7 +236,11 @@ def outpost_findings(e: LedgerEntry, cfg: RulesConfig = CONFIG) -> list[Finding]
         cats = CATEGORIES_OF_COMPONENT.get(comp, ())
         for cat in cats:
             s = max(conf[r] for r in ranks) * cfg.trace_weight / len(cats)
-            out.append(Finding(cat, "trace", s, e.id, f"Outpost: {comp} anomalies on suspect rank(s) {sorted(ranks)}", sorted(ranks), [], "outpost"))
+            out.append(
+                Finding(
+                    cat, "trace", s, e.id, f"Outpost: {comp} anomalies on suspect rank(s) {sorted(ranks)}", sorted(ranks), [], "outpost"
+                )
+            )
     return out
 
 
@@ -207,4 +248,8 @@ def suspects(ledger: list[LedgerEntry], cfg: RulesConfig = CONFIG) -> list[tuple
     e = next((x for x in ledger if x.tool == "outpost_detect" and x.status == "ok"), None)
     if e is None:
         return []
-    return [(int(s["rank"]), float(s.get("confidence", 0))) for s in e.data.get("suspects", []) if float(s.get("confidence", 0)) >= cfg.suspect_conf_min]
+    return [
+        (int(s["rank"]), float(s.get("confidence", 0)))
+        for s in e.data.get("suspects", [])
+        if float(s.get("confidence", 0)) >= cfg.suspect_conf_min
+    ]

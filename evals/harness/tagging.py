@@ -9,9 +9,8 @@ cause first, then its effect). Links that name no fault vocabulary are generic s
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 
 from kat.knowledge.cards import CARDS
 from kat.knowledge.taxonomy import COMPONENT_OF, CONTROL_CATEGORIES, FAULT_CATEGORIES, NO_COMPONENT, normalize_label

@@ -6,7 +6,6 @@ from enum import Enum
 
 from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, normalize_label
 
-
 # The members come from the domain contract (knowledge/taxonomy.py): Category.GPU_THERMAL_THROTTLING, ...
 Category = Enum("Category", {name.upper(): name for name in TAXONOMY}, type=str)  # type: ignore[misc]
 
