@@ -11,7 +11,6 @@ import re
 
 from kat.agent.rules import knowledge as K
 from kat.agent.rules.playbook import assess, call
-from kat.agent.rules.signals import sweep_entry
 from kat.agent.rules.topology import Topo
 from kat.agent.state import LedgerEntry
 
@@ -93,7 +92,7 @@ def respond(
                     f"{f.text} [{f.ev}]" for f in fs[:3]
                 )
             else:
-                checks = [e.id for e in (sweep_entry(ledger, k) for k in K.CHECKS.get(cat, [])) if e]
+                checks = [e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok"][:3]
                 checks += [e.id for e in ledger if e.tool == "outpost_detect"][:1]
                 why = K.NEGATIVE.get(cat, "no supporting signal was found") + (f" [{', '.join(checks)}]" if checks else "")
         return f"Not {K.TITLE.get(cat, cat)}: {why}. The evidence points to {_diag_text(diagnosis)}.", []
@@ -106,7 +105,7 @@ def respond(
 
 
 def _chain_text(d: dict) -> str:
-    links = [f"{i + 1}. {l['cause']} -> {l['effect']} [{', '.join(l['evidence'])}]" for i, l in enumerate(d.get("causal_chain", []))]
+    links = [f"{i + 1}. {k['cause']} -> {k['effect']} [{', '.join(k['evidence'])}]" for i, k in enumerate(d.get("causal_chain", []))]
     return "Causal chain: " + (" ".join(links) if links else "(none: no fault)")
 
 

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Component = Literal["gpu", "gpu_memory", "nvlink", "pcie", "network", "host_cpu", "host_memory", "storage", "software"]
+from kat.knowledge.taxonomy import ComponentName
+
+Component = ComponentName  # the domain contract (knowledge/taxonomy.py)
 Method = Literal["inter", "intra", "arrival"]
 
 
