@@ -89,3 +89,61 @@ def search_patterns(limit: int = 250) -> list[str]:
         else:
             out.append(piece)
     return out
+
+
+# -- host-level lines -> ranks ------------------------------------------------------------------
+# Kernel/driver/BMC lines carry no rank; they name a GPU by PCI bus id (NVRM writes
+# 'PCI:0000:3b:00' = domain:bus:device, the kernel '0000:3b:00.0': bus:device is compared), by
+# 'GPU N' (an index on its host), or name a rank outright.
+_RANK_RE = re.compile(r"\brank[ =#:]*(\d+)", re.IGNORECASE)
+_PCI_RE = re.compile(r"(?:PCI:)?(?:[0-9a-f]{4,8}:)?([0-9a-f]{2}:[0-9a-f]{2})(?:\.[0-9a-f])?\b", re.IGNORECASE)
+_GPU_RE = re.compile(r"\bGPU\s*#?(\d+)\b")
+
+
+@dataclass(frozen=True)
+class GpuSeat:
+    """One worker's place: its rank, host, GPU index and (when known) PCI bus id."""
+
+    rank: int
+    host: str
+    gpu: int
+    pci_bus_id: str = ""  # any of '0000:3b:00.0', '00000000:3B:00.0', '3b:00'
+
+
+def pci_bus_device(bus_id: str) -> str:
+    """'bb:dd' from a PCI bus id in any of the usual spellings ('' when it is not one)."""
+    m = _PCI_RE.search(bus_id or "")
+    return m.group(1).lower() if m else ""
+
+
+class RankJoin:
+    """Which ranks a host-level log line names, and why (the one join every layer uses)."""
+
+    def __init__(self, seats: list[GpuSeat], ranks: list[int]) -> None:
+        self.ranks = sorted(ranks)
+        self.rank_of_gpu = {(s.host, s.gpu): s.rank for s in seats}
+        self.rank_of_pci = {(s.host, pci_bus_device(s.pci_bus_id)): s.rank for s in seats if pci_bus_device(s.pci_bus_id)}
+
+    def reasons(self, text: str, hosts: list[str]) -> dict[int, str]:
+        """rank -> why this line names it. `hosts`: the line's host(s); empty = any host."""
+        out: dict[int, str] = {}
+        for m in _RANK_RE.finditer(text):
+            r = int(m.group(1))
+            if r in self.ranks:
+                out.setdefault(r, f"the line names rank {r}")
+        for m in _PCI_RE.finditer(text):
+            bus = m.group(1).lower()
+            hits = {(h, r) for (h, b), r in self.rank_of_pci.items() if b == bus and (not hosts or h in hosts)}
+            if len({r for _, r in hits}) == 1:  # the same bus id on several hosts names nobody
+                h, r = next(iter(hits))
+                out.setdefault(r, f"PCI bus {bus} is rank {r}'s GPU on {h}")
+        if not out:
+            for m in _GPU_RE.finditer(text):
+                g = int(m.group(1))
+                for (h, gg), r in self.rank_of_gpu.items():
+                    if gg == g and (not hosts or h in hosts):
+                        out.setdefault(r, f"GPU {g} on {h} is rank {r}'s")
+        return dict(sorted(out.items()))
+
+    def ranks_named_in(self, text: str, hosts: list[str]) -> list[int]:
+        return list(self.reasons(text, hosts))

@@ -13,7 +13,7 @@ from pathlib import Path
 from kat.agent.rules.signals import log_findings, metric_findings
 from kat.agent.rules.topology import Topo
 from kat.agent.state import LedgerEntry
-from kat.knowledge.log_signatures import xid_kind
+from kat.knowledge.log_signatures import GpuSeat, RankJoin, xid_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMULATOR_ONLY = {
@@ -40,7 +40,7 @@ def _topo() -> Topo:
     for r in range(4):
         t.host_of[r] = "node-x"
         t.rank_of_gpu[("node-x", r)] = r
-        t.rank_of_pci[("node-x", f"{0x18 + r:02x}:00")] = r
+    t.join = RankJoin([GpuSeat(r, "node-x", r, f"0000:{0x18 + r:02x}:00.0") for r in range(4)], t.ranks)
     t.groups = [[0, 1, 2, 3]]
     return t
 
