@@ -88,9 +88,10 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
                 "n_steps": len(a.steps),
                 "ratio": round(a.ratio, 2),
                 "score": round(a.score, 1),
-                "effect_ms": a.effect_ms,
-                "effect_share": a.effect_share,
-                "p_value": a.p_value,
+                # Plain floats: detector internals may hand back numpy scalars, which the checkpointer cannot store.
+                "effect_ms": _num(a.effect_ms),
+                "effect_share": _num(a.effect_share),
+                "p_value": _num(a.p_value),
                 "start_ns": a.start_ns,
                 "end_ns": a.end_ns,
                 "detail": clip_text(a.detail, 200),
@@ -128,3 +129,7 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
         more=more,
         message="" if anomalies else f"no anomaly on ranks {args.ranks}",
     )
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None else float(x)
