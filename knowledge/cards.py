@@ -21,6 +21,16 @@ class Fact(BaseModel):
     source: str
 
 
+class Action(BaseModel):
+    action: str
+    why: str = Field(description="why this comes at its place in the ranking")
+
+
+class Check(BaseModel):
+    family: str = Field(description="metric or log family to re-check after the fix")
+    expect: str = Field(description="what it should show once fixed")
+
+
 class Card(BaseModel):
     category: str
     scope: str = Field(description="one GPU | one host | one process | one replica | all replicas")
@@ -30,6 +40,8 @@ class Card(BaseModel):
     lookalikes: list[str] = Field(default_factory=list, description="categories with a similar symptom, to rule out")
     kb_query: str = ""
     facts: list[Fact] = Field(default_factory=list)
+    remediation: list[Action] = Field(default_factory=list, description="ranked: the first action first")
+    confirm: list[Check] = Field(default_factory=list, description="how to confirm the fix")
 
     @model_validator(mode="after")
     def _known(self) -> Card:
@@ -38,6 +50,7 @@ class Card(BaseModel):
         if any(c not in TAXONOMY for c in self.lookalikes):
             raise ValueError(f"card {self.category}: unknown look-alikes {self.lookalikes}")
         bad = [f for f in (*self.supports, *self.refutes) if f not in FAMILIES] + [f for f in self.logs if f not in LOG_FAMILIES]
+        bad += [c.family for c in self.confirm if c.family not in FAMILIES and c.family not in LOG_FAMILIES]
         if bad:
             raise ValueError(f"card {self.category}: unknown families {bad}")
         return self

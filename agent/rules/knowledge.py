@@ -74,55 +74,8 @@ NEGATIVE = {
 # Look-alikes come from the signature cards (knowledge/cards/*.yaml).
 LOOKALIKES = {cat: list(card.lookalikes) for cat, card in CARDS.items()}
 
-REMEDIATION = {
-    "gpu_thermal_throttling": [
-        "Check the node's cooling (fans, airflow, inlet temperature, blocked heatsink) for the hot GPU.",
-        "Drain the rank's replica or move the workload until temperature is back to normal; "
-        "confirm with the GPU temperature and throttle-reason series.",
-    ],
-    "gpu_power_or_clock_cap": [
-        "Restore the default power limit / unlock clocks (nvidia-smi -pl <default>, nvidia-smi -rgc) on the capped GPU(s).",
-        "Find who set the cap (power-management policy, operator script) so it is not re-applied.",
-    ],
-    "nvlink_degradation": [
-        "Drain the node and run NVLink diagnostics (dcgmi diag, nvidia-smi nvlink -e) on the GPU.",
-        "Reseat or replace the GPU/baseboard if CRC errors persist; keep TP groups off the bad link meanwhile.",
-    ],
-    "pcie_link_degradation": [
-        "Check the link width/generation (nvidia-smi -q, lspci -vv) and AER counters; reseat the GPU or riser.",
-        "Move the rank to a healthy GPU until the link is repaired.",
-    ],
-    "network_congestion": [
-        "Inspect the fabric for the host's NIC (switch port counters, congestion control, competing jobs).",
-        "Rebalance traffic or move the cross-host groups away from the congested link; check NCCL_IB settings.",
-    ],
-    "host_cpu_contention": [
-        "Find and move the competing processes (cron jobs, log indexers) off the workers' cores.",
-        "Pin inference workers to dedicated cores (cgroups/cpusets) and isolate them from housekeeping.",
-    ],
-    "numa_misbinding": [
-        "Bind each worker to the CPU cores and memory of its GPU's NUMA node (numactl / launcher affinity).",
-        "Verify with nvidia-smi topo -m and the worker's CPU affinity after restart.",
-    ],
-    "kv_cache_pressure": [
-        "Give the replica more KV cache (gpu_memory_utilization, tensor parallel size) or lower max_num_seqs / max model length.",
-        "Route load away from the saturated replica; watch preemptions and cache usage.",
-    ],
-    "gpu_hardware_error": [
-        "Drain the GPU, collect nvidia-bug-report, and follow the Xid guidance (reset for row remapping, RMA for repeated DBE).",
-        "Keep the rank out of service until dcgmi diag passes.",
-    ],
-    "runtime_stall": [
-        "Profile the worker's CPU side (py-spy) during the pauses: tune or disable gen-2 GC, move output processing off the main thread.",
-        "Scale detokenization / output processing if it backs up.",
-    ],
-    "storage_io_stall": [
-        "Pre-load adapters/weights to local NVMe or page cache, or load them asynchronously.",
-        "Check the storage device/mount (nvme timeouts, shared filesystem latency).",
-    ],
-    "workload_shift": ["No fault to fix: capacity-plan for the new load (more replicas, autoscaling, admission limits)."],
-    "none": ["No action needed; keep monitoring."],
-}
+# Remediation, ranked, from the signature cards (one source).
+REMEDIATION = {cat: [a.action for a in card.remediation] for cat, card in CARDS.items()}
 
 KB_QUERY = {
     "gpu_thermal_throttling": "GPU hot, SM clock low, thermal throttle, peers wait in all-reduce",
