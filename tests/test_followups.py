@@ -53,6 +53,7 @@ def test_kernel_answer_names_an_outpost_anomaly_on_the_culprit(chat) -> None:
     outpost = next(e for e in ledger if e["tool"] == "outpost_detect")
     mine = [a for a in outpost["data"]["anomalies"] if a["rank"] in d["root_cause"]["ranks"]]
     assert mine and any(a["name"] in answers["kernel"] for a in mine)
+    assert any(a["tree_path"] and a["tree_path"] in answers["kernel"] for a in mine)
     assert outpost["id"] in _cited(answers["kernel"])
     assert any(a["steps"] in answers["where"] for a in mine) and outpost["id"] in _cited(answers["where"])
 

@@ -84,6 +84,7 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
                 "method": a.method,
                 "kind": a.kind,
                 "name": clip_text(a.name, 120),
+                "tree_path": " > ".join(clip_text(n, 60) for n in a.tree_path[-4:]),  # the step root's last levels
                 "steps": _steps_text(a.steps),
                 "n_steps": len(a.steps),
                 "ratio": round(a.ratio, 2),

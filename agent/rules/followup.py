@@ -168,7 +168,7 @@ def _kernel(d: dict, ledger: list[LedgerEntry], _det: dict) -> str:
     for a in ops[:4]:
         share = f", {a['effect_share']:.1%} of step time" if a.get("effect_share") is not None else ""
         effect = f"+{a['effect_ms']:.2f} ms{share}" if a.get("effect_ms") is not None else "effect not measured"
-        where = a.get("detail") or a.get("method")
+        where = (f"in {a['tree_path']}; " if a.get("tree_path") else "") + (a.get("detail") or str(a.get("method")))
         parts.append(
             f"{a.get('kind')} {a['name']} on rank {a['rank']} ({a.get('component')}, {a.get('method')}): "
             f"{a.get('ratio')}x its peers, {effect}, steps {a.get('steps')} - {where}"
