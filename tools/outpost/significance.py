@@ -44,6 +44,7 @@ class Samples:
     value: np.ndarray
     step: np.ndarray  # profiler step of each row (for the episode's window)
     labels: list[str]  # test id -> label
+    device: np.ndarray | None = None  # test id -> timed on the device (GPU kernels, copies), not the host
 
 
 def _blame_samples(inst: pd.DataFrame, per_instance: bool) -> Samples | None:
@@ -119,7 +120,10 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     first = pd.Series(np.arange(len(test))).groupby(test).first().to_numpy()
     cats = list(n["cls"].cat.categories)
     labels = [f"op[{table.names[k]}]" if k < len(table.names) else f"class[{cats[k - len(table.names)]}]" for k in key[first]]
-    return Samples(test, group_ids(test, st), rk, v, st, labels)
+    # Each test's class: an op's own, or the class a total sums.
+    cls_code = pd.Series(np.concatenate((cl, ck[cfirst] - len(table.names)))).to_numpy()[first]
+    device = np.isin(np.asarray(cats, dtype=object)[cls_code], (CLS_GPU, CLS_COPY))
+    return Samples(test, group_ids(test, st), rk, v, st, labels, device)
 
 
 def stratified_z(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
@@ -327,6 +331,7 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
             continue
         z["kind"] = kind
         z["label"] = [s.labels[t] for t in z["test"]]
+        z["device"] = s.device[z["test"].to_numpy()] if s.device is not None else False
         z["samples"] = [s] * len(z)
         out.append(z)
         broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
@@ -335,6 +340,7 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
             if not pk.empty:
                 pk["kind"] = f"peak_{kind}"
                 pk["label"] = [s.labels[t] for t in pk["test"]]
+                pk["device"] = s.device[pk["test"].to_numpy()] if s.device is not None else False
                 pk["samples"] = [s] * len(pk)
                 out.append(pk)
     if not out:
@@ -348,6 +354,12 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     res["noise_floor_ms"] = res["floor_ns"] / 1e6
     _effects(res, step_time, cfg)
     return res.drop(columns=["samples"])
+
+
+def effect_floor_ms(device: bool, cfg: DetectorConfig) -> float:
+    """Absolute minimum effect: host-timed evidence carries scheduler granularity, work timed by
+    the device's own clock (kernels, copies) only the trace's timer resolution."""
+    return cfg.min_device_effect_ms if device else cfg.min_effect_ms
 
 
 def _test_sizes(s: Samples, groups: list[list[int]], gsize: np.ndarray) -> np.ndarray:
@@ -402,4 +414,4 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         big = bool(np.isnan(share) or share >= cfg.min_effect_share)
         if row["kind"] in ("work", "peak_work"):
             big = big or (base > 0 and best / base >= cfg.min_effect)
-        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and big)
+        res.at[i, "material"] = bool(best / 1e6 >= effect_floor_ms(bool(row["device"]), cfg) and big)
