@@ -40,7 +40,9 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
         series = series_of(ctx.bundle)
     except (BundleError, ValueError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
-    src = str(ctx.bundle.metrics_path or "")
+    from kat.tools.telemetry.metric_source import metric_source_of
+
+    src = metric_source_of(ctx.bundle).describe()
     if not series:
         return ToolResult(tool=NAME, status="no_data", query=q, range=src, message="the bundle has no metrics")
     fams: dict[str, dict] = defaultdict(lambda: {"metrics": {}, "hosts": set(), "gpus": set(), "ranks": set()})

@@ -113,9 +113,22 @@ class Placement:
         return host, gpu, rank
 
 
+def metrics_frame(bundle: Bundle) -> pd.DataFrame:
+    """The metrics the bundle's source serves: its file, or a live source (Prometheus) over the incident window."""
+    from kat.tools.telemetry.metric_source import metric_source_of
+    from kat.tools.telemetry.tables import empty_metrics
+
+    src = metric_source_of(bundle)
+    if getattr(src, "kind", "file") == "file":
+        return bundle.metrics
+    names = src.names()
+    sel = src.select("", exact=names) if names else None
+    return sel.frame if sel is not None and sel.frame is not None else empty_metrics()
+
+
 def load_series(bundle: Bundle, families: set[str] | None = None, names: set[str] | None = None) -> list[Series]:
     """Every series of the bundle's metrics (optionally only some families or bare names)."""
-    m = bundle.metrics
+    m = metrics_frame(bundle)
     if m.empty:
         return []
     place = Placement.of(bundle)

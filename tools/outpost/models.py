@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from kat.knowledge.taxonomy import ComponentName
 
@@ -91,6 +91,12 @@ class Anomaly(BaseModel):
     noise_floor_ms: float | None = Field(None, description="the spread of this test's null distribution it was judged against, ms")
     p_value: float | None = Field(None, ge=0, le=1, description="calibrated p-value of the deviation under the capture's own noise")
 
+    @field_validator("observed", "baseline", "ratio", "score", "effect_ms", "effect_share", "noise_floor_ms", "p_value")
+    @classmethod
+    def _plain_float(cls, v: float | None) -> float | None:
+        # numpy scalars pass a float check but not every serialiser (the agent's checkpoints use msgpack)
+        return None if v is None else float(v)
+
 
 class Suspect(BaseModel):
     """One rank Outpost blames, with how sure it is and which evidence decided."""
@@ -98,6 +104,11 @@ class Suspect(BaseModel):
     rank: int
     confidence: float = Field(ge=0, le=1)
     why: str = ""
+
+    @field_validator("confidence")
+    @classmethod
+    def _plain_float(cls, v: float) -> float:
+        return float(v)
 
 
 class NoiseFloor(BaseModel):
@@ -108,6 +119,16 @@ class NoiseFloor(BaseModel):
     largest_deviation_step: int | None = None
     largest_deviation_p: float | None = None
     summary: str = ""
+
+    @field_validator("peer_spread_pct", "largest_deviation_ms", "largest_deviation_p")
+    @classmethod
+    def _plain_float(cls, v: float | None) -> float | None:
+        return None if v is None else float(v)
+
+    @field_validator("largest_deviation_step")
+    @classmethod
+    def _plain_int(cls, v: int | None) -> int | None:
+        return None if v is None else int(v)
 
 
 class RunStats(BaseModel):

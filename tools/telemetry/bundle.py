@@ -53,9 +53,9 @@ def _check_inside(root: Path, p: Path, what: str) -> None:
 
 def default_cache_root() -> Path:
     """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
-    from kat.knowledge.settings import settings  # pydantic stays out of a plain trace import
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
 
-    return settings().trace_cache_dir()
+    return trace_import_settings().cache_root / "traces"
 
 
 @dataclass

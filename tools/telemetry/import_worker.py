@@ -110,9 +110,9 @@ def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) ->
 
 
 def import_workers(n_files: int) -> int:
-    from kat.knowledge.settings import settings  # pydantic stays out of a plain trace import
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
 
-    want = settings().import_workers or os.cpu_count() or 1
+    want = trace_import_settings().import_workers or os.cpu_count() or 1
     return max(1, min(want, n_files))
 
 
