@@ -48,7 +48,7 @@ def _why(row: pd.Series) -> str:
     share = "" if np.isnan(row["effect_share"]) else f", {row['effect_share']:.1%} of its step time"
     return (
         f"{what}: +{row['effect_ms']:.3g} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "
-        f"(z {row['z']:.1f} against a peer spread of {row['noise_floor_ms']:.2f} ms per step, q {row['q']:.1e})"
+        f"(z {row['z']:.1f} against a peer spread of {row['noise_floor_ms']:.3g} ms per step, q {row['q']:.1e})"
     )
 
 
