@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.models import Anomaly, DetectorConfig, NoiseFloor, Suspect
-from kat.tools.outpost.significance import CAUSE_TESTS
+from kat.tools.outpost.significance import CAUSE_TESTS, effect_floor_ms
 from kat.tools.outpost.tree import CLS_STEP, NodeTable
 
 VICTIM_WEIGHT = 0.5  # confidence factor for a rank with only slow-op evidence beside a rank with cause evidence
@@ -47,8 +47,8 @@ def _why(row: pd.Series) -> str:
         what = f"one-off, beyond every other rank's tail: {what}"
     share = "" if np.isnan(row["effect_share"]) else f", {row['effect_share']:.1%} of its step time"
     return (
-        f"{what}: +{row['effect_ms']:.1f} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "
-        f"(z {row['z']:.1f} against a peer spread of {row['noise_floor_ms']:.2f} ms per step, q {row['q']:.1e})"
+        f"{what}: +{row['effect_ms']:.3g} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "
+        f"(z {row['z']:.1f} against a peer spread of {row['noise_floor_ms']:.3g} ms per step, q {row['q']:.1e})"
     )
 
 
@@ -151,8 +151,9 @@ def _noise_floor(tests: pd.DataFrame, step_time: pd.Series, quiet: bool) -> Nois
     return nf
 
 
-def _material(a: Anomaly, cfg: DetectorConfig) -> bool:
-    return (a.effect_ms or 0.0) >= cfg.min_effect_ms and (a.effect_share is None or a.effect_share >= cfg.min_effect_share)
+def _material(a: Anomaly, test: pd.Series, cfg: DetectorConfig) -> bool:
+    floor = effect_floor_ms(bool(test.get("device", False)), cfg)
+    return (a.effect_ms or 0.0) >= floor and (a.effect_share is None or a.effect_share >= cfg.min_effect_share)
 
 
 def _background(dropped: list[Anomaly], table: NodeTable, notes: list[str]) -> None:
@@ -191,7 +192,7 @@ def calibrate(
         mine = own.get((a.rank, f"op[{a.name}]"))
         if a.rank in best:
             keep.append(_fill(a, step_time, best[a.rank]))
-        elif mine is not None and _material(_fill(a, step_time, pd.Series(mine)), cfg):
+        elif mine is not None and _material(_fill(a, step_time, pd.Series(mine)), pd.Series(mine), cfg):
             keep.append(a)  # its own op is significantly slower on this rank over the capture, by a material effect
         elif a.rank not in peered and len(a.steps) >= cfg.sustained_steps:
             keep.append(_fill(a, step_time, None))  # no peers to judge against: only a sustained excess speaks

@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
         fdr: float = typer.Option(defaults.fdr, help="false discovery rate over all rank-level tests (Benjamini-Hochberg)"),
         min_effect_ms: float = typer.Option(defaults.min_effect_ms, help="minimum material effect, ms over the episode"),
+        min_device_effect_ms: float = typer.Option(
+            defaults.min_device_effect_ms, help="minimum material effect of device-timed work (kernels, copies), ms"
+        ),
         min_effect_share: float = typer.Option(defaults.min_effect_share, help="minimum material effect, share of step time"),
         annotate: Path | None = typer.Option(
             None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"
@@ -49,6 +52,7 @@ def register(app: typer.Typer) -> None:
                 arrival_share=arrival_share,
                 fdr=fdr,
                 min_effect_ms=min_effect_ms,
+                min_device_effect_ms=min_device_effect_ms,
                 min_effect_share=min_effect_share,
             )
         except ValueError as exc:

@@ -53,6 +53,12 @@ class DetectorConfig(BaseModel):
         description="a significant finding is material only if its excess over its episode reaches this many ms "
         "(a tenth of a millisecond: below it, timer and scheduler granularity)",
     )
+    min_device_effect_ms: float = Field(
+        0.01,
+        ge=0,
+        description="the same minimum for work timed on the device (kernels, copies: CUPTI timestamps, no host "
+        "scheduler in the interval): ten times the microsecond unit Kineto's trace export writes",
+    )
     min_effect_share: float = Field(
         0.02,
         ge=0,

@@ -44,6 +44,7 @@ class Samples:
     value: np.ndarray
     step: np.ndarray  # profiler step of each row (for the episode's window)
     labels: list[str]  # test id -> label
+    device: np.ndarray | None = None  # test id -> timed on the device (GPU kernels, copies), not the host
 
 
 def _blame_samples(inst: pd.DataFrame, per_instance: bool) -> Samples | None:
@@ -119,7 +120,10 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     first = pd.Series(np.arange(len(test))).groupby(test).first().to_numpy()
     cats = list(n["cls"].cat.categories)
     labels = [f"op[{table.names[k]}]" if k < len(table.names) else f"class[{cats[k - len(table.names)]}]" for k in key[first]]
-    return Samples(test, group_ids(test, st), rk, v, st, labels)
+    # Each test's class: an op's own, or the class a total sums.
+    cls_code = pd.Series(np.concatenate((cl, ck[cfirst] - len(table.names)))).to_numpy()[first]
+    device = np.isin(np.asarray(cats, dtype=object)[cls_code], (CLS_GPU, CLS_COPY))
+    return Samples(test, group_ids(test, st), rk, v, st, labels, device)
 
 
 def stratified_z(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
@@ -146,7 +150,44 @@ def stratified_z(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
     t = agg["T"].clip(lower=0.0).to_numpy()
     agg["p"] = np.minimum(1.0, np.exp(-2.0 * t * t / np.maximum(agg["R"].to_numpy(), 1.0)))
     agg["floor_ns"] = np.sqrt(agg["V"] / agg["strata"].clip(lower=1))
+    _exact_p(df, agg)
     return agg
+
+
+EXACT_SCREEN = 0.05  # Hoeffding p below which the exact null tail is computed (above it the bound is kept)
+EXACT_GRID = 4096  # lattice points over the null's support
+
+
+def _exact_p(df: pd.DataFrame, agg: pd.DataFrame) -> None:
+    """Replace Hoeffding's bound by the exact tail of the same null where it matters.
+
+    Under the null the rank's excess is a sum over strata of one uniform draw from each stratum's
+    deviations; its distribution is the convolution of the strata's discrete uniforms, computed on
+    a lattice. Null values are rounded up and the observed sum down, so the lattice p-value is
+    never below the exact one (still valid). Hoeffding bounds this same tail from above, so it is
+    only tightened: with few strata (a 10-step capture) the bound is far from the tail, which
+    costs every sustained fault on one or a minority of members its significance."""
+    todo = agg.index[(agg["p"].to_numpy() < EXACT_SCREEN) & (agg["T"].to_numpy() > 0)]
+    if not len(todo):
+        return
+    by_test = df.groupby("test", sort=False)
+    for test, rows in agg.loc[todo].groupby("test", sort=False):
+        d = by_test.get_group(test)
+        strata = [x.to_numpy() for _, x in d.groupby("stratum", sort=False)["d"]]
+        lo = np.array([x.min() for x in strata])
+        span = float(sum(x.max() - x.min() for x in strata))
+        if span <= 0:
+            continue
+        h = span / EXACT_GRID
+        pmf = np.ones(1)
+        for x, m in zip(strata, lo):
+            k = np.ceil((x - m) / h - 1e-9).astype(int)
+            pmf = np.convolve(pmf, np.bincount(k) / len(k))
+        tail = np.cumsum(pmf[::-1])[::-1]
+        for i in rows.index:
+            obs = int(np.floor((float(agg.at[i, "T"]) - lo.sum()) / h + 1e-9))
+            p = 1.0 if obs <= 0 else (float(tail[obs]) if obs < len(tail) else 0.0)
+            agg.at[i, "p"] = min(float(agg.at[i, "p"]), p)
 
 
 # Peaks over threshold: the others' deviations above this quantile model the tail. It must be
@@ -290,6 +331,7 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
             continue
         z["kind"] = kind
         z["label"] = [s.labels[t] for t in z["test"]]
+        z["device"] = s.device[z["test"].to_numpy()] if s.device is not None else False
         z["samples"] = [s] * len(z)
         out.append(z)
         broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
@@ -298,6 +340,7 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
             if not pk.empty:
                 pk["kind"] = f"peak_{kind}"
                 pk["label"] = [s.labels[t] for t in pk["test"]]
+                pk["device"] = s.device[pk["test"].to_numpy()] if s.device is not None else False
                 pk["samples"] = [s] * len(pk)
                 out.append(pk)
     if not out:
@@ -311,6 +354,12 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     res["noise_floor_ms"] = res["floor_ns"] / 1e6
     _effects(res, step_time, cfg)
     return res.drop(columns=["samples"])
+
+
+def effect_floor_ms(device: bool, cfg: DetectorConfig) -> float:
+    """Absolute minimum effect: host-timed evidence carries scheduler granularity, work timed by
+    the device's own clock (kernels, copies) only the trace's timer resolution."""
+    return cfg.min_device_effect_ms if device else cfg.min_effect_ms
 
 
 def _test_sizes(s: Samples, groups: list[list[int]], gsize: np.ndarray) -> np.ndarray:
@@ -365,4 +414,4 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         big = bool(np.isnan(share) or share >= cfg.min_effect_share)
         if row["kind"] in ("work", "peak_work"):
             big = big or (base > 0 and best / base >= cfg.min_effect)
-        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and big)
+        res.at[i, "material"] = bool(best / 1e6 >= effect_floor_ms(bool(row["device"]), cfg) and big)
