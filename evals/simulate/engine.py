@@ -120,7 +120,7 @@ class Simulator:
         self.flows = flows
         self.nccl_allreduce = _js(K.nccl_kernel(K.NCCL_ALLREDUCE, nccl_version))
         self.nccl_sendrecv = _js(K.nccl_kernel(K.NCCL_SENDRECV, nccl_version))
-        self.fr = K.frames(lay.task.engine, lay.task.spec.arch)
+        self.fr = K.frames(lay.task.engine, lay.task.model_spec.arch)
         self.kn = {k: _js(v) for k, v in K.kernel_names(lay.task.engine, lay.task.gpu).items()}
         self.names = {k: _js(getattr(self.fr, k)) for k in self.fr.__dataclass_fields__}
         # Ranks without a writer are simulated (collectives need them) but not emitted: parallel

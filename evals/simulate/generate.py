@@ -204,7 +204,7 @@ def generate_incident(
         "title": title,
         "symptom": symptom,
         "window": {"start": _iso(metrics_start), "end": _iso(metrics_end)},
-        "model": task_cfg.spec.hf_name,
+        "model": task_cfg.model_spec.hf_name,
         "framework": task_cfg.engine,
         "topology": manifest_topology(lay),
         "generator": {"tool": "kat simulate", "task": task_cfg.name, "size": size, "seed": seed},

@@ -342,15 +342,15 @@ def incident_text(gt: GroundTruth, lay: Layout, res: SimResult, base_ns: int) ->
     tpot = float(np.median(ms))
     if gt.category == "none":
         return (
-            f"Routine profile of {t.spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
+            f"Routine profile of {t.model_spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
             f"scheduled profiler capture; median time per output token about {tpot:.0f} ms, no alert firing",
         )
     if gt.category == "workload_shift":
         return (
-            f"Latency up on {t.spec.hf_name} serving",
+            f"Latency up on {t.model_spec.hf_name} serving",
             f"TTFT and TPOT rose around {when} UTC while traffic changed; median step about {tpot:.0f} ms",
         )
     return (
-        f"Slow decoding on {t.spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
+        f"Slow decoding on {t.model_spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
         f"time per output token degraded around {when} UTC (median step about {tpot:.0f} ms in the capture); users report slow responses",
     )

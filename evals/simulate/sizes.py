@@ -30,7 +30,7 @@ SIZES: dict[str, Size] = {
 
 
 def layers_per_stage(task: TaskConfig, size: Size) -> int:
-    n = task.spec.layers if size.max_layers is None else min(task.spec.layers, size.max_layers)
+    n = task.model_spec.layers if size.max_layers is None else min(task.model_spec.layers, size.max_layers)
     return max(1, n // task.pp)
 
 
