@@ -106,6 +106,8 @@ _JOB: tuple | None = None
 
 def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
     """Simulate the whole run; format and write the traces of `ranks` only."""
+    if _JOB is None:
+        raise RuntimeError("_run_part runs only inside generate_incident, which sets the job")
     lay, plan, wl, seed, out, sz, base_ns, incident_id = _JOB
     writers, pg_args = _writers(out, lay, sz, base_ns, incident_id, only=ranks)
     for r, w in writers.items():

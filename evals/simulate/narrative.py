@@ -6,7 +6,7 @@ import numpy as np
 
 from kat.evals.simulate.categories import COMPONENT, Category
 from kat.evals.simulate.engine import SimResult
-from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.faults import ConfounderSpec, FaultPlan
 from kat.evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, rfc3339
 from kat.evals.simulate.topology import Layout
 
@@ -287,7 +287,7 @@ def build_ground_truth(
         category=cat.value,
         component=comp,
         is_fault=True,
-        severity=plan.severity.value,
+        severity=plan.severity.value if plan.severity is not None else None,
         task=lay.task.name,
         seed=seed,
         size=size,
@@ -306,8 +306,9 @@ def build_ground_truth(
     )
 
 
-def _confounder(c, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -> Confounder:
+def _confounder(c: ConfounderSpec, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -> Confounder:
     if c.kind == "uneven_batches":
+        assert c.steps is not None  # _confounders always gives skewed batches their step range
         a, b = c.steps
         win = Window.of(base_ns + int(res.step_start[a, c.ranks].min()), base_ns + int(res.step_end[b - 1, c.ranks].max()))
         return Confounder(
@@ -329,7 +330,7 @@ def _confounder(c, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -
     return Confounder(kind=c.kind, description="unrelated warning in the logs", ranks=c.ranks, hosts=c.hosts, window=_detail_window(c))
 
 
-def _detail_window(c) -> Window | None:
+def _detail_window(c: ConfounderSpec) -> Window | None:
     s, e = c.detail.get("start_ns"), c.detail.get("end_ns")
     return Window.of(s, e) if s is not None and e is not None else None
 
