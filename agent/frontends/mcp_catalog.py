@@ -68,7 +68,7 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
         m = bundle.metrics if path is not None else None
     except (BundleError, ValueError, OSError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=f"metrics unreadable: {exc}")
-    if m is None or m.empty:
+    if path is None or m is None or m.empty:
         return ToolResult(tool=NAME, status="no_data", query=q, range=ctx.path.name, message="the incident has no metrics file")
     searched = f"{path.name} ({len(m):,} samples)"
     names = sorted(str(n) for n in m["name"].unique())
