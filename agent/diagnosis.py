@@ -7,56 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, CategoryName, normalize_label
 from kat.tools.telemetry.quality import DataQuality
 
-CATEGORIES = (
-    "gpu_thermal_throttling",
-    "gpu_power_or_clock_cap",
-    "nvlink_degradation",
-    "pcie_link_degradation",
-    "network_congestion",
-    "host_cpu_contention",
-    "numa_misbinding",
-    "kv_cache_pressure",
-    "gpu_hardware_error",
-    "runtime_stall",
-    "storage_io_stall",
-    "none",
-    "workload_shift",
-)
-# "undetermined" only appears in an honest partial answer (budget or repeated tool-call failure).
-Category = Literal[
-    "gpu_thermal_throttling",
-    "gpu_power_or_clock_cap",
-    "nvlink_degradation",
-    "pcie_link_degradation",
-    "network_congestion",
-    "host_cpu_contention",
-    "numa_misbinding",
-    "kv_cache_pressure",
-    "gpu_hardware_error",
-    "runtime_stall",
-    "storage_io_stall",
-    "none",
-    "workload_shift",
-    "undetermined",
-]
-COMPONENT_OF = {
-    "gpu_thermal_throttling": "gpu",
-    "gpu_power_or_clock_cap": "gpu",
-    "nvlink_degradation": "nvlink",
-    "pcie_link_degradation": "pcie",
-    "network_congestion": "network",
-    "host_cpu_contention": "host_cpu",
-    "numa_misbinding": "host_memory",
-    "kv_cache_pressure": "gpu_memory",
-    "gpu_hardware_error": "gpu",
-    "runtime_stall": "software",
-    "storage_io_stall": "storage",
-    "none": "-",
-    "workload_shift": "-",
-    "undetermined": "-",
-}
+CATEGORIES = TAXONOMY
+Category = CategoryName
 
 
 class _Strict(BaseModel):
@@ -78,13 +33,28 @@ class RootCause(_Strict):
     @field_validator("category", mode="before")
     @classmethod
     def _norm(cls, v: object) -> object:
-        return v.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
+        return normalize_label(v) if isinstance(v, str) else v
 
 
 class CausalLink(_Strict):
     cause: str
     effect: str
     evidence: list[str] = Field(description="evidence ids (e.g. 'ev-3') returned by tools")
+    # Tags the scorer and the front ends read instead of the wording: the category the link is
+    # about ('none' = a generic symptom link) and its component. Optional for LLM Analyzers.
+    category: CategoryName | None = Field(None, description="taxonomy category this link is about; 'none' for a generic symptom link")
+    component: str | None = Field(None, description="component of that category (filled from it when empty)")
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _norm_cat(cls, v: object) -> object:
+        return normalize_label(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fill_component(self) -> CausalLink:
+        if self.category and not self.component:
+            self.component = COMPONENT_OF[self.category]
+        return self
 
 
 class EvidenceItem(_Strict):

@@ -1,4 +1,5 @@
-"""Score Outpost against generated ground truth, at the detection unit of ARCHITECTURE.md.
+"""Score Outpost against generated ground truth, at the detection unit of ARCHITECTURE.md, and
+against recorded runs (a directory of rank traces with truth.json: rank and step window only).
 
 Detection unit: a reported anomaly matches when its rank is an affected rank, its component is
 the injected component, and its window overlaps the injected window. Rank level: the set of
@@ -117,6 +118,48 @@ def case_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("ground_truth.json"))
 
 
+class RunTruth(BaseModel):
+    """`truth.json` of a recorded run (a directory of rank*.json.gz): the faulty rank, the ranks
+    acceptable as first suspect and the fault's profiler steps (inclusive); no component."""
+
+    mode: str
+    culprit: int | None = None
+    acceptable_first: list[int] = Field(default_factory=list)
+    window_profiler_steps: list[int] | None = None
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every recorded run below root: a directory with truth.json beside its rank traces."""
+    return sorted(p.parent for p in root.rglob("truth.json") if not (p.parent / "ground_truth.json").exists())
+
+
+def score_run(name: str, truth: RunTruth, res: DetectionResult, seconds: float) -> CaseScore:
+    """A recorded run has no injected component: a finding matches on rank and step window."""
+    fault = truth.culprit is not None
+    affected = {truth.culprit} if fault else set()
+    lo, hi = truth.window_profiler_steps or [-(2**31), 2**31]
+    tp = sum(1 for a in res.anomalies if a.rank in affected and any(lo <= s <= hi for s in a.steps)) if fault else 0
+    ranks = sorted({a.rank for a in res.anomalies})
+    first_ok = set(truth.acceptable_first) or affected
+    return CaseScore(
+        case=name,
+        category=truth.mode if fault else "none",
+        component="-",
+        affected_ranks=sorted(affected),
+        reported=len(res.anomalies),
+        true_positive=tp,
+        expected_found=tp > 0,
+        ranks_reported=ranks,
+        rank_tp=len(affected & set(ranks)),
+        rank_fp=len(set(ranks) - affected),
+        rank_fn=len(affected - set(ranks)),
+        false_alarm=(not fault) and bool(res.anomalies or res.suspects),
+        culprit_first=(bool(res.suspect_ranks) and res.suspect_ranks[0] in first_ok) if fault else None,
+        seconds=round(seconds, 3),
+        events=res.stats.events,
+    )
+
+
 def evaluate_detection(
     root: Path, config: DetectorConfig | None = None, progress: Callable[[CaseScore], None] | None = None
 ) -> DetectionReport:
@@ -127,6 +170,16 @@ def evaluate_detection(
         t = time.perf_counter()
         res = detect(case, config)
         scores.append(score_case(str(case.relative_to(root)), gt, res, time.perf_counter() - t))
+        if progress:
+            progress(scores[-1])
+    for run in run_dirs(root):
+        try:
+            truth = RunTruth.model_validate_json((run / "truth.json").read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{run / 'truth.json'}: not a run truth file ({exc})") from exc
+        t = time.perf_counter()
+        res = detect(run, config)
+        scores.append(score_run(str(run.relative_to(root)) if run != root else run.name, truth, res, time.perf_counter() - t))
         if progress:
             progress(scores[-1])
     by_cat: dict[str, list[CaseScore]] = defaultdict(list)

@@ -1,6 +1,10 @@
-"""Vocabulary shared by the corpus front matter and the search filters (see ARCHITECTURE.md)."""
+"""The domain contract (ARCHITECTURE.md): categories, components, the component of each
+category, and label normalisation. Every layer imports these; nothing else spells them out
+(tests/test_domain_contract.py fails when another module does)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 FAULT_CATEGORIES: tuple[str, ...] = (
     "gpu_thermal_throttling",
@@ -17,6 +21,9 @@ FAULT_CATEGORIES: tuple[str, ...] = (
 )
 CONTROL_CATEGORIES: tuple[str, ...] = ("none", "workload_shift")
 TAXONOMY: tuple[str, ...] = FAULT_CATEGORIES + CONTROL_CATEGORIES
+# Only in an honest partial answer (budget or repeated tool-call failure), never ground truth.
+UNDETERMINED = "undetermined"
+DIAGNOSIS_CATEGORIES: tuple[str, ...] = TAXONOMY + (UNDETERMINED,)
 # Documents that are not about one root cause: the systems underneath, and the playbook.
 DOC_ONLY_CATEGORIES: tuple[str, ...] = ("reference", "playbook")
 CATEGORIES: tuple[str, ...] = TAXONOMY + DOC_ONLY_CATEGORIES
@@ -32,6 +39,30 @@ COMPONENTS: tuple[str, ...] = (
     "software",
     "storage",
 )
+NO_COMPONENT = "-"
+
+# Pydantic/typing views of the same tuples (Literal over a tuple expands to its members).
+CategoryName = Literal[DIAGNOSIS_CATEGORIES]  # type: ignore[valid-type]
+ComponentName = Literal[COMPONENTS]  # type: ignore[valid-type]
+
+COMPONENT_OF: dict[str, str] = {
+    "gpu_thermal_throttling": "gpu",
+    "gpu_power_or_clock_cap": "gpu",
+    "nvlink_degradation": "nvlink",
+    "pcie_link_degradation": "pcie",
+    "network_congestion": "network",
+    "host_cpu_contention": "host_cpu",
+    "numa_misbinding": "host_memory",
+    "kv_cache_pressure": "gpu_memory",
+    "gpu_hardware_error": "gpu",
+    "runtime_stall": "software",
+    "storage_io_stall": "storage",
+    "none": NO_COMPONENT,
+    "workload_shift": NO_COMPONENT,
+    UNDETERMINED: NO_COMPONENT,
+}
+# Fault categories whose component is c, in taxonomy order.
+CATEGORIES_OF_COMPONENT: dict[str, tuple[str, ...]] = {c: tuple(k for k in FAULT_CATEGORIES if COMPONENT_OF[k] == c) for c in COMPONENTS}
 
 
 def normalize_label(value: str | None) -> str | None:
@@ -40,3 +71,11 @@ def normalize_label(value: str | None) -> str | None:
         return None
     v = value.strip().lower().replace("-", "_").replace(" ", "_")
     return v or None
+
+
+def is_fault(category: str) -> bool:
+    return normalize_label(category) in FAULT_CATEGORIES
+
+
+def is_control(category: str) -> bool:
+    return normalize_label(category) in CONTROL_CATEGORIES

@@ -198,7 +198,7 @@ def test_importing_traces_loads_neither_pyarrow_nor_pydantic(tmp_path: Path) -> 
     root = make_bundle(tmp_path / "inc")
     code = (
         "import sys\n"
-        "from tools.telemetry.bundle import open_bundle\n"
+        "from kat.tools.telemetry.bundle import open_bundle\n"
         f"b = open_bundle({str(root / 'traces')!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
         "assert b.total_events > 0\n"
         "print(sorted(m for m in ('pyarrow', 'pydantic', 'pandas') if m in sys.modules))\n"

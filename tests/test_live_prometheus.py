@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import threading
 import time
@@ -17,9 +18,8 @@ from typer.testing import CliRunner
 
 from kat.agent.cli import app
 from kat.agent.diagnosis import Diagnosis
-from kat.agent.rules.signals import SWEEP
 from kat.agent.session import Session
-from kat.tools import metric_lookup
+from kat.tools import metric_catalog, metric_lookup
 from kat.tools.context import IncidentContext
 from kat.tools.outpost.attribution import pin_link
 from kat.tools.telemetry.metric_source import metric_source_of
@@ -85,8 +85,8 @@ def test_every_sweep_lookup_matches_the_file(live: dict) -> None:
     file_ctx = IncidentContext(case["full"])
     prom_ctx = IncidentContext(case["bare"], prometheus=live["url"])
     compared = 0
-    for _, name in SWEEP:
-        args = metric_lookup.MetricLookupArgs(name=name)
+    for name in sorted(str(n) for n in file_ctx.bundle.metrics["name"].cat.categories):
+        args = metric_lookup.MetricLookupArgs(name=f"^{re.escape(name)}$")
         f, p = metric_lookup.run(file_ctx, args), metric_lookup.run(prom_ctx, args)
         assert p.status == f.status, (name, f.message, p.message)
         if f.status == "ok":
@@ -100,6 +100,14 @@ def test_every_sweep_lookup_matches_the_file(live: dict) -> None:
     file_cat = metric_source_of(file_ctx.bundle).catalog()
     prom_cat = metric_source_of(prom_ctx.bundle).catalog()
     assert sorted(prom_cat) == sorted(file_cat) and len(prom_cat) > 20
+
+    # the Analyzer's catalogue: the same families and metric names through either source
+    def families(ctx: IncidentContext) -> dict[str, list[str]]:
+        res = metric_catalog.run(ctx, metric_catalog.MetricCatalogArgs(token_budget=8000))
+        assert res.status == "ok", res.message
+        return {fam: sorted(m["name"] for m in v["metrics"]) for fam, v in res.data["families"].items()}
+
+    assert families(prom_ctx) == families(file_ctx)
     # filters and windows work the same
     args = metric_lookup.MetricLookupArgs(name="DCGM_FI_DEV_GPU_TEMP", rank=0)
     assert metric_lookup.run(prom_ctx, args).data == metric_lookup.run(file_ctx, args).data

@@ -263,7 +263,7 @@ def test_small_slowdown_below_effect_size_is_ignored(tmp_path: Path) -> None:
 
 def test_thresholds_are_options(tmp_path: Path) -> None:
     d = _write(tmp_path, _group_trace(4, 12, slow_rank=2, slow_steps=range(4, 10), slow_factor=1.4))
-    strict = detect(d, DetectorConfig(min_effect=0.8, arrival_min_ns=10**9))
+    strict = detect(d, DetectorConfig(min_effect=0.8, arrival_min_ns=10**9, min_effect_share=0.9))
     assert not any(a.method in ("inter", "arrival") for a in strict.anomalies)
 
 

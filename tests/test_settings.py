@@ -22,7 +22,28 @@ def test_readme_table_lists_every_variable() -> None:
     read = set(_VARIABLES) - {"XDG_CACHE_HOME"}
     assert read <= documented, f"undocumented: {sorted(read - documented)}"
     rows = [line for line in section.splitlines() if line.startswith("| `")]
-    assert len(rows) == len(Settings.model_fields) - 2  # the three Slack tokens share one row
+    # the three Slack tokens share one row; XDG_CACHE_HOME is the XDG base directory, not KAT's own
+    assert len(rows) == len(Settings.model_fields) - 3
+
+
+def test_trace_import_settings_agree_with_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The importer's pydantic-free reader gives what the model gives, and refuses what it refuses."""
+    from kat.knowledge.settings import trace_import_settings
+
+    monkeypatch.setenv("KAT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KAT_IMPORT_WORKERS", "3")
+    monkeypatch.setenv("KAT_KINETO_NATIVE", "off")
+    monkeypatch.setenv("KAT_MAX_TRACE_BYTES", "512M")
+    fast, full = trace_import_settings(), settings()
+    assert fast.cache_root / "traces" == full.trace_cache_dir()
+    assert (fast.import_workers, fast.kineto_native, fast.max_trace_bytes) == (full.import_workers, full.kineto_native, "512M")
+    for name, bad in (("KAT_IMPORT_WORKERS", "0"), ("KAT_IMPORT_WORKERS", "many"), ("KAT_KINETO_NATIVE", "maybe")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(SettingsError, match=name):
+            trace_import_settings()
+        with pytest.raises(SettingsError, match=name):
+            settings()
+        monkeypatch.setenv(name, "1")
 
 
 def test_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

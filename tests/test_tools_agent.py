@@ -18,7 +18,15 @@ def tools():
 
 
 def test_every_tool_has_a_pydantic_schema_and_langchain_form(tools) -> None:
-    assert set(tools) == {"outpost_detect", "trace_slice", "metric_lookup", "log_search", "knowledge_search"}
+    assert set(tools) == {
+        "outpost_detect",
+        "metric_catalog",
+        "metric_compare",
+        "trace_slice",
+        "metric_lookup",
+        "log_search",
+        "knowledge_search",
+    }
     for t in tools.values():
         lc = t.as_langchain()
         assert lc.name == t.name and lc.args_schema is t.args_model

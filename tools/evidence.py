@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Status = Literal["ok", "no_data", "error"]
 
@@ -39,6 +39,11 @@ class ToolResult(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="structured payload, already within budget")
     more: str = Field("", description="how to fetch what was left out, when output was summarised")
     evidence_id: str | None = Field(None, description="set by the graph when the result is recorded, e.g. 'ev-3'")
+
+    @field_validator("query", "data")
+    @classmethod
+    def _plain(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _plain_values(v)
 
     def render(self, token_budget: int = DEFAULT_TOKEN_BUDGET) -> str:
         """Text for a model: header, then the payload as untrusted data, within the budget."""
@@ -76,3 +81,15 @@ def neutralise(text: str) -> str:
 def clip_text(text: str, limit: int = 240) -> str:
     """Shorten one text field, saying so."""
     return text if len(text) <= limit else text[:limit] + f"...[+{len(text) - limit} chars]"
+
+
+def _plain_values(v: Any) -> Any:
+    """Numpy scalars (and tuples, sets) as plain Python values: results are checkpointed with msgpack and sent as JSON."""
+    if isinstance(v, dict):
+        return {k: _plain_values(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_plain_values(x) for x in v]
+    item = getattr(v, "item", None)  # numpy scalar: np.float64, np.int64, np.bool_
+    if item is not None and type(v).__module__ == "numpy":
+        return item()
+    return v

@@ -18,7 +18,8 @@ DESCRIPTION = (
     "Run Outpost, the trace anomaly detector, over every rank of the incident. Returns suspect ranks "
     "(culprit first), anomalous kernels/ops with rank, component, method (inter = slower than peers, "
     "intra = slower than its own repetitions, arrival = late to collectives), steps, time window and "
-    "observed/baseline ratio. Call this first."
+    "observed/baseline ratio, effect (ms, share of step) and p-value under the capture's own noise; "
+    "each suspect has a confidence and the evidence that decided. Call this first."
 )
 
 
@@ -83,10 +84,15 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
                 "method": a.method,
                 "kind": a.kind,
                 "name": clip_text(a.name, 120),
+                "tree_path": " > ".join(clip_text(n, 60) for n in a.tree_path[-4:]),  # the step root's last levels
                 "steps": _steps_text(a.steps),
                 "n_steps": len(a.steps),
                 "ratio": round(a.ratio, 2),
                 "score": round(a.score, 1),
+                # Plain floats: detector internals may hand back numpy scalars, which the checkpointer cannot store.
+                "effect_ms": _num(a.effect_ms),
+                "effect_share": _num(a.effect_share),
+                "p_value": _num(a.p_value),
                 "start_ns": a.start_ns,
                 "end_ns": a.end_ns,
                 "detail": clip_text(a.detail, 200),
@@ -107,11 +113,13 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
             query=q,
             range=searched,
             data=data,
-            message="no anomaly: every rank behaves like its peers and its own repetitions",
-            summary="Outpost found no anomalous kernel or op on any rank",
+            message="no significant anomaly: every rank behaves like its peers and its own repetitions within the capture's noise",
+            summary="Outpost found no significant anomaly"
+            + (f" ({clip_text(res.noise_floor.summary, 240)})" if res.noise_floor and res.noise_floor.summary else ""),
         )
     comps = Counter(a.component for a in anomalies)
-    summary = f"suspect ranks {res.suspect_ranks}; {len(anomalies)} anomalies ({', '.join(f'{c} x{n}' for c, n in comps.most_common())})"
+    conf = ", ".join(f"{x.rank} ({x.confidence:.2f})" for x in res.suspects)
+    summary = f"suspect ranks {conf or '[]'}; {len(anomalies)} anomalies ({', '.join(f'{c} x{n}' for c, n in comps.most_common())})"
     return ToolResult(
         tool=NAME,
         status="ok" if anomalies else "no_data",
@@ -122,3 +130,7 @@ def run(ctx: IncidentContext, args: OutpostArgs) -> ToolResult:
         more=more,
         message="" if anomalies else f"no anomaly on ranks {args.ranks}",
     )
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None else float(x)

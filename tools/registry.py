@@ -8,18 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from kat.tools import knowledge_tool, log_search, metric_lookup, outpost_tool, trace_slice
+from kat.tools import knowledge_tool, log_search, metric_catalog, metric_compare, metric_lookup, outpost_tool, trace_slice
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
 
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
-_MODULES = (outpost_tool, trace_slice, metric_lookup, log_search, knowledge_tool)
+_MODULES = (outpost_tool, metric_catalog, metric_compare, trace_slice, metric_lookup, log_search, knowledge_tool)
 _ARGS = {
     outpost_tool.NAME: outpost_tool.OutpostArgs,
     trace_slice.NAME: trace_slice.TraceSliceArgs,
     metric_lookup.NAME: metric_lookup.MetricLookupArgs,
+    metric_catalog.NAME: metric_catalog.MetricCatalogArgs,
+    metric_compare.NAME: metric_compare.MetricCompareArgs,
     log_search.NAME: log_search.LogSearchArgs,
     knowledge_tool.NAME: knowledge_tool.KnowledgeSearchArgs,
 }

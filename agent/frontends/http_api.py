@@ -84,6 +84,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             backend_options=settings.backend_options,
         )
         app.state.store, app.state.runner, app.state.root = store, runner, runner.root
+        app.state.prometheus = settings.backend_options.get("prometheus")  # the report reads metrics where diagnoses did
         app.state.recovered = runner.recover()
         log.info("recovered jobs: %s", app.state.recovered)
         try:

@@ -37,7 +37,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from kat.agent.frontends import mcp_catalog
 from kat.agent.frontends.incidents import IncidentError, IncidentRoot
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
@@ -180,12 +179,7 @@ class KatMcp:
 
     # -- tool catalogue ------------------------------------------------------------------------
     def _agent_tools(self, ctx: IncidentContext) -> dict[str, AgentTool]:
-        tools = make_tools(ctx)
-        if mcp_catalog.NAME not in tools:  # tools/ has no catalogue of its own yet
-            tools[mcp_catalog.NAME] = AgentTool(
-                mcp_catalog.NAME, mcp_catalog.DESCRIPTION, mcp_catalog.MetricCatalogArgs, mcp_catalog.run, ctx
-            )
-        return tools
+        return make_tools(ctx)  # the agent's own tools, metric_catalog included
 
     def _specs(self) -> dict[str, ToolSpec]:
         from kat.agent.diagnosis import Diagnosis

@@ -47,11 +47,12 @@ def report_path(job_id: str) -> str:
     return f"/v1/incidents/{job_id}/report"
 
 
-def render_job(incident_path: Path, job: JobRecord) -> str:
+def render_job(incident_path: Path, job: JobRecord, prometheus: str | None = None) -> str:
+    """The report page of a finished job; metrics from `prometheus` when the server reads them there."""
     from kat.agent.diagnosis import Diagnosis
     from kat.agent.report import build_report
 
-    html, _ = build_report(incident_path, Diagnosis.model_validate(job.result))
+    html, _ = build_report(incident_path, Diagnosis.model_validate(job.result), prometheus=prometheus)
     return html
 
 
@@ -89,5 +90,5 @@ def add_report_route(app: FastAPI, dependencies: list[Any], error: Callable[[int
             path = st.root.resolve(job.incident)
         except IncidentError as exc:
             raise error(410, f"the incident of diagnosis {job.id} is no longer available: {exc}") from exc
-        html = await asyncio.to_thread(cache.get_or_render, job.id, lambda: render_job(path, job))
+        html = await asyncio.to_thread(cache.get_or_render, job.id, lambda: render_job(path, job, getattr(st, "prometheus", None)))
         return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})

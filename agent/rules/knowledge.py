@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kat.knowledge.cards import CARDS
+
 TITLE = {
     "gpu_thermal_throttling": "GPU thermal throttling",
     "gpu_power_or_clock_cap": "GPU power or clock cap",
@@ -20,7 +22,8 @@ TITLE = {
 
 MECHANISM = {
     "gpu_thermal_throttling": "the GPU lowers its SM clock to shed heat, so its compute kernels run slower",
-    "gpu_power_or_clock_cap": "the GPU runs at a lowered power limit / clock cap, so its compute kernels run slower while temperature stays normal",
+    "gpu_power_or_clock_cap": "the GPU runs at a lowered power limit / clock cap, so its compute kernels run slower"
+    " while temperature stays normal",
     "nvlink_degradation": "a degraded NVLink retrains and replays traffic, so intra-node collectives touching this GPU slow down",
     "pcie_link_degradation": "the GPU's PCIe link runs downgraded with replays, so host<->device copies on it slow down",
     "network_congestion": "the host's NICs retransmit and wait, so inter-node collectives and pipeline send/recv slow down",
@@ -35,8 +38,10 @@ MECHANISM = {
 }
 
 SYMPTOM = {
-    "gpu_thermal_throttling": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
-    "gpu_power_or_clock_cap": "the slow rank arrives late at every collective; its peers wait in all-reduce and step time (TPOT) rises for the whole group",
+    "gpu_thermal_throttling": "the slow rank arrives late at every collective; its peers wait in all-reduce and step"
+    " time (TPOT) rises for the whole group",
+    "gpu_power_or_clock_cap": "the slow rank arrives late at every collective; its peers wait in all-reduce and step"
+    " time (TPOT) rises for the whole group",
     "nvlink_degradation": "all-reduce / all-gather kernels of the group take longer each step, so step time (TPOT) rises",
     "pcie_link_degradation": "input preparation and copies on that rank take longer, delaying its steps and its peers in collectives",
     "network_congestion": "collectives and send/recv that cross hosts take longer, so step time rises for the affected groups",
@@ -48,22 +53,6 @@ SYMPTOM = {
     "storage_io_stall": "a few steps take far longer while the load blocks, on the affected ranks",
     "workload_shift": "step time rises on every worker alike; no worker stands out from its peers",
     "none": "no anomaly beyond normal step-to-step variation from continuous batching",
-}
-
-# Which sweep checks speak for or against a category.
-CHECKS = {
-    "gpu_thermal_throttling": ["temp", "throttle"],
-    "gpu_power_or_clock_cap": ["power_limit", "throttle"],
-    "gpu_hardware_error": ["xid", "ecc"],
-    "nvlink_degradation": ["nvlink_crc", "xid"],
-    "pcie_link_degradation": ["pcie_replay", "pcie_gen"],
-    "network_congestion": ["retrans", "ib_wait"],
-    "host_cpu_contention": ["schedstat", "load"],
-    "numa_misbinding": ["numa_miss"],
-    "storage_io_stall": ["disk_io"],
-    "kv_cache_pressure": ["kv_usage", "preempt"],
-    "workload_shift": ["running", "waiting"],
-    "runtime_stall": [],
 }
 
 NEGATIVE = {
@@ -82,70 +71,11 @@ NEGATIVE = {
     "none": "there are fault signals (see the causal chain)",
 }
 
-LOOKALIKES = {
-    "gpu_thermal_throttling": ["gpu_power_or_clock_cap", "gpu_hardware_error", "workload_shift"],
-    "gpu_power_or_clock_cap": ["gpu_thermal_throttling", "gpu_hardware_error", "workload_shift"],
-    "nvlink_degradation": ["network_congestion", "gpu_hardware_error", "gpu_thermal_throttling"],
-    "network_congestion": ["nvlink_degradation", "host_cpu_contention", "workload_shift"],
-    "host_cpu_contention": ["runtime_stall", "numa_misbinding", "gpu_thermal_throttling"],
-    "runtime_stall": ["host_cpu_contention", "storage_io_stall", "gpu_hardware_error"],
-    "pcie_link_degradation": ["numa_misbinding", "host_cpu_contention", "storage_io_stall"],
-    "numa_misbinding": ["pcie_link_degradation", "host_cpu_contention", "runtime_stall"],
-    "kv_cache_pressure": ["workload_shift", "storage_io_stall", "none"],
-    "gpu_hardware_error": ["nvlink_degradation", "gpu_thermal_throttling", "runtime_stall"],
-    "storage_io_stall": ["runtime_stall", "pcie_link_degradation", "kv_cache_pressure"],
-    "workload_shift": ["kv_cache_pressure", "none", "gpu_thermal_throttling"],
-    "none": ["workload_shift", "kv_cache_pressure", "gpu_thermal_throttling"],
-}
+# Look-alikes come from the signature cards (knowledge/cards/*.yaml).
+LOOKALIKES = {cat: list(card.lookalikes) for cat, card in CARDS.items()}
 
-REMEDIATION = {
-    "gpu_thermal_throttling": [
-        "Check the node's cooling (fans, airflow, inlet temperature, blocked heatsink) for the hot GPU.",
-        "Drain the rank's replica or move the workload until temperature is back to normal; confirm with DCGM_FI_DEV_GPU_TEMP and throttle reasons.",
-    ],
-    "gpu_power_or_clock_cap": [
-        "Restore the default power limit / unlock clocks (nvidia-smi -pl <default>, nvidia-smi -rgc) on the capped GPU(s).",
-        "Find who set the cap (power-management policy, operator script) so it is not re-applied.",
-    ],
-    "nvlink_degradation": [
-        "Drain the node and run NVLink diagnostics (dcgmi diag, nvidia-smi nvlink -e) on the GPU.",
-        "Reseat or replace the GPU/baseboard if CRC errors persist; keep TP groups off the bad link meanwhile.",
-    ],
-    "pcie_link_degradation": [
-        "Check the link width/generation (nvidia-smi -q, lspci -vv) and AER counters; reseat the GPU or riser.",
-        "Move the rank to a healthy GPU until the link is repaired.",
-    ],
-    "network_congestion": [
-        "Inspect the fabric for the host's NIC (switch port counters, congestion control, competing jobs).",
-        "Rebalance traffic or move the cross-host groups away from the congested link; check NCCL_IB settings.",
-    ],
-    "host_cpu_contention": [
-        "Find and move the competing processes (cron jobs, log indexers) off the workers' cores.",
-        "Pin inference workers to dedicated cores (cgroups/cpusets) and isolate them from housekeeping.",
-    ],
-    "numa_misbinding": [
-        "Bind each worker to the CPU cores and memory of its GPU's NUMA node (numactl / launcher affinity).",
-        "Verify with nvidia-smi topo -m and the worker's CPU affinity after restart.",
-    ],
-    "kv_cache_pressure": [
-        "Give the replica more KV cache (gpu_memory_utilization, tensor parallel size) or lower max_num_seqs / max model length.",
-        "Route load away from the saturated replica; watch preemptions and cache usage.",
-    ],
-    "gpu_hardware_error": [
-        "Drain the GPU, collect nvidia-bug-report, and follow the Xid guidance (reset for row remapping, RMA for repeated DBE).",
-        "Keep the rank out of service until dcgmi diag passes.",
-    ],
-    "runtime_stall": [
-        "Profile the worker's CPU side (py-spy) during the pauses: tune or disable gen-2 GC, move output processing off the main thread.",
-        "Scale detokenization / output processing if it backs up.",
-    ],
-    "storage_io_stall": [
-        "Pre-load adapters/weights to local NVMe or page cache, or load them asynchronously.",
-        "Check the storage device/mount (nvme timeouts, shared filesystem latency).",
-    ],
-    "workload_shift": ["No fault to fix: capacity-plan for the new load (more replicas, autoscaling, admission limits)."],
-    "none": ["No action needed; keep monitoring."],
-}
+# Remediation, ranked, from the signature cards (one source).
+REMEDIATION = {cat: [a.action for a in card.remediation] for cat, card in CARDS.items()}
 
 KB_QUERY = {
     "gpu_thermal_throttling": "GPU hot, SM clock low, thermal throttle, peers wait in all-reduce",

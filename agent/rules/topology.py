@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kat.tools.telemetry.manifest import IncidentManifest
+from kat.knowledge.log_signatures import RankJoin
+from kat.tools.telemetry.manifest import IncidentManifest, rank_join
 
 
 @dataclass
@@ -13,6 +14,7 @@ class Topo:
     rank_of_gpu: dict[tuple[str, int], int] = field(default_factory=dict)
     groups: list[list[int]] = field(default_factory=list)  # tp + pp groups
     ranks: list[int] = field(default_factory=list)
+    join: RankJoin = field(default_factory=lambda: RankJoin([], []))  # host-level log lines -> ranks
 
     @classmethod
     def from_manifest(cls, m: IncidentManifest, ranks: list[int]) -> Topo:
@@ -22,6 +24,7 @@ class Topo:
                 t.host_of[w.rank] = w.host
                 if w.gpu is not None:
                     t.rank_of_gpu[(w.host, w.gpu)] = w.rank
+        t.join = rank_join(m, ranks)
         t.groups = [list(g) for g in m.topology.groups.tp + m.topology.groups.pp if g]
         return t
 
@@ -56,3 +59,7 @@ class Topo:
             if len(hosts) > 1:
                 out |= {r for r in g if self.host_of.get(r) == host}
         return sorted(out)
+
+    def ranks_named_in(self, text: str, hosts: list[str]) -> list[int]:
+        """Ranks a host-level line names: 'rank N', the PCI bus id of a worker's GPU, or 'GPU N' on its host."""
+        return self.join.ranks_named_in(text, hosts)

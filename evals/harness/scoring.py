@@ -27,7 +27,7 @@ from typing import Any
 
 from kat.evals.harness.answers import AnswerSpec, check_answer
 from kat.evals.harness.models import CaseScores
-from kat.evals.harness.tagging import component_of, tag_link, tool_supports
+from kat.evals.harness.tagging import component_of, link_tag, tool_supports
 from kat.evals.simulate.ground_truth import GroundTruth
 
 CONTROLS = ("none", "workload_shift")
@@ -54,7 +54,7 @@ def ranked_categories(diag: dict[str, Any]) -> list[str]:
 
 def match_chain(links: list[dict], gt: GroundTruth, prefer: str | None) -> tuple[list[str | None], int]:
     """Tag each predicted link; count one-to-one matches with ground-truth links by (category, component)."""
-    tags = [tag_link(str(link.get("cause", "")), str(link.get("effect", "")), prefer) for link in links]
+    tags = [link_tag(link, prefer) for link in links]
     free = [(g.category, g.component) for g in gt.causal_chain]
     matched = 0
     for t in tags:

@@ -9,9 +9,11 @@ cause first, then its effect). Links that name no fault vocabulary are generic s
 
 from __future__ import annotations
 
+import json
 import re
 
-from kat.agent.diagnosis import COMPONENT_OF
+from kat.knowledge.cards import CARDS
+from kat.knowledge.taxonomy import COMPONENT_OF, CONTROL_CATEGORIES, FAULT_CATEGORIES, NO_COMPONENT, normalize_label
 
 # Order breaks ties (more specific first). Patterns are matched case-insensitively on word edges.
 LEXICON: dict[str, tuple[str, ...]] = {
@@ -87,6 +89,27 @@ def tag_link(cause: str, effect: str, prefer: str | None = None) -> str | None:
     return None
 
 
+def link_tag(link: dict, prefer: str | None = None) -> str | None:
+    """A link's own category tag when it has one ('none' = generic symptom link); else the lexicon's."""
+    cat = normalize_label(str(link.get("category") or "")) if link.get("category") else None
+    if cat in FAULT_CATEGORIES:
+        return cat
+    if cat in CONTROL_CATEGORIES:
+        return None
+    return tag_link(str(link.get("cause", "")), str(link.get("effect", "")), prefer)
+
+
+def family_components(query: str) -> set[str]:
+    """Components a metric family (metric_compare / metric_catalog query) can speak for, from the cards."""
+    try:
+        fam = json.loads(query or "{}").get("family")
+    except (ValueError, AttributeError):
+        fam = None
+    if not fam:
+        return set()
+    return {COMPONENT_OF[c.category] for c in CARDS.values() if fam in c.supports or fam in c.refutes} - {NO_COMPONENT}
+
+
 def component_of(category: str | None) -> str | None:
     return None if category is None else COMPONENT_OF.get(category, "-")
 
@@ -145,6 +168,9 @@ def tool_supports(tool: str, query: str, component: str | None) -> bool:
         return False
     if component is None or tool in ANY_COMPONENT_TOOLS:
         return True
+    if tool in ("metric_compare", "metric_catalog"):
+        comps = family_components(query)
+        return not comps or component in comps
     if tool == "metric_lookup":
         comps = metric_components(query)
         return not comps or component in comps

@@ -4,39 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 
+from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, normalize_label
 
-class Category(str, Enum):
-    GPU_THERMAL_THROTTLING = "gpu_thermal_throttling"
-    GPU_POWER_OR_CLOCK_CAP = "gpu_power_or_clock_cap"
-    NVLINK_DEGRADATION = "nvlink_degradation"
-    PCIE_LINK_DEGRADATION = "pcie_link_degradation"
-    NETWORK_CONGESTION = "network_congestion"
-    HOST_CPU_CONTENTION = "host_cpu_contention"
-    NUMA_MISBINDING = "numa_misbinding"
-    KV_CACHE_PRESSURE = "kv_cache_pressure"
-    GPU_HARDWARE_ERROR = "gpu_hardware_error"
-    RUNTIME_STALL = "runtime_stall"
-    STORAGE_IO_STALL = "storage_io_stall"
-    NONE = "none"
-    WORKLOAD_SHIFT = "workload_shift"
-
+# The members come from the domain contract (knowledge/taxonomy.py): Category.GPU_THERMAL_THROTTLING, ...
+Category = Enum("Category", {name.upper(): name for name in TAXONOMY}, type=str)  # type: ignore[misc]
 
 # Taxonomy column "component"; controls have none.
-COMPONENT: dict[Category, str] = {
-    Category.GPU_THERMAL_THROTTLING: "gpu",
-    Category.GPU_POWER_OR_CLOCK_CAP: "gpu",
-    Category.NVLINK_DEGRADATION: "nvlink",
-    Category.PCIE_LINK_DEGRADATION: "pcie",
-    Category.NETWORK_CONGESTION: "network",
-    Category.HOST_CPU_CONTENTION: "host_cpu",
-    Category.NUMA_MISBINDING: "host_memory",
-    Category.KV_CACHE_PRESSURE: "gpu_memory",
-    Category.GPU_HARDWARE_ERROR: "gpu",
-    Category.RUNTIME_STALL: "software",
-    Category.STORAGE_IO_STALL: "storage",
-    Category.NONE: "-",
-    Category.WORKLOAD_SHIFT: "-",
-}
+COMPONENT: dict[Category, str] = {c: COMPONENT_OF[c.value] for c in Category}
 
 FAULT_CATEGORIES: tuple[Category, ...] = tuple(c for c in Category if COMPONENT[c] != "-")
 CONTROL_CATEGORIES: tuple[Category, ...] = (Category.NONE, Category.WORKLOAD_SHIFT)
@@ -57,7 +31,7 @@ SEVERITY_INDEX: dict[Severity, int] = {s: i for i, s in enumerate(SEVERITIES)}
 def parse_category(value: str) -> Category:
     """A category from its name; a helpful error lists the valid ones."""
     try:
-        return Category(value.strip().lower().replace("-", "_"))
+        return Category(normalize_label(value) or "")
     except ValueError:
         valid = ", ".join(c.value for c in Category)
         raise ValueError(f"unknown scenario {value!r}; valid: {valid}") from None

@@ -181,7 +181,7 @@ def build_metrics(
         rows.add("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", dbe, **lab)
 
     # ---- per host (node exporter) ----
-    for hi, host in enumerate(lay.hosts):
+    for host in lay.hosts:
         workers = [w for w in lay.workers if w.host == host]
         h_aff = host in plan.affected_hosts
         cores = []

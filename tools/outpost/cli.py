@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         z: float = typer.Option(defaults.z, help="robust z-score threshold"),
         intra_effect: float = typer.Option(defaults.intra_effect, help="intra-worker minimum relative excess"),
         arrival_share: float = typer.Option(defaults.arrival_share, help="share of collectives a late rank reaches last"),
+        fdr: float = typer.Option(defaults.fdr, help="false discovery rate over all rank-level tests (Benjamini-Hochberg)"),
+        min_effect_ms: float = typer.Option(defaults.min_effect_ms, help="minimum material effect, ms over the episode"),
+        min_effect_share: float = typer.Option(defaults.min_effect_share, help="minimum material effect, share of step time"),
         annotate: Path | None = typer.Option(
             None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"
         ),
@@ -39,7 +42,15 @@ def register(app: typer.Typer) -> None:
 
         err = Console(stderr=True, soft_wrap=True)
         try:
-            cfg = DetectorConfig(min_effect=min_effect, z=z, intra_effect=intra_effect, arrival_share=arrival_share)
+            cfg = DetectorConfig(
+                min_effect=min_effect,
+                z=z,
+                intra_effect=intra_effect,
+                arrival_share=arrival_share,
+                fdr=fdr,
+                min_effect_ms=min_effect_ms,
+                min_effect_share=min_effect_share,
+            )
         except ValueError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
@@ -63,13 +74,19 @@ def register(app: typer.Typer) -> None:
         con = Console()
         s = res.stats
         con.print(f"{s.events:,} events, {s.ranks} ranks, {s.seconds:.2f} s; groups {s.groups}")
+        floor = res.noise_floor.summary if res.noise_floor and res.noise_floor.summary else ""
         if not res.anomalies:
-            con.print("[green]no anomaly found[/]")
+            con.print(floor or "no significant anomaly", style="green", highlight=False, markup=False)
         else:
-            con.print(f"suspect ranks (most likely first): [bold]{res.suspect_ranks}[/]")
+            if res.suspects:
+                con.print("suspects (most likely culprit first):")
+                for x in res.suspects:
+                    con.print(f"  rank {x.rank} confidence {x.confidence:.2f}: {x.why}", highlight=False, markup=False)
+            if floor:
+                con.print(floor, highlight=False, markup=False)
             t = Table()
             # observed/baseline are totals over the merged occurrences, not per call; names fold, never cut
-            for col in ("rank", "component", "method", "name", "steps", "obs ms (sum)", "base ms (sum)", "ratio"):
+            for col in ("rank", "component", "method", "name", "steps", "obs ms (sum)", "base ms (sum)", "ratio", "effect ms", "p"):
                 t.add_column(col, overflow="fold", no_wrap=not col.startswith("name"))
             for a in res.anomalies:
                 steps = f"{a.steps[0]}..{a.steps[-1]}" if a.steps else "-"
@@ -82,7 +99,9 @@ def register(app: typer.Typer) -> None:
                     _ms(a.observed),
                     _ms(a.baseline),
                     f"{a.ratio:.2f}",
+                    "-" if a.effect_ms is None else f"{a.effect_ms:.2f}",
+                    "-" if a.p_value is None else f"{a.p_value:.1e}",
                 )
             con.print(t)
         for note in res.notes:
-            con.print(f"note: {note}", highlight=False)
+            con.print(f"note: {note}", highlight=False, markup=False)

@@ -10,10 +10,12 @@ import pandas as pd
 
 from kat.tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
 from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
+from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.inter import inter_replica, inter_worker
 from kat.tools.outpost.intra import episodic_frames, intra_worker
 from kat.tools.outpost.late_causes import uninstrumented_causes
-from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats, Suspect
+from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
+from kat.tools.outpost.significance import rank_tests
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
 from kat.tools.telemetry.bundle import Bundle, open_bundle
 
@@ -334,16 +336,18 @@ def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) ->
     if not late.empty:
         late = late.assign(name_code=late["name_code"])
     anomalies: list[Anomaly] = []
-    for rows in (inter, intra, late, link):
+    for rows in (inter, intra, late):
         if not rows.empty:
             anomalies += _merge(rows, table, kind_of)
-    anomalies.sort(key=lambda a: -a.score)
-    anomalies = anomalies[: cfg.max_anomalies]
-    score_by_rank: dict[int, float] = {}
-    for a in anomalies:
-        score_by_rank[a.rank] = score_by_rank.get(a.rank, 0.0) + a.score
-    ranked = sorted(score_by_rank.items(), key=lambda kv: -kv[1])
-    total = sum(score_by_rank.values()) or 1.0
-    suspects = [Suspect(rank=r, confidence=round(sc / total, 3), why=f"share {sc / total:.0%} of the anomaly score") for r, sc in ranked]
+    tests = rank_tests(table, groups, inst, cfg, notes)
+    link_anoms = _merge(link, table, kind_of) if not link.empty else []
+    calibrated = calibrate(table, tests, anomalies, link_anoms, groups, cfg, notes)
     stats = RunStats(events=table.events, ranks=len(bundle.ranks), seconds=round(time.perf_counter() - t0, 3), groups=groups)
-    return DetectionResult(suspect_ranks=[r for r, _ in ranked], suspects=suspects, anomalies=anomalies, stats=stats, notes=notes)
+    return DetectionResult(
+        suspect_ranks=[x.rank for x in calibrated.suspects],
+        suspects=calibrated.suspects,
+        noise_floor=calibrated.noise_floor,
+        anomalies=calibrated.anomalies[: cfg.max_anomalies],
+        stats=stats,
+        notes=notes,
+    )

@@ -36,6 +36,8 @@ def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
         excess = val - med
         floor = np.maximum(cfg.intra_min_ns, cfg.z * 1.4826 * mad)
         hit = (cnt >= cfg.min_steps_for_baseline) & (val >= med * (1.0 + cfg.intra_effect)) & (excess >= floor)
+        # The first call of an op in a capture pays for warm-up (allocation, caching, lazy init): never a finding.
+        hit[_first_by_time(ids, n["ts_ns"].to_numpy()[rows])] = False
         hits.append(rows[hit])
         baselines.append(med[hit])
         excesses.append(excess[hit])
@@ -52,6 +54,13 @@ def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
         out = out[per_step.to_numpy() < max(3, int(np.ceil(0.75 * ranks_total)))]
     out["method"] = "intra"
     return out
+
+
+def _first_by_time(ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Position of the earliest occurrence of each group."""
+    order = np.lexsort((ts, ids))
+    starts = np.flatnonzero(np.r_[True, ids[order][1:] != ids[order][:-1]])
+    return order[starts]
 
 
 def episodic_frames(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:

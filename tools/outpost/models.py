@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-Component = Literal["gpu", "gpu_memory", "nvlink", "pcie", "network", "host_cpu", "host_memory", "storage", "software"]
+from kat.knowledge.taxonomy import ComponentName
+
+Component = ComponentName  # the domain contract (knowledge/taxonomy.py)
 Method = Literal["inter", "intra", "arrival"]
 
 
@@ -39,6 +41,25 @@ class DetectorConfig(BaseModel):
     link_effect: float = Field(0.25, ge=0, description="group-wide collective transfer time rise to flag a link")
     min_steps_for_baseline: int = Field(4, ge=2, description="repetitions a node needs before its own history is trusted")
     max_anomalies: int = Field(50, ge=1, description="report at most this many anomalies (highest score first)")
+    fdr: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="false discovery rate controlled (Benjamini-Hochberg) over all rank-level tests of a capture",
+    )
+    min_effect_ms: float = Field(
+        0.1,
+        ge=0,
+        description="a significant finding is material only if its excess over its episode reaches this many ms "
+        "(a tenth of a millisecond: below it, timer and scheduler granularity)",
+    )
+    min_effect_share: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="a significant finding is material from this share of the rank's step time over its episode (2%); "
+        "slow work is also material at min_effect relative to the peers' time in that work",
+    )
 
 
 class Anomaly(BaseModel):
@@ -64,6 +85,12 @@ class Anomaly(BaseModel):
     noise_floor_ms: float | None = Field(None, description="the spread of this test's null distribution it was judged against, ms")
     p_value: float | None = Field(None, ge=0, le=1, description="calibrated p-value of the deviation under the capture's own noise")
 
+    @field_validator("observed", "baseline", "ratio", "score", "effect_ms", "effect_share", "noise_floor_ms", "p_value")
+    @classmethod
+    def _plain_float(cls, v: float | None) -> float | None:
+        # numpy scalars pass a float check but not every serialiser (the agent's checkpoints use msgpack)
+        return None if v is None else float(v)
+
 
 class Suspect(BaseModel):
     """One rank Outpost blames, with how sure it is and which evidence decided."""
@@ -71,6 +98,11 @@ class Suspect(BaseModel):
     rank: int
     confidence: float = Field(ge=0, le=1)
     why: str = ""
+
+    @field_validator("confidence")
+    @classmethod
+    def _plain_float(cls, v: float) -> float:
+        return float(v)
 
 
 class NoiseFloor(BaseModel):
@@ -81,6 +113,16 @@ class NoiseFloor(BaseModel):
     largest_deviation_step: int | None = None
     largest_deviation_p: float | None = None
     summary: str = ""
+
+    @field_validator("peer_spread_pct", "largest_deviation_ms", "largest_deviation_p")
+    @classmethod
+    def _plain_float(cls, v: float | None) -> float | None:
+        return None if v is None else float(v)
+
+    @field_validator("largest_deviation_step")
+    @classmethod
+    def _plain_int(cls, v: int | None) -> int | None:
+        return None if v is None else int(v)
 
 
 class RunStats(BaseModel):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import BundleError, TraceImportError
 from kat.tools.telemetry.import_worker import cache_path, import_many
 from kat.tools.telemetry.kineto import KinetoMeta, normalize_events, rank_from_filename
@@ -28,8 +27,13 @@ if TYPE_CHECKING:  # pandas and pydantic load on first use: importing traces nee
 TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 
 
+# JSON files beside traces that are not traces: the manifest and evaluation answer keys
+# (a generated bundle's ground_truth.json, a recorded run's truth.json; tools never read them).
+NOT_TRACES = frozenset({"incident.json", "ground_truth.json", "truth.json"})
+
+
 def _is_trace_name(p: Path) -> bool:
-    return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".")
+    return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".") and p.name not in NOT_TRACES
 
 
 def _is_trace_file(p: Path) -> bool:
@@ -49,7 +53,9 @@ def _check_inside(root: Path, p: Path, what: str) -> None:
 
 def default_cache_root() -> Path:
     """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
-    return settings().trace_cache_dir()
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
+
+    return trace_import_settings().cache_root / "traces"
 
 
 @dataclass

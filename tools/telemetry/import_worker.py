@@ -18,7 +18,6 @@ from pathlib import Path
 
 import orjson
 
-from kat.knowledge.settings import settings
 from kat.tools.telemetry.errors import TraceImportError
 from kat.tools.telemetry.kineto import EventColumns, KinetoMeta, import_kineto_columns
 from kat.tools.telemetry.parquet_writer import write_columns
@@ -111,7 +110,9 @@ def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) ->
 
 
 def import_workers(n_files: int) -> int:
-    want = settings().import_workers or os.cpu_count() or 1
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
+
+    want = trace_import_settings().import_workers or os.cpu_count() or 1
     return max(1, min(want, n_files))
 
 

@@ -147,9 +147,9 @@ else:
 
 def native_scanner() -> Any:
     """The native chunk scanner, or None when it is not built or KAT_KINETO_NATIVE=0."""
-    from kat.knowledge.settings import settings
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
 
-    return _native if settings().kineto_native else None
+    return _native if trace_import_settings().kineto_native else None
 
 
 def read_json_bytes(path: Path, max_bytes: int | None = None) -> bytes:

@@ -70,9 +70,9 @@ def parse_size(text: str) -> int:
 
 def max_trace_bytes() -> int:
     """The inflated-size cap for one trace file (env KAT_MAX_TRACE_BYTES, else the default)."""
-    from kat.knowledge.settings import settings
+    from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
 
-    env = (settings().max_trace_bytes or "").strip()
+    env = (trace_import_settings().max_trace_bytes or "").strip()
     if env:
         return parse_size(env)
     ram = _ram_bytes()

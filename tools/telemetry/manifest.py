@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kat.knowledge.log_signatures import GpuSeat, RankJoin
 from kat.tools.telemetry.errors import BundleError, short
 
 MAX_RANK = 2**31 - 1  # ranks (and GPU indexes) are int32 in the canonical trace schema
@@ -114,3 +115,14 @@ def load_manifest(path: Path) -> IncidentManifest:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
         raise BundleError(f"{err['msg']} (got {short(err.get('input'))})", path=path, field=field) from exc
+
+
+def rank_join(m: IncidentManifest, ranks: list[int]) -> RankJoin:
+    """The host-level-line -> rank join for this incident's workers (PCI bus ids from its hosts' GPUs)."""
+    pci = {(h.name, g.index): str((g.model_extra or {}).get("pci_bus_id") or "") for h in m.topology.hosts for g in h.gpus}
+    seats = [
+        GpuSeat(rank=w.rank, host=w.host, gpu=w.gpu, pci_bus_id=pci.get((w.host, w.gpu), ""))
+        for w in m.topology.workers
+        if w.host and w.gpu is not None
+    ]
+    return RankJoin(seats, ranks)

@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.manifest import rank_join
 from kat.tools.telemetry.schema import KINDS
 from kat.tools.telemetry.tables import LOG_LEVELS
 
@@ -298,7 +299,15 @@ class LogQuery(_Window):
     min_level: str | None = Field(default=None, description="debug|info|warning|error|critical")
     host: str | None = None
     rank: int | None = None
+    ranks: list[int] | None = Field(
+        default=None, description="these ranks' lines, plus host-level lines (no rank) that name their GPU, host slot or rank"
+    )
     limit: int = Field(default=50, ge=1, le=2000, description="distinct messages to return")
+
+    def wanted_ranks(self) -> list[int] | None:
+        if self.rank is None and self.ranks is None:
+            return None
+        return sorted(set(self.ranks or []) | ({self.rank} if self.rank is not None else set()))
 
     @field_validator("min_level")
     @classmethod
@@ -325,6 +334,7 @@ class LogGroup(BaseModel):
     ranks: list[int]
     sources: list[str]
     level: str
+    joined: dict[int, str] = Field(default_factory=dict, description="host-level lines (no rank) joined to a searched rank: rank -> why")
 
 
 class LogQueryResult(BaseModel):
@@ -355,8 +365,6 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
         mask &= (logs["source"].astype(str).str.lower() == q.source.lower()).to_numpy()
     if q.host is not None:
         mask &= (logs["host"] == q.host).to_numpy()
-    if q.rank is not None:
-        mask &= (logs["rank"] == q.rank).to_numpy()
     if q.min_level:
         allowed = set(LOG_LEVELS[LOG_LEVELS.index(q.min_level) :])
         mask &= logs["level"].isin(allowed).to_numpy()
@@ -369,6 +377,7 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
         idx = np.flatnonzero(mask)
         kws = [k.lower() for k in q.keywords if k]
         mask[idx] = [all(k in m.lower() for k in kws) for m in msgs.to_numpy()[idx]]
+    why = _rank_scope(bundle, logs, mask, q.wanted_ranks())
     sel = logs.loc[mask]
     if sel.empty:
         return LogQueryResult(
@@ -376,6 +385,9 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
         )
     templates = [_NUMBERS.sub("<n>", m) for m in sel["message"]]
     sel = sel.assign(template=templates)
+    joined: dict[str, dict[int, str]] = {}
+    for msg, reasons in why.items():
+        joined.setdefault(_NUMBERS.sub("<n>", msg), {}).update(reasons)
     groups = []
     for tmpl, g in sel.groupby("template", sort=False):
         lv = g["level"].astype(str)
@@ -391,6 +403,7 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
                 ranks=sorted({int(r) for r in g["rank"] if r >= 0}),
                 sources=sorted(set(g["source"].astype(str)) - {""}),
                 level=worst,
+                joined=dict(sorted(joined.get(str(tmpl), {}).items())),
             )
         )
     sev = {lv: i for i, lv in enumerate(LOG_LEVELS)}
@@ -405,3 +418,28 @@ def query_logs(bundle: Bundle, q: LogQuery) -> LogQueryResult:
         truncated=truncated,
         message=f"{len(groups)} distinct messages; showing {q.limit}" if truncated else "",
     )
+
+
+def _rank_scope(bundle: Bundle, logs: pd.DataFrame, mask: np.ndarray, ranks: list[int] | None) -> dict[str, dict[int, str]]:
+    """Narrow `mask` to `ranks`: their own lines, and host-level lines (rank < 0) that name one of them
+    (by PCI bus id, 'GPU N' on their host, or 'rank N'). Returns message -> {rank: why} for the joined lines."""
+    if ranks is None:
+        return {}
+    rank_col = logs["rank"].to_numpy()
+    own = np.isin(rank_col, ranks)
+    host_level = mask & (rank_col < 0)
+    mask &= own
+    idx = np.flatnonzero(host_level)
+    if not len(idx):
+        return {}
+    join = rank_join(bundle.manifest, bundle.ranks)
+    wanted = set(ranks)
+    why: dict[str, dict[int, str]] = {}
+    hosts, msgs = logs["host"].astype(str).to_numpy(), logs["message"].to_numpy()
+    for i in idx:
+        host = hosts[i]
+        named = {r: w for r, w in join.reasons(str(msgs[i]), [host] if host else []).items() if r in wanted}
+        if named:
+            mask[i] = True
+            why.setdefault(str(msgs[i]), {}).update(named)
+    return why

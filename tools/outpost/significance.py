@@ -1,0 +1,368 @@
+"""Rank-level significance: is one worker an outlier among its peers over the whole capture?
+
+Every per-node, per-step comparison of the other tests is folded into a few rank-level
+hypotheses, each with a null distribution taken from the capture itself:
+
+- `blame`: how long the peers waited on this rank alone at collectives (arrival order);
+- `untraced`: time inside the rank's step with no traced op (a pause or spin before its work);
+- `node:<name>`: the rank's time in one traced op (or one class of work) per step.
+
+Null (stratified permutation): within one stratum (a step, or one collective instance when
+the capture has too few steps) the members' values are exchangeable: under "no rank is
+special" the rank's value is a uniform draw from the stratum's values. Summed over strata the
+rank's excess T = sum(v - mean) has mean 0 and variance sum(popvar); z = T / sqrt(sum popvar)
+ranks the evidence, and the p-value is Hoeffding's bound on T (each stratum's term lies within
+that stratum's range), valid for any tail shape (strata independent). The statistic is self-normalising: a
+few huge hiccups lift the variance as much as the sum, so they cannot make a rank significant,
+while a moderate excess repeated over many strata (a sustained window, a recurring spike, a
+drift) does. The Benjamini-Hochberg procedure then controls the false discovery rate over all
+rank-level tests of the capture, and a significant test must also show a material effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kat.tools.outpost.inter import rank_group
+from kat.tools.outpost.models import DetectorConfig
+from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
+
+CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced")  # evidence that a rank *made* others wait, not that it was slowed
+_TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
+
+
+@dataclass
+class Samples:
+    """Long table of one kind of test: test id, stratum, rank, value (ns)."""
+
+    test: np.ndarray
+    stratum: np.ndarray
+    rank: np.ndarray
+    value: np.ndarray
+    step: np.ndarray  # profiler step of each row (for the episode's window)
+    labels: list[str]  # test id -> label
+
+
+def _blame_samples(inst: pd.DataFrame, per_instance: bool) -> Samples | None:
+    if inst.empty:
+        return None
+    keys = ["gkey", "step", "name_code", "occ"] if per_instance else ["gkey", "step"]
+    b = inst.groupby(keys + ["rank"], sort=False, observed=True)["blame_ns"].sum().reset_index()
+    stratum = group_ids(*(pd.factorize(b[k])[0] for k in keys))
+    gk = pd.factorize(b["gkey"])
+    return Samples(
+        gk[0], stratum, b["rank"].to_numpy(), b["blame_ns"].to_numpy(dtype=float), b["step"].to_numpy(), [f"blame[{g}]" for g in gk[1]]
+    )
+
+
+def _group_lookup(groups: list[list[int]], ranks: np.ndarray) -> np.ndarray:
+    gmap = rank_group(groups)
+    lut = np.full(max(max(gmap, default=0), int(ranks.max(initial=0))) + 1, -1)
+    for r, g in gmap.items():
+        lut[r] = g
+    return lut[ranks]
+
+
+def _untraced_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
+    n = table.nodes
+    sel = np.flatnonzero((n["cls"] == CLS_STEP).to_numpy() & (n["step"].to_numpy() >= 0))
+    if not len(sel):
+        return None
+    rank = n["rank"].to_numpy()[sel]
+    group = _group_lookup(groups, rank)
+    keep = group >= 0
+    sel, rank, group = sel[keep], rank[keep], group[keep]
+    step = n["step"].to_numpy()[sel]
+    ids = group_ids(group, step, rank)
+    value = np.bincount(ids, weights=n["value"].to_numpy()[sel].astype(float))
+    first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
+    g = group[first]
+    return Samples(g, group_ids(g, step[first]), rank[first], value, step[first], [f"untraced[{i}]" for i in range(len(groups))])
+
+
+def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
+    """Per (group, op name, step, rank): the rank's time in that op; plus per class totals."""
+    n = table.nodes
+    sel = np.flatnonzero(n["cls"].isin(_TESTED).to_numpy() & (n["step"].to_numpy() >= 0))
+    if not len(sel):
+        return None
+    rank = n["rank"].to_numpy()[sel]
+    group = _group_lookup(groups, rank)
+    keep = group >= 0
+    sel, rank, group = sel[keep], rank[keep], group[keep]
+    if not len(sel):
+        return None
+    step, value = n["step"].to_numpy()[sel], n["value"].to_numpy()[sel].astype(float)
+    name = n["name_code"].to_numpy()[sel].astype(np.int64)
+    cls = n["cls"].array.codes[sel].astype(np.int64)
+    ids = group_ids(group, name, step, rank)
+    v = np.bincount(ids, weights=value)
+    first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
+    g, nm, st, rk, cl = group[first], name[first], step[first], rank[first], cls[first]
+    # Only ops every member ran in that step: work one rank alone does (a scheduler rank's
+    # extra frames) is not comparable, for the op tests nor for the class totals below.
+    sizes = np.array([len(x) for x in groups])
+    node = group_ids(g, nm, st)
+    full = np.bincount(node)[node] == sizes[g]
+    g, nm, st, rk, cl, v = g[full], nm[full], st[full], rk[full], cl[full], v[full]
+    # Class totals get test keys past the op names: one slowdown spread thin over many ops.
+    ck = cl + len(table.names)
+    cids = group_ids(g, ck, st, rk)
+    cfirst = pd.Series(np.arange(len(cids))).groupby(cids).first().to_numpy()
+    g, key, st, rk, v = (
+        np.concatenate(x) for x in ((g, g[cfirst]), (nm, ck[cfirst]), (st, st[cfirst]), (rk, rk[cfirst]), (v, np.bincount(cids, weights=v)))
+    )
+    test = group_ids(g, key)
+    first = pd.Series(np.arange(len(test))).groupby(test).first().to_numpy()
+    cats = list(n["cls"].cat.categories)
+    labels = [f"op[{table.names[k]}]" if k < len(table.names) else f"class[{cats[k - len(table.names)]}]" for k in key[first]]
+    return Samples(test, group_ids(test, st), rk, v, st, labels)
+
+
+def stratified_z(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
+    """Per (test, rank): excess T over the stratum means, its null sd, z, strata used."""
+    df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value})
+    g = df.groupby("stratum", sort=False)["v"]
+    df["members"] = g.transform("size")
+    df = df[df["members"].to_numpy() == sizes[df["test"].to_numpy()]]  # strata every member ran
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby("stratum", sort=False)["v"]
+    df["d"] = df["v"] - g.transform("mean")
+    df["var"] = _popvar(df)
+    g = df.groupby("stratum", sort=False)["v"]
+    df["range2"] = (g.transform("max") - g.transform("min")) ** 2
+    agg = df.groupby(["test", "rank"], sort=False).agg(
+        T=("d", "sum"), V=("var", "sum"), R=("range2", "sum"), strata=("d", "size"), total=("v", "sum")
+    )
+    agg = agg.reset_index()
+    agg["z"] = agg["T"] / np.sqrt(agg["V"].clip(lower=1.0))
+    # p-value: Hoeffding's bound for a sum of independent zero-mean terms each within its
+    # stratum's range, P(T >= t) <= exp(-2 t^2 / sum range^2). Valid whatever the tails: the
+    # normal approximation of z is too optimistic when a few hiccups dominate a sum.
+    t = agg["T"].clip(lower=0.0).to_numpy()
+    agg["p"] = np.minimum(1.0, np.exp(-2.0 * t * t / np.maximum(agg["R"].to_numpy(), 1.0)))
+    agg["floor_ns"] = np.sqrt(agg["V"] / agg["strata"].clip(lower=1))
+    return agg
+
+
+# Peaks over threshold: the others' deviations above this quantile model the tail. It must be
+# high: real hosts mix ordinary jitter with rare preemption hiccups, and only a threshold above
+# the jitter makes the exceedances the hiccups' tail (an exponential fit to the jitter would make
+# every hiccup look impossible). At least TAIL_MIN exceedances are used.
+TAIL_Q = 0.98
+TAIL_MIN = 5
+
+
+def peak_tests(s: Samples, sizes: np.ndarray, tests: np.ndarray) -> pd.DataFrame:
+    """One-off events: is a rank's largest deviation (value minus stratum mean) beyond what the
+    *other* ranks' deviations in the same test reach? Null: the others' deviations, their upper
+    tail modelled as exponential above their 98th percentile (peaks over threshold); the p-value
+    of the largest of S strata is 1 - (1 - p1)^S. A hiccup every rank has is inside the others'
+    tail; a stall far beyond anything the others show is not. Only `tests` (few, broad ones)."""
+    df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value})
+    df = df[np.isin(df["test"].to_numpy(), tests)]
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby("stratum", sort=False)["v"]
+    df = df[g.transform("size").to_numpy() == sizes[df["test"].to_numpy()]]
+    if df.empty:
+        return pd.DataFrame()
+    df["d"] = df["v"] - df.groupby("stratum", sort=False)["v"].transform("mean")
+    rows = []
+    for rank in np.unique(df["rank"].to_numpy()):
+        own = df["rank"].to_numpy() == rank
+        mine, o = df[own], df[~own]
+        if o.empty or mine.empty:
+            continue
+        by = o.groupby("test")["d"]
+        u = by.quantile(TAIL_Q)
+        kth = by.apply(lambda x: float(np.sort(x.to_numpy())[-TAIL_MIN - 1]) if len(x) > TAIL_MIN else float(x.min()))
+        over_n = (o["d"].to_numpy() > o["test"].map(u).to_numpy()).astype(int)
+        few = pd.Series(over_n).groupby(o["test"].to_numpy()).sum() < TAIL_MIN
+        u = u.where(~few.reindex(u.index, fill_value=False), kth)
+        ut = o["test"].map(u).to_numpy()
+        over = o["d"].to_numpy() > ut
+        excess = pd.Series(np.where(over, o["d"].to_numpy() - ut, 0.0)).groupby(o["test"].to_numpy()).sum()
+        n_over = pd.Series(over.astype(int)).groupby(o["test"].to_numpy()).sum()
+        n_all = by.size()
+        top = mine.groupby("test")["d"].agg(["max", "size"])
+        dmax = o["test"].map(top["max"]).to_numpy()
+        at_least = pd.Series((o["d"].to_numpy() >= dmax).astype(float)).groupby(o["test"].to_numpy()).mean()
+        t = top.index.to_numpy()
+        uu = u.reindex(t).to_numpy()
+        beta = np.maximum((excess.reindex(t) / n_over.reindex(t).clip(lower=1)).to_numpy(), 1.0)  # 1 ns: timer resolution
+        d = top["max"].to_numpy()
+        tail = (n_over.reindex(t).to_numpy() + 1) / (n_all.reindex(t).to_numpy() + 1) * np.exp(-np.maximum(d - uu, 0.0) / beta)
+        p1 = np.where(d > uu, tail, at_least.reindex(t).to_numpy())
+        strata = top["size"].to_numpy()
+        p = -np.expm1(strata * np.log1p(-np.minimum(p1, 1.0 - 1e-16)))
+        rows.append(pd.DataFrame({"test": t, "rank": rank, "T": d, "strata": strata, "z": (d - uu) / beta, "p": p, "floor_ns": beta}))
+    if not rows:
+        return pd.DataFrame()
+    return pd.concat(rows, ignore_index=True)
+
+
+def _popvar(df: pd.DataFrame) -> np.ndarray:
+    """Population variance of each row's stratum (vectorised: E[v^2] - E[v]^2)."""
+    g = df.groupby("stratum", sort=False)["v"]
+    m = g.transform("mean").to_numpy()
+    m2 = df["v"].pow(2).groupby(df["stratum"], sort=False).transform("mean").to_numpy()
+    return np.maximum(m2 - m * m, 0.0)
+
+
+def bh_reject(p: np.ndarray, q: float) -> np.ndarray:
+    """Benjamini-Hochberg: which hypotheses are rejected at false discovery rate q."""
+    m = len(p)
+    if not m:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p)
+    ok = p[order] <= q * np.arange(1, m + 1) / m
+    out = np.zeros(m, dtype=bool)
+    if ok.any():
+        out[order[: np.flatnonzero(ok).max() + 1]] = True
+    return out
+
+
+def bh_adjusted(p: np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values (q-values)."""
+    m = len(p)
+    if not m:
+        return p
+    order = np.argsort(p)
+    adj = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(adj[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def _episode(d: np.ndarray) -> tuple[int, int, float]:
+    """Maximum-sum run of consecutive strata (Kadane): where the excess concentrates."""
+    best, cur, start, lo, hi = 0.0, 0.0, 0, 0, -1
+    for i, x in enumerate(d):
+        if cur <= 0:
+            cur, start = x, i
+        else:
+            cur += x
+        if cur > best:
+            best, lo, hi = cur, start, i
+    return lo, hi, best
+
+
+def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
+    """Every rank-level test of the capture with z, one-sided p, BH q and material effect.
+    Columns: kind, label, group, rank, z, p, q, significant, material, effect_ms, effect_share,
+    noise_floor_ms, strata, first_step, last_step."""
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return pd.DataFrame()
+    n = table.nodes
+    steps = n.loc[n["step"].to_numpy() >= 0, "step"].nunique()
+    few = steps < cfg.min_steps_for_baseline
+    if few:
+        notes.append(
+            f"{steps} profiler step(s): per-step tests (untraced time, slow ops) need {cfg.min_steps_for_baseline}; "
+            "skipped. Arrival order is judged per collective instance."
+        )
+    step_time = _step_time(table)
+    out = []
+    gsize = np.array([len(g) for g in groups])
+    # Arrival order is exchangeable only within a lock-step group: pipeline send/recv pairs always
+    # see the earlier stage first.
+    sync_keys = {",".join(map(str, sorted(g))) for g in groups}
+    sync_inst = inst[inst["gkey"].isin(sync_keys)] if not inst.empty else inst
+    kinds = [("blame", _blame_samples(sync_inst, per_instance=few))]
+    if not few:
+        kinds += [("untraced", _untraced_samples(table, groups)), ("work", _work_samples(table, groups))]
+    for kind, s in kinds:
+        if s is None or not len(s.test):
+            continue
+        if kind == "blame":
+            sizes = np.array([len(lbl[6:-1].split(",")) for lbl in s.labels])
+        else:
+            sizes = _test_sizes(s, groups, gsize)
+        z = stratified_z(s, sizes)
+        if z.empty:
+            continue
+        z["kind"] = kind
+        z["label"] = [s.labels[t] for t in z["test"]]
+        z["samples"] = [s] * len(z)
+        out.append(z)
+        broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
+        if not few and len(broad):
+            pk = peak_tests(s, sizes, broad)
+            if not pk.empty:
+                pk["kind"] = f"peak_{kind}"
+                pk["label"] = [s.labels[t] for t in pk["test"]]
+                pk["samples"] = [s] * len(pk)
+                out.append(pk)
+    if not out:
+        return pd.DataFrame()
+    res = pd.concat(out, ignore_index=True)
+    res = res[res["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
+    if res.empty:
+        return res
+    res["q"] = bh_adjusted(res["p"].to_numpy())
+    res["significant"] = bh_reject(res["p"].to_numpy(), cfg.fdr)
+    res["noise_floor_ms"] = res["floor_ns"] / 1e6
+    _effects(res, step_time, cfg)
+    return res.drop(columns=["samples"])
+
+
+def _test_sizes(s: Samples, groups: list[list[int]], gsize: np.ndarray) -> np.ndarray:
+    """Members each test needs per stratum: its group's size."""
+    g = pd.Series(s.rank).groupby(s.test).first().map(rank_group(groups))
+    sizes = np.zeros(max(len(s.labels), int(s.test.max()) + 1), dtype=int)
+    sizes[g.index.to_numpy()] = gsize[g.to_numpy()]
+    return sizes
+
+
+def _step_time(table: NodeTable) -> pd.Series:
+    """(rank, step) -> duration of the step span (ns)."""
+    n = table.nodes
+    st = n.loc[(n["cls"] == CLS_STEP).to_numpy() & (n["step"].to_numpy() >= 0), ["rank", "step", "dur_ns"]]
+    return st.groupby(["rank", "step"])["dur_ns"].max().astype(float)
+
+
+def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> None:
+    """For significant tests: the episode (consecutive strata where the excess concentrates),
+    its excess in ms and as a share of the rank's step time over it; material or not."""
+    res["effect_ms"] = res["T"] / 1e6
+    res["effect_share"] = np.nan
+    res["first_step"] = -1
+    res["last_step"] = -1
+    res["material"] = False
+    sig = np.flatnonzero(res["significant"].to_numpy())
+    cache: dict[int, tuple[pd.DataFrame, dict]] = {}
+    for i in sig:
+        row = res.iloc[i]
+        s: Samples = row["samples"]
+        if id(s) not in cache:
+            # Once per sample table: each row's excess over its stratum mean, rows by (test, rank).
+            df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value, "step": s.step})
+            df["m"] = df.groupby("stratum", sort=False)["v"].transform("mean")
+            df["d"] = df["v"] - df["m"]
+            df = df.sort_values(["test", "rank", "stratum"], kind="stable")
+            cache[id(s)] = (df, df.groupby(["test", "rank"], sort=False).indices)
+        df, idx = cache[id(s)]
+        mine = df.iloc[idx[(row["test"], row["rank"])]]
+        lo, hi, best = _episode(mine["d"].to_numpy())
+        steps = sorted(set(mine["step"].to_numpy()[lo : hi + 1].tolist()))
+        span = step_time.reindex(pd.MultiIndex.from_product([[int(row["rank"])], steps])).fillna(0.0).sum() if steps else 0.0
+        share = best / span if span > 0 else np.nan
+        res.at[i, "effect_ms"] = best / 1e6
+        res.at[i, "effect_share"] = share
+        res.at[i, "first_step"] = int(min(steps)) if steps else -1
+        res.at[i, "last_step"] = int(max(steps)) if steps else -1
+        # Material: enough absolute time, and a real share of the step; slow work may instead show
+        # a real relative slowdown against the peers (`min_effect`, the inter-worker effect size):
+        # a copy path at half speed is a fault even when copies are a sliver of the step.
+        base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
+        big = bool(np.isnan(share) or share >= cfg.min_effect_share)
+        if row["kind"] in ("work", "peak_work"):
+            big = big or (base > 0 and best / base >= cfg.min_effect)
+        res.at[i, "material"] = bool(best / 1e6 >= cfg.min_effect_ms and big)
