@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -49,7 +50,7 @@ def incident_info(ctx: IncidentContext) -> dict[str, Any]:
         "id": m.id,
         "title": getattr(m, "title", None),
         "symptom": m.symptom,
-        "window": {"start": m.window.start.isoformat(), "end": m.window.end.isoformat()} if getattr(m, "window", None) else None,
+        "window": {"start": m.window.start.isoformat(), "end": m.window.end.isoformat()} if m.window is not None else None,
         "model": getattr(m, "model", None),
         "framework": getattr(m, "framework", None),
         "ranks": b.ranks,
@@ -125,7 +126,7 @@ class Session:
         if chat_model is not None:  # tests and embedding apps pass their own chat model
             from kat.agent.backends.llm import LLMAnalyzer
 
-            self.analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
+            self.analyzer: Analyzer = LLMAnalyzer(chat_model, self.tools, name=analyzer)
         else:
             self.analyzer = make_analyzer(analyzer, self.ctx, self.tools, **backend_options)
         self._owns_checkpointer = checkpointer is None
@@ -162,7 +163,7 @@ class Session:
         yield from self._stream(inp, thread_id)
 
     def _stream(self, inp: dict, thread_id: str) -> Iterator[ProgressEvent]:
-        cfg = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.config.max_steps + 20}
+        cfg: RunnableConfig = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * self.config.max_steps + 20}
         for chunk in self.graph.stream(inp, cfg, stream_mode="updates"):
             for node, update in chunk.items():
                 yield from _events(node, update or {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.messages import AnyMessage
@@ -41,5 +42,6 @@ class AgentState(TypedDict, total=False):
     stop_reason: str
 
 
-def ledger_entries(state: AgentState) -> list[LedgerEntry]:
+def ledger_entries(state: Mapping[str, Any]) -> list[LedgerEntry]:
+    """The ledger of a graph state (an AgentState, or the plain dict a checkpoint snapshot gives)."""
     return [LedgerEntry.model_validate(e) for e in state.get("ledger") or []]

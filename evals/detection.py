@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from kat.evals.simulate.ground_truth import GroundTruth, load_ground_truth
-from kat.tools.outpost import DetectionResult, DetectorConfig, detect
+from kat.tools.outpost import Anomaly, DetectionResult, DetectorConfig, detect
 
 CONTROLS = ("none", "workload_shift")
 
@@ -59,7 +60,7 @@ class DetectionReport(BaseModel):
     events: int
 
 
-def matches(a, gt: GroundTruth) -> bool:  # noqa: ANN001 - an Anomaly
+def matches(a: Anomaly, gt: GroundTruth) -> bool:
     return gt.matches(a.rank, a.component, a.start_ns, a.end_ns)
 
 
@@ -159,7 +160,9 @@ def score_run(name: str, truth: RunTruth, res: DetectionResult, seconds: float) 
     )
 
 
-def evaluate_detection(root: Path, config: DetectorConfig | None = None, progress=None) -> DetectionReport:  # noqa: ANN001
+def evaluate_detection(
+    root: Path, config: DetectorConfig | None = None, progress: Callable[[CaseScore], None] | None = None
+) -> DetectionReport:
     t0 = time.perf_counter()
     scores = []
     for case in case_dirs(root):

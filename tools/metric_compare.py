@@ -9,6 +9,8 @@ reason bitmasks are decoded into reasons (NVML bits). Counters are read as rates
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -59,15 +61,15 @@ def _segment(ts: np.ndarray, v: np.ndarray, events: bool = False) -> tuple[int, 
             best, arg = float(gain[x]), (i, int(j[x]))
     if arg is None:
         return None
-    i, j = arg
-    touches_end = i == 0 or j == n
-    inside_high = (c[j] - c[i]) / (j - i) >= (total - (c[j] - c[i])) / max(1, n - (j - i))
-    if touches_end and ((events and not inside_high) or (not events and j - i > n // 2)):
+    lo, hi = arg
+    touches_end = lo == 0 or hi == n
+    inside_high = (c[hi] - c[lo]) / (hi - lo) >= (total - (c[hi] - c[lo])) / max(1, n - (hi - lo))
+    if touches_end and ((events and not inside_high) or (not events and hi - lo > n // 2)):
         # A step change: the window is the shorter side, or for event counters (errors,
         # preemptions) the side where events happen.
-        i, j = (j, n) if i == 0 else (0, i)
-    end = int(ts[j]) if j < n else int(ts[-1]) + 1
-    return int(ts[i]), end
+        lo, hi = (hi, n) if lo == 0 else (0, lo)
+    end = int(ts[hi]) if hi < n else int(ts[-1]) + 1
+    return int(ts[lo]), end
 
 
 def _against_peers(s: Series, win: tuple[int, int], peers: list[Series]) -> tuple[int, int]:
@@ -124,8 +126,9 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
         }
         if start_ns is None and len(group) > 1:
             for s in group:
-                if wins[id(s)] is not None:
-                    wins[id(s)] = _against_peers(s, wins[id(s)], [p for p in group if p is not s])
+                w = wins[id(s)]
+                if w is not None:
+                    wins[id(s)] = _against_peers(s, w, [p for p in group if p is not s])
         stats: list[tuple[Series, dict, tuple[int, int]]] = []
         for s in group:
             win = wins[id(s)]
@@ -138,7 +141,7 @@ def compare(series: list[Series], start_ns: int | None, end_ns: int | None) -> l
             # Peers: every other series of the same metric, over this series' window.
             peers = [window_stats(p, *win) for p in group if p is not s]
             pz = peer_z(st["inside_mean"] - st["outside_median"], [p["inside_mean"] - p["outside_median"] for p in peers if p])
-            row = {
+            row: dict[str, Any] = {
                 "series": s.key,
                 "metric": s.name,
                 "host": s.host,
@@ -184,7 +187,8 @@ def run(ctx: IncidentContext, args: MetricCompareArgs) -> ToolResult:
     if not rows:
         return ToolResult(tool=NAME, status="no_data", query=q, range=src, message="too few samples inside/outside the window to compare")
     budget = args.token_budget * CHARS_PER_TOKEN
-    shown, used = [], 0
+    shown: list[dict] = []
+    used = 0
     for r in rows:
         size = len(str(r))
         if shown and used + size > budget * 0.85:

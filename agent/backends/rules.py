@@ -29,8 +29,9 @@ class RulesAnalyzer:
 
     def step(self, state: AgentState, config: AgentConfig) -> AnalyzerStep:
         ledger = ledger_entries(state)
-        if state.get("mode") == "chat" and state.get("diagnosis"):
-            return self._follow_up(state, ledger)
+        diagnosis = state.get("diagnosis")
+        if state.get("mode") == "chat" and diagnosis:
+            return self._follow_up(state, diagnosis, ledger)
         calls = playbook.plan_next(ledger, self.topo)
         hyps = playbook.hypotheses(ledger, self.topo)
         if calls:
@@ -41,7 +42,7 @@ class RulesAnalyzer:
             message=AIMessage(content="Submitting the diagnosis.", tool_calls=[playbook.call(SUBMIT, args)]), hypotheses=hyps
         )
 
-    def _follow_up(self, state: AgentState, ledger: list[LedgerEntry]) -> AnalyzerStep:
+    def _follow_up(self, state: AgentState, diagnosis: dict, ledger: list[LedgerEntry]) -> AnalyzerStep:
         msgs = state.get("messages") or []
         question, answered = "", None
         # The question is the last human message; a tool result after it answers our own call.
@@ -56,7 +57,7 @@ class RulesAnalyzer:
             answered = next((e for e in ledger if e.id == ev), None) if ev in ids else None
             if answered is None:
                 return AnalyzerStep(message=AIMessage(content=f"That lookup failed: {str(msgs[-1].content)[:300]}"))
-        text, calls = followup.respond(question, state["diagnosis"], ledger, self.topo, answered)
+        text, calls = followup.respond(question, diagnosis, ledger, self.topo, answered)
         if calls:
             return AnalyzerStep(message=AIMessage(content="Looking that up.", tool_calls=calls))
         return AnalyzerStep(message=AIMessage(content=text or ""))

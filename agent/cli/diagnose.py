@@ -6,7 +6,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ def _session(
     from kat.agent.session import Session
     from kat.tools.telemetry import BundleError
 
-    opts = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}
+    opts: dict[str, Any] = {k: v for k, v in (("base_url", base_url), ("model", model)) if v}  # backend options
     try:
         cfg = AgentConfig(max_steps=max_steps, time_budget_s=time_budget)
         return Session(path, analyzer, config=cfg, db=db, prometheus=prometheus, **opts)

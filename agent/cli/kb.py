@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
+if TYPE_CHECKING:  # rich is imported lazily: `kat --help` stays fast
+    from rich.console import Console
+
 _INDEX_HELP = "index directory (default: $KAT_KB_DIR, $KAT_CACHE_DIR/kb or ~/.cache/kat/kb)"
 
 
-def _console(stderr: bool = False):  # noqa: ANN202 - rich is imported lazily
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr)

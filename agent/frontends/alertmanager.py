@@ -300,7 +300,8 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
             return JSONResponse({"error": f"unsupported Alertmanager webhook version {payload.version!r}; expected '4'"}, 422)
         runner: JobRunner = request.app.state.runner
         led = ledger(request)
-        started, ignored = [], []
+        started: list[dict[str, Any]] = []
+        ignored: list[dict[str, str]] = []
         for alert in payload.alerts:
             key = alert_key(alert)
             if alert.status != "firing":

@@ -221,7 +221,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Progress as server-sent events; reconnect with Last-Event-ID to resume. Ends with `event: end`."""
         job_or_404(request, job_id)
         store: Store = request.app.state.store
-        after = int(last_event_id) if (last_event_id or "").isdigit() else 0
+        after = int(last_event_id) if last_event_id is not None and last_event_id.isdigit() else 0
 
         async def stream() -> AsyncIterator[str]:
             seq = after

@@ -7,6 +7,7 @@ root are refused.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -83,10 +84,11 @@ class IncidentRoot:
     def exists(self) -> bool:
         return self.root.is_dir()
 
-    def list(self) -> list[IncidentInfo]:
+    def list(self) -> builtins.list[IncidentInfo]:
         return self.scan()[0]
 
-    def scan(self) -> tuple[list[IncidentInfo], list[IncidentProblem]]:
+    # builtins.list: inside the class body `list` is the method above
+    def scan(self) -> tuple[builtins.list[IncidentInfo], builtins.list[IncidentProblem]]:
         """Bundles under the root, and the ones skipped with the reason (broken manifest, duplicate id)."""
         out: list[IncidentInfo] = []
         problems: list[IncidentProblem] = []

@@ -34,7 +34,7 @@ def timeline_svg(t: Timeline, marks: dict[int, str]) -> str:
             lanes.append(0.0)
             lane = len(lanes) - 1
         lanes[lane] = x1
-        ly = y + lane * LANE
+        ly: float = y + lane * LANE
         tip = (
             f"#{f.index} rank {f.rank} {f.component} ({f.method}) {f.kind}: {f.name}\n{f.detail}\n"
             f"steps {f.steps[0] if f.steps else '-'}..{f.steps[-1] if f.steps else '-'}, ratio {f.ratio:.2f}, "

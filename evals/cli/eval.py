@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+if TYPE_CHECKING:  # imported lazily at run time: `kat --help` stays fast
+    from rich.console import Console
 
-def _print_detection(report, console) -> None:  # noqa: ANN001
+    from kat.evals.detection import DetectionReport
+    from kat.evals.harness.models import CaseRun
+
+
+def _print_detection(report: DetectionReport, console: Console) -> None:
     from rich.table import Table
 
     t = Table(title=f"Outpost detection — {len(report.cases)} cases, {report.events:,} events, {report.seconds:.1f} s")
@@ -40,7 +47,7 @@ def _print_detection(report, console) -> None:  # noqa: ANN001
     console.print(t)
 
 
-def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, console) -> None:  # noqa: ANN001
+def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, console: Console) -> None:
     from kat.evals.detection import evaluate_detection
 
     root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
@@ -151,13 +158,15 @@ def register(app: typer.Typer) -> None:
             f"{jobs} job(s); results in {out / 'runs'}"
         )
 
-        def progress(run, done: int, total: int, cached: bool) -> None:  # noqa: ANN001
+        def progress(run: CaseRun, done: int, total: int, cached: bool) -> None:
             sc = run.scores
             mark = "[green]pass[/]" if sc and sc.passed else "[red]FAIL[/]"
             what = (
                 f"error: {(run.error or '').splitlines()[0][:80]}"
                 if run.error
                 else f"{run.category} -> {sc.predicted} ranks {sc.ranks_predicted}"
+                if sc
+                else f"{run.category}: not scored"
             )
             say(
                 f"[{done}/{total}] {mark} {run.variant} {run.case} r{run.repeat}: {what} "

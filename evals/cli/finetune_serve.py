@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from kat.evals.finetune.serve import DEFAULT_VENV, SERVED_NAME, ServeError, ServeSpec, VLLMServer, command
+from kat.evals.finetune.serve import CHAT_TEMPLATE, DEFAULT_VENV, SERVED_NAME, ServeError, ServeSpec, VLLMServer, command
 
 if TYPE_CHECKING:
     from kat.evals.finetune.compare import CompareReport, ModelUnderTest
@@ -35,7 +35,6 @@ def _spec(
     venv: Path,
     template: Path | None,
 ) -> ServeSpec:
-    kw = {} if template is None else {"chat_template": template}
     return ServeSpec(
         model=model,
         adapter=adapter,
@@ -50,7 +49,7 @@ def _spec(
         enforce_eager=eager,
         device=device,
         venv=venv,
-        **kw,
+        chat_template=CHAT_TEMPLATE if template is None else template,
     )
 
 
@@ -164,7 +163,8 @@ def _serve_until_stopped(srv: VLLMServer, log: Path) -> None:
             time.sleep(1.0)
         from kat.evals.finetune.serve import log_tail
 
-        typer.echo(f"kat finetune serve: vLLM exited with code {srv.proc.returncode}; log {log}:\n{log_tail(log)}", err=True)
+        rc = srv.proc.returncode if srv.proc is not None else None
+        typer.echo(f"kat finetune serve: vLLM exited with code {rc}; log {log}:\n{log_tail(log)}", err=True)
         raise typer.Exit(1)
     except KeyboardInterrupt:
         typer.echo("stopping vLLM ...", err=True)

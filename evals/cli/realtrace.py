@@ -73,9 +73,9 @@ def register(app: typer.Typer) -> None:
             return
         for r in results:
             gt = r.ground_truth
-            steps = gt.affected_steps[:1] + gt.affected_steps[-1:]
+            span = gt.affected_steps[:1] + gt.affected_steps[-1:]
             typer.echo(
-                f"{r.case_id}: {r.fault.value} ({gt.category}/{gt.component}) ranks={gt.affected_ranks} steps={steps} "
+                f"{r.case_id}: {r.fault.value} ({gt.category}/{gt.component}) ranks={gt.affected_ranks} steps={span} "
                 f"{r.seconds:.1f}s {r.trace_bytes / 1e6:.2f} MB {sum(r.trace_events.values())} events -> {r.out}"
             )
             if r.signature is not None:

@@ -31,11 +31,11 @@ def simulate(
     if out is None:
         raise typer.BadParameter("--out DIR is required")
     if suite:
-        from kat.evals.simulate.suites import generate_suite
+        from kat.evals.simulate.suites import SuiteCase, generate_suite
 
         t0 = time.perf_counter()
 
-        def progress(c) -> None:
+        def progress(c: SuiteCase) -> None:
             if not json_out:
                 typer.echo(f"  {c.id:40s} {c.task:45s} {c.events:>10,d} events {c.seconds:6.2f}s")
 

@@ -112,7 +112,9 @@ def _limit(cases: list[tuple[str, Path]], limit: int | None) -> list[tuple[str, 
         return cases
     from kat.evals.simulate.ground_truth import load_ground_truth
 
-    firsts, rest, seen = [], [], set()
+    firsts: list[tuple[str, Path]] = []
+    rest: list[tuple[str, Path]] = []
+    seen: set[str | None] = set()
     for cid, p in cases:
         cat = load_ground_truth(p).category
         (rest if cat in seen else firsts).append((cid, p))

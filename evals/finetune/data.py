@@ -247,7 +247,7 @@ def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int
     target = d_full.model_dump()
 
     def submit(ledger: list[Any]) -> dict:
-        first = {}
+        first: dict[str, str] = {}
         for e in ledger:
             first.setdefault(e.tool, e.id)
         return pb.remap_diagnosis(target, full_ledger, [first.get(t) for t in pb.TOOLS])

@@ -216,7 +216,7 @@ def build_model(cfg: TrainConfig, device: str) -> Any:
 
     dtype = getattr(torch, cfg.dtype)
     model = AutoModelForCausalLM.from_pretrained(str(cfg.base_model), dtype=dtype)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers types the wrapped .to() as unbound (self first)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

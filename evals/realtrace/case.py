@@ -109,7 +109,8 @@ def generate_case(cfg: RealTraceConfig, out: Path | str, *, verify: bool = True)
     run = launch(cfg, out / "traces")
     truth = write_bundle(run, out, cfg.name())
     seconds = round(time.monotonic() - t0, 2)
-    sig, counts = None, {}
+    sig: SignatureCheck | None = None
+    counts: dict[int, int] = {}
     if verify:
         sig, counts = verify_case(out, run)
         truth.parameters.update(

@@ -9,13 +9,21 @@ Spans are named after vLLM's modules so the trace tree reads like a real worker'
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import torch
 import torch.distributed as dist
 from torch.profiler import record_function
 
 from kat.evals.realtrace.models import WorkloadShape
+
+
+class _Request(TypedDict):
+    """One running request of the toy scheduler."""
+
+    id: int
+    pos: int
+    tokens: list[int]
 
 
 class StepHooks(Protocol):
@@ -55,7 +63,7 @@ class TPDecodeModel:
         self.embed = w(shape.vocab_shard, h)
         # The schedule is replicated on every rank (vLLM broadcasts it), so batch sizes agree.
         self._sched_rng = random.Random(seed)
-        self._requests = [{"id": n, "pos": 0, "tokens": []} for n in range(max(shape.batch_sizes))]
+        self._requests: list[_Request] = [{"id": n, "pos": 0, "tokens": []} for n in range(max(shape.batch_sizes))]
 
     def _schedule(self) -> torch.Tensor:
         """Python-side scheduler work: pick the running batch, advance positions, build inputs."""

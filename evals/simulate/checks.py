@@ -129,6 +129,8 @@ def metric(b: Bundle, name: str, gt: GroundTruth, rank: int | None = None, host:
 
 def in_window(df: pd.DataFrame, gt: GroundTruth, pad_ns: int = 1_000_000_000) -> pd.DataFrame:
     w = gt.window
+    if w is None:
+        raise ValueError(f"{gt.incident_id}: ground truth has no fault window to select rows in")
     return df[(df["ts_ns"] > w.start_ns) & (df["ts_ns"] - pad_ns < w.end_ns)]
 
 
@@ -137,7 +139,7 @@ def log_hits(b: Bundle, pattern: str) -> int:
     return int(msgs.str.contains(pattern, regex=True).sum())
 
 
-def counter_increase(b: Bundle, name: str, **labels) -> float:
+def counter_increase(b: Bundle, name: str, **labels: object) -> float:
     m = b.metrics
     sel = m[m["name"].astype(str) == name]
     for k, v in labels.items():

@@ -42,7 +42,7 @@ class Shapes:
 
     @classmethod
     def of(cls, task: TaskConfig) -> Shapes:
-        m, tp = task.spec, task.tp
+        m, tp = task.model_spec, task.tp
         hd = m.head_dim
         kv = max(1, m.kv_heads // tp)
         q = max(1, m.heads // tp)

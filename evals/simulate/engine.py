@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -50,7 +51,14 @@ LAYER_OPS = ("norm", "qkv", "rotary", "cache", "attn", "o_proj", "AR", "norm", "
 GEMMS = {"qkv", "o_proj", "gate_up", "down", "lm_head"}
 
 
-def _js(obj) -> str:
+# (tokens, prefill, context, seqs, captured graph size or None) of one replica's step
+StepShape = tuple[int, int, int, int, int | None]
+# A posted pipeline receive: (cpu, cpu cost, runtime start) of its launch, per rank
+RecvLaunch = tuple[np.ndarray, np.ndarray, np.ndarray]
+KernelTimer = Callable[[str], np.ndarray]
+
+
+def _js(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
@@ -120,7 +128,7 @@ class Simulator:
         self.flows = flows
         self.nccl_allreduce = _js(K.nccl_kernel(K.NCCL_ALLREDUCE, nccl_version))
         self.nccl_sendrecv = _js(K.nccl_kernel(K.NCCL_SENDRECV, nccl_version))
-        self.fr = K.frames(lay.task.engine, lay.task.spec.arch)
+        self.fr = K.frames(lay.task.engine, lay.task.model_spec.arch)
         self.kn = {k: _js(v) for k, v in K.kernel_names(lay.task.engine, lay.task.gpu).items()}
         self.names = {k: _js(getattr(self.fr, k)) for k in self.fr.__dataclass_fields__}
         # Ranks without a writer are simulated (collectives need them) but not emitted: parallel
@@ -212,23 +220,24 @@ class Simulator:
     def _py(self, ranks: list[int], name_js: str, s: np.ndarray, e: np.ndarray) -> None:
         si, ei = self._i(s), self._i(e)
         for j, r in enumerate(ranks):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
-            rk.out.add(_x("python_function", name_js, rk.pid, rk.pid, si[j], ei[j]))
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
+            out.add(_x("python_function", name_js, rk.pid, rk.pid, si[j], ei[j]))
 
     def _launch(
         self,
         ranks: list[int],
         op_js: str,
         op_args: str,
-        op_s,
-        op_e,
-        rt_s,
-        rt_e,
+        op_s: np.ndarray,
+        op_e: np.ndarray,
+        rt_s: np.ndarray,
+        rt_e: np.ndarray,
         k_js: str,
-        k_s,
-        k_e,
+        k_s: np.ndarray,
+        k_e: np.ndarray,
         stream: int,
         cat: str = "kernel",
         kargs: str = "",
@@ -240,9 +249,10 @@ class Simulator:
         ks, kd = _us_pair(k_s, k_e)
         flows = self.flows
         for j, r in enumerate(ranks):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             rk.ext += 1
             rk.corr += 1
             ext, c, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
@@ -259,11 +269,23 @@ class Simulator:
                     f',{{"ph":"s","id":{c},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
                     f'{{"ph":"f","id":{c},"pid":{dev},"tid":{stream},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}'
                 )
-                rk.out.add(text, 5)
+                out.add(text, 5)
             else:
-                rk.out.add(text, 3)
+                out.add(text, 3)
 
-    def _copy(self, ranks: list[int], dims: str, op_s, op_e, rt_s, rt_e, k_js: str, k_s, k_e, nbytes: int) -> None:
+    def _copy(
+        self,
+        ranks: list[int],
+        dims: str,
+        op_s: np.ndarray,
+        op_e: np.ndarray,
+        rt_s: np.ndarray,
+        rt_e: np.ndarray,
+        k_js: str,
+        k_s: np.ndarray,
+        k_e: np.ndarray,
+        nbytes: int,
+    ) -> None:
         """aten::copy_ > cudaMemcpyAsync > the memcpy on the compute stream (host <-> device copies)."""
         self._launch(
             ranks,
@@ -326,7 +348,9 @@ class Simulator:
             t_step = max(float(e.max()) for e in ends) + float(self.rng.uniform(40e3, 120e3))
 
     # ---- one step, one stage -------------------------------------------------------------
-    def _prelude(self, s: int, d: int, p: int, ranks: np.ndarray, t_step: float, gpu: np.ndarray, shape):
+    def _prelude(
+        self, s: int, d: int, p: int, ranks: np.ndarray, t_step: float, gpu: np.ndarray, shape: StepShape
+    ) -> tuple[np.ndarray, tuple[np.ndarray, RecvLaunch] | None, np.ndarray]:
         tokens, prefill, context, seqs, g = shape
         fr = self.names
         rl = ranks.tolist()
@@ -433,7 +457,19 @@ class Simulator:
         # execute_model opens after the scheduler/dequeue span; a runtime-stall pause sits inside it.
         return cpu, recv, exec_start + 1e3
 
-    def _body(self, s, d, p, stage_ranks, cpu, exec_start, gpu, shape, recv_arr, recv_launch) -> np.ndarray:
+    def _body(
+        self,
+        s: int,
+        d: int,
+        p: int,
+        stage_ranks: list[np.ndarray],
+        cpu: np.ndarray,
+        exec_start: np.ndarray,
+        gpu: list[np.ndarray],
+        shape: StepShape,
+        recv_arr: dict[int, np.ndarray],
+        recv_launch: dict[int, RecvLaunch],
+    ) -> np.ndarray:
         """One stage's forward pass of step `s`, then sampling (last stage) or the send to the next stage."""
         tokens, prefill, context, seqs, g = shape
         ranks = stage_ranks[p]
@@ -498,7 +534,18 @@ class Simulator:
             keys.append("final_norm")
         return keys
 
-    def _sample(self, s, ranks, cpu, gpu, p, kernel_dur, ar_ns, nelems, seqs) -> np.ndarray:
+    def _sample(
+        self,
+        s: int,
+        ranks: np.ndarray,
+        cpu: np.ndarray,
+        gpu: list[np.ndarray],
+        p: int,
+        kernel_dur: KernelTimer,
+        ar_ns: float,
+        nelems: int,
+        seqs: int,
+    ) -> np.ndarray:
         """The last stage: lm_head, softmax, argmax, and the sampled ids copied back to the host."""
         rl = ranks.tolist()
         samp_s = cpu.copy()
@@ -529,7 +576,17 @@ class Simulator:
         self._py(rl, self.names["sampler"], samp_s - 1e3, cpu)
         return cpu
 
-    def _send_to_next(self, s, p, stage_ranks, cpu, gpu, kt, recv_arr, recv_launch) -> np.ndarray:
+    def _send_to_next(
+        self,
+        s: int,
+        p: int,
+        stage_ranks: list[np.ndarray],
+        cpu: np.ndarray,
+        gpu: list[np.ndarray],
+        kt: int,
+        recv_arr: dict[int, np.ndarray],
+        recv_launch: dict[int, RecvLaunch],
+    ) -> np.ndarray:
         """Pipeline send of the hidden states to stage p+1 (completing its posted receive), then sync."""
         ranks, nxt = stage_ranks[p], stage_ranks[p + 1]
         rl = ranks.tolist()
@@ -561,15 +618,16 @@ class Simulator:
         # The worker returns its output only once the send has drained.
         sync_e = np.maximum(cpu + 3e3, gpu[p] + 2e3)
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
-            rk.out.add(
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
+            out.add(
                 _x("cuda_runtime", '"cudaStreamSynchronize"', rk.pid, rk.pid, int(round(cpu[j])), int(round(sync_e[j])), '{"cbid":131}')
             )
         return sync_e + 2e3
 
-    def _close_step(self, s: int, ranks: np.ndarray, exec_start, cpu) -> np.ndarray:
+    def _close_step(self, s: int, ranks: np.ndarray, exec_start: np.ndarray, cpu: np.ndarray) -> np.ndarray:
         """execute_model's span and the ProfilerStep annotation around the whole step."""
         rl = ranks.tolist()
         end = cpu + 5e3
@@ -579,14 +637,26 @@ class Simulator:
         se, ss = self._i(step_end), self._i(self.res.step_start[s, ranks])
         name = _js(f"ProfilerStep#{s + STEP_OFFSET}")
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             rk.ext += 1
-            rk.out.add(_x("user_annotation", name, rk.pid, rk.pid, ss[j], se[j], f'{{"External id":{rk.ext}}}'))
+            out.add(_x("user_annotation", name, rk.pid, rk.pid, ss[j], se[j], f'{{"External id":{rk.ext}}}'))
         return step_end
 
-    def _emit_p2p(self, rl, kind, cpu, c, rt_s, arrival, end, kt, stage) -> None:
+    def _emit_p2p(
+        self,
+        rl: list[int],
+        kind: str,
+        cpu: np.ndarray,
+        c: np.ndarray,
+        rt_s: np.ndarray,
+        arrival: np.ndarray,
+        end: np.ndarray,
+        kt: int,
+        stage: int,
+    ) -> None:
         fr = self.names
         py = fr["pp_send_py"] if kind == "send" else fr["pp_recv_py"]
         self._py(rl, py, cpu - 1e3, cpu + c + 1e3)
@@ -594,15 +664,16 @@ class Simulator:
         lists = [self._i(a) for a in (cpu, cpu + c, rt_s, rt_s + 0.3 * c, arrival, end)]
         kn = self.nccl_sendrecv
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             os_, oe, rs, re_, ks, ke = (x[j] for x in lists)
             rk.ext += 1
             rk.corr += 1
             ext, cc = rk.ext, rk.corr
             a = args[j]
-            add = rk.out.add
+            add = out.add
             add(_x("cpu_op", '"record_param_comms"', rk.pid, rk.pid, os_, oe, f'{{"External id":{ext},{a}}}'))
             add(_x("cuda_runtime", '"cudaLaunchKernel"', rk.pid, rk.pid, rs, re_, f'{{"External id":{ext},"cbid":211,"correlation":{cc}}}'))
             add(
@@ -617,7 +688,19 @@ class Simulator:
                 )
             )
 
-    def _eager_ops(self, s, ranks, keys, cpu, gpu, kernel_dur, ar_ns, nelems, kt, prefill) -> np.ndarray:
+    def _eager_ops(
+        self,
+        s: int,
+        ranks: np.ndarray,
+        keys: list[str],
+        cpu: np.ndarray,
+        gpu: np.ndarray,
+        kernel_dur: KernelTimer,
+        ar_ns: float,
+        nelems: int,
+        kt: int,
+        prefill: int,
+    ) -> np.ndarray:
         rl = ranks.tolist()
         tp = len(rl)
         fr = self.names
@@ -667,7 +750,18 @@ class Simulator:
             cpu = cpu + c + 1.5e3
         return cpu
 
-    def _emit_ar(self, rl, op_s, op_e, rt_s, rt_e, k_s, k_e, kt, args) -> None:
+    def _emit_ar(
+        self,
+        rl: list[int],
+        op_s: np.ndarray,
+        op_e: np.ndarray,
+        rt_s: np.ndarray,
+        rt_e: np.ndarray,
+        k_s: np.ndarray,
+        k_e: np.ndarray,
+        kt: int,
+        args: list[str],
+    ) -> None:
         """framework all-reduce op > record_param_comms (torch's collective args) > launch > NCCL kernel."""
         op_js = self.names["all_reduce_op"]
         os_, od = _us_pair(op_s, op_e)
@@ -678,9 +772,10 @@ class Simulator:
         dims = f'"Input Dims":[[{kt},{self.sh.hidden}]],"Input type":["c10::BFloat16"]'
         flows = self.flows
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             rk.ext += 2
             rk.corr += 1
             ext, cc, pid, dev = rk.ext, rk.corr, rk.pid, rk.dev
@@ -700,11 +795,23 @@ class Simulator:
                     f',{{"ph":"s","id":{cc},"pid":{pid},"tid":{pid},"ts":{rs[j]:.3f},"cat":"ac2g","name":"ac2g"}},'
                     f'{{"ph":"f","id":{cc},"pid":{dev},"tid":{NCCL_STREAM},"ts":{ks[j]:.3f},"cat":"ac2g","name":"ac2g","bp":"e"}}'
                 )
-                rk.out.add(text, 6)
+                out.add(text, 6)
             else:
-                rk.out.add(text, 4)
+                out.add(text, 4)
 
-    def _graph_ops(self, s, ranks, keys, cpu, gpu, kernel_dur, ar_ns, nelems, kt, prefill) -> np.ndarray:
+    def _graph_ops(
+        self,
+        s: int,
+        ranks: np.ndarray,
+        keys: list[str],
+        cpu: np.ndarray,
+        gpu: np.ndarray,
+        kernel_dur: KernelTimer,
+        ar_ns: float,
+        nelems: int,
+        kt: int,
+        prefill: int,
+    ) -> np.ndarray:
         """One cudaGraphLaunch replays the stage's layers: every kernel shares its correlation."""
         rl = ranks.tolist()
         tp = len(rl)
@@ -716,9 +823,10 @@ class Simulator:
         per_rank: list[list[str]] = [[] for _ in rl]
         ext_corr = [(0, 0)] * len(rl)
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             rk.ext += 1
             rk.corr += 1
             ext_corr[j] = (rk.ext, rk.corr)
@@ -731,9 +839,10 @@ class Simulator:
                 ai, ad = _us_pair(arrival, np.full(tp, end))
                 kn = self.nccl_allreduce
                 for j, r in enumerate(rl):
-                    if not self.emit[r]:
-                        continue
                     rk = self.rk[r]
+                    out = rk.out
+                    if out is None:  # simulated for the collectives, emitted by another writer
+                        continue
                     ext, cc = ext_corr[j]
                     a = self._coll_args(r, "allreduce", nelems, "tp")
                     per_rank[j].append(
@@ -763,12 +872,13 @@ class Simulator:
         rs, re_ = self._i(rt_s), self._i(rt_e)
         cs = self._i(cpu)
         for j, r in enumerate(rl):
-            if not self.emit[r]:
-                continue
             rk = self.rk[r]
+            out = rk.out
+            if out is None:  # simulated for the collectives, emitted by another writer
+                continue
             ext, cc = ext_corr[j]
             # The captured batch size is the shape a detector should bucket graph steps by.
-            rk.out.add(
+            out.add(
                 _x(
                     "cpu_op",
                     '"aten::copy_"',
@@ -779,7 +889,7 @@ class Simulator:
                     f'{{"External id":{ext},"Input Dims":[[{kt}],[{kt}]],"Input type":["long int","long int"]}}',
                 )
             )
-            rk.out.add(
+            out.add(
                 _x(
                     "cuda_runtime",
                     '"cudaGraphLaunch"',
@@ -791,5 +901,5 @@ class Simulator:
                 )
             )
             if per_rank[j]:
-                rk.out.add(",".join(per_rank[j]), len(per_rank[j]))
+                out.add(",".join(per_rank[j]), len(per_rank[j]))
         return cpu + c + 2e3

@@ -229,11 +229,11 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
         eff.seq_scale[sl, replica] = 0.8  # preempted requests leave the running batch
         kv_bytes_per_tok = (
             2
-            * task.spec.kv_heads
-            * task.spec.head_dim
+            * task.model_spec.kv_heads
+            * task.model_spec.head_dim
             * 2
-            * max(1, task.spec.layers // task.pp)
-            // max(1, min(task.tp, task.spec.kv_heads))
+            * max(1, task.model_spec.layers // task.pp)
+            // max(1, min(task.tp, task.model_spec.kv_heads))
         )
         eff.kv_swap_bytes[sl, replica] = np.where(hit & (rng.random(s1 - s0) < 0.5), n_pre * task.context_tokens * kv_bytes_per_tok, 0)
         params.update(preempt_prob=p, recompute_tokens=_p(cat, sev, "recompute_tokens"), replica=replica)

@@ -106,6 +106,8 @@ _JOB: tuple | None = None
 
 def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
     """Simulate the whole run; format and write the traces of `ranks` only."""
+    if _JOB is None:
+        raise RuntimeError("_run_part runs only inside generate_incident, which sets the job")
     lay, plan, wl, seed, out, sz, base_ns, incident_id = _JOB
     writers, pg_args = _writers(out, lay, sz, base_ns, incident_id, only=ranks)
     for r, w in writers.items():
@@ -204,7 +206,7 @@ def generate_incident(
         "title": title,
         "symptom": symptom,
         "window": {"start": _iso(metrics_start), "end": _iso(metrics_end)},
-        "model": task_cfg.spec.hf_name,
+        "model": task_cfg.model_spec.hf_name,
         "framework": task_cfg.engine,
         "topology": manifest_topology(lay),
         "generator": {"tool": "kat simulate", "task": task_cfg.name, "size": size, "seed": seed},

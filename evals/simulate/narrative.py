@@ -6,7 +6,7 @@ import numpy as np
 
 from kat.evals.simulate.categories import COMPONENT, Category
 from kat.evals.simulate.engine import SimResult
-from kat.evals.simulate.faults import FaultPlan
+from kat.evals.simulate.faults import ConfounderSpec, FaultPlan
 from kat.evals.simulate.ground_truth import ChainLink, Confounder, ExpectedDetection, GroundTruth, Window, rfc3339
 from kat.evals.simulate.topology import Layout
 
@@ -287,7 +287,7 @@ def build_ground_truth(
         category=cat.value,
         component=comp,
         is_fault=True,
-        severity=plan.severity.value,
+        severity=plan.severity.value if plan.severity is not None else None,
         task=lay.task.name,
         seed=seed,
         size=size,
@@ -306,8 +306,9 @@ def build_ground_truth(
     )
 
 
-def _confounder(c, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -> Confounder:
+def _confounder(c: ConfounderSpec, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -> Confounder:
     if c.kind == "uneven_batches":
+        assert c.steps is not None  # _confounders always gives skewed batches their step range
         a, b = c.steps
         win = Window.of(base_ns + int(res.step_start[a, c.ranks].min()), base_ns + int(res.step_end[b - 1, c.ranks].max()))
         return Confounder(
@@ -329,7 +330,7 @@ def _confounder(c, plan: FaultPlan, lay: Layout, res: SimResult, base_ns: int) -
     return Confounder(kind=c.kind, description="unrelated warning in the logs", ranks=c.ranks, hosts=c.hosts, window=_detail_window(c))
 
 
-def _detail_window(c) -> Window | None:
+def _detail_window(c: ConfounderSpec) -> Window | None:
     s, e = c.detail.get("start_ns"), c.detail.get("end_ns")
     return Window.of(s, e) if s is not None and e is not None else None
 
@@ -342,15 +343,15 @@ def incident_text(gt: GroundTruth, lay: Layout, res: SimResult, base_ns: int) ->
     tpot = float(np.median(ms))
     if gt.category == "none":
         return (
-            f"Routine profile of {t.spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
+            f"Routine profile of {t.model_spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
             f"scheduled profiler capture; median time per output token about {tpot:.0f} ms, no alert firing",
         )
     if gt.category == "workload_shift":
         return (
-            f"Latency up on {t.spec.hf_name} serving",
+            f"Latency up on {t.model_spec.hf_name} serving",
             f"TTFT and TPOT rose around {when} UTC while traffic changed; median step about {tpot:.0f} ms",
         )
     return (
-        f"Slow decoding on {t.spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
+        f"Slow decoding on {t.model_spec.hf_name} ({t.engine}, {t.world_size} GPUs)",
         f"time per output token degraded around {when} UTC (median step about {tpot:.0f} ms in the capture); users report slow responses",
     )

@@ -30,7 +30,7 @@ SIZES: dict[str, Size] = {
 
 
 def layers_per_stage(task: TaskConfig, size: Size) -> int:
-    n = task.spec.layers if size.max_layers is None else min(task.spec.layers, size.max_layers)
+    n = task.model_spec.layers if size.max_layers is None else min(task.model_spec.layers, size.max_layers)
     return max(1, n // task.pp)
 
 
@@ -50,5 +50,7 @@ def events_per_rank_step(task: TaskConfig, layers: int) -> int:
 def n_steps(task: TaskConfig, size: Size) -> int:
     if size.steps is not None:
         return size.steps
+    if size.target_events is None:
+        raise ValueError(f"size {size.name}: set steps or target_events")
     per_step = events_per_rank_step(task, layers_per_stage(task, size)) * task.world_size
     return max(20, math.ceil(size.target_events / per_step))

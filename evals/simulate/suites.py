@@ -7,6 +7,7 @@ from (by rank limits). Task, severity and seed of each case follow deterministic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -76,7 +77,7 @@ def plan_suite(spec: SuiteSpec) -> list[SuiteCase]:
     return cases
 
 
-def generate_suite(name: str, out: Path | str, *, progress=None) -> list[SuiteCase]:
+def generate_suite(name: str, out: Path | str, *, progress: Callable[[SuiteCase], None] | None = None) -> list[SuiteCase]:
     """Generate every case of suite `name` under `out/<case id>/` and write `out/suite.json`."""
     spec = load_suite(name)
     out = Path(out)

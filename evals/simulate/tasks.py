@@ -56,6 +56,13 @@ class TaskConfig(BaseModel):
     spec: ModelSpec | None = None
 
     @property
+    def model_spec(self) -> ModelSpec:
+        """The resolved model spec (load_tasks always sets it; a hand-built task may not)."""
+        if self.spec is None:
+            raise ValueError(f"task {self.name}: model {self.model!r} has no spec; build tasks with load_tasks()")
+        return self.spec
+
+    @property
     def world_size(self) -> int:
         return self.tp * self.pp * self.dp
 

@@ -29,7 +29,9 @@ class RankTraceWriter:
         self.path = path
         raw: IO[bytes] = open(path, "wb")
         self._raw = raw
-        self._fh: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) if compress else raw
+        self._fh: gzip.GzipFile | IO[bytes] = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) if compress else raw
+        )
         # The header is laid out as torch.profiler writes it (one field a line, '"rank": 0'):
         # tools that find the rank by scanning lines, such as HTA, rely on that layout.
         head = json.dumps(header, indent=2).encode() if header else b"{}"

@@ -431,7 +431,7 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
         if not trace_dir.is_dir():
             raise BundleError("bundle has no traces/ directory", path=root, field="traces")
         _check_inside(root, trace_dir, "traces/")
-        loaded: dict[int, pd.DataFrame] = {}
+        loaded = {}
         traces = _discover_traces(trace_dir, cache_root, loaded, skipped, root, ignored)
         bundle = Bundle(
             root,

@@ -147,7 +147,8 @@ def describe_traces(trace_dir: Path, host: str) -> tuple[dict[str, Any], tuple[i
         b = open_bundle(trace_dir)
     except BundleError as exc:
         raise CaptureError(f"captured traces are not readable: {exc}") from exc
-    workers, spans = [], []
+    workers: list[dict[str, Any]] = []
+    spans: list[tuple[int, int]] = []
     for r in b.ranks:
         ev = b.rank_columns(r, ["kind", "device", "ts_ns", "dur_ns"])
         kernels = ev[ev["kind"].astype(str).isin(["kernel", "memcpy", "memset", "collective"]) & (ev["device"] >= 0)]

@@ -15,7 +15,7 @@ way (tests/test_kineto_native.py); KAT_KINETO_NATIVE=0 forces the reference path
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,8 +131,11 @@ class _Header(msgspec.Struct, gc=False):
 _EMPTY_ARGS = _Args()
 
 _NATIVE_VERSION = 2  # SCANNER_VERSION in _kineto_fast.c
+_native: Any  # the C extension ships no type stubs
 try:
-    from kat.tools.telemetry import _kineto_fast as _native
+    from kat.tools.telemetry import _kineto_fast
+
+    _native = _kineto_fast
 except ImportError:  # not built (no C compiler at install time): the reference path does it all
     _native = None
 else:
@@ -785,6 +788,7 @@ class _Builder:
         flows_s: dict[tuple[Any, Any, Any], Any] = {}
         flows_f: dict[tuple[Any, Any, Any], Any] = {}
         for part in self.flow_parts:
+            items: Iterable[tuple[Any, Any, Any]]
             if isinstance(part, list):
                 items = part
             else:
@@ -860,7 +864,7 @@ class _Builder:
             step[inside] = s_num[idx_c[inside]]
             g = gpu_rows[parent[gpu_rows] >= 0]
             step[g] = step[parent[g]]
-        ints = {
+        ints: dict[str, np.ndarray] = {
             "id": np.arange(n, dtype=np.int64),
             "rank": np.full(n, rank, dtype=np.int32),
             "pid": pid,
@@ -876,7 +880,7 @@ class _Builder:
             "msg_bytes": msg,
         }
         ints = {k: np.ascontiguousarray(v, dtype=INT_COLUMNS[k]) for k, v in ints.items()}
-        codes = {
+        codes: dict[str, np.ndarray] = {
             "kind": kind.astype(np.int32),
             "name": cat["name"].astype(np.int32),
             "coll_name": coll,

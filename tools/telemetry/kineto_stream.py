@@ -25,9 +25,13 @@ import msgspec
 
 from kat.tools.telemetry.errors import TraceImportError
 
+_IsalGzipReader: Any  # isal's private reader class has no type stubs
+_IsalError: type[Exception]
 try:  # ISA-L inflates gzip 2-3x faster than zlib; its reader inflates straight into our buffer
-    from isal.isal_zlib import _GzipReader as _IsalGzipReader
-    from isal.isal_zlib import error as _IsalError
+    from isal import isal_zlib as _isal_zlib
+
+    _IsalGzipReader = _isal_zlib._GzipReader
+    _IsalError = _isal_zlib.error  # type: ignore[assignment]  # isal's stub declares the class as an instance
 except ImportError:  # pragma: no cover - isal is a dependency, but keep working without it
     _IsalGzipReader = None
     _IsalError = zlib.error
@@ -222,7 +226,7 @@ class EventStream:
         self.path = path
         self._native = native
         self._events_decoder = msgspec.json.Decoder(list[event_type])  # type: ignore[valid-type]
-        self._header_decoder = msgspec.json.Decoder(header_type)
+        self._header_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(header_type)
         self._src = _ByteSource(path, max_bytes)
         self.header: Any = None
         self.events_seen = 0
@@ -340,7 +344,9 @@ class EventStream:
         buf = self._buf  # grows in place: always the same object
         while True:
             n = self._n
-            pos = _WS_RUN.match(buf, pos, n).end()  # type: ignore[union-attr] - matches the empty string too
+            ws = _WS_RUN.match(buf, pos, n)
+            assert ws is not None  # the pattern matches the empty string too, so it always matches
+            pos = ws.end()
             if pos >= n:
                 # Only whitespace so far: forget it before reading on, so padding cannot grow the buffer.
                 self._drop_front(pos)

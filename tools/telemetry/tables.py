@@ -380,7 +380,7 @@ def load_metrics_checked(path: Path | None) -> tuple[pd.DataFrame, SourceQuality
     bad = names == ""
     raw, lines = _drop_rows(raw, lines, bad, path, unit, "empty metric name", "name", q)
     ts, names, values = ts[~bad], names[~bad], values[~bad]
-    labels = {}
+    labels: dict[str, np.ndarray] = {}
     for col in ("gpu", "rank"):
         vals, bad = _int_labels(raw[col] if col in raw else None, len(raw))
         raw, lines = _drop_rows(raw, lines, bad, path, unit, f"not an integer from -1 to {MAX_LABEL}", col, q)
