@@ -322,7 +322,11 @@ def _discover_traces(
     root = root or trace_dir
     ignored = {} if ignored is None else ignored
     try:
-        names = sorted(p for p in trace_dir.iterdir() if _is_trace_name(p))
+        listed = list(trace_dir.iterdir())
+        names = sorted(p for p in listed if _is_trace_name(p))
+        for p in listed:
+            if p.name in NOT_TRACES:  # said, so a user sees it was not taken for a damaged rank
+                ignored[p.name] = "a manifest or ground-truth file, not a trace"
     except OSError as exc:
         raise BundleError(f"cannot list the directory ({exc.strerror})", path=trace_dir) from exc
     files = []
