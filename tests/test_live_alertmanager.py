@@ -97,7 +97,11 @@ def test_alert_through_alertmanager_runs_one_investigation(stack: dict) -> None:
     assert d["root_cause"]["category"] == gt.category
     assert sorted(d["root_cause"]["ranks"]) == sorted(gt.affected_ranks)
     assert d["missing_data"] == []
-    assert any(json.loads(e["query"]).get("source") == stack["prom"] for e in d["evidence"] if e["tool"] == "metric_lookup")
+    assert any(
+        json.loads(e["query"]).get("source") == stack["prom"]
+        for e in d["evidence"]
+        if e["tool"] in ("metric_lookup", "metric_compare", "metric_catalog")
+    )
     # posted to the configured channel
     posts = _wait(lambda: stack["slack"].of("chat.postMessage"), 30)
     assert len(posts) == 1 and posts[0]["channel"] == "C0ONCALL"

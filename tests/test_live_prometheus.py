@@ -62,7 +62,8 @@ def test_diagnosis_through_prometheus_equals_the_file(live: dict, file_diagnosis
     b = Diagnosis.model_validate_json(r.stdout)
     assert _core(b) == _core(a)
     assert b.missing_data == []
-    prom_queries = [json.loads(e.query) for e in b.evidence if e.tool == "metric_lookup"]
+    # every metric tool's evidence echoes the PromQL that fetched its series (the rules read families via metric_compare)
+    prom_queries = [json.loads(e.query) for e in b.evidence if e.tool in ("metric_lookup", "metric_compare", "metric_catalog")]
     assert prom_queries and all(q["promql"] and q["source"] == live["url"] and " step " in q["range"] for q in prom_queries)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from kat.knowledge.metric_families import FAMILIES
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
-from kat.tools.metric_series import series_of
+from kat.tools.metric_series import live_echo, searched, series_of
 from kat.tools.telemetry import BundleError
 
 NAME = "metric_catalog"
@@ -42,7 +42,8 @@ def run(ctx: IncidentContext, args: MetricCatalogArgs) -> ToolResult:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
     from kat.tools.telemetry.metric_source import metric_source_of
 
-    src = metric_source_of(ctx.bundle).describe()
+    src = searched(ctx.bundle, "every metric", metric_source_of(ctx.bundle).describe())
+    q.update(live_echo(ctx.bundle))
     if not series:
         return ToolResult(tool=NAME, status="no_data", query=q, range=src, message="the bundle has no metrics")
     fams: dict[str, dict] = defaultdict(lambda: {"metrics": {}, "hosts": set(), "gpus": set(), "ranks": set()})

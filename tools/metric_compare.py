@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from kat.knowledge.metric_families import FAMILIES, THROTTLE_BITS
 from kat.tools.context import IncidentContext
 from kat.tools.evidence import CHARS_PER_TOKEN, ToolResult
-from kat.tools.metric_series import Series, peer_z, series_of, window_stats
+from kat.tools.metric_series import Series, live_echo, peer_z, searched, series_of, window_stats
 from kat.tools.telemetry import BundleError
 
 NAME = "metric_compare"
@@ -180,7 +180,8 @@ def run(ctx: IncidentContext, args: MetricCompareArgs) -> ToolResult:
     except (BundleError, ValueError) as exc:
         return ToolResult(tool=NAME, status="error", query=q, range=ctx.path.name, message=str(exc))
     series = [s for s in allser if s.family == args.family and (args.name is None or s.name == args.name)]
-    src = f"family {args.family} in {ctx.bundle.metrics_path or ctx.path.name}"
+    src = searched(ctx.bundle, f"family {args.family}", f"family {args.family} in {ctx.bundle.metrics_path or ctx.path.name}")
+    q.update(live_echo(ctx.bundle))  # the PromQL and range, when Prometheus served the series
     if not series:
         return ToolResult(tool=NAME, status="no_data", query=q, range=src, message=f"no metric of family {args.family!r} in this incident")
     rows = compare(series, args.start_ns, args.end_ns)

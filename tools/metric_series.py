@@ -123,7 +123,25 @@ def metrics_frame(bundle: Bundle) -> pd.DataFrame:
         return bundle.metrics
     names = src.names()
     sel = src.select("", exact=names) if names else None
+    if sel is not None and sel.echo:
+        setattr(bundle, _ECHO_ATTR, dict(sel.echo))
     return sel.frame if sel is not None and sel.frame is not None else empty_metrics()
+
+
+_ECHO_ATTR = "_kat_live_metrics_echo"
+
+
+def live_echo(bundle: Bundle) -> dict[str, str]:
+    """The exact query (PromQL, range, source) that fetched the series from a live source; empty for a file."""
+    return dict(getattr(bundle, _ECHO_ATTR, None) or {})
+
+
+def searched(bundle: Bundle, what: str, fallback: str) -> str:
+    """What a metric tool searched: the live query when Prometheus served the series, else `fallback`."""
+    echo = live_echo(bundle)
+    if echo:
+        return f"{what} via PromQL {echo.get('promql', '')} over {echo.get('range', '')} at {echo.get('source', '')}"
+    return fallback
 
 
 def load_series(bundle: Bundle, families: set[str] | None = None, names: set[str] | None = None) -> list[Series]:

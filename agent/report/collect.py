@@ -127,7 +127,7 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
     capture = (t0, t1) if t1 > t0 else None
     metrics = []
     if d is not None:
-        wanted = list(evidence_metrics(d).items())
+        wanted = _by_metric(bundle, evidence_metrics(d))
         focus = suspects[0] if suspects else None
         metrics = [metric_panel(bundle, name, ids, focus, window, capture) for name, ids in wanted[:MAX_METRICS]]
         role = "culprit" if focus in culprits else "suspect"
@@ -150,3 +150,20 @@ def collect(bundle: Bundle, det: DetectionResult, d: Diagnosis | None = None) ->
         detection_notes=list(det.notes),
         stats=f"{det.stats.events:,} events, {det.stats.ranks} ranks; Outpost ran in {det.stats.seconds:.2f} s",
     )
+
+
+def _by_metric(bundle: Bundle, cited: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """Metric name -> evidence ids; a family comparison stands for its metrics (at most two) in this bundle."""
+    from kat.agent.report.verdict import FAMILY_KEY
+    from kat.tools.metric_series import series_of
+
+    out: dict[str, list[str]] = {}
+    for key, ids in cited.items():
+        if not key.startswith(FAMILY_KEY):
+            out.setdefault(key, []).extend(ids)
+            continue
+        family = key[len(FAMILY_KEY) :]
+        names = sorted({s.name for s in series_of(bundle) if s.family == family})
+        for name in names[:2]:
+            out.setdefault(name, []).extend(i for i in ids if i not in out.get(name, []))
+    return list(out.items())

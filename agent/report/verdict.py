@@ -14,7 +14,8 @@ from kat.agent.report.model import ChainLink, EvidenceRow, RuledOutRow, Verdict
 if TYPE_CHECKING:
     from kat.tools.outpost.models import DetectionResult
 
-METRIC_TOOLS = ("metric_lookup",)
+METRIC_TOOLS = ("metric_lookup", "metric_compare")
+FAMILY_KEY = "family:"  # a metric_compare over a whole family, resolved to its metrics against the bundle
 
 
 class ReportInputError(ValueError):
@@ -81,8 +82,11 @@ def evidence_metrics(d: Diagnosis) -> dict[str, list[str]]:
         except ValueError:
             continue
         name = args.get("name") if isinstance(args, dict) else None
+        family = args.get("family") if isinstance(args, dict) else None
         if isinstance(name, str) and name:
             out.setdefault(name, []).append(e.id)
+        elif isinstance(family, str) and family:
+            out.setdefault(FAMILY_KEY + family, []).append(e.id)
     return out
 
 
