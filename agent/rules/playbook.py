@@ -277,7 +277,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
             cause = f"Outpost leans on rank(s) {[r for r, _ in sus]}, but no metric or log confirms a fault"
             conf = min(conf, 0.6)
         else:
-            cause = "no metric family changes on one GPU/host/process against its peers and no fault signature is logged"
+            cause = _healthy_cause(ledger, single=len(topo.ranks) <= 1, metrics_compared=bool(checked))
         chain.append({"cause": cause, "effect": K.SYMPTOM["none"], "evidence": ids[:4], "category": "none"})
     hosts = sorted({topo.host_of[r] for r in ranks if r in topo.host_of})
     alts = _ruled_out(cat, a, ledger)
@@ -287,7 +287,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         f"{title}"
         + (f" on rank(s) {ranks}" + (f" ({', '.join(hosts)})" if hosts else "") if ranks else "")
         + f": {top}. "
-        + f"{K.MECHANISM[cat][0].upper() + K.MECHANISM[cat][1:]}."
+        + f"{_mechanism(cat, single=len(topo.ranks) <= 1)}."
     )
     evidence = []
     cited = [i for link in chain for i in link["evidence"]] + [i for alt in alts for i in alt["evidence"]]
@@ -343,3 +343,24 @@ def hypotheses(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG)
     if cat == "none":
         out.insert(0, {"category": "none", "status": "supported", "note": "no fault signal"})
     return out
+
+
+def _healthy_cause(ledger: list[LedgerEntry], single: bool, metrics_compared: bool) -> str:
+    """Why nothing points at a fault, naming only the checks that had data (missing data is said, not counted)."""
+    # a search that matched nothing counts; a bundle without logs (or a failed search) does not
+    logs_searched = any(e.tool == "log_search" and e.status in ("ok", "no_data") and "no logs" not in e.summary for e in ledger)
+    parts = [
+        "Outpost finds nothing significant in the traces" + (" (one rank: only its own repetitions could be compared)" if single else "")
+    ]
+    parts.append(
+        ("no metric family changes on one GPU/host/process against the others" if not single else "no metric family changes")
+        if metrics_compared
+        else "no metrics could be compared, so metric-only faults are not ruled out"
+    )
+    parts.append("no fault signature is logged" if logs_searched else "no logs could be searched")
+    return "; ".join(parts)
+
+
+def _mechanism(cat: str, single: bool) -> str:
+    text = "the worker behaves like its own history" if cat == "none" and single else K.MECHANISM[cat]
+    return text[0].upper() + text[1:]
