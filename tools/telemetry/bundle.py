@@ -426,6 +426,7 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
     skipped: dict[str, str] = {}
     refused: dict[str, str] = {}
     ignored: dict[str, str] = {}
+    manifest = None
     if manifest_path.exists() or manifest_path.is_symlink():
         from kat.tools.telemetry.manifest import load_manifest
 
@@ -434,42 +435,27 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
         trace_dir = root / "traces"
         if not trace_dir.is_dir():
             raise BundleError("bundle has no traces/ directory", path=root, field="traces")
-        _check_inside(root, trace_dir, "traces/")
-        loaded = {}
-        traces = _discover_traces(trace_dir, cache_root, loaded, skipped, root, ignored)
-        bundle = Bundle(
-            root,
-            manifest,
-            traces,
-            _find_one(root, "metrics", refused),
-            _find_one(root, "logs", refused),
-            cache_root,
-            _events=loaded,
-            skipped=skipped,
-            refused=refused,
-            ignored=ignored,
-        )
-        _check_topology(bundle, manifest_path)
-        check_clocks(bundle)
-        return bundle
-    trace_dir = root / "traces" if (root / "traces").is_dir() else root
+    else:
+        trace_dir = root / "traces" if (root / "traces").is_dir() else root
     if trace_dir != root:
         _check_inside(root, trace_dir, "traces/")
     loaded = {}
     traces = _discover_traces(trace_dir, cache_root, loaded, skipped, root, ignored)
     bundle = Bundle(
         root,
-        None,
+        manifest,
         traces,
         _find_one(root, "metrics", refused),
         _find_one(root, "logs", refused),
         cache_root,
-        is_bare_trace_dir=True,
+        is_bare_trace_dir=manifest is None,
         _events=loaded,
         skipped=skipped,
         refused=refused,
         ignored=ignored,
     )
+    if manifest is not None:
+        _check_topology(bundle, manifest_path)
     check_clocks(bundle)
     return bundle
 
