@@ -204,9 +204,9 @@ def write_annotated(bundle: Bundle, det: DetectionResult, out: Path) -> dict[str
         for r in bundle.ranks:
             w.event({"ph": "M", "name": "process_name", "pid": r, "args": {"name": f"rank {r}"}})
             w.event({"ph": "M", "name": "process_sort_index", "pid": r, "args": {"sort_index": r + 1}})
-            doc = docs.pop(r)
-            if doc is not None:
-                counts["events"] += _emit_kineto(w, r, doc, (bases[r] - base_ns) / 1000.0, threads[r])
+            kineto = docs.pop(r)  # None: the rank's trace is canonical Parquet
+            if kineto is not None:
+                counts["events"] += _emit_kineto(w, r, kineto, (bases[r] - base_ns) / 1000.0, threads[r])
             else:
                 counts["events"] += _emit_canonical(w, bundle, r, base_ns, threads[r])
         w.event({"ph": "M", "name": "process_name", "pid": FINDINGS_PID, "args": {"name": FINDINGS_NAME}})
