@@ -12,8 +12,9 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BufferedIOBase
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -36,7 +37,7 @@ _KIND_CAT = {"python": "python_function", "cpu_op": "cpu_op", "cuda_runtime": "c
 class _Writer:
     """Chrome-trace JSON written event by event (no whole-trace list in memory)."""
 
-    def __init__(self, fh: IO[bytes]):
+    def __init__(self, fh: BufferedIOBase) -> None:
         self.fh, self.n = fh, 0
 
     def event(self, ev: dict[str, Any]) -> None:
@@ -45,9 +46,9 @@ class _Writer:
 
 
 @contextmanager
-def _open_out(path: Path) -> Iterator[IO[bytes]]:
+def _open_out(path: Path) -> Iterator[BufferedIOBase]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh: IO[bytes] = gzip.open(path, "wb", compresslevel=6) if path.name.endswith(".gz") else open(path, "wb")  # type: ignore[assignment]
+    fh: BufferedIOBase = gzip.open(path, "wb", compresslevel=6) if path.name.endswith(".gz") else open(path, "wb")
     try:
         yield fh
     finally:
