@@ -55,7 +55,7 @@ def _group_lut(gmap: dict[int, int]) -> np.ndarray:
     return lut
 
 
-def _rows_dtype(n: pd.DataFrame) -> type:
+def _rows_dtype(n: pd.DataFrame) -> type[np.signedinteger]:
     return np.int32 if len(n) < 2**31 else np.int64
 
 
@@ -102,7 +102,7 @@ def inter_worker(table: NodeTable, groups: list[list[int]], cfg: DetectorConfig)
     gmap = rank_group(groups)
     if not gmap:
         return pd.DataFrame()
-    rows: np.ndarray = np.flatnonzero(n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy()).astype(_rows_dtype(n))
+    rows = np.flatnonzero(n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy()).astype(_rows_dtype(n))
     if not len(rows):
         return pd.DataFrame()
     lut, sizes = _group_lut(gmap), np.array([len(g) for g in groups])
@@ -144,7 +144,7 @@ def inter_replica(table: NodeTable, replica_groups: list[list[int]], cfg: Detect
         return pd.DataFrame()
     # Python frames (scheduling, batching, sampling) do work proportional to each replica's own
     # queue: across replicas only framework ops, launch calls and device work are comparable.
-    rows: np.ndarray = np.flatnonzero(
+    rows = np.flatnonzero(
         n["cls"].isin(TESTED).to_numpy() & n["rank"].isin(list(gmap)).to_numpy() & (n["kind"] != "python").to_numpy()
     ).astype(_rows_dtype(n))
     cls_cats = list(n["cls"].cat.categories)
