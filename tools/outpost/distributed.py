@@ -19,6 +19,7 @@ A worker that dies mid-task loses only its task: the scheduler runs it again els
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -74,7 +75,7 @@ def cluster_client(spec: str, workers: int | None = None) -> Iterator[Client]:
     if spec == "dask":
         n = workers or os.cpu_count() or 1
         with (
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster,
             Client(cluster) as client,
         ):
             yield client
