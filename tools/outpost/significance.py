@@ -298,17 +298,30 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     """Every rank-level test of the capture with z, one-sided p, BH q and material effect.
     Columns: kind, label, group, rank, z, p, q, significant, material, effect_ms, effect_share,
     noise_floor_ms, strata, first_step, last_step."""
-    groups = [g for g in groups if len(g) > 1]
-    if not groups:
-        return pd.DataFrame()
     n = table.nodes
-    steps = n.loc[n["step"].to_numpy() >= 0, "step"].nunique()
-    few = steps < cfg.min_steps_for_baseline
-    if few:
+    steps = int(n.loc[n["step"].to_numpy() >= 0, "step"].nunique())
+    few_steps_note(steps, cfg, notes)
+    return fdr_pass(group_tests(table, groups, inst, cfg, steps < cfg.min_steps_for_baseline), cfg)
+
+
+def few_steps_note(steps: int, cfg: DetectorConfig, notes: list[str]) -> None:
+    """The note saying per-step tests were skipped (`steps`: distinct profiler steps of the capture)."""
+    if steps < cfg.min_steps_for_baseline:
         notes.append(
             f"{steps} profiler step(s): per-step tests (untraced time, slow ops) need {cfg.min_steps_for_baseline}; "
             "skipped. Arrival order is judged per collective instance."
         )
+
+
+def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, few: bool) -> pd.DataFrame:
+    """The rank-level tests of the groups present in `table`, before the FDR pass: each test
+    needs only its own group's rows, so groups can be tested apart (tools/outpost/phases.py).
+    The episode and effect of every test that could survive the FDR pass (p <= fdr) is measured
+    here; `fdr_pass` keeps it for the tests that do. `few`: the capture has too few steps for
+    per-step tests (a fact of the whole capture, not of one group)."""
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return pd.DataFrame()
     step_time = _step_time(table)
     out = []
     gsize = np.array([len(g) for g in groups])
@@ -349,11 +362,28 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     res = res[res["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
     if res.empty:
         return res
+    # BH rejects no test with p above its level: only those can need an episode.
+    _effects(res, res["p"].to_numpy() <= cfg.fdr, step_time, cfg)
+    return res.drop(columns=["samples"])
+
+
+def fdr_pass(res: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Benjamini-Hochberg over all rank-level tests of the capture (the rows of `group_tests`
+    of every group): q, significant, noise floor; the effect fields of tests that are not
+    significant go back to their defaults (the excess over the whole capture, no episode)."""
+    if res.empty:
+        return res
+    res = res.reset_index(drop=True)
     res["q"] = bh_adjusted(res["p"].to_numpy())
     res["significant"] = bh_reject(res["p"].to_numpy(), cfg.fdr)
     res["noise_floor_ms"] = res["floor_ns"] / 1e6
-    _effects(res, step_time, cfg)
-    return res.drop(columns=["samples"])
+    quiet = ~res["significant"].to_numpy()
+    res.loc[quiet, "effect_ms"] = res.loc[quiet, "T"] / 1e6
+    res.loc[quiet, "effect_share"] = np.nan
+    res.loc[quiet, "first_step"] = -1
+    res.loc[quiet, "last_step"] = -1
+    res.loc[quiet, "material"] = False
+    return res
 
 
 def effect_floor_ms(device: bool, cfg: DetectorConfig) -> float:
@@ -377,15 +407,15 @@ def _step_time(table: NodeTable) -> pd.Series:
     return st.groupby(["rank", "step"])["dur_ns"].max().astype(float)
 
 
-def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> None:
-    """For significant tests: the episode (consecutive strata where the excess concentrates),
-    its excess in ms and as a share of the rank's step time over it; material or not."""
+def _effects(res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig) -> None:
+    """For the tests marked in `which`: the episode (consecutive strata where the excess
+    concentrates), its excess in ms and as a share of the rank's step time over it; material or not."""
     res["effect_ms"] = res["T"] / 1e6
     res["effect_share"] = np.nan
     res["first_step"] = -1
     res["last_step"] = -1
     res["material"] = False
-    sig = np.flatnonzero(res["significant"].to_numpy())
+    sig = np.flatnonzero(which)
     cache: dict[int, tuple[pd.DataFrame, dict]] = {}
     for i in sig:
         row = res.iloc[i]
