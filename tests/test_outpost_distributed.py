@@ -70,9 +70,10 @@ def test_every_demo_case_and_gloo_run_same_json_on_dask(client: Any) -> None:
 def test_units_split_groups_and_join_what_a_test_spans() -> None:
     plan = Plan(groups=[[0, 1], [2, 3], [4, 5]], replicas=[])
     assert units_of([0, 1, 2, 3, 4, 5, 6], plan, []) == [[0, 1], [2, 3], [4, 5], [6]]
-    # a collective recorded across two groups, and a replica test over three, join them
+    # a collective recorded across two groups joins them
     assert units_of([0, 1, 2, 3, 4, 5], plan, ["1,2"]) == [[0, 1, 2, 3], [4, 5]]
-    assert units_of([0, 1, 2, 3, 4, 5], Plan(plan.groups, [[0, 2, 4]]), []) == [[0, 1, 2, 3, 4, 5]]
+    # replica groups do not join units: their tests get capture-wide statistics instead
+    assert units_of([0, 1, 2, 3, 4, 5], Plan(plan.groups, [[0, 2, 4]]), []) == [[0, 1], [2, 3], [4, 5]]
 
 
 def test_multi_group_case_has_several_units_and_same_json(client: Any) -> None:

@@ -100,7 +100,14 @@ def _merge(rows: pd.DataFrame, table: Names, kind_of: dict[int, str]) -> list[An
 
 
 def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig, facts: CaptureFacts) -> pd.DataFrame:
-    parts = [x for x in (inter_worker(table, groups, cfg), inter_replica(table, replicas, cfg)) if not x.empty]
+    parts = [
+        x
+        for x in (
+            inter_worker(table, groups, cfg, facts.worker_spread),
+            inter_replica(table, replicas, cfg, facts.replica_peers, facts.replica_spread),
+        )
+        if not x.empty
+    ]
     if not parts:
         return pd.DataFrame()
     rows = pd.concat(parts, ignore_index=True)
@@ -155,8 +162,8 @@ def _local_of(table: NodeTable, rows: pd.DataFrame) -> list[int]:
     return first.reindex(idx).fillna(-1).astype(int).tolist()
 
 
-def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
-    parts = [x for x in (intra_worker(table, cfg), episodic_frames(table, cfg)) if not x.empty]
+def _intra_rows(table: NodeTable, cfg: DetectorConfig, facts: CaptureFacts) -> pd.DataFrame:
+    parts = [x for x in (intra_worker(table, cfg, facts.intra_load), episodic_frames(table, cfg)) if not x.empty]
     if not parts:
         return pd.DataFrame()
     occ = pd.concat(parts, ignore_index=True)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,12 @@ import pandas as pd
 
 from kat.tools.outpost.attribution import h2d_copies
 from kat.tools.outpost.detector import replica_groups, sync_groups
+from kat.tools.outpost.inter import replica_peers, replica_rank_medians, replica_spread_samples, spread_of, worker_spread_samples
+from kat.tools.outpost.intra import StepLoad, intra_spikes
 from kat.tools.outpost.models import DetectionResult, DetectorConfig
 from kat.tools.outpost.phases import CaptureFacts, Plan, UnitPart, analyse_unit, merge_parts
 from kat.tools.outpost.rankview import SummaryTimes, concat_step_times
-from kat.tools.outpost.tree import build_nodes
+from kat.tools.outpost.tree import NodeTable, build_nodes
 from kat.tools.telemetry.bundle import (
     Bundle,
     TraceFile,
@@ -202,8 +204,8 @@ def import_on_cluster(client: Client, path: Path, cache_root: Path, with_summary
 
 
 def units_of(ranks: list[int], plan: Plan, recorded: list[str]) -> list[list[int]]:
-    """Connected components of the ranks, joined by lock-step groups, replica groups and the
-    member lists collectives recorded: no test of one unit reads another unit's rows."""
+    """Connected components of the ranks, joined by lock-step groups and the member lists
+    collectives recorded: no test of one unit reads another unit's rows."""
     parent = {r: r for r in ranks}
 
     def find(r: int) -> int:
@@ -212,7 +214,9 @@ def units_of(ranks: list[int], plan: Plan, recorded: list[str]) -> list[list[int
             r = parent[r]
         return r
 
-    links = [*plan.groups, *plan.replicas, *([int(x) for x in g.split(",") if x.strip().lstrip("-").isdigit()] for g in recorded)]
+    # Replica groups do not join units: their comparisons get capture-wide statistics instead
+    # (`capture_statistics`), which a fleet of replicas would otherwise be a single unit of.
+    links = [*plan.groups, *([int(x) for x in g.split(",") if x.strip().lstrip("-").isdigit()] for g in recorded)]
     for g in links:
         members = [r for r in g if r in parent]
         for r in members[1:]:
@@ -225,10 +229,57 @@ def units_of(ranks: list[int], plan: Plan, recorded: list[str]) -> list[list[int
     return sorted(out.values(), key=lambda u: u[0])
 
 
+@dataclass
+class UnitStats:
+    """Round 1 of a unit: the samples of the capture-wide statistics (no node rows)."""
+
+    worker: pd.DataFrame  # inter.worker_spread_samples
+    spikes: pd.DataFrame  # step, rank of every intra-worker spike (before the load filter)
+    replica: pd.DataFrame  # inter.replica_rank_medians
+    ranks_with_nodes: int
+
+
+def _unit_table(root: str, cache_root: str, traces: dict[int, TraceFile], facts: CaptureFacts) -> NodeTable:
+    return build_nodes(_unit_bundle(Path(root), Path(cache_root), traces), cpu_only=facts.cpu_only)
+
+
+def unit_stats_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> UnitStats:
+    table = _unit_table(root, cache_root, traces, facts)
+    spikes = intra_spikes(table, cfg) if len(table.nodes) else pd.DataFrame(columns=["step", "rank"])
+    return UnitStats(
+        worker=worker_spread_samples(table, plan.groups),
+        spikes=spikes[["step", "rank"]].drop_duplicates().reset_index(drop=True) if not spikes.empty else pd.DataFrame(columns=["step", "rank"]),
+        replica=replica_rank_medians(table, plan.replicas),
+        ranks_with_nodes=len(table.offsets),
+    )
+
+
+def replica_samples_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts) -> pd.DataFrame:
+    return replica_spread_samples(_unit_table(root, cache_root, traces, facts), plan.replicas, facts.replica_peers)
+
+
+def capture_statistics(client: Client, submit_units: Callable[..., list[Any]], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> CaptureFacts:
+    """The statistics a unit's tests share with the whole capture, from every unit's samples:
+    the inter-worker noise scale, the per-step spike load, the replicas' medians and their
+    noise scale (two rounds: the replica noise is measured against the replica medians)."""
+    stats: list[UnitStats] = list(client.gather(submit_units(unit_stats_on_worker, "stats", plan, facts, cfg)))
+    spikes = pd.concat([s.spikes for s in stats], ignore_index=True)
+    facts = replace(
+        facts,
+        worker_spread=spread_of(pd.concat([s.worker for s in stats], ignore_index=True)),
+        intra_load=StepLoad.of(spikes, sum(s.ranks_with_nodes for s in stats)),
+    )
+    if [g for g in plan.replicas if len(g) > 2]:
+        peers = replica_peers(pd.concat([s.replica for s in stats], ignore_index=True))
+        facts = replace(facts, replica_peers=peers)
+        samples = list(client.gather(submit_units(replica_samples_on_worker, "replica", plan, facts)))
+        facts = replace(facts, replica_spread=spread_of(pd.concat(samples, ignore_index=True)))
+    return facts
+
+
 def analyse_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> UnitPart:
     """Phase B task: one unit's node table from the cache, every per-group test on it."""
-    table = build_nodes(_unit_bundle(Path(root), Path(cache_root), traces), cpu_only=facts.cpu_only)
-    return analyse_unit(table, plan, facts, cfg, with_times=True)
+    return analyse_unit(_unit_table(root, cache_root, traces, facts), plan, facts, cfg, with_times=True)
 
 
 def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig | None = None) -> DetectionResult:
@@ -251,24 +302,18 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
         copies=pd.concat(copies, ignore_index=True) if copies else pd.DataFrame(columns=["rank", "step", "name", "shape", "value"]),
     )
     units = units_of(bundle.ranks, plan, sorted({g for x in present for g in x.coll_groups}))
-    [plan_f, facts_f, cfg_f] = client.scatter([plan, facts, cfg], broadcast=True)
     root, cache = str(bundle.root), str(bundle.cache_root)
-    futures = [
-        client.submit(
-            analyse_on_worker,
-            root,
-            cache,
-            {r: bundle.traces[r] for r in unit},
-            plan_f,
-            facts_f,
-            cfg_f,
-            key=f"kat-unit-{i}-{unit[0]}",
-            retries=TASK_RETRIES,
-        )
-        for i, unit in enumerate(units)
-    ]
-    parts: list[UnitPart] = list(client.gather(futures))
-    del futures
+
+    def submit_units(fn: Callable[..., Any], what: str, *args: Any) -> list[Any]:
+        shared = client.scatter(list(args), broadcast=True)
+        return [
+            client.submit(fn, root, cache, {r: bundle.traces[r] for r in unit}, *shared, key=f"kat-{what}-{i}-{unit[0]}", retries=TASK_RETRIES)
+            for i, unit in enumerate(units)
+        ]
+
+    if len(units) > 1:  # one unit is the whole capture: it measures these itself
+        facts = capture_statistics(client, submit_units, plan, facts, cfg)
+    parts: list[UnitPart] = list(client.gather(submit_units(analyse_on_worker, "unit", plan, facts, cfg)))
     step_times = concat_step_times([p.step_time for p in parts if p.step_time is not None])
     spans = [p.spans for p in parts if p.spans is not None and not p.spans.empty]
     times = SummaryTimes(step_times, pd.concat(spans, ignore_index=True) if spans else pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns"]), len(bundle.ranks))

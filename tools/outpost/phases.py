@@ -26,6 +26,8 @@ from kat.tools.outpost.arrival import collective_instances, late_arrivals
 from kat.tools.outpost.attribution import h2d_copies
 from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.detector import _arrival_rows, _inter_rows, _intra_rows, _link_rows, _merge
+from kat.tools.outpost.inter import Spread
+from kat.tools.outpost.intra import StepLoad
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from kat.tools.outpost.rankview import RankTimes, rank_step_spans, step_time
 from kat.tools.outpost.significance import fdr_pass, few_steps_note, group_tests
@@ -53,6 +55,13 @@ class CaptureFacts:
     steps: int  # distinct profiler steps over all ranks
     cpu_only: bool  # no rank has a device event
     copies: pd.DataFrame | None = None  # attribution.h2d_copies of every rank; None: read from the table when needed
+    # Capture-wide statistics of tests that judge a node against every rank's noise; None: the
+    # table is the whole capture, they are measured on it (the distributed path measures them
+    # over all units first: distributed.py).
+    worker_spread: Spread | None = None  # inter.worker_spread_samples -> spread_of
+    replica_peers: pd.DataFrame | None = None  # inter.replica_peers
+    replica_spread: Spread | None = None  # inter.replica_spread_samples -> spread_of
+    intra_load: StepLoad | None = None  # intra.StepLoad over every rank
 
     @classmethod
     def of_table(cls, table: NodeTable) -> CaptureFacts:
@@ -92,7 +101,7 @@ def analyse_unit(table: NodeTable, plan: Plan, facts: CaptureFacts, cfg: Detecto
     first = n.drop_duplicates("name_code")
     kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
     inter = _inter_rows(table, plan.groups, plan.replicas, cfg, facts)
-    intra = _intra_rows(table, cfg)
+    intra = _intra_rows(table, cfg, facts)
     found = [x for x in (inter, intra) if not x.empty]
     causes = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     inst = collective_instances(table, plan.groups)
