@@ -241,12 +241,16 @@ def estimate(rows: dict[int, list[Run]], ranks_big: int, ranks_small: int, trace
             out["single_process_s_per_rank"] = round(_fit(single.wall_s, single_s.wall_s, ranks_big, ranks_small)[0], 4)
         out["single_process_10k_s"] = round(out["single_process_s_per_rank"] * 10_000)
     big, small = pick(ranks_big, DASK2), pick(ranks_small, DASK2)
-    if big is None or small is None:
+    if big is None:
         out["note"] = "dask rows pending: only the single-process cost is measured"
         return out
-    w = _fit(big.cpu_s - big.driver_cpu_s, small.cpu_s - small.driver_cpu_s, ranks_big, ranks_small)[0]
-    d = _fit(big.driver_cpu_s, small.driver_cpu_s, ranks_big // 8, ranks_small // 8)[0]
-    startup = max(0.0, _fit(big.wall_s, small.wall_s, ranks_big, ranks_small)[1])
+    if small is not None and ranks_small != ranks_big:
+        w = _fit(big.cpu_s - big.driver_cpu_s, small.cpu_s - small.driver_cpu_s, ranks_big, ranks_small)[0]
+        d = _fit(big.driver_cpu_s, small.driver_cpu_s, ranks_big // 8, ranks_small // 8)[0]
+        startup = max(0.0, _fit(big.wall_s, small.wall_s, ranks_big, ranks_small)[1])
+    else:  # one world only: start-up is counted in the per-rank and per-group costs (upper bounds)
+        w, d, startup = (big.cpu_s - big.driver_cpu_s) / ranks_big, big.driver_cpu_s / (ranks_big // 8), 0.0
+        out["note"] = "one world size measured: per-rank and per-group costs include start-up (upper bounds)"
     out.update(
         worker_cpu_s_per_rank=round(w, 4),
         driver_cpu_s_per_group=round(d, 4),
