@@ -30,7 +30,7 @@ from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
-CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced")  # evidence that a rank *made* others wait, not that it was slowed
+CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced", "spread_blame", "spread_untraced")  # evidence that a rank *made* others wait, not that it was slowed
 _TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
 
@@ -334,6 +334,17 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
         z["device"] = s.device[z["test"].to_numpy()] if s.device is not None else False
         z["samples"] = [s] * len(z)
         out.append(z)
+        if not few:
+            # The same tests against the run's own peer spread, pooled over groups (pooled.py;
+            # imported here: it builds on this module's samples and tail model).
+            from kat.tools.outpost.pooled import pooled_tests
+
+            sp = pooled_tests(s, sizes, f"spread_{kind}")
+            if not sp.empty:
+                sp["label"] = [s.labels[t] for t in sp["test"]]
+                sp["device"] = s.device[sp["test"].to_numpy()] if s.device is not None else False
+                sp["samples"] = [s] * len(sp)
+                out.append(sp.drop(columns=["key"]))
         broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
         if not few and len(broad):
             pk = peak_tests(s, sizes, broad)
@@ -412,6 +423,6 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         # a copy path at half speed is a fault even when copies are a sliver of the step.
         base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
         big = bool(np.isnan(share) or share >= cfg.min_effect_share)
-        if row["kind"] in ("work", "peak_work"):
+        if row["kind"] in ("work", "peak_work", "spread_work"):
             big = big or (base > 0 and best / base >= cfg.min_effect)
         res.at[i, "material"] = bool(best / 1e6 >= effect_floor_ms(bool(row["device"]), cfg) and big)
