@@ -8,20 +8,17 @@ half a group, can never reach the FDR level over a short capture. This test asks
   (a relative deviation: timing jitter is multiplicative, and groups doing more work spread
   more in absolute terms). This is per-group work; the pooling below is a merge of the groups'
   aligned deviations, keyed by what they measure (untraced time, a class of work, blame).
-- Null: the rank's aligned deviations are draws from the same distribution as the other ranks'
-  (every group, every step). Its upper tail is modelled by peaks over a threshold: above the
-  pool's 98th percentile (at least TAIL_MIN exceedances), an exponential fitted to the excesses;
-  below it, the pool's empirical tail. Each step of the rank gets a p-value from that tail.
-- A sustained or recurring excess shows as k small step p-values: P(Bin(S, p_(k)) >= k) is the
-  chance that S uniform draws put k below the k-th smallest, taken over every k with a
-  Bonferroni factor S. One hiccup is k = 1 (no stronger than the one-off peak test); a fault on
-  3 of 10 steps far beyond the pool's tail is k = 3.
+- Null: the rank's aligned deviations are exchangeable with the other ranks' (every group,
+  every step). A sustained or recurring excess puts k of its S values high among all of them;
+  the count in the top M is hypergeometric, exact and distribution-free (rank_pvalue), so
+  hiccups of any size and rate are as likely on any rank and no tail is extrapolated.
 - Several culprits mask each other (each one's excesses fill the pool's tail the other is
   judged against). Generalised ESD (Rosner, 1983): take the most extreme rank out of the pool,
   judge the next against the rest, and so on up to fewer than half the ranks; stage i's p-value
   is Bonferroni-corrected for picking the most extreme of the remaining ranks, and the rank
   removed at stage j is rejected when any stage i >= j is (its p-value is the smallest of
-  theirs). The null is thus estimated from the non-suspect ranks.
+  theirs). The null is thus estimated from the non-suspect ranks. A rank's p-value is the
+  smaller of that and its own test against every other rank, doubled.
 """
 
 from __future__ import annotations
@@ -31,13 +28,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from kat.tools.outpost.significance import TAIL_MIN, TAIL_Q, Samples
+from kat.tools.outpost.significance import Samples
 
 MIN_POOL_RANKS = 3  # below it no majority of other ranks can carry the null
-# Smallest tail scale, relative to the step's median: a pool of identical values (a simulated
-# constant, timer-quantised gaps) would otherwise make any deviation infinitely unlikely.
-# A tenth of a percent is below any slowdown worth a finding (min_effect is 10%).
-BETA_MIN = 1e-3
 
 
 def _key(label: str) -> str | None:
@@ -69,42 +62,38 @@ def aligned(s: Samples, sizes: np.ndarray) -> pd.DataFrame:
     return df.drop(columns=["stratum", "v"])
 
 
-def _binom_sf(k: np.ndarray, n: int, p: np.ndarray) -> np.ndarray:
-    """P(Bin(n, p_i) >= k_i), exactly (n is a capture's step count: small)."""
-    j = np.arange(n + 1)
-    logc = np.array([math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) for x in j])
-    pp = np.clip(p, 1e-300, 1.0)[:, None]
-    with np.errstate(divide="ignore"):
-        logq = np.log1p(-np.minimum(pp, 1.0 - 1e-16))
-    pmf = np.exp(logc[None, :] + j[None, :] * np.log(pp) + (n - j)[None, :] * logq)
-    pmf[j[None, :] < k[:, None]] = 0.0
-    return np.minimum(pmf.sum(axis=1), 1.0)
-
-
-def step_pvalues(mine: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """Each of the rank's deviations against the pool's upper tail (peaks over threshold)."""
-    srt = np.sort(pool)
-    n = len(srt)
-    u = min(float(np.quantile(srt, TAIL_Q)), float(srt[-TAIL_MIN - 1]) if n > TAIL_MIN else float(srt[0]))
-    over = srt[srt > u] - u
-    rate = (len(over) + 1) / (n + 1)
-    beta = max(float(over.mean()) if len(over) else 0.0, BETA_MIN)
-    emp = (n - np.searchsorted(srt, mine, side="left") + 1) / (n + 1)
-    tail = rate * np.exp(-np.maximum(mine - u, 0.0) / beta)
-    return np.where(mine > u, np.minimum(tail, emp), emp)
-
-
-def order_pvalue(p: np.ndarray) -> float:
-    """Smallest P(Bin(S, p_(k)) >= k) over k, times S (Bonferroni over k)."""
-    s = np.sort(p)
-    n = len(s)
-    if not n:
+def rank_pvalue(mine: np.ndarray, pool: np.ndarray) -> float:
+    """How unlikely it is that k of the rank's S values sit this high among the S + n values,
+    for the best k. Under the null the rank's values and the pool are exchangeable, so the
+    number of the rank's values among the top M of all N is hypergeometric (N, M, S): exact,
+    distribution-free, whatever the hiccups' size or rate. For each k, M is the position of the
+    rank's k-th largest value (ties counted against it); the smallest tail over k is taken with
+    a Bonferroni factor S. A hiccup is k = 1 and never significant; a rank above every value of
+    a pool of 70 in 6 of its 10 steps has p = 10 C(10,6)/C(80,6), about 7e-6."""
+    s, n = len(mine), len(pool)
+    if not s or not n:
         return 1.0
-    return float(min(1.0, n * _binom_sf(np.arange(1, n + 1), n, s).min()))
+    srt = np.sort(pool)
+    v = np.sort(mine)[::-1]
+    k = np.arange(1, s + 1)
+    m = k + (n - np.searchsorted(srt, v, side="left"))  # combined position of the k-th largest
+    big_n = s + n
+    # P(X >= k) for X ~ Hypergeometric(N, M_k, S): sum over j >= k of C(M,j) C(N-M,S-j) / C(N,S).
+    logf = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, big_n + 1)))))
+
+    def log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(logf[a] - logf[b] - logf[a - b])
+
+    mm, jj = m[:, None], k[None, :]
+    ok = (jj >= k[:, None]) & (jj <= mm) & (s - jj <= big_n - mm)
+    jj_c, mm_c = np.where(ok, jj, s), np.where(ok, mm, big_n)
+    logp = log_comb(mm_c, jj_c) + log_comb(big_n - mm_c, s - jj_c) - float(log_comb(np.array(big_n), np.array(s)))
+    tail = np.where(ok, np.exp(logp), 0.0).sum(axis=1)
+    return float(min(1.0, s * tail.min()))
 
 
 def _esd(e: np.ndarray, rank: np.ndarray) -> dict[int, float]:
-    """Generalised ESD over ranks: each rank's p-value (1 for ranks never removed)."""
+    """Generalised ESD over ranks, then each rank's p-value (see the module docstring)."""
     ranks = np.unique(rank)
     out = {int(r): 1.0 for r in ranks}
     kmax = (len(ranks) - 1) // 2
@@ -113,20 +102,22 @@ def _esd(e: np.ndarray, rank: np.ndarray) -> dict[int, float]:
     own = {int(r): rank == r for r in ranks}
     # Removal order from the first stage (every other rank as the pool): re-ranking at every
     # stage would cost ranks^2 tail fits for an order that removal rarely changes.
-    first = {r: order_pvalue(step_pvalues(e[m], e[~m])) for r, m in own.items()}
+    first = {r: rank_pvalue(e[m], e[~m]) for r, m in own.items()}
     order = sorted(first, key=lambda r: first[r])[:kmax]
     removed = np.zeros(len(e), dtype=bool)
     stage = []
     for i, r in enumerate(order):
         m = own[r]
         pool = e[~m & ~removed]
-        stage.append(min(1.0, (len(ranks) - i) * order_pvalue(step_pvalues(e[m], pool))))
+        stage.append(min(1.0, (len(ranks) - i) * rank_pvalue(e[m], pool)))
         removed |= m
     best = 1.0
     for i in range(len(order) - 1, -1, -1):  # step-up: a later stage's rejection carries the earlier ones
         best = min(best, stage[i])
         out[order[i]] = best
-    return out
+    # Each rank's own first-stage p-value (every other rank as the pool, no selection) is valid
+    # on its own; the smaller of it and the ESD p-value, doubled (Bonferroni over the two).
+    return {r: min(1.0, 2.0 * min(out[r], first.get(r, 1.0))) for r in out}
 
 
 def pooled_tests(s: Samples, sizes: np.ndarray, kind: str) -> pd.DataFrame:
