@@ -30,7 +30,14 @@ from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
-CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced", "spread_blame", "spread_untraced")  # evidence that a rank *made* others wait, not that it was slowed
+CAUSE_TESTS = (
+    "blame",
+    "untraced",
+    "peak_blame",
+    "peak_untraced",
+    "spread_blame",
+    "spread_untraced",
+)  # evidence that a rank *made* others wait, not that it was slowed
 _TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
 
