@@ -126,27 +126,17 @@ def pooled_tests(s: Samples, sizes: np.ndarray, kind: str) -> pd.DataFrame:
     df = aligned(s, sizes)
     if df.empty:
         return pd.DataFrame()
-    rows = []
+    parts = []
     for key, g in df.groupby("key", sort=False):
         e, rank = g["e"].to_numpy(), g["rank"].to_numpy()
         p = _esd(e, rank)
-        agg = g.groupby("rank", sort=False).agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size"))
-        floor = float(1.4826 * np.median(np.abs(g["d"].to_numpy())))
-        for r, row in agg.iterrows():
-            pr = p.get(int(r), 1.0)
-            rows.append(
-                {
-                    "test": int(row["test"]),
-                    "rank": int(r),
-                    "T": float(row["T"]),
-                    "strata": int(row["strata"]),
-                    "z": _z(pr),
-                    "p": pr,
-                    "floor_ns": floor,
-                    "key": key,
-                }
-            )
-    out = pd.DataFrame(rows)
+        agg = g.groupby("rank", sort=False).agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size")).reset_index()
+        agg["p"] = [p.get(int(r), 1.0) for r in agg["rank"]]
+        agg["z"] = [_z(x) for x in agg["p"]]
+        agg["floor_ns"] = float(1.4826 * np.median(np.abs(g["d"].to_numpy())))
+        agg["key"] = key
+        parts.append(agg)
+    out = pd.concat(parts, ignore_index=True)
     out["kind"] = kind
     return out
 
