@@ -83,7 +83,7 @@ def _score_detection(
     console: Console,
     detector: Callable[[Path, DetectorConfig | None], DetectionResult] | None = None,
 ) -> None:
-    from kat.evals.detection import evaluate_detection
+    from kat.evals.detection import CaseScore, evaluate_detection
 
     root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
     if not root.exists():
@@ -91,11 +91,14 @@ def _score_detection(
 
         console.print(f"generating suite {suite!r} into {root} ...")
         generate_suite(suite, root)
-    report = evaluate_detection(
-        root,
-        progress=lambda c: console.print(f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False),
-        **({"detector": detector} if detector is not None else {}),
-    )
+
+    def progress(c: CaseScore) -> None:
+        console.print(f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False)
+
+    if detector is not None:
+        report = evaluate_detection(root, progress=progress, detector=detector)
+    else:
+        report = evaluate_detection(root, progress=progress)
     if json_out:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:

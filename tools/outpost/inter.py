@@ -75,7 +75,7 @@ class _CodedSpread:
         return np.array([self.by_node.get((c, int(k)), np.nan) for c, k in zip(cls, agg["name_code"].to_numpy())], dtype=float)
 
 
-def spread_samples(aggs: tuple[pd.DataFrame, pd.DataFrame], names: np.ndarray) -> pd.DataFrame:
+def spread_samples(aggs: tuple[pd.DataFrame, pd.DataFrame] | tuple[()], names: np.ndarray) -> pd.DataFrame:
     """|ratio - 1| of every rank-step (class rows, then node rows) of `_aggregates`: what a
     Spread is the median of. Columns node (False: class rows), cls, name, dev."""
     parts = []
