@@ -154,7 +154,9 @@ def test_world_of_1024_ranks_names_the_injected_rank_first_on_dask(client: Any, 
     assert truth.affected_ranks
     argv = [sys.executable, "-m", "kat.agent.cli", "detect", str(out), "--json"]
     single = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
-    dask = json.loads(subprocess.run([*argv, "--cluster", "dask", "--cluster-workers", "2"], capture_output=True, text=True, check=True).stdout)
+    dask = json.loads(
+        subprocess.run([*argv, "--cluster", "dask", "--cluster-workers", "2"], capture_output=True, text=True, check=True).stdout
+    )
     for d in (single, dask):
         d["stats"].pop("seconds")
     assert dask == single
