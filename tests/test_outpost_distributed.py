@@ -27,10 +27,11 @@ pytest.importorskip("distributed")
 DATA = Path(__file__).parent / "data"
 DEMO = Path(__file__).parents[1] / "evals" / "suites" / "demo"
 GLOO = DATA / "real-gloo-dev"
-# Demo cases whose layout splits into several units (tp4dp2: two TP groups, replicas of two
-# ranks), and one lock-step TP-8 group; the full suite runs in the slow test below.
-DEMO_SUBSET = ["nvlink_degradation", "pcie_link_degradation", "numa_misbinding"]
-GLOO_SUBSET = ["busy_w4_r1", "none_w4_a", "bigmm_w4_r2_l1"]
+# A representative subset (the whole demo suite and all 20 gloo runs: the slow test below).
+# kv_cache_pressure: two TP-4 groups, two units; gpu_thermal_throttling (the multi-group test):
+# four TP-2 groups under DP-4 replica tests, four units sharing capture-wide statistics.
+DEMO_SUBSET = ["kv_cache_pressure"]
+GLOO_SUBSET = ["busy_w4_r1", "bigmm_w4_r2_l1"]
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +81,12 @@ def test_multi_group_case_has_several_units_and_same_json(client: Any) -> None:
     from kat.tools.outpost.detector import replica_groups, sync_groups
     from kat.tools.telemetry.bundle import open_bundle
 
-    case = DEMO / "nvlink_degradation"
+    case = DEMO / "gpu_thermal_throttling"
     b = open_bundle(case)
     plan = Plan(sync_groups(b), replica_groups(b))
-    assert len(units_of(b.ranks, plan, [])) >= 2  # otherwise this case would not test the merge
-    assert _same(client, case)["suspect_ranks"]
+    assert len(units_of(b.ranks, plan, [])) == 4 and plan.replicas  # the merge and the replica statistics are exercised
+    truth = json.loads((case / "ground_truth.json").read_text())
+    assert _same(client, case)["suspect_ranks"][0] in truth["affected_ranks"]
 
 
 def test_unreadable_rank_is_a_note_and_the_rest_is_analysed(client: Any, tmp_path: Path) -> None:
@@ -140,3 +142,20 @@ def test_closed_port_fails_fast_with_one_line() -> None:
     assert "Traceback" not in proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "scheduler" in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_world_of_1024_ranks_names_the_injected_rank_first_on_dask(client: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Opt-in (-m slow, ~15 min on 2 cores): 128 TP-8 groups, one faulty rank, via the CLI."""
+    from kat.evals.simulate.world import generate_world
+
+    out = tmp_path_factory.mktemp("world") / "w1024"
+    truth = generate_world("gpu_thermal_throttling", 1024, 3, out, size="tiny")
+    assert truth.affected_ranks
+    argv = [sys.executable, "-m", "kat.agent.cli", "detect", str(out), "--json"]
+    single = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    dask = json.loads(subprocess.run([*argv, "--cluster", "dask", "--cluster-workers", "2"], capture_output=True, text=True, check=True).stdout)
+    for d in (single, dask):
+        d["stats"].pop("seconds")
+    assert dask == single
+    assert dask["suspect_ranks"] and dask["suspect_ranks"][0] in truth.affected_ranks

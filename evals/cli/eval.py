@@ -21,10 +21,9 @@ if TYPE_CHECKING:  # imported lazily at run time: `kat --help` stays fast
 
     from rich.console import Console
 
-    from kat.tools.outpost.models import DetectionResult, DetectorConfig
-
     from kat.evals.detection import DetectionReport
     from kat.evals.harness.models import CaseRun
+    from kat.tools.outpost.models import DetectionResult, DetectorConfig
 
 
 def _print_detection(report: DetectionReport, console: Console) -> None:
@@ -54,7 +53,13 @@ def _print_detection(report: DetectionReport, console: Console) -> None:
 
 
 def _run_detection(
-    suite: str, cases: Path | None, out: Path, json_out: bool, console: Console, cluster: str | None = None, cluster_workers: int | None = None
+    suite: str,
+    cases: Path | None,
+    out: Path,
+    json_out: bool,
+    console: Console,
+    cluster: str | None = None,
+    cluster_workers: int | None = None,
 ) -> None:
     """Score Outpost on SUITE, in this process or (`cluster`) with its work on Dask."""
     if cluster is not None:

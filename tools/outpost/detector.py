@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from kat.tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
+from kat.tools.outpost.arrival import link_shifts, link_slowdowns, slow_groups
 from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
 from kat.tools.outpost.inter import inter_replica, inter_worker
 from kat.tools.outpost.intra import episodic_frames, intra_worker
@@ -99,7 +99,9 @@ def _merge(rows: pd.DataFrame, table: Names, kind_of: dict[int, str]) -> list[An
     return out
 
 
-def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig, facts: CaptureFacts) -> pd.DataFrame:
+def _inter_rows(
+    table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig, facts: CaptureFacts
+) -> pd.DataFrame:
     parts = [
         x
         for x in (

@@ -19,6 +19,7 @@ A worker that dies mid-task loses only its task: the scheduler runs it again els
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -74,7 +75,7 @@ def cluster_client(spec: str, workers: int | None = None) -> Iterator[Client]:
     if spec == "dask":
         n = workers or os.cpu_count() or 1
         with (
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster,
             Client(cluster) as client,
         ):
             yield client
@@ -193,7 +194,9 @@ def import_on_cluster(client: Client, path: Path, cache_root: Path, with_summary
         raise BundleError(f"no trace files (*.json, *.json.gz, *.parquet) in {trace_dir(path)}", path=trace_dir(path))
     default_rank = 0 if len(files) == 1 else None
     futures = [
-        client.submit(import_rank, str(f.resolve()), str(cache_root), default_rank, with_summary, key=f"kat-import-{i}-{f.name}", retries=TASK_RETRIES)
+        client.submit(
+            import_rank, str(f.resolve()), str(cache_root), default_rank, with_summary, key=f"kat-import-{i}-{f.name}", retries=TASK_RETRIES
+        )
         for i, f in enumerate(files)
     ]
     return list(client.gather(futures))
@@ -243,12 +246,16 @@ def _unit_table(root: str, cache_root: str, traces: dict[int, TraceFile], facts:
     return build_nodes(_unit_bundle(Path(root), Path(cache_root), traces), cpu_only=facts.cpu_only)
 
 
-def unit_stats_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> UnitStats:
+def unit_stats_on_worker(
+    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> UnitStats:
     table = _unit_table(root, cache_root, traces, facts)
     spikes = intra_spikes(table, cfg) if len(table.nodes) else pd.DataFrame(columns=["step", "rank"])
     return UnitStats(
         worker=worker_spread_samples(table, plan.groups),
-        spikes=spikes[["step", "rank"]].drop_duplicates().reset_index(drop=True) if not spikes.empty else pd.DataFrame(columns=["step", "rank"]),
+        spikes=spikes[["step", "rank"]].drop_duplicates().reset_index(drop=True)
+        if not spikes.empty
+        else pd.DataFrame(columns=["step", "rank"]),
         replica=replica_rank_medians(table, plan.replicas),
         ranks_with_nodes=len(table.offsets),
     )
@@ -258,7 +265,9 @@ def replica_samples_on_worker(root: str, cache_root: str, traces: dict[int, Trac
     return replica_spread_samples(_unit_table(root, cache_root, traces, facts), plan.replicas, facts.replica_peers)
 
 
-def capture_statistics(client: Client, submit_units: Callable[..., list[Any]], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> CaptureFacts:
+def capture_statistics(
+    client: Client, submit_units: Callable[..., list[Any]], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> CaptureFacts:
     """The statistics a unit's tests share with the whole capture, from every unit's samples:
     the inter-worker noise scale, the per-step spike load, the replicas' medians and their
     noise scale (two rounds: the replica noise is measured against the replica medians)."""
@@ -277,7 +286,9 @@ def capture_statistics(client: Client, submit_units: Callable[..., list[Any]], p
     return facts
 
 
-def analyse_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig) -> UnitPart:
+def analyse_on_worker(
+    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> UnitPart:
     """Phase B task: one unit's node table from the cache, every per-group test on it."""
     return analyse_unit(_unit_table(root, cache_root, traces, facts), plan, facts, cfg, with_times=True)
 
@@ -307,7 +318,9 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
     def submit_units(fn: Callable[..., Any], what: str, *args: Any) -> list[Any]:
         shared = client.scatter(list(args), broadcast=True)
         return [
-            client.submit(fn, root, cache, {r: bundle.traces[r] for r in unit}, *shared, key=f"kat-{what}-{i}-{unit[0]}", retries=TASK_RETRIES)
+            client.submit(
+                fn, root, cache, {r: bundle.traces[r] for r in unit}, *shared, key=f"kat-{what}-{i}-{unit[0]}", retries=TASK_RETRIES
+            )
             for i, unit in enumerate(units)
         ]
 
@@ -316,7 +329,11 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
     parts: list[UnitPart] = list(client.gather(submit_units(analyse_on_worker, "unit", plan, facts, cfg)))
     step_times = concat_step_times([p.step_time for p in parts if p.step_time is not None])
     spans = [p.spans for p in parts if p.spans is not None and not p.spans.empty]
-    times = SummaryTimes(step_times, pd.concat(spans, ignore_index=True) if spans else pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns"]), len(bundle.ranks))
+    times = SummaryTimes(
+        step_times,
+        pd.concat(spans, ignore_index=True) if spans else pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns"]),
+        len(bundle.ranks),
+    )
     return merge_parts(bundle, plan, facts, parts, times, cfg, t0)
 
 

@@ -240,7 +240,9 @@ def replica_spread_samples(table: NodeTable, replica_groups: list[list[int]], pe
     if got is None:
         return spread_samples((), table.names)
     cls_cats = list(table.nodes["cls"].cat.categories)
-    parts = [spread_samples(_aggregates(table.nodes, comp)[:2], table.names) for comp, _ in _replica_classes(got, cls_cats, DetectorConfig())]
+    parts = [
+        spread_samples(_aggregates(table.nodes, comp)[:2], table.names) for comp, _ in _replica_classes(got, cls_cats, DetectorConfig())
+    ]
     return pd.concat(parts, ignore_index=True) if parts else spread_samples((), table.names)
 
 
@@ -407,7 +409,9 @@ def _aggregates(n: pd.DataFrame, comp: _Compared) -> tuple[pd.DataFrame, pd.Data
     return in_order(by_class), in_order(by_node), end
 
 
-def _flag(n: pd.DataFrame, comp: _Compared, cfg: DetectorConfig, sustained_only: bool = False, spread: _CodedSpread | None = None) -> pd.DataFrame:
+def _flag(
+    n: pd.DataFrame, comp: _Compared, cfg: DetectorConfig, sustained_only: bool = False, spread: _CodedSpread | None = None
+) -> pd.DataFrame:
     """Rank-steps whose excess over peers is beyond noise, judged per node class and per node
     name (a class total hides one slow op among many noisy ones; a name alone misses a
     slowdown spread thin over many ops). One row per (rank, step, class), the larger finding."""
