@@ -10,6 +10,7 @@ import pandas as pd
 
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
 from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.manifest import Topology
 
 # Framework compute: on a CPU-only run (gloo) these stand in for the GPU kernels they launch.
 COMPUTE_OPS = re.compile(r"aten::(mm|bmm|addmm|matmul|linear|baddbmm|convolution)|gemm|_proj\b|proj$|attn|attention|mlp", re.IGNORECASE)
@@ -93,7 +94,7 @@ def _level(m: pd.DataFrame, start_ns: int, end_ns: int) -> pd.Series:
     return w.groupby(["host", "gpu", "rank"], observed=True)["value"].mean().astype(float)
 
 
-def _per_member(values: pd.Series, members: list[int], topo) -> dict[int, float]:  # noqa: ANN001
+def _per_member(values: pd.Series, members: list[int], topo: Topology) -> dict[int, float]:
     out: dict[int, float] = {}
     for r in members:
         w = topo.worker(r)

@@ -41,10 +41,12 @@ class Calibrated:
 
 
 def _why(row: pd.Series) -> str:
-    kind = str(row["kind"]).removeprefix("peak_")
+    kind = str(row["kind"]).removeprefix("peak_").removeprefix("spread_")
     what = _WHAT[kind] if kind != "work" else f"its {row['label']} ran longer than its peers'"
     if str(row["kind"]).startswith("peak_"):
         what = f"one-off, beyond every other rank's tail: {what}"
+    elif str(row["kind"]).startswith("spread_"):
+        what = f"beyond the run's peer-to-peer spread (all groups) in several steps: {what}"
     share = "" if np.isnan(row["effect_share"]) else f", {row['effect_share']:.1%} of its step time"
     return (
         f"{what}: +{row['effect_ms']:.3g} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "

@@ -105,7 +105,7 @@ def _group_lut(gmap: dict[int, int]) -> np.ndarray:
     return lut
 
 
-def _rows_dtype(n: pd.DataFrame) -> type:
+def _rows_dtype(n: pd.DataFrame) -> type[np.signedinteger]:
     return np.int32 if len(n) < 2**31 else np.int64
 
 

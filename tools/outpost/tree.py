@@ -79,7 +79,7 @@ class NodeTable:
             return []
         name_code = self.nodes["name_code"].to_numpy()
         parent = self.nodes["parent"].to_numpy()
-        out = []
+        out: list[str] = []
         idx = base + local
         while len(out) < depth:
             out.append(str(self.names[name_code[idx]]))
@@ -157,7 +157,7 @@ class _Interner:
 
 def _map_codes(codes: np.ndarray, lut: np.ndarray, dtype: type = np.int32) -> np.ndarray:
     """Per-rank categorical codes -> global codes (missing stays -1)."""
-    out = np.full(len(codes), -1, dtype=dtype)
+    out: np.ndarray = np.full(len(codes), -1, dtype=dtype)
     ok = codes >= 0
     if len(lut):
         out[ok] = lut[codes[ok]]
@@ -300,7 +300,7 @@ def _release_reader_memory() -> None:
 
 
 def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.Categorical:
-    small = np.full(len(codes), -1, dtype=_small_int(len(cats)))
+    small: np.ndarray = np.full(len(codes), -1, dtype=_small_int(len(cats)))
     ok = codes >= 0
     small[ok] = remap[codes[ok]]
     return pd.Categorical.from_codes(small, categories=pd.Index(cats, dtype=object))
