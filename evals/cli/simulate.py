@@ -20,6 +20,7 @@ def simulate(
     json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
     metrics_format: str = typer.Option("parquet", "--metrics-format", help="parquet | csv (RFC 3339 timestamps)"),
     workers: int | None = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
+    dialect: str = typer.Option("canonical", "--dialect", help="canonical | auto (exporter/log dialect chosen from the seed)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
     from kat.evals.simulate.tasks import load_tasks
@@ -49,9 +50,21 @@ def simulate(
         raise typer.BadParameter("give --scenario and --task (or --suite NAME)")
     from kat.evals.simulate.generate import generate_incident
 
+    from kat.evals.simulate.dialects import parse_dialect
+
     t0 = time.perf_counter()
     try:
-        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers, metrics_format=metrics_format)
+        gt = generate_incident(
+            scenario,
+            task,
+            seed,
+            out,
+            severity=severity,
+            size=size,
+            workers=workers,
+            metrics_format=metrics_format,
+            dialect=parse_dialect(dialect, seed),
+        )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -79,7 +79,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "kernel_style": ("plain", "dmesg"),
     "system_style": ("plain", "journald"),
     "python_style": ("engine", "logging", "warnings"),
-    "missing": ("", "", "numa", "memory_bandwidth", "infiniband", "schedstat", "throttle_reasons", "power_limit"),
+    "missing": ("", "", "", "", "numa", "memory_bandwidth", "infiniband", "schedstat", "throttle_reasons", "power_limit"),
 }
 
 

@@ -342,7 +342,7 @@ def build_metrics(
     end_ns: int,
     rng: np.random.Generator,
     dialect: Dialect | None = None,
-    dialect_rng: np.random.Generator | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Every series of the incident, named as DCGM / node exporter / the engine name them, then
     rendered in `dialect` (exporter names, label layout, missing exporters) when one is given."""
@@ -371,7 +371,7 @@ def build_metrics(
         return frame
     from kat.evals.simulate.metric_dialects import render_metrics
 
-    return render_metrics(frame, dialect, c.lay, plan, gt, c.core_owner, dialect_rng or np.random.default_rng(0))
+    return render_metrics(frame, dialect, c.lay, plan, c.core_owner, seed)
 
 
 def write_metrics(df: pd.DataFrame, out: Path, fmt: str = "parquet") -> Path:
