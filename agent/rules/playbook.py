@@ -167,7 +167,14 @@ def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo, c
     fs = a.of(cat)
     # Each rank's support (strongest finding per evidence family); weakly supported ranks drop out.
     per: dict[int, dict[str, float]] = {}
+    # Per metric family, a rank whose change is small next to the strongest rank's is noise beside it.
+    top_z: dict[str, float] = {}
     for f in fs:
+        if f.kind == "metric" and f.ranks:
+            top_z[f.family] = max(top_z.get(f.family, 0.0), f.z)
+    for f in fs:
+        if f.kind == "metric" and f.ranks and f.z < cfg.rank_z_share * top_z.get(f.family, 0.0):
+            continue
         if f.kind in ("metric", "log"):
             for r in f.ranks:
                 per.setdefault(r, {})[f.family] = max(per.get(r, {}).get(f.family, 0.0), f.strength)
