@@ -30,13 +30,13 @@ SIMULATOR_ONLY = {
     # picks for its process-exporter groups, co-tenant jobs, units and pods.
     "vllm_worker_": "the simulator's process-exporter group names for workers",
     "sglang_worker_": "the simulator's process-exporter group names for workers",
-    "-nightly.service": "the simulator's systemd unit for the co-tenant job",
-    "nightly ": "the simulator's co-tenant job wording",
+    "-batch.service": "the simulator's systemd unit for the co-tenant job",
+    "batch run.": "the simulator's co-tenant job wording",
     "clickhouse-backup": "one of the simulator's co-tenant jobs",
     "spark-executor": "one of the simulator's co-tenant jobs",
-    "pigz": "one of the simulator's co-tenant jobs",
+    "restic backup": "one of the simulator's co-tenant jobs",
     "ffmpeg": "one of the simulator's co-tenant jobs",
-    "/data/exports": "the simulator's co-tenant job arguments",
+    "/data/ckpt/": "the simulator's co-tenant job arguments",
     'namespace="batch"': "the simulator's co-tenant pod namespace",
     "site-packages/vllm/": "the simulator's warnings-format path",
 }

@@ -71,13 +71,26 @@ def _direct(a: Assessment, cat: str) -> float:
     return sum(best.values())
 
 
+# Evidence that workers were starved of CPU, not only that something else ran on the host.
+_STARVATION = ("run_queue", "cpu_throttling", "outpost")
+
+
+def _corroborated(a: Assessment, cat: str) -> bool:
+    """A co-tenant's CPU use alone is not contention: a process on other cores delays nobody. The
+    card asks for starved workers too (run-queue wait, CFS throttling, a worker's own CPU share
+    down, or Outpost's CPU-side anomalies on a suspect)."""
+    if cat != "host_cpu_contention":
+        return True
+    return any(f.family in _STARVATION or (f.family == "cpu_usage" and f.ranks) for f in a.of(cat))
+
+
 def decide(a: Assessment, cfg: RulesConfig = CONFIG, missing: int = 0) -> tuple[str, float]:
     """(category, confidence): the margin over the runner-up and missing data lower confidence."""
-    faults = [(c, s) for c, s in a.ranking if c != "workload_shift"]
-    best, score = faults[0]
+    faults = [(c, s) for c, s in a.ranking if c != "workload_shift" and _corroborated(a, c)]
+    best, score = faults[0] if faults else ("none", 0.0)
     runner = faults[1][1] if len(faults) > 1 else 0.0
     penalty = min(0.2, 0.03 * missing)
-    if score >= cfg.fault_min and _direct(a, best) >= cfg.fault_min * 0.8:
+    if faults and score >= cfg.fault_min and _direct(a, best) >= cfg.fault_min * 0.8:
         margin = score - runner
         conf = 0.45 + 0.1 * min(score, 4) + (0.1 if margin >= cfg.margin else -0.1) - penalty
         return best, round(min(0.95, max(0.3, conf)), 2)

@@ -133,7 +133,7 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
             add("pcie_link_degradation", 3.0, row)
         elif fam == "nic_retransmits" and up:
             add("network_congestion", 2.5, row, ranks=topo.on_host(row.get("host") or ""))
-        elif fam == "numa" and up and re.search(r"miss|foreign", row["series"], re.I):
+        elif fam == "numa" and up and re.search(r"miss|foreign|remote", row["series"], re.I):
             add("numa_misbinding", 2.0, row, ranks=[])  # host-level: the workers come from their own evidence
         elif fam == "disk_io" and up:
             add("storage_io_stall", 1.5, row, ranks=[])

@@ -83,13 +83,13 @@ def process_start_lines(d: Dialect, job: str, host: str, seed: int) -> list[tupl
     """(source, level, message) lines announcing a co-tenant batch job on `host`."""
     pid = 10_000 + int(hashlib.sha256(f"{seed}|{host}|pid".encode()).hexdigest(), 16) % 50_000
     cmd = {
-        "pigz": "pigz -p 16 /data/exports/day.csv",
         "rsync": "rsync -a --delete /data/ckpt/ archive:/ckpt/",
         "ffmpeg": "ffmpeg -threads 16 -i /data/in.mp4 /data/out.webm",
         "spark-executor": "/opt/spark/bin/spark-class org.apache.spark.executor.Executor",
         "xz": "xz -T16 -9 /data/dumps/table.sql",
-        "clickhouse-backup": "clickhouse-backup create_remote nightly",
+        "clickhouse-backup": "clickhouse-backup create_remote daily-full",
         "tar": "tar -I 'zstd -T16' -cf /backup/home.tar.zst /home",
+        "restic": "restic backup --read-concurrency 16 /srv/models",
     }[job]
     if d.process_start == "kubelet":
         pod = f"{job}-{seed % 99991:05x}"
@@ -99,7 +99,7 @@ def process_start_lines(d: Dialect, job: str, host: str, seed: int) -> list[tupl
             ("k8s-events", "info", f"Normal Started pod/{pod} Started container {job}"),
         ]
     if d.process_start == "systemd":
-        ident, text = "systemd", f"Started {job}-nightly.service - nightly {job} job."
+        ident, text = "systemd", f"Started {job}-batch.service - {job} batch run."
     else:
         ident, text = "CRON", f"(root) CMD ({cmd} >/dev/null 2>&1)"
     pid_part = "1" if ident == "systemd" else str(pid)

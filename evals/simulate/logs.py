@@ -296,15 +296,15 @@ def _fault_lines(
                     out.append(dict(_line(w0 - int(3e9) + i * 400_000_000, host, None, src, lvl, text), _raw=True))
             else:
                 out.append(
-                _line(
-                    w0 - int(3e9),
-                    host,
-                    None,
-                    "system",
-                    "info",
-                    f"CRON[{int(rng.integers(10000, 60000))}]: (root) CMD (/opt/ops/bin/reindex-logs --threads 16 >/dev/null 2>&1)",
+                    _line(
+                        w0 - int(3e9),
+                        host,
+                        None,
+                        "system",
+                        "info",
+                        f"CRON[{int(rng.integers(10000, 60000))}]: (root) CMD (/opt/ops/bin/reindex-logs --threads 16 >/dev/null 2>&1)",
+                    )
                 )
-            )
             out.append(
                 _line(
                     w0 + int(20e9),

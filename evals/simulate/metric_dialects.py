@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kat.evals.simulate.categories import Category
 from kat.evals.simulate.dialects import Dialect
 from kat.evals.simulate.faults import FaultPlan
 from kat.evals.simulate.topology import Layout
@@ -62,7 +63,7 @@ TPOT_LE = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2
 # Scrape ports by exporter (their documented defaults): what `instance` carries after the host.
 PORT = {"gpu_dcgm": 9400, "gpu_smi": 9835, "node": 9100, "cadvisor": 8080, "process": 9256, "engine": 8000}
 # Batch jobs a co-tenant might run; a process-exporter config lists them by name.
-BATCH_JOBS = ("pigz", "rsync", "ffmpeg", "spark-executor", "xz", "clickhouse-backup", "tar")
+BATCH_JOBS = ("rsync", "ffmpeg", "spark-executor", "xz", "clickhouse-backup", "tar", "restic")
 
 
 @dataclass
@@ -100,8 +101,15 @@ def _busy(s: _S) -> np.ndarray:
     return np.clip(d, 0.0, None)
 
 
-def _cpu_series(series: list[_S], d: Dialect, lay: Layout, plan: FaultPlan, core_owner: dict, seed: int) -> list[_S]:
-    """Per-core node_cpu_seconds_total -> process-exporter groups or cAdvisor containers."""
+def _cpu_series(
+    series: list[_S], d: Dialect, lay: Layout, plan: FaultPlan, core_owner: dict, window: tuple[int, int] | None, seed: int
+) -> list[_S]:
+    """Per-core node_cpu_seconds_total -> process-exporter groups or cAdvisor containers.
+
+    Workers keep their core's CPU time; what the spare cores burn beyond idle goes to the process
+    that burned it: the co-tenant job inside the fault window on its hosts, logrotate during the
+    benign spike. Idle groups use next to nothing.
+    """
     keep = [s for s in series if s.name != "node_cpu_seconds_total"]
     busy: dict[tuple[str, int], np.ndarray] = {}
     ts: np.ndarray | None = None
@@ -110,55 +118,59 @@ def _cpu_series(series: list[_S], d: Dialect, lay: Layout, plan: FaultPlan, core
             k = (s.labels["host"], int(s.labels["cpu"]))
             busy[k] = busy.get(k, 0.0) + _busy(s)
             ts = s.ts
-    wait = {
-        (s.labels["host"], int(s.labels["cpu"])): _busy(s) for s in series if s.name == "node_schedstat_waiting_seconds_total"
-    }
+    wait = {(s.labels["host"], int(s.labels["cpu"])): _busy(s) for s in series if s.name == "node_schedstat_waiting_seconds_total"}
     if ts is None:
         return series
+    rng = np.random.default_rng(seed)
+    n = len(ts)
     job = batch_job(seed)
     spike = next((c for c in plan.confounders if c.kind == "metric_spike" and c.detail.get("variant", 0) % 2 == 0), None)
+    hog_on = np.zeros(n, dtype=bool)
+    if window is not None and plan.category == Category.HOST_CPU_CONTENTION:
+        hog_on = (ts > window[0]) & (ts - 1_000_000_000 < window[1])
     out: list[_S] = []
     eng = lay.task.engine
     for host in lay.hosts:
-        spare = sum((b - 0.08 for (h, core), b in busy.items() if h == host and core_owner.get((h, core)) is None), np.zeros(len(ts)))
-        spare = np.clip(spare, 0.0, None) * 4.0  # the co-tenant spreads over cores the model does not track one by one
-        in_spike = np.zeros(len(ts), dtype=bool)
+        spare = sum((b - 0.08 for (h, core), b in busy.items() if h == host and core_owner.get((h, core)) is None), np.zeros(n))
+        spare = np.clip(spare, 0.0, None)
+        in_spike = np.zeros(n, dtype=bool)
         if spike is not None and host in spike.hosts:
-            in_spike = (ts >= spike.detail["start_ns"] - 1_000_000_000) & (ts <= spike.detail["end_ns"] + 1_000_000_000)
-        others = {job: np.where(in_spike, 0.0, spare), "logrotate": np.where(in_spike, spare, 0.0), "sshd": np.full(len(ts), 0.01)}
+            in_spike = (ts >= spike.detail["start_ns"]) & (ts <= spike.detail["end_ns"] + 1_000_000_000)
+        idle = np.abs(rng.normal(0.002, 0.001, size=n))
+        # The co-tenant job is multi-threaded: it spreads over more cores than the model tracks one by one.
+        hog = np.where(hog_on & (host in plan.affected_hosts), spare * 4.0, 0.0)
+        others = {job: idle + hog, "logrotate": idle + np.where(in_spike, np.minimum(spare, 1.0), 0.0), "sshd": idle}
         owned = {(core, r) for (h, core), r in core_owner.items() if h == host and r is not None}
         if d.cpu_exporter == "process":
             for core, r in sorted(owned, key=lambda x: x[1]):
-                g = f"{eng}_worker_{r}"
-                b = busy.get((host, core), np.zeros(len(ts)))
-                out += _process_group(g, host, ts, b, wait.get((host, core), np.zeros(len(ts))))
+                b = busy.get((host, core), np.zeros(n))
+                w = wait.get((host, core), np.zeros(n))
+                # Involuntary switches: a steady base, more when the worker waits for its core.
+                ctx = rng.poisson(150.0 + 4.0e4 * np.clip(w - 0.01, 0.0, None)).astype(float)
+                out += _process_group(f"{eng}_worker_{r}", host, ts, b, ctx)
             for g, b in others.items():
-                out += _process_group(g, host, ts, b, np.zeros(len(ts)))
+                out += _process_group(g, host, ts, b, rng.poisson(20.0, size=n).astype(float))
         else:
             ns = "inference"
             for dp in range(lay.task.dp):
                 ranks = {w.rank for w in lay.workers if w.dp == dp and w.host == host}
                 if not ranks:
                     continue
-                b = sum((busy.get((host, core), 0.0) for core, r in owned if r in ranks), np.zeros(len(ts)))
+                b = sum((busy.get((host, core), 0.0) for core, r in owned if r in ranks), np.zeros(n))
                 lab = {"host": host, "namespace": ns, "pod": f"{eng}-{dp}", "container": "engine"}
                 out.append(_S("container_cpu_usage_seconds_total", lab, ts, np.cumsum(b) + 3.0e5, "cadvisor"))
-            hog = {"host": host, "namespace": "batch", "pod": f"{job}-{seed % 99991:05x}", "container": job}
-            out.append(_S("container_cpu_usage_seconds_total", hog, ts, np.cumsum(others[job]) + 50.0, "cadvisor"))
+            pod = {"host": host, "namespace": "batch", "pod": f"{job}-{seed % 99991:05x}", "container": job}
+            out.append(_S("container_cpu_usage_seconds_total", pod, ts, np.cumsum(others[job]) + 50.0, "cadvisor"))
     return keep + out
 
 
-def _process_group(g: str, host: str, ts: np.ndarray, busy: np.ndarray, wait: np.ndarray) -> list[_S]:
+def _process_group(g: str, host: str, ts: np.ndarray, busy: np.ndarray, ctx: np.ndarray) -> list[_S]:
     lab = {"host": host, "groupname": g}
     return [
         _S("namedprocess_namegroup_cpu_seconds_total", {**lab, "mode": "user"}, ts, np.cumsum(busy * 0.85) + 4.0e4, "process"),
         _S("namedprocess_namegroup_cpu_seconds_total", {**lab, "mode": "system"}, ts, np.cumsum(busy * 0.15) + 6.0e3, "process"),
         _S(
-            "namedprocess_namegroup_context_switches_total",
-            {**lab, "ctxswitchtype": "nonvoluntary"},
-            ts,
-            np.cumsum(np.rint(150.0 + wait * 4.0e4)) + 1.0e6,
-            "process",
+            "namedprocess_namegroup_context_switches_total", {**lab, "ctxswitchtype": "nonvoluntary"}, ts, np.cumsum(ctx) + 1.0e6, "process"
         ),
         _S("namedprocess_namegroup_num_procs", lab, ts, np.ones(len(ts)), "process"),
     ]
@@ -251,12 +263,13 @@ def render_metrics(
     lay: Layout,
     plan: FaultPlan,
     core_owner: dict[tuple[str, int], int | None],
+    window: tuple[int, int] | None,
     seed: int,
 ) -> pd.DataFrame:
     """The canonical long-format frame rendered in dialect `d` (columns: ts, name, value, label columns)."""
     series = _series(frame)
     if d.cpu_exporter != "node":
-        series = _cpu_series(series, d, lay, plan, core_owner, seed)
+        series = _cpu_series(series, d, lay, plan, core_owner, window, seed)
     if d.missing:
         series = [s for s in series if not s.name.startswith(MISSING_PREFIX[d.missing])]
     engine_names = [s for s in series if s.name.startswith(("vllm:", "sglang:"))]

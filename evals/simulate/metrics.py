@@ -254,11 +254,12 @@ def _host_memory(c: _Ctx, rows: _Rows, host: str) -> None:
     for node in (0, 1):
         rows.add("node_memory_numa_numa_miss_total", np.cumsum(numa_miss / 2) + 1e7, host=host, node=node)
         rows.add("node_memory_numa_other_node_total", np.cumsum(numa_miss / 2 * 0.9) + 8e6, host=host, node=node)
-    # Remote (cross-socket) traffic rises on misbinding.
+    # Remote (cross-socket) traffic rises on misbinding, on the socket the misbound workers run on.
+    wrong = {1 - (c.lay.workers[r].numa_node % 2) for r in c.plan.affected_ranks if c.lay.workers[r].host == host}
     for sock in (0, 1):
         local = 2.2e10 * (1 + 0.05 * c.noise(1.0))
         remote = 1.5e9 * (1 + 0.1 * c.noise(1.0))
-        if bad:
+        if bad and sock in wrong:
             remote = np.where(infault, remote + 6.0e9 * (1 + sev), remote)
         rows.add("pcm_memory_bandwidth_bytes", np.rint(np.maximum(local, 0)), host=host, node=sock, mode="local")
         rows.add("pcm_memory_bandwidth_bytes", np.rint(np.maximum(remote, 0)), host=host, node=sock, mode="remote")
@@ -371,7 +372,8 @@ def build_metrics(
         return frame
     from kat.evals.simulate.metric_dialects import render_metrics
 
-    return render_metrics(frame, dialect, c.lay, plan, c.core_owner, seed)
+    window = (gt.window.start_ns, gt.window.end_ns) if gt.window is not None else None
+    return render_metrics(frame, dialect, c.lay, plan, c.core_owner, window, seed)
 
 
 def write_metrics(df: pd.DataFrame, out: Path, fmt: str = "parquet") -> Path:
