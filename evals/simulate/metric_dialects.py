@@ -102,7 +102,13 @@ def _busy(s: _S) -> np.ndarray:
 
 
 def _cpu_series(
-    series: list[_S], d: Dialect, lay: Layout, plan: FaultPlan, core_owner: dict, window: tuple[int, int] | None, seed: int
+    series: list[_S],
+    d: Dialect,
+    lay: Layout,
+    plan: FaultPlan,
+    core_owner: dict[tuple[str, int], int | None],
+    window: tuple[int, int] | None,
+    seed: int,
 ) -> list[_S]:
     """Per-core node_cpu_seconds_total -> process-exporter groups or cAdvisor containers.
 
@@ -156,7 +162,7 @@ def _cpu_series(
                 ranks = {w.rank for w in lay.workers if w.dp == dp and w.host == host}
                 if not ranks:
                     continue
-                b = sum((busy.get((host, core), 0.0) for core, r in owned if r in ranks), np.zeros(n))
+                b = sum((busy[(host, core)] for core, r in owned if r in ranks and (host, core) in busy), np.zeros(n))
                 lab = {"host": host, "namespace": ns, "pod": f"{eng}-{dp}", "container": "engine"}
                 out.append(_S("container_cpu_usage_seconds_total", lab, ts, np.cumsum(b) + 3.0e5, "cadvisor"))
             pod = {"host": host, "namespace": "batch", "pod": f"{job}-{seed % 99991:05x}", "container": job}
