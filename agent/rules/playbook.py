@@ -47,14 +47,15 @@ def assess(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) -> 
         findings += metric_findings(e, topo, cfg) + log_findings(e, topo, cfg) + outpost_findings(e, cfg)
     scores: dict[str, float] = {}
     for cat in (*FAULT_CATEGORIES, "workload_shift"):
-        # Per evidence family the strongest support counts once; refutations subtract.
+        # Per evidence family the strongest support counts once (a metric and a log family of the same
+        # name are independent sources); refutations subtract.
         best: dict[str, float] = {}
         neg = 0.0
         for f in findings:
             if f.category != cat:
                 continue
             if f.strength > 0:
-                best[f.family] = max(best.get(f.family, 0.0), f.strength)
+                best[f.kind + ":" + f.family] = max(best.get(f.kind + ":" + f.family, 0.0), f.strength)
             else:
                 neg += f.strength
         scores[cat] = round(sum(best.values()) + neg, 2)
@@ -67,7 +68,7 @@ def _direct(a: Assessment, cat: str) -> float:
     best: dict[str, float] = {}
     for f in a.of(cat):
         if f.kind in ("metric", "log"):
-            best[f.family] = max(best.get(f.family, 0.0), f.strength)
+            best[f.kind + ":" + f.family] = max(best.get(f.kind + ":" + f.family, 0.0), f.strength)
     return sum(best.values())
 
 
@@ -81,7 +82,11 @@ def _corroborated(a: Assessment, cat: str) -> bool:
     down, or Outpost's CPU-side anomalies on a suspect)."""
     if cat != "host_cpu_contention":
         return True
-    return any(f.family in _STARVATION or (f.family == "cpu_usage" and f.ranks) for f in a.of(cat))
+    fs = a.of(cat)
+    starved = [f for f in fs if f.family in _STARVATION or (f.family == "cpu_usage" and f.ranks)]
+    # A co-tenant delays the workers of its own host: the starvation must be seen there (or by Outpost).
+    tenant_hosts = {h for f in fs if f.family == "cpu_usage" and not f.ranks for h in f.hosts if h}
+    return any(f.kind == "trace" or not tenant_hosts or set(f.hosts) & tenant_hosts for f in starved)
 
 
 def decide(a: Assessment, cfg: RulesConfig = CONFIG, missing: int = 0) -> tuple[str, float]:
