@@ -75,7 +75,9 @@ def test_scoring_seeds_are_disjoint_from_development_seeds() -> None:
     tests = _test_seeds()
     assert {3, 4100, 4242} <= tests  # the scan sees literals, `BASE + i` and the live cases
     # Fine-tuning train/validation cases: seeds base + 1000 * category + k (k < 100).
-    tuned = {b + 1000 * ci + k for split in ("train", "validation") for b in [_SPLIT_SEED_BASE[split]] for ci in range(13) for k in range(100)}
+    tuned = {
+        b + 1000 * ci + k for split in ("train", "validation") for b in [_SPLIT_SEED_BASE[split]] for ci in range(13) for k in range(100)
+    }
     for name, seeds in _suite_seeds("scoring").items():
         for what, other in (("development suites", dev), ("tests", tests), ("fine-tuning train/validation", tuned)):
             shared = sorted(seeds & other)

@@ -48,9 +48,8 @@ def simulate(
         return
     if not scenario or not task:
         raise typer.BadParameter("give --scenario and --task (or --suite NAME)")
-    from kat.evals.simulate.generate import generate_incident
-
     from kat.evals.simulate.dialects import parse_dialect
+    from kat.evals.simulate.generate import generate_incident
 
     t0 = time.perf_counter()
     try:
