@@ -123,8 +123,17 @@ def test_ground_truth_per_fault(fault: str) -> None:
 def test_component_mapping_follows_taxonomy() -> None:
     comps = {f.value: TAXONOMY[f][2] for f in FaultKind}
     assert comps == {"none": "-", "gemm": "gpu", "cpu_stall": "software", "cpu_contention": "host_cpu", "slow_collective": "network"}
-    # No honest taxonomy category for extra compute: its own name, judged on the component.
-    assert TAXONOMY[FaultKind.GEMM][0] == "gpu_compute_slowdown"
+    # Extra compute on one rank is a GPU slowdown in the trace: a category Diagnosis can emit.
+    assert TAXONOMY[FaultKind.GEMM][0] == "gpu_thermal_throttling"
+
+
+def test_every_label_is_in_the_domain_contract() -> None:
+    from kat.knowledge.taxonomy import COMPONENT_OF, DIAGNOSIS_CATEGORIES
+
+    for fault, (category, acceptable, component) in TAXONOMY.items():
+        assert category in DIAGNOSIS_CATEGORIES and category in acceptable, fault
+        assert set(acceptable) <= set(DIAGNOSIS_CATEGORIES), fault
+        assert component == COMPONENT_OF[category], fault
 
 
 def test_step_spans_use_trace_clock(tmp_path: Path) -> None:

@@ -26,6 +26,19 @@ SIMULATOR_ONLY = {
     "tenant-": "the simulator's adapter naming",
     ">= 85": "the mildest injected temperature, not a vendor slowdown threshold",
     ">= 0.95": "between the simulator's healthy KV clip 0.9 and its fault floor 0.96",
+    # Dialect strings (evals/simulate/metric_dialects.py, log_dialects.py): names the simulator
+    # picks for its process-exporter groups, co-tenant jobs, units and pods.
+    "vllm_worker_": "the simulator's process-exporter group names for workers",
+    "sglang_worker_": "the simulator's process-exporter group names for workers",
+    "-batch.service": "the simulator's systemd unit for the co-tenant job",
+    "batch run.": "the simulator's co-tenant job wording",
+    "clickhouse-backup": "one of the simulator's co-tenant jobs",
+    "spark-executor": "one of the simulator's co-tenant jobs",
+    "restic backup": "one of the simulator's co-tenant jobs",
+    "ffmpeg": "one of the simulator's co-tenant jobs",
+    "/data/ckpt/": "the simulator's co-tenant job arguments",
+    'namespace="batch"': "the simulator's co-tenant pod namespace",
+    "site-packages/vllm/": "the simulator's warnings-format path",
 }
 
 

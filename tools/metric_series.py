@@ -42,6 +42,12 @@ class Series:
     counter: bool = False
 
 
+def _norm_uuid(v: str) -> str:
+    """nvidia-smi writes 'GPU-<uuid>', nvidia_gpu_exporter labels the bare '<uuid>': compare the bare form."""
+    v = v.strip().lower()
+    return v[4:] if v.startswith("gpu-") else v
+
+
 def _norm_pci(v: str) -> str:
     v = v.strip().lower()
     return v[-7:] if len(v) >= 7 else v
@@ -66,7 +72,7 @@ class Placement:
             for g in h.gpus:
                 extra = g.model_extra or {}
                 if extra.get("uuid"):
-                    by_uuid[str(extra["uuid"]).lower()] = (h.name, g.index)
+                    by_uuid[_norm_uuid(str(extra["uuid"]))] = (h.name, g.index)
                 if extra.get("pci_bus_id"):
                     by_pci[_norm_pci(str(extra["pci_bus_id"]))] = (h.name, g.index)
         rog, rop = {}, {}
@@ -93,8 +99,8 @@ class Placement:
             if gpu is None and re.fullmatch(r"nvidia\d+", low.get("device", "")):
                 gpu = int(low["device"][6:])
         for k in _UUID_KEYS:
-            if k in low and low[k].lower() in self.by_uuid:
-                host, gpu = self.by_uuid[low[k].lower()]
+            if k in low and _norm_uuid(low[k]) in self.by_uuid:
+                host, gpu = self.by_uuid[_norm_uuid(low[k])]
         for k in _PCI_KEYS:
             if k in low and _norm_pci(low[k]) in self.by_pci:
                 host, gpu = self.by_pci[_norm_pci(low[k])]
@@ -102,6 +108,8 @@ class Placement:
             rank = self.rank_of_gpu.get((host, gpu))
             if rank is None and len(self.hosts) <= 1:
                 rank = next((r for (h, g), r in self.rank_of_gpu.items() if g == gpu), None)
+        if rank is None and low.get("rank", "").isdigit() and int(low["rank"]) in self.ranks:
+            rank = int(low["rank"])  # a rank label folded into the name or in an extra column
         if rank is None and "pid" in low and low["pid"].isdigit():
             rank = self.rank_of_pid.get(int(low["pid"]))
         if rank is None:

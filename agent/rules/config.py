@@ -27,6 +27,9 @@ class RulesConfig(BaseModel):
     workload_min: float = Field(1.5, description="calibration: score of engine-wide load rise to call a workload shift")
     repeated_lines: int = Field(5, description="calibration: lines of one signature that make it repeated, not a one-off")
     concentrated_boost: float = Field(1.7, description="calibration: weight of a repeated signature that only one worker logs")
+    rank_z_share: float = Field(
+        0.1, description="calibration: a rank's change (robust z) under this share of the strongest rank's in the same family is noise"
+    )
     rank_share: float = Field(0.6, description="calibration: share of the best-supported rank's score another rank needs to be named")
     max_steps: int = Field(5, description="budget: Analyzer steps before submitting")
 

@@ -48,14 +48,15 @@ def assess(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) -> 
         findings += metric_findings(e, topo, cfg) + log_findings(e, topo, cfg) + outpost_findings(e, cfg)
     scores: dict[str, float] = {}
     for cat in (*FAULT_CATEGORIES, "workload_shift"):
-        # Per evidence family the strongest support counts once; refutations subtract.
+        # Per evidence family the strongest support counts once (a metric and a log family of the same
+        # name are independent sources); refutations subtract.
         best: dict[str, float] = {}
         neg = 0.0
         for f in findings:
             if f.category != cat:
                 continue
             if f.strength > 0:
-                best[f.family] = max(best.get(f.family, 0.0), f.strength)
+                best[f.kind + ":" + f.family] = max(best.get(f.kind + ":" + f.family, 0.0), f.strength)
             else:
                 neg += f.strength
         scores[cat] = round(sum(best.values()) + neg, 2)
@@ -68,17 +69,34 @@ def _direct(a: Assessment, cat: str) -> float:
     best: dict[str, float] = {}
     for f in a.of(cat):
         if f.kind in ("metric", "log"):
-            best[f.family] = max(best.get(f.family, 0.0), f.strength)
+            best[f.kind + ":" + f.family] = max(best.get(f.kind + ":" + f.family, 0.0), f.strength)
     return sum(best.values())
+
+
+# Evidence that workers were starved of CPU, not only that something else ran on the host.
+_STARVATION = ("run_queue", "cpu_throttling", "outpost")
+
+
+def _corroborated(a: Assessment, cat: str) -> bool:
+    """A co-tenant's CPU use alone is not contention: a process on other cores delays nobody. The
+    card asks for starved workers too (run-queue wait, CFS throttling, a worker's own CPU share
+    down, or Outpost's CPU-side anomalies on a suspect)."""
+    if cat != "host_cpu_contention":
+        return True
+    fs = a.of(cat)
+    starved = [f for f in fs if f.family in _STARVATION or (f.family == "cpu_usage" and f.ranks)]
+    # A co-tenant delays the workers of its own host: the starvation must be seen there (or by Outpost).
+    tenant_hosts = {h for f in fs if f.family == "cpu_usage" and not f.ranks for h in f.hosts if h}
+    return any(f.kind == "trace" or not tenant_hosts or set(f.hosts) & tenant_hosts for f in starved)
 
 
 def decide(a: Assessment, cfg: RulesConfig = CONFIG, missing: int = 0) -> tuple[str, float]:
     """(category, confidence): the margin over the runner-up and missing data lower confidence."""
-    faults = [(c, s) for c, s in a.ranking if c != "workload_shift"]
-    best, score = faults[0]
+    faults = [(c, s) for c, s in a.ranking if c != "workload_shift" and _corroborated(a, c)]
+    best, score = faults[0] if faults else ("none", 0.0)
     runner = faults[1][1] if len(faults) > 1 else 0.0
     penalty = min(0.2, 0.03 * missing)
-    if score >= cfg.fault_min and _direct(a, best) >= cfg.fault_min * 0.8:
+    if faults and score >= cfg.fault_min and _direct(a, best) >= cfg.fault_min * 0.8:
         margin = score - runner
         conf = 0.45 + 0.1 * min(score, 4) + (0.1 if margin >= cfg.margin else -0.1) - penalty
         return best, round(min(0.95, max(0.3, conf)), 2)
@@ -168,7 +186,14 @@ def _ranks_for(cat: str, a: Assessment, ledger: list[LedgerEntry], topo: Topo, c
     fs = a.of(cat)
     # Each rank's support (strongest finding per evidence family); weakly supported ranks drop out.
     per: dict[int, dict[str, float]] = {}
+    # Per metric family, a rank whose change is small next to the strongest rank's is noise beside it.
+    top_z: dict[str, float] = {}
     for f in fs:
+        if f.kind == "metric" and f.ranks:
+            top_z[f.family] = max(top_z.get(f.family, 0.0), f.z)
+    for f in fs:
+        if f.kind == "metric" and f.ranks and f.z < cfg.rank_z_share * top_z.get(f.family, 0.0):
+            continue
         if f.kind in ("metric", "log"):
             for r in f.ranks:
                 per.setdefault(r, {})[f.family] = max(per.get(r, {}).get(f.family, 0.0), f.strength)

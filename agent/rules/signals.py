@@ -32,6 +32,7 @@ class Finding:
     ranks: list[int] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     family: str = ""
+    z: float = 0.0  # robust z of the metric change behind a metric finding (0 when not a metric)
 
 
 def query_of(e: LedgerEntry) -> dict:
@@ -73,7 +74,7 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
 
     def add(cat: str, s: float, row: dict, text: str | None = None, ranks: list[int] | None = None) -> None:
         rr = ranks if ranks is not None else ([row["rank"]] if row.get("rank") is not None else [])
-        out.append(Finding(cat, "metric", s, e.id, text or _txt(row), rr, [row.get("host") or ""], fam))
+        out.append(Finding(cat, "metric", s, e.id, text or _txt(row), rr, [row.get("host") or ""], fam, abs(float(row.get("z") or 0.0))))
 
     rows = e.data.get("series", [])
     for row in rows:
@@ -132,7 +133,7 @@ def metric_findings(e: LedgerEntry, topo: Topo, cfg: RulesConfig = CONFIG) -> li
             add("pcie_link_degradation", 3.0, row)
         elif fam == "nic_retransmits" and up:
             add("network_congestion", 2.5, row, ranks=topo.on_host(row.get("host") or ""))
-        elif fam == "numa" and up and re.search(r"miss|foreign", row["series"], re.I):
+        elif fam == "numa" and up and re.search(r"miss|foreign|remote", row["series"], re.I):
             add("numa_misbinding", 2.0, row, ranks=[])  # host-level: the workers come from their own evidence
         elif fam == "disk_io" and up:
             add("storage_io_stall", 1.5, row, ranks=[])

@@ -23,6 +23,7 @@ def simulate(
     metrics_format: str = typer.Option("parquet", "--metrics-format", help="parquet | csv (RFC 3339 timestamps)"),
     workers: int | None = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
     world: int | None = typer.Option(None, "--world", help="N ranks as N/8 TP-8 replicas, one host each, one faulty rank (no --task)"),
+    dialect: str = typer.Option("canonical", "--dialect", help="canonical | auto (exporter/log dialect chosen from the seed)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
     from kat.evals.simulate.tasks import load_tasks
@@ -66,12 +67,21 @@ def simulate(
         return
     if not scenario or not task:
         raise typer.BadParameter("give --scenario and --task (or --suite NAME, or --world N)")
+    from kat.evals.simulate.dialects import parse_dialect
     from kat.evals.simulate.generate import generate_incident
 
     t0 = time.perf_counter()
     try:
         gt = generate_incident(
-            scenario, task, seed, out, severity=severity, size=size or "small", workers=workers, metrics_format=metrics_format
+            scenario,
+            task,
+            seed,
+            out,
+            severity=severity,
+            size=size or "small",
+            workers=workers,
+            metrics_format=metrics_format,
+            dialect=parse_dialect(dialect, seed),
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -13,11 +13,13 @@ import numpy as np
 import orjson
 
 from kat.evals.simulate.categories import Category, Severity, parse_category
+from kat.evals.simulate.dialects import Dialect
 from kat.evals.simulate.engine import SimResult, Simulator
 from kat.evals.simulate.faults import FaultPlan, make_plan, supported
 from kat.evals.simulate.ground_truth import GroundTruth, write_ground_truth
 from kat.evals.simulate.kernels import GPU_SPEC
 from kat.evals.simulate.logs import build_logs, write_logs
+from kat.evals.simulate.metric_dialects import gpu_uuid
 from kat.evals.simulate.metrics import build_metrics, write_metrics
 from kat.evals.simulate.narrative import build_ground_truth, incident_text
 from kat.evals.simulate.sizes import SIZES, Size, events_per_rank_step, layers_per_stage, n_steps
@@ -157,6 +159,7 @@ def generate_incident(
     metrics_format: str = "parquet",
     single_rank: bool = False,
     replica_streams: bool = False,
+    dialect: Dialect | None = None,
 ) -> GroundTruth:
     """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth.
 
@@ -223,9 +226,9 @@ def generate_incident(
     gt = build_ground_truth(
         incident_id, cat, plan, lay, res, base_ns, metrics_start, metrics_end, seed, size, _rng(seed, "window"), total_events
     )
-    metrics = build_metrics(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "metrics"))
+    metrics = build_metrics(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "metrics"), dialect, seed)
     write_metrics(metrics, out, fmt=metrics_format)
-    logs = build_logs(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "logs"))
+    logs = build_logs(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "logs"), dialect, seed)
     write_logs(logs, out)
     title, symptom = incident_text(gt, lay, res, base_ns)
     manifest = {
@@ -238,6 +241,13 @@ def generate_incident(
         "topology": manifest_topology(lay),
         "generator": {"tool": "kat simulate", "task": task_cfg.name, "size": size, "seed": seed},
     }
+    if dialect is not None:
+        # Real manifests name each GPU by UUID (nvidia-smi -L); dialects label GPU series by it.
+        for h in manifest["topology"]["hosts"]:
+            for g in h["gpus"]:
+                g["uuid"] = gpu_uuid(seed, h["name"], g["index"])
+        manifest["generator"]["dialect"] = dialect.name
+        gt.parameters["dialect"] = dialect.name
     (out / "incident.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     write_ground_truth(gt, out)
     _ = time.perf_counter() - t_begin

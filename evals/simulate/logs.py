@@ -12,9 +12,12 @@ import numpy as np
 import orjson
 
 from kat.evals.simulate.categories import SEVERITY_INDEX, Category
+from kat.evals.simulate.dialects import Dialect
 from kat.evals.simulate.engine import SimResult
 from kat.evals.simulate.faults import FaultPlan
 from kat.evals.simulate.ground_truth import GroundTruth, rfc3339
+from kat.evals.simulate.log_dialects import gc_debug_lines, process_start_lines, restyle_logs
+from kat.evals.simulate.metric_dialects import batch_job
 from kat.evals.simulate.topology import Layout
 
 UNRELATED_WARNINGS = [
@@ -39,8 +42,18 @@ def _engine_prefix(engine: str, ts: int, where: str) -> str:
 
 
 def build_logs(
-    lay: Layout, plan: FaultPlan, res: SimResult, gt: GroundTruth, base_ns: int, start_ns: int, end_ns: int, rng: np.random.Generator
+    lay: Layout,
+    plan: FaultPlan,
+    res: SimResult,
+    gt: GroundTruth,
+    base_ns: int,
+    start_ns: int,
+    end_ns: int,
+    rng: np.random.Generator,
+    dialect: Dialect | None = None,
+    seed: int = 0,
 ) -> list[dict]:
+    """Routine and fault lines; rendered in `dialect` (log styles, process-start lines) when one is given."""
     task = lay.task
     out: list[dict] = []
     span = end_ns - start_ns
@@ -114,13 +127,18 @@ def build_logs(
             f"{w0.host}:{w0.pid}:{w0.pid + 31} [0] NCCL INFO comm 0x55d1c3a0 rank 0 nranks {lay.world_size} cudaDev 0 nvmlDev 0 busId {w0.pci_bus[5:7]}000 commId 0x7d1f2c3e4b5a6978 - Init COMPLETE",
         )
     )
-    out.extend(_fault_lines(lay, plan, gt, rng))
+    out.extend(_fault_lines(lay, plan, gt, rng, dialect, seed))
     out.extend(_confounder_lines(lay, plan, rng))
+    if dialect is not None:
+        raw = [x for x in out if x.pop("_raw", False)]
+        out = restyle_logs([x for x in out if x not in raw], dialect, lay, seed, start_ns) + raw
     out.sort(key=lambda x: (x["ts"], x["host"], x["message"]))
     return out
 
 
-def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.Generator) -> list[dict]:
+def _fault_lines(
+    lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.Generator, dialect: Dialect | None = None, seed: int = 0
+) -> list[dict]:
     cat, out = plan.category, []
     if gt.window is None or not plan.is_fault:
         if cat == Category.WORKLOAD_SHIFT and gt.window is not None:
@@ -259,6 +277,13 @@ def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.G
         elif cat == Category.RUNTIME_STALL:
             src = str(plan.params["stall_source"])
             for t in when(2 + sev):
+                if dialect is not None and src == "gc":
+                    # CPython's own gc statistics on the worker's stderr (no logging prefix).
+                    pause = float(plan.params["pause_ms"]) * rng.uniform(0.8, 1.2)
+                    who = f"(VllmWorker rank={r} pid={w.pid}) " if eng == "vllm" else ""
+                    for i, text in enumerate(gc_debug_lines(pause, int(rng.integers(80000, 400000)), who)):
+                        out.append(dict(_line(t + i * int(pause * 1e6) // 2, w.host, r, eng, "debug", text), _raw=True))
+                    continue
                 msg = {
                     "gc": f"GC pause: collected {int(rng.integers(80000, 400000))} objects in {float(plan.params['pause_ms']) * rng.uniform(0.8, 1.2):.1f} ms (generation 2)",
                     "gil": f"Worker rank {r}: main thread blocked {float(plan.params['pause_ms']) * rng.uniform(0.8, 1.2):.1f} ms waiting for the GIL (busy output thread)",
@@ -267,16 +292,20 @@ def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.G
                 out.append(_line(t, w.host, r, eng, "debug" if src == "gc" else "warning", msg))
     if cat == Category.HOST_CPU_CONTENTION:
         for host in plan.affected_hosts:
-            out.append(
-                _line(
-                    w0 - int(3e9),
-                    host,
-                    None,
-                    "system",
-                    "info",
-                    f"CRON[{int(rng.integers(10000, 60000))}]: (root) CMD (/opt/ops/bin/reindex-logs --threads 16 >/dev/null 2>&1)",
+            if dialect is not None:
+                for i, (src, lvl, text) in enumerate(process_start_lines(dialect, batch_job(seed), host, seed)):
+                    out.append(dict(_line(w0 - int(3e9) + i * 400_000_000, host, None, src, lvl, text), _raw=True))
+            else:
+                out.append(
+                    _line(
+                        w0 - int(3e9),
+                        host,
+                        None,
+                        "system",
+                        "info",
+                        f"CRON[{int(rng.integers(10000, 60000))}]: (root) CMD (/opt/ops/bin/reindex-logs --threads 16 >/dev/null 2>&1)",
+                    )
                 )
-            )
             out.append(
                 _line(
                     w0 + int(20e9),

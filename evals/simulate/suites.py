@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from kat.evals.simulate.categories import ALL_CATEGORIES, SEVERITIES, Category, parse_category
+from kat.evals.simulate.dialects import choose_dialect
 from kat.evals.simulate.faults import supported
 from kat.evals.simulate.generate import generate_incident
 from kat.evals.simulate.tasks import load_tasks
@@ -34,6 +36,10 @@ class SuiteSpec(BaseModel):
     tasks: list[str] = Field(default_factory=list, description="restrict to these tasks (default: all within max_ranks)")
     severities: list[str] = Field(default_factory=lambda: [s.value for s in SEVERITIES])
     base_seed: int = 0
+    purpose: Literal["scoring", "development"] = Field(
+        "development", description="scoring suites report figures: their seeds lie in SCORING_SEEDS, never used while developing"
+    )
+    dialects: bool = Field(False, description="render each case in an exporter/log dialect chosen from its seed")
 
 
 class SuiteCase(BaseModel):
@@ -46,6 +52,7 @@ class SuiteCase(BaseModel):
     path: str
     events: int = 0
     seconds: float = 0.0
+    dialect: str = ""
 
 
 def load_suite(name: str) -> SuiteSpec:
@@ -85,9 +92,18 @@ def generate_suite(name: str, out: Path | str, *, progress: Callable[[SuiteCase]
     cases = plan_suite(spec)
     for c in cases:
         t = time.perf_counter()
+        dialect = choose_dialect(c.seed) if spec.dialects else None
         gt = generate_incident(
-            c.category, c.task, c.seed, out / c.path, severity=c.severity, size=c.size, incident_id=f"{spec.name}-{c.id}"
+            c.category,
+            c.task,
+            c.seed,
+            out / c.path,
+            severity=c.severity,
+            size=c.size,
+            incident_id=f"{spec.name}-{c.id}",
+            dialect=dialect,
         )
+        c.dialect = dialect.name if dialect else ""
         c.events, c.seconds = gt.events_total, round(time.perf_counter() - t, 3)
         if progress:
             progress(c)
