@@ -345,6 +345,9 @@ def test_remap_diagnosis_maps_citations_by_tool_and_family() -> None:
     assert list(out["root_cause"]) == ["summary", "category", "ranks"]  # closes on a list, like every link
     assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out)
     assert out["confidence"] == 0.9
+    # Outpost found nothing: a link without a counterpart cites the catalogue instead
+    quiet = [short[0], e("ev-2", "outpost_detect", status="no_data"), *short[2:]]
+    assert remap_diagnosis(diag, full, quiet)["causal_chain"][1]["evidence"] == ["ev-1"]
     # a failed call is never cited
     assert remap_diagnosis(diag, full, [*short[:2], e("ev-3", "metric_compare", '{"family": "gpu_temperature"}', "no_data")])[
         "causal_chain"

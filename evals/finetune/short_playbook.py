@@ -152,16 +152,18 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ledger: list[Any])
 
     A cited id maps to the short trajectory's first evidence with the same tool (and family, for
     metric_compare); ids with no counterpart (metric_lookup, a family the short run did not compare)
-    are dropped, and a link left with none cites the detector. Every free-text field is cut to the
-    words that name the finding (no figures, no host list): the fewer tokens a 135M model writes
-    after the category, the fewer chances to loop or misquote before the JSON closes.
+    are dropped, and a link left with none cites the detector (the catalogue when Outpost found
+    nothing). Every free-text field is cut to the words that name the finding (no figures, no host
+    list): the fewer tokens a 135M model writes after the category, the fewer chances to loop or
+    misquote before the JSON closes.
     """
     key_of = {e.id: _key(e) for e in full_ledger}
     short: dict[tuple[str, str], str] = {}
     for e in short_ledger:
         if e.status == "ok":
             short.setdefault(_key(e), e.id)
-    detector = [i for i in [short.get(("outpost_detect", ""))] if i]
+    # A link left with no counterpart cites the detector, or (Outpost found nothing) the catalogue, or any result.
+    fallback = next(([i] for i in (short.get(("outpost_detect", "")), short.get(("metric_catalog", "")), *short.values()) if i), [])
 
     def ids(cited: list[str]) -> list[str]:
         out: list[str] = []
@@ -174,7 +176,7 @@ def remap_diagnosis(diag: dict, full_ledger: list[Any], short_ledger: list[Any])
     rc = diag["root_cause"]
     chain = []
     for link in diag.get("causal_chain") or []:
-        ev = ids(list(link.get("evidence") or [])) or detector
+        ev = ids(list(link.get("evidence") or [])) or fallback
         out = {"cause": _first_clause(str(link["cause"])), "effect": _first_clause(str(link["effect"])), "evidence": ev}
         if link.get("category"):  # the tag the scorer and the front ends read (its component is filled from it)
             out["category"] = link["category"]
