@@ -142,3 +142,8 @@ finetune-demo:
 
 clean:
 	rm -rf $(VENV) $(HTA_VENV) $(VLLM_VENV) .kat-cache reports
+
+# Only the scale section of the bench (issue 18): 1,024 ranks, one process vs a Dask LocalCluster.
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	KAT_BENCH_OUT=reports/bench-scale.json $(PY) -m bench.run scale

@@ -1,7 +1,7 @@
 """`make bench`: every speed/memory benchmark, each against its named peer, in one run.
 
 Figures are medians where a case repeats; machines are shared and noisy, so read the ratios.
-Sections can be picked: `python -m bench.run import outpost kb`.
+Sections can be picked: `python -m bench.run import outpost kb scale` (`make bench-scale`: scale only).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or ["import", "outpost", "kb"]
+    wanted = argv or ["import", "outpost", "kb", "scale"]
     results: dict[str, object] = {}
     for name in wanted:
         t0 = time.perf_counter()
@@ -31,8 +31,12 @@ def main(argv: list[str]) -> int:
             from bench.bench_kb import run
 
             results[name] = run()
+        elif name == "scale":
+            from bench.bench_scale import run
+
+            results[name] = run()
         else:
-            print(f"unknown bench section {name!r} (import | outpost | kb)", file=sys.stderr)
+            print(f"unknown bench section {name!r} (import | outpost | kb | scale)", file=sys.stderr)
             return 2
         print(f"== {name}: {time.perf_counter() - t0:.0f} s ==", flush=True)
     out = Path(os.environ.get("KAT_BENCH_OUT", "reports/bench.json"))

@@ -161,14 +161,18 @@ def score_run(name: str, truth: RunTruth, res: DetectionResult, seconds: float) 
 
 
 def evaluate_detection(
-    root: Path, config: DetectorConfig | None = None, progress: Callable[[CaseScore], None] | None = None
+    root: Path,
+    config: DetectorConfig | None = None,
+    progress: Callable[[CaseScore], None] | None = None,
+    detector: Callable[[Path, DetectorConfig | None], DetectionResult] = detect,
 ) -> DetectionReport:
+    """Score `detector` (Outpost in this process by default; e.g. a cluster's) on every case."""
     t0 = time.perf_counter()
     scores = []
     for case in case_dirs(root):
         gt = load_ground_truth(case / "ground_truth.json")
         t = time.perf_counter()
-        res = detect(case, config)
+        res = detector(case, config)
         scores.append(score_case(str(case.relative_to(root)), gt, res, time.perf_counter() - t))
         if progress:
             progress(scores[-1])
@@ -178,7 +182,7 @@ def evaluate_detection(
         except ValueError as exc:
             raise ValueError(f"{run / 'truth.json'}: not a run truth file ({exc})") from exc
         t = time.perf_counter()
-        res = detect(run, config)
+        res = detector(run, config)
         scores.append(score_run(str(run.relative_to(root)) if run != root else run.name, truth, res, time.perf_counter() - t))
         if progress:
             progress(scores[-1])

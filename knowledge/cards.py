@@ -1,4 +1,4 @@
-"""Signature cards: one YAML file per category in knowledge/cards/ (our own words, each fact with
+"""Signature cards: one YAML file per category in knowledge/signature_cards/ (our own words, each fact with
 its source). A card names the metric families (knowledge/metric_families.py) and log families
 (knowledge/log_signatures.py) that support or refute the category, and its scope."""
 
@@ -13,7 +13,7 @@ from kat.knowledge.log_signatures import LOG_FAMILIES
 from kat.knowledge.metric_families import FAMILIES
 from kat.knowledge.taxonomy import TAXONOMY
 
-CARD_DIR = Path(__file__).parent / "cards"
+CARD_DIR = Path(__file__).parent / "signature_cards"
 
 
 class Fact(BaseModel):

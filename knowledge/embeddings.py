@@ -60,7 +60,7 @@ def embed(texts: list[str], batch_size: int = 32) -> list[list[float]]:
 def make_chroma_embedding_function() -> Any:
     """A chromadb EmbeddingFunction around `embed`, so chromadb never falls back to its own
     default (which downloads a model). Defined lazily to keep chromadb out of import time."""
-    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 
     class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         def __init__(self) -> None:
@@ -82,7 +82,7 @@ def make_chroma_embedding_function() -> Any:
         def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
             return MiniLMEmbeddingFunction()
 
-        def default_space(self) -> str:  # type: ignore[override]
+        def default_space(self) -> Space:
             return "cosine"
 
         def is_legacy(self) -> bool:

@@ -66,7 +66,7 @@ def ranked_docs(kb: KnowledgeBase, query: str, mode: SearchMode, depth: int = 10
 
 
 def evaluate(
-    modes: Sequence[str] = ALL_MODES, kb: KnowledgeBase | None = None, k: int = 3, questions: Sequence[Question] | None = None
+    modes: Sequence[SearchMode] = ALL_MODES, kb: KnowledgeBase | None = None, k: int = 3, questions: Sequence[Question] | None = None
 ) -> EvalReport:
     """Score each retrieval mode on the question set (builds the index first if needed)."""
     kb = kb or KnowledgeBase()
@@ -80,7 +80,7 @@ def evaluate(
         times: list[float] = []
         for q in qs:
             t0 = time.perf_counter()
-            docs = ranked_docs(kb, q.query, mode)  # type: ignore[arg-type]
+            docs = ranked_docs(kb, q.query, mode)
             times.append((time.perf_counter() - t0) * 1000)
             wanted = set(q.doc_ids)
             first = next((r for r, d in enumerate(docs, 1) if d in wanted), None)

@@ -4,22 +4,32 @@ category, and label normalisation. Every layer imports these; nothing else spell
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Literal
 
-FAULT_CATEGORIES: tuple[str, ...] = (
-    "gpu_thermal_throttling",
-    "gpu_power_or_clock_cap",
-    "nvlink_degradation",
-    "pcie_link_degradation",
-    "network_congestion",
-    "host_cpu_contention",
-    "numa_misbinding",
-    "kv_cache_pressure",
-    "gpu_hardware_error",
-    "runtime_stall",
-    "storage_io_stall",
-)
-CONTROL_CATEGORIES: tuple[str, ...] = ("none", "workload_shift")
+
+class Category(str, Enum):
+    """The 11 fault scenarios, then the 2 controls, in the taxonomy's order (ARCHITECTURE.md).
+    The one spelling of the vocabulary: the tuples below are read off it."""
+
+    GPU_THERMAL_THROTTLING = "gpu_thermal_throttling"
+    GPU_POWER_OR_CLOCK_CAP = "gpu_power_or_clock_cap"
+    NVLINK_DEGRADATION = "nvlink_degradation"
+    PCIE_LINK_DEGRADATION = "pcie_link_degradation"
+    NETWORK_CONGESTION = "network_congestion"
+    HOST_CPU_CONTENTION = "host_cpu_contention"
+    NUMA_MISBINDING = "numa_misbinding"
+    KV_CACHE_PRESSURE = "kv_cache_pressure"
+    GPU_HARDWARE_ERROR = "gpu_hardware_error"
+    RUNTIME_STALL = "runtime_stall"
+    STORAGE_IO_STALL = "storage_io_stall"
+    # Controls: a healthy run, and a legitimate load change; neither is a fault.
+    NONE = "none"
+    WORKLOAD_SHIFT = "workload_shift"
+
+
+CONTROL_CATEGORIES: tuple[str, ...] = (Category.NONE.value, Category.WORKLOAD_SHIFT.value)
+FAULT_CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category if c.value not in CONTROL_CATEGORIES)
 TAXONOMY: tuple[str, ...] = FAULT_CATEGORIES + CONTROL_CATEGORIES
 # Only in an honest partial answer (budget or repeated tool-call failure), never ground truth.
 UNDETERMINED = "undetermined"

@@ -41,16 +41,7 @@ def incidents(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return out
 
 
-# Known gap (issue 16/17, open): on this tiny host_cpu_contention case the two culprits' CPU-side
-# excess (ranks 2 and 4 of 8, 6 of 10 steps on rank 4) does not reach significance under the calibrated
-# Outpost, and the host-level metrics do not name ranks, so the category is right but no rank is named.
-_KNOWN_GAPS = {"host_cpu_contention": "culprit ranks not named when Outpost finds nothing significant (issue 16/17)"}
-
-
-@pytest.mark.parametrize(
-    "category",
-    [pytest.param(c, marks=pytest.mark.xfail(reason=_KNOWN_GAPS[c], strict=True)) if c in _KNOWN_GAPS else c for c, _ in CASES],
-)
+@pytest.mark.parametrize("category", [c for c, _ in CASES])
 def test_rules_diagnoses_generated_incident(incidents: dict, category: str) -> None:
     path, gt = incidents[category]
     s = Session(path, "rules")

@@ -9,29 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from kat.agent.demo import DEMO_INCIDENT
-from kat.tools.outpost import detect
+from kat.tools.outpost import DetectionResult, detect
 from kat.tools.outpost.annotate import FINDINGS_NAME, FINDINGS_PID, WAIT_CAT, write_annotated
-from kat.tools.telemetry import open_bundle
+from kat.tools.telemetry import Bundle, open_bundle
 from kat.tools.telemetry.bundle import write_canonical_parquet
 
 
 @pytest.fixture(scope="module")
-def demo():  # type: ignore[no-untyped-def]
+def demo() -> tuple[Bundle, DetectionResult]:
     bundle = open_bundle(DEMO_INCIDENT)
     return bundle, detect(bundle)
 
 
-def _reimport(path: Path, cache: Path):  # type: ignore[no-untyped-def]
+def _reimport(path: Path, cache: Path) -> pd.DataFrame:
     b = open_bundle(path, cache_dir=cache)
     assert len(b.ranks) == 1  # one file: KAT reads it as one trace, ranks are its processes
     return b.events(b.ranks[0])
 
 
-def _check_intact(original, det, merged) -> None:  # type: ignore[no-untyped-def]
+def _check_intact(original: Bundle, det: DetectionResult, merged: pd.DataFrame) -> None:
     for r in original.ranks:
         src, got = original.events(r), merged[merged["pid"] == r]
         assert len(got) == len(src), f"rank {r}"
@@ -47,7 +48,7 @@ def _check_intact(original, det, merged) -> None:  # type: ignore[no-untyped-def
         assert int(row["dur_ns"].iloc[0]) == pytest.approx(a.end_ns - a.start_ns, abs=1)
 
 
-def test_demo_annotated_trace_reimports_intact(tmp_path: Path, demo) -> None:  # type: ignore[no-untyped-def]
+def test_demo_annotated_trace_reimports_intact(tmp_path: Path, demo: tuple[Bundle, DetectionResult]) -> None:
     bundle, det = demo
     out = tmp_path / "annotated.json.gz"
     counts = write_annotated(bundle, det, out)
@@ -70,12 +71,12 @@ def test_demo_annotated_trace_reimports_intact(tmp_path: Path, demo) -> None:  #
         }
     # Wait arrows: from the late rank to a peer in its group, each end inside a slice of its thread.
     late = {a.rank for a in det.anomalies if a.method == "arrival"}
-    flows = defaultdict(dict)
+    flows: defaultdict[object, dict[str, dict]] = defaultdict(dict)  # flow id -> phase -> event
     for e in ev:
         if e.get("cat") == WAIT_CAT:
             flows[e["id"]][e["ph"]] = e
     assert late and len(flows) == counts["flows"] > 0
-    xs = defaultdict(list)
+    xs: defaultdict[tuple[object, object], list[tuple[float, float]]] = defaultdict(list)
     for e in ev:
         if e.get("ph") == "X" and e["pid"] != FINDINGS_PID:
             xs[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
@@ -87,7 +88,7 @@ def test_demo_annotated_trace_reimports_intact(tmp_path: Path, demo) -> None:  #
             assert any(a <= end["ts"] <= b for a, b in xs[(end["pid"], end["tid"])]), "flow end binds to no slice"
 
 
-def test_parquet_traces_and_the_cli(tmp_path: Path, demo) -> None:  # type: ignore[no-untyped-def]
+def test_parquet_traces_and_the_cli(tmp_path: Path, demo: tuple[Bundle, DetectionResult]) -> None:
     bundle, _ = demo
     root = tmp_path / "pq"
     shutil.copytree(DEMO_INCIDENT, root, ignore=shutil.ignore_patterns("traces"))

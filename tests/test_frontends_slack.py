@@ -292,13 +292,16 @@ def test_socket_mode_transport(tmp_path: Path) -> None:
 
     t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     t.start()
-    rec = SlackRecorder()
-    orig = rec.answer
-    rec.answer = lambda m, a: (
-        {"ok": True, "url": f"ws://127.0.0.1:{ws_port}/link"}  # type: ignore[method-assign]
-        if m == "apps.connections.open"
-        else orig(m, a)
-    )
+
+    class SocketRecorder(SlackRecorder):
+        """Hands out the local WebSocket link for apps.connections.open."""
+
+        def answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+            if method == "apps.connections.open":
+                return {"ok": True, "url": f"ws://127.0.0.1:{ws_port}/link"}
+            return super().answer(method, args)
+
+    rec = SocketRecorder()
     settings = BotSettings(incidents_root=incidents_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test")
     bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"), request_verification=False)
     handler = socket_mode_handler(bot, "xapp-test")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import END
 from pydantic import BaseModel, Field, field_validator
 
 from kat.agent import graph as g
+from kat.agent.demo import DEMO_INCIDENT
 from kat.agent.graph import AgentConfig, AnalyzerStep
 from kat.agent.state import AgentState, LedgerEntry
+from kat.tools.context import IncidentContext
 from kat.tools.evidence import ToolResult
 from kat.tools.registry import AgentTool
 from tests.agent_fakes import diagnosis_args, tc
@@ -34,12 +36,13 @@ def _echo(ctx: Any, args: EchoArgs) -> ToolResult:
     return ToolResult(tool="echo", status="ok", query=args.model_dump(), summary=f"echo {args.n}", data={"n": args.n})
 
 
-TOOLS = {"echo": AgentTool("echo", "echo n", EchoArgs, _echo, None)}  # type: ignore[arg-type]  # the runner never reads ctx
+# The context opens its bundle lazily; the echo runner never reads it.
+TOOLS = {"echo": AgentTool("echo", "echo n", EchoArgs, _echo, IncidentContext(DEMO_INCIDENT))}
 
 
 def _state(*messages: Any, **kw: Any) -> AgentState:
     base: dict = {"messages": list(messages), "turn_steps": 0, "failures": 0, "turn_started": time.time(), "mode": "diagnose"}
-    return base | kw  # type: ignore[return-value]
+    return cast(AgentState, base | kw)  # any subset of the state's keys, as the graph's nodes see it
 
 
 class _Scripted:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -69,7 +70,10 @@ def _alert(stack: dict, ends: datetime | None = None) -> dict:
     return a
 
 
-def _wait(cond, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _wait(cond: Callable[[], T], timeout: float = 60.0) -> T:
     deadline = time.time() + timeout
     while time.time() < deadline:
         got = cond()

@@ -33,12 +33,12 @@ def live(live_prometheus: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def file_diagnosis(live: dict):  # type: ignore[no-untyped-def]
+def file_diagnosis(live: dict) -> Diagnosis:
     """The thermal incident diagnosed from its metrics file (the reference)."""
     return Session(live["cases"]["gpu_thermal_throttling"]["full"], "rules").diagnose("file")
 
 
-def _core(d) -> dict:  # type: ignore[no-untyped-def]
+def _core(d: Diagnosis) -> dict:
     return {
         "category": d.root_cause.category,
         "ranks": sorted(d.root_cause.ranks),
@@ -52,7 +52,7 @@ def _core(d) -> dict:  # type: ignore[no-untyped-def]
     }
 
 
-def test_diagnosis_through_prometheus_equals_the_file(live: dict, file_diagnosis) -> None:  # type: ignore[no-untyped-def]
+def test_diagnosis_through_prometheus_equals_the_file(live: dict, file_diagnosis: Diagnosis) -> None:
     """`kat diagnose BARE --prometheus URL --json` gives the diagnosis of the full bundle."""
     case = live["cases"]["gpu_thermal_throttling"]
     a = file_diagnosis
@@ -74,6 +74,7 @@ def test_link_pinning_through_prometheus_equals_the_file(live: dict) -> None:
     prom_ctx = IncidentContext(case["bare"], prometheus=live["url"])
     members = file_ctx.bundle.ranks
     w = file_ctx.bundle.manifest.window
+    assert w is not None
     got = [pin_link(ctx.bundle, members, "network", w.start_ns(), w.end_ns()) for ctx in (file_ctx, prom_ctx)]
     assert got[1] == got[0]
     assert sorted(got[0][0]) != members and "rose on host" in got[0][1]  # the counters did single out a host
@@ -155,7 +156,9 @@ def broken_prometheus() -> Iterator[tuple[str, type[_Handler]]]:
     srv.server_close()
 
 
-def test_prometheus_answering_503_is_a_missing_data_note(live: dict, broken_prometheus, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_prometheus_answering_503_is_a_missing_data_note(
+    live: dict, broken_prometheus: tuple[str, type[_Handler]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, handler = broken_prometheus
     monkeypatch.setenv("KAT_PROMETHEUS_TOKEN", "s3cret")
     case = live["cases"]["gpu_thermal_throttling"]
@@ -167,7 +170,7 @@ def test_prometheus_answering_503_is_a_missing_data_note(live: dict, broken_prom
     assert any(e.tool == "outpost_detect" for e in d.evidence)
 
 
-def test_prometheus_down_or_slow(live: dict, broken_prometheus, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_prometheus_down_or_slow(live: dict, broken_prometheus: tuple[str, type[_Handler]], monkeypatch: pytest.MonkeyPatch) -> None:
     case = live["cases"]["gpu_thermal_throttling"]
     down = f"http://127.0.0.1:{free_port()}"
     ctx = IncidentContext(case["bare"], prometheus=down)
@@ -215,7 +218,7 @@ def test_settings_from_env_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     assert selector(["a_total", "b_total"]) == '{__name__=~"a_total|b_total"}'
 
 
-def test_report_page_draws_metrics_from_prometheus(live: dict, file_diagnosis) -> None:  # type: ignore[no-untyped-def]
+def test_report_page_draws_metrics_from_prometheus(live: dict, file_diagnosis: Diagnosis) -> None:
     """The report's evidence-metric panels are the same drawn from Prometheus as from the file."""
     from kat.agent.report import build_report
 

@@ -26,14 +26,16 @@ from kat.agent.report.png import snapshot_png
 from kat.agent.report.trace_data import arrivals, rank_spans, step_matrix
 from kat.agent.report.verdict import ReportInputError, load_diagnosis
 from kat.tools.outpost import DetectionResult, detect
-from kat.tools.telemetry import open_bundle
+from kat.tools.telemetry import Bundle, open_bundle
+
+Demo = tuple[Bundle, DetectionResult, Diagnosis]
 
 DATA = Path(__file__).parent / "data" / "report"
 PANELS = ("verdict", "heatmap", "timeline", "metrics", "chain", "notes")
 
 
 @pytest.fixture(scope="module")
-def demo() -> tuple[object, DetectionResult, Diagnosis]:
+def demo() -> Demo:
     bundle = open_bundle(DEMO_INCIDENT)
     return bundle, detect(bundle), load_diagnosis(DATA / "demo-diagnosis.json")
 
@@ -44,7 +46,7 @@ def _section(html: str, panel: str) -> str:
     return m.group(1)
 
 
-def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # type: ignore[no-untyped-def]
+def test_demo_report_has_every_panel_and_marks_the_culprit(demo: Demo) -> None:
     bundle, det, d = demo
     html, data = build_report(bundle, d, det)
     for p in ("heatmap", "timeline", "metrics", "chain"):
@@ -53,6 +55,7 @@ def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # typ
     assert "rank 4 ◀ culprit" in _section(html, "timeline")
     # The culprit's own work is above its lock-step peer's at most steps; the peer (who waits) below.
     m = data.heatmap
+    assert m is not None and data.timeline is not None
     dev = dict(zip(m.ranks, m.deviation_pct))
     assert sum(v > 0 for v in dev[4] if v is not None) >= 0.7 * len(m.steps)
     assert sum(v < 0 for v in dev[5] if v is not None) >= 0.7 * len(m.steps)
@@ -77,7 +80,7 @@ def test_demo_report_has_every_panel_and_marks_the_culprit(demo) -> None:  # typ
     assert "default-src 'none'" in html
 
 
-def test_missing_data_is_said(tmp_path: Path, demo) -> None:  # type: ignore[no-untyped-def]
+def test_missing_data_is_said(tmp_path: Path, demo: Demo) -> None:
     _, det, d = demo
     bare = tmp_path / "no-metrics"
     shutil.copytree(DEMO_INCIDENT, bare, ignore=shutil.ignore_patterns("metrics.*", "logs.*"))
@@ -118,6 +121,7 @@ def test_caps_on_a_large_capture() -> None:
         }
     )
     m = step_matrix(table, coll, [list(range(ranks))], "test", priority=[77])
+    assert m is not None
     assert len(m.ranks) == MAX_HEATMAP_RANKS and 77 in m.ranks
     assert len(m.steps) == MAX_HEATMAP_STEPS and all(len(row) == MAX_HEATMAP_STEPS for row in m.ms)
     assert any("100 ranks" in n for n in m.notes) and any("1000 steps" in n for n in m.notes)
@@ -148,7 +152,7 @@ def test_metric_series_are_bucketed(tmp_path: Path) -> None:
     assert any("bucket means" in n for n in p.notes)
 
 
-def test_png_snapshot(demo) -> None:  # type: ignore[no-untyped-def]
+def test_png_snapshot(demo: Demo) -> None:
     bundle, det, d = demo
     _, data = build_report(bundle, d, det)
     png = snapshot_png(data)

@@ -12,12 +12,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from test_frontends_util import free_port, incidents_root
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+# (base URL, job id by incident name) of the `server` fixture
+Served = tuple[str, dict[str, str]]
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 if not (CHROMIUM.exists() and DRIVER.exists()):
@@ -33,7 +41,7 @@ NETWORK_SCHEMES = ("http", "https", "ws", "wss", "ftp")  # other schemes (data:,
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("serve")
     root = incidents_root(tmp)
     shutil.copytree(REAL_PAIR, root / "real-pair")
@@ -64,7 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"kat serve did not start: {(tmp / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.3)
-        ids = {}
+        ids: dict[str, str] = {}
         for name in ("team-a/demo-incident", "real-pair"):
             r = httpx.post(base + "/v1/diagnoses", json={"incident": name}, timeout=10)
             assert r.status_code == 202, r.text
@@ -87,7 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
@@ -113,7 +121,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     driver.quit()
 
 
-def _requested_urls(driver) -> list[str]:  # type: ignore[no-untyped-def]
+def _requested_urls(driver: WebDriver) -> list[str]:
     urls = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
@@ -122,14 +130,14 @@ def _requested_urls(driver) -> list[str]:  # type: ignore[no-untyped-def]
     return urls + driver.execute_script("return performance.getEntries().map(e => e.name)")
 
 
-def _load(driver, url: str) -> None:  # type: ignore[no-untyped-def]
+def _load(driver: WebDriver, url: str) -> None:
     driver.get_log("performance")  # drop what earlier pages logged
     driver.get_log("browser")
     driver.get(url)
     assert driver.execute_script("return document.readyState") == "complete"
 
 
-def _check_page(driver, base: str) -> None:  # type: ignore[no-untyped-def]
+def _check_page(driver: WebDriver, base: str) -> None:
     from selenium.webdriver.common.by import By
 
     for panel in ("verdict", "heatmap", "timeline", "metrics", "chain", "notes"):
@@ -146,7 +154,7 @@ def _check_page(driver, base: str) -> None:  # type: ignore[no-untyped-def]
     assert not outside, outside
 
 
-def test_demo_report_in_chromium(server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_report_in_chromium(server: Served, browser: WebDriver, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     base, ids = server
@@ -179,7 +187,7 @@ def test_demo_report_in_chromium(server, browser, tmp_path: Path) -> None:  # ty
     assert httpx.get(f"{base}/v1/incidents/no-such-incident/report", timeout=10).status_code == 404
 
 
-def test_real_trace_report_in_chromium(server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_real_trace_report_in_chromium(server: Served, browser: WebDriver) -> None:
     from selenium.webdriver.common.by import By
 
     base, ids = server

@@ -5,6 +5,7 @@ The Slack Web API is the local recorder of test_frontends_slack (real HTTP, real
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ JOB = "0123456789abcdef"
 
 
 @pytest.fixture
-def rec():  # type: ignore[no-untyped-def]
+def rec() -> Iterator[SlackRecorder]:
     r = SlackRecorder()
     yield r
     r.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, ValidationError
 
 from kat.tools.context import IncidentContext, PathOutsideBundle
@@ -69,7 +71,8 @@ def run(ctx: IncidentContext, args: LogSearchArgs) -> ToolResult:
     if res.status != "ok":
         return ToolResult(tool=NAME, status=res.status, query=q, range=res.searched, message=res.message)
     budget = args.token_budget * CHARS_PER_TOKEN
-    groups, used = [], 0
+    groups: list[dict[str, Any]] = []
+    used = 0
     for g in res.groups:
         item = {
             "example": clip_text(g.example, 300),

@@ -173,7 +173,9 @@ def run(ctx: IncidentContext, args: MetricCompareArgs) -> ToolResult:
     q = args.model_dump(exclude_none=True)
     if args.family not in FAMILIES:
         return ToolResult(tool=NAME, status="error", query=q, message=f"unknown family {args.family!r}; families: {list(FAMILIES)}")
-    if (args.start_ns is None) != (args.end_ns is None) or (args.start_ns is not None and args.end_ns <= args.start_ns):  # type: ignore[operator]
+    if (args.start_ns is None) != (args.end_ns is None) or (
+        args.start_ns is not None and args.end_ns is not None and args.end_ns <= args.start_ns
+    ):
         return ToolResult(tool=NAME, status="error", query=q, message="give both start_ns and end_ns (start before end), or neither")
     try:
         allser = series_of(ctx.bundle)

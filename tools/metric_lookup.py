@@ -185,7 +185,8 @@ def run(ctx: IncidentContext, args: MetricLookupArgs) -> ToolResult:
         r.pop("_max"), r.pop("_min")
     ordered = sorted(range(len(rows)), key=lambda i: (0 if "outlier" in rows[i] else 1 if "change" in rows[i] else 2, i))
     budget = args.token_budget * CHARS_PER_TOKEN
-    shown, used = [], 0
+    shown: list[int] = []
+    used = 0
     for i in ordered:
         size = len(str(rows[i])) + 10
         if len(shown) >= args.max_series or used + size > budget * 0.8:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
 _MODULES = (outpost_tool, metric_catalog, metric_compare, trace_slice, metric_lookup, log_search, knowledge_tool)
-_ARGS = {
+_ARGS: dict[str, type[BaseModel]] = {
     outpost_tool.NAME: outpost_tool.OutpostArgs,
     trace_slice.NAME: trace_slice.TraceSliceArgs,
     metric_lookup.NAME: metric_lookup.MetricLookupArgs,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.markup import escape
 
 if TYPE_CHECKING:  # rich is imported lazily: `kat --help` stays fast
     from rich.console import Console
+
+    from kat.knowledge.models import SearchMode
 
 _INDEX_HELP = "index directory (default: $KAT_KB_DIR, $KAT_CACHE_DIR/kb or ~/.cache/kat/kb)"
 
@@ -67,7 +69,8 @@ def register(app: typer.Typer) -> None:
         if mode != "lexical" and not json_out:
             # A cold process loads the sentence-embedding model first (seconds); say so, not a silent wait.
             _console(stderr=True).print("[dim]loading the embedding model (a warm process answers in well under a second)…[/]")
-        res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component, mode=mode)  # type: ignore[arg-type]
+        # search() answers an unknown mode with an error result naming it, as for MCP and HTTP callers.
+        res = KnowledgeBase(index_dir).search(query, k=k, category=category, component=component, mode=cast("SearchMode", mode))
         if json_out:
             sys.stdout.write(res.model_dump_json(indent=2) + "\n")
         else:

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import typer
 
+from kat.tools.outpost.cli import CLUSTER_OPTION, CLUSTER_WORKERS_OPTION
+
 
 def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_cmd(
         path: Path = typer.Argument(..., help="incident bundle, directory of Kineto traces, or one trace file"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+        cluster: str | None = CLUSTER_OPTION,
+        cluster_workers: int | None = CLUSTER_WORKERS_OPTION,
     ) -> None:
         """Import traces (cached as canonical Parquet) and summarise them."""
         from rich.table import Table
@@ -22,7 +26,15 @@ def register(app: typer.Typer) -> None:
         from kat.tools.telemetry.summary import bundle_summary
 
         try:
-            summary = bundle_summary(path)
+            if cluster is None:
+                summary = bundle_summary(path)
+            else:
+                from kat.tools.outpost.distributed import ClusterError, summary_on_cluster
+
+                try:
+                    summary = summary_on_cluster(path, cluster, cluster_workers)
+                except ClusterError as exc:
+                    fail(str(exc))
         except BundleError as exc:
             fail(str(exc))
         if json_out:

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -287,8 +288,11 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
             ledgers[db] = AlertLedger(db)
         return ledgers[db]
 
-    @app.post("/v1/alertmanager", status_code=202, tags=["alerts"])
-    def alertmanager(payload: WebhookPayload, request: Request, authorization: str | None = Header(None, include_in_schema=False)):  # type: ignore[no-untyped-def]
+    # response_model=None: the routes answer JSON errors as JSONResponse beside their plain dicts.
+    @app.post("/v1/alertmanager", status_code=202, tags=["alerts"], response_model=None)
+    def alertmanager(
+        payload: WebhookPayload, request: Request, authorization: str | None = Header(None, include_in_schema=False)
+    ) -> dict[str, Any] | JSONResponse:
         """Alertmanager webhook (version 4): one investigation per firing alert."""
         if token:
             scheme, _, given = (authorization or "").partition(" ")
@@ -338,8 +342,8 @@ def register(app: FastAPI, settings: AlertSettings, api_token: str | None = None
             )
         return {"started": started, "ignored": ignored}
 
-    @app.get("/v1/alertmanager/alerts", tags=["alerts"])
-    def alerts(request: Request, authorization: str | None = Header(None, include_in_schema=False)):  # type: ignore[no-untyped-def]
+    @app.get("/v1/alertmanager/alerts", tags=["alerts"], response_model=None)
+    def alerts(request: Request, authorization: str | None = Header(None, include_in_schema=False)) -> dict[str, Any] | JSONResponse:
         """The alerts seen and the investigation each started (the API's token, like every /v1 read)."""
         read_token = api_token or token
         if read_token:
@@ -397,7 +401,9 @@ def _capture_then_submit(runner: JobRunner, led: AlertLedger, key: str, alert: A
     led.update(key, status="running", job_id=job_id, incident=incident)
 
 
-def _on_done(led: AlertLedger, key: str, alert: Alert, incident: str, poster: AlertPoster):  # type: ignore[no-untyped-def]
+def _on_done(
+    led: AlertLedger, key: str, alert: Alert, incident: str, poster: AlertPoster
+) -> Callable[[str, Diagnosis | None, str | None], None]:
     def done(job_id: str, d: Diagnosis | None, error: str | None) -> None:
         led.update(key, status="done" if d is not None else "error", note=error)
         if poster.enabled():

@@ -15,8 +15,8 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,9 @@ from kat.agent.frontends.models import (
     MessageReply,
     MessageRequest,
 )
+from kat.agent.frontends.report_route import add_report_route, report_path
 from kat.agent.frontends.sessions import SharedCheckpointer
-from kat.agent.frontends.store import Store
+from kat.agent.frontends.store import JobRecord, Store
 
 log = logging.getLogger("kat.frontends.http")
 
@@ -69,6 +70,28 @@ def _err(status: int, message: str, detail: object = None, headers: dict[str, st
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
+    app = FastAPI(
+        title="KAT",
+        version="1",
+        lifespan=_lifespan(settings),
+        description="Root-cause diagnoses of large-model distributed inference incidents.",
+    )
+    _add_error_handlers(app)
+    v1 = [Depends(_bearer_auth(settings.token))]
+    _add_health_routes(app)
+    _add_incident_routes(app, v1)
+    _add_diagnosis_routes(app, v1)
+    _add_thread_routes(app, v1, settings.time_budget_s)
+    if settings.alertmanager is not None:
+        from kat.agent.frontends.alertmanager import register as register_alertmanager
+
+        register_alertmanager(app, settings.alertmanager, settings.token)
+    return app
+
+
+def _lifespan(settings: ServerSettings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The job runner, its store and the shared checkpointer live as long as the app."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.db)
@@ -92,11 +115,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         finally:
             runner.shutdown(wait=False)
 
-    app = FastAPI(
-        title="KAT", version="1", lifespan=lifespan, description="Root-cause diagnoses of large-model distributed inference incidents."
-    )
+    return lifespan
 
-    # -- errors: always JSON with a clear message, never a stack trace ---------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors are always JSON with a clear message, never a stack trace."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _err(exc.status, exc.message, headers=exc.headers)
@@ -116,27 +140,37 @@ def create_app(settings: ServerSettings) -> FastAPI:
         log.exception("unhandled error")
         return _err(500, "internal error (see the server log)")
 
-    # -- auth ------------------------------------------------------------------------------------
+
+def _bearer_auth(token: str | None) -> Callable[..., None]:
+    """The /v1 dependency: `Authorization: Bearer <token>` when a token is set, else open."""
+
     def auth(authorization: str | None = Header(None, include_in_schema=False)) -> None:
-        if not settings.token:
+        if not token:
             return
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), settings.token.encode()):
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
 
-    def runner(request: Request) -> JobRunner:
-        return request.app.state.runner
+    return auth
 
-    def job_or_404(request: Request, job_id: str):  # type: ignore[no-untyped-def]
-        job = request.app.state.store.job(job_id)
-        if job is None:
-            raise ApiError(404, f"no diagnosis with id {job_id!r}")
-        return job
 
-    JobId = PathParam(..., pattern=ID_PATTERN, description="diagnosis id (16 hex digits)")
-    v1 = [Depends(auth)]
+def _runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.runner
+    return runner
 
-    # -- health ----------------------------------------------------------------------------------
+
+def _job_or_404(request: Request, job_id: str) -> JobRecord:
+    store: Store = request.app.state.store
+    job = store.job(job_id)
+    if job is None:
+        raise ApiError(404, f"no diagnosis with id {job_id!r}")
+    return job
+
+
+JobId = PathParam(..., pattern=ID_PATTERN, description="diagnosis id (16 hex digits)")
+
+
+def _add_health_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
         return {"status": "ok"}
@@ -161,18 +195,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    # -- incidents -------------------------------------------------------------------------------
+
+def _add_incident_routes(app: FastAPI, v1: list[Any]) -> None:
     @app.get("/v1/incidents", response_model=IncidentList, dependencies=v1, tags=["incidents"])
     def incidents(request: Request) -> IncidentList:
         root: IncidentRoot = request.app.state.root
         items, problems = root.scan()
         return IncidentList(root=str(root.root), incidents=items, skipped=problems)
 
-    from kat.agent.frontends.report_route import add_report_route, report_path
-
     add_report_route(app, v1, ApiError)
 
-    # -- diagnoses -------------------------------------------------------------------------------
+
+def _add_diagnosis_routes(app: FastAPI, v1: list[Any]) -> None:
     @app.post(
         "/v1/diagnoses",
         status_code=202,
@@ -182,7 +216,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody}},
     )
     def start(body: DiagnosisRequest, request: Request) -> DiagnosisCreated:
-        r = runner(request)
+        r = _runner(request)
         try:
             path = r.root.resolve(body.incident)
         except IncidentError as exc:
@@ -207,7 +241,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         "/v1/diagnoses/{job_id}", response_model=DiagnosisStatus, dependencies=v1, tags=["diagnoses"], responses={404: {"model": ErrorBody}}
     )
     def status(request: Request, job_id: str = JobId) -> DiagnosisStatus:
-        return DiagnosisStatus(**job_or_404(request, job_id).model_dump(exclude={"source"}))
+        return DiagnosisStatus(**_job_or_404(request, job_id).model_dump(exclude={"source"}))
 
     @app.get(
         "/v1/diagnoses/{job_id}/events",
@@ -219,31 +253,37 @@ def create_app(settings: ServerSettings) -> FastAPI:
         request: Request, job_id: str = JobId, last_event_id: str | None = Header(None, alias="Last-Event-ID")
     ) -> StreamingResponse:
         """Progress as server-sent events; reconnect with Last-Event-ID to resume. Ends with `event: end`."""
-        job_or_404(request, job_id)
-        store: Store = request.app.state.store
+        _job_or_404(request, job_id)
         after = int(last_event_id) if last_event_id is not None and last_event_id.isdigit() else 0
+        return StreamingResponse(
+            _event_stream(request, job_id, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
-        async def stream() -> AsyncIterator[str]:
-            seq = after
-            while True:
-                for ev in await asyncio.to_thread(store.events, job_id, seq):
-                    seq = ev.seq
-                    name = ev.kind if ev.kind in ("end", "error") else "progress"
-                    yield f"id: {ev.seq}\nevent: {name}\ndata: {ev.model_dump_json()}\n\n"
-                    if name == "end":
-                        return
-                job = await asyncio.to_thread(store.job, job_id)
-                if job is not None and job.status in ("done", "error") and not await asyncio.to_thread(store.events, job_id, seq):
-                    # finished without an end marker (e.g. interrupted by a restart)
-                    yield f"event: end\ndata: {json.dumps({'status': job.status, 'error': job.error})}\n\n"
-                    return
-                if await request.is_disconnected():
-                    return  # the diagnosis goes on; only this stream stops
-                await asyncio.sleep(SSE_POLL_S)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def _event_stream(request: Request, job_id: str, after: int) -> AsyncIterator[str]:
+    """Stored events after `after`, then new ones as they come, until the job's `end`."""
+    store: Store = request.app.state.store
+    seq = after
+    while True:
+        for ev in await asyncio.to_thread(store.events, job_id, seq):
+            seq = ev.seq
+            name = ev.kind if ev.kind in ("end", "error") else "progress"
+            yield f"id: {ev.seq}\nevent: {name}\ndata: {ev.model_dump_json()}\n\n"
+            if name == "end":
+                return
+        job = await asyncio.to_thread(store.job, job_id)
+        if job is not None and job.status in ("done", "error") and not await asyncio.to_thread(store.events, job_id, seq):
+            # finished without an end marker (e.g. interrupted by a restart)
+            yield f"event: end\ndata: {json.dumps({'status': job.status, 'error': job.error})}\n\n"
+            return
+        if await request.is_disconnected():
+            return  # the diagnosis goes on; only this stream stops
+        await asyncio.sleep(SSE_POLL_S)
 
-    # -- follow-ups ------------------------------------------------------------------------------
+
+def _add_thread_routes(app: FastAPI, v1: list[Any], default_budget_s: float) -> None:
     @app.post(
         "/v1/threads/{job_id}/messages",
         response_model=MessageReply,
@@ -253,12 +293,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     async def message(body: MessageRequest, request: Request, job_id: str = JobId) -> MessageReply:
         """A follow-up question on a finished diagnosis (the thread id is the diagnosis id)."""
-        job = job_or_404(request, job_id)
+        job = _job_or_404(request, job_id)
         if job.status != "done":
             raise ApiError(409, f"diagnosis {job_id} is {job.status}; follow-ups need a finished diagnosis")
         evs: list[dict] = []
-        fut = runner(request).ask_future(job_id, body.text, lambda ev: evs.append({"kind": ev.kind, "text": ev.text}))
-        budget = (job.time_budget_s or settings.time_budget_s) + 30
+        fut = _runner(request).ask_future(job_id, body.text, lambda ev: evs.append({"kind": ev.kind, "text": ev.text}))
+        budget = (job.time_budget_s or default_budget_s) + 30
         try:
             answer = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=budget)
         except asyncio.TimeoutError:
@@ -266,9 +306,3 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except IncidentError as exc:
             raise ApiError(410, f"the incident of this diagnosis is no longer available: {exc}") from None
         return MessageReply(thread_id=job.thread_id, question=body.text, answer=answer, events=[e for e in evs if e["kind"] != "answer"])
-
-    if settings.alertmanager is not None:
-        from kat.agent.frontends.alertmanager import register as register_alertmanager
-
-        register_alertmanager(app, settings.alertmanager, settings.token)
-    return app

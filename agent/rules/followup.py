@@ -13,7 +13,7 @@ from kat.agent.rules import knowledge as K
 from kat.agent.rules.playbook import assess, call
 from kat.agent.rules.topology import Topo
 from kat.agent.state import LedgerEntry
-from kat.knowledge.cards import CARDS
+from kat.knowledge.cards import CARDS, Card
 
 # Words an engineer uses for each category.
 ALIASES = {
@@ -187,12 +187,12 @@ def _where(d: dict, ledger: list[LedgerEntry], _det: dict) -> str:
     for r, xs in sorted(by_rank.items()):
         t0 = min(a["start_ns"] for a in xs if a.get("start_ns") is not None)
         t1 = max(a["end_ns"] for a in xs if a.get("end_ns") is not None)
-        steps = sorted({a.get("steps") for a in xs if a.get("steps")})
+        steps = sorted({str(a["steps"]) for a in xs if a.get("steps")})
         parts.append(f"rank {r}: steps {', '.join(steps)}, time {t0}..{t1} ns ({(t1 - t0) / 1e6:.1f} ms)")
     return f"Where in the trace {_ids([e.id])}: " + "; ".join(parts) + ". Ask 'show rank N around step S' for the slice."
 
 
-def _card_or_none(d: dict):  # noqa: ANN202 - a Card or None
+def _card_or_none(d: dict) -> Card | None:
     return CARDS.get(d["root_cause"]["category"])
 
 

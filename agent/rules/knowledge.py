@@ -71,7 +71,7 @@ NEGATIVE = {
     "none": "there are fault signals (see the causal chain)",
 }
 
-# Look-alikes come from the signature cards (knowledge/cards/*.yaml).
+# Look-alikes come from the signature cards (knowledge/signature_cards/*.yaml).
 LOOKALIKES = {cat: list(card.lookalikes) for cat, card in CARDS.items()}
 
 # Remediation, ranked, from the signature cards (one source).

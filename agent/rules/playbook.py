@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from kat.agent.rules import knowledge as K
 from kat.agent.rules.config import CONFIG, RulesConfig
@@ -289,7 +290,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
         + f": {top}. "
         + f"{_mechanism(cat, single=len(topo.ranks) <= 1)}."
     )
-    evidence = []
+    evidence: list[dict[str, Any]] = []
     cited = [i for link in chain for i in link["evidence"]] + [i for alt in alts for i in alt["evidence"]]
     for i in cited:
         e = next((x for x in ledger if x.id == i), None)
@@ -308,7 +309,7 @@ def compose(ledger: list[LedgerEntry], topo: Topo, cfg: RulesConfig = CONFIG) ->
 def _ruled_out(cat: str, a: Assessment, ledger: list[LedgerEntry]) -> list[dict]:
     """Look-alikes, best-scored first. Only a family that was compared and returned data rules anything out."""
     ok_fams = {query_of(e).get("family"): e.id for e in ledger if e.tool == "metric_compare" and e.status == "ok"}
-    out = []
+    out: list[dict[str, Any]] = []
     others = [c for c, _ in a.ranking if c != cat]
     for other in [c for c in K.LOOKALIKES.get(cat, []) if c != cat] + [c for c in others[:2] if c not in K.LOOKALIKES.get(cat, [])]:
         if other == cat or any(x["category"] == other for x in out):

@@ -14,11 +14,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from kat.tools.outpost.cli import CLUSTER_OPTION, CLUSTER_WORKERS_OPTION
+
 if TYPE_CHECKING:  # imported lazily at run time: `kat --help` stays fast
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from kat.evals.detection import DetectionReport
     from kat.evals.harness.models import CaseRun
+    from kat.tools.outpost.models import DetectionResult, DetectorConfig
 
 
 def _print_detection(report: DetectionReport, console: Console) -> None:
@@ -47,7 +52,37 @@ def _print_detection(report: DetectionReport, console: Console) -> None:
     console.print(t)
 
 
-def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, console: Console) -> None:
+def _run_detection(
+    suite: str,
+    cases: Path | None,
+    out: Path,
+    json_out: bool,
+    console: Console,
+    cluster: str | None = None,
+    cluster_workers: int | None = None,
+) -> None:
+    """Score Outpost on SUITE, in this process or (`cluster`) with its work on Dask."""
+    if cluster is not None:
+        from kat.tools.outpost.distributed import ClusterError, cluster_client, detect_on_cluster
+
+        try:
+            with cluster_client(cluster, cluster_workers) as client:
+                _score_detection(suite, cases, out, json_out, console, lambda p, cfg: detect_on_cluster(client, p, cfg))
+        except ClusterError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from exc
+        return
+    _score_detection(suite, cases, out, json_out, console)
+
+
+def _score_detection(
+    suite: str,
+    cases: Path | None,
+    out: Path,
+    json_out: bool,
+    console: Console,
+    detector: Callable[[Path, DetectorConfig | None], DetectionResult] | None = None,
+) -> None:
     from kat.evals.detection import evaluate_detection
 
     root = cases or (Path(suite) if Path(suite).is_dir() else out / "cases" / suite)
@@ -59,6 +94,7 @@ def _run_detection(suite: str, cases: Path | None, out: Path, json_out: bool, co
     report = evaluate_detection(
         root,
         progress=lambda c: console.print(f"  {c.case}: {c.true_positive}/{c.reported} matching, found={c.expected_found}", highlight=False),
+        **({"detector": detector} if detector is not None else {}),
     )
     if json_out:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
@@ -103,6 +139,8 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(False, "--fresh", help="ignore finished per-case results and run everything again"),
         detector: bool = typer.Option(False, "--detector", help="score Outpost detection instead of the agent"),
         with_detection: bool = typer.Option(False, "--with-detection", help="also score Outpost alone on the same cases"),
+        cluster: str | None = CLUSTER_OPTION,
+        cluster_workers: int | None = CLUSTER_WORKERS_OPTION,
     ) -> None:
         """Run a scripted evaluation: score diagnoses (or detection / knowledge retrieval) and write a report."""
         from rich.console import Console
@@ -113,7 +151,7 @@ def register(app: typer.Typer) -> None:
 
             raise typer.Exit(print_eval(json_out=json_out))
         if suite == "detection" or detector:
-            _run_detection(suite, cases, out, json_out, console)
+            _run_detection(suite, cases, out, json_out, console, cluster, cluster_workers)
             return
 
         from kat.evals.harness import cases as case_src

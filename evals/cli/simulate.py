@@ -14,12 +14,15 @@ def simulate(
     task: str | None = typer.Option(None, "--task", "-t", help="task configuration name (see --list-tasks)"),
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives a byte-identical bundle"),
     severity: str | None = typer.Option(None, "--severity", help="mild | moderate | severe (default: drawn from the seed)"),
-    size: str = typer.Option("small", "--size", help="tiny | small | medium | large (large: >= 10M events)"),
+    size: str | None = typer.Option(
+        None, "--size", help="tiny | small | medium | large (large: >= 10M events); default small, tiny with --world"
+    ),
     suite: str | None = typer.Option(None, "--suite", help="generate a whole suite (demo, smoke, standard, detection)"),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="list task configurations and exit"),
     json_out: bool = typer.Option(False, "--json", help="print the ground truth (or suite index) as JSON"),
     metrics_format: str = typer.Option("parquet", "--metrics-format", help="parquet | csv (RFC 3339 timestamps)"),
     workers: int | None = typer.Option(None, "--workers", help="processes writing traces (default: auto, >1 only for big runs)"),
+    world: int | None = typer.Option(None, "--world", help="N ranks as N/8 TP-8 replicas, one host each, one faulty rank (no --task)"),
 ) -> None:
     """Generate simulated LMDI incidents with known root causes (traces, metrics, logs, ground truth)."""
     from kat.evals.simulate.tasks import load_tasks
@@ -45,13 +48,31 @@ def simulate(
         else:
             typer.echo(f"suite {suite}: {len(cases)} incidents in {time.perf_counter() - t0:.1f}s -> {out}")
         return
+    if world is not None:
+        from kat.evals.cli.simulate_world import simulate_world
+
+        simulate_world(
+            scenario,
+            world,
+            seed,
+            out,
+            task=task,
+            severity=severity,
+            size=size or "tiny",
+            workers=workers,
+            metrics_format=metrics_format,
+            json_out=json_out,
+        )
+        return
     if not scenario or not task:
-        raise typer.BadParameter("give --scenario and --task (or --suite NAME)")
+        raise typer.BadParameter("give --scenario and --task (or --suite NAME, or --world N)")
     from kat.evals.simulate.generate import generate_incident
 
     t0 = time.perf_counter()
     try:
-        gt = generate_incident(scenario, task, seed, out, severity=severity, size=size, workers=workers, metrics_format=metrics_format)
+        gt = generate_incident(
+            scenario, task, seed, out, severity=severity, size=size or "small", workers=workers, metrics_format=metrics_format
+        )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -417,6 +417,19 @@ class _CompareRun:
             self.rows.append(CompareRow(variant=m.name, analyzer="openai", model=m.spec.served_name, n=0, skipped=msg.splitlines()[0]))
 
 
+def _served_as(m: ModelUnderTest) -> dict[str, Any]:
+    """How one model was served, as compare.json records it."""
+    return {
+        "model": str(m.spec.model),
+        "adapter": str(m.spec.adapter) if m.spec.adapter else None,
+        "dtype": m.spec.dtype,
+        "max_model_len": m.spec.max_model_len,
+        "max_tokens": m.spec.max_tokens,
+        "threads": m.spec.threads,
+        "device": m.spec.device,
+    }
+
+
 def run_compare(
     out: Path,
     cases: list[tuple[str, Path]],
@@ -477,18 +490,7 @@ def run_compare(
         "jobs": jobs,
         "one_server": server is not None,
         "parallel_servers": parallel and len(all_models) > 1,
-        "models": {
-            m.name: {
-                "model": str(m.spec.model),
-                "adapter": str(m.spec.adapter) if m.spec.adapter else None,
-                "dtype": m.spec.dtype,
-                "max_model_len": m.spec.max_model_len,
-                "max_tokens": m.spec.max_tokens,
-                "threads": m.spec.threads,
-                "device": m.spec.device,
-            }
-            for m in all_models
-        },
+        "models": {m.name: _served_as(m) for m in all_models},
     }
     rep = CompareReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -229,11 +229,11 @@ def build_model(cfg: TrainConfig, device: str) -> Any:
         task_type="CAUSAL_LM",
         bias="none",
     )
-    model = get_peft_model(model, lcfg)
-    for p in model.parameters():  # LoRA weights train in fp32 even when the base is bf16
+    peft_model = get_peft_model(model, lcfg)
+    for p in peft_model.parameters():  # LoRA weights train in fp32 even when the base is bf16
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    return model
+    return peft_model
 
 
 def planned_steps(stage: StageSettings, done: list[float]) -> int:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from kat.knowledge.taxonomy import COMPONENT_OF, TAXONOMY, normalize_label
-
-# The members come from the domain contract (knowledge/taxonomy.py): Category.GPU_THERMAL_THROTTLING, ...
-Category = Enum("Category", {name.upper(): name for name in TAXONOMY}, type=str)  # type: ignore[misc]
+# The members are the domain contract's (knowledge/taxonomy.py): Category.GPU_THERMAL_THROTTLING, ...
+from kat.knowledge.taxonomy import COMPONENT_OF, Category, normalize_label
 
 # Taxonomy column "component"; controls have none.
 COMPONENT: dict[Category, str] = {c: COMPONENT_OF[c.value] for c in Category}

@@ -120,7 +120,13 @@ class Simulator:
         layers_per_stage: int,
         flows: bool = True,
         nccl_version: str = "2.26.2",
+        replicas: list[int] | None = None,
+        replica_rng: Callable[[int], np.random.Generator] | None = None,
     ):
+        # `replica_rng` gives each replica its own stream, so a process can simulate a subset
+        # of `replicas` and still get the same numbers as a run over all of them.
+        self.replicas = list(range(lay.task.dp)) if replicas is None else replicas
+        self.replica_rng = replica_rng
         self.lay, self.task, self.plan, self.wl, self.rng = lay, lay.task, plan, wl, rng
         self.eff = plan.effects
         self.cost = CostModel(lay.task)
@@ -315,7 +321,9 @@ class Simulator:
 
     # ---- the run --------------------------------------------------------------------
     def run(self, t0: float) -> SimResult:
-        for d in range(self.task.dp):
+        for d in self.replicas:
+            if self.replica_rng is not None:
+                self.rng = self.replica_rng(d)
             self._run_replica(d, t0 + float(self.rng.uniform(0.0, 2.0e6)))
         self.res.events = [rk.out.count + rk.out.pending if rk.out else 0 for rk in self.rk]
         return self.res

@@ -152,8 +152,13 @@ def _pick_ranks(lay: Layout, rng: np.random.Generator, pool: list[int], max_n: i
     return sorted(ranks)
 
 
-def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rng: np.random.Generator) -> FaultPlan:
+def make_plan(
+    cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rng: np.random.Generator, single_rank: bool = False
+) -> FaultPlan:
+    """The fault of `cat`; `single_rank` keeps per-rank faults to one rank (replica-wide and
+    host-wide faults keep their nature: kv pressure hits a replica, network a host)."""
     task = lay.task
+    max_n = 1 if single_rank else 2
     world, n_hosts = lay.world_size, len(lay.hosts)
     eff = Effects.healthy(n_steps, world, n_hosts, task.dp)
     all_ranks = list(range(world))
@@ -169,7 +174,7 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
     ranks: list[int] = []
     replica = -1
     if cat in (Category.GPU_THERMAL_THROTTLING, Category.GPU_POWER_OR_CLOCK_CAP):
-        ranks = _pick_ranks(lay, rng, all_ranks)
+        ranks = _pick_ranks(lay, rng, all_ranks, max_n)
         f = _p(cat, sev, "compute")
         # Throttling tightens over the first steps of the window rather than all at once.
         ramp = np.minimum(1.0, (np.arange(s1 - s0) + 1) / 3.0)
@@ -204,13 +209,13 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
         eff.link_inter[sl, hi] = _p(cat, sev, "net")
         params.update(net_factor=_p(cat, sev, "net"))
     elif cat == Category.HOST_CPU_CONTENTION:
-        ranks = _pick_ranks(lay, rng, all_ranks)
+        ranks = _pick_ranks(lay, rng, all_ranks, max_n)
         for r in ranks:
             eff.cpu[sl, r] = _p(cat, sev, "cpu")
             eff.cpu_spiky[sl, r] = True
         params.update(cpu_factor=_p(cat, sev, "cpu"))
     elif cat == Category.NUMA_MISBINDING:
-        ranks = _pick_ranks(lay, rng, all_ranks)
+        ranks = _pick_ranks(lay, rng, all_ranks, max_n)
         for r in ranks:
             eff.cpu[sl, r] = _p(cat, sev, "cpu")
             eff.h2d[sl, r] = _p(cat, sev, "h2d")
@@ -249,7 +254,7 @@ def make_plan(cat: Category, sev: Severity | None, lay: Layout, n_steps: int, rn
         params.update(pause_ms=_p(cat, sev, "pause_ms"), period_steps=period, stall_source=str(rng.choice(["gc", "gil", "detokenizer"])))
     elif cat == Category.STORAGE_IO_STALL:
         w = lay.workers[int(rng.choice(all_ranks))]
-        ranks = lay.ranks_on_host(w.host) if rng.random() < 0.4 else [w.rank]
+        ranks = lay.ranks_on_host(w.host) if rng.random() < 0.4 and not single_rank else [w.rank]
         n_ev = 1 + SEVERITY_INDEX[sev]
         steps = sorted(rng.choice(np.arange(s0, s1), size=min(n_ev, s1 - s0), replace=False).tolist())
         for s in steps:

@@ -105,10 +105,10 @@ _JOB: tuple | None = None
 
 
 def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
-    """Simulate the whole run; format and write the traces of `ranks` only."""
+    """Simulate the whole run (or, with replica streams, the replicas of `ranks`); write the traces of `ranks` only."""
     if _JOB is None:
         raise RuntimeError("_run_part runs only inside generate_incident, which sets the job")
-    lay, plan, wl, seed, out, sz, base_ns, incident_id = _JOB
+    lay, plan, wl, seed, out, sz, base_ns, incident_id, by_replica = _JOB
     writers, pg_args = _writers(out, lay, sz, base_ns, incident_id, only=ranks)
     for r, w in writers.items():
         wk = lay.workers[r]
@@ -121,8 +121,19 @@ def _run_part(ranks: list[int]) -> tuple[SimResult, int]:
             {"name": "thread_name", "ph": "M", "pid": wk.gpu, "tid": 24, "args": {"name": "stream 24 (nccl)"}},
         ]
         w.add(",".join(orjson.dumps(m).decode() for m in meta), len(meta))
+    replicas = sorted({lay.workers[r].dp for r in ranks}) if by_replica else None
     sim = Simulator(
-        lay, plan, wl, _rng(seed, "trace"), writers, pg_args, layers_per_stage(lay.task, sz), flows=sz.flows, nccl_version=sz.nccl_version
+        lay,
+        plan,
+        wl,
+        _rng(seed, "trace"),
+        writers,
+        pg_args,
+        layers_per_stage(lay.task, sz),
+        flows=sz.flows,
+        nccl_version=sz.nccl_version,
+        replicas=replicas,
+        replica_rng=(lambda d: _rng(seed, "trace", f"replica-{d}")) if by_replica else None,
     )
     try:
         res = sim.run(t0=1.0e6)
@@ -144,8 +155,15 @@ def generate_incident(
     overwrite: bool = True,
     workers: int | None = None,
     metrics_format: str = "parquet",
+    single_rank: bool = False,
+    replica_streams: bool = False,
 ) -> GroundTruth:
-    """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth."""
+    """Write a full incident bundle (plus ground_truth.json) to `out` and return its ground truth.
+
+    `single_rank` keeps a per-rank fault to one rank; `replica_streams` gives every replica its
+    own random stream, so processes split the replicas between them instead of each simulating
+    the whole run (the large-world generator; other bundles keep their byte-identical output).
+    """
     t_begin = time.perf_counter()
     cat = scenario if isinstance(scenario, Category) else parse_category(scenario)
     task_cfg = task if isinstance(task, TaskConfig) else get_task(task)
@@ -166,24 +184,33 @@ def generate_incident(
     steps = n_steps(task_cfg, sz)
     if cat != Category.NONE and sev is None:
         sev = [Severity.MILD, Severity.MODERATE, Severity.SEVERE][int(_rng(seed, "severity").integers(0, 3))]
-    plan: FaultPlan = make_plan(cat, sev, lay, steps, _rng(seed, "plan", cat.value))
+    plan: FaultPlan = make_plan(cat, sev, lay, steps, _rng(seed, "plan", cat.value), single_rank=single_rank)
     wl = make_workload(task_cfg, steps, _rng(seed, "workload"))
     metrics_start = EPOCH_DAY_NS + int(_rng(seed, "clock").integers(0, 20 * 3600)) * 1_000_000_000
     base_ns = metrics_start + sz.lead_s * 1_000_000_000
+    est = events_per_rank_step(task_cfg, layers_per_stage(task_cfg, sz)) * task_cfg.world_size * steps
     if workers is None:
-        est = events_per_rank_step(task_cfg, layers_per_stage(task_cfg, sz)) * task_cfg.world_size * steps
-        workers = min(os.cpu_count() or 1, 4, task_cfg.world_size) if est > 2_000_000 else 1
+        # Split replicas are cheap to share out; a shared simulation pays off only for big runs.
+        big = est > (200_000 if replica_streams else 2_000_000)
+        workers = min(os.cpu_count() or 1, 4, task_cfg.dp if replica_streams else task_cfg.world_size) if big else 1
+    workers = max(1, min(workers, task_cfg.dp if replica_streams else task_cfg.world_size))
     global _JOB
-    _JOB = (lay, plan, wl, seed, out, sz, base_ns, incident_id)
-    parts = [list(range(lay.world_size))[i::workers] for i in range(workers)]
-    if workers == 1:
-        results = [_run_part(parts[0])]
+    _JOB = (lay, plan, wl, seed, out, sz, base_ns, incident_id, replica_streams)
+    if replica_streams:
+        # Whole replicas per process, many small tasks so a slow share does not hold the pool up.
+        per = [lay.replica_ranks(d) for d in range(task_cfg.dp)]
+        n_tasks = min(task_cfg.dp, workers * 8)
+        parts = [[r for rr in per[i::n_tasks] for r in rr] for i in range(n_tasks)]
     else:
-        # Each process runs the same deterministic simulation and writes only its share of ranks.
+        parts = [list(range(lay.world_size))[i::workers] for i in range(workers)]
+    if workers == 1:
+        results = [_run_part(p) for p in parts]
+    else:
+        # Each process writes only its share of ranks (simulating the whole run, or its replicas).
         with mp.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_run_part, parts)
+            results = pool.map(_run_part, parts, chunksize=1)
     _JOB = None
-    res = results[0][0]
+    res = results[0][0] if not replica_streams else _merge([r for r, _ in results])
     total_events = int(sum(n for _, n in results))
     trace_end_abs = base_ns + res.trace_end
     metrics_end = (trace_end_abs // 1_000_000_000 + sz.tail_s + 1) * 1_000_000_000
@@ -215,6 +242,17 @@ def generate_incident(
     write_ground_truth(gt, out)
     _ = time.perf_counter() - t_begin
     return gt
+
+
+def _merge(parts: list[SimResult]) -> SimResult:
+    """One result from per-replica shares: each share filled only its own replicas' cells."""
+    first = parts[0]
+    out = SimResult(*(sum((getattr(p, f) for p in parts[1:]), getattr(first, f).copy()) for f in _SIM_ARRAYS))
+    out.events = np.sum([p.events for p in parts], axis=0).astype(int).tolist()
+    return out
+
+
+_SIM_ARRAYS = ("step_start", "step_end", "busy", "coll_wait", "h2d_ns", "tokens", "seqs", "prefill")
 
 
 def _iso(ns: int) -> str:

@@ -137,6 +137,7 @@ def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.G
                     )
                 )
         return out
+    assert plan.severity is not None, "a fault plan always has a severity (faults.make_plan)"
     w0, w1 = gt.window.start_ns, gt.window.end_ns
     sev = SEVERITY_INDEX[plan.severity]
     eng = lay.task.engine
@@ -292,7 +293,7 @@ def _fault_lines(lay: Layout, plan: FaultPlan, gt: GroundTruth, rng: np.random.G
         for t in when(3 + 4 * sev):
             total += int(rng.integers(1, 4))
             msg = (
-                f"WARNING {rfc3339(t)[5:10]} {rfc3339(t)[11:19]} [scheduler.py:1560] Sequence group cmpl-{int(rng.integers(1e9, 9e9)):x} is preempted by PreemptionMode.RECOMPUTE mode because there is not enough KV cache space. This can affect the end-to-end performance. Increase gpu_memory_utilization or tensor_parallel_size to provide more KV cache memory. total_num_cumulative_preemption={total}"
+                f"WARNING {rfc3339(t)[5:10]} {rfc3339(t)[11:19]} [scheduler.py:1560] Sequence group cmpl-{int(rng.integers(10**9, 9 * 10**9)):x} is preempted by PreemptionMode.RECOMPUTE mode because there is not enough KV cache space. This can affect the end-to-end performance. Increase gpu_memory_utilization or tensor_parallel_size to provide more KV cache memory. total_num_cumulative_preemption={total}"
                 if eng == "vllm"
                 else f"[{rfc3339(t)[:10]} {rfc3339(t)[11:19]}] Decode out of memory happened. #retracted_reqs: {int(rng.integers(1, 5))}, #new_token_ratio: 0.3000 -> 0.5500"
             )

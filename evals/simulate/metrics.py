@@ -20,7 +20,7 @@ from kat.evals.simulate.faults import FaultPlan
 from kat.evals.simulate.ground_truth import GroundTruth
 from kat.evals.simulate.kernels import GPU_SPEC
 from kat.evals.simulate.narrative import _replica_step_ms
-from kat.evals.simulate.topology import Layout
+from kat.evals.simulate.topology import Layout, Worker
 
 STEP_NS = 1_000_000_000
 LABELS = ("host", "gpu", "rank", "cpu", "mode", "device", "node", "quantile")
@@ -173,7 +173,7 @@ def build_metrics(
         rows.add("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", crc, **lab)
         xid = np.zeros(n)
         dbe = np.zeros(n)
-        if cat == Category.GPU_HARDWARE_ERROR and is_aff:
+        if cat == Category.GPU_HARDWARE_ERROR and is_aff and gt.window is not None:
             xid = np.where(ts >= gt.window.start_ns, float(plan.params["xid"]), 0.0)
             if int(plan.params["xid"]) in (48, 94):
                 dbe = np.where(ts >= gt.window.start_ns, 1 + sev, 0.0)
@@ -184,20 +184,20 @@ def build_metrics(
     for host in lay.hosts:
         workers = [w for w in lay.workers if w.host == host]
         h_aff = host in plan.affected_hosts
-        cores = []
+        cores: list[tuple[int, Worker | None]] = []  # the spare cores run no worker
         for w in workers:
             cores.append((w.numa_node * 48 + (w.gpu % 4) * 6, w))  # each worker pinned to one core
         cores += [(95, None), (47, None)]
         load = np.full(n, float(len(workers))) + np.abs(noise(0.4))
-        for core, w in cores:
-            busy = np.full(n, 0.92 if w is not None else 0.08) + noise(0.02)
+        for core, pinned in cores:
+            busy = np.full(n, 0.92 if pinned is not None else 0.08) + noise(0.02)
             wait = np.abs(noise(0.002))
-            if w is not None and w.rank in affected and cat == Category.HOST_CPU_CONTENTION:
+            if pinned is not None and pinned.rank in affected and cat == Category.HOST_CPU_CONTENTION:
                 wait = np.where(infault, 0.35 + 0.15 * sev + np.abs(noise(0.05)), wait)
                 busy = np.where(infault, 0.99, busy)
-            if w is None and cat == Category.HOST_CPU_CONTENTION and h_aff:
+            if pinned is None and cat == Category.HOST_CPU_CONTENTION and h_aff:
                 busy = np.where(infault, 0.97, busy)
-            if spike is not None and host in spike.hosts and spike.detail.get("variant", 0) % 2 == 0 and w is None:
+            if spike is not None and host in spike.hosts and spike.detail.get("variant", 0) % 2 == 0 and pinned is None:
                 # Benign: logrotate / backup cron burns a spare core for a few seconds.
                 bump = (ts >= spike.detail["start_ns"]) & (ts <= spike.detail["end_ns"])
                 busy = np.where(bump, 0.98, busy)

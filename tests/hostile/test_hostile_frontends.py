@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -25,6 +26,9 @@ from kat.agent.demo import DEMO_INCIDENT
 from kat.agent.frontends.http_api import ServerSettings, create_app
 from kat.agent.frontends.slack_bot import BotSettings, KatBot
 from kat.agent.frontends.slack_transport import http_app, with_retries
+
+# (recorder, bot, post(body, headers, content type)) of the `slack` fixture
+SlackRig = tuple[SlackRecorder, KatBot, Callable[..., httpx.Response]]
 
 
 def hostile_root(tmp: Path) -> Path:
@@ -99,7 +103,7 @@ def test_http_api_under_hostile_input(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
+def slack(tmp_path: Path) -> Iterator[SlackRig]:
     rec = SlackRecorder()
     settings = BotSettings(incidents_root=hostile_root(tmp_path), db=tmp_path / "kat.sqlite", bot_token="xoxb-test", signing_secret=SECRET)
     bot = KatBot(settings, WebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{rec.port}/api/"))
@@ -113,7 +117,7 @@ def slack(tmp_path: Path):  # type: ignore[no-untyped-def]
     rec.close()
 
 
-def test_slack_hostile_bodies_get_400_not_500(slack) -> None:  # type: ignore[no-untyped-def]
+def test_slack_hostile_bodies_get_400_not_500(slack: SlackRig) -> None:
     rec, bot, post = slack
     for body, ctype in (
         (b"not json at all {", "application/json"),
@@ -127,7 +131,7 @@ def test_slack_hostile_bodies_get_400_not_500(slack) -> None:  # type: ignore[no
         assert "Traceback" not in r.text
 
 
-def test_slack_list_reports_broken_manifests(slack) -> None:  # type: ignore[no-untyped-def]
+def test_slack_list_reports_broken_manifests(slack: SlackRig) -> None:
     rec, bot, post = slack
     body = urlencode({"command": "/kat", "text": "list", "channel_id": "C1", "user_id": "U1", "team_id": "T1", "trigger_id": "x"}).encode()
     r = post(body, signed(body), "application/x-www-form-urlencoded")
@@ -136,7 +140,7 @@ def test_slack_list_reports_broken_manifests(slack) -> None:  # type: ignore[no-
     assert "demo-incident" in text and "skipped `team-b/broken`" in text and "duplicate incident id" in text
 
 
-def test_slack_final_answer_posted_when_progress_edits_fail(slack) -> None:  # type: ignore[no-untyped-def]
+def test_slack_final_answer_posted_when_progress_edits_fail(slack: SlackRig) -> None:
     rec, bot, post = slack
     rec.fail["chat.update"] = "ratelimited"
     body = event_body(

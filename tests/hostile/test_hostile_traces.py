@@ -29,7 +29,7 @@ from hostile_corpus import (
     trace_with,
     truncated,
 )
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from kat.agent.cli import app
 from tests.kineto_factory import step_trace, write_trace
@@ -37,7 +37,7 @@ from tests.kineto_factory import step_trace, write_trace
 RUNNER = CliRunner()
 
 
-def kat(*args: Any, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def kat(*args: Any, env: dict[str, str] | None = None) -> Result:
     r = RUNNER.invoke(app, [str(a) for a in args], env=env)
     crashed = r.exception is not None and not isinstance(r.exception, SystemExit)
     assert not crashed, f"kat {args[0]} crashed: {r.exception!r}"
@@ -52,6 +52,11 @@ def imported(path: Path, env: dict[str, str] | None = None) -> dict:
 
 
 # -- cases that must fail with a clear one-line error (exit 2) -----------------------------------
+def _empty_dir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
 def _bad(builder: Callable[[Path], Path], needle: str, env: dict[str, str] | None = None) -> tuple:
     return builder, needle, env
 
@@ -80,7 +85,7 @@ ERRORS = {
     "dur-negative": _bad(lambda t: one(t, event_with(dur=-5.0)), "dur"),
     "name-number": _bad(lambda t: one(t, event_with(name=12345)), "name"),
     "fifo-as-path": _bad(lambda t: fifo(t), "not a regular file or directory"),
-    "no-trace-files": _bad(lambda t: (t / "empty").mkdir() or t / "empty", "no trace files"),
+    "no-trace-files": _bad(lambda t: _empty_dir(t / "empty"), "no trace files"),
     "missing-path": _bad(lambda t: t / "nope", "no such file or directory"),
     "plain-over-cap": _bad(lambda t: one(t, step_trace()), "over the limit", {"KAT_MAX_TRACE_BYTES": "1K"}),
     "gzip-bomb-isize": _bad(lambda t: gzip_bomb(t, 64 * 2**20), "gzip trailer", {"KAT_MAX_TRACE_BYTES": "8M"}),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BufferedIOBase
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -36,7 +37,7 @@ _KIND_CAT = {"python": "python_function", "cpu_op": "cpu_op", "cuda_runtime": "c
 class _Writer:
     """Chrome-trace JSON written event by event (no whole-trace list in memory)."""
 
-    def __init__(self, fh: IO[bytes]):
+    def __init__(self, fh: BufferedIOBase) -> None:
         self.fh, self.n = fh, 0
 
     def event(self, ev: dict[str, Any]) -> None:
@@ -45,9 +46,9 @@ class _Writer:
 
 
 @contextmanager
-def _open_out(path: Path) -> Iterator[IO[bytes]]:
+def _open_out(path: Path) -> Iterator[BufferedIOBase]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh: IO[bytes] = gzip.open(path, "wb", compresslevel=6) if path.name.endswith(".gz") else open(path, "wb")  # type: ignore[assignment]
+    fh: BufferedIOBase = gzip.open(path, "wb", compresslevel=6) if path.name.endswith(".gz") else open(path, "wb")
     try:
         yield fh
     finally:
@@ -204,9 +205,9 @@ def write_annotated(bundle: Bundle, det: DetectionResult, out: Path) -> dict[str
         for r in bundle.ranks:
             w.event({"ph": "M", "name": "process_name", "pid": r, "args": {"name": f"rank {r}"}})
             w.event({"ph": "M", "name": "process_sort_index", "pid": r, "args": {"sort_index": r + 1}})
-            doc = docs.pop(r)
-            if doc is not None:
-                counts["events"] += _emit_kineto(w, r, doc, (bases[r] - base_ns) / 1000.0, threads[r])
+            kineto = docs.pop(r)  # None: the rank's trace is canonical Parquet
+            if kineto is not None:
+                counts["events"] += _emit_kineto(w, r, kineto, (bases[r] - base_ns) / 1000.0, threads[r])
             else:
                 counts["events"] += _emit_canonical(w, bundle, r, base_ns, threads[r])
         w.event({"ph": "M", "name": "process_name", "pid": FINDINGS_PID, "args": {"name": FINDINGS_NAME}})

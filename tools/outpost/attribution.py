@@ -10,6 +10,7 @@ import pandas as pd
 
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, H2D, KV_NAMES, STORAGE_NAMES, NodeTable
 from kat.tools.telemetry.bundle import Bundle
+from kat.tools.telemetry.manifest import Topology
 
 # Framework compute: on a CPU-only run (gloo) these stand in for the GPU kernels they launch.
 COMPUTE_OPS = re.compile(r"aten::(mm|bmm|addmm|matmul|linear|baddbmm|convolution)|gemm|_proj\b|proj$|attn|attention|mlp", re.IGNORECASE)
@@ -35,21 +36,34 @@ def node_component(cls: str, name: str, path: list[str], method: str, cpu_only: 
     return "software"
 
 
-def h2d_slowdown(table: NodeTable, rank: int, steps: list[int]) -> float | None:
-    """How much slower this rank's host->device copies ran than the other ranks' same copies
-    (same name and batch shape) over `steps`; None without comparable copies. A worker bound to
-    the far NUMA node copies from far memory: its copies slow down along with its host code."""
+def h2d_copies(table: NodeTable) -> pd.DataFrame:
+    """Host->device copies of every rank in `table`: rank, step, name, shape, value (ns). Names
+    and shapes as strings, so copies of tables built apart (one per group) compare alike."""
     n = table.nodes
     h2d = np.fromiter((H2D.search(x) is not None for x in table.names), dtype=bool, count=len(table.names))
-    c = n.loc[
-        (n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()] & n["step"].isin(steps).to_numpy(),
-        ["name_code", "shape_key", "rank", "value"],
-    ]
+    c = n.loc[(n["cls"] == CLS_COPY).to_numpy() & h2d[n["name_code"].to_numpy()], ["rank", "step", "name_code", "shape_key", "value"]]
+    return pd.DataFrame(
+        {
+            "rank": c["rank"].to_numpy(),
+            "step": c["step"].to_numpy(),
+            "name": table.names[c["name_code"].to_numpy()] if len(c) else np.zeros(0, dtype=object),
+            "shape": np.asarray(c["shape_key"].astype(object).to_numpy(), dtype=object),
+            "value": c["value"].to_numpy(dtype=float),
+        }
+    )
+
+
+def h2d_slowdown(copies: pd.DataFrame, rank: int, steps: list[int]) -> float | None:
+    """How much slower this rank's host->device copies ran than the other ranks' same copies
+    (same name and batch shape) over `steps`; None without comparable copies. A worker bound to
+    the far NUMA node copies from far memory: its copies slow down along with its host code.
+    `copies`: `h2d_copies` of every rank of the capture."""
+    c = copies[copies["step"].isin(steps).to_numpy()]
     if c.empty:
         return None
-    med = c.groupby(["name_code", "shape_key", "rank"], observed=True)["value"].agg(["median", "size"]).reset_index()
-    mine = med[med["rank"] == rank].set_index(["name_code", "shape_key"])
-    others = med[med["rank"] != rank].groupby(["name_code", "shape_key"], observed=True)["median"].median()
+    med = c.groupby(["name", "shape", "rank"])["value"].agg(["median", "size"]).reset_index()
+    mine = med[med["rank"] == rank].set_index(["name", "shape"])
+    others = med[med["rank"] != rank].groupby(["name", "shape"])["median"].median()
     both = mine.join(others.rename("others"), how="inner")
     both = both[both["others"] > 0]
     if both.empty:
@@ -80,7 +94,7 @@ def _level(m: pd.DataFrame, start_ns: int, end_ns: int) -> pd.Series:
     return w.groupby(["host", "gpu", "rank"], observed=True)["value"].mean().astype(float)
 
 
-def _per_member(values: pd.Series, members: list[int], topo) -> dict[int, float]:  # noqa: ANN001
+def _per_member(values: pd.Series, members: list[int], topo: Topology) -> dict[int, float]:
     out: dict[int, float] = {}
     for r in members:
         w = topo.worker(r)

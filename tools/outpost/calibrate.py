@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.models import Anomaly, DetectorConfig, NoiseFloor, Suspect
+from kat.tools.outpost.rankview import RankTimes
 from kat.tools.outpost.significance import CAUSE_TESTS, effect_floor_ms
-from kat.tools.outpost.tree import CLS_STEP, NodeTable
 
 VICTIM_WEIGHT = 0.5  # confidence factor for a rank with only slow-op evidence beside a rank with cause evidence
 PEAK_WEIGHT = 0.5  # ... and for a rank whose only evidence is one event (its tail model is the weakest assumption)
@@ -41,10 +41,12 @@ class Calibrated:
 
 
 def _why(row: pd.Series) -> str:
-    kind = str(row["kind"]).removeprefix("peak_")
+    kind = str(row["kind"]).removeprefix("peak_").removeprefix("spread_")
     what = _WHAT[kind] if kind != "work" else f"its {row['label']} ran longer than its peers'"
     if str(row["kind"]).startswith("peak_"):
         what = f"one-off, beyond every other rank's tail: {what}"
+    elif str(row["kind"]).startswith("spread_"):
+        what = f"beyond the run's peer-to-peer spread (all groups) in several steps: {what}"
     share = "" if np.isnan(row["effect_share"]) else f", {row['effect_share']:.1%} of its step time"
     return (
         f"{what}: +{row['effect_ms']:.3g} ms over steps {int(row['first_step'])}..{int(row['last_step'])}{share} "
@@ -79,12 +81,6 @@ def _suspects(tests: pd.DataFrame) -> tuple[list[Suspect], dict[int, pd.Series]]
     return [s for _, s in rows], best
 
 
-def _step_time(table: NodeTable) -> pd.Series:
-    n = table.nodes
-    st = n.loc[(n["cls"] == CLS_STEP).to_numpy() & (n["step"].to_numpy() >= 0), ["rank", "step", "dur_ns"]]
-    return st.groupby(["rank", "step"])["dur_ns"].max().astype(float)
-
-
 def _fill(a: Anomaly, step_time: pd.Series, test: pd.Series | None) -> Anomaly:
     excess = max(a.observed - a.baseline, 0.0)
     span = step_time.reindex(pd.MultiIndex.from_product([[a.rank], a.steps])).fillna(0.0).sum() if a.steps else 0.0
@@ -96,13 +92,10 @@ def _fill(a: Anomaly, step_time: pd.Series, test: pd.Series | None) -> Anomaly:
     return a
 
 
-def _from_test(rank: int, test: pd.Series, table: NodeTable) -> Anomaly:
+def _from_test(rank: int, test: pd.Series, times: RankTimes) -> Anomaly:
     """A finding for a suspect that no per-node test pinned: the rank-level evidence itself."""
-    n = table.nodes
     lo, hi = int(test["first_step"]), int(test["last_step"])
-    mine = n.loc[(n["rank"].to_numpy() == rank) & (n["step"].to_numpy() >= lo) & (n["step"].to_numpy() <= hi), ["ts_ns", "dur_ns"]]
-    start = int(mine["ts_ns"].min()) if len(mine) else 0
-    end = int((mine["ts_ns"] + mine["dur_ns"]).max()) if len(mine) else 0
+    start, end = times.span(rank, lo, hi)
     effect_ns = float(test["effect_ms"]) * 1e6
     comp = "software" if test["kind"] in CAUSE_TESTS else "host_cpu"
     return Anomaly(
@@ -156,24 +149,23 @@ def _material(a: Anomaly, test: pd.Series, cfg: DetectorConfig) -> bool:
     return (a.effect_ms or 0.0) >= floor and (a.effect_share is None or a.effect_share >= cfg.min_effect_share)
 
 
-def _background(dropped: list[Anomaly], table: NodeTable, notes: list[str]) -> None:
+def _background(dropped: list[Anomaly], times: RankTimes, notes: list[str]) -> None:
     if not dropped:
         return
-    n = table.nodes
-    steps = n.loc[n["step"].to_numpy() >= 0].groupby("rank")["step"].nunique()
+    steps = times.steps_per_rank()
     per = pd.Series([a.rank for a in dropped]).value_counts().sort_index()
     rates = ", ".join(f"rank {r}: {c} in {int(steps.get(r, 0))} steps" for r, c in per.items())
-    if len(table.ranks) == 1:
+    if times.n_ranks == 1:
         notes.append(f"background: {len(dropped)} transient deviation(s) from the rank's own repetitions, none sustained: {rates}")
         return
     notes.append(
-        f"background: {len(dropped)} transient deviation(s) on {len(per)} of {len(table.ranks)} ranks, not significant under "
+        f"background: {len(dropped)} transient deviation(s) on {len(per)} of {times.n_ranks} ranks, not significant under "
         f"the capture's own noise (hiccups every rank has at similar rates: host scheduling noise): {rates}"
     )
 
 
 def calibrate(
-    table: NodeTable,
+    times: RankTimes,
     tests: pd.DataFrame,
     anomalies: list[Anomaly],
     link: list[Anomaly],
@@ -182,7 +174,7 @@ def calibrate(
     notes: list[str],
 ) -> Calibrated:
     """Suspects, kept findings (with effect, noise floor and p-value), background notes, noise floor."""
-    step_time = _step_time(table)
+    step_time = times.step_time()
     suspects, best = _suspects(tests)
     keep, dropped = [], []
     peered = {r for g in groups if len(g) > 1 for r in g}
@@ -202,10 +194,11 @@ def calibrate(
             dropped.append(a)
     if suspects and not any(a.rank == suspects[0].rank for a in keep):
         top = suspects[0].rank  # the culprit always carries its evidence as a finding
-        keep.append(_fill(_from_test(top, best[top], table), step_time, best[top]))
+        keep.append(_fill(_from_test(top, best[top], times), step_time, best[top]))
     keep += [_fill(a, step_time, None) for a in link]
-    keep.sort(key=lambda a: (a.rank not in best, -a.score))
-    _background(dropped, table, notes)
+    # Ties broken by what the finding is, not by the order the tests ran in (groups may run apart).
+    keep.sort(key=lambda a: (a.rank not in best, -a.score, a.rank, a.start_ns, a.method, a.component, a.name))
+    _background(dropped, times, notes)
     if peered and keep:
         # Ranks named only by group-level or per-op findings (a slow link, a KV swap, one op
         # significantly slower): after the rank-level suspects, by their findings' excess.
@@ -216,7 +209,7 @@ def calibrate(
                 score[a.rank] = score.get(a.rank, 0.0) + a.score
         suspects += [
             Suspect(rank=r, confidence=0.5, why="named by its own findings (link, episodic frame or a significantly slower op)")
-            for r, _ in sorted(score.items(), key=lambda kv: -kv[1])
+            for r, _ in sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
     if not peered and keep:
         notes.append("no peers to compare with: findings are sustained excesses over the rank's own repetitions, without a p-value")

@@ -13,6 +13,18 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.2f}"
 
 
+# Shared by every command that can run on Dask (detect, import, eval detection).
+CLUSTER_OPTION = typer.Option(
+    None,
+    "--cluster",
+    help="run import and per-group tests on Dask: 'dask' starts a local cluster, tcp://HOST:PORT uses a running "
+    "scheduler (traces and the trace cache on a filesystem every worker sees)",
+)
+CLUSTER_WORKERS_OPTION = typer.Option(
+    None, "--cluster-workers", min=1, help="worker processes of the local cluster (--cluster dask); default: one per CPU"
+)
+
+
 def register(app: typer.Typer) -> None:
     from kat.tools.outpost.models import DetectorConfig
 
@@ -35,6 +47,8 @@ def register(app: typer.Typer) -> None:
         annotate: Path | None = typer.Option(
             None, "--annotate", help="also write OUT.json[.gz]: all ranks in one Chrome trace + a KAT findings track"
         ),
+        cluster: str | None = CLUSTER_OPTION,
+        cluster_workers: int | None = CLUSTER_WORKERS_OPTION,
     ) -> None:
         """Find anomalous kernels/ops, pinned to a worker, a window and a component."""
         from rich.console import Console
@@ -59,7 +73,17 @@ def register(app: typer.Typer) -> None:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         try:
-            res = detect(path, cfg)
+            if cluster is None:
+                res = detect(path, cfg)
+            else:
+                from kat.tools.outpost.distributed import ClusterError, cluster_client, detect_on_cluster
+
+                try:
+                    with cluster_client(cluster, cluster_workers) as client:
+                        res = detect_on_cluster(client, path, cfg)
+                except ClusterError as exc:
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+                    raise typer.Exit(2) from exc
         except BundleError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc

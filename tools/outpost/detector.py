@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
-from kat.tools.outpost.arrival import collective_instances, late_arrivals, link_shifts, link_slowdowns, slow_groups
+from kat.tools.outpost.arrival import link_shifts, link_slowdowns, slow_groups
 from kat.tools.outpost.attribution import h2d_slowdown, is_intra_node, node_component, pin_link
-from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.inter import inter_replica, inter_worker
 from kat.tools.outpost.intra import episodic_frames, intra_worker
 from kat.tools.outpost.late_causes import uninstrumented_causes
-from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
-from kat.tools.outpost.significance import rank_tests
+from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, NodeTable, build_nodes
 from kat.tools.telemetry.bundle import Bundle, open_bundle
+
+if TYPE_CHECKING:
+    from kat.tools.outpost.phases import CaptureFacts
 
 MERGE_GAP_STEPS = 3  # occurrences this few steps apart belong to one episode
 # Share of a CPU-only rank-step's excess one op must carry to be a slow op rather than a starved
@@ -51,7 +53,16 @@ def _episodes(steps: list[int]) -> list[list[int]]:
     return out
 
 
-def _merge(rows: pd.DataFrame, table: NodeTable, kind_of: dict[int, str]) -> list[Anomaly]:
+class Names(Protocol):
+    """What `_merge` reads of a node table: names by code and a node's path (a node table, or
+    the driver's name list when it merges link findings of groups analysed apart)."""
+
+    names: np.ndarray
+
+    def path_of(self, rank: int, local: int, depth: int = 8) -> list[str]: ...
+
+
+def _merge(rows: pd.DataFrame, table: Names, kind_of: dict[int, str]) -> list[Anomaly]:
     """Rows with rank, step, component, method, name_code, start_ns, end_ns, observed, baseline,
     count, local -> one anomaly per (rank, component, method) episode."""
     out: list[Anomaly] = []
@@ -88,8 +99,17 @@ def _merge(rows: pd.DataFrame, table: NodeTable, kind_of: dict[int, str]) -> lis
     return out
 
 
-def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig) -> pd.DataFrame:
-    parts = [x for x in (inter_worker(table, groups, cfg), inter_replica(table, replicas, cfg)) if not x.empty]
+def _inter_rows(
+    table: NodeTable, groups: list[list[int]], replicas: list[list[int]], cfg: DetectorConfig, facts: CaptureFacts
+) -> pd.DataFrame:
+    parts = [
+        x
+        for x in (
+            inter_worker(table, groups, cfg, facts.worker_spread),
+            inter_replica(table, replicas, cfg, facts.replica_peers, facts.replica_spread),
+        )
+        if not x.empty
+    ]
     if not parts:
         return pd.DataFrame()
     rows = pd.concat(parts, ignore_index=True)
@@ -98,7 +118,7 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
     copy_ranks = set(rows.loc[rows["cls"] == CLS_COPY, "rank"])
     cpu_ranks = set(rows.loc[rows["cls"] == CLS_CPU, "rank"])
     kind_of = table.nodes.drop_duplicates("name_code").set_index("name_code")["kind"].astype(str)
-    cpu_only = not (table.nodes["device"].to_numpy() >= 0).any()
+    cpu_only = facts.cpu_only
     comps = []
     far_memory: dict[int, bool] = {}  # per rank: its H2D copies slow too (computed once)
     for rank, cls, code, local, share in zip(rows["rank"], rows["cls"], rows["name_code"], rows["local"], rows["top_share"]):
@@ -111,7 +131,7 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
             comp = "host_cpu"
         elif comp in ("pcie", "host_cpu") and rank in copy_ranks and rank in cpu_ranks:
             comp = "host_memory"
-        elif comp == "host_cpu" and _far_memory(far_memory, table, int(rank), rows, cfg):
+        elif comp == "host_cpu" and _far_memory(far_memory, facts.copy_table(table), int(rank), rows, cfg):
             comp = "host_memory"
         elif comp == "host_cpu" and share >= 0.6 and kind_of.get(code) == "python":
             comp = "software"  # one frame's own time carries the excess: a pause, not a slow CPU
@@ -121,17 +141,17 @@ def _inter_rows(table: NodeTable, groups: list[list[int]], replicas: list[list[i
     return rows
 
 
-def _far_memory(seen: dict[int, bool], table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
+def _far_memory(seen: dict[int, bool], copies: pd.DataFrame, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
     if rank not in seen:
-        seen[rank] = _copies_slow(table, rank, rows, cfg)
+        seen[rank] = _copies_slow(copies, rank, rows, cfg)
     return seen[rank]
 
 
-def _copies_slow(table: NodeTable, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
+def _copies_slow(copies: pd.DataFrame, rank: int, rows: pd.DataFrame, cfg: DetectorConfig) -> bool:
     """Host code slow on this rank *and* its host->device copies slower than the peers' (too
     small to pass the detection floor on their own): far memory, not a busy CPU."""
     steps = sorted(set(rows.loc[rows["rank"] == rank, "step"]))
-    ratio = h2d_slowdown(table, rank, steps)
+    ratio = h2d_slowdown(copies, rank, steps)
     return ratio is not None and ratio >= 1.0 + cfg.replica_effect
 
 
@@ -144,8 +164,8 @@ def _local_of(table: NodeTable, rows: pd.DataFrame) -> list[int]:
     return first.reindex(idx).fillna(-1).astype(int).tolist()
 
 
-def _intra_rows(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
-    parts = [x for x in (intra_worker(table, cfg), episodic_frames(table, cfg)) if not x.empty]
+def _intra_rows(table: NodeTable, cfg: DetectorConfig, facts: CaptureFacts) -> pd.DataFrame:
+    parts = [x for x in (intra_worker(table, cfg, facts.intra_load), episodic_frames(table, cfg)) if not x.empty]
     if not parts:
         return pd.DataFrame()
     occ = pd.concat(parts, ignore_index=True)
@@ -307,47 +327,20 @@ def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], lat
 
 
 def detect(source: Bundle | str | Path, config: DetectorConfig | None = None) -> DetectionResult:
-    """Run Outpost on a bundle (or a path to one / to a directory of Kineto traces)."""
+    """Run Outpost on a bundle (or a path to one / to a directory of Kineto traces).
+
+    In one process: the whole capture is one unit of analysis (phases.py), merged on its own.
+    `kat detect --cluster` runs the same two phases with one unit per group on Dask workers
+    (distributed.py)."""
+    # phases.py builds on this module's row functions: imported here, not at the top.
+    from kat.tools.outpost.phases import CaptureFacts, Plan, analyse_unit, merge_parts
+    from kat.tools.outpost.rankview import TableTimes
+
     cfg = config or DetectorConfig()
     t0 = time.perf_counter()
     bundle = source if isinstance(source, Bundle) else open_bundle(source)
     table = build_nodes(bundle)
-    groups = sync_groups(bundle)
-    notes: list[str] = []
-    n = table.nodes
-    if n.empty:
-        return DetectionResult(stats=RunStats(events=0, ranks=len(bundle.ranks), seconds=time.perf_counter() - t0), notes=["no events"])
-    first = n.drop_duplicates("name_code")
-    kind_of = dict(zip(first["name_code"].to_numpy(), first["kind"].astype(str).to_numpy()))
-    replicas = replica_groups(bundle)
-    if not groups and not replicas:
-        notes.append("no synchronous peer group (single rank or pipeline-only layout): intra-worker and arrival tests only")
-    inter = _inter_rows(table, groups, replicas, cfg)
-    intra = _intra_rows(table, cfg)
-    found = [x for x in (inter, intra) if not x.empty]
-    causes = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
-    inst = collective_instances(table, groups)
-    late_all = late_arrivals(inst, cfg) if not inst.empty else pd.DataFrame()
-    late = _arrival_rows(table, late_all, causes, cfg)
-    # Blame outliers alone do not excuse a slow link: a late collective in one group delays the
-    # members' next collective in another.
-    classic = late_all[late_all["classic"]] if not late_all.empty else late_all
-    link = _link_rows(bundle, inst, classic, cfg, notes) if not inst.empty else pd.DataFrame()
-    if not late.empty:
-        late = late.assign(name_code=late["name_code"])
-    anomalies: list[Anomaly] = []
-    for rows in (inter, intra, late):
-        if not rows.empty:
-            anomalies += _merge(rows, table, kind_of)
-    tests = rank_tests(table, groups, inst, cfg, notes)
-    link_anoms = _merge(link, table, kind_of) if not link.empty else []
-    calibrated = calibrate(table, tests, anomalies, link_anoms, groups, cfg, notes)
-    stats = RunStats(events=table.events, ranks=len(bundle.ranks), seconds=round(time.perf_counter() - t0, 3), groups=groups)
-    return DetectionResult(
-        suspect_ranks=[x.rank for x in calibrated.suspects],
-        suspects=calibrated.suspects,
-        noise_floor=calibrated.noise_floor,
-        anomalies=calibrated.anomalies[: cfg.max_anomalies],
-        stats=stats,
-        notes=notes,
-    )
+    plan = Plan(sync_groups(bundle), replica_groups(bundle))
+    facts = CaptureFacts.of_table(table)
+    part = analyse_unit(table, plan, facts, cfg)
+    return merge_parts(bundle, plan, facts, [part], TableTimes(table), cfg, t0)

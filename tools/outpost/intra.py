@@ -8,6 +8,8 @@ Spikes that hit (nearly) every rank at once are load, not a fault, and are dropp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -17,8 +19,36 @@ from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, KV_NAMES, STORAGE
 TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
 
-def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
-    """Occurrences far above their own history. One row per flagged node occurrence."""
+def intra_worker(table: NodeTable, cfg: DetectorConfig, load: StepLoad | None = None) -> pd.DataFrame:
+    """Occurrences far above their own history. One row per flagged node occurrence.
+    `load`: how many ranks of the whole capture spike in each step, when `table` holds only
+    some of its ranks (one group, phases.py); None: count them in `table`."""
+    out = intra_spikes(table, cfg)
+    if out.empty:
+        return out
+    # Load hits every worker at once; a fault does not.
+    load = load or StepLoad.of(out, len(table.offsets))
+    if load.ranks_total >= 3:
+        per_step = out["step"].map(load.ranks_per_step).fillna(0).to_numpy()
+        out = out[per_step < max(3, int(np.ceil(0.75 * load.ranks_total)))]
+    out["method"] = "intra"
+    return out
+
+
+@dataclass
+class StepLoad:
+    """Per step, how many ranks have an intra-worker spike in it; ranks with nodes."""
+
+    ranks_per_step: dict[int, int]
+    ranks_total: int
+
+    @classmethod
+    def of(cls, spikes: pd.DataFrame, ranks_total: int) -> StepLoad:
+        return cls(spikes.groupby("step")["rank"].nunique().to_dict() if not spikes.empty else {}, ranks_total)
+
+
+def intra_spikes(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
+    """Every occurrence far above its own history, before the load filter."""
     n = table.nodes
     tested = n["cls"].isin(TESTED).to_numpy()
     name, shape, value = n["name_code"].to_numpy(), n["shape_key"].array.codes, n["value"].to_numpy()
@@ -47,12 +77,6 @@ def intra_worker(table: NodeTable, cfg: DetectorConfig) -> pd.DataFrame:
     out = n.iloc[rows][["rank", "step", "name_code", "shape_key", "cls", "kind", "value", "ts_ns", "dur_ns", "local"]]
     out["baseline"] = np.concatenate(baselines)
     out["excess"] = np.concatenate(excesses)
-    # Load hits every worker at once; a fault does not.
-    ranks_total = len(table.offsets)
-    per_step = out.groupby("step")["rank"].transform("nunique")
-    if ranks_total >= 3:
-        out = out[per_step.to_numpy() < max(3, int(np.ceil(0.75 * ranks_total)))]
-    out["method"] = "intra"
     return out
 
 

@@ -30,7 +30,14 @@ from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
-CAUSE_TESTS = ("blame", "untraced", "peak_blame", "peak_untraced")  # evidence that a rank *made* others wait, not that it was slowed
+CAUSE_TESTS = (
+    "blame",
+    "untraced",
+    "peak_blame",
+    "peak_untraced",
+    "spread_blame",
+    "spread_untraced",
+)  # evidence that a rank *made* others wait, not that it was slowed
 _TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
 
 
@@ -213,38 +220,33 @@ def peak_tests(s: Samples, sizes: np.ndarray, tests: np.ndarray) -> pd.DataFrame
     if df.empty:
         return pd.DataFrame()
     df["d"] = df["v"] - df.groupby("stratum", sort=False)["v"].transform("mean")
-    rows = []
-    for rank in np.unique(df["rank"].to_numpy()):
-        own = df["rank"].to_numpy() == rank
-        mine, o = df[own], df[~own]
-        if o.empty or mine.empty:
-            continue
-        by = o.groupby("test")["d"]
-        u = by.quantile(TAIL_Q)
-        kth = by.apply(lambda x: float(np.sort(x.to_numpy())[-TAIL_MIN - 1]) if len(x) > TAIL_MIN else float(x.min()))
-        over_n = (o["d"].to_numpy() > o["test"].map(u).to_numpy()).astype(int)
-        few = pd.Series(over_n).groupby(o["test"].to_numpy()).sum() < TAIL_MIN
-        u = u.where(~few.reindex(u.index, fill_value=False), kth)
-        ut = o["test"].map(u).to_numpy()
-        over = o["d"].to_numpy() > ut
-        excess = pd.Series(np.where(over, o["d"].to_numpy() - ut, 0.0)).groupby(o["test"].to_numpy()).sum()
-        n_over = pd.Series(over.astype(int)).groupby(o["test"].to_numpy()).sum()
-        n_all = by.size()
-        top = mine.groupby("test")["d"].agg(["max", "size"])
-        dmax = o["test"].map(top["max"]).to_numpy()
-        at_least = pd.Series((o["d"].to_numpy() >= dmax).astype(float)).groupby(o["test"].to_numpy()).mean()
-        t = top.index.to_numpy()
-        uu = u.reindex(t).to_numpy()
-        beta = np.maximum((excess.reindex(t) / n_over.reindex(t).clip(lower=1)).to_numpy(), 1.0)  # 1 ns: timer resolution
-        d = top["max"].to_numpy()
-        tail = (n_over.reindex(t).to_numpy() + 1) / (n_all.reindex(t).to_numpy() + 1) * np.exp(-np.maximum(d - uu, 0.0) / beta)
-        p1 = np.where(d > uu, tail, at_least.reindex(t).to_numpy())
-        strata = top["size"].to_numpy()
-        p = -np.expm1(strata * np.log1p(-np.minimum(p1, 1.0 - 1e-16)))
-        rows.append(pd.DataFrame({"test": t, "rank": rank, "T": d, "strata": strata, "z": (d - uu) / beta, "p": p, "floor_ns": beta}))
+    # Plain arrays per test, then one small loop per (rank, test): the tests are few and broad,
+    # and pandas' per-call overhead dominated this step on large captures.
+    test, rank, d = df["test"].to_numpy(), df["rank"].to_numpy(), df["d"].to_numpy(dtype=float)
+    by_test = {int(t): np.flatnonzero(test == t) for t in np.unique(test)}
+    rows: list[tuple[int, int, float, int, float, float, float]] = []
+    for r in np.unique(rank):
+        for t, idx in by_test.items():
+            own = rank[idx] == r
+            mine, o = d[idx[own]], d[idx[~own]]
+            if not len(mine) or not len(o):
+                continue
+            srt = np.sort(o)
+            u = float(np.quantile(srt, TAIL_Q))
+            if int((srt > u).sum()) < TAIL_MIN:
+                u = float(srt[-TAIL_MIN - 1]) if len(srt) > TAIL_MIN else float(srt[0])
+            over = srt[srt > u]
+            beta = max(float((over - u).sum()) / max(len(over), 1), 1.0)  # 1 ns: timer resolution
+            top = float(mine.max())
+            if top > u:
+                p1 = (len(over) + 1) / (len(srt) + 1) * float(np.exp(-(top - u) / beta))
+            else:
+                p1 = float((srt >= top).mean())
+            p = float(-np.expm1(len(mine) * np.log1p(-min(p1, 1.0 - 1e-16))))
+            rows.append((t, int(r), top, len(mine), (top - u) / beta, p, beta))
     if not rows:
         return pd.DataFrame()
-    return pd.concat(rows, ignore_index=True)
+    return pd.DataFrame(rows, columns=["test", "rank", "T", "strata", "z", "p", "floor_ns"])
 
 
 def _popvar(df: pd.DataFrame) -> np.ndarray:
@@ -298,17 +300,30 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     """Every rank-level test of the capture with z, one-sided p, BH q and material effect.
     Columns: kind, label, group, rank, z, p, q, significant, material, effect_ms, effect_share,
     noise_floor_ms, strata, first_step, last_step."""
-    groups = [g for g in groups if len(g) > 1]
-    if not groups:
-        return pd.DataFrame()
     n = table.nodes
-    steps = n.loc[n["step"].to_numpy() >= 0, "step"].nunique()
-    few = steps < cfg.min_steps_for_baseline
-    if few:
+    steps = int(n.loc[n["step"].to_numpy() >= 0, "step"].nunique())
+    few_steps_note(steps, cfg, notes)
+    return fdr_pass(group_tests(table, groups, inst, cfg, steps < cfg.min_steps_for_baseline), cfg)
+
+
+def few_steps_note(steps: int, cfg: DetectorConfig, notes: list[str]) -> None:
+    """The note saying per-step tests were skipped (`steps`: distinct profiler steps of the capture)."""
+    if steps < cfg.min_steps_for_baseline:
         notes.append(
             f"{steps} profiler step(s): per-step tests (untraced time, slow ops) need {cfg.min_steps_for_baseline}; "
             "skipped. Arrival order is judged per collective instance."
         )
+
+
+def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, few: bool) -> pd.DataFrame:
+    """The rank-level tests of the groups present in `table`, before the FDR pass: each test
+    needs only its own group's rows, so groups can be tested apart (tools/outpost/phases.py).
+    The episode and effect of every test that could survive the FDR pass (p <= fdr) is measured
+    here; `fdr_pass` keeps it for the tests that do. `few`: the capture has too few steps for
+    per-step tests (a fact of the whole capture, not of one group)."""
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return pd.DataFrame()
     step_time = _step_time(table)
     out = []
     gsize = np.array([len(g) for g in groups])
@@ -334,6 +349,17 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
         z["device"] = s.device[z["test"].to_numpy()] if s.device is not None else False
         z["samples"] = [s] * len(z)
         out.append(z)
+        if not few:
+            # The same tests against the run's own peer spread, pooled over groups (pooled.py;
+            # imported here: it builds on this module's samples and tail model).
+            from kat.tools.outpost.pooled import pooled_tests
+
+            sp = pooled_tests(s, sizes, f"spread_{kind}")
+            if not sp.empty:
+                sp["label"] = [s.labels[t] for t in sp["test"]]
+                sp["device"] = s.device[sp["test"].to_numpy()] if s.device is not None else False
+                sp["samples"] = [s] * len(sp)
+                out.append(sp.drop(columns=["key"]))
         broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
         if not few and len(broad):
             pk = peak_tests(s, sizes, broad)
@@ -349,11 +375,28 @@ def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cf
     res = res[res["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
     if res.empty:
         return res
+    # BH rejects no test with p above its level: only those can need an episode.
+    _effects(res, res["p"].to_numpy() <= cfg.fdr, step_time, cfg)
+    return res.drop(columns=["samples"])
+
+
+def fdr_pass(res: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
+    """Benjamini-Hochberg over all rank-level tests of the capture (the rows of `group_tests`
+    of every group): q, significant, noise floor; the effect fields of tests that are not
+    significant go back to their defaults (the excess over the whole capture, no episode)."""
+    if res.empty:
+        return res
+    res = res.reset_index(drop=True)
     res["q"] = bh_adjusted(res["p"].to_numpy())
     res["significant"] = bh_reject(res["p"].to_numpy(), cfg.fdr)
     res["noise_floor_ms"] = res["floor_ns"] / 1e6
-    _effects(res, step_time, cfg)
-    return res.drop(columns=["samples"])
+    quiet = ~res["significant"].to_numpy()
+    res.loc[quiet, "effect_ms"] = res.loc[quiet, "T"] / 1e6
+    res.loc[quiet, "effect_share"] = np.nan
+    res.loc[quiet, "first_step"] = -1
+    res.loc[quiet, "last_step"] = -1
+    res.loc[quiet, "material"] = False
+    return res
 
 
 def effect_floor_ms(device: bool, cfg: DetectorConfig) -> float:
@@ -377,15 +420,15 @@ def _step_time(table: NodeTable) -> pd.Series:
     return st.groupby(["rank", "step"])["dur_ns"].max().astype(float)
 
 
-def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> None:
-    """For significant tests: the episode (consecutive strata where the excess concentrates),
-    its excess in ms and as a share of the rank's step time over it; material or not."""
+def _effects(res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig) -> None:
+    """For the tests marked in `which`: the episode (consecutive strata where the excess
+    concentrates), its excess in ms and as a share of the rank's step time over it; material or not."""
     res["effect_ms"] = res["T"] / 1e6
     res["effect_share"] = np.nan
     res["first_step"] = -1
     res["last_step"] = -1
     res["material"] = False
-    sig = np.flatnonzero(res["significant"].to_numpy())
+    sig = np.flatnonzero(which)
     cache: dict[int, tuple[pd.DataFrame, dict]] = {}
     for i in sig:
         row = res.iloc[i]
@@ -412,6 +455,6 @@ def _effects(res: pd.DataFrame, step_time: pd.Series, cfg: DetectorConfig) -> No
         # a copy path at half speed is a fault even when copies are a sliver of the step.
         base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
         big = bool(np.isnan(share) or share >= cfg.min_effect_share)
-        if row["kind"] in ("work", "peak_work"):
+        if row["kind"] in ("work", "peak_work", "spread_work"):
             big = big or (base > 0 and best / base >= cfg.min_effect)
         res.at[i, "material"] = bool(best / 1e6 >= effect_floor_ms(bool(row["device"]), cfg) and big)

@@ -79,7 +79,7 @@ class NodeTable:
             return []
         name_code = self.nodes["name_code"].to_numpy()
         parent = self.nodes["parent"].to_numpy()
-        out = []
+        out: list[str] = []
         idx = base + local
         while len(out) < depth:
             out.append(str(self.names[name_code[idx]]))
@@ -157,7 +157,7 @@ class _Interner:
 
 def _map_codes(codes: np.ndarray, lut: np.ndarray, dtype: type = np.int32) -> np.ndarray:
     """Per-rank categorical codes -> global codes (missing stays -1)."""
-    out = np.full(len(codes), -1, dtype=dtype)
+    out: np.ndarray = np.full(len(codes), -1, dtype=dtype)
     ok = codes >= 0
     if len(lut):
         out[ok] = lut[codes[ok]]
@@ -226,8 +226,11 @@ def _expected_rows(bundle: Bundle) -> int:
     return total
 
 
-def build_nodes(bundle: Bundle) -> NodeTable:
-    """The node table of every rank, read rank by rank (only the columns it needs)."""
+def build_nodes(bundle: Bundle, cpu_only: bool | None = None) -> NodeTable:
+    """The node table of every rank, read rank by rank (only the columns it needs).
+
+    `cpu_only`: the whole capture has no device event (a CPU-only run, e.g. gloo); None: judge
+    by the ranks read here. A table of some of a capture's ranks (one group) is told."""
     cols = _Columns(_expected_rows(bundle))
     total = 0
     offsets: dict[int, int] = {}
@@ -251,7 +254,7 @@ def build_nodes(bundle: Bundle) -> NodeTable:
         return NodeTable(empty, name_arr, total, bundle.ranks, offsets, _colls([], groups))
     arr = cols.finish()
     del cols
-    if not (arr["device"] >= 0).any():
+    if cpu_only if cpu_only is not None else not (arr["device"] >= 0).any():
         _cpu_only_spans(arr, offsets, np.array(wait_name, dtype=bool))
     # Categoricals: shapes sorted (their order must not depend on which rank was read first);
     # kinds and classes in their fixed order.
@@ -297,7 +300,7 @@ def _release_reader_memory() -> None:
 
 
 def _categorical(codes: np.ndarray, remap: np.ndarray, cats: np.ndarray) -> pd.Categorical:
-    small = np.full(len(codes), -1, dtype=_small_int(len(cats)))
+    small: np.ndarray = np.full(len(codes), -1, dtype=_small_int(len(cats)))
     ok = codes >= 0
     small[ok] = remap[codes[ok]]
     return pd.Categorical.from_codes(small, categories=pd.Index(cats, dtype=object))

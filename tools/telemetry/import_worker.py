@@ -54,7 +54,7 @@ def store(cols: EventColumns, meta: KinetoMeta, cache_root: Path, path: Path) ->
     return True
 
 
-_LIBC: object = None
+_LIBC: ctypes.CDLL | None = None
 # glibc tuning in import workers. Big buffers come from the heap, not from fresh mmaps, and free
 # memory stays in the heap between files unless there is a lot of it: re-faulting a file's
 # working set (tens of MB) for every file cost ~10% of the import, a fifth of it in the kernel.
@@ -98,8 +98,8 @@ def _give_back_memory() -> None:
     after a big file, or each worker would hold its largest file's worth of memory to the end."""
     if _LIBC is None:
         return
-    if not _KNOWS_FREE or _LIBC.mallinfo2().fordblks > _KEEP_FREE_BYTES:  # type: ignore[attr-defined]
-        _LIBC.malloc_trim(0)  # type: ignore[attr-defined]
+    if not _KNOWS_FREE or _LIBC.mallinfo2().fordblks > _KEEP_FREE_BYTES:
+        _LIBC.malloc_trim(0)
 
 
 def _import_in_worker(path: Path, cache_root: Path, default_rank: int | None) -> tuple[KinetoMeta | TraceImportError, EventColumns | None]:

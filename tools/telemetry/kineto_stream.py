@@ -225,6 +225,7 @@ class EventStream:
     def __init__(self, path: Path, event_type: type, header_type: type, max_bytes: int | None = None, native: Any = None) -> None:
         self.path = path
         self._native = native
+        # The event struct is chosen at run time (fast or full fields): mypy cannot type list[<a variable>].
         self._events_decoder = msgspec.json.Decoder(list[event_type])  # type: ignore[valid-type]
         self._header_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(header_type)
         self._src = _ByteSource(path, max_bytes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import IO, Protocol
 
 import numpy as np
 
@@ -146,16 +147,20 @@ def _bit_packed(codes: np.ndarray, width: int) -> bytes:
     return bytes(head.out) + packed.tobytes()
 
 
+class _Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+
+
 class _ColumnWriter:
-    def __init__(self, fh: object, compressor: object) -> None:
+    def __init__(self, fh: IO[bytes], compressor: _Compressor) -> None:
         self.fh = fh
         self.zstd = compressor
 
     def page(self, page_type: int, body: bytes, num_values: int, encoding: int) -> tuple[int, int]:
-        packed = self.zstd.compress(body)  # type: ignore[attr-defined]
+        packed = self.zstd.compress(body)
         head = _page_header(page_type, len(body), len(packed), num_values, encoding)
-        self.fh.write(head)  # type: ignore[attr-defined]
-        self.fh.write(packed)  # type: ignore[attr-defined]
+        self.fh.write(head)
+        self.fh.write(packed)
         return len(head) + len(body), len(head) + len(packed)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from kat.tools.telemetry.metric_source import MetricSelection, resolve_names
+from kat.tools.telemetry.metric_source import MetricSelection, Status, resolve_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,8 +248,8 @@ class PrometheusSource:
         else:
             chosen, why = resolve_names(available, name)
         if not chosen:
-            status = "error" if "regular expression" in why or "characters" in why else "no_data"
-            return MetricSelection(status, searched, message=why)  # type: ignore[arg-type]
+            status: Status = "error" if "regular expression" in why or "characters" in why else "no_data"
+            return MetricSelection(status, searched, message=why)
         promql = selector(chosen)
         start_s, end_s = start_ns / 1e9, end_ns / 1e9 - 0.001  # the window's end is exclusive, as in the file
         window_s = max(end_ns - start_ns, 1) / 1e9

@@ -310,7 +310,9 @@ def read_rows(path: Path, q: SourceQuality) -> tuple[pd.DataFrame, np.ndarray]:
     raise BundleError("unsupported table format (want .csv, .jsonl or .parquet)", path=path)
 
 
-def _drop_rows(raw: pd.DataFrame, lines: np.ndarray, bad: np.ndarray, path: Path, unit: str, reason: str, column: str, q: SourceQuality):  # type: ignore[no-untyped-def]
+def _drop_rows(
+    raw: pd.DataFrame, lines: np.ndarray, bad: np.ndarray, path: Path, unit: str, reason: str, column: str, q: SourceQuality
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Record the rows in `bad` as left out (first examples quoted) and return the rest."""
     idx = np.flatnonzero(bad)
     if not len(idx):

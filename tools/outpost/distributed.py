@@ -1,0 +1,348 @@
+"""Trace import and Outpost on a Dask cluster (`--cluster dask` or `--cluster tcp://HOST:PORT`).
+
+What runs where:
+- phase A, one task per trace file on the workers: import it into the Parquet cache (the same
+  layout as a single process writes), then read back the few facts of that rank the units need
+  (its steps, whether it has device events, its recorded collective groups, its host->device
+  copies). Workers get the file's path, never its bytes: the bundle and the cache must be on
+  a filesystem every worker sees at the same path.
+- the driver opens the bundle (manifest, metrics; the traces are already cached) and cuts the
+  capture into units: tensor-parallel groups, joined where a replica test or a recorded
+  collective spans groups (phases.py).
+- phase B, one task per unit: build that unit's node table from the cache and run every test
+  that reads node rows (phases.analyse_unit). A worker holds one unit's table at a time.
+- the driver merges the units' small results (phases.merge_parts): the same function a single
+  process uses, so the answer is the same.
+
+A worker that dies mid-task loses only its task: the scheduler runs it again elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kat.tools.outpost.attribution import h2d_copies
+from kat.tools.outpost.detector import replica_groups, sync_groups
+from kat.tools.outpost.inter import replica_peers, replica_rank_medians, replica_spread_samples, spread_of, worker_spread_samples
+from kat.tools.outpost.intra import StepLoad, intra_spikes
+from kat.tools.outpost.models import DetectionResult, DetectorConfig
+from kat.tools.outpost.phases import CaptureFacts, Plan, UnitPart, analyse_unit, merge_parts
+from kat.tools.outpost.rankview import SummaryTimes, concat_step_times
+from kat.tools.outpost.tree import NodeTable, build_nodes
+from kat.tools.telemetry.bundle import (
+    Bundle,
+    TraceFile,
+    _cached_meta,
+    _import_into_cache,
+    _is_trace_name,
+    _parquet_rank,
+    _reason,
+    default_cache_root,
+    open_bundle,
+)
+from kat.tools.telemetry.errors import BundleError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is reported, not waited on
+TASK_RETRIES = 2  # a task that raises (e.g. a worker's disk hiccup) runs again this many times
+
+
+class ClusterError(Exception):
+    """The cluster cannot be used (bad option, nothing listening, no Dask installed)."""
+
+
+@contextmanager
+def cluster_client(spec: str, workers: int | None = None) -> Iterator[Client]:
+    """A Dask client: `dask` starts a LocalCluster (worker processes, one thread each, `workers`
+    of them, default one per CPU); `tcp://HOST:PORT` connects to a running scheduler."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # the `cluster` extra
+        raise ClusterError("Dask is not installed: pip install 'kat[cluster]'") from exc
+    if spec == "dask":
+        n = workers or os.cpu_count() or 1
+        with (
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    if workers is not None:
+        raise ClusterError("--cluster-workers sets the size of a LocalCluster (--cluster dask), not of an existing scheduler")
+    host, port = _address(spec)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {spec}: {exc.strerror or exc}") from exc
+    try:
+        client = Client(spec, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
+    with client:
+        yield client
+
+
+def _address(spec: str) -> tuple[str, int]:
+    if not spec.startswith("tcp://"):
+        raise ClusterError(f"--cluster {spec!r}: expected 'dask' (a local cluster) or a scheduler address tcp://HOST:PORT")
+    host, _, port = spec[len("tcp://") :].rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--cluster {spec!r}: expected tcp://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase A: import, one task per trace file
+
+
+@dataclass
+class RankFacts:
+    """One imported rank, as phase A returns it (no events)."""
+
+    trace: TraceFile
+    steps: list[int] = field(default_factory=list)
+    has_device: bool = False
+    coll_groups: list[str] = field(default_factory=list)  # recorded member lists of its collectives
+    copies: pd.DataFrame = field(default_factory=pd.DataFrame)  # attribution.h2d_copies
+    summary: dict[str, Any] | None = None  # summary.rank_summary, when asked (kat import)
+
+
+@dataclass
+class Unreadable:
+    name: str
+    reason: str
+
+
+def trace_dir(path: Path) -> Path:
+    """Where a bundle's (or a bare directory's) trace files are, as open_bundle looks for them."""
+    if path.is_file():
+        return path.parent
+    return path / "traces" if (path / "traces").is_dir() else path
+
+
+def trace_paths(path: Path) -> list[Path]:
+    """The trace files open_bundle would import (the rest it lists as ignored or refuses itself)."""
+    if path.is_file():
+        return [path]
+    d = trace_dir(path)
+    try:
+        return sorted(p for p in d.iterdir() if _is_trace_name(p) and p.is_file())
+    except OSError as exc:
+        raise BundleError(f"cannot list the directory ({exc.strerror})", path=d) from exc
+
+
+def import_rank(path: str, cache_root: str, default_rank: int | None, with_summary: bool = False) -> RankFacts | Unreadable:
+    """Phase A task: import one trace into the shared cache and read back its rank's facts."""
+    p, cache = Path(path), Path(cache_root)
+    try:
+        if p.name.endswith(".parquet"):
+            tf = TraceFile(p, _parquet_rank(p), "parquet")
+        else:
+            meta = _cached_meta(p, cache)
+            if meta is None:
+                frames: dict[Path, pd.DataFrame] = {}
+                failed: dict[Path, str] = {}
+                metas = _import_into_cache([p], cache, default_rank, frames, failed)
+                if p in failed:
+                    return Unreadable(p.name, failed[p])
+                if p in frames:
+                    return Unreadable(p.name, f"the trace cache {cache} is not writable on this worker")
+                meta = metas[p]
+            tf = TraceFile(p, meta.rank, "kineto", meta)
+    except BundleError as exc:
+        return Unreadable(p.name, _reason(exc, p))
+    bundle = _unit_bundle(p.parent, cache, {tf.rank: tf})
+    table = build_nodes(bundle)
+    n = table.nodes
+    facts = RankFacts(
+        trace=tf,
+        steps=sorted(int(s) for s in np.unique(n["step"].to_numpy()) if s >= 0),
+        has_device=bool((n["device"].to_numpy() >= 0).any()),
+        coll_groups=sorted({str(g) for g in table.colls["group_ranks"].astype(object).dropna().unique() if str(g)}),
+        copies=h2d_copies(table),
+    )
+    del table, n
+    if with_summary:
+        from kat.tools.telemetry.summary import rank_summary
+
+        facts.summary = rank_summary(bundle.events(tf.rank), p.name)
+    return facts
+
+
+def _unit_bundle(root: Path, cache_root: Path, traces: dict[int, TraceFile]) -> Bundle:
+    """A bundle of some ranks only (traces already imported): what build_nodes reads."""
+    return Bundle(root, None, traces, None, None, cache_root)
+
+
+def import_on_cluster(client: Client, path: Path, cache_root: Path, with_summary: bool = False) -> list[RankFacts | Unreadable]:
+    """Phase A over every trace file of `path`, on the cluster's workers."""
+    files = trace_paths(path)
+    if not files:
+        raise BundleError(f"no trace files (*.json, *.json.gz, *.parquet) in {trace_dir(path)}", path=trace_dir(path))
+    default_rank = 0 if len(files) == 1 else None
+    futures = [
+        client.submit(
+            import_rank, str(f.resolve()), str(cache_root), default_rank, with_summary, key=f"kat-import-{i}-{f.name}", retries=TASK_RETRIES
+        )
+        for i, f in enumerate(files)
+    ]
+    return list(client.gather(futures))
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase B: one unit of analysis per task
+
+
+def units_of(ranks: list[int], plan: Plan, recorded: list[str]) -> list[list[int]]:
+    """Connected components of the ranks, joined by lock-step groups and the member lists
+    collectives recorded: no test of one unit reads another unit's rows."""
+    parent = {r: r for r in ranks}
+
+    def find(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    # Replica groups do not join units: their comparisons get capture-wide statistics instead
+    # (`capture_statistics`), which a fleet of replicas would otherwise be a single unit of.
+    links = [*plan.groups, *([int(x) for x in g.split(",") if x.strip().lstrip("-").isdigit()] for g in recorded)]
+    for g in links:
+        members = [r for r in g if r in parent]
+        for r in members[1:]:
+            a, b = find(members[0]), find(r)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    out: dict[int, list[int]] = {}
+    for r in sorted(ranks):
+        out.setdefault(find(r), []).append(r)
+    return sorted(out.values(), key=lambda u: u[0])
+
+
+@dataclass
+class UnitStats:
+    """Round 1 of a unit: the samples of the capture-wide statistics (no node rows)."""
+
+    worker: pd.DataFrame  # inter.worker_spread_samples
+    spikes: pd.DataFrame  # step, rank of every intra-worker spike (before the load filter)
+    replica: pd.DataFrame  # inter.replica_rank_medians
+    ranks_with_nodes: int
+
+
+def _unit_table(root: str, cache_root: str, traces: dict[int, TraceFile], facts: CaptureFacts) -> NodeTable:
+    return build_nodes(_unit_bundle(Path(root), Path(cache_root), traces), cpu_only=facts.cpu_only)
+
+
+def unit_stats_on_worker(
+    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> UnitStats:
+    table = _unit_table(root, cache_root, traces, facts)
+    spikes = intra_spikes(table, cfg) if len(table.nodes) else pd.DataFrame(columns=["step", "rank"])
+    return UnitStats(
+        worker=worker_spread_samples(table, plan.groups),
+        spikes=spikes[["step", "rank"]].drop_duplicates().reset_index(drop=True)
+        if not spikes.empty
+        else pd.DataFrame(columns=["step", "rank"]),
+        replica=replica_rank_medians(table, plan.replicas),
+        ranks_with_nodes=len(table.offsets),
+    )
+
+
+def replica_samples_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts) -> pd.DataFrame:
+    return replica_spread_samples(_unit_table(root, cache_root, traces, facts), plan.replicas, facts.replica_peers)
+
+
+def capture_statistics(
+    client: Client, submit_units: Callable[..., list[Any]], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> CaptureFacts:
+    """The statistics a unit's tests share with the whole capture, from every unit's samples:
+    the inter-worker noise scale, the per-step spike load, the replicas' medians and their
+    noise scale (two rounds: the replica noise is measured against the replica medians)."""
+    stats: list[UnitStats] = list(client.gather(submit_units(unit_stats_on_worker, "stats", plan, facts, cfg)))
+    spikes = pd.concat([s.spikes for s in stats], ignore_index=True)
+    facts = replace(
+        facts,
+        worker_spread=spread_of(pd.concat([s.worker for s in stats], ignore_index=True)),
+        intra_load=StepLoad.of(spikes, sum(s.ranks_with_nodes for s in stats)),
+    )
+    if [g for g in plan.replicas if len(g) > 2]:
+        peers = replica_peers(pd.concat([s.replica for s in stats], ignore_index=True))
+        facts = replace(facts, replica_peers=peers)
+        samples = list(client.gather(submit_units(replica_samples_on_worker, "replica", plan, facts)))
+        facts = replace(facts, replica_spread=spread_of(pd.concat(samples, ignore_index=True)))
+    return facts
+
+
+def analyse_on_worker(
+    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+) -> UnitPart:
+    """Phase B task: one unit's node table from the cache, every per-group test on it."""
+    return analyse_unit(_unit_table(root, cache_root, traces, facts), plan, facts, cfg, with_times=True)
+
+
+def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig | None = None) -> DetectionResult:
+    """`detect` with import and per-unit tests on the cluster's workers; the same answer."""
+    cfg = config or DetectorConfig()
+    t0 = time.perf_counter()
+    path = Path(source).resolve()
+    if not path.exists():
+        raise BundleError("no such file or directory", path=Path(source))
+    cache_root = default_cache_root()
+    ranks = [x for x in import_on_cluster(client, path, cache_root) if isinstance(x, RankFacts)]
+    bundle = open_bundle(path)  # the traces are in the cache now: only their metadata is read
+    by_rank = {x.trace.rank: x for x in ranks if x.trace.rank in bundle.traces}
+    plan = Plan(sync_groups(bundle), replica_groups(bundle))
+    present = [by_rank[r] for r in bundle.ranks if r in by_rank]
+    copies = [x.copies for x in present if not x.copies.empty]
+    facts = CaptureFacts(
+        steps=len({s for x in present for s in x.steps}),
+        cpu_only=not any(x.has_device for x in present),
+        copies=pd.concat(copies, ignore_index=True) if copies else pd.DataFrame(columns=["rank", "step", "name", "shape", "value"]),
+    )
+    units = units_of(bundle.ranks, plan, sorted({g for x in present for g in x.coll_groups}))
+    root, cache = str(bundle.root), str(bundle.cache_root)
+
+    def submit_units(fn: Callable[..., Any], what: str, *args: Any) -> list[Any]:
+        shared = client.scatter(list(args), broadcast=True)
+        return [
+            client.submit(
+                fn, root, cache, {r: bundle.traces[r] for r in unit}, *shared, key=f"kat-{what}-{i}-{unit[0]}", retries=TASK_RETRIES
+            )
+            for i, unit in enumerate(units)
+        ]
+
+    if len(units) > 1:  # one unit is the whole capture: it measures these itself
+        facts = capture_statistics(client, submit_units, plan, facts, cfg)
+    parts: list[UnitPart] = list(client.gather(submit_units(analyse_on_worker, "unit", plan, facts, cfg)))
+    step_times = concat_step_times([p.step_time for p in parts if p.step_time is not None])
+    spans = [p.spans for p in parts if p.spans is not None and not p.spans.empty]
+    times = SummaryTimes(
+        step_times,
+        pd.concat(spans, ignore_index=True) if spans else pd.DataFrame(columns=["rank", "step", "start_ns", "end_ns"]),
+        len(bundle.ranks),
+    )
+    return merge_parts(bundle, plan, facts, parts, times, cfg, t0)
+
+
+def summary_on_cluster(path: Path, spec: str, workers: int | None = None) -> dict[str, Any]:
+    """`kat import --cluster`: the traces imported and summarised on the workers, the bundle's
+    summary assembled on the driver from the per-rank summaries."""
+    from kat.tools.telemetry.summary import bundle_summary
+
+    with cluster_client(spec, workers) as client:
+        done = import_on_cluster(client, Path(path).resolve(), default_cache_root(), with_summary=True)
+    ranks = {x.trace.rank: x.summary for x in done if isinstance(x, RankFacts) and x.summary is not None}
+    return bundle_summary(path, ranks)
