@@ -108,8 +108,8 @@ FT_LIMIT ?= 0
 FT_JOBS ?= 26
 FT_MAX_STEPS ?= 6
 FT_TIME_BUDGET ?= 900
-# Reply cap, the same for both models: the short playbook's replies are up to 258 (three calls) and 347 tokens.
-FT_MAX_TOKENS ?= 384
+# Reply cap, the same for both models: the short playbook's longest reply (eight compares + the log search) is ~420 tokens.
+FT_MAX_TOKENS ?= 512
 FT_PORT ?= 8011
 FT_COMPARE_FLAGS ?=
 FT_STAMP := $(VENV)/.finetune-installed

@@ -173,90 +173,144 @@ def test_compact_tool_result_is_what_llm_analyzer_sends(
 
 # -- the short playbook (small models) ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def short(tmp_path_factory: pytest.TempPathFactory) -> tuple[GroundTruth, Trajectory]:
-    from kat.evals.finetune.data import short_trajectory
-    from kat.evals.simulate import generate_incident
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_tok: Any) -> Any:
+    """A real `kat finetune data` run: one category, one case per split (train, validation, test)."""
+    from kat.evals.finetune.data import build_data
 
-    d = tmp_path_factory.mktemp("inc") / "s"
-    gt = generate_incident("pcie_link_degradation", "vllm-l8b-tp8-h100-decode-graph", 11, d, size="tiny")
-    return gt, short_trajectory(d, tool_result_chars=300, max_steps=6, findings=True)
+    tok_dir = tmp_path_factory.mktemp("tok")
+    tiny_tok.save_pretrained(str(tok_dir))
+    out = tmp_path_factory.mktemp("data") / "d"
+    m = build_data(out, DataConfig(size="tiny", categories=["pcie_link_degradation"], jobs=1), tokenizer_path=tok_dir)
+    return out, m
 
 
-def test_short_trajectory_is_two_real_replies(short: tuple[GroundTruth, Trajectory]) -> None:
+@pytest.fixture(scope="module")
+def short(built: Any) -> tuple[str, Trajectory]:
+    from kat.evals.finetune.data import Trajectory
+
+    out, _ = built
+    row = json.loads((out / "sft" / "train.jsonl").read_text().splitlines()[0])
+    traj = Trajectory(messages=row["messages"], tools=row["tools"], category=row["category"], diagnosis={}, evidence=[])
+    return row["category"], traj
+
+
+def _turns(traj: Trajectory) -> list[tuple[str, list[tuple[str, dict]]]]:
+    return [
+        (x.get("content") or "", [(c["function"]["name"], c["function"]["arguments"]) for c in x["tool_calls"]])
+        for x in traj.messages
+        if x["role"] == "assistant"
+    ]
+
+
+def test_short_trajectory_follows_the_rules_steps(built: Any, short: tuple[str, Trajectory]) -> None:
     from kat import prompts
+    from kat.agent.backends.llm import bound_tools
     from kat.agent.diagnosis import Diagnosis
     from kat.evals.finetune import short_playbook as pb
+    from kat.tools.context import IncidentContext
+    from kat.tools.registry import make_tools
 
-    gt, traj = short
-    assert traj.category == gt.category
+    truth, traj = short
+    assert traj.category == truth == "pcie_link_degradation"
     m = traj.messages
     assert m[0] == {"role": "system", "content": prompts.load(pb.SYSTEM_PROMPT)}
     assert "at most 6 Analyzer steps" in m[1]["content"]
-    turns = [[(c["function"]["name"], c["function"]["arguments"]) for c in x["tool_calls"]] for x in m if x["role"] == "assistant"]
-    assert turns[:1] == [list(t) for t in pb.script()] and turns[1][0][0] == "submit_diagnosis" and len(turns) == 2
-    assert [t["function"]["name"] for t in traj.tools] == [*pb.TOOLS, "submit_diagnosis"]
-    results = [x["content"] for x in m if x["role"] == "tool"]
-    assert [r.splitlines()[0].split()[2:4] for r in results] == [
-        ["ev-1", "outpost_detect"],
-        ["ev-2", "metric_lookup"],
-        ["ev-3", "log_search"],
-    ]
-    d = Diagnosis.model_validate(turns[1][0][1], context={"draft": True})  # a submission: the graph fills the evidence list
-    assert d.root_cause.category == gt.category and set(d.root_cause.ranks) & set(gt.affected_ranks)
-    assert d.cited_ids() <= {"ev-1", "ev-2", "ev-3"} and all(link.evidence for link in d.causal_chain)
-    # the metric sweep's payload shows the series that stand out, with their names
-    assert "PCIE" in results[1]
-    # the submission reply quotes them first (findings line), then submits
-    note = [x for x in m if x["role"] == "assistant"][-1]["content"]
-    assert note.startswith("Findings: detector pcie") and "PCIE" in note
+    turns = _turns(traj)
+    out, manifest = built
+    tools = make_tools(IncidentContext(out / manifest.splits["test"].cases[0].bundle))
+    # the tools LLMAnalyzer binds under the contract, in the same order
+    assert [t["function"]["name"] for t in traj.tools] == [*bound_tools(tools, pb.TOOLS), "submit_diagnosis"]
+    # catalogue first, with the detector; then hypotheses -> compares + logs; the leader's card; submit
+    assert turns[0][1][0] == ("metric_catalog", {}) and [n for n, _ in turns[0][1]] == ["metric_catalog", "outpost_detect"]
+    text2, calls2 = turns[1]
+    assert text2.startswith("Hypotheses: ") and "pcie_link_degradation" in text2
+    assert {n for n, _ in calls2} == {"metric_compare", "log_search"} and ("metric_compare", {"family": "pcie"}) in calls2
+    assert calls2[-1] == ("log_search", {"pattern": pb.LOG_PATTERN})
+    assert turns[2][0] == "Leading: pcie_link_degradation." and [n for n, _ in turns[2][1]] == ["knowledge_search"]
+    assert len(turns) == 4 and [n for n, _ in turns[3][1]] == ["submit_diagnosis"]
+    # every investigation call validates against the tool registry's argument models
+    for _, calls in turns[:3]:
+        for name, args in calls:
+            tools[name].validate(args)
+    # the families compared are ones the catalogue listed (its summary is in the first result)
+    catalogue = next(x["content"] for x in m if x["role"] == "tool" and " metric_catalog " in x["content"].splitlines()[0])
+    assert all(a["family"] in catalogue for n, a in calls2 if n == "metric_compare")
+    d = Diagnosis.model_validate(turns[3][1][0][1], context={"draft": True})  # a submission: the graph fills the evidence list
+    assert d.root_cause.category == truth and d.root_cause.ranks
+    ids = {x["content"].split()[2] for x in m if x["role"] == "tool"}
+    assert d.cited_ids() <= ids and all(link.evidence for link in d.causal_chain)
+    assert d.causal_chain[0].category == truth  # the link tags the scorer reads are kept
 
 
-def test_findings_quote_only_what_the_model_sees() -> None:
-    from kat.agent.state import LedgerEntry
-    from kat.evals.finetune.short_playbook import findings
+def test_test_split_bundles_are_disjoint_from_train(built: Any) -> None:
+    from kat.evals.finetune.data import load_manifest
 
-    def e(i: str, tool: str, summary: str, data: dict) -> LedgerEntry:
-        return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary=summary, data=data)
-
-    line = "nv-hostengine[1502]: GPU 6: Clocks throttled: HW thermal slowdown active (GPU temperature 89 C)"
-    ledger = [
-        e("ev-1", "outpost_detect", "suspect ranks [6]; 2 anomalies (gpu x2)", {}),
-        e(
-            "ev-2",
-            "metric_lookup",
-            "s",
-            {"outliers": [{"name": "DCGM_FI_DEV_GPU_TEMP"}, {"name": "X" * 50}, {"name": "LATE_" + "Y" * 400}]},
-        ),
-        e("ev-3", "log_search", "s", {"groups": [{"count": 1, "example": line}]}),
-    ]
-    note = findings(ledger, 300, line_chars=60)
-    assert note.startswith("Findings: detector gpu x2; metrics DCGM_FI_DEV_GPU_TEMP, " + "X" * 50 + " stand out; log: ")
-    assert "LATE_" not in note and "HW thermal" in note and "slowdown active (GPU" not in note  # cut at a word
-    quiet = [
-        e("ev-1", "outpost_detect", "no anomaly: every rank behaves like its peers", {}),
-        e("ev-2", "metric_lookup", "s", {"outliers": []}),
-        e("ev-3", "log_search", "s", {}),
-    ]
-    assert findings(quiet, 300) == "Findings: detector no anomaly; no metric stands out; no log line matched."
-    assert "stand out" not in findings(ledger, 0)  # no payload shown: nothing to quote
+    out, _ = built
+    m = load_manifest(out)
+    groups = {s: {(c.task, c.seed) for c in m.splits[s].cases} for s in ("train", "validation", "test")}
+    assert groups["test"] and groups["train"] and not groups["test"] & (groups["train"] | groups["validation"])
+    rows = [json.loads(x) for x in (out / "sft" / "train.jsonl").read_text().splitlines()]
+    test_ids = set()
+    for p in m.test_cases(out):
+        assert (p / "ground_truth.json").exists() and (p / "incident.json").exists()
+        test_ids.add(json.loads((p / "incident.json").read_text())["id"])
+    train_ids = {json.loads(r["messages"][1]["content"].split("<untrusted_data>")[1].split("</untrusted_data>")[0])["id"] for r in rows}
+    assert train_ids and not train_ids & test_ids
+    assert not any(c.bundle for s in ("train", "validation") for c in m.splits[s].cases)
 
 
-def test_system_small_spells_out_the_playbook_calls() -> None:
+def test_hypotheses_come_from_outposts_components_and_the_cards() -> None:
+    from kat.evals.finetune import short_playbook as pb
+    from kat.knowledge.cards import CARDS
+
+    comps = pb.outpost_components("suspect ranks 3 (0.9); 5 anomalies (pcie x3, gpu x2)")
+    assert comps == ["pcie", "gpu"]
+    hyps = pb.hypotheses(comps)
+    assert hyps[0] == "pcie_link_degradation" and CARDS["pcie_link_degradation"].lookalikes[0] in hyps
+    assert {"gpu_thermal_throttling", "gpu_power_or_clock_cap", "gpu_hardware_error"} <= set(hyps)
+    assert pb.hypotheses([]) == [*pb.QUIET_HYPOTHESES, *[h for h in pb.hypotheses([]) if h not in pb.QUIET_HYPOTHESES]]
+    fams = pb.families_for(["gpu_thermal_throttling"], ["gpu_temperature", "latency", "power_limit", "disk_io"])
+    assert fams == ["gpu_temperature", "power_limit", "latency"]  # supports, refutes, latency; only what the catalogue has
+
+
+def test_system_small_spells_out_the_playbook() -> None:
     from kat import prompts
     from kat.evals.finetune import short_playbook as pb
+    from kat.tools.context import IncidentContext
+    from kat.tools.registry import make_tools
 
     text = prompts.load(pb.SYSTEM_PROMPT)
-    assert json.dumps({"name": pb.METRICS_RE}) in text and json.dumps({"pattern": pb.LOGS_RE}) in text
+    assert json.dumps({"pattern": pb.LOG_PATTERN}) in text and json.dumps(dict(pb.FIRST_CALLS)["outpost_detect"]) in text
+    offered = set(make_tools(IncidentContext(".")))
+    # every tool the prompt names is one the agent offers and the contract binds, and vice versa
+    named = {t for t in offered | {"metric_lookup", "trace_slice"} if t in text}
+    assert set(pb.TOOLS) <= offered and named == set(pb.TOOLS)
+    assert text.index("metric_catalog") < text.index("outpost_detect")
 
 
-def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
+def test_remap_diagnosis_maps_citations_by_tool_and_family() -> None:
     from kat.agent.state import LedgerEntry
     from kat.evals.finetune.short_playbook import remap_diagnosis
 
-    def e(i: str, tool: str) -> LedgerEntry:
-        return LedgerEntry(id=i, tool=tool, query="{}", status="ok", summary="s", data={})
+    def e(i: str, tool: str, query: str = "{}", status: str = "ok") -> LedgerEntry:
+        return LedgerEntry(id=i, tool=tool, query=query, status=status, summary="s", data={})
 
-    full = [e("ev-1", "outpost_detect"), e("ev-4", "metric_lookup"), e("ev-9", "log_search"), e("ev-12", "knowledge_search")]
+    full = [
+        e("ev-1", "outpost_detect"),
+        e("ev-2", "metric_catalog"),
+        e("ev-4", "metric_compare", '{"family": "gpu_temperature", "token_budget": 2500}'),
+        e("ev-5", "metric_compare", '{"family": "disk_io"}'),
+        e("ev-9", "log_search"),
+        e("ev-12", "knowledge_search"),
+        e("ev-13", "metric_lookup"),
+    ]
+    short = [
+        e("ev-1", "metric_catalog"),
+        e("ev-2", "outpost_detect"),
+        e("ev-3", "metric_compare", '{"family": "gpu_temperature"}'),
+        e("ev-4", "log_search"),
+        e("ev-5", "knowledge_search"),
+    ]
     diag = {
         "root_cause": {
             "category": "gpu_thermal_throttling",
@@ -266,43 +320,59 @@ def test_remap_diagnosis_maps_citations_by_tool_kind() -> None:
             "summary": "GPU thermal throttling on rank(s) [3] (h): GPU temperature reached 90 C; more",
         },
         "causal_chain": [
-            {"cause": "hot: temp 90 C; throttle bit set", "effect": "slow kernels", "evidence": ["ev-4", "ev-9", "ev-12"]},
-            {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-12"]},
+            {
+                "cause": "hot: temp 90 C; throttle bit set",
+                "effect": "slow kernels",
+                "evidence": ["ev-4", "ev-5", "ev-9", "ev-12"],
+                "category": "gpu_thermal_throttling",
+            },
+            {"cause": "slow kernels", "effect": "peers wait", "evidence": ["ev-13", "ev-5"]},
         ],
         "confidence": 0.9,
         "alternatives_ruled_out": [{"category": "none", "why": "x"}],
         "remediation": ["cool it"],
     }
-    out = remap_diagnosis(diag, full, ["ev-1", "ev-2", "ev-3"])
-    # free text keeps the words that name the finding, not its figures
-    assert out["causal_chain"][0] == {"cause": "hot", "effect": "slow kernels", "evidence": ["ev-2", "ev-3"]}
-    assert out["causal_chain"][1]["evidence"] == ["ev-1"]  # only a knowledge id: falls back to the detector's evidence
+    out = remap_diagnosis(diag, full, short)
+    # free text keeps the words that name the finding, not its figures; ids map by tool and family
+    assert out["causal_chain"][0] == {
+        "cause": "hot",
+        "effect": "slow kernels",
+        "evidence": ["ev-3", "ev-4", "ev-5"],
+        "category": "gpu_thermal_throttling",
+    }
+    assert out["causal_chain"][1]["evidence"] == ["ev-2"]  # no counterpart (lookup, an uncompared family): the detector
     assert out["root_cause"] == {"category": "gpu_thermal_throttling", "ranks": [3], "summary": "GPU thermal throttling on rank(s) [3]"}
     assert list(out["root_cause"]) == ["summary", "category", "ranks"]  # closes on a list, like every link
-    # the graph's validator fills component and the evidence list: the small model does not write them (nor hosts)
     assert not {"evidence", "alternatives_ruled_out", "remediation"} & set(out)
     assert out["confidence"] == 0.9
+    # Outpost found nothing: a link without a counterpart cites the catalogue instead
+    quiet = [short[0], e("ev-2", "outpost_detect", status="no_data"), *short[2:]]
+    assert remap_diagnosis(diag, full, quiet)["causal_chain"][1]["evidence"] == ["ev-1"]
+    # a failed call is never cited
+    assert remap_diagnosis(diag, full, [*short[:2], e("ev-3", "metric_compare", '{"family": "gpu_temperature"}', "no_data")])[
+        "causal_chain"
+    ][0]["evidence"] == ["ev-2"]
 
 
-def test_short_data_env_and_template(tiny_tok: Any, short: tuple[GroundTruth, Trajectory]) -> None:
+def test_short_data_env_and_template(tiny_tok: Any, short: tuple[str, Trajectory]) -> None:
     from kat.evals.finetune.chat_format import SMALL_TEMPLATE_PATH, TEMPLATE_PATH, load_template
     from kat.evals.finetune.data import DataConfig, serve_env
 
-    assert serve_env(DataConfig(trajectory="short", tool_result_chars=300)) == {
-        "KAT_TOOL_RESULT_CHARS": "300",
+    assert serve_env(DataConfig(trajectory="short", tool_result_chars=160)) == {
+        "KAT_TOOL_RESULT_CHARS": "160",
         "KAT_SYSTEM_PROMPT": "system_small",
-        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search",
+        "KAT_ANALYZER_TOOLS": "metric_catalog,outpost_detect,metric_compare,log_search,knowledge_search",
     }
     assert serve_env(DataConfig(trajectory="full", tool_result_chars=0)) == {"KAT_TOOL_RESULT_CHARS": "0"}
     _, traj = short
     small = render(tiny_tok, traj.messages, traj.tools, template=load_template(SMALL_TEMPLATE_PATH))
     std = render(tiny_tok, traj.messages, traj.tools, template=load_template(TEMPLATE_PATH))
-    assert len(small) < len(std) and small.split("<tools>")[2].split("</tools>")[0].count("\n- ") == 4
+    assert len(small) < len(std) and small.split("<tools>")[2].split("</tools>")[0].count("\n- ") == 6
     # same turns: everything after the tool list renders identically
     assert small.rsplit("</tools>", 1)[1] == std.rsplit("</tools>", 1)[1]
 
 
-def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch: pytest.MonkeyPatch, short: tuple[GroundTruth, Trajectory]) -> None:
+def test_llm_analyzer_takes_prompt_and_tools_from_env(monkeypatch: pytest.MonkeyPatch, short: tuple[str, Trajectory]) -> None:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
     from kat.agent.backends.llm import LLMAnalyzer

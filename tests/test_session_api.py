@@ -61,15 +61,15 @@ def test_the_contract_binds_its_tools_and_prompt(monkeypatch: pytest.MonkeyPatch
     s = Session(DEMO_INCIDENT, "rules")
     model = _Binder()
     a = LLMAnalyzer(model, s.tools, contract=SMALL)
-    assert a.system_prompt == "system_small" and a.tool_result_chars == 300
-    assert [t.name for t in model.bound] == [*SMALL.tools, "submit_diagnosis"]
+    assert a.system_prompt == "system_small" and a.tool_result_chars == SMALL.tool_result_chars == 160
+    assert [t.name for t in model.bound] == [*(n for n in s.tools if n in SMALL.tools), "submit_diagnosis"]  # registry order
     monkeypatch.setenv("KAT_ANALYZER_TOOLS", "log_search")
     monkeypatch.setenv("KAT_TOOL_RESULT_CHARS", "40")
     env = AnalyzerContract.from_settings()
     assert env.tools == ("log_search",) and env.tool_result_chars == 40
     assert SMALL.model_copy(update={"tool_result_chars": None}).env() == {
         "KAT_SYSTEM_PROMPT": "system_small",
-        "KAT_ANALYZER_TOOLS": "outpost_detect,metric_lookup,log_search",
+        "KAT_ANALYZER_TOOLS": "metric_catalog,outpost_detect,metric_compare,log_search,knowledge_search",
     }
     with pytest.raises(ValueError, match="unknown tool"):
         LLMAnalyzer(model, s.tools, contract=AnalyzerContract(tools=("nope",)))
@@ -81,5 +81,5 @@ def test_the_openai_backend_caps_replies_by_the_contract() -> None:
 
     s = Session(DEMO_INCIDENT, "rules")
     a = make_analyzer("openai", s.ctx, s.tools, contract=SMALL, base_url="http://127.0.0.1:9/v1")
-    assert a.model.max_tokens == 384 and a.system_prompt == "system_small"
+    assert a.model.max_tokens == 512 and a.system_prompt == "system_small"
     s.close()

@@ -43,13 +43,15 @@ class AnalyzerContract(BaseModel):
 
 
 DEFAULT = AnalyzerContract()
-# The short playbook a small model is fine-tuned on (evals/finetune/short_playbook.py): three
-# investigation tools, its own prompt and template, results compacted to 300 payload characters;
-# replies are up to 258 (three calls) and 347 tokens, so 384 caps a reply that runs on.
+# The short playbook a small model is fine-tuned on (evals/finetune/short_playbook.py): the rules
+# Analyzer's tools in its order (catalogue and detector, hypotheses -> compares + one log search, the
+# leader's card, submit), its own prompt and template, results compacted to 160 payload characters
+# (the summaries carry what decides; an example is then ~3.6k-4.1k tokens). Replies are up to ~420
+# tokens (eight compares and the log search), so 512 caps a reply that runs on.
 SMALL = AnalyzerContract(
     system_prompt="system_small",
-    tools=("outpost_detect", "metric_lookup", "log_search"),
-    tool_result_chars=300,
+    tools=("metric_catalog", "outpost_detect", "metric_compare", "log_search", "knowledge_search"),
+    tool_result_chars=160,
     chat_template="analyzer_chat_template_small.jinja",
-    max_tokens=384,
+    max_tokens=512,
 )

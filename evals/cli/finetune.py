@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from kat.agent.backends.contract import SMALL
+
 
 def _offline() -> None:
     # Nothing here may download: weights and tokenizers come from local folders only.
@@ -42,12 +44,14 @@ def data(
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="HF folder with the tokenizer (default: the SmolLM2 GGUF's)"),
     incident_size: str = typer.Option("tiny", "--incident-size", help="bundle size of generated incidents"),
     tool_result_chars: int = typer.Option(
-        300, "--tool-result-chars", help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only)"
+        SMALL.tool_result_chars or 0,
+        "--tool-result-chars",
+        help="payload characters per tool result (KAT_TOOL_RESULT_CHARS; 0 = summary only; default: the small model's contract)",
     ),
     trajectory: str = typer.Option(
         "short",
         "--trajectory",
-        help="short: 3-step playbook for small models (evals/finetune/short_playbook.py) | full: whole rules trajectories",
+        help="short: 4-reply playbook for small models (evals/finetune/short_playbook.py) | full: whole rules trajectories",
     ),
     agent_steps: int = typer.Option(
         6,

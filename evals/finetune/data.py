@@ -61,7 +61,7 @@ class DataConfig(BaseModel):
     size: str = Field("demo", description=f"cases per category and split: {', '.join(SIZES)}")
     trajectory: Literal["short", "full"] = Field(
         "short",
-        description="short: the 3-step playbook of evals/finetune/short_playbook.py (small models); full: the whole rules trajectory",
+        description="short: the 4-reply playbook of evals/finetune/short_playbook.py (small models); full: the whole rules trajectory",
     )
     max_steps: int = Field(6, ge=3, description="Analyzer step budget stated in the incident message (short trajectories)")
     jobs: int = Field(2, ge=1, description="cases generated in parallel (processes)")
@@ -71,13 +71,6 @@ class DataConfig(BaseModel):
     tool_result_chars: int = Field(DEFAULT_TOOL_RESULT_CHARS, ge=0, description="payload characters per tool result")
     max_tokens: int = Field(8192, description="drop examples longer than this (the base model's context)")
     include_knowledge: bool = True
-    findings: bool = Field(
-        False,
-        description="short trajectories: the submission reply starts with a findings line "
-        "quoting the three results (playbook.findings). Off: with it, "
-        "40 SFT steps left 5/13 held-out submissions valid, the line "
-        "itself looping ('no log: no log: ...'); without, 11/13",
-    )
 
 
 class CaseRef(BaseModel):
@@ -237,7 +230,7 @@ def _conversation(state: dict, tool_result_chars: int | None, system: str) -> li
     return to_openai_messages(compact_messages(msgs[: last + 1], tool_result_chars), system=system)
 
 
-def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6, findings: bool = False) -> Trajectory:
+def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int = 6) -> Trajectory:
     """The short playbook (evals/finetune/short_playbook.py) on `bundle`, submitting the full rules run's Diagnosis."""
     from kat import prompts
     from kat.agent.graph import AgentConfig, validate_diagnosis
@@ -247,14 +240,10 @@ def short_trajectory(bundle: Path, tool_result_chars: int | None, max_steps: int
     target = d_full.model_dump()
 
     def submit(ledger: list[Any]) -> dict:
-        first: dict[str, str] = {}
-        for e in ledger:
-            first.setdefault(e.tool, e.id)
-        return pb.remap_diagnosis(target, full_ledger, [first.get(t) for t in pb.TOOLS])
+        return pb.remap_diagnosis(target, full_ledger, ledger)
 
-    chars = tool_result_chars if tool_result_chars is not None else 1 << 30  # None: the model sees whole results
-    note = (lambda led: pb.findings(led, chars)) if findings else None
-    d, state, tools, ledger = _rules_run(bundle, AgentConfig(max_steps=max_steps), pb.ScriptedAnalyzer(submit, note))
+    scripted = pb.ScriptedAnalyzer(d_full.root_cause.category, submit)
+    d, state, tools, ledger = _rules_run(bundle, AgentConfig(max_steps=max_steps), scripted)
     if d.status != "complete":
         raise ValueError(f"the short trajectory ended without an accepted diagnosis: {d.root_cause.summary[:200]}")
     om = _conversation(state, tool_result_chars, prompts.load(pb.SYSTEM_PROMPT))
@@ -390,7 +379,7 @@ def _case_work(case: dict, bundle: str, cfg: dict) -> dict:
     gt = generate_incident(c.category, c.task, c.seed, b, severity=c.severity, size=c.size, incident_id=f"ft-{c.id}")
     try:
         traj = (
-            short_trajectory(b, conf.tool_result_chars, conf.max_steps, conf.findings)
+            short_trajectory(b, conf.tool_result_chars, conf.max_steps)
             if conf.trajectory == "short"
             else rules_trajectory(b, conf.tool_result_chars)
         )
