@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -231,7 +232,7 @@ def generate_incident(
     logs = build_logs(lay, plan, res, gt, base_ns, metrics_start, metrics_end, _rng(seed, "logs"), dialect, seed)
     write_logs(logs, out)
     title, symptom = incident_text(gt, lay, res, base_ns)
-    manifest = {
+    manifest: dict[str, Any] = {
         "id": incident_id,
         "title": title,
         "symptom": symptom,
