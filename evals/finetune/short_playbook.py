@@ -34,7 +34,7 @@ from typing import Any
 
 from kat.agent.backends.contract import SMALL
 from kat.knowledge.cards import CARDS
-from kat.knowledge.taxonomy import CATEGORIES_OF_COMPONENT
+from kat.knowledge.taxonomy import CATEGORIES_OF_COMPONENT, Category
 
 SYSTEM_PROMPT = SMALL.system_prompt
 TOOLS = SMALL.tools
@@ -48,7 +48,7 @@ LOG_PATTERN = (
 )
 FIRST_CALLS: list[tuple[str, dict]] = [("metric_catalog", {}), ("outpost_detect", {"max_anomalies": 12})]
 # No anomaly in the traces: the hypotheses a symptom without a culprit rank leaves open.
-QUIET_HYPOTHESES = ("none", "workload_shift", "kv_cache_pressure")
+QUIET_HYPOTHESES = (Category.NONE.value, Category.WORKLOAD_SHIFT.value, Category.KV_CACHE_PRESSURE.value)
 MAX_HYPOTHESES = 6
 SHORT_ENV = SMALL.model_copy(update={"tool_result_chars": None}).env()  # compaction comes from the data config
 _COMPONENTS_RE = re.compile(r"\b([a-z_]+) x\d+\b")

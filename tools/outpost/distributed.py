@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.attribution import h2d_copies
-from kat.tools.outpost.detector import replica_groups, sync_groups
 from kat.tools.outpost.inter import replica_peers, replica_rank_medians, replica_spread_samples, spread_of, worker_spread_samples
 from kat.tools.outpost.intra import StepLoad, intra_spikes
 from kat.tools.outpost.models import DetectionResult, DetectorConfig
 from kat.tools.outpost.phases import CaptureFacts, Plan, UnitPart, analyse_unit, merge_parts
 from kat.tools.outpost.rankview import SummaryTimes, concat_step_times
+from kat.tools.outpost.rows import replica_groups, sync_groups
 from kat.tools.outpost.tree import NodeTable, build_nodes
 from kat.tools.telemetry.bundle import (
     Bundle,

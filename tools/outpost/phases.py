@@ -25,16 +25,16 @@ import pandas as pd
 from kat.tools.outpost.arrival import collective_instances, late_arrivals
 from kat.tools.outpost.attribution import h2d_copies
 from kat.tools.outpost.calibrate import calibrate
-from kat.tools.outpost.detector import _arrival_rows, _inter_rows, _intra_rows, _link_rows, _merge
 from kat.tools.outpost.inter import Spread
 from kat.tools.outpost.intra import StepLoad
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from kat.tools.outpost.rankview import RankTimes, rank_step_spans, step_time
+from kat.tools.outpost.rows import _arrival_rows, _inter_rows, _intra_rows, _link_rows, _merge
 from kat.tools.outpost.significance import fdr_pass, few_steps_note, group_tests
 from kat.tools.outpost.tree import NodeTable
 from kat.tools.telemetry.bundle import Bundle
 
-# One row per collective instance: what the link tests read (arrival.py, detector._link_rows).
+# One row per collective instance: what the link tests read (arrival.py, rows._link_rows).
 _INSTANCE_COLUMNS = ["gkey", "step", "name", "occ", "device", "transfer_ns", "msg_bytes", "ts_ns", "end_ns", "late_ns", "rank", "local"]
 # Rank-level tests in one order whatever order the units came back in (ties then break alike).
 _TEST_ORDER = ["kind", "label", "rank"]

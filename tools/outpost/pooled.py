@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from kat.tools.outpost.significance import Samples
+from kat.tools.outpost.samples import Samples
 
 MIN_POOL_RANKS = 3  # below it no majority of other ranks can carry the null
 

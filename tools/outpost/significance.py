@@ -21,13 +21,13 @@ rank-level tests of the capture, and a significant test must also show a materia
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
+from kat.tools.outpost.pooled import pooled_tests
+from kat.tools.outpost.samples import Samples
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
 CAUSE_TESTS = (
@@ -39,19 +39,6 @@ CAUSE_TESTS = (
     "spread_untraced",
 )  # evidence that a rank *made* others wait, not that it was slowed
 _TESTED = (CLS_GPU, CLS_COPY, CLS_CPU)
-
-
-@dataclass
-class Samples:
-    """Long table of one kind of test: test id, stratum, rank, value (ns)."""
-
-    test: np.ndarray
-    stratum: np.ndarray
-    rank: np.ndarray
-    value: np.ndarray
-    step: np.ndarray  # profiler step of each row (for the episode's window)
-    labels: list[str]  # test id -> label
-    device: np.ndarray | None = None  # test id -> timed on the device (GPU kernels, copies), not the host
 
 
 def _blame_samples(inst: pd.DataFrame, per_instance: bool) -> Samples | None:
@@ -352,7 +339,6 @@ def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, c
         if not few:
             # The same tests against the run's own peer spread, pooled over groups (pooled.py;
             # imported here: it builds on this module's samples and tail model).
-            from kat.tools.outpost.pooled import pooled_tests
 
             sp = pooled_tests(s, sizes, f"spread_{kind}")
             if not sp.empty:
