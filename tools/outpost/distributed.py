@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import uuid  # task keys unique per call: a key resubmitted while the scheduler still forgets the last run's is cancelled
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -195,7 +196,13 @@ def import_on_cluster(client: Client, path: Path, cache_root: Path, with_summary
     default_rank = 0 if len(files) == 1 else None
     futures = [
         client.submit(
-            import_rank, str(f.resolve()), str(cache_root), default_rank, with_summary, key=f"kat-import-{i}-{f.name}", retries=TASK_RETRIES
+            import_rank,
+            str(f.resolve()),
+            str(cache_root),
+            default_rank,
+            with_summary,
+            key=f"kat-import-{uuid.uuid4().hex[:8]}-{i}-{f.name}",
+            retries=TASK_RETRIES,
         )
         for i, f in enumerate(files)
     ]
@@ -319,7 +326,13 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
         shared = client.scatter(list(args), broadcast=True)
         return [
             client.submit(
-                fn, root, cache, {r: bundle.traces[r] for r in unit}, *shared, key=f"kat-{what}-{i}-{unit[0]}", retries=TASK_RETRIES
+                fn,
+                root,
+                cache,
+                {r: bundle.traces[r] for r in unit},
+                *shared,
+                key=f"kat-{what}-{uuid.uuid4().hex[:8]}-{i}-{unit[0]}",
+                retries=TASK_RETRIES,
             )
             for i, unit in enumerate(units)
         ]
