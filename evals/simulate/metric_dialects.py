@@ -19,6 +19,7 @@ from kat.evals.simulate.categories import Category
 from kat.evals.simulate.dialects import Dialect
 from kat.evals.simulate.faults import FaultPlan
 from kat.evals.simulate.topology import Layout
+from kat.knowledge.metric_families import THROTTLE_BITS
 
 _KEYS = ("host", "gpu", "rank", "cpu", "mode", "device", "node", "quantile")
 
@@ -46,17 +47,9 @@ NVIDIA_SMI: dict[str, tuple[str, float]] = {
     "DCGM_FI_DEV_PCIE_LINK_WIDTH": ("nvidia_smi_pcie_link_width_current", 1.0),
     "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": ("nvidia_smi_ecc_errors_uncorrected_volatile_total", 1.0),
 }
-# NVML clock event reason bits (nvml.h), one 0/1 series each in nvidia_gpu_exporter.
-REASON_BITS: dict[str, int] = {
-    "gpu_idle": 0x1,
-    "applications_clocks_setting": 0x2,
-    "sw_power_cap": 0x4,
-    "hw_slowdown": 0x8,
-    "sync_boost": 0x10,
-    "sw_thermal_slowdown": 0x20,
-    "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80,
-}
+# NVML clock event reason bits, one 0/1 series each in nvidia_gpu_exporter: the bits up to
+# hw_power_brake_slowdown of the one table of them (knowledge/metric_families.py).
+REASON_BITS: dict[str, int] = {name: bit for name, bit in THROTTLE_BITS.items() if bit <= 0x80}
 # vLLM's own histogram buckets (vllm/engine/metrics.py) for TTFT and TPOT, seconds.
 TTFT_LE = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_LE = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
