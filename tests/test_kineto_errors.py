@@ -201,3 +201,23 @@ def test_metadata_after_events_is_read(tmp_path: Path) -> None:
     df, meta = import_kineto(write_trace(reordered, tmp_path / "t.json"))
     assert meta.rank == 5 and meta.world_size == 8
     assert df["ts_ns"].min() >= doc["baseTimeNanoseconds"]
+
+
+def test_a_failed_import_does_not_poison_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error of a failed file is kept (as a CLI or test runner keeps it); the next file, which
+    needs a bigger read buffer, still imports. Before: the failed stream's buffer was reused while
+    its traceback still held a view of it, and growing it raised BufferError."""
+    import kat.tools.telemetry.kineto_stream as ks
+
+    monkeypatch.setattr(ks, "CHUNK_BYTES", 2000)
+    monkeypatch.setattr(ks, "READ_BYTES", 1500)
+    monkeypatch.setattr(ks, "_SPARE", [])
+    data = gzip.compress(orjson.dumps(step_trace(steps=1)))  # fails within the first read
+    cut = tmp_path / "rank-0.json.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceImportError) as kept:
+        import_kineto(cut)
+    assert "truncated" in str(kept.value)
+    df, meta = import_kineto(write_trace(step_trace(steps=40), tmp_path / "rank-1.json"))
+    assert meta.events_in_file > 0 and len(df) > 0
+    del kept

@@ -236,11 +236,16 @@ class EventStream:
         self._offset = 0  # absolute offset of _buf[0] in the inflated stream
 
     def __iter__(self) -> Iterator[list[Any] | NativeChunk]:
+        finished = False
         try:
             yield from self._run()
+            finished = True
         finally:
             self._src.close()
-            if len(self._buf) <= _SPARE_MAX_BYTES and not _SPARE:
+            # Only a buffer of a stream that ended normally is kept: after an error, the
+            # traceback's frames may still hold a memoryview of it, and a buffer with a live
+            # view cannot grow (BufferError in the next file's _fill).
+            if finished and len(self._buf) <= _SPARE_MAX_BYTES and not _SPARE:
                 _SPARE.append(self._buf)
 
     # -- buffer ---------------------------------------------------------------------------
