@@ -52,13 +52,6 @@ def _same(client: Any, path: Path) -> dict[str, Any]:
     return single
 
 
-# Known gap (#18): the pooled peer-spread test (pooled.py) pools deviations over every group of the
-# capture; the Dask path still runs it per unit, so a capture of several units gets other p-values
-# until pooled_tests moves into merge_parts. Strict: the test fails once the paths agree again.
-POOLED_PER_UNIT = pytest.mark.xfail(strict=True, reason="pooled peer-spread test runs per unit on Dask (#18)")
-
-
-@POOLED_PER_UNIT
 @pytest.mark.parametrize("case", DEMO_SUBSET)
 def test_demo_cases_same_json_on_dask(client: Any, case: str) -> None:
     _same(client, DEMO / case)
@@ -85,7 +78,6 @@ def test_units_split_groups_and_join_what_a_test_spans() -> None:
     assert units_of([0, 1, 2, 3, 4, 5], Plan(plan.groups, [[0, 2, 4]]), []) == [[0, 1], [2, 3], [4, 5]]
 
 
-@POOLED_PER_UNIT
 def test_multi_group_case_has_several_units_and_same_json(client: Any) -> None:
     from kat.tools.outpost.detector import replica_groups, sync_groups
     from kat.tools.telemetry.bundle import open_bundle

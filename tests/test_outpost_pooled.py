@@ -4,8 +4,9 @@ short episodes, several culprits, and its false-positive rate under a null with 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from kat.tools.outpost.pooled import pooled_tests, rank_pvalue
+from kat.tools.outpost.pooled import aligned, candidates, pool_of, pooled_rows, pooled_tests, rank_pvalue
 from kat.tools.outpost.significance import Samples, bh_reject
 
 
@@ -72,3 +73,26 @@ def test_rank_pvalue_is_valid_deep_in_the_tail() -> None:
     ps = np.array([rank_pvalue(d[:10], d[10:]) for d in draws])
     for a in (0.05, 0.005, 0.0005):
         assert (ps <= a).mean() <= a + 3 * np.sqrt(a / len(ps)), (a, (ps <= a).mean())
+
+
+def test_units_pooled_in_the_merge_give_the_whole_capture_s_p_values() -> None:
+    # What the Dask path does (phases.merge_parts): each unit hands over its aligned rows and its
+    # candidates; pooled over all of them, in any unit order, the p-values are those of one table.
+    s = _pairs(np.random.default_rng(9), 6, 10, 0.02)
+    s.value = s.value + ((s.rank == 7) & (s.step >= 4)) * 3e5
+    sizes = np.full(len(s.labels), 2)
+    whole = pooled_tests(s, sizes, "spread_work").sort_values("rank").reset_index(drop=True)
+    units = []
+    for groups in ([0, 1, 2], [3, 4, 5]):
+        m = np.isin(s.test, groups)
+        part = Samples(s.test[m], s.stratum[m], s.rank[m], s.value[m], s.step[m], s.labels)
+        al = aligned(part, sizes)
+        units.append((pool_of(al, "spread_work"), candidates(al, "spread_work")))
+    units.reverse()
+    split = pooled_rows(pd.concat([u[0] for u in units]), pd.concat([u[1] for u in units]))
+    split = split.sort_values("rank").reset_index(drop=True)
+    assert whole["p"].min() < 1e-4  # the culprit is found, so equal p-values are not all 1
+    assert split[whole.columns].equals(whole)
+    # One unit alone pools fewer ranks: its p-values differ (the merge is what makes them equal).
+    alone = pooled_rows(*units[1]).set_index("rank")["p"]
+    assert not np.array_equal(alone.to_numpy(), whole.set_index("rank").loc[alone.index, "p"].to_numpy())

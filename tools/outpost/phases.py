@@ -6,7 +6,8 @@ every per-group test on one unit's node table and returns what the merge needs: 
 findings (Anomaly objects), its rank-level tests before the FDR pass, one row per collective
 instance (the link tests compare groups with each other), and per-rank step times and spans.
 `merge_parts` runs the steps that span units on those summaries alone: the link tests against
-other groups, Benjamini-Hochberg over every test of the capture, calibration and ranking.
+other groups, the peer-spread test pooled over every group (each unit hands over its aligned
+deviations), Benjamini-Hochberg over every test of the capture, calibration and ranking.
 
 One process (detector.detect) analyses the whole capture as one unit; the Dask path
 (distributed.py) analyses one unit per task. Both merge with the same function, so the answers
@@ -28,6 +29,7 @@ from kat.tools.outpost.calibrate import calibrate
 from kat.tools.outpost.inter import Spread
 from kat.tools.outpost.intra import StepLoad
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
+from kat.tools.outpost.pooled import pooled_rows
 from kat.tools.outpost.rankview import RankTimes, rank_step_spans, step_time
 from kat.tools.outpost.rows import _arrival_rows, _inter_rows, _intra_rows, _link_rows, _merge
 from kat.tools.outpost.significance import fdr_pass, few_steps_note, group_tests
@@ -84,6 +86,8 @@ class UnitPart:
     intra: list[Anomaly] = field(default_factory=list)
     late: list[Anomaly] = field(default_factory=list)
     tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # group_tests rows (before the FDR pass)
+    pool: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled.pool_of rows: the merge pools them over units
+    pooled: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled.candidates with effects, p-values to come
     instances: pd.DataFrame = field(default_factory=pd.DataFrame)  # _INSTANCE_COLUMNS, device collectives
     late_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # gkey, step of classic late arrivals
     kinds: dict[str, str] = field(default_factory=dict)  # instance name -> kind of its first node
@@ -113,7 +117,8 @@ def analyse_unit(table: NodeTable, plan: Plan, facts: CaptureFacts, cfg: Detecto
     part.inter = _merge(inter, table, kind_of) if not inter.empty else []
     part.intra = _merge(intra, table, kind_of) if not intra.empty else []
     part.late = _merge(late, table, kind_of) if not late.empty else []
-    part.tests = group_tests(table, plan.groups, inst, cfg, facts.steps < cfg.min_steps_for_baseline)
+    gt = group_tests(table, plan.groups, inst, cfg, facts.steps < cfg.min_steps_for_baseline)
+    part.tests, part.pool, part.pooled = gt.tests, gt.pool, gt.pooled
     part.instances = _instances(inst, table)
     part.late_steps = classic[["gkey", "step"]].reset_index(drop=True) if not classic.empty else pd.DataFrame(columns=["gkey", "step"])
     part.kinds = {str(table.names[c]): kind_of[c] for c in pd.unique(inst["name_code"])} if not inst.empty else {}
@@ -180,7 +185,9 @@ def merge_parts(
             link_anoms = _merge(link, _InstanceNames(names), {i: kinds.get(str(x), "kernel") for i, x in enumerate(names)})
     if plan.groups:
         few_steps_note(facts.steps, cfg, notes)
-    tests = _concat([p.tests for p in parts])
+    # The pooled peer-spread test over every unit's rows at once: the same pool as one process.
+    pooled = pooled_rows(_concat([p.pool for p in parts]), _concat([p.pooled for p in parts]))
+    tests = _concat([*(p.tests for p in parts), pooled])
     if not tests.empty:
         tests = fdr_pass(tests.sort_values(_TEST_ORDER, kind="stable"), cfg)
     calibrated = calibrate(times, tests, anomalies, link_anoms, plan.groups, cfg, notes)

@@ -120,25 +120,60 @@ def _esd(e: np.ndarray, rank: np.ndarray) -> dict[int, float]:
     return {r: min(1.0, 2.0 * min(out[r], first.get(r, 1.0))) for r in out}
 
 
-def pooled_tests(s: Samples, sizes: np.ndarray, kind: str) -> pd.DataFrame:
-    """Rows like stratified_z's (test, rank, T, strata, z, p, floor_ns) for each broad test of
-    `s` pooled over groups; `test` is the rank's own group's test id (for its episode)."""
-    df = aligned(s, sizes)
-    if df.empty:
-        return pd.DataFrame()
+def candidates(al: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Per (key, rank) of one unit's `aligned` rows: the rank's own group's test id (for its
+    episode), its excess T (ns) and the strata it has. Its p-value needs every group's rows
+    (`pooled_rows`, in the merge); these sums need only the rank's own."""
     parts = []
-    for key, g in df.groupby("key", sort=False):
-        e, rank = g["e"].to_numpy(), g["rank"].to_numpy()
-        p = _esd(e, rank)
+    for key, g in al.groupby("key", sort=False):
         agg = g.groupby("rank", sort=False).agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size")).reset_index()
-        agg["p"] = [p.get(int(r), 1.0) for r in agg["rank"]]
-        agg["z"] = [_z(x) for x in agg["p"]]
-        agg["floor_ns"] = float(1.4826 * np.median(np.abs(g["d"].to_numpy())))
         agg["key"] = key
         parts.append(agg)
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["rank", "test", "T", "strata", "key"])
     out["kind"] = kind
     return out
+
+
+def pool_of(al: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """What the merge pools of one unit's `aligned` rows: kind, key, rank, e, d."""
+    return pd.DataFrame(
+        {"kind": kind, "key": al["key"].to_numpy(), "rank": al["rank"].to_numpy(), "e": al["e"].to_numpy(), "d": al["d"].to_numpy()}
+    )
+
+
+def pooled_rows(pool: pd.DataFrame, cands: pd.DataFrame) -> pd.DataFrame:
+    """The candidates' p-value, z and the key's noise floor, each (kind, key) pooled over every
+    row of `pool` (all units' `pool_of`). The p-values do not depend on the pool's row order, so
+    the units may come in any order. Columns: the candidates' (but `key`), p, z, floor_ns."""
+    if cands.empty or pool.empty:
+        return pd.DataFrame()
+    wanted = set(zip(cands["kind"], cands["key"]))
+    stats = []
+    for (kind, key), g in pool.groupby(["kind", "key"], sort=False):
+        if (kind, key) not in wanted:
+            continue
+        p = _esd(g["e"].to_numpy(), g["rank"].to_numpy())
+        floor = float(1.4826 * np.median(np.abs(g["d"].to_numpy())))
+        stats.append(pd.DataFrame({"kind": kind, "key": key, "rank": list(p), "p": list(p.values()), "floor_ns": floor}))
+    if not stats:
+        return pd.DataFrame()
+    st = pd.concat(stats, ignore_index=True)
+    st["rank"] = st["rank"].astype(cands["rank"].dtype)
+    st["z"] = [_z(x) for x in st["p"]]
+    out = cands.merge(st, on=["kind", "key", "rank"], how="left", sort=False)
+    out["p"] = out["p"].fillna(1.0)  # a candidate's rows are always in the pool; kept safe
+    out["z"] = out["z"].fillna(0.0)
+    lead = ["rank", "test", "T", "strata", "p", "z", "floor_ns", "kind"]
+    return out[lead + [c for c in out.columns if c not in lead and c != "key"]]
+
+
+def pooled_tests(s: Samples, sizes: np.ndarray, kind: str) -> pd.DataFrame:
+    """Rows like stratified_z's (test, rank, T, strata, z, p, floor_ns, kind) for each broad
+    test of `s` pooled over its groups: `candidates` and `pooled_rows` on one table."""
+    al = aligned(s, sizes)
+    if al.empty:
+        return pd.DataFrame()
+    return pooled_rows(pool_of(al, kind), candidates(al, kind))
 
 
 def _z(p: float) -> float:

@@ -21,12 +21,14 @@ rank-level tests of the capture, and a significant test must also show a materia
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
-from kat.tools.outpost.pooled import pooled_tests
+from kat.tools.outpost.pooled import aligned, candidates, pool_of
 from kat.tools.outpost.samples import Samples
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
 
@@ -283,16 +285,6 @@ def _episode(d: np.ndarray) -> tuple[int, int, float]:
     return lo, hi, best
 
 
-def rank_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, notes: list[str]) -> pd.DataFrame:
-    """Every rank-level test of the capture with z, one-sided p, BH q and material effect.
-    Columns: kind, label, group, rank, z, p, q, significant, material, effect_ms, effect_share,
-    noise_floor_ms, strata, first_step, last_step."""
-    n = table.nodes
-    steps = int(n.loc[n["step"].to_numpy() >= 0, "step"].nunique())
-    few_steps_note(steps, cfg, notes)
-    return fdr_pass(group_tests(table, groups, inst, cfg, steps < cfg.min_steps_for_baseline), cfg)
-
-
 def few_steps_note(steps: int, cfg: DetectorConfig, notes: list[str]) -> None:
     """The note saying per-step tests were skipped (`steps`: distinct profiler steps of the capture)."""
     if steps < cfg.min_steps_for_baseline:
@@ -302,17 +294,30 @@ def few_steps_note(steps: int, cfg: DetectorConfig, notes: list[str]) -> None:
         )
 
 
-def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, few: bool) -> pd.DataFrame:
+@dataclass
+class GroupTests:
+    """The rank-level tests of some groups before the FDR pass (`group_tests`)."""
+
+    tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # each test within its own group
+    # The peer-spread test pools every group's aligned deviations (pooled.py), so the merge
+    # computes its p-values: the groups' pool rows (pooled.pool_of) and the rows it will test
+    # (pooled.candidates, with label, device and effect already measured; pooled.pooled_rows).
+    pool: pd.DataFrame = field(default_factory=pd.DataFrame)
+    pooled: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, cfg: DetectorConfig, few: bool) -> GroupTests:
     """The rank-level tests of the groups present in `table`, before the FDR pass: each test
     needs only its own group's rows, so groups can be tested apart (tools/outpost/phases.py).
     The episode and effect of every test that could survive the FDR pass (p <= fdr) is measured
-    here; `fdr_pass` keeps it for the tests that do. `few`: the capture has too few steps for
-    per-step tests (a fact of the whole capture, not of one group)."""
+    here; `fdr_pass` keeps it for the tests that do. The pooled peer-spread test's rows get
+    theirs whatever their p-value, which only the merge knows. `few`: the capture has too few
+    steps for per-step tests (a fact of the whole capture, not of one group)."""
     groups = [g for g in groups if len(g) > 1]
     if not groups:
-        return pd.DataFrame()
+        return GroupTests()
     step_time = _step_time(table)
-    out = []
+    out, pools, cands = [], [], []
     gsize = np.array([len(g) for g in groups])
     # Arrival order is exchangeable only within a lock-step group: pipeline send/recv pairs always
     # see the earlier stage first.
@@ -337,15 +342,15 @@ def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, c
         z["samples"] = [s] * len(z)
         out.append(z)
         if not few:
-            # The same tests against the run's own peer spread, pooled over groups (pooled.py;
-            # imported here: it builds on this module's samples and tail model).
-
-            sp = pooled_tests(s, sizes, f"spread_{kind}")
-            if not sp.empty:
-                sp["label"] = [s.labels[t] for t in sp["test"]]
-                sp["device"] = s.device[sp["test"].to_numpy()] if s.device is not None else False
-                sp["samples"] = [s] * len(sp)
-                out.append(sp.drop(columns=["key"]))
+            # The same tests against the run's own peer spread, pooled over groups (pooled.py).
+            al = aligned(s, sizes)
+            if not al.empty:
+                pools.append(pool_of(al, f"spread_{kind}"))
+                c = candidates(al, f"spread_{kind}")
+                c["label"] = [s.labels[t] for t in c["test"]]
+                c["device"] = s.device[c["test"].to_numpy()] if s.device is not None else False
+                c["samples"] = [s] * len(c)
+                cands.append(c)
         broad = np.array([t for t, lbl in enumerate(s.labels) if kind != "work" or lbl.startswith("class[")])
         if not few and len(broad):
             pk = peak_tests(s, sizes, broad)
@@ -355,15 +360,22 @@ def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, c
                 pk["device"] = s.device[pk["test"].to_numpy()] if s.device is not None else False
                 pk["samples"] = [s] * len(pk)
                 out.append(pk)
-    if not out:
-        return pd.DataFrame()
-    res = pd.concat(out, ignore_index=True)
-    res = res[res["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
-    if res.empty:
-        return res
-    # BH rejects no test with p above its level: only those can need an episode.
-    _effects(res, res["p"].to_numpy() <= cfg.fdr, step_time, cfg)
-    return res.drop(columns=["samples"])
+    res = GroupTests(pool=pd.concat(pools, ignore_index=True) if pools else pd.DataFrame())
+    cache: dict[int, tuple[pd.DataFrame, dict]] = {}
+    if out:
+        tests = pd.concat(out, ignore_index=True)
+        tests = tests[tests["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
+        if not tests.empty:
+            # BH rejects no test with p above its level: only those can need an episode.
+            _effects(tests, tests["p"].to_numpy() <= cfg.fdr, step_time, cfg, cache)
+            res.tests = tests.drop(columns=["samples"])
+    if cands:
+        pooled = pd.concat(cands, ignore_index=True)
+        pooled = pooled[pooled["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
+        if not pooled.empty:
+            _effects(pooled, np.ones(len(pooled), dtype=bool), step_time, cfg, cache)
+            res.pooled = pooled.drop(columns=["samples"])
+    return res
 
 
 def fdr_pass(res: pd.DataFrame, cfg: DetectorConfig) -> pd.DataFrame:
@@ -406,16 +418,18 @@ def _step_time(table: NodeTable) -> pd.Series:
     return st.groupby(["rank", "step"])["dur_ns"].max().astype(float)
 
 
-def _effects(res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig) -> None:
+def _effects(
+    res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig, cache: dict[int, tuple[pd.DataFrame, dict]]
+) -> None:
     """For the tests marked in `which`: the episode (consecutive strata where the excess
-    concentrates), its excess in ms and as a share of the rank's step time over it; material or not."""
+    concentrates), its excess in ms and as a share of the rank's step time over it; material or
+    not. `cache`: each sample table's deviations, shared by calls on the same tables."""
     res["effect_ms"] = res["T"] / 1e6
     res["effect_share"] = np.nan
     res["first_step"] = -1
     res["last_step"] = -1
     res["material"] = False
     sig = np.flatnonzero(which)
-    cache: dict[int, tuple[pd.DataFrame, dict]] = {}
     for i in sig:
         row = res.iloc[i]
         s: Samples = row["samples"]
