@@ -10,7 +10,10 @@ What runs where:
   capture into units: tensor-parallel groups, joined where a replica test or a recorded
   collective spans groups (phases.py).
 - phase B, one task per unit: build that unit's node table from the cache and run every test
-  that reads node rows (phases.analyse_unit). A worker holds one unit's table at a time.
+  that reads node rows (phases.analyse_unit). A worker holds one unit's table at a time. When
+  the capture has several units, a first round measures the capture-wide statistics the tests
+  share (`capture_statistics`); it builds each unit's table once and leaves it in a directory
+  of the run beside the cache, where the later rounds (on any worker) read it back.
 - the driver merges the units' small results (phases.merge_parts): the same function a single
   process uses, so the answer is the same.
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle  # the unit's node table between rounds (a file this run wrote itself)
+import shutil
 import socket
 import time
 import uuid  # task keys unique per call: a key resubmitted while the scheduler still forgets the last run's is cancelled
@@ -44,13 +49,13 @@ from kat.tools.outpost.tree import NodeTable, build_nodes
 from kat.tools.telemetry.bundle import (
     Bundle,
     TraceFile,
-    _cached_meta,
-    _import_into_cache,
-    _is_trace_name,
-    _parquet_rank,
-    _reason,
+    cached_meta,
     default_cache_root,
+    error_reason,
+    import_into_cache,
+    is_trace_name,
     open_bundle,
+    parquet_rank,
 )
 from kat.tools.telemetry.errors import BundleError
 
@@ -140,7 +145,7 @@ def trace_paths(path: Path) -> list[Path]:
         return [path]
     d = trace_dir(path)
     try:
-        return sorted(p for p in d.iterdir() if _is_trace_name(p) and p.is_file())
+        return sorted(p for p in d.iterdir() if is_trace_name(p) and p.is_file())
     except OSError as exc:
         raise BundleError(f"cannot list the directory ({exc.strerror})", path=d) from exc
 
@@ -150,13 +155,13 @@ def import_rank(path: str, cache_root: str, default_rank: int | None, with_summa
     p, cache = Path(path), Path(cache_root)
     try:
         if p.name.endswith(".parquet"):
-            tf = TraceFile(p, _parquet_rank(p), "parquet")
+            tf = TraceFile(p, parquet_rank(p), "parquet")
         else:
-            meta = _cached_meta(p, cache)
+            meta = cached_meta(p, cache)
             if meta is None:
                 frames: dict[Path, pd.DataFrame] = {}
                 failed: dict[Path, str] = {}
-                metas = _import_into_cache([p], cache, default_rank, frames, failed)
+                metas = import_into_cache([p], cache, default_rank, frames, failed)
                 if p in failed:
                     return Unreadable(p.name, failed[p])
                 if p in frames:
@@ -164,7 +169,7 @@ def import_rank(path: str, cache_root: str, default_rank: int | None, with_summa
                 meta = metas[p]
             tf = TraceFile(p, meta.rank, "kineto", meta)
     except BundleError as exc:
-        return Unreadable(p.name, _reason(exc, p))
+        return Unreadable(p.name, error_reason(exc, p))
     bundle = _unit_bundle(p.parent, cache, {tf.rank: tf})
     table = build_nodes(bundle)
     n = table.nodes
@@ -249,14 +254,37 @@ class UnitStats:
     ranks_with_nodes: int
 
 
-def _unit_table(root: str, cache_root: str, traces: dict[int, TraceFile], facts: CaptureFacts) -> NodeTable:
+def _unit_table(root: str, cache_root: str, traces: dict[int, TraceFile], facts: CaptureFacts, saved: str) -> NodeTable:
+    """The unit's node table: read back from `saved` when an earlier round of this run wrote it
+    there (any worker: it is on the shared filesystem), else built from the Parquet cache."""
+    try:
+        with open(saved, "rb") as f:
+            table = pickle.load(f)  # written by this run's own tasks into a directory named for the run
+        if isinstance(table, NodeTable):
+            return table
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+        pass  # not written (one unit, a worker lost mid-write): build it
     return build_nodes(_unit_bundle(Path(root), Path(cache_root), traces), cpu_only=facts.cpu_only)
 
 
+def _save_table(table: NodeTable, saved: str) -> None:
+    """Keep the unit's table for the later rounds (building it costs several times reading it).
+    Written whole or not at all: a retried task may write the same file."""
+    tmp = f"{saved}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(saved), exist_ok=True)
+        with open(tmp, "wb") as f:
+            pickle.dump(table, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, saved)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)  # a read-only cache: the later rounds build it again
+
+
 def unit_stats_on_worker(
-    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+    root: str, cache_root: str, traces: dict[int, TraceFile], saved: str, plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
 ) -> UnitStats:
-    table = _unit_table(root, cache_root, traces, facts)
+    table = _unit_table(root, cache_root, traces, facts, saved)
+    _save_table(table, saved)
     spikes = intra_spikes(table, cfg) if len(table.nodes) else pd.DataFrame(columns=["step", "rank"])
     return UnitStats(
         worker=worker_spread_samples(table, plan.groups),
@@ -268,8 +296,10 @@ def unit_stats_on_worker(
     )
 
 
-def replica_samples_on_worker(root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts) -> pd.DataFrame:
-    return replica_spread_samples(_unit_table(root, cache_root, traces, facts), plan.replicas, facts.replica_peers)
+def replica_samples_on_worker(
+    root: str, cache_root: str, traces: dict[int, TraceFile], saved: str, plan: Plan, facts: CaptureFacts
+) -> pd.DataFrame:
+    return replica_spread_samples(_unit_table(root, cache_root, traces, facts, saved), plan.replicas, facts.replica_peers)
 
 
 def capture_statistics(
@@ -294,10 +324,14 @@ def capture_statistics(
 
 
 def analyse_on_worker(
-    root: str, cache_root: str, traces: dict[int, TraceFile], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
+    root: str, cache_root: str, traces: dict[int, TraceFile], saved: str, plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
 ) -> UnitPart:
-    """Phase B task: one unit's node table from the cache, every per-group test on it."""
-    return analyse_unit(_unit_table(root, cache_root, traces, facts), plan, facts, cfg, with_times=True)
+    """Phase B task: one unit's node table (as the statistics round left it, or from the
+    cache), every per-group test on it. The saved table is removed once analysed."""
+    table = _unit_table(root, cache_root, traces, facts, saved)
+    part = analyse_unit(table, plan, facts, cfg, with_times=True)
+    Path(saved).unlink(missing_ok=True)
+    return part
 
 
 def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig | None = None) -> DetectionResult:
@@ -321,6 +355,8 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
     )
     units = units_of(bundle.ranks, plan, sorted({g for x in present for g in x.coll_groups}))
     root, cache = str(bundle.root), str(bundle.cache_root)
+    # Where each unit's node table waits between the rounds: one directory per run.
+    saved = bundle.cache_root / f"units-{uuid.uuid4().hex}"
 
     def submit_units(fn: Callable[..., Any], what: str, *args: Any) -> list[Any]:
         shared = client.scatter(list(args), broadcast=True)
@@ -330,6 +366,7 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
                 root,
                 cache,
                 {r: bundle.traces[r] for r in unit},
+                str(saved / f"{i}.pkl"),
                 *shared,
                 key=f"kat-{what}-{uuid.uuid4().hex[:8]}-{i}-{unit[0]}",
                 retries=TASK_RETRIES,
@@ -337,9 +374,12 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
             for i, unit in enumerate(units)
         ]
 
-    if len(units) > 1:  # one unit is the whole capture: it measures these itself
-        facts = capture_statistics(client, submit_units, plan, facts, cfg)
-    parts: list[UnitPart] = list(client.gather(submit_units(analyse_on_worker, "unit", plan, facts, cfg)))
+    try:
+        if len(units) > 1:  # one unit is the whole capture: it measures these itself
+            facts = capture_statistics(client, submit_units, plan, facts, cfg)
+        parts: list[UnitPart] = list(client.gather(submit_units(analyse_on_worker, "unit", plan, facts, cfg)))
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
     step_times = concat_step_times([p.step_time for p in parts if p.step_time is not None])
     spans = [p.spans for p in parts if p.spans is not None and not p.spans.empty]
     times = SummaryTimes(

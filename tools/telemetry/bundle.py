@@ -32,12 +32,12 @@ TRACE_SUFFIXES = (".json", ".json.gz", ".parquet")
 NOT_TRACES = frozenset({"incident.json", "ground_truth.json", "truth.json"})
 
 
-def _is_trace_name(p: Path) -> bool:
+def is_trace_name(p: Path) -> bool:
     return p.name.endswith(TRACE_SUFFIXES) and not p.name.startswith(".") and p.name not in NOT_TRACES
 
 
 def _is_trace_file(p: Path) -> bool:
-    return p.is_file() and _is_trace_name(p)
+    return p.is_file() and is_trace_name(p)
 
 
 def inside(root: Path, p: Path) -> bool:
@@ -214,7 +214,7 @@ class Bundle:
                 pass  # a damaged cache entry is rebuilt from the source trace
         # Through the same path as a first import, so the rebuilt entry is stored again.
         unstored: dict[Path, pd.DataFrame] = {}
-        tf.meta = _import_into_cache([tf.path], self.cache_root, tf.rank, unstored)[tf.path]
+        tf.meta = import_into_cache([tf.path], self.cache_root, tf.rank, unstored)[tf.path]
         if tf.path in unstored:
             return unstored[tf.path]
         return read_canonical_parquet(cache, expected_rank=tf.rank)
@@ -253,7 +253,7 @@ def read_canonical_parquet(path: Path, expected_rank: int | None = None, columns
     return df if columns is None else df[columns]
 
 
-def _parquet_rank(path: Path) -> int:
+def parquet_rank(path: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -269,7 +269,7 @@ def _parquet_rank(path: Path) -> int:
     return int(col[0].as_py())
 
 
-def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
+def cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
     cache = cache_path(cache_root, path)
     meta_path = cache.with_suffix(".meta.json")
     if cache.exists() and meta_path.exists():
@@ -280,7 +280,7 @@ def _cached_meta(path: Path, cache_root: Path) -> KinetoMeta | None:
     return None
 
 
-def _import_into_cache(
+def import_into_cache(
     paths: list[Path], cache_root: Path, default_rank: int | None, loaded: dict[Path, pd.DataFrame], failed: dict[Path, str] | None = None
 ) -> dict[Path, KinetoMeta]:
     """Decode traces into the cache; frames that could not be cached stay in memory.
@@ -292,7 +292,7 @@ def _import_into_cache(
         if isinstance(meta, TraceImportError):
             if failed is None:
                 raise meta
-            failed[p] = _reason(meta, p)
+            failed[p] = error_reason(meta, p)
             continue
         metas[p] = meta
         if cols is not None:
@@ -300,7 +300,7 @@ def _import_into_cache(
     return metas
 
 
-def _reason(exc: BundleError, p: Path) -> str:
+def error_reason(exc: BundleError, p: Path) -> str:
     """The error without the file name in front (the file is named beside it)."""
     text = str(exc)
     prefix = f"{exc.path}" + (f" [field {exc.field!r}]" if exc.field else "")
@@ -323,7 +323,7 @@ def _discover_traces(
     ignored = {} if ignored is None else ignored
     try:
         listed = list(trace_dir.iterdir())
-        names = sorted(p for p in listed if _is_trace_name(p))
+        names = sorted(p for p in listed if is_trace_name(p))
         for p in listed:
             if p.name in NOT_TRACES:  # said, so a user sees it was not taken for a damaged rank
                 ignored[p.name] = "a manifest or ground-truth file, not a trace"
@@ -348,14 +348,14 @@ def _discover_traces(
     todo = []
     for p in files:
         if not p.name.endswith(".parquet"):
-            m = _cached_meta(p, cache_root)
+            m = cached_meta(p, cache_root)
             if m is None:
                 todo.append(p)
             else:
                 metas[p] = m
     frames: dict[Path, pd.DataFrame] = {}
     failed: dict[Path, str] = {}
-    metas.update(_import_into_cache(todo, cache_root, default_rank, frames, failed))
+    metas.update(import_into_cache(todo, cache_root, default_rank, frames, failed))
     traces: dict[int, TraceFile] = {}
     for p in files:
         if p in failed:
@@ -366,9 +366,9 @@ def _discover_traces(
             continue
         if p.name.endswith(".parquet"):
             try:
-                tf = TraceFile(p, _parquet_rank(p), "parquet")
+                tf = TraceFile(p, parquet_rank(p), "parquet")
             except BundleError as exc:
-                skipped[p.name] = _reason(exc, p)
+                skipped[p.name] = error_reason(exc, p)
                 continue
         else:
             tf = TraceFile(p, metas[p].rank, "kineto", metas[p])
@@ -411,13 +411,13 @@ def open_bundle(path: Path | str, *, cache_dir: Path | str | None = None) -> Bun
             raise BundleError("expected an incident directory or a trace file (*.json, *.json.gz, *.parquet)", path=root)
         loaded: dict[int, pd.DataFrame] = {}
         if root.name.endswith(".parquet"):
-            rank = _parquet_rank(root)
+            rank = parquet_rank(root)
             traces = {rank: TraceFile(root, rank, "parquet")}
         else:
-            meta = _cached_meta(root, cache_root)
+            meta = cached_meta(root, cache_root)
             if meta is None:
                 frames: dict[Path, pd.DataFrame] = {}
-                meta = _import_into_cache([root], cache_root, 0, frames)[root]  # one file: its error is the error
+                meta = import_into_cache([root], cache_root, 0, frames)[root]  # one file: its error is the error
                 if root in frames:
                     loaded[meta.rank] = frames[root]
             traces = {meta.rank: TraceFile(root, meta.rank, "kineto", meta)}
