@@ -124,12 +124,11 @@ def candidates(al: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Per (key, rank) of one unit's `aligned` rows: the rank's own group's test id (for its
     episode), its excess T (ns) and the strata it has. Its p-value needs every group's rows
     (`pooled_rows`, in the merge); these sums need only the rank's own."""
-    parts = []
-    for key, g in al.groupby("key", sort=False):
-        agg = g.groupby("rank", sort=False).agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size")).reset_index()
-        agg["key"] = key
-        parts.append(agg)
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["rank", "test", "T", "strata", "key"])
+    if al.empty:
+        return pd.DataFrame(columns=["rank", "test", "T", "strata", "key", "kind"])
+    g = al.groupby(["key", "rank"], sort=False)
+    out = g.agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size")).reset_index()
+    out = out[["rank", "test", "T", "strata", "key"]]
     out["kind"] = kind
     return out
 

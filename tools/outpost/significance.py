@@ -361,7 +361,7 @@ def group_tests(table: NodeTable, groups: list[list[int]], inst: pd.DataFrame, c
                 pk["samples"] = [s] * len(pk)
                 out.append(pk)
     res = GroupTests(pool=pd.concat(pools, ignore_index=True) if pools else pd.DataFrame())
-    cache: dict[int, tuple[pd.DataFrame, dict]] = {}
+    cache: dict[int, tuple[dict[str, np.ndarray], dict]] = {}
     if out:
         tests = pd.concat(out, ignore_index=True)
         tests = tests[tests["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
@@ -419,42 +419,51 @@ def _step_time(table: NodeTable) -> pd.Series:
 
 
 def _effects(
-    res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig, cache: dict[int, tuple[pd.DataFrame, dict]]
+    res: pd.DataFrame, which: np.ndarray, step_time: pd.Series, cfg: DetectorConfig, cache: dict[int, tuple[dict[str, np.ndarray], dict]]
 ) -> None:
     """For the tests marked in `which`: the episode (consecutive strata where the excess
     concentrates), its excess in ms and as a share of the rank's step time over it; material or
     not. `cache`: each sample table's deviations, shared by calls on the same tables."""
-    res["effect_ms"] = res["T"] / 1e6
-    res["effect_share"] = np.nan
-    res["first_step"] = -1
-    res["last_step"] = -1
-    res["material"] = False
-    sig = np.flatnonzero(which)
-    for i in sig:
-        row = res.iloc[i]
-        s: Samples = row["samples"]
+    effect_ms = (res["T"] / 1e6).to_numpy(dtype=float, copy=True)
+    share_of = np.full(len(res), np.nan)
+    first_step = np.full(len(res), -1, dtype=np.int64)
+    last_step = np.full(len(res), -1, dtype=np.int64)
+    material = np.zeros(len(res), dtype=bool)
+    # Plain arrays and dicts in the loop: it runs for every pooled candidate (pooled.py).
+    st = dict(zip(step_time.index.tolist(), step_time.to_numpy(dtype=float).tolist()))
+    samples, tests, ranks = res["samples"].to_numpy(), res["test"].to_numpy(), res["rank"].to_numpy()
+    kinds, devices = res["kind"].to_numpy(), res["device"].to_numpy()
+    for i in np.flatnonzero(which):
+        s: Samples = samples[i]
         if id(s) not in cache:
             # Once per sample table: each row's excess over its stratum mean, rows by (test, rank).
             df = pd.DataFrame({"test": s.test, "stratum": s.stratum, "rank": s.rank, "v": s.value, "step": s.step})
             df["m"] = df.groupby("stratum", sort=False)["v"].transform("mean")
             df["d"] = df["v"] - df["m"]
             df = df.sort_values(["test", "rank", "stratum"], kind="stable")
-            cache[id(s)] = (df, df.groupby(["test", "rank"], sort=False).indices)
-        df, idx = cache[id(s)]
-        mine = df.iloc[idx[(row["test"], row["rank"])]]
-        lo, hi, best = _episode(mine["d"].to_numpy())
-        steps = sorted(set(mine["step"].to_numpy()[lo : hi + 1].tolist()))
-        span = step_time.reindex(pd.MultiIndex.from_product([[int(row["rank"])], steps])).fillna(0.0).sum() if steps else 0.0
+            cols = {c: df[c].to_numpy() for c in ("d", "step", "m")}
+            cache[id(s)] = (cols, df.groupby(["test", "rank"], sort=False).indices)
+        cols, idx = cache[id(s)]
+        pos = idx[(tests[i], ranks[i])]
+        lo, hi, best = _episode(cols["d"][pos])
+        steps = sorted(set(cols["step"][pos][lo : hi + 1].tolist()))
+        rank = int(ranks[i])
+        span = np.array([st.get((rank, x), 0.0) for x in steps], dtype=float).sum() if steps else 0.0
         share = best / span if span > 0 else np.nan
-        res.at[i, "effect_ms"] = best / 1e6
-        res.at[i, "effect_share"] = share
-        res.at[i, "first_step"] = int(min(steps)) if steps else -1
-        res.at[i, "last_step"] = int(max(steps)) if steps else -1
+        effect_ms[i] = best / 1e6
+        share_of[i] = share
+        first_step[i] = int(min(steps)) if steps else -1
+        last_step[i] = int(max(steps)) if steps else -1
         # Material: enough absolute time, and a real share of the step; slow work may instead show
         # a real relative slowdown against the peers (`min_effect`, the inter-worker effect size):
         # a copy path at half speed is a fault even when copies are a sliver of the step.
-        base = float(mine["m"].to_numpy()[lo : hi + 1].sum())
+        base = float(cols["m"][pos][lo : hi + 1].sum())
         big = bool(np.isnan(share) or share >= cfg.min_effect_share)
-        if row["kind"] in ("work", "peak_work", "spread_work"):
+        if kinds[i] in ("work", "peak_work", "spread_work"):
             big = big or (base > 0 and best / base >= cfg.min_effect)
-        res.at[i, "material"] = bool(best / 1e6 >= effect_floor_ms(bool(row["device"]), cfg) and big)
+        material[i] = bool(best / 1e6 >= effect_floor_ms(bool(devices[i]), cfg) and big)
+    res["effect_ms"] = effect_ms
+    res["effect_share"] = share_of
+    res["first_step"] = first_step
+    res["last_step"] = last_step
+    res["material"] = material
