@@ -22,18 +22,21 @@ A worker that dies mid-task loses only its task: the scheduler runs it again els
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle  # the unit's node table between rounds (a file this run wrote itself)
+import select
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import uuid  # task keys unique per call: a key resubmitted while the scheduler still forgets the last run's is cancelled
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -70,20 +73,72 @@ class ClusterError(Exception):
     """The cluster cannot be used (bad option, nothing listening, no Dask installed)."""
 
 
+# The LocalCluster's own process (`--cluster dask`): its scheduler and nannies live there, its
+# workers below it, so the driver holds only its client and the units' summaries. It prints the
+# scheduler's address, then serves until its stdin closes: the driver closing the pipe on exit,
+# or the driver dying in any way (the pipe closes with it), so no cluster outlives its driver.
+_LOCAL_CLUSTER = """
+import logging, sys
+from distributed import LocalCluster
+n = int(sys.argv[1])
+try:
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as c:
+        print(c.scheduler_address, flush=True)
+        sys.stdin.read()
+except KeyboardInterrupt:
+    pass
+"""
+LOCAL_START_TIMEOUT_S = 120.0  # starting the worker processes on a loaded machine
+LOCAL_STOP_TIMEOUT_S = 30.0  # then it is killed
+
+
+@contextmanager
+def _local_cluster(n: int) -> Iterator[str]:
+    """A LocalCluster of `n` worker processes in a child process; yields its scheduler address."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCAL_CLUSTER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        try:
+            yield _read_address(proc, log)
+        finally:
+            _stop(proc)
+
+
+def _read_address(proc: subprocess.Popen[str], log: IO[bytes]) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], LOCAL_START_TIMEOUT_S)
+    line = proc.stdout.readline().strip() if ready else ""
+    if not line.startswith("tcp://"):
+        log.seek(0)
+        why = [x for x in log.read().decode(errors="replace").splitlines() if x.strip()]
+        state = f"exited with {proc.poll()}" if proc.poll() is not None else f"gave no address within {LOCAL_START_TIMEOUT_S:.0f} s"
+        raise ClusterError(f"the local Dask cluster did not start ({state}){': ' + why[-1] if why else ''}")
+    return line
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Close the cluster's stdin (it shuts down its workers and exits); kill it if it hangs."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(LOCAL_STOP_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def cluster_client(spec: str, workers: int | None = None) -> Iterator[Client]:
     """A Dask client: `dask` starts a LocalCluster (worker processes, one thread each, `workers`
-    of them, default one per CPU); `tcp://HOST:PORT` connects to a running scheduler."""
+    of them, default one per CPU) in a child process; `tcp://HOST:PORT` connects to a running
+    scheduler. Either way the driver process holds only the client."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as exc:  # the `cluster` extra
         raise ClusterError("Dask is not installed: pip install 'kat[cluster]'") from exc
     if spec == "dask":
-        n = workers or os.cpu_count() or 1
-        with (
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster,
-            Client(cluster) as client,
-        ):
+        with _local_cluster(workers or os.cpu_count() or 1) as address, Client(address, timeout=f"{CONNECT_TIMEOUT_S}s") as client:
             yield client
         return
     if workers is not None:
