@@ -42,7 +42,14 @@ import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.attribution import h2d_copies
-from kat.tools.outpost.inter import replica_peers, replica_rank_medians, replica_spread_samples, spread_of, worker_spread_samples
+from kat.tools.outpost.inter import (
+    Spread,
+    replica_peers,
+    replica_rank_medians,
+    replica_spread_samples,
+    spread_of,
+    worker_spread_samples,
+)
 from kat.tools.outpost.intra import StepLoad, intra_spikes
 from kat.tools.outpost.models import DetectionResult, DetectorConfig
 from kat.tools.outpost.phases import CaptureFacts, Plan, UnitPart, analyse_unit, merge_parts
@@ -357,25 +364,46 @@ def replica_samples_on_worker(
     return replica_spread_samples(_unit_table(root, cache_root, traces, facts, saved), plan.replicas, facts.replica_peers)
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True)
+
+
+def reduce_stats(stats: list[UnitStats], with_replicas: bool) -> tuple[Spread, StepLoad, pd.DataFrame | None]:
+    """Round 1's reduction, run on a worker: the samples of every unit never reach the driver
+    (they grow with the ranks), only the statistics do."""
+    spikes = _concat([s.spikes for s in stats])
+    peers = replica_peers(_concat([s.replica for s in stats])) if with_replicas else None
+    return spread_of(_concat([s.worker for s in stats])), StepLoad.of(spikes, sum(s.ranks_with_nodes for s in stats)), peers
+
+
+def reduce_spread(samples: list[pd.DataFrame]) -> Spread:
+    """Round 2's reduction, run on a worker: the replicas' noise scale."""
+    return spread_of(_concat(samples))
+
+
 def capture_statistics(
     client: Client, submit_units: Callable[..., list[Any]], plan: Plan, facts: CaptureFacts, cfg: DetectorConfig
 ) -> CaptureFacts:
     """The statistics a unit's tests share with the whole capture, from every unit's samples:
     the inter-worker noise scale, the per-step spike load, the replicas' medians and their
-    noise scale (two rounds: the replica noise is measured against the replica medians)."""
-    stats: list[UnitStats] = list(client.gather(submit_units(unit_stats_on_worker, "stats", plan, facts, cfg)))
-    spikes = pd.concat([s.spikes for s in stats], ignore_index=True)
-    facts = replace(
-        facts,
-        worker_spread=spread_of(pd.concat([s.worker for s in stats], ignore_index=True)),
-        intra_load=StepLoad.of(spikes, sum(s.ranks_with_nodes for s in stats)),
-    )
-    if [g for g in plan.replicas if len(g) > 2]:
-        peers = replica_peers(pd.concat([s.replica for s in stats], ignore_index=True))
+    noise scale (two rounds: the replica noise is measured against the replica medians). Each
+    round is reduced on a worker: the driver receives only the statistics."""
+    replicas = bool([g for g in plan.replicas if len(g) > 2])
+    stats = submit_units(unit_stats_on_worker, "stats", plan, facts, cfg)
+    worker, load, peers = client.submit(reduce_stats, stats, replicas, key=_key("reduce-stats"), retries=TASK_RETRIES).result()
+    del stats  # the units' samples are released on the workers
+    facts = replace(facts, worker_spread=worker, intra_load=load)
+    if replicas:
         facts = replace(facts, replica_peers=peers)
-        samples = list(client.gather(submit_units(replica_samples_on_worker, "replica", plan, facts)))
-        facts = replace(facts, replica_spread=spread_of(pd.concat(samples, ignore_index=True)))
+        samples = submit_units(replica_samples_on_worker, "replica", plan, facts)
+        spread = client.submit(reduce_spread, samples, key=_key("reduce-replica"), retries=TASK_RETRIES).result()
+        del samples
+        facts = replace(facts, replica_spread=spread)
     return facts
+
+
+def _key(what: str) -> str:
+    return f"kat-{what}-{uuid.uuid4().hex[:8]}"
 
 
 def analyse_on_worker(

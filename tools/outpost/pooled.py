@@ -70,13 +70,20 @@ def rank_pvalue(mine: np.ndarray, pool: np.ndarray) -> float:
     rank's k-th largest value (ties counted against it); the smallest tail over k is taken with
     a Bonferroni factor S. A hiccup is k = 1 and never significant; a rank above every value of
     a pool of 70 in 6 of its 10 steps has p = 10 C(10,6)/C(80,6), about 7e-6."""
-    s, n = len(mine), len(pool)
+    if not len(mine) or not len(pool):
+        return 1.0
+    v = np.sort(mine)[::-1]
+    return _tail_p(v, len(pool) - np.searchsorted(np.sort(pool), v, side="left"), len(pool))
+
+
+def _tail_p(v: np.ndarray, ge: np.ndarray, n: int) -> float:
+    """`rank_pvalue` from the rank's values in descending order (`v`), how many of the `n` pool
+    values are >= each of them (`ge`)."""
+    s = len(v)
     if not s or not n:
         return 1.0
-    srt = np.sort(pool)
-    v = np.sort(mine)[::-1]
     k = np.arange(1, s + 1)
-    m = k + (n - np.searchsorted(srt, v, side="left"))  # combined position of the k-th largest
+    m = k + ge  # combined position of the k-th largest
     big_n = s + n
     # P(X >= k) for X ~ Hypergeometric(N, M_k, S): sum over j >= k of C(M,j) C(N-M,S-j) / C(N,S).
     logf = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, big_n + 1)))))
@@ -99,18 +106,27 @@ def _esd(e: np.ndarray, rank: np.ndarray) -> dict[int, float]:
     kmax = (len(ranks) - 1) // 2
     if len(ranks) < MIN_POOL_RANKS or kmax < 1:
         return out
-    own = {int(r): rank == r for r in ranks}
+    # Each rank's rows as positions (masks of every rank over the pool would take ranks x rows).
+    by_rank = np.argsort(rank, kind="stable")
+    own = dict(zip((int(r) for r in ranks), np.split(by_rank, np.cumsum(np.unique(rank, return_counts=True)[1])[:-1])))
     # Removal order from the first stage (every other rank as the pool): re-ranking at every
-    # stage would cost ranks^2 tail fits for an order that removal rarely changes.
-    first = {r: rank_pvalue(e[m], e[~m]) for r, m in own.items()}
+    # stage would cost ranks^2 tail fits for an order that removal rarely changes. The pool's
+    # count above each value is every value's count minus the rank's own: one sort in all.
+    srt, n_all = np.sort(e), len(e)
+    first = {}
+    for r, idx in own.items():
+        mine = np.sort(e[idx])
+        v = mine[::-1]
+        ge = (n_all - np.searchsorted(srt, v, side="left")) - (len(mine) - np.searchsorted(mine, v, side="left"))
+        first[r] = _tail_p(v, ge, n_all - len(mine))
     order = sorted(first, key=lambda r: first[r])[:kmax]
     removed = np.zeros(len(e), dtype=bool)
     stage = []
     for i, r in enumerate(order):
-        m = own[r]
-        pool = e[~m & ~removed]
-        stage.append(min(1.0, (len(ranks) - i) * rank_pvalue(e[m], pool)))
-        removed |= m
+        keep = ~removed
+        keep[own[r]] = False
+        stage.append(min(1.0, (len(ranks) - i) * rank_pvalue(e[own[r]], e[keep])))
+        removed[own[r]] = True
     best = 1.0
     for i in range(len(order) - 1, -1, -1):  # step-up: a later stage's rejection carries the earlier ones
         best = min(best, stage[i])
