@@ -7,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from kat.agent.demo import DEMO_INCIDENT
 from kat.tools.context import IncidentContext
 from kat.tools.registry import make_tools
-from kat.tools.telemetry.tables import load_logs_checked
+from kat.tools.telemetry.tables import load_logs_checked, parse_timestamps
 
 T0_US = 1_763_696_330_000_000  # 2025-11-21T03:38:50Z in microseconds, journald's unit
 
@@ -67,10 +69,6 @@ def test_journal_export_bundle_joins_xid_lines_to_the_rank(tmp_path: Path) -> No
     h = next(h for h in m["topology"]["hosts"] if h["name"] == w["host"])
     bus = next(g["pci_bus_id"] for g in h["gpus"] if g["index"] == w["gpu"])
     first = json.loads((root / "logs.jsonl").read_text().splitlines()[0])["ts"]
-    import pandas as pd
-
-    from kat.tools.telemetry.tables import parse_timestamps
-
     t_us = int(parse_timestamps(pd.Series([first]))[0][0]) // 1000
     text = f"NVRM: Xid (PCI:{bus[:-2]}): 48, pid=77, DBE"
     rec = {"__REALTIME_TIMESTAMP": str(t_us), "MESSAGE": text, "_HOSTNAME": w["host"], "PRIORITY": "3", "_TRANSPORT": "kernel"}
