@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from kat.agent.cli import app
 from kat.tools.telemetry import open_bundle
-from kat.tools.telemetry.capture import CaptureError, CaptureSpec, capture, journal_rows
+from kat.tools.telemetry.capture import CaptureError, CaptureSpec, capture
+from kat.tools.telemetry.journald import journal_rows
 from kat.tools.telemetry.prometheus import PrometheusSettings
 from kat.tools.telemetry.tables import load_logs, load_metrics
 from tests.kineto_factory import step_trace, write_trace

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from kat.tools.telemetry.errors import BundleError
+from kat.tools.telemetry.journald import journal_rows
 from kat.tools.telemetry.prometheus import PrometheusSettings, PrometheusSource
 
 Progress = Callable[[str, float], None]  # (stage description, fraction done 0..1)
@@ -36,8 +37,6 @@ DEFAULT_METRICS = (
     r"sglang:.*",
     r"node_(netstat_Tcp_RetransSegs|load1|schedstat_.*|memory_numa_.*|disk_io_time_seconds_total|infiniband_.*|network_.*_total)",
 )
-# journald PRIORITY (syslog severity) -> KAT log level
-_PRIORITY = {0: "critical", 1: "critical", 2: "critical", 3: "error", 4: "warning", 5: "info", 6: "info", 7: "debug"}
 _LEADING_TS = re.compile(r"^\s*\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\]?\s*(.*)$")
 _LEVEL_WORD = re.compile(r"\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
 
@@ -239,32 +238,6 @@ def read_log_file(path: Path, host: str) -> tuple[list[dict[str, Any]], int]:
         lv = _LEVEL_WORD.search(msg[:80])
         rows.append({"ts": ts, "host": host, "source": source, "level": lv.group(1).lower() if lv else "", "message": msg})
     return rows, skipped
-
-
-def journal_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`journalctl --output=json` records as log rows."""
-    out = []
-    for rec in records:
-        msg = rec.get("MESSAGE")
-        if isinstance(msg, list):  # journald sends non-UTF-8 messages as byte arrays
-            msg = bytes(int(b) & 0xFF for b in msg).decode("utf-8", errors="replace")
-        if msg is None or not str(rec.get("__REALTIME_TIMESTAMP", "")).isdigit():
-            continue
-        try:
-            level = _PRIORITY.get(int(rec.get("PRIORITY", 6)), "info")
-        except (TypeError, ValueError):
-            level = "info"
-        source = rec.get("SYSLOG_IDENTIFIER") or str(rec.get("_SYSTEMD_UNIT") or "").removesuffix(".service") or "system"
-        out.append(
-            {
-                "ts": int(rec["__REALTIME_TIMESTAMP"]) * 1000,
-                "host": rec.get("_HOSTNAME", ""),
-                "source": "kernel" if rec.get("_TRANSPORT") == "kernel" else source,
-                "level": level,
-                "message": str(msg),
-            }
-        )
-    return out
 
 
 def read_journal(journalctl: str, start_ns: int, end_ns: int, units: list[str]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kat.tools.telemetry.errors import BundleError
+from kat.tools.telemetry.journald import is_journal_export, journal_record
 from kat.tools.telemetry.quality import SourceQuality
 
 METRIC_COLUMNS = ("ts_ns", "name", "value", "host", "gpu", "rank")
@@ -342,7 +344,9 @@ def _numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return num, np.isnan(num) & ~empty
 
 
-def _prepare(path: Path, q: SourceQuality, required: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray, str] | None:
+def _prepare(
+    path: Path, q: SourceQuality, required: tuple[str, ...], convert: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> tuple[pd.DataFrame, np.ndarray, str] | None:
     q.files = [path.name]
     try:
         raw, lines = read_rows(path, q)
@@ -354,6 +358,8 @@ def _prepare(path: Path, q: SourceQuality, required: tuple[str, ...]) -> tuple[p
         q.missing(f"{path.name} has no usable rows" if q.dropped else f"{path.name} has no rows")
         return None
     raw.columns = [str(c).lstrip("\ufeff").strip() for c in raw.columns]
+    if convert is not None:
+        raw = convert(raw)
     missing = [c for c in required if c not in raw.columns]
     if missing:
         q.missing(f"{path.name}: missing required column {missing[0]!r} (have {list(raw.columns)[:12]})")
@@ -419,13 +425,21 @@ def normalize_level(level: object) -> str:
     return _LEVEL_ALIASES.get(s, s)
 
 
+def _journal_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """A `journalctl --output=json` export in the log columns (same rows, same order, so bad
+    lines are still named by their number); other files as they are."""
+    if not is_journal_export(raw.columns):
+        return raw
+    return pd.DataFrame([journal_record(r) for r in raw.to_dict("records")], columns=["ts", "host", "source", "level", "message"])
+
+
 def load_logs_checked(path: Path | None) -> tuple[pd.DataFrame, SourceQuality]:
     """Log lines (ts_ns, host, rank, source, level, message; message text is untrusted) and their quality."""
     q = SourceQuality()
     if path is None:
         q.missing("no logs file in the bundle")
         return empty_logs(), q
-    prep = _prepare(path, q, ("ts", "message"))
+    prep = _prepare(path, q, ("ts", "message"), convert=_journal_frame)
     if prep is None:
         return empty_logs(), q
     raw, lines, unit = prep
