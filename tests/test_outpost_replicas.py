@@ -164,7 +164,7 @@ def test_tp1_slow_rank_is_first_suspect(run: _Runs, scenario: str, seed: int) ->
     assert len(gt.affected_ranks) == 1, gt.affected_ranks  # the seed's plan: one slow rank
     culprit = gt.affected_ranks[0]
     assert res.suspect_ranks[:1] == [culprit], _summary(res)
-    assert res.suspects[0].confidence >= 0.5, _summary(res)
+    assert len(res.suspect_ranks) < res.stats.ranks, _summary(res)  # a list of every rank is no answer
     assert any(a.rank == culprit and a.component == gt.component for a in res.anomalies), _summary(res)
 
 
