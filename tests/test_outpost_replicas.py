@@ -11,7 +11,8 @@ and judged with `DetectorConfig()` defaults:
   the other replicas can name the pair, both members first and no healthy replica's rank;
 - healthy multi-replica captures (TP-2 x 4 replicas, TP-8 x 4 replicas) are silent.
 
-Where Outpost misses, the test is a strict xfail that states what it reports and what it should.
+The replica comparison is tools/outpost/replica_rank.py (rank-level tests across data-parallel
+replica groups, in the same FDR pass as every other rank-level test).
 """
 
 from __future__ import annotations
@@ -104,12 +105,6 @@ def test_tp1_healthy_is_silent(run: _Runs) -> None:
     assert res.suspects == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tp1 healthy: noise_floor is None (no rank-level test runs without a TP group of 2+, "
-    "significance.group_tests gets only TP groups), so `kat detect` cannot print the measured "
-    "noise floor issue 16 item 6 asks of every healthy capture",
-)
 def test_tp1_healthy_reports_its_noise_floor(run: _Runs) -> None:
     _, res = run("tp1-healthy", TP1_TASK, "none", TP1_HEALTHY_SEED, None)
     assert res.noise_floor is not None and "no significant anomaly" in res.noise_floor.summary
@@ -119,40 +114,16 @@ _TP1_FAULTS = [
     pytest.param(
         "host_cpu_contention",
         TP1_CPU_SEED,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="tp1 CPU contention on rank 4 (steps 5-9): the inter-replica test flags it (host_cpu, "
-            "its ops 4.3-6.4x the replicas' median) but Outpost names no suspect, and notes 'no peers to "
-            "compare with' although it had seven: rank-level tests (significance.group_tests) run over "
-            "TP groups only, and calibrate adds finding-named ranks only when a TP group exists, so a "
-            "tp1 layout can never have a suspect",
-        ),
         id="cpu_contention",
     ),
     pytest.param(
         "gpu_thermal_throttling",
         TP1_GPU_SEED,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="tp1 GPU throttling on rank 7 (its compute kernels 1.2-1.7x the other replicas' per "
-            "step, steps 3-9): nothing reported. inter_replica compares device work per exact batch "
-            "shape with at least three replicas sharing it; continuous batching gives each replica "
-            "its own batch, so only 50 of rank 7's 175 kernels in the window (steps 3 and 5) have a "
-            "baseline, never the sustained run it requires; and no rank-level test exists without a TP group",
-        ),
         id="gpu_throttling",
     ),
     pytest.param(
         "runtime_stall",
         TP1_STALL_SEED,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="tp1 runtime stall on rank 4 (90 ms pauses every 4 steps: steps 3 and 7 last 79 and "
-            "111 ms against 2.3-3.7 ms for every other rank-step): the intra-worker test finds both "
-            "(forward frame >20000x its own median) but calibrate files them as background ('2 "
-            "transient deviations on 1 of 8 ranks... hiccups every rank has') because each is a "
-            "one-step episode and there is no rank-level test to say no other replica has any",
-        ),
         id="runtime_stall",
     ),
 ]
@@ -175,32 +146,12 @@ _PAIR_FAULTS = [
         "host_cpu_contention",
         PAIR_CPU_SEED,
         [4, 5],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="pair [4,5] under host CPU contention (every step): no suspect. inter_replica flags "
-            "both (aten::mm 2.2x, aten::embedding 3.2x the replicas' median, steps 0-9) but calibrate "
-            "drops the findings as background: the rank-level tests compare members within the pair "
-            "(work class[cpu] z 1.0, p 0.60) or pool deviations from each pair's own median "
-            "(spread_work class[cpu] rank 4 p 8e-5, q 0.005, +0.38 ms = 1.2% of the step, floor "
-            "0.005 ms, under the 2% material share), so a shift both members share never reaches a "
-            "rank-level test",
-        ),
         id="cpu_contention",
     ),
     pytest.param(
         "gpu_thermal_throttling",
         PAIR_GPU_SEED,
         [2, 3],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="pair [2,3] throttled (both GPUs of one host, every step): only rank 3 named (conf "
-            "0.65) and for the wrong reason: spread_work class[gpu_compute] p 1.4e-5, q 0.0016, +0.59 "
-            "ms = 2.1% of its step, floor 0.018 ms, is rank 3 against its partner (their throttle "
-            "factors differ a little), its finding labelled host_cpu (calibrate._from_test gives every "
-            "non-cause test host_cpu), rank 2 is missed; the pair's ~1.8x compute against the other "
-            "replicas is unseen: only 6 of each member's 250 kernels share a batch shape with three "
-            "replicas (inter_replica compares per exact shape)",
-        ),
         id="gpu_throttling",
     ),
 ]
