@@ -7,7 +7,7 @@ cause on the group's host) cancels out. Replicas are the peers that remain. They
 lock-step (their step k is not simultaneous) and continuous batching gives each its own batches,
 so no per-node pairing holds; only broad per-step quantities compare:
 
-- per (rank, step): untraced time, time per class of work (gpu_compute, copy, cpu), step time;
+- per (rank, step): untraced time, time per class of work (gpu_compute, copy, cpu);
 - each value is aligned on its replica group's median in that step and divided by it (pooled.py's
   relative deviation), pooled over replica groups by quantity;
 - sustained or recurring excess: pooled.py's ESD over the exact hypergeometric rank test
@@ -35,7 +35,7 @@ from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTab
 VALUE_COLUMNS = ["rank", "step", "key", "v"]
 _CLASSES = (CLS_GPU, CLS_COPY, CLS_CPU)
 _DEVICE = {f"class[{CLS_GPU}]", f"class[{CLS_COPY}]"}  # timed by the device's clock
-STEP_KEY = "step_time"  # the step span's duration: the share's denominator, and tested itself
+STEP_KEY = "step_time"  # the step span's duration: the share's denominator (not tested)
 UNTRACED_KEY = "untraced"
 BATCH_KEY = "batch"  # tokens in the rank's step (not tested: the work the time is judged against)
 _LEADING = re.compile(r"\d+")  # a kernel's first input's leading dimension: its tokens
@@ -159,7 +159,8 @@ def replica_tests(values: pd.DataFrame, replicas: list[list[int]], cfg: Detector
     res = pd.concat(out, ignore_index=True)
     res["label"] = [s.labels[int(t)] for t in res["test"]]
     res["device"] = s.device[res["test"].to_numpy()] if s.device is not None else False
-    res = res[res["strata"] >= cfg.min_steps_for_baseline].reset_index(drop=True)
+    # Step time is the share's denominator, never a test: it holds the waits on a slow TP peer.
+    res = res[(res["strata"] >= cfg.min_steps_for_baseline) & (res["label"] != STEP_KEY)].reset_index(drop=True)
     if not res.empty:
         _effects(res, df, cfg)
     return res
