@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kat.tools.outpost.attribution import node_component
 from kat.tools.outpost.models import Anomaly, DetectorConfig, NoiseFloor, Suspect
 from kat.tools.outpost.rankview import RankTimes
 from kat.tools.outpost.significance import CAUSE_TESTS, effect_floor_ms
+from kat.tools.outpost.tree import CLS_CPU, CLS_GPU, CLS_STEP
 
 VICTIM_WEIGHT = 0.5  # confidence factor for a rank with only slow-op evidence beside a rank with cause evidence
 PEAK_WEIGHT = 0.5  # ... and for a rank whose only evidence is one event (its tail model is the weakest assumption)
@@ -31,6 +33,7 @@ _WHAT = {
     "untraced": "untraced time in its steps (a pause or spin outside any traced op)",
     "work": "time in",
 }
+_REPLICA = "replica"  # replica_rank.py: against the ranks at the same TP position in the other replicas
 
 
 @dataclass
@@ -42,7 +45,10 @@ class Calibrated:
 
 def _why(row: pd.Series) -> str:
     kind = str(row["kind"]).removeprefix("peak_").removeprefix("spread_")
-    what = _WHAT[kind] if kind != "work" else f"its {row['label']} ran longer than its peers'"
+    if kind == _REPLICA:
+        what = f"its {row['label']} per step above the other data-parallel replicas' median (same TP position)"
+    else:
+        what = _WHAT[kind] if kind != "work" else f"its {row['label']} ran longer than its peers'"
     if str(row["kind"]).startswith("peak_"):
         what = f"one-off, beyond every other rank's tail: {what}"
     elif str(row["kind"]).startswith("spread_"):
@@ -92,12 +98,24 @@ def _fill(a: Anomaly, step_time: pd.Series, test: pd.Series | None) -> Anomaly:
     return a
 
 
+def _component(test: pd.Series) -> str:
+    """What a rank-level test measured: a class of work names its component (attribution's
+    mapping), a traced op the clock that timed it; time outside traced work (untraced, blame,
+    step time) is the rank's own software."""
+    label = str(test["label"])
+    if label.startswith("class["):
+        return node_component(label[len("class[") : -1], "", [], "inter")
+    if test["kind"] in CAUSE_TESTS or not label.startswith("op["):
+        return node_component(CLS_STEP, label, [], "inter")
+    return node_component(CLS_GPU if bool(test.get("device", False)) else CLS_CPU, label, [], "inter")
+
+
 def _from_test(rank: int, test: pd.Series, times: RankTimes) -> Anomaly:
     """A finding for a suspect that no per-node test pinned: the rank-level evidence itself."""
     lo, hi = int(test["first_step"]), int(test["last_step"])
     start, end = times.span(rank, lo, hi)
     effect_ns = float(test["effect_ms"]) * 1e6
-    comp = "software" if test["kind"] in CAUSE_TESTS else "host_cpu"
+    comp = _component(test)
     return Anomaly(
         rank=rank,
         kind="step",

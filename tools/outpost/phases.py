@@ -31,6 +31,7 @@ from kat.tools.outpost.intra import StepLoad
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig, RunStats
 from kat.tools.outpost.pooled import pooled_rows
 from kat.tools.outpost.rankview import RankTimes, rank_step_spans, step_time
+from kat.tools.outpost.replica_rank import replica_tests, replica_values
 from kat.tools.outpost.rows import _arrival_rows, _inter_rows, _intra_rows, _link_rows, _merge
 from kat.tools.outpost.significance import fdr_pass, few_steps_note, group_tests
 from kat.tools.outpost.tree import NodeTable
@@ -93,6 +94,7 @@ class UnitPart:
     kinds: dict[str, str] = field(default_factory=dict)  # instance name -> kind of its first node
     step_time: pd.Series | None = None  # rankview.step_time (distributed path only)
     spans: pd.DataFrame | None = None  # rankview.rank_step_spans (distributed path only)
+    replica_values: pd.DataFrame = field(default_factory=pd.DataFrame)  # replica_rank.replica_values: per (rank, step, quantity)
 
 
 def analyse_unit(table: NodeTable, plan: Plan, facts: CaptureFacts, cfg: DetectorConfig, with_times: bool = False) -> UnitPart:
@@ -120,6 +122,7 @@ def analyse_unit(table: NodeTable, plan: Plan, facts: CaptureFacts, cfg: Detecto
     gt = group_tests(table, plan.groups, inst, cfg, facts.steps < cfg.min_steps_for_baseline)
     part.tests, part.pool, part.pooled = gt.tests, gt.pool, gt.pooled
     part.instances = _instances(inst, table)
+    part.replica_values = replica_values(table, plan.replicas)
     part.late_steps = classic[["gkey", "step"]].reset_index(drop=True) if not classic.empty else pd.DataFrame(columns=["gkey", "step"])
     part.kinds = {str(table.names[c]): kind_of[c] for c in pd.unique(inst["name_code"])} if not inst.empty else {}
     if with_times:
@@ -187,10 +190,12 @@ def merge_parts(
         few_steps_note(facts.steps, cfg, notes)
     # The pooled peer-spread test over every unit's rows at once: the same pool as one process.
     pooled = pooled_rows(_concat([p.pool for p in parts]), _concat([p.pooled for p in parts]))
-    tests = _concat([*(p.tests for p in parts), pooled])
+    # Replica tests need every replica's values (units never span replicas): run on the merged table.
+    replica = replica_tests(_concat([p.replica_values for p in parts]), plan.replicas, cfg, facts.steps < cfg.min_steps_for_baseline)
+    tests = _concat([*(p.tests for p in parts), pooled, replica])
     if not tests.empty:
         tests = fdr_pass(tests.sort_values(_TEST_ORDER, kind="stable"), cfg)
-    calibrated = calibrate(times, tests, anomalies, link_anoms, plan.groups, cfg, notes)
+    calibrated = calibrate(times, tests, anomalies, link_anoms, plan.groups + plan.replicas, cfg, notes)
     events = sum(p.events for p in parts)
     stats = RunStats(events=events, ranks=len(bundle.ranks), seconds=round(time.perf_counter() - t0, 3), groups=plan.groups)
     return DetectionResult(
