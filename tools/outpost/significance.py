@@ -30,7 +30,7 @@ from kat.tools.outpost.inter import rank_group
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.pooled import aligned, candidates, pool_of
 from kat.tools.outpost.samples import Samples
-from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, group_ids
+from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable, first_rows, group_ids
 
 CAUSE_TESTS = (
     "blame",
@@ -57,7 +57,7 @@ def _blame_samples(inst: pd.DataFrame, per_instance: bool) -> Samples | None:
 
 def _group_lookup(groups: list[list[int]], ranks: np.ndarray) -> np.ndarray:
     gmap = rank_group(groups)
-    lut = np.full(max(max(gmap, default=0), int(ranks.max(initial=0))) + 1, -1)
+    lut = np.full(max(max(gmap, default=0), int(ranks.max(initial=0))) + 1, -1, dtype=np.int32)  # one per node: keep it narrow
     for r, g in gmap.items():
         lut[r] = g
     return lut[ranks]
@@ -75,8 +75,8 @@ def _untraced_samples(table: NodeTable, groups: list[list[int]]) -> Samples | No
     step = n["step"].to_numpy()[sel]
     ids = group_ids(group, step, rank)
     value = np.bincount(ids, weights=n["value"].to_numpy()[sel].astype(float))
-    first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
-    g = group[first]
+    first = first_rows(ids)
+    g = group[first].astype(np.int64)
     return Samples(g, group_ids(g, step[first]), rank[first], value, step[first], [f"untraced[{i}]" for i in range(len(groups))])
 
 
@@ -92,13 +92,18 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     sel, rank, group = sel[keep], rank[keep], group[keep]
     if not len(sel):
         return None
-    step, value = n["step"].to_numpy()[sel], n["value"].to_numpy()[sel].astype(float)
-    name = n["name_code"].to_numpy()[sel].astype(np.int64)
-    cls = n["cls"].array.codes[sel].astype(np.int64)
+    # One entry per tested node (millions on a big capture): native dtypes, each column read
+    # only when needed, the selection dropped as soon as the columns are out.
+    step = n["step"].to_numpy()[sel]
+    name = n["name_code"].to_numpy()[sel]
+    cls = n["cls"].array.codes[sel]
     ids = group_ids(group, name, step, rank)
-    v = np.bincount(ids, weights=value)
-    first = pd.Series(np.arange(len(ids))).groupby(ids).first().to_numpy()
-    g, nm, st, rk, cl = group[first], name[first], step[first], rank[first], cls[first]
+    v = np.bincount(ids, weights=n["value"].to_numpy()[sel].astype(float))
+    del sel
+    first = first_rows(ids)
+    del ids
+    g, nm, st, rk, cl = group[first].astype(np.int64), name[first].astype(np.int64), step[first], rank[first], cls[first].astype(np.int64)
+    del group, name, step, rank, cls
     # Only ops every member ran in that step: work one rank alone does (a scheduler rank's
     # extra frames) is not comparable, for the op tests nor for the class totals below.
     sizes = np.array([len(x) for x in groups])
@@ -108,12 +113,12 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     # Class totals get test keys past the op names: one slowdown spread thin over many ops.
     ck = cl + len(table.names)
     cids = group_ids(g, ck, st, rk)
-    cfirst = pd.Series(np.arange(len(cids))).groupby(cids).first().to_numpy()
+    cfirst = first_rows(cids)
     g, key, st, rk, v = (
         np.concatenate(x) for x in ((g, g[cfirst]), (nm, ck[cfirst]), (st, st[cfirst]), (rk, rk[cfirst]), (v, np.bincount(cids, weights=v)))
     )
     test = group_ids(g, key)
-    first = pd.Series(np.arange(len(test))).groupby(test).first().to_numpy()
+    first = first_rows(test)
     cats = list(n["cls"].cat.categories)
     labels = [f"op[{table.names[k]}]" if k < len(table.names) else f"class[{cats[k - len(table.names)]}]" for k in key[first]]
     # Each test's class: an op's own, or the class a total sums.
