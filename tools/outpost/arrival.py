@@ -20,7 +20,9 @@ def _group_keys(sub: pd.DataFrame, groups: list[list[int]]) -> tuple[pd.Series, 
     """Process group of each collective: its recorded member list, else the rank's TP group."""
     gmap = rank_group([g for g in groups if len(g) > 1])
     recorded = sub["group_ranks"].astype(str)
-    fallback = sub["rank"].map(lambda r: ",".join(map(str, groups[gmap[r]])) if r in gmap else "")
+    # One string per rank, looked up: not one Python call per collective row.
+    by_rank = {r: ",".join(map(str, groups[g])) for r, g in gmap.items()}
+    fallback = sub["rank"].map(by_rank).fillna("").astype(object)
     key = recorded.where(recorded != "", fallback)
     sizes = {k: len(k.split(",")) for k in key.unique() if k}
     return key, sizes
