@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from kat.tools.outpost.models import DetectorConfig
-from kat.tools.outpost.pooled import _esd, _z
+from kat.tools.outpost.pooled import candidates, pool_of, pooled_rows
 from kat.tools.outpost.samples import Samples
 from kat.tools.outpost.significance import _episode, effect_floor_ms, peak_tests
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable
@@ -144,15 +144,8 @@ def replica_tests(values: pd.DataFrame, replicas: list[list[int]], cfg: Detector
     df = _aligned(s, sizes)
     if df.empty:
         return pd.DataFrame()
-    out = []
-    for _, g in df.groupby("key", sort=False):
-        p = _esd(g["e"].to_numpy(), g["rank"].to_numpy())
-        agg = g.groupby("rank", sort=False).agg(test=("test", "first"), T=("d", "sum"), strata=("d", "size")).reset_index()
-        agg["p"] = [p.get(int(r), 1.0) for r in agg["rank"]]
-        agg["z"] = [_z(x) for x in agg["p"]]
-        agg["floor_ns"] = float(1.4826 * np.median(np.abs(g["d"].to_numpy())))
-        agg["kind"] = "replica"
-        out.append(agg)
+    # The pooled test itself, on the replica groups' deviations (every replica is in this table).
+    out = [pooled_rows(pool_of(df, "replica"), candidates(df, "replica"))]
     pk = peak_tests(s, sizes, np.unique(s.test))
     if not pk.empty:
         out.append(pk.assign(kind="peak_replica"))
