@@ -47,6 +47,11 @@ class TraceImportSettings(NamedTuple):
     kineto_native: bool
     max_trace_bytes: str | None
 
+    @property
+    def trace_cache(self) -> Path:
+        """Where imported traces are kept: one Parquet file per rank and source."""
+        return self.cache_root / "traces"
+
 
 _TRUE = ("1", "on", "t", "true", "y", "yes")
 _FALSE = ("0", "off", "f", "false", "n", "no")

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             if cluster is None:
                 summary = bundle_summary(path)
             else:
-                from kat.tools.outpost.distributed import ClusterError, summary_on_cluster
+                from kat.tools.outpost.cluster import ClusterError, summary_on_cluster
 
                 try:
                     summary = summary_on_cluster(path, cluster, cluster_workers)

@@ -63,7 +63,7 @@ def _run_detection(
 ) -> None:
     """Score Outpost on SUITE, in this process or (`cluster`) with its work on Dask."""
     if cluster is not None:
-        from kat.tools.outpost.distributed import ClusterError, cluster_client, detect_on_cluster
+        from kat.tools.outpost.cluster import ClusterError, cluster_client, detect_on_cluster
 
         try:
             with cluster_client(cluster, cluster_workers) as client:

@@ -5,7 +5,20 @@ point of the call tree (inter-worker), with its own repetitions (intra-worker), 
 arrives at collectives (arrival). Usable as a plain library and CLI: no LLM stack needed.
 """
 
-from kat.tools.outpost.detector import detect
+from typing import TYPE_CHECKING, Any
+
 from kat.tools.outpost.models import Anomaly, DetectionResult, DetectorConfig
 
+if TYPE_CHECKING:
+    from kat.tools.outpost.detector import detect
+
 __all__ = ["detect", "Anomaly", "DetectionResult", "DetectorConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    # The detector (pandas, numpy) loads on first use: a `--cluster` driver needs only the models.
+    if name == "detect":
+        from kat.tools.outpost.detector import detect
+
+        return detect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

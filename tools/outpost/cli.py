@@ -54,7 +54,6 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from kat.tools.outpost import detect
         from kat.tools.telemetry import BundleError
 
         err = Console(stderr=True, soft_wrap=True)
@@ -74,9 +73,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
         try:
             if cluster is None:
+                from kat.tools.outpost import detect  # pandas: not on a --cluster driver
+
                 res = detect(path, cfg)
             else:
-                from kat.tools.outpost.distributed import ClusterError, cluster_client, detect_on_cluster
+                from kat.tools.outpost.cluster import ClusterError, cluster_client, detect_on_cluster
 
                 try:
                     with cluster_client(cluster, cluster_workers) as client:

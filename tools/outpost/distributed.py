@@ -1,12 +1,14 @@
 """Trace import and Outpost on a Dask cluster (`--cluster dask` or `--cluster tcp://HOST:PORT`).
 
-What runs where:
+What runs where: the `kat` process (the driver) only submits one task, `detect` itself
+(cluster.detect_on_cluster); that task runs `detect_with_client` on a worker, outside the
+worker's thread pool, and submits the rest:
 - phase A, one task per trace file on the workers: import it into the Parquet cache (the same
   layout as a single process writes), then read back the few facts of that rank the units need
   (its steps, whether it has device events, its recorded collective groups, its host->device
   copies). Workers get the file's path, never its bytes: the bundle and the cache must be on
   a filesystem every worker sees at the same path.
-- the driver opens the bundle (manifest, metrics; the traces are already cached) and cuts the
+- the detect task opens the bundle (manifest, metrics; the traces are already cached) and cuts the
   capture into units: tensor-parallel groups, joined where a replica test or a recorded
   collective spans groups (phases.py).
 - phase B, one task per unit: build that unit's node table from the cache and run every test
@@ -14,29 +16,24 @@ What runs where:
   the capture has several units, a first round measures the capture-wide statistics the tests
   share (`capture_statistics`); it builds each unit's table once and leaves it in a directory
   of the run beside the cache, where the later rounds (on any worker) read it back.
-- the driver merges the units' small results (phases.merge_parts): the same function a single
-  process uses, so the answer is the same.
+- the detect task merges the units' small results (phases.merge_parts): the same function a
+  single process uses, so the answer is the same. Only the answer, as JSON, reaches the driver.
 
-A worker that dies mid-task loses only its task: the scheduler runs it again elsewhere.
+A worker that dies mid-task loses only its task: the scheduler runs it again elsewhere (the
+detect task too: it starts over, on the traces already in the cache).
 """
 
 from __future__ import annotations
 
 import os
 import pickle  # the unit's node table between rounds (a file this run wrote itself)
-import select
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid  # task keys unique per call: a key resubmitted while the scheduler still forgets the last run's is cancelled
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +57,6 @@ from kat.tools.telemetry.bundle import (
     Bundle,
     TraceFile,
     cached_meta,
-    default_cache_root,
     error_reason,
     import_into_cache,
     is_trace_name,
@@ -72,104 +68,7 @@ from kat.tools.telemetry.errors import BundleError
 if TYPE_CHECKING:
     from distributed import Client
 
-CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is reported, not waited on
 TASK_RETRIES = 2  # a task that raises (e.g. a worker's disk hiccup) runs again this many times
-
-
-class ClusterError(Exception):
-    """The cluster cannot be used (bad option, nothing listening, no Dask installed)."""
-
-
-# The LocalCluster's own process (`--cluster dask`): its scheduler and nannies live there, its
-# workers below it, so the driver holds only its client and the units' summaries. It prints the
-# scheduler's address, then serves until its stdin closes: the driver closing the pipe on exit,
-# or the driver dying in any way (the pipe closes with it), so no cluster outlives its driver.
-_LOCAL_CLUSTER = """
-import logging, sys
-from distributed import LocalCluster
-n = int(sys.argv[1])
-try:
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as c:
-        print(c.scheduler_address, flush=True)
-        sys.stdin.read()
-except KeyboardInterrupt:
-    pass
-"""
-LOCAL_START_TIMEOUT_S = 120.0  # starting the worker processes on a loaded machine
-LOCAL_STOP_TIMEOUT_S = 30.0  # then it is killed
-
-
-@contextmanager
-def _local_cluster(n: int) -> Iterator[str]:
-    """A LocalCluster of `n` worker processes in a child process; yields its scheduler address."""
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _LOCAL_CLUSTER, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
-        )
-        try:
-            yield _read_address(proc, log)
-        finally:
-            _stop(proc)
-
-
-def _read_address(proc: subprocess.Popen[str], log: IO[bytes]) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], LOCAL_START_TIMEOUT_S)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line.startswith("tcp://"):
-        log.seek(0)
-        why = [x for x in log.read().decode(errors="replace").splitlines() if x.strip()]
-        state = f"exited with {proc.poll()}" if proc.poll() is not None else f"gave no address within {LOCAL_START_TIMEOUT_S:.0f} s"
-        raise ClusterError(f"the local Dask cluster did not start ({state}){': ' + why[-1] if why else ''}")
-    return line
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Close the cluster's stdin (it shuts down its workers and exits); kill it if it hangs."""
-    try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(LOCAL_STOP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        proc.kill()
-        proc.wait()
-
-
-@contextmanager
-def cluster_client(spec: str, workers: int | None = None) -> Iterator[Client]:
-    """A Dask client: `dask` starts a LocalCluster (worker processes, one thread each, `workers`
-    of them, default one per CPU) in a child process; `tcp://HOST:PORT` connects to a running
-    scheduler. Either way the driver process holds only the client."""
-    try:
-        from distributed import Client
-    except ImportError as exc:  # the `cluster` extra
-        raise ClusterError("Dask is not installed: pip install 'kat[cluster]'") from exc
-    if spec == "dask":
-        with _local_cluster(workers or os.cpu_count() or 1) as address, Client(address, timeout=f"{CONNECT_TIMEOUT_S}s") as client:
-            yield client
-        return
-    if workers is not None:
-        raise ClusterError("--cluster-workers sets the size of a LocalCluster (--cluster dask), not of an existing scheduler")
-    host, port = _address(spec)
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {spec}: {exc.strerror or exc}") from exc
-    try:
-        client = Client(spec, timeout=f"{CONNECT_TIMEOUT_S}s")
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
-    with client:
-        yield client
-
-
-def _address(spec: str) -> tuple[str, int]:
-    if not spec.startswith("tcp://"):
-        raise ClusterError(f"--cluster {spec!r}: expected 'dask' (a local cluster) or a scheduler address tcp://HOST:PORT")
-    host, _, port = spec[len("tcp://") :].rpartition(":")
-    if not host or not port.isdigit():
-        raise ClusterError(f"--cluster {spec!r}: expected tcp://HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,16 +316,13 @@ def analyse_on_worker(
     return part
 
 
-def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig | None = None) -> DetectionResult:
-    """`detect` with import and per-unit tests on the cluster's workers; the same answer."""
-    cfg = config or DetectorConfig()
+def detect_with_client(client: Client, path: Path, cache_root: Path, run: str, cfg: DetectorConfig) -> DetectionResult:
+    """`detect` of `path` (resolved, existing) with import and per-unit tests as tasks of
+    `client`; the merge where this runs (cluster.detect_on_cluster: on a worker). `run` names
+    the directory of the unit tables between rounds."""
     t0 = time.perf_counter()
-    path = Path(source).resolve()
-    if not path.exists():
-        raise BundleError("no such file or directory", path=Path(source))
-    cache_root = default_cache_root()
     ranks = [x for x in import_on_cluster(client, path, cache_root) if isinstance(x, RankFacts)]
-    bundle = open_bundle(path)  # the traces are in the cache now: only their metadata is read
+    bundle = open_bundle(path, cache_dir=cache_root)  # the traces are in the cache now: only their metadata is read
     by_rank = {x.trace.rank: x for x in ranks if x.trace.rank in bundle.traces}
     plan = Plan(sync_groups(bundle), replica_groups(bundle))
     present = [by_rank[r] for r in bundle.ranks if r in by_rank]
@@ -439,7 +335,7 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
     units = units_of(bundle.ranks, plan, sorted({g for x in present for g in x.coll_groups}))
     root, cache = str(bundle.root), str(bundle.cache_root)
     # Where each unit's node table waits between the rounds: one directory per run.
-    saved = bundle.cache_root / f"units-{uuid.uuid4().hex}"
+    saved = bundle.cache_root / f"units-{run}"
 
     def submit_units(fn: Callable[..., Any], what: str, *args: Any) -> list[Any]:
         shared = client.scatter(list(args), broadcast=True)
@@ -471,14 +367,3 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
         len(bundle.ranks),
     )
     return merge_parts(bundle, plan, facts, parts, times, cfg, t0)
-
-
-def summary_on_cluster(path: Path, spec: str, workers: int | None = None) -> dict[str, Any]:
-    """`kat import --cluster`: the traces imported and summarised on the workers, the bundle's
-    summary assembled on the driver from the per-rank summaries."""
-    from kat.tools.telemetry.summary import bundle_summary
-
-    with cluster_client(spec, workers) as client:
-        done = import_on_cluster(client, Path(path).resolve(), default_cache_root(), with_summary=True)
-    ranks = {x.trace.rank: x.summary for x in done if isinstance(x, RankFacts) and x.summary is not None}
-    return bundle_summary(path, ranks)

@@ -55,7 +55,7 @@ def default_cache_root() -> Path:
     """The imported-trace cache: <cache root>/traces (KAT_CACHE_DIR, kat.knowledge.settings)."""
     from kat.knowledge.settings import trace_import_settings  # without pydantic: importing traces stays light
 
-    return trace_import_settings().cache_root / "traces"
+    return trace_import_settings().trace_cache
 
 
 @dataclass
