@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from kat.tools.outpost.cli import SERIAL_CPU_LINE
+
 WORK = Path(os.environ.get("KAT_BENCH_DIR", Path(tempfile.gettempdir()) / "kat-bench"))
 RANKS = int(os.environ.get("KAT_BENCH_SCALE_RANKS", "1024"))
 SMALL_RANKS = int(os.environ.get("KAT_BENCH_SCALE_SMALL_RANKS", "128"))  # second point of the cost line
@@ -31,6 +34,7 @@ SEED = 1
 TIMING_KEYS = ("seconds", "wall", "elapsed", "timing", "cpu")  # fields that may differ between equal runs
 HELPER_MARKERS = ("resource_tracker", "forkserver")  # multiprocessing helpers, not workers
 DASK2 = "dask LocalCluster, 2 workers"
+SERIAL_CPU_RE = re.escape(SERIAL_CPU_LINE).replace(re.escape("{:.2f}"), r"([0-9.]+)")
 # Assumptions of the 10k-rank estimate (docs/scale.md): worker processes per machine, and the
 # aggregate read bandwidth of the shared filesystem the traces sit on.
 ESTIMATE_WORKERS_PER_MACHINE = int(os.environ.get("KAT_BENCH_SCALE_WORKERS_PER_MACHINE", "32"))
@@ -50,6 +54,12 @@ class Run:
     tree_peak_mb: float = 0.0
     doc: dict[str, Any] | None = None
     error: str | None = None
+    serial_cpu_s: float = 0.0  # --cluster: the detect task's own CPU on its worker (kat detect's stderr)
+
+    @property
+    def serial_s(self) -> float:
+        """CPU no worker count speeds up: the driver's and the detect task's own."""
+        return self.driver_cpu_s + self.serial_cpu_s
 
 
 def _kat() -> list[str]:
@@ -157,6 +167,7 @@ def run_measured(label: str, argv: list[str], env: dict[str, str], interval: flo
             doc = json.loads(stdout)
         except ValueError:
             error = f"no JSON on stdout: {stdout[:200]!r}"
+    serial = re.search(SERIAL_CPU_RE, stderr)
     return Run(
         label,
         round(wall, 1),
@@ -167,6 +178,7 @@ def run_measured(label: str, argv: list[str], env: dict[str, str], interval: flo
         round(tree_peak / mb),
         doc,
         error,
+        float(serial.group(1)) if serial else 0.0,
     )
 
 
@@ -225,8 +237,8 @@ def estimate(rows: dict[int, list[Run]], ranks_big: int, ranks_small: int, trace
     """10k ranks over N machines from the measured costs (the model is stated in docs/scale.md).
 
     wall(R, N, C) = startup + max(R * w / (N * C), R * b / FS) + (R / 8) * d: w the worker CPU per
-    rank (decode, import, per-group tests), d the driver's serial CPU per group (scheduling, result
-    transfer, merge), both slopes between two world sizes so start-up cost is not counted as
+    rank (decode, import, per-group tests), d the serial CPU per group (the driver's and the detect
+    task's own thread: planning, scheduling, result transfer, merge), both slopes between two world sizes so start-up cost is not counted as
     per-rank cost; b trace bytes per rank read from a shared filesystem of FS bytes/s in all.
     """
 
@@ -245,11 +257,11 @@ def estimate(rows: dict[int, list[Run]], ranks_big: int, ranks_small: int, trace
         out["note"] = "dask rows pending: only the single-process cost is measured"
         return out
     if small is not None and ranks_small != ranks_big:
-        w = _fit(big.cpu_s - big.driver_cpu_s, small.cpu_s - small.driver_cpu_s, ranks_big, ranks_small)[0]
-        d = _fit(big.driver_cpu_s, small.driver_cpu_s, ranks_big // 8, ranks_small // 8)[0]
+        w = _fit(big.cpu_s - big.serial_s, small.cpu_s - small.serial_s, ranks_big, ranks_small)[0]
+        d = _fit(big.serial_s, small.serial_s, ranks_big // 8, ranks_small // 8)[0]
         startup = max(0.0, _fit(big.wall_s, small.wall_s, ranks_big, ranks_small)[1])
     else:  # one world only: start-up is counted in the per-rank and per-group costs (upper bounds)
-        w, d, startup = (big.cpu_s - big.driver_cpu_s) / ranks_big, big.driver_cpu_s / (ranks_big // 8), 0.0
+        w, d, startup = (big.cpu_s - big.serial_s) / ranks_big, big.serial_s / (ranks_big // 8), 0.0
         out["note"] = "one world size measured: per-rank and per-group costs include start-up (upper bounds)"
     out.update(
         worker_cpu_s_per_rank=round(w, 4),
@@ -269,7 +281,7 @@ def estimate(rows: dict[int, list[Run]], ranks_big: int, ranks_small: int, trace
                 "machines": machines,
                 "compute_s": round(compute, 1),
                 "fs_read_s": round(read, 1),
-                "driver_s": round(serial, 1),
+                "serial_s": round(serial, 1),
                 "total_s": round(startup + max(compute, read) + serial, 1),
             }
         )
@@ -304,7 +316,9 @@ def run(ranks: int = RANKS, small_ranks: int = SMALL_RANKS) -> dict[str, Any]:
                 "wall_s": r.wall_s,
                 "cpu_s": r.cpu_s,
                 "driver_cpu_s": r.driver_cpu_s,
+                "detect_task_cpu_s": r.serial_cpu_s,
                 "driver_peak_mb": r.driver_peak_mb,
+                "driver_vs_single_peak": round(r.driver_peak_mb / base.driver_peak_mb, 3) if base and base.driver_peak_mb else None,
                 "worker_peak_mb": max(r.worker_peaks_mb) if r.worker_peaks_mb else None,
                 "workers_peak_mb": r.worker_peaks_mb,
                 "tree_peak_mb": r.tree_peak_mb,
@@ -332,7 +346,7 @@ def _machine() -> str:
 def _print(ranks: int, info: dict[str, Any], table: list[dict[str, Any]], est: dict[str, Any]) -> None:
     print(f"[scale] {ranks} ranks ({ranks // 8} TP-8 groups), {info['events']:,} events; machine: {_machine()}")
     head = f"{'mode':32s} {'wall s':>8s} {'CPU s':>8s} {'driver MB':>10s} {'worker MB':>10s} {'speedup':>8s} {'ms/rank':>8s}"
-    head += "  first=injected  same JSON"
+    head += f" {'drv/single':>10s}  first=injected  same JSON"
     print(head)
     for t in table:
         if t.get("wall_s") is None:
@@ -340,8 +354,8 @@ def _print(ranks: int, info: dict[str, Any], table: list[dict[str, Any]], est: d
             continue
         print(
             f"{t['mode']:32s} {t['wall_s']:8.1f} {t['cpu_s']:8.1f} {t['driver_peak_mb']:10d} {str(t['worker_peak_mb'] or '-'):>10s} "
-            f"{str(t['speedup'] or '-'):>8s} {t['ms_per_rank']:8.1f}  {str(t['names_injected_first']):14s} {t['same_json_as_single']}"
-            + (f"  ERROR {t['error']}" if t["error"] else "")
+            f"{str(t['speedup'] or '-'):>8s} {t['ms_per_rank']:8.1f} {str(t['driver_vs_single_peak']):>10s}  "
+            f"{str(t['names_injected_first']):14s} {t['same_json_as_single']}" + (f"  ERROR {t['error']}" if t["error"] else "")
         )
     print(f"[scale] estimate: {json.dumps(est)}")
 

@@ -13,6 +13,9 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:,.2f}"
 
 
+# Printed on stderr under --cluster (make bench reads it: the serial share of a cluster run).
+SERIAL_CPU_LINE = "cluster: the detect task's own CPU (bundle, plan, scheduling, merge; serial) {:.2f} s"
+
 # Shared by every command that can run on Dask (detect, import, eval detection).
 CLUSTER_OPTION = typer.Option(
     None,
@@ -81,7 +84,7 @@ def register(app: typer.Typer) -> None:
 
                 try:
                     with cluster_client(cluster, cluster_workers) as client:
-                        res = detect_on_cluster(client, path, cfg)
+                        res = detect_on_cluster(client, path, cfg, on_serial_cpu=lambda s: err.print(SERIAL_CPU_LINE.format(s)))
                 except ClusterError as exc:
                     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
                     raise typer.Exit(2) from exc

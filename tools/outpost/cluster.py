@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid  # task keys unique per call: a key resubmitted while the scheduler still forgets the last run's is cancelled
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -127,21 +128,28 @@ def _address(spec: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _detect_task(path: str, cache_root: str, run: str, config_json: str) -> str:
+def _detect_task(path: str, cache_root: str, run: str, config_json: str) -> tuple[str, float]:
     """The cluster task that runs `detect` (on a worker; it submits the per-rank and per-unit
     tasks itself and waits for them outside the worker's thread pool). `run` names the
-    directory of the run's unit tables: a retried task finds and removes the same one."""
+    directory of the run's unit tables: a retried task finds and removes the same one.
+    Returns the answer's JSON and this task's own CPU seconds (its thread only): the serial
+    part of a cluster run (opening the bundle, planning, scheduling, the merge)."""
     from distributed import worker_client
 
     from kat.tools.outpost.distributed import detect_with_client
 
+    t0 = time.thread_time()
     cfg = DetectorConfig.model_validate_json(config_json)
     with worker_client() as client:
-        return detect_with_client(client, Path(path), Path(cache_root), run, cfg).model_dump_json()
+        answer = detect_with_client(client, Path(path), Path(cache_root), run, cfg).model_dump_json()
+    return answer, time.thread_time() - t0
 
 
-def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig | None = None) -> DetectionResult:
-    """`detect` with all of its work on the cluster's workers; the same answer."""
+def detect_on_cluster(
+    client: Client, source: str | Path, config: DetectorConfig | None = None, on_serial_cpu: Callable[[float], None] | None = None
+) -> DetectionResult:
+    """`detect` with all of its work on the cluster's workers; the same answer. `on_serial_cpu`
+    receives the CPU seconds of the detect task's own thread (the part no worker count speeds up)."""
     from kat.knowledge.settings import trace_import_settings  # light: pandas stays off the driver
 
     cfg = config or DetectorConfig()
@@ -153,7 +161,10 @@ def detect_on_cluster(client: Client, source: str | Path, config: DetectorConfig
     future = client.submit(
         _detect_task, str(path), str(cache_root), run, cfg.model_dump_json(), key=f"kat-detect-{run[:8]}", retries=DETECT_RETRIES
     )
-    return DetectionResult.model_validate_json(future.result())
+    answer, serial_cpu = future.result()
+    if on_serial_cpu is not None:
+        on_serial_cpu(serial_cpu)
+    return DetectionResult.model_validate_json(answer)
 
 
 def summary_on_cluster(path: Path, spec: str, workers: int | None = None) -> dict[str, Any]:
