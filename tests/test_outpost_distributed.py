@@ -157,6 +157,84 @@ def test_cli_driver_runs_no_analysis_and_stays_small(client: Any) -> None:
     assert int(peak_kb) < 120 * 1024, f"driver peak {int(peak_kb) // 1024} MB"
 
 
+def test_worker_of_the_detect_task_killed_mid_run_is_retried(client: Any) -> None:
+    """The detect task (planning and the merge) runs on a worker too: losing that worker starts
+    the task over elsewhere, on the traces already in the cache."""
+    case = GLOO / "bigmm_w4_r3"
+    want = _json(detect(case))
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def detect_worker(dask_scheduler: Any) -> list[str]:
+        return [
+            ts.processing_on.address for ts in dask_scheduler.tasks.values() if ts.processing_on and str(ts.key).startswith("kat-detect")
+        ]
+
+    def kill_it() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = any(str(t).startswith("kat-unit") for tasks in client.processing().values() for t in tasks)
+            where = client.run_on_scheduler(detect_worker)
+            if busy and where and where[0] in pids:
+                os.kill(pids[where[0]], signal.SIGKILL)
+                killed.append(pids[where[0]])
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=kill_it)
+    t.start()
+    got = _json(detect_on_cluster(client, case))
+    t.join()
+    assert killed, "the detect task was never seen running beside a unit task: nothing was killed"
+    assert got == want
+    client.wait_for_workers(2, timeout=60)
+
+
+def _cli(*args: str) -> Any:
+    proc = subprocess.run([sys.executable, "-m", "kat.agent.cli", *args, "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _untimed(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if k not in ("seconds", "import_seconds")}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
+def _ran_on_cluster(client: Any, prefix: str) -> int:
+    """How many tasks named `prefix` the scheduler has seen (the command did use the cluster)."""
+
+    def count(dask_scheduler: Any) -> int:
+        p = dask_scheduler.task_prefixes.get(prefix)
+        return sum(p.state_counts.values()) if p is not None else 0
+
+    return int(client.run_on_scheduler(count))
+
+
+def test_import_command_on_dask_summarises_like_one_process(client: Any) -> None:
+    case = GLOO / "bigmm_w3_r0"
+    single = _cli("import", str(case))
+    assert sorted(single["ranks"]) == ["0", "1", "2"]
+    before = _ran_on_cluster(client, "kat-import")
+    assert _untimed(_cli("import", str(case), "--cluster", client.scheduler.address)) == _untimed(single)
+    assert _ran_on_cluster(client, "kat-import") >= before + 3  # one task per rank file
+
+
+def test_eval_detection_on_dask_scores_like_one_process(client: Any, tmp_path: Path) -> None:
+    cases = tmp_path / "cases"
+    for name in ("busy_w2_r0", "none_w2_a"):  # a fault and a healthy run: both outcomes scored
+        shutil.copytree(GLOO / name, cases / name)
+    single = _cli("eval", "detection", "--cases", str(cases), "--out", str(tmp_path / "a"))
+    before = _ran_on_cluster(client, "kat-detect")
+    dask = _cli("eval", "detection", "--cases", str(cases), "--out", str(tmp_path / "b"), "--cluster", client.scheduler.address)
+    assert len(single["cases"]) == 2
+    assert _untimed(dask) == _untimed(single)
+    assert _ran_on_cluster(client, "kat-detect") >= before + 2  # one detect task per case
+
+
 def test_closed_port_fails_fast_with_one_line() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
