@@ -161,7 +161,8 @@ def run_measured(label: str, argv: list[str], env: dict[str, str], interval: flo
     mb = 2**20
     doc, error = None, None
     if rc != 0:
-        error = f"exit {rc}: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no message'}"
+        said = [x.strip(" │╭╮╰╯─") for x in stderr.splitlines() if any(ch.isalnum() for ch in x)]  # no box borders
+        error = f"exit {rc}: {said[-1] if said else 'no message'}"
     else:
         try:
             doc = json.loads(stdout)
@@ -205,7 +206,7 @@ def detect_runs(path: Path, modes: list[int]) -> list[Run]:
         argv = [*_kat(), "detect", str(path), "--json"]
         label = "single process"
         if n:
-            argv[3:3] = ["--cluster", "dask", "--cluster-workers", str(n)]
+            argv += ["--cluster", "dask", "--cluster-workers", str(n)]  # after the command, whatever _kat() is
             label = f"dask LocalCluster, {n} worker{'s' if n > 1 else ''}"
         try:
             runs.append(run_measured(label, argv, env))

@@ -37,7 +37,7 @@ class ClusterError(Exception):
 
 
 # The LocalCluster's own process (`--cluster dask`): its scheduler and nannies live there, its
-# workers below it, so the driver holds only its client and the units' summaries. It prints the
+# workers below it, so the driver holds only its client. It prints the
 # scheduler's address, then serves until its stdin closes: the driver closing the pipe on exit,
 # or the driver dying in any way (the pipe closes with it), so no cluster outlives its driver.
 _LOCAL_CLUSTER = """
