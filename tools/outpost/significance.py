@@ -80,30 +80,46 @@ def _untraced_samples(table: NodeTable, groups: list[list[int]]) -> Samples | No
     return Samples(g, group_ids(g, step[first]), rank[first], value, step[first], [f"untraced[{i}]" for i in range(len(groups))])
 
 
+def _work_per_rank(table: NodeTable, groups: list[list[int]]) -> tuple[np.ndarray, ...] | None:
+    """Per (group, op name, step, rank) of the tested nodes: group, name code, step, rank, class
+    code and the rank's time in that op, rows in order of first appearance. One rank's block of
+    nodes at a time (ranks are stored contiguously and the key holds the rank, so the order and
+    the sums are those of one pass over all nodes): the per-node arrays of the whole capture,
+    millions of rows on a big one, never exist at once."""
+    n = table.nodes
+    tested = n["cls"].isin(_TESTED).to_numpy() & (n["step"].to_numpy() >= 0)
+    rank_col, step_col, name_col = n["rank"].to_numpy(), n["step"].to_numpy(), n["name_code"].to_numpy()
+    cls_col, value_col = n["cls"].array.codes, n["value"].to_numpy()
+    bounds = sorted(table.offsets.values()) + [len(n)]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for a, b in zip(bounds, bounds[1:]):
+        sel = np.flatnonzero(tested[a:b]) + a
+        if not len(sel):
+            continue
+        rank = rank_col[sel]
+        group = _group_lookup(groups, rank)
+        keep = group >= 0
+        sel, rank, group = sel[keep], rank[keep], group[keep]
+        if not len(sel):
+            continue
+        step, name = step_col[sel], name_col[sel]
+        ids = group_ids(name, step, rank)  # the group follows from the rank
+        v = np.bincount(ids, weights=value_col[sel].astype(float))
+        first = first_rows(ids)
+        parts.append(
+            (group[first].astype(np.int64), name[first].astype(np.int64), step[first], rank[first], cls_col[sel[first]].astype(np.int64), v)
+        )
+    if not parts:
+        return None
+    return tuple(np.concatenate([pt[i] for pt in parts]) for i in range(6))
+
+
 def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     """Per (group, op name, step, rank): the rank's time in that op; plus per class totals."""
-    n = table.nodes
-    sel = np.flatnonzero(n["cls"].isin(_TESTED).to_numpy() & (n["step"].to_numpy() >= 0))
-    if not len(sel):
+    got = _work_per_rank(table, groups)
+    if got is None:
         return None
-    rank = n["rank"].to_numpy()[sel]
-    group = _group_lookup(groups, rank)
-    keep = group >= 0
-    sel, rank, group = sel[keep], rank[keep], group[keep]
-    if not len(sel):
-        return None
-    # One entry per tested node (millions on a big capture): native dtypes, each column read
-    # only when needed, the selection dropped as soon as the columns are out.
-    step = n["step"].to_numpy()[sel]
-    name = n["name_code"].to_numpy()[sel]
-    cls = n["cls"].array.codes[sel]
-    ids = group_ids(group, name, step, rank)
-    v = np.bincount(ids, weights=n["value"].to_numpy()[sel].astype(float))
-    del sel
-    first = first_rows(ids)
-    del ids
-    g, nm, st, rk, cl = group[first].astype(np.int64), name[first].astype(np.int64), step[first], rank[first], cls[first].astype(np.int64)
-    del group, name, step, rank, cls
+    g, nm, st, rk, cl, v = got
     # Only ops every member ran in that step: work one rank alone does (a scheduler rank's
     # extra frames) is not comparable, for the op tests nor for the class totals below.
     sizes = np.array([len(x) for x in groups])
@@ -119,7 +135,7 @@ def _work_samples(table: NodeTable, groups: list[list[int]]) -> Samples | None:
     )
     test = group_ids(g, key)
     first = first_rows(test)
-    cats = list(n["cls"].cat.categories)
+    cats = list(table.nodes["cls"].cat.categories)
     labels = [f"op[{table.names[k]}]" if k < len(table.names) else f"class[{cats[k - len(table.names)]}]" for k in key[first]]
     # Each test's class: an op's own, or the class a total sums.
     cls_code = pd.Series(np.concatenate((cl, ck[cfirst] - len(table.names)))).to_numpy()[first]
