@@ -160,6 +160,35 @@ def test_worker_of_the_detect_task_killed_mid_run_is_retried(client: Any) -> Non
     assert got == want
 
 
+# What the `kat` process imports and holds under --cluster: the merge runs on a worker.
+_DRIVER = """
+import re, sys
+sys.argv = ["kat", "detect", sys.argv[1], "--json", "--cluster", sys.argv[2]]
+from kat.agent.cli import main
+try:
+    main()
+finally:
+    heavy = sorted(m for m in ("pandas", "pyarrow", "kat.tools.outpost.phases") if m in sys.modules)
+    # VmHWM: this process's peak RSS since exec (ru_maxrss would carry the forking parent's)
+    peak = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+    print(f"DRIVER {peak} {','.join(heavy) or '-'}", file=sys.stderr)
+"""
+
+
+def test_cli_driver_runs_no_analysis_and_stays_small(client: Any) -> None:
+    case = GLOO / "busy_w4_r1"
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, str(case), client.scheduler.address], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    got["stats"].pop("seconds")
+    assert got == _json(detect(case))
+    peak_kb, heavy = proc.stderr.strip().splitlines()[-1].split()[1:]
+    assert heavy == "-", f"the --cluster driver imported {heavy}: the analysis ran in the kat process"
+    # Interpreter + CLI + Dask client measure about 80 MB here; the single-process detect of
+    # this 4-rank case already peaks near 200 MB (pandas and pyarrow alone are ~100 MB).
+    assert int(peak_kb) < 120 * 1024, f"driver peak {int(peak_kb) // 1024} MB"
+
+
 def _cli(*args: str) -> Any:
     proc = subprocess.run([sys.executable, "-m", "kat.agent.cli", *args, "--json"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
