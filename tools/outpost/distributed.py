@@ -268,8 +268,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def reduce_stats(stats: list[UnitStats], with_replicas: bool) -> tuple[Spread, StepLoad, pd.DataFrame | None]:
-    """Round 1's reduction, run on a worker: the samples of every unit never reach the driver
-    (they grow with the ranks), only the statistics do."""
+    """Round 1's reduction, run on a worker: the samples of every unit never reach the detect
+    task (they grow with the ranks), only the statistics do."""
     spikes = _concat([s.spikes for s in stats])
     peers = replica_peers(_concat([s.replica for s in stats])) if with_replicas else None
     return spread_of(_concat([s.worker for s in stats])), StepLoad.of(spikes, sum(s.ranks_with_nodes for s in stats)), peers
@@ -286,7 +286,7 @@ def capture_statistics(
     """The statistics a unit's tests share with the whole capture, from every unit's samples:
     the inter-worker noise scale, the per-step spike load, the replicas' medians and their
     noise scale (two rounds: the replica noise is measured against the replica medians). Each
-    round is reduced on a worker: the driver receives only the statistics."""
+    round is reduced on a worker: the detect task receives only the statistics."""
     replicas = bool([g for g in plan.replicas if len(g) > 2])
     stats = submit_units(unit_stats_on_worker, "stats", plan, facts, cfg)
     worker, load, peers = client.submit(reduce_stats, stats, replicas, key=_key("reduce-stats"), retries=TASK_RETRIES).result()

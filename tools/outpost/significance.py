@@ -90,6 +90,7 @@ def _work_per_rank(table: NodeTable, groups: list[list[int]]) -> tuple[np.ndarra
     tested = n["cls"].isin(_TESTED).to_numpy() & (n["step"].to_numpy() >= 0)
     rank_col, step_col, name_col = n["rank"].to_numpy(), n["step"].to_numpy(), n["name_code"].to_numpy()
     cls_col, value_col = n["cls"].array.codes, n["value"].to_numpy()
+    group_of_rank = _group_lookup(groups, np.arange(int(rank_col.max(initial=-1)) + 1))  # once, not per block
     bounds = sorted(table.offsets.values()) + [len(n)]
     parts: list[tuple[np.ndarray, ...]] = []
     for a, b in zip(bounds, bounds[1:]):
@@ -97,7 +98,7 @@ def _work_per_rank(table: NodeTable, groups: list[list[int]]) -> tuple[np.ndarra
         if not len(sel):
             continue
         rank = rank_col[sel]
-        group = _group_lookup(groups, rank)
+        group = group_of_rank[rank]
         keep = group >= 0
         sel, rank, group = sel[keep], rank[keep], group[keep]
         if not len(sel):
