@@ -29,6 +29,7 @@ def _group_trace(
     link_factor: float = 1.0,
     nelems: dict[int, int] | None = None,
     swap_steps: set[int] | frozenset = frozenset(),
+    host_factor: float | None = None,
 ) -> dict[int, dict]:
     """Per rank: ProfilerStep -> (aten::mm -> launch -> GEMM kernel) x layers, then an all-reduce.
 
@@ -37,6 +38,8 @@ def _group_trace(
     Transfer time = latency + size / bandwidth; a degraded link (`link_steps`) divides the
     bandwidth by `link_factor` for every member. `nelems` sets a step's message size (load).
     In `swap_steps` every rank swaps KV blocks out: a frame that launches a long device->host copy.
+    `slow_kind` "numa" slows the rank's host->device copies by `slow_factor` and its host code by
+    `host_factor` (default: `slow_factor`; 1.0: only the copies, as a degraded PCIe link would).
     """
     docs = {r: [] for r in range(ranks)}
     t = 1000.0
@@ -111,7 +114,8 @@ def _group_trace(
             for r in range(ranks):
                 slow = r == slow_rank and s in slow_steps
                 k = 80.0 + 3.0 * ((s * 7 + layer * 3 + r) % 5) / 5  # small deterministic jitter
-                cpu_cost = 12.0 * (slow_factor if slow and slow_kind in ("cpu", "numa") else 1.0)
+                host = slow_factor if slow_kind == "cpu" or host_factor is None else host_factor
+                cpu_cost = 12.0 * (host if slow and slow_kind in ("cpu", "numa") else 1.0)
                 kdur = k * (slow_factor if slow and slow_kind == "gpu" else 1.0)
                 corr += 1
                 pid = 100 + r
@@ -410,6 +414,18 @@ def test_link_slow_for_the_whole_capture_without_counters_is_not_guessed(tmp_pat
     assert detect(_two_host_bundle(tmp_path, None)).anomalies == []
 
 
+@pytest.mark.parametrize(("host_factor", "component"), [(1.05, "host_memory"), (1.0, "pcie")])
+def test_slow_copies_are_far_memory_only_when_host_code_is_slower_too(tmp_path: Path, host_factor: float, component: str) -> None:
+    """Copies 1.6x slower on rank 1. With its host code 5% slower as well (significant over the
+    capture, far below a material effect on its own) the copies read far memory; with the host
+    code at full speed only the link can explain them."""
+    trace = _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=1.6, slow_kind="numa", host_factor=host_factor)
+    res = detect(_write(tmp_path, trace))
+    assert res.suspect_ranks and res.suspect_ranks[0] == 1
+    mine = {a.component for a in res.anomalies if a.rank == 1}
+    assert mine == {component}, [(a.rank, a.component, a.name, a.detail) for a in res.anomalies]
+
+
 def test_far_numa_node_slows_host_code_and_copies_together(tmp_path: Path) -> None:
     res = detect(_write(tmp_path, _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=1.6, slow_kind="numa")))
     assert res.suspect_ranks and res.suspect_ranks[0] == 1
@@ -417,3 +433,22 @@ def test_far_numa_node_slows_host_code_and_copies_together(tmp_path: Path) -> No
     # A busy CPU slows the host code only: that stays host_cpu.
     busy = detect(_write(tmp_path / "cpu", _group_trace(4, 12, slow_rank=1, slow_steps=range(3, 11), slow_factor=1.6, slow_kind="cpu")))
     assert "host_memory" not in {a.component for a in busy.anomalies}
+
+
+def test_a_member_late_at_every_step_does_not_hide_a_link_that_slows_later(tmp_path: Path) -> None:
+    """Rank 0 reaches the all-reduce last in every step (its host code is slower throughout, as a
+    pipeline's sender always reaches its send after the receiver posted). From step 6 the link's
+    bandwidth drops 2.5x: the lateness never changed, so it cannot explain the change against the
+    group's own history, and the slower transfers are still a link finding."""
+
+    def links(link_steps: range, out: Path) -> list:
+        trace = _group_trace(
+            4, 12, slow_rank=0, slow_steps=range(12), slow_factor=10.0, slow_kind="cpu", link_steps=link_steps, link_factor=2.5
+        )
+        return [a for a in detect(_write(out, trace)).anomalies if a.kind == "collective" and a.method == "intra"]
+
+    slowed = links(range(6, 12), tmp_path / "slowed")
+    assert slowed and all(set(a.steps) <= set(range(6, 12)) for a in slowed), [(a.rank, a.steps, a.detail) for a in slowed]
+    assert {a.rank for a in slowed} == {0, 1, 2, 3}
+    # The same lateness with an unchanged link: no link finding.
+    assert links(range(0), tmp_path / "calm") == []

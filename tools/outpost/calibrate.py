@@ -7,6 +7,12 @@ ranks; on other ranks they are the host's background noise (transient hiccups ev
 and go to `notes` with their rate per rank. Group-level link findings (every member's transfer
 slowed, nobody late) are judged by their own tests and kept.
 
+Far memory, not the link: copies slower on a rank point at its PCIe link, unless the same rank's
+host code is also significantly slower than its peers' (a sustained class[cpu] test that survives
+the FDR pass, material or not). A degraded link slows DMA transfers only; a worker bound to the
+far NUMA node reads far memory in its own code and in the copies staged from it. Then its copy
+findings are `host_memory`.
+
 Culprit before victim: evidence that a rank made its peers wait (its untraced time grew, peers
 waited on it at collectives) is cause evidence; a rank whose traced ops merely ran slower while
 another rank shows cause evidence may be a victim sharing its CPU, so it comes after, with half
@@ -167,6 +173,23 @@ def _material(a: Anomaly, test: pd.Series, cfg: DetectorConfig) -> bool:
     return (a.effect_ms or 0.0) >= floor and (a.effect_share is None or a.effect_share >= cfg.min_effect_share)
 
 
+def _slow_host_code(sig: pd.DataFrame) -> set[int]:
+    """Ranks whose host code is significantly slower than their peers' over the capture (a
+    sustained class[cpu] test among the significant ones `sig`)."""
+    if sig.empty:
+        return set()
+    hit = (sig["label"] == f"class[{CLS_CPU}]") & ~sig["kind"].astype(str).str.startswith("peak_")
+    return {int(r) for r in sig.loc[hit, "rank"]}
+
+
+def _far_memory(keep: list[Anomaly], slow_host: set[int]) -> None:
+    """Copy findings (`pcie`) of a rank whose host code is also significantly slower: far memory."""
+    for a in keep:
+        if a.component == "pcie" and a.rank in slow_host:
+            a.component = "host_memory"
+            a.detail = f"{a.detail}; its host code is significantly slower too: far (NUMA) memory, not the link".lstrip("; ")
+
+
 def _background(dropped: list[Anomaly], times: RankTimes, notes: list[str]) -> None:
     if not dropped:
         return
@@ -213,6 +236,7 @@ def calibrate(
     if suspects and not any(a.rank == suspects[0].rank for a in keep):
         top = suspects[0].rank  # the culprit always carries its evidence as a finding
         keep.append(_fill(_from_test(top, best[top], times), step_time, best[top]))
+    _far_memory(keep, _slow_host_code(sig))
     keep += [_fill(a, step_time, None) for a in link]
     # Ties broken by what the finding is, not by the order the tests ran in (groups may run apart).
     keep.sort(key=lambda a: (a.rank not in best, -a.score, a.rank, a.start_ns, a.method, a.component, a.name))

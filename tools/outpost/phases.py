@@ -90,7 +90,7 @@ class UnitPart:
     pool: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled.pool_of rows: the merge pools them over units
     pooled: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled.candidates with effects, p-values to come
     instances: pd.DataFrame = field(default_factory=pd.DataFrame)  # _INSTANCE_COLUMNS, device collectives
-    late_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # gkey, step of classic late arrivals
+    late_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # gkey, rank, step of classic late arrivals
     kinds: dict[str, str] = field(default_factory=dict)  # instance name -> kind of its first node
     step_time: pd.Series | None = None  # rankview.step_time (distributed path only)
     spans: pd.DataFrame | None = None  # rankview.rank_step_spans (distributed path only)
@@ -123,7 +123,9 @@ def analyse_unit(table: NodeTable, plan: Plan, facts: CaptureFacts, cfg: Detecto
     part.tests, part.pool, part.pooled = gt.tests, gt.pool, gt.pooled
     part.instances = _instances(inst, table)
     part.replica_values = replica_values(table, plan.replicas)
-    part.late_steps = classic[["gkey", "step"]].reset_index(drop=True) if not classic.empty else pd.DataFrame(columns=["gkey", "step"])
+    part.late_steps = (
+        classic[["gkey", "rank", "step"]].reset_index(drop=True) if not classic.empty else pd.DataFrame(columns=["gkey", "rank", "step"])
+    )
     part.kinds = {str(table.names[c]): kind_of[c] for c in pd.unique(inst["name_code"])} if not inst.empty else {}
     if with_times:
         part.step_time = step_time(table)

@@ -243,8 +243,11 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
     rows = [_counter_led_rows(bundle, inst, set(slow["gkey"]), late, notes)]
     for gkey, g in slow.groupby("gkey"):
         members = [int(x) for x in gkey.split(",")]
-        # A group whose collectives are long because someone arrives late is not a link problem.
-        if not late.empty and late["gkey"].eq(gkey).any():
+        # A group whose collectives are long because someone arrives late is not a link problem,
+        # unless the same member arrives late at every step of the capture (a pipeline's sender
+        # always reaches its send after the receiver posted): a condition that never changes
+        # cannot explain a change against the group's own history.
+        if not late.empty and late["gkey"].eq(gkey).any() and not (_own_history(g) and _late_throughout(late, inst, gkey)):
             late_steps = set(late.loc[late["gkey"] == gkey, "step"])
             g = g[~g["step"].isin(late_steps)]
             if g.empty:
@@ -273,6 +276,19 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
             )
     rows = [r for r in rows if not r.empty]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _own_history(g: pd.DataFrame) -> bool:
+    """The group's link rows all come from its own history (episodes, level shifts), not from a
+    comparison with other groups."""
+    return bool((g["method"] == "intra").all())
+
+
+def _late_throughout(late: pd.DataFrame, inst: pd.DataFrame, gkey: str) -> bool:
+    """One member of the group arrives late at every step the group ran a collective in."""
+    mine = late[late["gkey"] == gkey]
+    steps = set(inst.loc[(inst["gkey"] == gkey) & (inst["step"] >= 0), "step"])
+    return bool(steps) and mine["rank"].nunique() == 1 and set(mine["step"]) >= steps
 
 
 def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], late: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
