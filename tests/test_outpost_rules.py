@@ -370,7 +370,7 @@ def test_routine_kv_offload_every_step_is_not_a_fault(tmp_path: Path) -> None:
     assert not any(a.component == "gpu_memory" for a in res.anomalies), [(a.rank, a.name) for a in res.anomalies]
 
 
-def _two_host_bundle(tmp: Path, nic_hot_host: str | None) -> Path:
+def _two_host_bundle(tmp: Path, nic_hot_host: str | None, late_rank: int | None = None) -> Path:
     """Four ranks, two per host, one group across both hosts, slow the whole capture long (no
     healthy period in the trace); NIC counters rise on `nic_hot_host` only."""
     import json
@@ -378,7 +378,12 @@ def _two_host_bundle(tmp: Path, nic_hot_host: str | None) -> Path:
     b = tmp / "bundle"
     traces = b / "traces"
     traces.mkdir(parents=True)
-    for r, doc in _group_trace(4, 12, slow_rank=None, slow_steps=range(0), slow_factor=1.0, link_steps=range(12), link_factor=3.0).items():
+    # `late_rank`: that rank's host code is 20x slower in every step, so it reaches every collective last.
+    late = {"slow_rank": late_rank, "slow_steps": range(12), "slow_factor": 20.0, "slow_kind": "cpu"} if late_rank is not None else {}
+    trace = _group_trace(
+        4, 12, **{"slow_rank": None, "slow_steps": range(0), "slow_factor": 1.0, **late}, link_steps=range(12), link_factor=3.0
+    )
+    for r, doc in trace.items():
         write_trace(doc, traces / f"rank-{r}.json")
     hosts = {0: "node-a", 1: "node-a", 2: "node-b", 3: "node-b"}
     (b / "incident.json").write_text(
@@ -408,6 +413,16 @@ def test_link_slow_for_the_whole_capture_is_pinned_by_nic_counters(tmp_path: Pat
     res = detect(_two_host_bundle(tmp_path, "node-b"))
     assert {a.rank for a in res.anomalies} == {2, 3}, [(a.rank, a.method, a.detail) for a in res.anomalies]
     assert all(a.component == "network" and a.method == "inter" and "node-b" in a.detail for a in res.anomalies)
+
+
+def test_nic_counters_still_pin_the_link_when_one_member_is_late_at_every_step(tmp_path: Path) -> None:
+    """Rank 0 reaches every collective last in every step (the group's order, as a pipeline's
+    sender): that says nothing about the link, so the NIC counters still pin node-b's members."""
+    res = detect(_two_host_bundle(tmp_path, "node-b", late_rank=0))
+    link = [a for a in res.anomalies if a.kind == "collective" and a.method != "arrival"]
+    assert {a.rank for a in link} == {2, 3}, [(a.rank, a.method, a.detail) for a in res.anomalies]
+    assert all(a.component == "network" and "node-b" in a.detail for a in link)
+    assert res.suspect_ranks[0] == 0  # its lateness is still its own finding
 
 
 def test_link_slow_for_the_whole_capture_without_counters_is_not_guessed(tmp_path: Path) -> None:
@@ -443,7 +458,7 @@ def test_a_member_late_at_every_step_does_not_hide_a_link_that_slows_later(tmp_p
 
     def links(link_steps: range, out: Path) -> list:
         trace = _group_trace(
-            4, 12, slow_rank=0, slow_steps=range(12), slow_factor=10.0, slow_kind="cpu", link_steps=link_steps, link_factor=2.5
+            4, 12, slow_rank=0, slow_steps=range(12), slow_factor=20.0, slow_kind="cpu", link_steps=link_steps, link_factor=2.5
         )
         return [a for a in detect(_write(out, trace)).anomalies if a.kind == "collective" and a.method == "intra"]
 

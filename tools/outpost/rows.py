@@ -302,7 +302,9 @@ def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], lat
         members = [int(x) for x in gkey.split(",")]
         if is_intra_node(bundle, members):
             continue
-        if not late.empty:  # steps where someone arrived late say nothing about the link
+        # Steps where someone arrived late say nothing about the link, unless one member arrives
+        # late at every step (a pipeline's sender): that is the group's order, not a straggler.
+        if not late.empty and not _late_throughout(late, inst, gkey):
             g = g[~g["step"].isin(set(late.loc[late["gkey"] == gkey, "step"]))]
             if g.empty:
                 continue
