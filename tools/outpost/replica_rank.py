@@ -29,7 +29,7 @@ import pandas as pd
 from kat.tools.outpost.models import DetectorConfig
 from kat.tools.outpost.pooled import candidates, pool_of, pooled_rows
 from kat.tools.outpost.samples import Samples
-from kat.tools.outpost.significance import _episode, effect_floor_ms, peak_tests
+from kat.tools.outpost.significance import effect_floor_ms, episode, peak_tests
 from kat.tools.outpost.tree import CLS_COPY, CLS_CPU, CLS_GPU, CLS_STEP, NodeTable
 
 VALUE_COLUMNS = ["rank", "step", "key", "v"]
@@ -173,7 +173,7 @@ def _effects(res: pd.DataFrame, df: pd.DataFrame, cfg: DetectorConfig) -> None:
     for i in np.flatnonzero(res["p"].to_numpy() <= cfg.fdr):
         row = res.iloc[i]
         mine = by.get_group((row["test"], row["rank"]))
-        lo, hi, best = _episode(mine["d"].to_numpy())
+        lo, hi, best = episode(mine["d"].to_numpy())
         ep = mine["step"].to_numpy()[lo : hi + 1]
         span = float(steps.reindex(pd.MultiIndex.from_product([[int(row["rank"])], ep])).fillna(0.0).sum()) if len(ep) else 0.0
         share = best / span if span > 0 else np.nan

@@ -294,7 +294,7 @@ def bh_adjusted(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _episode(d: np.ndarray) -> tuple[int, int, float]:
+def episode(d: np.ndarray) -> tuple[int, int, float]:
     """Maximum-sum run of consecutive strata (Kadane): where the excess concentrates."""
     best, cur, start, lo, hi = 0.0, 0.0, 0, 0, -1
     for i, x in enumerate(d):
@@ -467,7 +467,7 @@ def _effects(
             cache[id(s)] = (cols, df.groupby(["test", "rank"], sort=False).indices)
         cols, idx = cache[id(s)]
         pos = idx[(tests[i], ranks[i])]
-        lo, hi, best = _episode(cols["d"][pos])
+        lo, hi, best = episode(cols["d"][pos])
         steps = sorted(set(cols["step"][pos][lo : hi + 1].tolist()))
         rank = int(ranks[i])
         span = np.array([st.get((rank, x), 0.0) for x in steps], dtype=float).sum() if steps else 0.0
