@@ -378,10 +378,10 @@ def _two_host_bundle(tmp: Path, nic_hot_host: str | None, late_rank: int | None 
     b = tmp / "bundle"
     traces = b / "traces"
     traces.mkdir(parents=True)
-    # `late_rank`: that rank's host code is 20x slower in every step, so it reaches every collective last.
-    late = {"slow_rank": late_rank, "slow_steps": range(12), "slow_factor": 20.0, "slow_kind": "cpu"} if late_rank is not None else {}
+    # `late_rank`: that rank's host code is 20x slower in every step, so it reaches every collective
+    # last (None: no rank is slowed).
     trace = _group_trace(
-        4, 12, **{"slow_rank": None, "slow_steps": range(0), "slow_factor": 1.0, **late}, link_steps=range(12), link_factor=3.0
+        4, 12, slow_rank=late_rank, slow_steps=range(12), slow_factor=20.0, slow_kind="cpu", link_steps=range(12), link_factor=3.0
     )
     for r, doc in trace.items():
         write_trace(doc, traces / f"rank-{r}.json")

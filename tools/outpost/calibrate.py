@@ -182,7 +182,7 @@ def _slow_host_code(sig: pd.DataFrame) -> set[int]:
     return {int(r) for r in sig.loc[hit, "rank"]}
 
 
-def _far_memory(keep: list[Anomaly], slow_host: set[int]) -> None:
+def _relabel_far_memory(keep: list[Anomaly], slow_host: set[int]) -> None:
     """Copy findings (`pcie`) of a rank whose host code is also significantly slower: far memory."""
     for a in keep:
         if a.component == "pcie" and a.rank in slow_host:
@@ -236,7 +236,7 @@ def calibrate(
     if suspects and not any(a.rank == suspects[0].rank for a in keep):
         top = suspects[0].rank  # the culprit always carries its evidence as a finding
         keep.append(_fill(_from_test(top, best[top], times), step_time, best[top]))
-    _far_memory(keep, _slow_host_code(sig))
+    _relabel_far_memory(keep, _slow_host_code(sig))
     keep += [_fill(a, step_time, None) for a in link]
     # Ties broken by what the finding is, not by the order the tests ran in (groups may run apart).
     keep.sort(key=lambda a: (a.rank not in best, -a.score, a.rank, a.start_ns, a.method, a.component, a.name))

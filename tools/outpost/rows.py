@@ -241,13 +241,19 @@ def _link_rows(bundle: Bundle, inst: pd.DataFrame, late: pd.DataFrame, cfg: Dete
     parts = [x for x in (*own, versus_others) if not x.empty]
     slow = pd.concat(parts, ignore_index=True).drop_duplicates(["gkey", "step"]) if parts else pd.DataFrame(columns=["gkey", "step"])
     rows = [_counter_led_rows(bundle, inst, set(slow["gkey"]), late, notes)]
+    # Every step each group ran a collective in (one pass; only needed when someone was late).
+    group_steps = inst[inst["step"] >= 0].groupby("gkey")["step"].unique() if not late.empty and not slow.empty else pd.Series(dtype=object)
     for gkey, g in slow.groupby("gkey"):
         members = [int(x) for x in gkey.split(",")]
         # A group whose collectives are long because someone arrives late is not a link problem,
         # unless the same member arrives late at every step of the capture (a pipeline's sender
         # always reaches its send after the receiver posted): a condition that never changes
         # cannot explain a change against the group's own history.
-        if not late.empty and late["gkey"].eq(gkey).any() and not (_own_history(g) and _late_throughout(late, inst, gkey)):
+        if (
+            not late.empty
+            and late["gkey"].eq(gkey).any()
+            and not (_own_history(g) and _late_throughout(late, gkey, set(group_steps.get(gkey, ()))))
+        ):
             late_steps = set(late.loc[late["gkey"] == gkey, "step"])
             g = g[~g["step"].isin(late_steps)]
             if g.empty:
@@ -284,10 +290,10 @@ def _own_history(g: pd.DataFrame) -> bool:
     return bool((g["method"] == "intra").all())
 
 
-def _late_throughout(late: pd.DataFrame, inst: pd.DataFrame, gkey: str) -> bool:
-    """One member of the group arrives late at every step the group ran a collective in."""
+def _late_throughout(late: pd.DataFrame, gkey: str, steps: set[int]) -> bool:
+    """One member of group `gkey` arrives late at every one of `steps` (the steps it ran a
+    collective in)."""
     mine = late[late["gkey"] == gkey]
-    steps = set(inst.loc[(inst["gkey"] == gkey) & (inst["step"] >= 0), "step"])
     return bool(steps) and mine["rank"].nunique() == 1 and set(mine["step"]) >= steps
 
 
@@ -304,7 +310,7 @@ def _counter_led_rows(bundle: Bundle, inst: pd.DataFrame, flagged: set[str], lat
             continue
         # Steps where someone arrived late say nothing about the link, unless one member arrives
         # late at every step (a pipeline's sender): that is the group's order, not a straggler.
-        if not late.empty and not _late_throughout(late, inst, gkey):
+        if not late.empty and not _late_throughout(late, gkey, set(g.loc[g["step"] >= 0, "step"])):
             g = g[~g["step"].isin(set(late.loc[late["gkey"] == gkey, "step"]))]
             if g.empty:
                 continue
